@@ -1,0 +1,87 @@
+//! Errors of the trace engine: every one names the file and, where it applies, the byte offset.
+
+use std::path::PathBuf;
+
+/// Where in a trace something went wrong: the file and the byte offset in its (decompressed) JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The trace file, or `-` for a stream without a name.
+    pub file: PathBuf,
+    /// Byte offset in the decompressed JSON text.
+    pub offset: u64,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.file.display(), self.offset)
+    }
+}
+
+/// Everything that can go wrong while reading a trace.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be opened or read.
+    #[error("{file}: {source}")]
+    Io {
+        /// The file.
+        file: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gzip or zstd stream is corrupt.
+    #[error("{file}: corrupt {format} stream after {offset} decompressed bytes: {message}")]
+    Decompress {
+        /// The file.
+        file: PathBuf,
+        /// `gzip` or `zstd`.
+        format: &'static str,
+        /// Decompressed bytes read before the failure.
+        offset: u64,
+        /// What the decoder said.
+        message: String,
+    },
+    /// Decompression produced more than the configured limit (a decompression bomb or a trace too large).
+    #[error(
+        "{file}: decompressed size exceeds the limit of {limit} bytes (ratio {ratio}:1 to the compressed input); raise --max-decompressed-bytes if the trace is genuine"
+    )]
+    TooLarge {
+        /// The file.
+        file: PathBuf,
+        /// The limit in bytes.
+        limit: u64,
+        /// Decompressed to compressed ratio at the moment the limit was hit.
+        ratio: u64,
+    },
+    /// Decompression ratio beyond the configured maximum: almost certainly a decompression bomb.
+    #[error(
+        "{file}: decompression ratio above {max_ratio}:1 after {offset} bytes; this is not a trace (raise --max-decompression-ratio if it is)"
+    )]
+    Bomb {
+        /// The file.
+        file: PathBuf,
+        /// Decompressed bytes at detection.
+        offset: u64,
+        /// The configured maximum ratio.
+        max_ratio: u64,
+    },
+    /// The JSON text is malformed or not a Chrome trace.
+    #[error("{location}: {message}")]
+    Syntax {
+        /// Where.
+        location: Location,
+        /// What was expected or found.
+        message: String,
+    },
+}
+
+impl TraceError {
+    /// The byte offset in the decompressed text, where the error has one.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            TraceError::Syntax { location, .. } => Some(location.offset),
+            TraceError::Decompress { offset, .. } | TraceError::Bomb { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The table that `torch.profiler`'s `key_averages()` prints, rebuilt from the exported JSON alone.
+//!
+//! torch builds it from its in-memory events; the JSON holds the same events, so the same rules give the
+//! same numbers, quirks included:
+//! - CPU time of a host event is its duration; self CPU time subtracts its direct children in the host tree.
+//! - GPU activities are attached to "frontend" host events (ones with no linked id: ops, annotations,
+//!   runtime calls without an `External id`, profiler overhead) whose id equals the activity's
+//!   `External id`. A frontend's id is its `External id` for ops, but its CUPTI correlation for runtime
+//!   calls and, for overhead, the id of the op it ran in: when such numbers collide, torch attaches the
+//!   kernel twice, and so does this table, so that it matches `key_averages()` row for row.
+//! - A child with the parent's name that is the parent's only child is folded into the parent.
+//! - Rows are keyed by name and by host/device side (a `record_function` has both).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use super::link::{Links, NONE};
+use super::model::{Category, Trace};
+
+/// Per-event metrics in nanoseconds, torch's definitions.
+#[derive(Debug, Clone)]
+pub struct EventTimes {
+    /// Whether the event is a row of the table (false for folded duplicates, module frames, `Other`).
+    pub counted: Vec<bool>,
+    /// CPU time (host events).
+    pub cpu: Vec<i64>,
+    /// Self CPU time.
+    pub self_cpu: Vec<i64>,
+    /// Device time including children.
+    pub device: Vec<i64>,
+    /// Self device time.
+    pub self_device: Vec<i64>,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyAverage {
+    /// The event name.
+    pub key: String,
+    /// Number of events.
+    pub count: u64,
+    /// Total CPU time, µs.
+    pub cpu_time_total_us: f64,
+    /// Total self CPU time, µs.
+    pub self_cpu_time_total_us: f64,
+    /// Total device time, µs.
+    pub device_time_total_us: f64,
+    /// Total self device time, µs.
+    pub self_device_time_total_us: f64,
+}
+
+/// Integer accumulator for one row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyTotals {
+    /// Events.
+    pub count: u64,
+    /// ns.
+    pub cpu: i64,
+    /// ns.
+    pub self_cpu: i64,
+    /// ns.
+    pub device: i64,
+    /// ns.
+    pub self_device: i64,
+}
+
+impl KeyTotals {
+    /// Adds another accumulator.
+    pub fn add(&mut self, o: &KeyTotals) {
+        self.count += o.count;
+        self.cpu += o.cpu;
+        self.self_cpu += o.self_cpu;
+        self.device += o.device;
+        self.self_device += o.self_device;
+    }
+}
+
+/// Computes torch's per-event metrics.
+pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
+    let n = t.events.len();
+    let ev = &t.events;
+
+    // Activities by the id they are linked to (their External id).
+    let mut by_linked: HashMap<i64, Vec<u32>> = HashMap::new();
+    for (i, e) in ev.iter().enumerate() {
+        if e.cat.is_gpu_activity() && e.external_id > 0 {
+            by_linked.entry(e.external_id).or_default().push(i as u32);
+        }
+    }
+
+    // Frontend ids and own kernel time.
+    let mut own = vec![0i64; n];
+    for &i in &links.host_order {
+        let e = &ev[i as usize];
+        let id = match e.cat {
+            Category::CpuOp | Category::UserAnnotation => e.external_id,
+            Category::Runtime | Category::Driver if e.external_id == 0 => e.correlation,
+            Category::Overhead => links.overhead_op.get(&i).map_or(0, |&op| ev[op as usize].external_id),
+            _ => 0,
+        };
+        if id > 0 {
+            if let Some(acts) = by_linked.get(&id) {
+                own[i as usize] = acts.iter().map(|&a| ev[a as usize].dur).sum();
+            }
+        }
+    }
+
+    // Children lists, then torch's _remove_dup_nodes.
+    let mut parent = links.parent.clone();
+    let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for &i in &links.host_order {
+        let p = parent[i as usize];
+        if p != NONE {
+            children[p as usize].push(i);
+        }
+    }
+    let mut counted: Vec<bool> = ev.iter().map(|e| e.cat.is_host() || e.cat.is_device()).collect();
+    loop {
+        let mut changed = false;
+        for &i in &links.host_order {
+            let iu = i as usize;
+            let p = parent[iu];
+            if !counted[iu] || p == NONE {
+                continue;
+            }
+            let pu = p as usize;
+            if ev[pu].name == ev[iu].name && children[pu].len() == 1 {
+                let kids = std::mem::take(&mut children[iu]);
+                for &k in &kids {
+                    parent[k as usize] = p;
+                }
+                children[pu] = kids;
+                own[pu] = own[iu];
+                counted[iu] = false;
+                parent[iu] = NONE;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+
+    // Times, children before parents (reverse of start order).
+    let mut cpu = vec![0i64; n];
+    let mut self_cpu = vec![0i64; n];
+    let mut device = vec![0i64; n];
+    let mut self_device = vec![0i64; n];
+    for &i in links.host_order.iter().rev() {
+        let iu = i as usize;
+        if !counted[iu] {
+            continue;
+        }
+        let kids = &children[iu];
+        cpu[iu] = ev[iu].dur;
+        self_cpu[iu] = ev[iu].dur - kids.iter().map(|&k| ev[k as usize].dur).sum::<i64>();
+        let kid_dev: i64 = kids.iter().map(|&k| device[k as usize]).sum();
+        device[iu] = own[iu] + kid_dev;
+        self_device[iu] = own[iu];
+    }
+    for (i, e) in ev.iter().enumerate() {
+        if e.cat.is_device() {
+            device[i] = e.dur;
+            self_device[i] = e.dur;
+        }
+    }
+    EventTimes { counted, cpu, self_cpu, device, self_device }
+}
+
+/// Row key: name and whether the row is device-side.
+pub type RowKey = (u32, bool);
+
+/// Sums per-event metrics into rows, for the events selected by `keep`.
+pub fn totals(t: &Trace, times: &EventTimes, mut keep: impl FnMut(usize) -> bool) -> HashMap<RowKey, KeyTotals> {
+    let mut rows: HashMap<RowKey, KeyTotals> = HashMap::new();
+    for (i, e) in t.events.iter().enumerate() {
+        if !times.counted[i] || !keep(i) {
+            continue;
+        }
+        let r = rows.entry((e.name, e.cat.is_device())).or_default();
+        r.count += 1;
+        r.cpu += times.cpu[i];
+        r.self_cpu += times.self_cpu[i];
+        r.device += times.device[i];
+        r.self_device += times.self_device[i];
+    }
+    rows
+}
+
+/// The whole-trace table, sorted by self device time, then self CPU time (both descending), then name.
+pub fn key_averages(t: &Trace, links: &Links) -> Vec<KeyAverage> {
+    let times = event_times(t, links);
+    let rows = totals(t, &times, |_| true);
+    to_table(t, &rows)
+}
+
+/// Turns row totals into sorted table rows.
+pub fn to_table(t: &Trace, rows: &HashMap<RowKey, KeyTotals>) -> Vec<KeyAverage> {
+    let us = |ns: i64| ns as f64 / 1000.0;
+    let mut out: Vec<(KeyTotals, KeyAverage)> = rows
+        .iter()
+        .map(|(&(name, _), r)| {
+            (
+                *r,
+                KeyAverage {
+                    key: t.name(name).to_string(),
+                    count: r.count,
+                    cpu_time_total_us: us(r.cpu),
+                    self_cpu_time_total_us: us(r.self_cpu),
+                    device_time_total_us: us(r.device),
+                    self_device_time_total_us: us(r.self_device),
+                },
+            )
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.0.self_device
+            .cmp(&a.0.self_device)
+            .then(b.0.self_cpu.cmp(&a.0.self_cpu))
+            .then_with(|| a.1.key.cmp(&b.1.key))
+            .then(a.0.device.cmp(&b.0.device))
+    });
+    out.into_iter().map(|(_, r)| r).collect()
+}

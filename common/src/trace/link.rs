@@ -1,0 +1,198 @@
+//! Linking: the host-side call tree (by time containment on each thread, as torch builds it), which op
+//! launched each GPU activity, and the `nn.Module` frame that encloses each op.
+
+use std::collections::HashMap;
+
+use super::model::{Category, Trace};
+
+/// "No such event".
+pub const NONE: u32 = u32::MAX;
+
+/// The links of a trace. Every vector is indexed like [`Trace::events`].
+#[derive(Debug, Clone)]
+pub struct Links {
+    /// Parent in the host call tree (torch's `cpu_parent`), [`NONE`] for roots and GPU events.
+    pub parent: Vec<u32>,
+    /// For GPU activities: the CPU op (or annotation) that launched it; for runtime/driver calls: the op
+    /// they run in. [`NONE`] when unknown.
+    pub launcher: Vec<u32>,
+    /// For host events: the innermost enclosing `nn.Module` frame; for module frames: the enclosing one.
+    pub module: Vec<u32>,
+    /// Host events in the order torch sorts them (start, then longest first, then file order).
+    pub host_order: Vec<u32>,
+    /// For each profiler-overhead event, the op it interrupted (the innermost op enclosing its start).
+    /// torch files the overhead under that op: same thread, and the op's id.
+    pub overhead_op: HashMap<u32, u32>,
+}
+
+impl Links {
+    /// Links a trace.
+    pub fn new(t: &Trace) -> Self {
+        let n = t.events.len();
+        let mut parent = vec![NONE; n];
+        let mut module = vec![NONE; n];
+
+        // Host tree, per thread, exactly as torch's EventList._populate_cpu_children.
+        let mut host: Vec<u32> = (0..n as u32).filter(|&i| t.events[i as usize].cat.is_host()).collect();
+        host.sort_by_key(|&i| {
+            let e = &t.events[i as usize];
+            (e.ts, std::cmp::Reverse(e.end()), i)
+        });
+        let overhead_op = overhead_owners(t, &host);
+        let host_thread = |i: u32| match overhead_op.get(&i) {
+            Some(&op) => t.events[op as usize].thread,
+            None => t.events[i as usize].thread,
+        };
+        nest(t, &host, host_thread, |child, par| parent[child as usize] = par);
+
+        // Module frames: nest module frames and ops together; an op's module is its innermost frame.
+        let has_modules = t.events.iter().any(|e| e.cat == Category::Module);
+        if has_modules {
+            let mut mix: Vec<u32> = (0..n as u32)
+                .filter(|&i| {
+                    let c = t.events[i as usize].cat;
+                    c == Category::Module || c.is_host()
+                })
+                .collect();
+            mix.sort_by_key(|&i| {
+                let e = &t.events[i as usize];
+                // Module frames first on ties: a module call encloses the ops it runs.
+                (e.ts, std::cmp::Reverse(e.end()), e.cat != Category::Module, i)
+            });
+            let mut inner = vec![NONE; n];
+            nest(t, &mix, |i| t.events[i as usize].thread, |child, par| inner[child as usize] = par);
+            // Resolve each event's innermost *module* ancestor.
+            for &i in &mix {
+                let mut p = inner[i as usize];
+                while p != NONE && t.events[p as usize].cat != Category::Module {
+                    p = inner[p as usize];
+                }
+                module[i as usize] = p;
+            }
+        }
+
+        // Launchers: External id -> op; correlation -> runtime call -> the op it runs in.
+        let mut op_by_ext: HashMap<i64, u32> = HashMap::new();
+        let mut rt_by_corr: HashMap<i64, u32> = HashMap::new();
+        for (i, e) in t.events.iter().enumerate() {
+            match e.cat {
+                Category::CpuOp | Category::UserAnnotation if e.external_id != 0 => {
+                    // Innermost wins: an op's External id is unique; annotations may reuse it.
+                    op_by_ext.entry(e.external_id).or_insert(i as u32);
+                }
+                Category::Runtime | Category::Driver if e.correlation != 0 => {
+                    rt_by_corr.insert(e.correlation, i as u32);
+                }
+                _ => {}
+            }
+        }
+        let mut launcher = vec![NONE; n];
+        for (i, e) in t.events.iter().enumerate() {
+            launcher[i] = match e.cat {
+                Category::Kernel | Category::Memcpy | Category::Memset => {
+                    let by_ext = op_by_ext.get(&e.external_id).copied().filter(|_| e.external_id != 0);
+                    by_ext.or_else(|| {
+                        rt_by_corr.get(&e.correlation).and_then(|&r| enclosing_op(t, &parent, r)).filter(|_| e.correlation != 0)
+                    })
+                }
+                Category::Runtime | Category::Driver => op_by_ext
+                    .get(&e.external_id)
+                    .copied()
+                    .filter(|_| e.external_id != 0)
+                    .or_else(|| enclosing_op(t, &parent, i as u32)),
+                _ => None,
+            }
+            .unwrap_or(NONE);
+        }
+        Links { parent, launcher, module, host_order: host, overhead_op }
+    }
+
+    /// The chain of op/annotation ancestors of `i`, innermost first, `i` included.
+    pub fn ancestors<'a>(&'a self, t: &'a Trace, i: u32) -> impl Iterator<Item = u32> + 'a {
+        std::iter::successors(Some(i).filter(|&i| i != NONE), move |&j| Some(self.parent[j as usize]).filter(|&p| p != NONE))
+            .filter(move |&j| matches!(t.events[j as usize].cat, Category::CpuOp | Category::UserAnnotation))
+    }
+
+    /// The module path of a host event, outermost first, e.g. `LlamaModel_0/LlamaDecoderLayer_3/LlamaMLP_3`.
+    pub fn module_path(&self, t: &Trace, i: u32) -> Vec<u32> {
+        let mut out = Vec::new();
+        let mut m = if i == NONE { NONE } else { self.module[i as usize] };
+        while m != NONE {
+            out.push(m);
+            m = self.module[m as usize];
+        }
+        out.reverse();
+        let _ = t;
+        out
+    }
+}
+
+/// The innermost op or annotation above `i` in the host tree.
+fn enclosing_op(t: &Trace, parent: &[u32], i: u32) -> Option<u32> {
+    let mut p = parent[i as usize];
+    while p != NONE {
+        if matches!(t.events[p as usize].cat, Category::CpuOp | Category::UserAnnotation) {
+            return Some(p);
+        }
+        p = parent[p as usize];
+    }
+    None
+}
+
+/// Nests events (already sorted by start, longest first) per thread with a stack, calling `link(child,
+/// parent)` for each event that lies inside another. A partial overlap is no nesting, as in torch.
+fn nest(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32, mut link: impl FnMut(u32, u32)) {
+    let mut stacks: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &i in sorted {
+        let e = &t.events[i as usize];
+        let stack = stacks.entry(thread(i)).or_default();
+        while let Some(&top) = stack.last() {
+            let p = &t.events[top as usize];
+            if e.ts >= p.end() || e.end() > p.end() {
+                stack.pop();
+            } else {
+                link(i, top);
+                break;
+            }
+        }
+        stack.push(i);
+    }
+}
+
+/// For each overhead event (Kineto's `Activity Buffer Request`, `Lazy Function Loading`, ...), the innermost
+/// op or annotation, on any thread, that is open at its start: the op whose correlation id was current when
+/// the profiler paid that overhead.
+fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
+    let mut out = HashMap::new();
+    let mut stacks: HashMap<u32, Vec<u32>> = HashMap::new();
+    for &i in sorted {
+        let e = &t.events[i as usize];
+        match e.cat {
+            Category::CpuOp | Category::UserAnnotation => {
+                let stack = stacks.entry(e.thread).or_default();
+                while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
+                    stack.pop();
+                }
+                stack.push(i);
+            }
+            Category::Overhead => {
+                let mut best: Option<u32> = None;
+                for stack in stacks.values_mut() {
+                    while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
+                        stack.pop();
+                    }
+                    if let Some(&top) = stack.last() {
+                        if best.is_none_or(|b| t.events[top as usize].ts > t.events[b as usize].ts) {
+                            best = Some(top);
+                        }
+                    }
+                }
+                if let Some(b) = best {
+                    out.insert(i, b);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

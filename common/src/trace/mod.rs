@@ -1,0 +1,15 @@
+//! Reading PyTorch-profiler (Kineto) Chrome traces: streaming scan, compact model, linking, and the
+//! `key_averages()`-equivalent table.
+
+pub mod error;
+pub mod key_averages;
+pub mod link;
+pub mod model;
+pub mod reader;
+pub mod scan;
+
+pub use error::{Location, TraceError};
+pub use key_averages::{KeyAverage, key_averages};
+pub use link::Links;
+pub use model::{Category, Event, Trace};
+pub use reader::ReadLimits;

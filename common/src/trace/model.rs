@@ -1,0 +1,239 @@
+//! The compact in-memory form of a trace: only the events the engine uses, with interned names.
+//!
+//! Memory grows with the retained events (about 56 bytes each plus distinct names), not with the bytes of
+//! the file: flow events, metadata, `args` and non-module Python frames are dropped while scanning.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::error::TraceError;
+use super::reader::{ReadLimits, TraceReader};
+use super::scan::{KernelArgs, RawEvent, RawId, TraceMeta, scan};
+
+/// Index of an interned string in [`Trace::names`].
+pub type NameId = u32;
+
+/// What kind of event this is (the `cat` of a complete event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    /// An ATen / TorchScript operator (`cpu_op`, `Operator` in old traces).
+    CpuOp,
+    /// A `record_function` range (`user_annotation`), e.g. `ProfilerStep#3` or vLLM's step names.
+    UserAnnotation,
+    /// A CUDA/HIP runtime API call (`cuda_runtime`, `Runtime`).
+    Runtime,
+    /// A CUDA driver API call (`cuda_driver`), e.g. `cuLaunchKernel`.
+    Driver,
+    /// Profiler overhead (`overhead`), e.g. `Activity Buffer Request`.
+    Overhead,
+    /// An `nn.Module` frame from `with_modules`/`with_stack` (`python_function`).
+    Module,
+    /// A GPU kernel.
+    Kernel,
+    /// A GPU memory copy.
+    Memcpy,
+    /// A GPU memory set.
+    Memset,
+    /// The GPU-side span of a `record_function` range (`gpu_user_annotation`).
+    GpuAnnotation,
+    /// Anything else with a duration (`cuda_sync`, `cuda_profiler_range`, `Trace`, ...): kept out of every table.
+    Other,
+}
+
+impl Category {
+    /// Maps a Kineto `cat` string.
+    pub fn from_cat(cat: &str) -> Self {
+        match cat {
+            "cpu_op" | "Operator" => Category::CpuOp,
+            "user_annotation" => Category::UserAnnotation,
+            "cuda_runtime" | "Runtime" => Category::Runtime,
+            "cuda_driver" => Category::Driver,
+            "overhead" => Category::Overhead,
+            "python_function" => Category::Module,
+            "kernel" | "Kernel" => Category::Kernel,
+            "gpu_memcpy" | "Memcpy" => Category::Memcpy,
+            "gpu_memset" | "Memset" => Category::Memset,
+            "gpu_user_annotation" => Category::GpuAnnotation,
+            _ => Category::Other,
+        }
+    }
+
+    /// Host-side events: the ones that nest by time on a thread (torch's `DeviceType.CPU`).
+    pub fn is_host(self) -> bool {
+        matches!(
+            self,
+            Category::CpuOp | Category::UserAnnotation | Category::Runtime | Category::Driver | Category::Overhead
+        )
+    }
+
+    /// GPU activities that do work (and count as GPU busy time).
+    pub fn is_gpu_activity(self) -> bool {
+        matches!(self, Category::Kernel | Category::Memcpy | Category::Memset)
+    }
+
+    /// Device-side rows of torch's table.
+    pub fn is_device(self) -> bool {
+        self.is_gpu_activity() || self == Category::GpuAnnotation
+    }
+}
+
+/// One retained event. Times are integer nanoseconds on the trace's clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Event {
+    /// Start.
+    pub ts: i64,
+    /// Duration.
+    pub dur: i64,
+    /// `External id` (0 when absent).
+    pub external_id: i64,
+    /// CUPTI `correlation` (0 when absent); for module frames, the Python id.
+    pub correlation: i64,
+    /// Interned name.
+    pub name: NameId,
+    /// Index into [`Trace::threads`]: (pid, tid) for host events, (device, stream) for GPU events.
+    pub thread: u32,
+    /// Index into [`Trace::kernels`] for kernels with launch arguments, `u32::MAX` otherwise.
+    pub kernel: u32,
+    /// The kind of event.
+    pub cat: Category,
+}
+
+impl Event {
+    /// End time.
+    pub fn end(&self) -> i64 {
+        self.ts + self.dur
+    }
+}
+
+/// A `(pid, tid)` pair as written in the trace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Tid {
+    /// Integer id.
+    Int(i64),
+    /// String id (interned).
+    Str(NameId),
+    /// Absent.
+    None,
+}
+
+/// A parsed trace: the retained events in file order and the tables they index.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Retained events, in file order.
+    pub events: Vec<Event>,
+    /// Interned strings.
+    pub names: Vec<Box<str>>,
+    /// Distinct (pid, tid) pairs.
+    pub threads: Vec<(Tid, Tid)>,
+    /// Kernel launch arguments.
+    pub kernels: Vec<KernelArgs>,
+    /// Trace-level metadata.
+    pub meta: TraceMeta,
+    /// Flow events seen (not retained: kernels carry their correlation in `args`).
+    pub flow_events: u64,
+    /// Events dropped because they had no start time.
+    pub dropped: u64,
+}
+
+impl Trace {
+    /// Reads and parses a trace file (`.json`, `.json.gz`, `.json.zst`; detected by content).
+    pub fn open(path: &Path, limits: &ReadLimits) -> Result<Self, TraceError> {
+        let mut reader = TraceReader::open(path, *limits)?;
+        Self::read(&mut reader, limits)
+    }
+
+    /// Parses a trace from an opened reader.
+    pub fn read(reader: &mut TraceReader, limits: &ReadLimits) -> Result<Self, TraceError> {
+        let mut b = Builder::default();
+        let meta = scan(reader, limits, |ev| b.push(ev))?;
+        let mut t = b.trace;
+        t.meta = meta;
+        Ok(t)
+    }
+
+    /// The string of an interned name.
+    pub fn name(&self, id: NameId) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// The name of the first GPU in `deviceProperties`, if any.
+    pub fn gpu_name(&self) -> Option<&str> {
+        self.meta.devices.first().map(|(_, n)| n.as_str())
+    }
+}
+
+/// Builds a [`Trace`] from scanned events.
+#[derive(Default)]
+struct Builder {
+    trace: Trace,
+    names: HashMap<Box<str>, NameId>,
+    threads: HashMap<(Tid, Tid), u32>,
+}
+
+impl Builder {
+    fn intern(&mut self, s: &str) -> NameId {
+        if let Some(&id) = self.names.get(s) {
+            return id;
+        }
+        let id = self.trace.names.len() as NameId;
+        self.trace.names.push(s.into());
+        self.names.insert(s.into(), id);
+        id
+    }
+
+    fn tid(&mut self, id: &RawId<'_>) -> Tid {
+        match id {
+            RawId::None => Tid::None,
+            RawId::Int(v) => Tid::Int(*v),
+            RawId::Str(s) => Tid::Str(self.intern(s)),
+        }
+    }
+
+    fn push(&mut self, ev: RawEvent<'_>) {
+        match ev.ph {
+            b'X' => {}
+            b's' | b'f' | b't' => {
+                self.trace.flow_events += 1;
+                return;
+            }
+            _ => return,
+        }
+        let cat = Category::from_cat(&ev.cat);
+        // Python frames: only nn.Module frames are kept (they give module paths).
+        if cat == Category::Module && !ev.name.starts_with("nn.Module: ") {
+            return;
+        }
+        if cat == Category::Other {
+            return;
+        }
+        let Some(ts) = ev.ts_ns else {
+            self.trace.dropped += 1;
+            return;
+        };
+        let key = (self.tid(&ev.pid), self.tid(&ev.tid));
+        let next = self.threads.len() as u32;
+        let thread = *self.threads.entry(key.clone()).or_insert_with(|| {
+            self.trace.threads.push(key);
+            next
+        });
+        let kernel = match ev.kernel {
+            Some(k) if cat == Category::Kernel => {
+                self.trace.kernels.push(k);
+                (self.trace.kernels.len() - 1) as u32
+            }
+            _ => u32::MAX,
+        };
+        let name = self.intern(&ev.name);
+        let correlation = if cat == Category::Module { ev.python_id.unwrap_or(0) } else { ev.correlation.unwrap_or(0) };
+        self.trace.events.push(Event {
+            ts,
+            dur: ev.dur_ns.unwrap_or(0).max(0),
+            external_id: ev.external_id.unwrap_or(0),
+            correlation,
+            name,
+            thread,
+            kernel,
+            cat,
+        });
+    }
+}

@@ -1,0 +1,173 @@
+//! Opening trace files: plain JSON, gzip or zstd (detected by magic bytes, not by name), with limits on
+//! the decompressed size and the compression ratio so that a decompression bomb is refused early.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use super::error::TraceError;
+
+/// Limits applied while reading one trace. Every limit of the reader lives here, with its default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Most decompressed bytes one trace may have (default 16 GiB).
+    pub max_decompressed_bytes: u64,
+    /// Most decompressed-to-compressed ratio; checked once [`Self::ratio_grace_bytes`] were produced
+    /// (default 1000: real Kineto traces compress 5-30x with gzip, 10-60x with zstd).
+    pub max_ratio: u64,
+    /// Decompressed bytes before the ratio check starts (default 64 MiB).
+    pub ratio_grace_bytes: u64,
+    /// Largest single JSON value (one event, or one top-level field) kept whole in memory (default 64 MiB).
+    pub max_value_bytes: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_decompressed_bytes: 16 << 30,
+            max_ratio: 1000,
+            ratio_grace_bytes: 64 << 20,
+            max_value_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The compression of a trace file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Plain JSON text.
+    None,
+    /// gzip (`.json.gz`).
+    Gzip,
+    /// zstd (`.json.zst`).
+    Zstd,
+}
+
+impl Compression {
+    /// Detects the compression from the first bytes of a file.
+    pub fn sniff(head: &[u8]) -> Self {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "plain",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Counts the compressed bytes consumed by a decoder.
+struct CountingReader<R> {
+    inner: R,
+    count: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.set(self.count.get() + n as u64);
+        Ok(n)
+    }
+}
+
+/// A decompressing reader that enforces [`ReadLimits`] and turns decoder failures into [`TraceError`].
+pub struct TraceReader {
+    inner: Box<dyn Read>,
+    compression: Compression,
+    compressed: std::rc::Rc<std::cell::Cell<u64>>,
+    produced: u64,
+    limits: ReadLimits,
+    file: PathBuf,
+    /// Set when the last failure was a limit, so the caller reports that rather than a generic I/O error.
+    pending: Option<TraceError>,
+}
+
+impl TraceReader {
+    /// Opens a trace file.
+    pub fn open(path: &Path, limits: ReadLimits) -> Result<Self, TraceError> {
+        let io_err = |source| TraceError::Io { file: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io_err)?;
+        Self::from_reader(file, path, limits).map_err(io_err)
+    }
+
+    /// Wraps any byte source (a file, a socket, an in-memory buffer); `name` is used in errors.
+    pub fn from_reader<R: Read + 'static>(source: R, name: &Path, limits: ReadLimits) -> io::Result<Self> {
+        let mut buffered = BufReader::with_capacity(256 << 10, source);
+        let head = io::BufRead::fill_buf(&mut buffered)?;
+        let compression = Compression::sniff(head);
+        let count = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counted = CountingReader { inner: buffered, count: count.clone() };
+        let inner: Box<dyn Read> = match compression {
+            Compression::None => Box::new(counted),
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(counted))?),
+        };
+        Ok(Self { inner, compression, compressed: count, produced: 0, limits, file: name.to_path_buf(), pending: None })
+    }
+
+    /// The detected compression.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The file name used in errors.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Decompressed bytes produced so far.
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    /// Compressed (on-disk) bytes consumed so far.
+    pub fn consumed(&self) -> u64 {
+        self.compressed.get()
+    }
+
+    /// Reads up to `buf.len()` bytes; `Ok(0)` at the end.
+    pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, TraceError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
+        let n = match self.inner.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+            Err(e) => {
+                return Err(match self.compression {
+                    Compression::None => TraceError::Io { file: self.file.clone(), source: e },
+                    c => TraceError::Decompress {
+                        file: self.file.clone(),
+                        format: c.name(),
+                        offset: self.produced,
+                        message: e.to_string(),
+                    },
+                });
+            }
+        };
+        self.produced += n as u64;
+        let consumed = self.compressed.get().max(1);
+        if self.produced > self.limits.max_decompressed_bytes {
+            return Err(TraceError::TooLarge {
+                file: self.file.clone(),
+                limit: self.limits.max_decompressed_bytes,
+                ratio: self.produced / consumed,
+            });
+        }
+        if self.compression != Compression::None
+            && self.produced > self.limits.ratio_grace_bytes
+            && self.produced / consumed > self.limits.max_ratio
+        {
+            return Err(TraceError::Bomb { file: self.file.clone(), offset: self.produced, max_ratio: self.limits.max_ratio });
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,785 @@
+//! A streaming scanner for Chrome-trace JSON as the PyTorch profiler (Kineto) writes it.
+//!
+//! It never builds a document tree: it reads the text in bounded chunks, walks the top-level object, and for
+//! every element of `traceEvents` pulls out only the fields the engine needs (`ph`, `cat`, `name`, `pid`,
+//! `tid`, `ts`, `dur` and a few `args`), skipping everything else (the `args` of CPU ops, with their shape
+//! arrays, are most of the bytes) with a byte-level skipper. Memory is one chunk buffer, grown only when a
+//! single JSON value is larger than it (up to [`ReadLimits::max_value_bytes`]).
+//!
+//! Each event is parsed from a contiguous slice; when the slice ends inside the event, the scanner refills
+//! its buffer and parses that event again from its start. Events are small, so the retry costs nothing.
+
+use std::borrow::Cow;
+
+use super::error::{Location, TraceError};
+use super::reader::{ReadLimits, TraceReader};
+
+/// Initial size of the chunk buffer.
+const CHUNK: usize = 1 << 20;
+
+/// A `pid` or `tid`: Kineto writes integers, older and synthetic rows use strings (`"Spans"`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum RawId<'a> {
+    /// Absent.
+    #[default]
+    None,
+    /// An integer id.
+    Int(i64),
+    /// A string id.
+    Str(Cow<'a, str>),
+}
+
+/// Launch configuration and occupancy of a kernel, from its `args`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KernelArgs {
+    /// Grid dimensions.
+    pub grid: [u32; 3],
+    /// Block dimensions.
+    pub block: [u32; 3],
+    /// Registers per thread.
+    pub registers_per_thread: u32,
+    /// Static + dynamic shared memory in bytes.
+    pub shared_memory: u32,
+    /// Blocks per SM as CUPTI estimates it.
+    pub blocks_per_sm: f32,
+    /// Warps per SM.
+    pub warps_per_sm: f32,
+    /// Estimated achieved occupancy in percent.
+    pub occupancy_pct: f32,
+}
+
+/// The fields of one trace event that the engine uses. Strings borrow from the scanner's buffer.
+#[derive(Debug, Clone, Default)]
+pub struct RawEvent<'a> {
+    /// First byte of `ph` (`X`, `i`, `s`, `f`, `M`, ...), 0 when absent.
+    pub ph: u8,
+    /// `cat`, empty when absent.
+    pub cat: Cow<'a, str>,
+    /// `name`, empty when absent.
+    pub name: Cow<'a, str>,
+    /// `pid`.
+    pub pid: RawId<'a>,
+    /// `tid`.
+    pub tid: RawId<'a>,
+    /// Start in nanoseconds (the file's microseconds, exactly, to the nanosecond).
+    pub ts_ns: Option<i64>,
+    /// Duration in nanoseconds.
+    pub dur_ns: Option<i64>,
+    /// `args["External id"]`: the id of the CPU op (on CPU ops) or of the op that launched it (elsewhere).
+    pub external_id: Option<i64>,
+    /// `args["correlation"]`: the CUPTI correlation id linking a runtime call with its GPU activity.
+    pub correlation: Option<i64>,
+    /// `args["stream"]` of GPU activities.
+    pub stream: Option<i64>,
+    /// `args["device"]` of GPU activities.
+    pub device: Option<i64>,
+    /// `args["Python id"]` of `python_function` events.
+    pub python_id: Option<i64>,
+    /// `args["Python parent id"]`.
+    pub python_parent_id: Option<i64>,
+    /// Kernel launch configuration, when the event has `grid`.
+    pub kernel: Option<KernelArgs>,
+}
+
+/// Trace-level metadata found outside `traceEvents`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceMeta {
+    /// `deviceProperties[].name`, by device id.
+    pub devices: Vec<(i64, String)>,
+    /// `traceName`, when present.
+    pub trace_name: Option<String>,
+    /// Number of elements of `traceEvents`.
+    pub event_count: u64,
+    /// Decompressed bytes read.
+    pub bytes: u64,
+}
+
+/// Why a parse of one unit stopped.
+#[derive(Debug)]
+enum Stop {
+    /// The slice ended inside the unit: refill and retry.
+    Incomplete,
+    /// Malformed input at this position of the slice.
+    Bad(usize, String),
+}
+
+type PResult<T> = Result<T, Stop>;
+
+/// A cursor over one contiguous slice.
+struct Cur<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+fn bad<T>(i: usize, msg: impl Into<String>) -> PResult<T> {
+    Err(Stop::Bad(i, msg.into()))
+}
+
+fn kind_of(c: u8) -> &'static str {
+    match c {
+        b'{' => "an object",
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        b'-' | b'0'..=b'9' => "a number",
+        _ => "an invalid character",
+    }
+}
+
+impl<'a> Cur<'a> {
+    #[inline]
+    fn ws(&mut self) -> PResult<u8> {
+        while self.i < self.b.len() {
+            let c = self.b[self.i];
+            if !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                return Ok(c);
+            }
+            self.i += 1;
+        }
+        Err(Stop::Incomplete)
+    }
+
+    #[inline]
+    fn expect(&mut self, c: u8, what: &str) -> PResult<()> {
+        let got = self.ws()?;
+        if got != c {
+            return bad(self.i, format!("expected {what}, found {}", kind_of(got)));
+        }
+        self.i += 1;
+        Ok(())
+    }
+
+    /// Reads a string whose opening quote is at `self.i`.
+    #[inline]
+    fn string(&mut self) -> PResult<Cow<'a, str>> {
+        let start = self.i + 1;
+        let rest = self.b.get(start..).ok_or(Stop::Incomplete)?;
+        match memchr::memchr2(b'"', b'\\', rest) {
+            None => Err(Stop::Incomplete),
+            Some(n) if rest[n] == b'"' => {
+                self.i = start + n + 1;
+                match std::str::from_utf8(&rest[..n]) {
+                    Ok(s) => Ok(Cow::Borrowed(s)),
+                    Err(e) => bad(start + e.valid_up_to(), "invalid UTF-8 in string"),
+                }
+            }
+            Some(_) => self.escaped_string(start),
+        }
+    }
+
+    /// Slow path for strings with escapes.
+    fn escaped_string(&mut self, start: usize) -> PResult<Cow<'a, str>> {
+        let mut out: Vec<u8> = Vec::new();
+        let mut i = start;
+        loop {
+            let c = *self.b.get(i).ok_or(Stop::Incomplete)?;
+            match c {
+                b'"' => break,
+                b'\\' => {
+                    let e = *self.b.get(i + 1).ok_or(Stop::Incomplete)?;
+                    i += 2;
+                    match e {
+                        b'"' => out.push(b'"'),
+                        b'\\' => out.push(b'\\'),
+                        b'/' => out.push(b'/'),
+                        b'b' => out.push(8),
+                        b'f' => out.push(12),
+                        b'n' => out.push(b'\n'),
+                        b'r' => out.push(b'\r'),
+                        b't' => out.push(b'\t'),
+                        b'u' => {
+                            let mut cp = self.hex4(i)?;
+                            i += 4;
+                            if (0xD800..0xDC00).contains(&cp) {
+                                if self.b.get(i..i + 2).ok_or(Stop::Incomplete)? == b"\\u" {
+                                    let lo = self.hex4(i + 2)?;
+                                    if (0xDC00..0xE000).contains(&lo) {
+                                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                                        i += 6;
+                                    }
+                                }
+                            }
+                            let ch = char::from_u32(cp).unwrap_or('\u{FFFD}');
+                            let mut tmp = [0u8; 4];
+                            out.extend_from_slice(ch.encode_utf8(&mut tmp).as_bytes());
+                        }
+                        _ => return bad(i - 1, "invalid escape in string"),
+                    }
+                }
+                c if c < 0x20 => return bad(i, "control character in string"),
+                _ => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        self.i = i + 1;
+        match String::from_utf8(out) {
+            Ok(s) => Ok(Cow::Owned(s)),
+            Err(e) => bad(start + e.utf8_error().valid_up_to(), "invalid UTF-8 in string"),
+        }
+    }
+
+    fn hex4(&self, i: usize) -> PResult<u32> {
+        let h = self.b.get(i..i + 4).ok_or(Stop::Incomplete)?;
+        let s = std::str::from_utf8(h).map_err(|_| Stop::Bad(i, "invalid \\u escape".into()))?;
+        u32::from_str_radix(s, 16).map_err(|_| Stop::Bad(i, "invalid \\u escape".into()))
+    }
+
+    /// Skips a string whose opening quote is at `self.i`.
+    #[inline]
+    fn skip_string(&mut self) -> PResult<()> {
+        let mut i = self.i + 1;
+        loop {
+            let rest = self.b.get(i..).ok_or(Stop::Incomplete)?;
+            match memchr::memchr2(b'"', b'\\', rest) {
+                None => return Err(Stop::Incomplete),
+                Some(n) if rest[n] == b'"' => {
+                    self.i = i + n + 1;
+                    return Ok(());
+                }
+                Some(n) => i += n + 2,
+            }
+        }
+    }
+
+    /// Skips any JSON value starting at the next non-blank byte.
+    fn skip_value(&mut self) -> PResult<()> {
+        let c = self.ws()?;
+        match c {
+            b'"' => self.skip_string(),
+            b'{' | b'[' => self.skip_container(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.skip_number(),
+            _ => bad(self.i, format!("expected a JSON value, found {}", kind_of(c))),
+        }
+    }
+
+    fn literal(&mut self, lit: &[u8]) -> PResult<()> {
+        let end = self.i + lit.len();
+        let got = self.b.get(self.i..end).ok_or(Stop::Incomplete)?;
+        if got != lit {
+            return bad(self.i, "invalid literal");
+        }
+        self.i = end;
+        // A literal must be followed by something, or the next chunk may extend it.
+        if end >= self.b.len() {
+            return Err(Stop::Incomplete);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn number_end(&self) -> PResult<usize> {
+        let mut j = self.i;
+        while j < self.b.len() {
+            if !matches!(self.b[j], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                return Ok(j);
+            }
+            j += 1;
+        }
+        Err(Stop::Incomplete)
+    }
+
+    fn skip_number(&mut self) -> PResult<()> {
+        self.i = self.number_end()?;
+        Ok(())
+    }
+
+    /// Skips an object or array, tracking nesting and strings, without looking at its content.
+    fn skip_container(&mut self) -> PResult<()> {
+        let mut depth = 0usize;
+        let mut i = self.i;
+        let b = self.b;
+        while i < b.len() {
+            match b[i] {
+                b'"' => {
+                    self.i = i;
+                    self.skip_string()?;
+                    i = self.i;
+                    continue;
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        self.i = i + 1;
+                        return Ok(());
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        Err(Stop::Incomplete)
+    }
+
+    /// An integer that must fit in i64; `None` (value skipped) when the value is not a number.
+    fn int(&mut self) -> PResult<Option<i64>> {
+        let c = self.ws()?;
+        if !(c == b'-' || c.is_ascii_digit()) {
+            self.skip_value()?;
+            return Ok(None);
+        }
+        let start = self.i;
+        let end = self.number_end()?;
+        let text = &self.b[start..end];
+        self.i = end;
+        let s = std::str::from_utf8(text).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
+        if s.bytes().all(|c| c.is_ascii_digit() || c == b'-') {
+            return match s.parse::<i64>() {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => bad(start, format!("integer {s} is out of range (beyond 64-bit)")),
+            };
+        }
+        // A float where an integer id is expected: accept integral values only.
+        match s.parse::<f64>() {
+            Ok(v) if v.fract() == 0.0 && v.abs() < 9.0e18 => Ok(Some(v as i64)),
+            Ok(_) => bad(start, format!("number {s} is not a 64-bit integer")),
+            Err(_) => bad(start, format!("invalid number {s}")),
+        }
+    }
+
+    /// A number as f64; `None` when not a number.
+    fn float(&mut self) -> PResult<Option<f64>> {
+        let c = self.ws()?;
+        if !(c == b'-' || c.is_ascii_digit()) {
+            self.skip_value()?;
+            return Ok(None);
+        }
+        let start = self.i;
+        let end = self.number_end()?;
+        self.i = end;
+        let s = std::str::from_utf8(&self.b[start..end]).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
+        s.parse::<f64>().map(Some).map_err(|_| Stop::Bad(start, format!("invalid number {s}")))
+    }
+
+    /// A time in microseconds, converted exactly to integer nanoseconds (rounded half up past 3 decimals).
+    fn micros_as_ns(&mut self) -> PResult<Option<i64>> {
+        let c = self.ws()?;
+        if !(c == b'-' || c.is_ascii_digit()) {
+            self.skip_value()?;
+            return Ok(None);
+        }
+        let start = self.i;
+        let end = self.number_end()?;
+        self.i = end;
+        let t = &self.b[start..end];
+        let (neg, digits) = if t[0] == b'-' { (true, &t[1..]) } else { (false, t) };
+        let mut int: i64 = 0;
+        let mut k = 0;
+        let overflow = || Stop::Bad(start, "timestamp is out of range (beyond 64-bit nanoseconds)".to_string());
+        while k < digits.len() && digits[k].is_ascii_digit() {
+            int = int.checked_mul(10).and_then(|v| v.checked_add(i64::from(digits[k] - b'0'))).ok_or_else(overflow)?;
+            k += 1;
+        }
+        let mut frac: i64 = 0;
+        let mut scale = 100;
+        let mut round = false;
+        if k < digits.len() && digits[k] == b'.' {
+            k += 1;
+            let mut n = 0;
+            while k < digits.len() && digits[k].is_ascii_digit() {
+                if n < 3 {
+                    frac += i64::from(digits[k] - b'0') * scale;
+                    scale /= 10;
+                } else if n == 3 {
+                    round = digits[k] >= b'5';
+                }
+                n += 1;
+                k += 1;
+            }
+        }
+        if k != digits.len() {
+            // Exponent or other unusual form: fall back to f64.
+            let s = std::str::from_utf8(t).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
+            let v: f64 = s.parse().map_err(|_| Stop::Bad(start, format!("invalid number {s}")))?;
+            let ns = (v * 1000.0).round();
+            if !ns.is_finite() || ns.abs() >= 9.2e18 {
+                return Err(overflow());
+            }
+            return Ok(Some(ns as i64));
+        }
+        let ns = int
+            .checked_mul(1000)
+            .and_then(|v| v.checked_add(frac + i64::from(round)))
+            .ok_or_else(overflow)?;
+        Ok(Some(if neg { -ns } else { ns }))
+    }
+
+    fn raw_id(&mut self) -> PResult<RawId<'a>> {
+        match self.ws()? {
+            b'"' => Ok(RawId::Str(self.string()?)),
+            b'-' | b'0'..=b'9' => Ok(self.int()?.map_or(RawId::None, RawId::Int)),
+            _ => {
+                self.skip_value()?;
+                Ok(RawId::None)
+            }
+        }
+    }
+
+    /// Reads a key and the colon after it; the opening quote is the next non-blank byte.
+    #[inline]
+    fn key(&mut self) -> PResult<Cow<'a, str>> {
+        let c = self.ws()?;
+        if c != b'"' {
+            return bad(self.i, format!("expected an object key, found {}", kind_of(c)));
+        }
+        let k = self.string()?;
+        self.expect(b':', "':' after an object key")?;
+        Ok(k)
+    }
+
+    /// After a member: `,` (returns true, more members) or the closing byte (returns false).
+    #[inline]
+    fn next_member(&mut self, close: u8) -> PResult<bool> {
+        match self.ws()? {
+            b',' => {
+                self.i += 1;
+                Ok(true)
+            }
+            c if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            c => bad(self.i, format!("expected ',' or '{}', found {}", close as char, kind_of(c))),
+        }
+    }
+
+    /// Parses one event object starting at the next non-blank byte.
+    fn event(&mut self) -> PResult<RawEvent<'a>> {
+        let c = self.ws()?;
+        if c != b'{' {
+            return bad(self.i, format!("a trace event must be an object, found {}", kind_of(c)));
+        }
+        self.i += 1;
+        let mut ev = RawEvent::default();
+        if self.ws()? == b'}' {
+            self.i += 1;
+            return Ok(ev);
+        }
+        loop {
+            let k = self.key()?;
+            match k.as_bytes() {
+                b"ph" => {
+                    if self.ws()? == b'"' {
+                        ev.ph = self.string()?.as_bytes().first().copied().unwrap_or(0);
+                    } else {
+                        self.skip_value()?;
+                    }
+                }
+                b"cat" => ev.cat = self.opt_string()?,
+                b"name" => ev.name = self.opt_string()?,
+                b"pid" => ev.pid = self.raw_id()?,
+                b"tid" => ev.tid = self.raw_id()?,
+                b"ts" => ev.ts_ns = self.micros_as_ns()?,
+                b"dur" => ev.dur_ns = self.micros_as_ns()?,
+                b"args" => self.args(&mut ev)?,
+                _ => self.skip_value()?,
+            }
+            if !self.next_member(b'}')? {
+                return Ok(ev);
+            }
+        }
+    }
+
+    fn opt_string(&mut self) -> PResult<Cow<'a, str>> {
+        if self.ws()? == b'"' {
+            self.string()
+        } else {
+            self.skip_value()?;
+            Ok(Cow::Borrowed(""))
+        }
+    }
+
+    fn dims(&mut self) -> PResult<Option<[u32; 3]>> {
+        if self.ws()? != b'[' {
+            self.skip_value()?;
+            return Ok(None);
+        }
+        self.i += 1;
+        let mut out = [1u32; 3];
+        let mut n = 0;
+        if self.ws()? == b']' {
+            self.i += 1;
+            return Ok(Some(out));
+        }
+        loop {
+            let v = self.int()?.unwrap_or(1);
+            if n < 3 {
+                out[n] = u32::try_from(v).unwrap_or(u32::MAX);
+            }
+            n += 1;
+            if !self.next_member(b']')? {
+                return Ok(Some(out));
+            }
+        }
+    }
+
+    fn args(&mut self, ev: &mut RawEvent<'a>) -> PResult<()> {
+        if self.ws()? != b'{' {
+            return self.skip_value();
+        }
+        self.i += 1;
+        if self.ws()? == b'}' {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            let k = self.key()?;
+            match k.as_bytes() {
+                b"External id" => ev.external_id = self.int()?,
+                b"correlation" => ev.correlation = self.int()?,
+                b"stream" => ev.stream = self.int()?,
+                b"device" => ev.device = self.int()?,
+                b"Python id" => ev.python_id = self.int()?,
+                b"Python parent id" => ev.python_parent_id = self.int()?,
+                b"grid" => {
+                    if let Some(g) = self.dims()? {
+                        ev.kernel.get_or_insert_with(KernelArgs::default).grid = g;
+                    }
+                }
+                b"block" => {
+                    if let Some(g) = self.dims()? {
+                        ev.kernel.get_or_insert_with(KernelArgs::default).block = g;
+                    }
+                }
+                b"registers per thread" => {
+                    let v = self.int()?;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).registers_per_thread =
+                        v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
+                }
+                b"shared memory" => {
+                    let v = self.int()?;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).shared_memory =
+                        v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
+                }
+                b"blocks per SM" => {
+                    let v = self.float()?;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).blocks_per_sm = v.unwrap_or(0.0) as f32;
+                }
+                b"warps per SM" => {
+                    let v = self.float()?;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).warps_per_sm = v.unwrap_or(0.0) as f32;
+                }
+                b"est. achieved occupancy %" => {
+                    let v = self.float()?;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).occupancy_pct = v.unwrap_or(0.0) as f32;
+                }
+                _ => self.skip_value()?,
+            }
+            if !self.next_member(b'}')? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Where the scanner is in the document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Before the top-level value.
+    Start,
+    /// Inside the top-level object, before the first member.
+    ObjectFirst,
+    /// Inside the top-level object, after a member.
+    ObjectNext,
+    /// Inside `traceEvents` (or a top-level array), before the first event.
+    EventsFirst,
+    /// Inside `traceEvents`, after an event.
+    EventsNext,
+    /// After the top-level value.
+    End,
+}
+
+/// Result of one step of the top-level walk.
+enum Step<'a> {
+    /// Moved on without an event.
+    Moved(State),
+    /// An event to hand to the sink, then go to the state.
+    Event(RawEvent<'a>, State),
+    /// A top-level member that the scanner keeps (key, raw JSON value).
+    Member(Cow<'a, str>, &'a [u8]),
+}
+
+/// Streams the events of one trace to `sink` and returns the trace-level metadata.
+///
+/// The sink receives every element of `traceEvents` in file order, flow and metadata events included.
+pub fn scan(reader: &mut TraceReader, limits: &ReadLimits, mut sink: impl FnMut(RawEvent<'_>)) -> Result<TraceMeta, TraceError> {
+    let mut buf: Vec<u8> = vec![0; CHUNK];
+    let mut start = 0usize;
+    let mut end = 0usize;
+    let mut base: u64 = 0; // absolute offset of buf[0]
+    let mut eof = false;
+    let mut state = State::Start;
+    let mut meta = TraceMeta::default();
+    let mut in_top_array = false;
+    let file = reader.file().to_path_buf();
+    let syntax = |offset: u64, message: String| TraceError::Syntax { location: Location { file: file.clone(), offset }, message };
+
+    loop {
+        if state == State::End {
+            // Only blanks may follow the top-level value.
+            let tail = &buf[start..end];
+            if let Some(p) = tail.iter().position(|c| !matches!(c, b' ' | b'\n' | b'\r' | b'\t' | 0)) {
+                return Err(syntax(base + (start + p) as u64, "unexpected data after the end of the trace".into()));
+            }
+            start = end;
+            if eof {
+                break;
+            }
+        }
+        let step = if state == State::End {
+            Err(Stop::Incomplete)
+        } else {
+            let slice = &buf[start..end];
+            let mut c = Cur { b: slice, i: 0 };
+            let r = step(&mut c, state, &mut in_top_array);
+            r.map(|s| (s, c.i))
+        };
+        match step {
+            Ok((s, used)) => {
+                // Validate the UTF-8 of everything consumed (skipped strings included).
+                if let Err(e) = std::str::from_utf8(&buf[start..start + used]) {
+                    return Err(syntax(base + (start + e.valid_up_to()) as u64, "invalid UTF-8".into()));
+                }
+                match s {
+                    Step::Moved(next) => state = next,
+                    Step::Event(ev, next) => {
+                        meta.event_count += 1;
+                        sink(ev);
+                        state = next;
+                    }
+                    Step::Member(key, raw) => {
+                        keep_member(&key, raw, &mut meta);
+                        state = State::ObjectNext;
+                    }
+                }
+                start += used;
+            }
+            Err(Stop::Bad(pos, message)) => return Err(syntax(base + (start + pos) as u64, message)),
+            Err(Stop::Incomplete) => {
+                if eof {
+                    if state == State::End {
+                        break;
+                    }
+                    let at = base + end as u64;
+                    let message = if at == 0 {
+                        "empty file: expected a JSON object with traceEvents".to_string()
+                    } else {
+                        "unexpected end of file (truncated trace?)".to_string()
+                    };
+                    return Err(syntax(at, message));
+                }
+                // Compact, grow if one value fills the whole buffer, then read more.
+                if start > 0 {
+                    buf.copy_within(start..end, 0);
+                    base += start as u64;
+                    end -= start;
+                    start = 0;
+                }
+                if end == buf.len() {
+                    if buf.len() >= limits.max_value_bytes {
+                        return Err(syntax(
+                            base,
+                            format!("a single JSON value is larger than the limit of {} bytes", limits.max_value_bytes),
+                        ));
+                    }
+                    let n = (buf.len() * 2).min(limits.max_value_bytes.max(CHUNK));
+                    buf.resize(n, 0);
+                }
+                let n = reader.read_chunk(&mut buf[end..])?;
+                if n == 0 {
+                    eof = true;
+                }
+                end += n;
+            }
+        }
+    }
+    if state != State::End {
+        return Err(syntax(base + end as u64, "unexpected end of file (truncated trace?)".into()));
+    }
+    meta.bytes = reader.produced();
+    Ok(meta)
+}
+
+/// One step of the walk over the top-level structure.
+fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<Step<'a>> {
+    match state {
+        State::Start => match c.ws()? {
+            b'{' => {
+                c.i += 1;
+                Ok(Step::Moved(State::ObjectFirst))
+            }
+            b'[' => {
+                c.i += 1;
+                *in_top_array = true;
+                Ok(Step::Moved(State::EventsFirst))
+            }
+            x => bad(c.i, format!("a trace must be a JSON object (or an array of events), found {}", kind_of(x))),
+        },
+        State::ObjectFirst | State::ObjectNext => {
+            if state == State::ObjectNext && !c.next_member(b'}')? {
+                return Ok(Step::Moved(State::End));
+            }
+            if state == State::ObjectFirst && c.ws()? == b'}' {
+                c.i += 1;
+                return Ok(Step::Moved(State::End));
+            }
+            let key = c.key()?;
+            if key == "traceEvents" {
+                let v = c.ws()?;
+                if v != b'[' {
+                    return bad(c.i, format!("traceEvents must be an array, found {}", kind_of(v)));
+                }
+                c.i += 1;
+                return Ok(Step::Moved(State::EventsFirst));
+            }
+            let vstart = {
+                c.ws()?;
+                c.i
+            };
+            c.skip_value()?;
+            Ok(Step::Member(key, &c.b[vstart..c.i]))
+        }
+        State::EventsFirst | State::EventsNext => {
+            let close_to = if *in_top_array { State::End } else { State::ObjectNext };
+            if state == State::EventsNext {
+                if !c.next_member(b']')? {
+                    return Ok(Step::Moved(close_to));
+                }
+            } else if c.ws()? == b']' {
+                c.i += 1;
+                return Ok(Step::Moved(close_to));
+            }
+            let ev = c.event()?;
+            Ok(Step::Event(ev, State::EventsNext))
+        }
+        State::End => Err(Stop::Incomplete),
+    }
+}
+
+/// Keeps the top-level members the engine uses.
+fn keep_member(key: &str, raw: &[u8], meta: &mut TraceMeta) {
+    match key {
+        "deviceProperties" => {
+            if let Ok(serde_json::Value::Array(devs)) = serde_json::from_slice::<serde_json::Value>(raw) {
+                for d in devs {
+                    let id = d.get("id").and_then(serde_json::Value::as_i64).unwrap_or(0);
+                    if let Some(name) = d.get("name").and_then(serde_json::Value::as_str) {
+                        meta.devices.push((id, name.to_string()));
+                    }
+                }
+            }
+        }
+        "traceName" => {
+            if let Ok(serde_json::Value::String(s)) = serde_json::from_slice::<serde_json::Value>(raw) {
+                meta.trace_name = Some(s);
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,77 @@
+//! `coord analyze TRACE [--json]`: torch's `key_averages()` table for one trace.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use tracefleet_common::trace::{Links, Trace, key_averages};
+
+use super::LimitArgs;
+
+/// Arguments of `coord analyze`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Trace file: .json, .json.gz or .json.zst (detected by content).
+    trace: PathBuf,
+    /// Print a JSON array with the keys of torch's table instead of a text table.
+    #[arg(long)]
+    json: bool,
+    /// Print bytes, seconds, MB/s and peak memory to stderr (for benchmarks).
+    #[arg(long)]
+    stats: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let trace = Trace::open(&a.trace, &a.limits.limits())?;
+    let links = Links::new(&trace);
+    let rows = key_averages(&trace, &links);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &rows).context("writing JSON")?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{:<60} {:>8} {:>14} {:>14} {:>14} {:>14}",
+            "Name", "Calls", "Self CPU (us)", "CPU total (us)", "Self dev (us)", "Dev total (us)"
+        )?;
+        for r in &rows {
+            let name: String = if r.key.chars().count() > 60 {
+                r.key.chars().take(57).chain("...".chars()).collect()
+            } else {
+                r.key.clone()
+            };
+            writeln!(
+                out,
+                "{:<60} {:>8} {:>14.3} {:>14.3} {:>14.3} {:>14.3}",
+                name,
+                r.count,
+                r.self_cpu_time_total_us,
+                r.cpu_time_total_us,
+                r.self_device_time_total_us,
+                r.device_time_total_us
+            )?;
+        }
+    }
+    out.flush()?;
+    if a.stats {
+        let bytes = trace.meta.bytes;
+        eprintln!(
+            "stats: bytes={} events={} retained={} seconds={:.3} mb_per_s={:.1} peak_rss_bytes={}",
+            bytes,
+            trace.meta.event_count,
+            trace.events.len(),
+            elapsed,
+            bytes as f64 / 1e6 / elapsed.max(1e-9),
+            super::peak_rss_bytes().unwrap_or(0)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! The `coord` command line: one module per command.
+
+mod analyze;
+mod ingest;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracefleet_common::trace::ReadLimits;
+
+/// tracefleet coordinator and command-line tools.
+#[derive(Debug, Parser)]
+#[command(name = "coord", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print torch's key_averages() table for one trace file, from the JSON alone.
+    Analyze(analyze::Args),
+    /// Reduce a results tree of traces to kernel_dat.csv, op_times.tsv, op_times_detailed.tsv and the full tables.
+    Ingest(ingest::Args),
+}
+
+/// Limits for reading traces, shared by the offline commands.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Most decompressed bytes one trace may have.
+    #[arg(long, default_value_t = ReadLimits::default().max_decompressed_bytes)]
+    pub max_decompressed_bytes: u64,
+    /// Most decompressed-to-compressed ratio before a compressed trace is refused as a bomb.
+    #[arg(long, default_value_t = ReadLimits::default().max_ratio)]
+    pub max_decompression_ratio: u64,
+}
+
+impl LimitArgs {
+    /// The reader limits these flags describe.
+    pub fn limits(&self) -> ReadLimits {
+        ReadLimits {
+            max_decompressed_bytes: self.max_decompressed_bytes,
+            max_ratio: self.max_decompression_ratio,
+            ..ReadLimits::default()
+        }
+    }
+}
+
+/// Parses the command line and runs the command; errors are printed with their causes.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Analyze(a) => analyze::run(a),
+        Command::Ingest(a) => ingest::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Peak resident memory of this process in bytes (Linux), for `--stats`.
+pub(crate) fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
