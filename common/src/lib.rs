@@ -5,4 +5,11 @@
 //!
 //! - [`trace`]: streaming parser for Kineto Chrome traces, linking of GPU activity to ops, torch's table.
 
+pub mod aggregate;
+pub mod classify;
+pub mod glob;
+pub mod layout;
+pub mod stats;
+pub mod summary;
+pub mod tables;
 pub mod trace;

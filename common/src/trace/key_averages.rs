@@ -96,7 +96,10 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
         let id = match e.cat {
             Category::CpuOp | Category::UserAnnotation => e.external_id,
             Category::Runtime | Category::Driver if e.external_id == 0 => e.correlation,
-            Category::Overhead => links.overhead_op.get(&i).map_or(0, |&op| ev[op as usize].external_id),
+            Category::Overhead => links
+                .overhead_op
+                .get(&i)
+                .map_or(0, |&op| ev[op as usize].external_id),
             _ => 0,
         };
         if id > 0 {
@@ -115,7 +118,10 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
             children[p as usize].push(i);
         }
     }
-    let mut counted: Vec<bool> = ev.iter().map(|e| e.cat.is_host() || e.cat.is_device()).collect();
+    let mut counted: Vec<bool> = ev
+        .iter()
+        .map(|e| e.cat.is_host() || e.cat.is_device())
+        .collect();
     loop {
         let mut changed = false;
         for &i in &links.host_order {
@@ -165,14 +171,24 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
             self_device[i] = e.dur;
         }
     }
-    EventTimes { counted, cpu, self_cpu, device, self_device }
+    EventTimes {
+        counted,
+        cpu,
+        self_cpu,
+        device,
+        self_device,
+    }
 }
 
 /// Row key: name and whether the row is device-side.
 pub type RowKey = (u32, bool);
 
 /// Sums per-event metrics into rows, for the events selected by `keep`.
-pub fn totals(t: &Trace, times: &EventTimes, mut keep: impl FnMut(usize) -> bool) -> HashMap<RowKey, KeyTotals> {
+pub fn totals(
+    t: &Trace,
+    times: &EventTimes,
+    mut keep: impl FnMut(usize) -> bool,
+) -> HashMap<RowKey, KeyTotals> {
     let mut rows: HashMap<RowKey, KeyTotals> = HashMap::new();
     for (i, e) in t.events.iter().enumerate() {
         if !times.counted[i] || !keep(i) {

@@ -33,7 +33,9 @@ impl Links {
         let mut module = vec![NONE; n];
 
         // Host tree, per thread, exactly as torch's EventList._populate_cpu_children.
-        let mut host: Vec<u32> = (0..n as u32).filter(|&i| t.events[i as usize].cat.is_host()).collect();
+        let mut host: Vec<u32> = (0..n as u32)
+            .filter(|&i| t.events[i as usize].cat.is_host())
+            .collect();
         host.sort_by_key(|&i| {
             let e = &t.events[i as usize];
             (e.ts, std::cmp::Reverse(e.end()), i)
@@ -43,7 +45,9 @@ impl Links {
             Some(&op) => t.events[op as usize].thread,
             None => t.events[i as usize].thread,
         };
-        nest(t, &host, host_thread, |child, par| parent[child as usize] = par);
+        nest(t, &host, host_thread, |child, par| {
+            parent[child as usize] = par
+        });
 
         // Module frames: nest module frames and ops together; an op's module is its innermost frame.
         let has_modules = t.events.iter().any(|e| e.cat == Category::Module);
@@ -57,10 +61,20 @@ impl Links {
             mix.sort_by_key(|&i| {
                 let e = &t.events[i as usize];
                 // Module frames first on ties: a module call encloses the ops it runs.
-                (e.ts, std::cmp::Reverse(e.end()), e.cat != Category::Module, i)
+                (
+                    e.ts,
+                    std::cmp::Reverse(e.end()),
+                    e.cat != Category::Module,
+                    i,
+                )
             });
             let mut inner = vec![NONE; n];
-            nest(t, &mix, |i| t.events[i as usize].thread, |child, par| inner[child as usize] = par);
+            nest(
+                t,
+                &mix,
+                |i| t.events[i as usize].thread,
+                |child, par| inner[child as usize] = par,
+            );
             // Resolve each event's innermost *module* ancestor.
             for &i in &mix {
                 let mut p = inner[i as usize];
@@ -90,9 +104,15 @@ impl Links {
         for (i, e) in t.events.iter().enumerate() {
             launcher[i] = match e.cat {
                 Category::Kernel | Category::Memcpy | Category::Memset => {
-                    let by_ext = op_by_ext.get(&e.external_id).copied().filter(|_| e.external_id != 0);
+                    let by_ext = op_by_ext
+                        .get(&e.external_id)
+                        .copied()
+                        .filter(|_| e.external_id != 0);
                     by_ext.or_else(|| {
-                        rt_by_corr.get(&e.correlation).and_then(|&r| enclosing_op(t, &parent, r)).filter(|_| e.correlation != 0)
+                        rt_by_corr
+                            .get(&e.correlation)
+                            .and_then(|&r| enclosing_op(t, &parent, r))
+                            .filter(|_| e.correlation != 0)
                     })
                 }
                 Category::Runtime | Category::Driver => op_by_ext
@@ -104,19 +124,36 @@ impl Links {
             }
             .unwrap_or(NONE);
         }
-        Links { parent, launcher, module, host_order: host, overhead_op }
+        Links {
+            parent,
+            launcher,
+            module,
+            host_order: host,
+            overhead_op,
+        }
     }
 
     /// The chain of op/annotation ancestors of `i`, innermost first, `i` included.
     pub fn ancestors<'a>(&'a self, t: &'a Trace, i: u32) -> impl Iterator<Item = u32> + 'a {
-        std::iter::successors(Some(i).filter(|&i| i != NONE), move |&j| Some(self.parent[j as usize]).filter(|&p| p != NONE))
-            .filter(move |&j| matches!(t.events[j as usize].cat, Category::CpuOp | Category::UserAnnotation))
+        std::iter::successors(Some(i).filter(|&i| i != NONE), move |&j| {
+            Some(self.parent[j as usize]).filter(|&p| p != NONE)
+        })
+        .filter(move |&j| {
+            matches!(
+                t.events[j as usize].cat,
+                Category::CpuOp | Category::UserAnnotation
+            )
+        })
     }
 
     /// The module path of a host event, outermost first, e.g. `LlamaModel_0/LlamaDecoderLayer_3/LlamaMLP_3`.
     pub fn module_path(&self, t: &Trace, i: u32) -> Vec<u32> {
         let mut out = Vec::new();
-        let mut m = if i == NONE { NONE } else { self.module[i as usize] };
+        let mut m = if i == NONE {
+            NONE
+        } else {
+            self.module[i as usize]
+        };
         while m != NONE {
             out.push(m);
             m = self.module[m as usize];
@@ -131,7 +168,10 @@ impl Links {
 fn enclosing_op(t: &Trace, parent: &[u32], i: u32) -> Option<u32> {
     let mut p = parent[i as usize];
     while p != NONE {
-        if matches!(t.events[p as usize].cat, Category::CpuOp | Category::UserAnnotation) {
+        if matches!(
+            t.events[p as usize].cat,
+            Category::CpuOp | Category::UserAnnotation
+        ) {
             return Some(p);
         }
         p = parent[p as usize];
@@ -170,7 +210,10 @@ fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
         match e.cat {
             Category::CpuOp | Category::UserAnnotation => {
                 let stack = stacks.entry(e.thread).or_default();
-                while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
+                while stack
+                    .last()
+                    .is_some_and(|&top| t.events[top as usize].end() <= e.ts)
+                {
                     stack.pop();
                 }
                 stack.push(i);
@@ -178,11 +221,15 @@ fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
             Category::Overhead => {
                 let mut best: Option<u32> = None;
                 for stack in stacks.values_mut() {
-                    while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
+                    while stack
+                        .last()
+                        .is_some_and(|&top| t.events[top as usize].end() <= e.ts)
+                    {
                         stack.pop();
                     }
                     if let Some(&top) = stack.last() {
-                        if best.is_none_or(|b| t.events[top as usize].ts > t.events[b as usize].ts) {
+                        if best.is_none_or(|b| t.events[top as usize].ts > t.events[b as usize].ts)
+                        {
                             best = Some(top);
                         }
                     }

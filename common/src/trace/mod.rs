@@ -13,3 +13,4 @@ pub use key_averages::{KeyAverage, key_averages};
 pub use link::Links;
 pub use model::{Category, Event, Trace};
 pub use reader::ReadLimits;
+pub mod steps;

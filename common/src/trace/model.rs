@@ -62,7 +62,11 @@ impl Category {
     pub fn is_host(self) -> bool {
         matches!(
             self,
-            Category::CpuOp | Category::UserAnnotation | Category::Runtime | Category::Driver | Category::Overhead
+            Category::CpuOp
+                | Category::UserAnnotation
+                | Category::Runtime
+                | Category::Driver
+                | Category::Overhead
         )
     }
 
@@ -224,7 +228,11 @@ impl Builder {
             _ => u32::MAX,
         };
         let name = self.intern(&ev.name);
-        let correlation = if cat == Category::Module { ev.python_id.unwrap_or(0) } else { ev.correlation.unwrap_or(0) };
+        let correlation = if cat == Category::Module {
+            ev.python_id.unwrap_or(0)
+        } else {
+            ev.correlation.unwrap_or(0)
+        };
         self.trace.events.push(Event {
             ts,
             dur: ev.dur_ns.unwrap_or(0).max(0),

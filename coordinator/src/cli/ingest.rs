@@ -1,10 +1,233 @@
-//! `coord ingest DIR... --out OUT`.
+//! `coord ingest DIR... --out OUT`: reduce a results tree of traces (every step, not one per batch size)
+//! to the seed tables and the full statistics, parsing files on a pool of worker threads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use tracefleet_common::aggregate::{Aggregate, SeriesKey};
+use tracefleet_common::classify::Rules;
+use tracefleet_common::layout;
+use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize_file};
+use tracefleet_common::tables;
+
+use super::LimitArgs;
 
 /// Arguments of `coord ingest`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Results folders (original layout `logs_{bs}/trace_N.json`, or vLLM's `*.pt.trace.json[.gz]`) or files.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Batch size for traces whose path and step names do not give one.
+    #[arg(long)]
+    batch_size: Option<u32>,
+    /// Mode (decode or prefill) for traces whose path and step names do not give one.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Input length (prompt tokens) for traces whose path does not give one.
+    #[arg(long)]
+    input_len: Option<u32>,
+    /// Host name for the host column.
+    #[arg(long, default_value = "local")]
+    host: String,
+    /// Classification rules (TOML); the built-in Llama-family rules by default.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Step annotation patterns (globs), replacing the defaults (ProfilerStep#*, execute_context_*, execute_model*).
+    #[arg(long = "step-pattern")]
+    step_patterns: Vec<String>,
+    /// Parse worker threads (default: one per core).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Print bytes, seconds, MB/s and peak memory to stderr.
+    #[arg(long)]
+    stats: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// One trace to parse, with what its path says.
+struct Job {
+    root: PathBuf,
+    path: PathBuf,
+}
 
 /// Runs the command.
-pub fn run(_a: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not yet")
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut opts = AnalyzeOptions {
+        limits: a.limits.limits(),
+        ..AnalyzeOptions::default()
+    };
+    if let Some(r) = &a.rules {
+        opts.rules = Rules::load(r)?;
+    }
+    if !a.step_patterns.is_empty() {
+        opts.step_patterns = a.step_patterns.clone();
+    }
+    let mut jobs = Vec::new();
+    for d in &a.dirs {
+        let found = layout::find_traces(d).with_context(|| format!("reading {}", d.display()))?;
+        let root = if d.is_file() {
+            d.parent().unwrap_or(Path::new(".")).to_path_buf()
+        } else {
+            d.clone()
+        };
+        jobs.extend(found.into_iter().map(|path| Job {
+            root: root.clone(),
+            path,
+        }));
+    }
+    if jobs.is_empty() {
+        bail!(
+            "no trace files (trace*.json[.gz|.zst] or *.pt.trace.json[.gz|.zst]) under {:?}",
+            a.dirs
+        );
+    }
+    let threads = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let results = parse_all(&jobs, &opts, threads);
+
+    let mut agg = Aggregate::default();
+    let mut bytes = 0u64;
+    let mut errors = Vec::new();
+    for (job, res) in jobs.iter().zip(results) {
+        match res {
+            Ok(summary) => {
+                bytes += summary.bytes;
+                if let Err(e) = add_trace(&mut agg, &a, job, &summary) {
+                    errors.push(format!("{e:#}"));
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "{} of {} traces failed:\n  {}",
+            errors.len(),
+            jobs.len(),
+            errors.join("\n  ")
+        );
+    }
+    let written = tables::write_results(&a.out, &agg)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    let steps = agg.steps.len();
+    eprintln!("ingested {} traces, {} steps; wrote:", jobs.len(), steps);
+    for p in written {
+        eprintln!("  {}", p.display());
+    }
+    if a.stats {
+        let s = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "stats: bytes={bytes} traces={} threads={threads} seconds={s:.3} mb_per_s={:.1} peak_rss_bytes={}",
+            jobs.len(),
+            bytes as f64 / 1e6 / s.max(1e-9),
+            super::peak_rss_bytes().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+/// Parses every job on `threads` workers; results come back in job order.
+fn parse_all(
+    jobs: &[Job],
+    opts: &AnalyzeOptions,
+    threads: usize,
+) -> Vec<Result<TraceSummary, tracefleet_common::trace::TraceError>> {
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Result<TraceSummary, _>>>> =
+        jobs.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads.min(jobs.len()) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i) else { break };
+                    let r = summarize_file(&job.path, opts);
+                    if let Ok(mut slot) = slots[i].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| {
+            m.into_inner().ok().flatten().unwrap_or_else(|| {
+                Err(tracefleet_common::trace::TraceError::Io {
+                    file: PathBuf::from("-"),
+                    source: std::io::Error::other("parse worker failed"),
+                })
+            })
+        })
+        .collect()
+}
+
+/// Adds the steps of one trace to the aggregate, working out each step's series.
+fn add_trace(
+    agg: &mut Aggregate,
+    a: &Args,
+    job: &Job,
+    summary: &TraceSummary,
+) -> anyhow::Result<()> {
+    let hints = layout::hints(&job.root, &job.path);
+    let name = job
+        .path
+        .strip_prefix(&job.root)
+        .unwrap_or(&job.path)
+        .display()
+        .to_string();
+    for step in &summary.steps {
+        let shape = step.vllm_shape();
+        // vLLM's step names say what ran; mode from the path (or flag) picks which count is the batch.
+        let mode = hints
+            .mode
+            .clone()
+            .or_else(|| a.mode.clone())
+            .or_else(|| {
+                shape.map(|s| {
+                    if s.context_requests > 0 {
+                        "prefill".into()
+                    } else {
+                        "decode".into()
+                    }
+                })
+            })
+            .unwrap_or_else(|| "unknown".into());
+        let from_shape = shape.map(|s| {
+            if mode == "prefill" {
+                s.context_requests
+            } else {
+                s.generation_requests
+            }
+        });
+        let batch_size = hints
+            .batch_size
+            .or(from_shape)
+            .or(a.batch_size)
+            .with_context(|| {
+                format!(
+                    "{}: no batch size (no logs_N folder, no vLLM step name, no --batch-size)",
+                    job.path.display()
+                )
+            })?;
+        let series = SeriesKey {
+            host: a.host.clone(),
+            gpu: summary.gpu.clone(),
+            mode: mode.clone(),
+            batch_size,
+            input_len: hints.input_len.or(a.input_len).unwrap_or(0),
+        };
+        agg.add_step(&series, &name, step);
+    }
+    Ok(())
 }

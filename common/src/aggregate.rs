@@ -1,0 +1,176 @@
+//! The merged statistics of many traces: per series (host, GPU, mode, batch size, input length) and name.
+//!
+//! Adding trace summaries in any order, or merging partial aggregates in any order, gives the same
+//! aggregate: all maps are ordered and all statistics are exact integers or order-independent sketches.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::Detail;
+use crate::stats::Summary;
+use crate::summary::{LaunchConfig, StepSummary, detail_index};
+
+/// Which series a step belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SeriesKey {
+    /// Host the trace was recorded on.
+    pub host: String,
+    /// GPU name.
+    pub gpu: String,
+    /// `decode`, `prefill` or another label.
+    pub mode: String,
+    /// Sequences per forward step.
+    pub batch_size: u32,
+    /// Prompt length in tokens (0 when unknown).
+    pub input_len: u32,
+}
+
+/// One step row (`steps.csv`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRow {
+    /// Step name (annotation), empty for one-step files.
+    pub step_name: String,
+    /// Union of GPU activity intervals, ns.
+    pub gpu_busy: i64,
+    /// Sum of GPU activity durations, ns.
+    pub gpu_time: i64,
+    /// Wall span, ns.
+    pub wall_span: i64,
+    /// Kernels.
+    pub kernel_count: u64,
+    /// GPU time per detailed category, ns.
+    pub detail: [i64; 7],
+    /// GPU activities (kernels, copies, sets) per detailed category.
+    pub detail_activities: [u32; 7],
+    /// Decoder layers found in the step.
+    pub layers: u32,
+}
+
+/// Statistics of one op key over steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpStats {
+    /// Calls over all steps.
+    pub calls: u64,
+    /// Device time (including children) per step, ns.
+    pub device: Summary,
+    /// Self device time, ns, summed over steps.
+    pub self_device: i128,
+    /// CPU time, ns, summed.
+    pub cpu: i128,
+    /// Self CPU time, ns, summed.
+    pub self_cpu: i128,
+}
+
+/// Statistics of one kernel (name and category) over steps.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelStats {
+    /// Launches over all steps.
+    pub calls: u64,
+    /// Summed duration per step, ns.
+    pub per_step: Summary,
+}
+
+/// Merged statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Aggregate {
+    /// Step rows by (series, trace, step index).
+    pub steps: BTreeMap<(SeriesKey, String, u32), StepRow>,
+    /// Per-step GPU time of each detailed category.
+    pub categories: BTreeMap<SeriesKey, Vec<Summary>>,
+    /// Op statistics by (series, name, device side).
+    pub ops: BTreeMap<(SeriesKey, String, bool), OpStats>,
+    /// Kernel statistics by (series, kernel, category).
+    pub kernels: BTreeMap<(SeriesKey, String, Detail), KernelStats>,
+    /// Distinct launch configurations by series.
+    pub configs: BTreeMap<SeriesKey, BTreeSet<LaunchConfig>>,
+}
+
+impl Aggregate {
+    /// Adds one step of trace `trace` to `series`.
+    pub fn add_step(&mut self, series: &SeriesKey, trace: &str, s: &StepSummary) {
+        self.steps.insert(
+            (series.clone(), trace.to_string(), s.index),
+            StepRow {
+                step_name: s.name.clone(),
+                gpu_busy: s.gpu_busy,
+                gpu_time: s.gpu_time,
+                wall_span: s.wall_span,
+                kernel_count: s.kernel_count,
+                detail: s.detail,
+                detail_activities: s.detail_activities,
+                layers: s.layers,
+            },
+        );
+        let cats = self
+            .categories
+            .entry(series.clone())
+            .or_insert_with(|| vec![Summary::default(); 7]);
+        for d in Detail::ALL {
+            cats[detail_index(d)].add(s.detail[detail_index(d)]);
+        }
+        for op in &s.ops {
+            let o = self
+                .ops
+                .entry((series.clone(), op.name.clone(), op.device))
+                .or_default();
+            o.calls += op.count;
+            o.device.add(op.device_time);
+            o.self_device += i128::from(op.self_device);
+            o.cpu += i128::from(op.cpu);
+            o.self_cpu += i128::from(op.self_cpu);
+        }
+        for k in &s.kernels {
+            let ks = self
+                .kernels
+                .entry((series.clone(), k.name.clone(), k.category))
+                .or_default();
+            ks.calls += k.calls;
+            ks.per_step.add(k.total);
+        }
+        self.configs
+            .entry(series.clone())
+            .or_default()
+            .extend(s.configs.iter().cloned());
+    }
+
+    /// Merges another aggregate (from another worker or machine).
+    pub fn merge(&mut self, other: &Aggregate) {
+        for (k, v) in &other.steps {
+            self.steps.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &other.categories {
+            let mine = self
+                .categories
+                .entry(k.clone())
+                .or_insert_with(|| vec![Summary::default(); 7]);
+            for (a, b) in mine.iter_mut().zip(v) {
+                a.merge(b);
+            }
+        }
+        for (k, v) in &other.ops {
+            let o = self.ops.entry(k.clone()).or_default();
+            o.calls += v.calls;
+            o.device.merge(&v.device);
+            o.self_device += v.self_device;
+            o.cpu += v.cpu;
+            o.self_cpu += v.self_cpu;
+        }
+        for (k, v) in &other.kernels {
+            let ks = self.kernels.entry(k.clone()).or_default();
+            ks.calls += v.calls;
+            ks.per_step.merge(&v.per_step);
+        }
+        for (k, v) in &other.configs {
+            self.configs
+                .entry(k.clone())
+                .or_default()
+                .extend(v.iter().cloned());
+        }
+    }
+
+    /// The modes present, in order.
+    pub fn modes(&self) -> BTreeSet<String> {
+        self.categories.keys().map(|k| k.mode.clone()).collect()
+    }
+}

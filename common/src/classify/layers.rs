@@ -1,0 +1,287 @@
+//! Finding decoder layers in one step and giving each GPU activity its category.
+//!
+//! Kernels are grouped into *units*: the outermost linear op above the kernel's launching op, else the
+//! outermost attention op, else a rope op, else the top-level op. Units are ordered by start time. A layer
+//! is anchored on its attention unit; with module frames in the trace, the layer is the decoder-layer module
+//! instead. See `common/rules/llama.toml` for the roles.
+
+use std::collections::HashMap;
+
+use super::rules::module_class;
+use super::{Detail, Rules};
+use crate::trace::link::{Links, NONE};
+use crate::trace::model::{Category, Trace};
+use crate::trace::steps::Steps;
+
+/// The categories of one step's GPU activities.
+#[derive(Debug, Clone, Default)]
+pub struct Classified {
+    /// `(event index, category)` for every GPU activity of the step, in launch order.
+    pub activities: Vec<(u32, Detail)>,
+    /// Number of linear ops in each detailed category (index: position in [`Detail::ALL`]).
+    pub linear_ops: [u32; 7],
+    /// Number of decoder layers found.
+    pub layers: u32,
+    /// Whether layers came from module frames (true) or from attention anchors (false).
+    pub from_modules: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Linear,
+    Attention,
+    Rope,
+    Other,
+}
+
+#[derive(Debug)]
+struct Unit {
+    op: u32,
+    kind: Kind,
+    start: i64,
+    acts: Vec<u32>,
+    layer: u32,
+    rope_module: bool,
+    kv_cache: bool,
+}
+
+/// One decoder layer, as positions into the ordered units.
+#[derive(Debug, Default)]
+struct Layer {
+    kqv: Vec<usize>,
+    attention: usize,
+    post: Vec<usize>,
+}
+
+/// Classifies the GPU activities of step `step`.
+pub fn classify_step(
+    t: &Trace,
+    links: &Links,
+    steps: &Steps,
+    step: u32,
+    rules: &Rules,
+) -> Classified {
+    let mut units = build_units(t, links, steps, step, rules);
+    units.sort_by_key(|u| (u.start, u.op));
+
+    let from_modules = units.iter().any(|u| u.layer != NONE);
+    let layers = if from_modules {
+        layers_from_modules(&units)
+    } else {
+        layers_from_anchors(&units, rules)
+    };
+
+    let mut detail: Vec<Detail> = units
+        .iter()
+        .map(|u| match u.kind {
+            Kind::Attention => Detail::PagedAttention,
+            Kind::Rope => Detail::Rope,
+            _ if u.rope_module => Detail::Rope,
+            _ => Detail::Others,
+        })
+        .collect();
+    for l in &layers {
+        for &k in &l.kqv {
+            detail[k] = Detail::KqvProj;
+        }
+        if let Some((&o, mlp)) = l.post.split_first() {
+            detail[o] = Detail::OProj;
+            if let Some((&down, gate_up)) = mlp.split_last() {
+                detail[down] = Detail::DownProj;
+                for &g in gate_up {
+                    detail[g] = Detail::GatedUpProj;
+                }
+            }
+        }
+        // Rope window: after the last kqv_proj, before attention, minus the KV-cache writes just before it.
+        let from = l.kqv.last().map_or(l.attention, |&k| k + 1);
+        let mut to = l.attention;
+        while to > from && units[to - 1].kv_cache {
+            to -= 1;
+        }
+        for (d, u) in detail[from..to].iter_mut().zip(&units[from..to]) {
+            if u.kind == Kind::Other {
+                *d = Detail::Rope;
+            }
+        }
+    }
+
+    let mut out = Classified {
+        layers: layers.len() as u32,
+        from_modules,
+        ..Default::default()
+    };
+    for (u, d) in units.iter().zip(&detail) {
+        if u.kind == Kind::Linear {
+            let pos = Detail::ALL.iter().position(|x| x == d).unwrap_or(6);
+            out.linear_ops[pos] += 1;
+        }
+        for &a in &u.acts {
+            out.activities.push((a, *d));
+        }
+    }
+    out
+}
+
+fn build_units(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules) -> Vec<Unit> {
+    let mut units: Vec<Unit> = Vec::new();
+    let mut by_op: HashMap<u32, usize> = HashMap::new();
+    for (i, e) in t.events.iter().enumerate() {
+        if !e.cat.is_gpu_activity() || steps.of_event[i] != step {
+            continue;
+        }
+        let l = links.launcher[i];
+        let (kind, op) = if l == NONE {
+            (Kind::Other, NONE)
+        } else {
+            unit_of(t, links, l, rules)
+        };
+        if op == NONE {
+            units.push(Unit {
+                op: NONE,
+                kind,
+                start: e.ts,
+                acts: vec![i as u32],
+                layer: NONE,
+                rope_module: false,
+                kv_cache: false,
+            });
+            continue;
+        }
+        if let Some(&u) = by_op.get(&op) {
+            units[u].acts.push(i as u32);
+            continue;
+        }
+        let (layer, rope_module) = module_info(t, links, op, rules);
+        let name = t.name(t.events[op as usize].name);
+        by_op.insert(op, units.len());
+        units.push(Unit {
+            op,
+            kind,
+            start: t.events[op as usize].ts,
+            acts: vec![i as u32],
+            layer,
+            rope_module,
+            kv_cache: kind == Kind::Other && rules.is_kv_cache(name),
+        });
+    }
+    units
+}
+
+/// The unit a launching op belongs to.
+fn unit_of(t: &Trace, links: &Links, launcher: u32, rules: &Rules) -> (Kind, u32) {
+    let chain: Vec<u32> = links
+        .ancestors(t, launcher)
+        .filter(|&j| t.events[j as usize].cat == Category::CpuOp)
+        .collect();
+    if chain.is_empty() {
+        return (Kind::Other, launcher);
+    }
+    let name = |j: u32| t.name(t.events[j as usize].name);
+    if let Some(&op) = chain.iter().rev().find(|&&j| rules.is_linear(name(j))) {
+        return (Kind::Linear, op);
+    }
+    if let Some(&op) = chain.iter().rev().find(|&&j| rules.is_attention(name(j))) {
+        return (Kind::Attention, op);
+    }
+    if let Some(&op) = chain.iter().rev().find(|&&j| rules.is_rope(name(j))) {
+        return (Kind::Rope, op);
+    }
+    // Top-level op: the outermost op of the chain.
+    (Kind::Other, chain[chain.len() - 1])
+}
+
+/// The decoder-layer frame enclosing `op` and whether a rope module encloses it.
+fn module_info(t: &Trace, links: &Links, op: u32, rules: &Rules) -> (u32, bool) {
+    let path = links.module_path(t, op);
+    let mut layer = NONE;
+    let mut rope = false;
+    for &m in &path {
+        let class = module_class(t.name(t.events[m as usize].name));
+        if rules.is_decoder_layer(class) {
+            layer = m;
+        }
+        rope |= rules.is_rope_module(class);
+    }
+    (layer, rope)
+}
+
+fn layers_from_modules(units: &[Unit]) -> Vec<Layer> {
+    let mut order: Vec<u32> = Vec::new();
+    let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (p, u) in units.iter().enumerate() {
+        if u.layer == NONE {
+            continue;
+        }
+        members.entry(u.layer).or_insert_with(|| {
+            order.push(u.layer);
+            Vec::new()
+        });
+        if let Some(m) = members.get_mut(&u.layer) {
+            m.push(p);
+        }
+    }
+    let mut layers = Vec::new();
+    for l in order {
+        let m = &members[&l];
+        let Some(&attention) = m.iter().find(|&&p| units[p].kind == Kind::Attention) else {
+            continue;
+        };
+        let linears = m.iter().copied().filter(|&p| units[p].kind == Kind::Linear);
+        let kqv = linears.clone().filter(|&p| p < attention).collect();
+        let post = linears.filter(|&p| p > attention).collect();
+        layers.push(Layer {
+            kqv,
+            attention,
+            post,
+        });
+    }
+    layers
+}
+
+fn layers_from_anchors(units: &[Unit], _rules: &Rules) -> Vec<Layer> {
+    let attn: Vec<usize> = (0..units.len())
+        .filter(|&p| units[p].kind == Kind::Attention)
+        .collect();
+    let lin: Vec<usize> = (0..units.len())
+        .filter(|&p| units[p].kind == Kind::Linear)
+        .collect();
+    let Some(&first) = attn.first() else {
+        return Vec::new();
+    };
+    // Linear ops before the first attention are the first layer's q/k/v: their number holds for every layer.
+    let k = lin.iter().filter(|&&p| p < first).count();
+    let mut layers: Vec<Layer> = Vec::new();
+    let mut prev_attention: Option<usize> = None;
+    for &a in &attn {
+        let between: Vec<usize> = lin
+            .iter()
+            .copied()
+            .filter(|&p| p < a && prev_attention.is_none_or(|q| p > q))
+            .collect();
+        // The last k linears before this attention are its q/k/v; the rest belong to the previous layer.
+        let split = between.len().saturating_sub(k);
+        let (prev_post, kqv) = between.split_at(if prev_attention.is_some() { split } else { 0 });
+        if let Some(prev) = layers.last_mut() {
+            prev.post = prev_post.to_vec();
+        }
+        layers.push(Layer {
+            kqv: kqv.to_vec(),
+            attention: a,
+            post: Vec::new(),
+        });
+        prev_attention = Some(a);
+    }
+    // The last layer: o_proj plus as many MLP linears as the layer before had; the rest (lm_head) is not.
+    let last_a = attn[attn.len() - 1];
+    let after: Vec<usize> = lin.iter().copied().filter(|&p| p > last_a).collect();
+    let want = if layers.len() >= 2 {
+        layers[layers.len() - 2].post.len()
+    } else {
+        after.len()
+    };
+    if let Some(last) = layers.last_mut() {
+        last.post = after.into_iter().take(want).collect();
+    }
+    layers
+}

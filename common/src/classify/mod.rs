@@ -1,0 +1,80 @@
+//! Classification of GPU activity into the categories of the original tables, by attribution (the op that
+//! launched each kernel and its place in the decoder layer), not by kernel-name order.
+
+mod layers;
+mod rules;
+
+pub use layers::{Classified, classify_step};
+pub use rules::{Rules, RulesError};
+
+use serde::{Deserialize, Serialize};
+
+/// Detailed categories (columns of `op_times_detailed.tsv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Detail {
+    /// q, k, v projections (separate or fused).
+    KqvProj,
+    /// Rotary position embedding.
+    Rope,
+    /// Attention.
+    PagedAttention,
+    /// Output projection.
+    OProj,
+    /// Gate and up projections (separate or fused).
+    GatedUpProj,
+    /// Down projection.
+    DownProj,
+    /// Everything else.
+    Others,
+}
+
+impl Detail {
+    /// All, in column order.
+    pub const ALL: [Detail; 7] = [
+        Detail::KqvProj,
+        Detail::Rope,
+        Detail::PagedAttention,
+        Detail::OProj,
+        Detail::GatedUpProj,
+        Detail::DownProj,
+        Detail::Others,
+    ];
+
+    /// Column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Detail::KqvProj => "kqv_proj",
+            Detail::Rope => "rope",
+            Detail::PagedAttention => "paged_attention",
+            Detail::OProj => "o_proj",
+            Detail::GatedUpProj => "gated_up_proj",
+            Detail::DownProj => "down_proj",
+            Detail::Others => "others",
+        }
+    }
+}
+
+/// Coarse categories (columns of `op_times.tsv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Coarse {
+    /// Attention kernels.
+    Attention,
+    /// GEMMs of linear ops.
+    Linear,
+    /// The rest.
+    Others,
+}
+
+impl Coarse {
+    /// All, in column order.
+    pub const ALL: [Coarse; 3] = [Coarse::Attention, Coarse::Linear, Coarse::Others];
+
+    /// Column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Coarse::Attention => "attention",
+            Coarse::Linear => "linear",
+            Coarse::Others => "others",
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! The layout of a results tree: which files are traces, and what the path says about them.
+//!
+//! The original experiment writes `.../decode/logs_{batch_size}/trace_{step}.json`; vLLM's profiler writes
+//! `*.pt.trace.json[.gz]`. The batch size comes from a `logs_N` (or `bs_N`, `bsN`, `batch_N`) path
+//! component, the mode from a `decode` or `prefill` component or file-name part.
+
+use std::path::{Path, PathBuf};
+
+/// File names that are traces: `trace*.json*` (original layout) and `*.pt.trace.json*` (vLLM, torch's
+/// `tensorboard_trace_handler`), plain, `.gz` or `.zst`.
+pub fn is_trace_file(name: &str) -> bool {
+    let base = name
+        .strip_suffix(".gz")
+        .or_else(|| name.strip_suffix(".zst"))
+        .unwrap_or(name);
+    base.ends_with(".json") && (base.starts_with("trace") || base.ends_with(".pt.trace.json"))
+}
+
+/// All trace files under `root` (or `root` itself when it is a file), sorted.
+pub fn find_traces(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if root.is_file() {
+        out.push(root.to_path_buf());
+        return Ok(out);
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            let ty = entry.file_type()?;
+            if ty.is_dir() {
+                stack.push(path);
+            } else if ty.is_file()
+                && path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(is_trace_file)
+            {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A number after one of the prefixes, as a whole `_`/`-`/`.`-separated token of `s`: `logs_32` -> 32,
+/// `decode_bs16_8steps` -> 16.
+fn number_after(s: &str, prefixes: &[&str]) -> Option<u32> {
+    for token in s.split(['_', '-', '.']).collect::<Vec<_>>().windows(2) {
+        if prefixes.contains(&token[0]) {
+            if let Ok(n) = token[1].parse() {
+                return Some(n);
+            }
+        }
+    }
+    for token in s.split(['_', '-', '.']) {
+        for p in prefixes {
+            if let Some(rest) = token.strip_prefix(p) {
+                if !rest.is_empty() {
+                    if let Ok(n) = rest.parse() {
+                        return Some(n);
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// What a trace's path says about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathHints {
+    /// Batch size from the innermost `logs_N` / `bs_N` / `bsN` / `batch_N` component.
+    pub batch_size: Option<u32>,
+    /// `decode` or `prefill`.
+    pub mode: Option<String>,
+    /// Input length from `ilen_N` / `input_N` / `isl_N`.
+    pub input_len: Option<u32>,
+}
+
+/// Reads the hints of `path` relative to the tree root `root`.
+pub fn hints(root: &Path, path: &Path) -> PathHints {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    // Components from the innermost outwards; the root's own name counts too.
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if let Some(name) = root.file_name() {
+        parts.insert(0, name.to_string_lossy().into_owned());
+    }
+    parts.reverse();
+    let mut h = PathHints::default();
+    for p in &parts {
+        if h.batch_size.is_none() {
+            h.batch_size = number_after(p, &["logs", "bs", "batch", "bsize"]);
+        }
+        if h.input_len.is_none() {
+            h.input_len = number_after(p, &["ilen", "input", "isl"]);
+        }
+        if h.mode.is_none() {
+            let lower = p.to_ascii_lowercase();
+            if lower.split(['_', '-', '.']).any(|t| t == "decode") {
+                h.mode = Some("decode".into());
+            } else if lower.split(['_', '-', '.']).any(|t| t == "prefill") {
+                h.mode = Some("prefill".into());
+            }
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_names() {
+        assert!(is_trace_file("trace_50.json"));
+        assert!(is_trace_file("trace_0.json.gz"));
+        assert!(is_trace_file("host_123.1700000.pt.trace.json.gz"));
+        assert!(is_trace_file("x.pt.trace.json.zst"));
+        assert!(!is_trace_file("oracle_0.json"));
+        assert!(!is_trace_file("meta.json"));
+    }
+
+    #[test]
+    fn path_hints() {
+        let h = hints(Path::new("/r"), Path::new("/r/decode/logs_32/trace_1.json"));
+        assert_eq!(h.batch_size, Some(32));
+        assert_eq!(h.mode.as_deref(), Some("decode"));
+        let h = hints(
+            Path::new("/r/multistep"),
+            Path::new("/r/multistep/decode_bs16_8steps.pt.trace.json"),
+        );
+        assert_eq!(h.batch_size, Some(16));
+        assert_eq!(h.mode.as_deref(), Some("decode"));
+        let h = hints(
+            Path::new("/x/prefill"),
+            Path::new("/x/prefill/logs_4/trace_0.json"),
+        );
+        assert_eq!(
+            (h.batch_size, h.mode.as_deref()),
+            (Some(4), Some("prefill"))
+        );
+        assert_eq!(
+            hints(
+                Path::new("/x"),
+                Path::new("/x/ilen_128/logs_2/trace_0.json")
+            )
+            .input_len,
+            Some(128)
+        );
+    }
+}

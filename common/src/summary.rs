@@ -1,0 +1,298 @@
+//! Per-trace summaries: what a parse worker produces from one trace file, before any merging.
+//!
+//! A summary holds, for every step of the trace, the GPU time per category, the op table (torch's
+//! `key_averages()` restricted to the step), per-kernel totals and the distinct launch configurations.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Detail, Rules, classify_step};
+use crate::trace::key_averages::{KeyTotals, event_times, totals};
+use crate::trace::link::NONE;
+use crate::trace::steps::{self, VllmStepShape};
+use crate::trace::{Category, Links, ReadLimits, Trace, TraceError};
+
+/// How to read and reduce traces.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    /// Reader limits.
+    pub limits: ReadLimits,
+    /// Classification rules.
+    pub rules: Rules,
+    /// Step annotation patterns.
+    pub step_patterns: Vec<String>,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        Self {
+            limits: ReadLimits::default(),
+            rules: Rules::default(),
+            step_patterns: steps::DEFAULT_STEP_PATTERNS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        }
+    }
+}
+
+/// A kernel launch configuration as CUPTI reports it, with the category of the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LaunchConfig {
+    /// Kernel name.
+    pub kernel: String,
+    /// Grid x, y, z.
+    pub grid: [u32; 3],
+    /// Block x, y, z.
+    pub block: [u32; 3],
+    /// Blocks per SM, as printed in the trace.
+    pub blocks_per_sm: String,
+    /// Warps per SM, as printed.
+    pub warps_per_sm: String,
+    /// Registers per thread.
+    pub registers_per_thread: u32,
+    /// Estimated achieved occupancy, percent, as printed.
+    pub occupancy: String,
+    /// Detailed category name.
+    pub op_type: String,
+}
+
+/// One op row of a step (torch's key, host or device side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpRow {
+    /// Key (event name).
+    pub name: String,
+    /// Device-side row (kernels, copies, GPU annotations).
+    pub device: bool,
+    /// Totals in ns.
+    pub count: u64,
+    /// CPU time, ns.
+    pub cpu: i64,
+    /// Self CPU time, ns.
+    pub self_cpu: i64,
+    /// Device time, ns.
+    pub device_time: i64,
+    /// Self device time, ns.
+    pub self_device: i64,
+}
+
+/// One kernel (by name and category) in a step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelRow {
+    /// Kernel (or copy/set) name.
+    pub name: String,
+    /// Category.
+    pub category: Detail,
+    /// Launches.
+    pub calls: u64,
+    /// Summed duration, ns.
+    pub total: i64,
+}
+
+/// One profiled step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepSummary {
+    /// Index of the step in its trace.
+    pub index: u32,
+    /// Step annotation name, empty for a one-step file.
+    pub name: String,
+    /// Batch shape from a vLLM step name.
+    pub vllm: Option<(u32, u32, u32, u32)>,
+    /// Union of GPU activity intervals, ns.
+    pub gpu_busy: i64,
+    /// Sum of GPU activity durations, ns.
+    pub gpu_time: i64,
+    /// From the first start to the last end of the step's events, ns.
+    pub wall_span: i64,
+    /// Number of kernels (copies and sets excluded).
+    pub kernel_count: u64,
+    /// GPU time per detailed category, ns, in [`Detail::ALL`] order.
+    pub detail: [i64; 7],
+    /// GPU activities per detailed category.
+    pub detail_activities: [u32; 7],
+    /// Linear ops per detailed category.
+    pub linear_ops: [u32; 7],
+    /// Decoder layers found.
+    pub layers: u32,
+    /// Op table of the step.
+    pub ops: Vec<OpRow>,
+    /// Kernels of the step.
+    pub kernels: Vec<KernelRow>,
+    /// Distinct launch configurations.
+    pub configs: Vec<LaunchConfig>,
+}
+
+/// Summary of one trace file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceSummary {
+    /// GPU name from `deviceProperties`, empty when the trace has none.
+    pub gpu: String,
+    /// Decompressed bytes.
+    pub bytes: u64,
+    /// Elements of `traceEvents`.
+    pub events: u64,
+    /// Steps in time order.
+    pub steps: Vec<StepSummary>,
+}
+
+impl StepSummary {
+    /// The vLLM batch shape, if the step name carried one.
+    pub fn vllm_shape(&self) -> Option<VllmStepShape> {
+        self.vllm.map(|(a, b, c, d)| VllmStepShape {
+            context_requests: a,
+            context_tokens: b,
+            generation_requests: c,
+            generation_tokens: d,
+        })
+    }
+}
+
+/// Reads and summarizes one trace file.
+pub fn summarize_file(path: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary, TraceError> {
+    let trace = Trace::open(path, &opts.limits)?;
+    Ok(summarize(&trace, opts))
+}
+
+/// Summarizes a parsed trace.
+pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
+    let links = Links::new(t);
+    let steps = steps::split(t, &links, &opts.step_patterns);
+    let times = event_times(t, &links);
+    let mut out = TraceSummary {
+        gpu: t.gpu_name().unwrap_or_default().to_string(),
+        bytes: t.meta.bytes,
+        events: t.meta.event_count,
+        steps: Vec::new(),
+    };
+    for (si, step) in steps.steps.iter().enumerate() {
+        let si = si as u32;
+        let cls = classify_step(t, &links, &steps, si, &opts.rules);
+        let mut detail = [0i64; 7];
+        let mut detail_activities = [0u32; 7];
+        let mut kernels: BTreeMap<(u32, Detail), (u64, i64)> = BTreeMap::new();
+        let mut configs: BTreeSet<LaunchConfig> = BTreeSet::new();
+        let mut intervals: Vec<(i64, i64)> = Vec::new();
+        let mut kernel_count = 0;
+        for &(a, d) in &cls.activities {
+            let e = &t.events[a as usize];
+            let pos = detail_index(d);
+            detail[pos] += e.dur;
+            detail_activities[pos] += 1;
+            let k = kernels.entry((e.name, d)).or_default();
+            k.0 += 1;
+            k.1 += e.dur;
+            intervals.push((e.ts, e.end()));
+            if e.cat == Category::Kernel {
+                kernel_count += 1;
+            }
+            if e.kernel != NONE {
+                let ka = &t.kernels[e.kernel as usize];
+                configs.insert(LaunchConfig {
+                    kernel: t.name(e.name).to_string(),
+                    grid: ka.grid,
+                    block: ka.block,
+                    blocks_per_sm: fmt_f32(ka.blocks_per_sm),
+                    warps_per_sm: fmt_f32(ka.warps_per_sm),
+                    registers_per_thread: ka.registers_per_thread,
+                    occupancy: fmt_f32(ka.occupancy_pct),
+                    op_type: d.name().to_string(),
+                });
+            }
+        }
+        let gpu_time = detail.iter().sum();
+        let gpu_busy = union_length(&mut intervals);
+        let in_step = |i: usize| steps.of_event[i] == si;
+        let (mut first, mut last) = (i64::MAX, i64::MIN);
+        for (i, e) in t.events.iter().enumerate() {
+            if in_step(i) && (e.cat.is_host() || e.cat.is_gpu_activity()) {
+                first = first.min(e.ts);
+                last = last.max(e.end());
+            }
+        }
+        let rows = totals(t, &times, in_step);
+        let mut ops: Vec<OpRow> = rows
+            .iter()
+            .map(|(&(name, device), r): (&(u32, bool), &KeyTotals)| OpRow {
+                name: t.name(name).to_string(),
+                device,
+                count: r.count,
+                cpu: r.cpu,
+                self_cpu: r.self_cpu,
+                device_time: r.device,
+                self_device: r.self_device,
+            })
+            .collect();
+        ops.sort_by(|a, b| (&a.name, a.device).cmp(&(&b.name, b.device)));
+        out.steps.push(StepSummary {
+            index: si,
+            name: step.name.clone(),
+            vllm: steps::parse_vllm_step(&step.name).map(|s| {
+                (
+                    s.context_requests,
+                    s.context_tokens,
+                    s.generation_requests,
+                    s.generation_tokens,
+                )
+            }),
+            gpu_busy,
+            gpu_time,
+            wall_span: if first <= last { last - first } else { 0 },
+            kernel_count,
+            detail,
+            detail_activities,
+            linear_ops: cls.linear_ops,
+            layers: cls.layers,
+            ops,
+            kernels: kernels
+                .into_iter()
+                .map(|((name, category), (calls, total))| KernelRow {
+                    name: t.name(name).to_string(),
+                    category,
+                    calls,
+                    total,
+                })
+                .collect(),
+            configs: configs.into_iter().collect(),
+        });
+    }
+    out
+}
+
+/// Length of the union of intervals.
+fn union_length(iv: &mut [(i64, i64)]) -> i64 {
+    iv.sort_unstable();
+    let mut total = 0;
+    let mut cur: Option<(i64, i64)> = None;
+    for &(s, e) in iv.iter() {
+        cur = match cur {
+            Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
+    }
+    if let Some((cs, ce)) = cur {
+        total += ce - cs;
+    }
+    total
+}
+
+/// Formats a CUPTI float the way Kineto prints it (up to 6 decimals, no trailing zeros).
+fn fmt_f32(v: f32) -> String {
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Index of a detail in [`Detail::ALL`].
+pub fn detail_index(d: Detail) -> usize {
+    Detail::ALL.iter().position(|x| *x == d).unwrap_or(6)
+}

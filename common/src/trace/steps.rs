@@ -1,0 +1,179 @@
+//! Splitting a trace into profiled steps.
+//!
+//! A step is an outermost `record_function` range whose name matches a step pattern: `ProfilerStep#N`
+//! (torch's schedule), vLLM's step annotations (`execute_context_0(0)_generation_16(16)`,
+//! `execute_model...`), or the user's own. A trace without such ranges is one step (the original
+//! experiment writes one file per step).
+
+use super::link::{Links, NONE};
+use super::model::{Category, Trace};
+use crate::glob;
+
+/// The default step patterns (globs on user-annotation names).
+pub const DEFAULT_STEP_PATTERNS: &[&str] =
+    &["ProfilerStep#*", "execute_context_*", "execute_model*"];
+
+/// One step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    /// The annotation's name, or empty for a whole-trace step.
+    pub name: String,
+    /// The annotation event, or [`NONE`] for a whole-trace step.
+    pub annotation: u32,
+    /// CPU-side start (ns).
+    pub start: i64,
+    /// CPU-side end (ns).
+    pub end: i64,
+}
+
+/// Steps and the step of every event.
+#[derive(Debug, Clone)]
+pub struct Steps {
+    /// Steps in time order.
+    pub steps: Vec<Step>,
+    /// Index into `steps` for each event, [`NONE`] for events outside every step.
+    pub of_event: Vec<u32>,
+}
+
+/// Batch shape that vLLM writes into its step annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VllmStepShape {
+    /// Prefill (context) requests in the step.
+    pub context_requests: u32,
+    /// Prefill tokens.
+    pub context_tokens: u32,
+    /// Decode (generation) requests.
+    pub generation_requests: u32,
+    /// Decode tokens.
+    pub generation_tokens: u32,
+}
+
+/// Parses `execute_context_{n}({tokens})_generation_{n}({tokens})`.
+pub fn parse_vllm_step(name: &str) -> Option<VllmStepShape> {
+    let rest = name.strip_prefix("execute_context_")?;
+    let (ctx, rest) = rest.split_once("_generation_")?;
+    let pair = |s: &str| -> Option<(u32, u32)> {
+        let (a, b) = s.split_once('(')?;
+        let b = b.strip_suffix(')')?;
+        Some((a.parse().ok()?, b.parse().ok()?))
+    };
+    let (context_requests, context_tokens) = pair(ctx)?;
+    let (generation_requests, generation_tokens) = pair(rest)?;
+    Some(VllmStepShape {
+        context_requests,
+        context_tokens,
+        generation_requests,
+        generation_tokens,
+    })
+}
+
+/// Splits a trace into steps using glob `patterns` on user-annotation names.
+pub fn split(t: &Trace, links: &Links, patterns: &[String]) -> Steps {
+    let n = t.events.len();
+    let is_step = |i: u32| {
+        let e = &t.events[i as usize];
+        e.cat == Category::UserAnnotation && glob::any(patterns, t.name(e.name))
+    };
+    // Outermost matching annotations, in start order.
+    let mut of_event = vec![NONE; n];
+    let mut steps: Vec<Step> = Vec::new();
+    for &i in &links.host_order {
+        let p = links.parent[i as usize];
+        let inherited = if p == NONE {
+            NONE
+        } else {
+            of_event[p as usize]
+        };
+        of_event[i as usize] = if inherited == NONE && is_step(i) {
+            let e = &t.events[i as usize];
+            steps.push(Step {
+                name: t.name(e.name).to_string(),
+                annotation: i,
+                start: e.ts,
+                end: e.end(),
+            });
+            (steps.len() - 1) as u32
+        } else {
+            inherited
+        };
+    }
+    if steps.is_empty() {
+        let start = t.events.iter().map(|e| e.ts).min().unwrap_or(0);
+        let end = t.events.iter().map(|e| e.end()).max().unwrap_or(0);
+        return Steps {
+            steps: vec![Step {
+                name: String::new(),
+                annotation: NONE,
+                start,
+                end,
+            }],
+            of_event: vec![0; n],
+        };
+    }
+    // Host events outside the annotation tree (other threads, modules): by time.
+    let by_time = |ts: i64| -> u32 {
+        let k = steps.partition_point(|s| s.start <= ts);
+        if k == 0 {
+            return NONE;
+        }
+        let s = &steps[k - 1];
+        if ts < s.end { (k - 1) as u32 } else { NONE }
+    };
+    for (i, e) in t.events.iter().enumerate() {
+        if of_event[i] != NONE {
+            continue;
+        }
+        of_event[i] = match e.cat {
+            // GPU work belongs to the step that launched it, whenever it ran.
+            Category::Kernel | Category::Memcpy | Category::Memset => {
+                let l = links.launcher[i];
+                if l != NONE {
+                    of_event[l as usize]
+                } else {
+                    NONE
+                }
+            }
+            Category::GpuAnnotation => steps
+                .iter()
+                .position(|s| {
+                    t.events[s.annotation as usize].external_id == e.external_id
+                        && e.external_id != 0
+                })
+                .map_or(NONE, |p| p as u32),
+            _ => by_time(e.ts),
+        };
+    }
+    // Unlinked GPU activities: the last step launched before they ran.
+    for (i, e) in t.events.iter().enumerate() {
+        if of_event[i] == NONE && e.cat.is_gpu_activity() && links.launcher[i] == NONE {
+            let k = steps.partition_point(|s| s.start <= e.ts);
+            if k > 0 {
+                of_event[i] = (k - 1) as u32;
+            }
+        }
+    }
+    Steps { steps, of_event }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vllm_step_names() {
+        assert_eq!(
+            parse_vllm_step("execute_context_0(0)_generation_16(16)"),
+            Some(VllmStepShape {
+                context_requests: 0,
+                context_tokens: 0,
+                generation_requests: 16,
+                generation_tokens: 16
+            })
+        );
+        assert_eq!(
+            parse_vllm_step("execute_context_4(512)_generation_0(0)").map(|s| s.context_tokens),
+            Some(512)
+        );
+        assert_eq!(parse_vllm_step("execute_model_step_3"), None);
+    }
+}
