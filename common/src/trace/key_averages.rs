@@ -81,16 +81,8 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
     let n = t.events.len();
     let ev = &t.events;
 
-    // Activities by the id they are linked to (their External id).
-    let mut by_linked: HashMap<i64, Vec<u32>> = HashMap::new();
-    for (i, e) in ev.iter().enumerate() {
-        if e.cat.is_gpu_activity() && e.external_id > 0 {
-            by_linked.entry(e.external_id).or_default().push(i as u32);
-        }
-    }
-
-    // Frontend ids and own kernel time.
-    let mut own = vec![0i64; n];
+    // Frontend host events by their id.
+    let mut frontends: HashMap<i64, Vec<u32>> = HashMap::new();
     for &i in &links.host_order {
         let e = &ev[i as usize];
         let id = match e.cat {
@@ -103,9 +95,25 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
             _ => 0,
         };
         if id > 0 {
-            if let Some(acts) = by_linked.get(&id) {
-                own[i as usize] = acts.iter().map(|&a| ev[a as usize].dur).sum();
+            frontends.entry(id).or_default().push(i);
+        }
+    }
+    // Each activity goes to every frontend whose id is its External id (torch's rule, collisions and
+    // all). Older traces put the CUPTI correlation in a kernel's External id, which names no op: such an
+    // activity goes to the op that launched it (found through its runtime call).
+    let mut own = vec![0i64; n];
+    for (i, e) in ev.iter().enumerate() {
+        if !e.cat.is_gpu_activity() {
+            continue;
+        }
+        match frontends.get(&e.external_id).filter(|_| e.external_id > 0) {
+            Some(fs) => {
+                for &f in fs {
+                    own[f as usize] += e.dur;
+                }
             }
+            None if links.launcher[i] != NONE => own[links.launcher[i] as usize] += e.dur,
+            None => {}
         }
     }
 
