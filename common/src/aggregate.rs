@@ -102,18 +102,12 @@ impl Aggregate {
                 layers: s.layers,
             },
         );
-        let cats = self
-            .categories
-            .entry(series.clone())
-            .or_insert_with(|| vec![Summary::default(); 7]);
+        let cats = self.categories.entry(series.clone()).or_insert_with(|| vec![Summary::default(); 7]);
         for d in Detail::ALL {
             cats[detail_index(d)].add(s.detail[detail_index(d)]);
         }
         for op in &s.ops {
-            let o = self
-                .ops
-                .entry((series.clone(), op.name.clone(), op.device))
-                .or_default();
+            let o = self.ops.entry((series.clone(), op.name.clone(), op.device)).or_default();
             o.calls += op.count;
             o.device.add(op.device_time);
             o.self_device += i128::from(op.self_device);
@@ -121,17 +115,11 @@ impl Aggregate {
             o.self_cpu += i128::from(op.self_cpu);
         }
         for k in &s.kernels {
-            let ks = self
-                .kernels
-                .entry((series.clone(), k.name.clone(), k.category))
-                .or_default();
+            let ks = self.kernels.entry((series.clone(), k.name.clone(), k.category)).or_default();
             ks.calls += k.calls;
             ks.per_step.add(k.total);
         }
-        self.configs
-            .entry(series.clone())
-            .or_default()
-            .extend(s.configs.iter().cloned());
+        self.configs.entry(series.clone()).or_default().extend(s.configs.iter().cloned());
     }
 
     /// Merges another aggregate (from another worker or machine).
@@ -140,10 +128,7 @@ impl Aggregate {
             self.steps.insert(k.clone(), v.clone());
         }
         for (k, v) in &other.categories {
-            let mine = self
-                .categories
-                .entry(k.clone())
-                .or_insert_with(|| vec![Summary::default(); 7]);
+            let mine = self.categories.entry(k.clone()).or_insert_with(|| vec![Summary::default(); 7]);
             for (a, b) in mine.iter_mut().zip(v) {
                 a.merge(b);
             }
@@ -162,10 +147,7 @@ impl Aggregate {
             ks.per_step.merge(&v.per_step);
         }
         for (k, v) in &other.configs {
-            self.configs
-                .entry(k.clone())
-                .or_default()
-                .extend(v.iter().cloned());
+            self.configs.entry(k.clone()).or_default().extend(v.iter().cloned());
         }
     }
 

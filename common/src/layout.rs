@@ -9,10 +9,7 @@ use std::path::{Path, PathBuf};
 /// File names that are traces: `trace*.json*` (original layout) and `*.pt.trace.json*` (vLLM, torch's
 /// `tensorboard_trace_handler`), plain, `.gz` or `.zst`.
 pub fn is_trace_file(name: &str) -> bool {
-    let base = name
-        .strip_suffix(".gz")
-        .or_else(|| name.strip_suffix(".zst"))
-        .unwrap_or(name);
+    let base = name.strip_suffix(".gz").or_else(|| name.strip_suffix(".zst")).unwrap_or(name);
     base.ends_with(".json") && (base.starts_with("trace") || base.ends_with(".pt.trace.json"))
 }
 
@@ -31,12 +28,7 @@ pub fn find_traces(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             let ty = entry.file_type()?;
             if ty.is_dir() {
                 stack.push(path);
-            } else if ty.is_file()
-                && path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(is_trace_file)
-            {
+            } else if ty.is_file() && path.file_name().and_then(|n| n.to_str()).is_some_and(is_trace_file) {
                 out.push(path);
             }
         }
@@ -49,20 +41,19 @@ pub fn find_traces(root: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// `decode_bs16_8steps` -> 16.
 fn number_after(s: &str, prefixes: &[&str]) -> Option<u32> {
     for token in s.split(['_', '-', '.']).collect::<Vec<_>>().windows(2) {
-        if prefixes.contains(&token[0]) {
-            if let Ok(n) = token[1].parse() {
-                return Some(n);
-            }
+        if prefixes.contains(&token[0])
+            && let Ok(n) = token[1].parse()
+        {
+            return Some(n);
         }
     }
     for token in s.split(['_', '-', '.']) {
         for p in prefixes {
-            if let Some(rest) = token.strip_prefix(p) {
-                if !rest.is_empty() {
-                    if let Ok(n) = rest.parse() {
-                        return Some(n);
-                    }
-                }
+            if let Some(rest) = token.strip_prefix(p)
+                && !rest.is_empty()
+                && let Ok(n) = rest.parse()
+            {
+                return Some(n);
             }
         }
     }
@@ -84,10 +75,7 @@ pub struct PathHints {
 pub fn hints(root: &Path, path: &Path) -> PathHints {
     let rel = path.strip_prefix(root).unwrap_or(path);
     // Components from the innermost outwards; the root's own name counts too.
-    let mut parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
+    let mut parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
     if let Some(name) = root.file_name() {
         parts.insert(0, name.to_string_lossy().into_owned());
     }
@@ -131,27 +119,11 @@ mod tests {
         let h = hints(Path::new("/r"), Path::new("/r/decode/logs_32/trace_1.json"));
         assert_eq!(h.batch_size, Some(32));
         assert_eq!(h.mode.as_deref(), Some("decode"));
-        let h = hints(
-            Path::new("/r/multistep"),
-            Path::new("/r/multistep/decode_bs16_8steps.pt.trace.json"),
-        );
+        let h = hints(Path::new("/r/multistep"), Path::new("/r/multistep/decode_bs16_8steps.pt.trace.json"));
         assert_eq!(h.batch_size, Some(16));
         assert_eq!(h.mode.as_deref(), Some("decode"));
-        let h = hints(
-            Path::new("/x/prefill"),
-            Path::new("/x/prefill/logs_4/trace_0.json"),
-        );
-        assert_eq!(
-            (h.batch_size, h.mode.as_deref()),
-            (Some(4), Some("prefill"))
-        );
-        assert_eq!(
-            hints(
-                Path::new("/x"),
-                Path::new("/x/ilen_128/logs_2/trace_0.json")
-            )
-            .input_len,
-            Some(128)
-        );
+        let h = hints(Path::new("/x/prefill"), Path::new("/x/prefill/logs_4/trace_0.json"));
+        assert_eq!((h.batch_size, h.mode.as_deref()), (Some(4), Some("prefill")));
+        assert_eq!(hints(Path::new("/x"), Path::new("/x/ilen_128/logs_2/trace_0.json")).input_len, Some(128));
     }
 }

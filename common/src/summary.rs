@@ -30,10 +30,7 @@ impl Default for AnalyzeOptions {
         Self {
             limits: ReadLimits::default(),
             rules: Rules::default(),
-            step_patterns: steps::DEFAULT_STEP_PATTERNS
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            step_patterns: steps::DEFAULT_STEP_PATTERNS.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -228,14 +225,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         out.steps.push(StepSummary {
             index: si,
             name: step.name.clone(),
-            vllm: steps::parse_vllm_step(&step.name).map(|s| {
-                (
-                    s.context_requests,
-                    s.context_tokens,
-                    s.generation_requests,
-                    s.generation_tokens,
-                )
-            }),
+            vllm: steps::parse_vllm_step(&step.name)
+                .map(|s| (s.context_requests, s.context_tokens, s.generation_requests, s.generation_tokens)),
             gpu_busy,
             gpu_time,
             wall_span: if first <= last { last - first } else { 0 },
@@ -285,11 +276,7 @@ fn union_length(iv: &mut [(i64, i64)]) -> i64 {
 fn fmt_f32(v: f32) -> String {
     let s = format!("{v:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() || s == "-" {
-        "0".to_string()
-    } else {
-        s.to_string()
-    }
+    if s.is_empty() || s == "-" { "0".to_string() } else { s.to_string() }
 }
 
 /// Index of a detail in [`Detail::ALL`].

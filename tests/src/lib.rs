@@ -10,10 +10,7 @@ use std::sync::Mutex;
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(".."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
 }
 
 /// A path under `fixtures/`.
@@ -27,11 +24,8 @@ static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
 pub fn bin(name: &str) -> PathBuf {
     // The test executable lives in target/<profile>/deps/.
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("."));
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| workspace().join("target/debug"));
+    let profile_dir =
+        exe.parent().and_then(Path::parent).map(Path::to_path_buf).unwrap_or_else(|| workspace().join("target/debug"));
     let path = profile_dir.join(name);
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
@@ -42,10 +36,7 @@ pub fn bin(name: &str) -> PathBuf {
             cmd.arg("--release");
         }
         let status = cmd.status();
-        assert!(
-            status.is_ok_and(|s| s.success()),
-            "could not build the {name} binary"
-        );
+        assert!(status.is_ok_and(|s| s.success()), "could not build the {name} binary");
         built.push(name.to_string());
     }
     path
@@ -54,10 +45,6 @@ pub fn bin(name: &str) -> PathBuf {
 /// Reads a JSON file that may be zstd-compressed (`.zst`).
 pub fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     let bytes = std::fs::read(path)?;
-    let text = if path.extension().is_some_and(|e| e == "zst") {
-        zstd::decode_all(&bytes[..])?
-    } else {
-        bytes
-    };
+    let text = if path.extension().is_some_and(|e| e == "zst") { zstd::decode_all(&bytes[..])? } else { bytes };
     Ok(serde_json::from_slice(&text)?)
 }

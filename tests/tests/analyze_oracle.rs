@@ -27,18 +27,11 @@ fn close(got: f64, want: f64, rel: f64) -> bool {
 
 /// Compares one trace with its oracle; returns the mismatches.
 fn compare(trace: &Path, oracle: &Path) -> Vec<String> {
-    let out = Command::new(bin("coord"))
-        .arg("analyze")
-        .arg("--json")
-        .arg(trace)
-        .output();
+    let out = Command::new(bin("coord")).arg("analyze").arg("--json").arg(trace).output();
     let out = match out {
         Ok(o) if o.status.success() => o,
         other => {
-            return vec![format!(
-                "{}: coord analyze failed: {other:?}",
-                trace.display()
-            )];
+            return vec![format!("{}: coord analyze failed: {other:?}", trace.display())];
         }
     };
     let got: Value = match serde_json::from_slice(&out.stdout) {
@@ -52,10 +45,7 @@ fn compare(trace: &Path, oracle: &Path) -> Vec<String> {
     // Every row has exactly the documented keys.
     let mut errors = Vec::new();
     for r in got {
-        let keys: Vec<&str> = r
-            .as_object()
-            .map(|o| o.keys().map(String::as_str).collect())
-            .unwrap_or_default();
+        let keys: Vec<&str> = r.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
         let mut sorted = KEYS.to_vec();
         sorted.sort_unstable();
         let mut k = keys.clone();
@@ -68,9 +58,7 @@ fn compare(trace: &Path, oracle: &Path) -> Vec<String> {
     let group = |rows: &[Value]| {
         let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for r in rows {
-            m.entry(r["key"].as_str().unwrap_or_default().to_string())
-                .or_default()
-                .push(r.clone());
+            m.entry(r["key"].as_str().unwrap_or_default().to_string()).or_default().push(r.clone());
         }
         for v in m.values_mut() {
             v.sort_by(|a, b| num(a, "cpu_time_total_us").total_cmp(&num(b, "cpu_time_total_us")));
@@ -87,11 +75,7 @@ fn compare(trace: &Path, oracle: &Path) -> Vec<String> {
             continue;
         };
         if grows.len() != wrows.len() {
-            errors.push(format!(
-                "{key}: {} rows, oracle {}",
-                grows.len(),
-                wrows.len()
-            ));
+            errors.push(format!("{key}: {} rows, oracle {}", grows.len(), wrows.len()));
             continue;
         }
         for (a, b) in grows.iter().zip(wrows) {
@@ -110,10 +94,7 @@ fn compare(trace: &Path, oracle: &Path) -> Vec<String> {
             }
         }
     }
-    errors
-        .into_iter()
-        .map(|e| format!("{}: {e}", trace.display()))
-        .collect()
+    errors.into_iter().map(|e| format!("{}: {e}", trace.display())).collect()
 }
 
 fn pairs() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
@@ -130,65 +111,29 @@ fn pairs() -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
             }
         }
     }
-    out.push((
-        root.join("multistep/decode_bs16_8steps.pt.trace.json.zst"),
-        root.join("multistep/oracle.json.zst"),
-    ));
-    out.push((
-        root.join("modules/decode_bs8_with_stack.json.zst"),
-        root.join("modules/oracle.json.zst"),
-    ));
+    out.push((root.join("multistep/decode_bs16_8steps.pt.trace.json.zst"), root.join("multistep/oracle.json.zst")));
+    out.push((root.join("modules/decode_bs8_with_stack.json.zst"), root.join("modules/oracle.json.zst")));
     out
 }
 
 #[test]
 fn every_fixture_matches_its_oracle() {
     let pairs = pairs();
-    assert_eq!(
-        pairs.len(),
-        20,
-        "expected 12 decode + 6 prefill + multistep + modules fixtures"
-    );
+    assert_eq!(pairs.len(), 20, "expected 12 decode + 6 prefill + multistep + modules fixtures");
     let errors: Vec<String> = pairs.iter().flat_map(|(t, o)| compare(t, o)).collect();
-    assert!(
-        errors.is_empty(),
-        "{} mismatches:\n{}",
-        errors.len(),
-        errors.join("\n")
-    );
+    assert!(errors.is_empty(), "{} mismatches:\n{}", errors.len(), errors.join("\n"));
 }
 
 #[test]
 fn text_table_is_sorted_by_self_device_time() {
     let t = fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
-    let out = Command::new(bin("coord"))
-        .arg("analyze")
-        .arg(&t)
-        .output()
-        .expect("run coord");
+    let out = Command::new(bin("coord")).arg("analyze").arg(&t).output().expect("run coord");
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    let self_dev: Vec<f64> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            l.split_whitespace()
-                .rev()
-                .nth(1)
-                .and_then(|v| v.parse().ok())
-        })
-        .collect();
+    let self_dev: Vec<f64> =
+        text.lines().skip(1).filter_map(|l| l.split_whitespace().rev().nth(1).and_then(|v| v.parse().ok())).collect();
     assert!(self_dev.len() > 80, "{} rows", self_dev.len());
-    assert!(
-        self_dev.windows(2).all(|w| w[0] >= w[1]),
-        "not sorted: {self_dev:?}"
-    );
+    assert!(self_dev.windows(2).all(|w| w[0] >= w[1]), "not sorted: {self_dev:?}");
     // aten::mm holds the GEMMs of every projection: the largest self device time of a decode step.
-    assert!(
-        text.lines()
-            .nth(1)
-            .unwrap_or_default()
-            .starts_with("aten::mm "),
-        "{text}"
-    );
+    assert!(text.lines().nth(1).unwrap_or_default().starts_with("aten::mm "), "{text}");
 }

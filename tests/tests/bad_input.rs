@@ -22,19 +22,11 @@ fn err(path: &Path, limits: ReadLimits) -> TraceError {
 
 /// The error of `coord analyze` on this file: non-zero exit, and the message.
 fn cli_err(path: &Path, extra: &[&str]) -> String {
-    let o = Command::new(bin("coord"))
-        .arg("analyze")
-        .args(extra)
-        .arg(path)
-        .output()
-        .expect("run coord");
+    let o = Command::new(bin("coord")).arg("analyze").args(extra).arg(path).output().expect("run coord");
     assert!(!o.status.success(), "{} was accepted", path.display());
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        stderr.contains(&path.display().to_string()),
-        "error does not name the file: {stderr}"
-    );
+    assert!(stderr.contains(&path.display().to_string()), "error does not name the file: {stderr}");
     stderr
 }
 
@@ -58,10 +50,9 @@ fn empty_file() {
 #[test]
 fn truncated_json() {
     let d = tempfile::tempdir().expect("tmp");
-    let full = zstd::decode_all(
-        &std::fs::read(fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst")).expect("read")[..],
-    )
-    .expect("zstd");
+    let full =
+        zstd::decode_all(&std::fs::read(fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst")).expect("read")[..])
+            .expect("zstd");
     let cut = 1_234_567;
     let p = write(d.path(), "trace_0.json", &full[..cut]);
     let (off, msg) = syntax(&err(&p, ReadLimits::default()));
@@ -76,27 +67,17 @@ fn wrong_top_level_type() {
     let p = write(d.path(), "t.json", b"  \"not a trace\"");
     let (off, msg) = syntax(&err(&p, ReadLimits::default()));
     assert_eq!(off, 2);
-    assert!(
-        msg.contains("must be a JSON object") && msg.contains("a string"),
-        "{msg}"
-    );
+    assert!(msg.contains("must be a JSON object") && msg.contains("a string"), "{msg}");
     cli_err(&p, &[]);
 }
 
 #[test]
 fn trace_events_not_an_array() {
     let d = tempfile::tempdir().expect("tmp");
-    let p = write(
-        d.path(),
-        "t.json",
-        br#"{"schemaVersion": 1, "traceEvents": {"ph": "X"}}"#,
-    );
+    let p = write(d.path(), "t.json", br#"{"schemaVersion": 1, "traceEvents": {"ph": "X"}}"#);
     let (off, msg) = syntax(&err(&p, ReadLimits::default()));
     assert_eq!(off, 36);
-    assert!(
-        msg.contains("traceEvents must be an array") && msg.contains("an object"),
-        "{msg}"
-    );
+    assert!(msg.contains("traceEvents must be an array") && msg.contains("an object"), "{msg}");
     cli_err(&p, &[]);
 }
 
@@ -105,11 +86,7 @@ fn event_not_an_object_and_bad_syntax() {
     let d = tempfile::tempdir().expect("tmp");
     let p = write(d.path(), "t.json", br#"{"traceEvents": [{"ph": "X"}, 42]}"#);
     let (off, msg) = syntax(&err(&p, ReadLimits::default()));
-    assert_eq!(
-        (off, msg.contains("must be an object")),
-        (30, true),
-        "{msg}"
-    );
+    assert_eq!((off, msg.contains("must be an object")), (30, true), "{msg}");
     let p = write(d.path(), "u.json", br#"{"traceEvents": [{"ph" "X"}]}"#);
     let (off, msg) = syntax(&err(&p, ReadLimits::default()));
     assert_eq!(off, 23, "{msg}");
@@ -168,10 +145,7 @@ fn gzip_bomb_hits_the_size_cap() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     gz.write_all(&bomb_text(50 << 20)).expect("gzip");
     let p = write(d.path(), "bomb.json.gz", &gz.finish().expect("gzip"));
-    let limits = ReadLimits {
-        max_decompressed_bytes: 10 << 20,
-        ..ReadLimits::default()
-    };
+    let limits = ReadLimits { max_decompressed_bytes: 10 << 20, ..ReadLimits::default() };
     match err(&p, limits) {
         TraceError::TooLarge { limit, .. } => assert_eq!(limit, 10 << 20),
         other => panic!("{other}"),
@@ -186,9 +160,7 @@ fn zstd_bomb_hits_the_ratio_cap() {
     let z = zstd::encode_all(&bomb_text(200 << 20)[..], 3).expect("zstd");
     let p = write(d.path(), "bomb.json.zst", &z);
     match err(&p, ReadLimits::default()) {
-        TraceError::Bomb {
-            max_ratio, offset, ..
-        } => {
+        TraceError::Bomb { max_ratio, offset, .. } => {
             assert_eq!(max_ratio, 1000);
             assert!(offset < 100 << 20, "stopped early, at {offset}");
         }
@@ -215,9 +187,6 @@ fn corrupt_compressed_stream() {
 #[test]
 fn missing_file() {
     let p = PathBuf::from("/nonexistent/trace_0.json");
-    assert!(matches!(
-        err(&p, ReadLimits::default()),
-        TraceError::Io { .. }
-    ));
+    assert!(matches!(err(&p, ReadLimits::default()), TraceError::Io { .. }));
     cli_err(&p, &[]);
 }

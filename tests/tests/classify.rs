@@ -13,10 +13,7 @@ fn load(rel: &str) -> Trace {
 #[test]
 fn module_frames_and_anchors_agree() {
     let with = load("h200-llama-1b/modules/decode_bs8_with_stack.json.zst");
-    assert!(
-        with.events.iter().any(|e| e.cat == Category::Module),
-        "fixture has module frames"
-    );
+    assert!(with.events.iter().any(|e| e.cat == Category::Module), "fixture has module frames");
     let mut without = with.clone();
     without.events.retain(|e| e.cat != Category::Module);
 
@@ -32,19 +29,9 @@ fn module_frames_and_anchors_agree() {
     assert_eq!(sa.linear_ops, sb.linear_ops);
     // Only the rotary cos/sin table differs: its module makes it rope; without modules it is "others".
     let idx = |d: Detail| Detail::ALL.iter().position(|x| *x == d).unwrap_or(6);
-    for d in [
-        Detail::KqvProj,
-        Detail::PagedAttention,
-        Detail::OProj,
-        Detail::GatedUpProj,
-        Detail::DownProj,
-    ] {
+    for d in [Detail::KqvProj, Detail::PagedAttention, Detail::OProj, Detail::GatedUpProj, Detail::DownProj] {
         assert_eq!(sa.detail[idx(d)], sb.detail[idx(d)], "{d:?}");
-        assert_eq!(
-            sa.detail_activities[idx(d)],
-            sb.detail_activities[idx(d)],
-            "{d:?}"
-        );
+        assert_eq!(sa.detail_activities[idx(d)], sb.detail_activities[idx(d)], "{d:?}");
     }
     assert!(sa.detail[idx(Detail::Rope)] > sb.detail[idx(Detail::Rope)]);
     assert_eq!(sa.gpu_time, sb.gpu_time);
@@ -62,18 +49,12 @@ fn kernel_names_alone_would_miss_hopper_kernels() {
         .filter(|e| e.cat == Category::Kernel)
         .filter(|e| {
             let n = t.name(e.name);
-            n.contains("attention")
-                || n.contains("cutlass")
-                || n.contains("gemm")
-                || n.contains("gemv")
+            n.contains("attention") || n.contains("cutlass") || n.contains("gemm") || n.contains("gemv")
         })
         .map(|e| e.dur)
         .sum();
     let linear: i64 = s.detail[0] + s.detail[3] + s.detail[4] + s.detail[5];
-    assert!(
-        by_regex * 20 < linear,
-        "regex {by_regex} ns vs attributed linear {linear} ns"
-    );
+    assert!(by_regex * 20 < linear, "regex {by_regex} ns vs attributed linear {linear} ns");
     assert!(s.detail[2] > 0, "attention found");
 }
 
@@ -86,10 +67,7 @@ fn custom_rules_change_the_classification() {
         "test.toml",
     )
     .expect("rules");
-    let opts = AnalyzeOptions {
-        rules,
-        ..Default::default()
-    };
+    let opts = AnalyzeOptions { rules, ..Default::default() };
     let s = &summarize(&t, &opts).steps[0];
     assert_eq!(s.layers, 0);
     assert_eq!(s.linear_ops, [0, 0, 0, 0, 0, 0, 113]);

@@ -12,9 +12,7 @@ fn table(path: &Path, sep: char) -> Vec<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
     let header: Vec<String> = lines.next().map(|h| split(h, sep)).unwrap_or_default();
-    lines
-        .map(|l| header.iter().cloned().zip(split(l, sep)).collect())
-        .collect()
+    lines.map(|l| header.iter().cloned().zip(split(l, sep)).collect()).collect()
 }
 
 fn split(line: &str, sep: char) -> Vec<String> {
@@ -38,19 +36,11 @@ fn split(line: &str, sep: char) -> Vec<String> {
 }
 
 fn f(row: &BTreeMap<String, String>, k: &str) -> f64 {
-    row.get(k)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no numeric {k} in {row:?}"))
+    row.get(k).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no numeric {k} in {row:?}"))
 }
 
 fn ingest(args: &[&str], out: &Path) -> String {
-    let o = Command::new(bin("coord"))
-        .arg("ingest")
-        .args(args)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("run coord");
+    let o = Command::new(bin("coord")).arg("ingest").args(args).arg("--out").arg(out).output().expect("run coord");
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "coord ingest failed: {stderr}");
     stderr
@@ -63,12 +53,7 @@ fn gpu_time_us(trace: &Path) -> f64 {
         .as_array()
         .map(|evs| {
             evs.iter()
-                .filter(|e| {
-                    matches!(
-                        e["cat"].as_str(),
-                        Some("kernel" | "gpu_memcpy" | "gpu_memset")
-                    )
-                })
+                .filter(|e| matches!(e["cat"].as_str(), Some("kernel" | "gpu_memcpy" | "gpu_memset")))
                 .map(|e| e["dur"].as_f64().unwrap_or(0.0))
                 .sum()
         })
@@ -79,10 +64,7 @@ fn gpu_time_us(trace: &Path) -> f64 {
 fn decode_fixtures_give_seed_and_full_tables() {
     let out = tempfile::tempdir().expect("tempdir");
     let root = fixture("h200-llama-1b/decode");
-    ingest(
-        &[root.to_str().unwrap_or_default(), "--input-len", "128"],
-        out.path(),
-    );
+    ingest(&[root.to_str().unwrap_or_default(), "--input-len", "128"], out.path());
 
     // Seed tables with the original columns.
     let op_times = table(&out.path().join("op_times.tsv"), '\t');
@@ -90,31 +72,23 @@ fn decode_fixtures_give_seed_and_full_tables() {
     let bs: Vec<f64> = op_times.iter().map(|r| f(r, "batch_size")).collect();
     assert_eq!(bs, vec![1.0, 8.0, 32.0, 128.0]);
     for r in &op_times {
-        assert!(
-            f(r, "attention") > 0.0 && f(r, "linear") > 0.0 && f(r, "others") > 0.0,
-            "{r:?}"
-        );
-        assert_eq!(
-            r.keys().cloned().collect::<Vec<_>>(),
-            ["attention", "batch_size", "linear", "others"]
-        );
+        assert!(f(r, "attention") > 0.0 && f(r, "linear") > 0.0 && f(r, "others") > 0.0, "{r:?}");
+        assert_eq!(r.keys().cloned().collect::<Vec<_>>(), ["attention", "batch_size", "linear", "others"]);
     }
     let detailed = table(&out.path().join("op_times_detailed.tsv"), '\t');
     assert_eq!(detailed.len(), 4);
-    let header =
-        std::fs::read_to_string(out.path().join("op_times_detailed.tsv")).unwrap_or_default();
-    assert!(header.starts_with(
-        "batch_size\tkqv_proj\trope\tpaged_attention\to_proj\tgated_up_proj\tdown_proj\tothers\n"
-    ));
+    let header = std::fs::read_to_string(out.path().join("op_times_detailed.tsv")).unwrap_or_default();
+    assert!(
+        header.starts_with("batch_size\tkqv_proj\trope\tpaged_attention\to_proj\tgated_up_proj\tdown_proj\tothers\n")
+    );
     let kd = std::fs::read_to_string(out.path().join("kernel_dat.csv")).unwrap_or_default();
     assert!(kd.starts_with("bsize,kernel,gdim_x,gdim_y,gdim_z,bdim_x,bdim_y,bdim_z,blocks_per_sm,warps_per_sm,regs_per_thread,occupancy,op_type\n"));
     let kd = table(&out.path().join("kernel_dat.csv"), ',');
+    assert!(kd.iter().any(|r| r["op_type"] == "kqv_proj" && r["kernel"].starts_with("nvjet_sm90")));
     assert!(
         kd.iter()
-            .any(|r| r["op_type"] == "kqv_proj" && r["kernel"].starts_with("nvjet_sm90"))
+            .any(|r| r["op_type"] == "paged_attention" && r["kernel"].starts_with("cudnn_generated_fort_native_sdpa"))
     );
-    assert!(kd.iter().any(|r| r["op_type"] == "paged_attention"
-        && r["kernel"].starts_with("cudnn_generated_fort_native_sdpa")));
 
     // Every step: the three coarse columns add up to the step's GPU time, which is the sum of the
     // durations of its GPU activities read independently from the JSON.
@@ -124,11 +98,7 @@ fn decode_fixtures_give_seed_and_full_tables() {
         let sum = f(r, "attention_us") + f(r, "linear_us") + f(r, "others_us");
         assert!((sum - f(r, "gpu_time_us")).abs() < 0.005, "{r:?}");
         let reference = gpu_time_us(&root.join(&r["trace"]));
-        assert!(
-            (f(r, "gpu_time_us") - reference).abs() < 0.005,
-            "{} vs {reference}",
-            r["gpu_time_us"]
-        );
+        assert!((f(r, "gpu_time_us") - reference).abs() < 0.005, "{} vs {reference}", r["gpu_time_us"]);
         assert_eq!(r["layers"], "16");
         assert_eq!(r["detail_kqv_proj_kernels"], "48", "{r:?}");
         assert_eq!(r["detail_o_proj_kernels"], "16");
@@ -145,9 +115,7 @@ fn decode_fixtures_give_seed_and_full_tables() {
         let per_step = |pred: &dyn Fn(&str) -> bool| -> f64 {
             kernels
                 .iter()
-                .filter(|r| {
-                    r["batch_size"] == b && r["category"] == "down_proj" && pred(&r["kernel"])
-                })
+                .filter(|r| r["batch_size"] == b && r["category"] == "down_proj" && pred(&r["kernel"]))
                 .map(|r| f(r, "calls") / f(r, "steps"))
                 .sum()
         };
@@ -160,23 +128,16 @@ fn decode_fixtures_give_seed_and_full_tables() {
                 .map(|r| f(r, "calls") / f(r, "steps"))
                 .sum()
         };
-        assert_eq!(
-            (gemms("kqv_proj"), gemms("o_proj"), gemms("gated_up_proj")),
-            (48.0, 16.0, 32.0)
-        );
+        assert_eq!((gemms("kqv_proj"), gemms("o_proj"), gemms("gated_up_proj")), (48.0, 16.0, 32.0));
     }
 
     // Full op statistics over the three steps of each batch size.
     let ops = table(&out.path().join("ops.csv"), ',');
-    let linear = ops
-        .iter()
-        .find(|r| r["batch_size"] == "1" && r["name"] == "aten::linear" && r["side"] == "cpu");
+    let linear = ops.iter().find(|r| r["batch_size"] == "1" && r["name"] == "aten::linear" && r["side"] == "cpu");
     let linear = linear.expect("aten::linear row");
     assert_eq!(linear["steps"], "3");
     assert_eq!(linear["calls"], "339");
-    assert!(
-        f(linear, "min_us") <= f(linear, "p50_us") && f(linear, "p50_us") <= f(linear, "max_us")
-    );
+    assert!(f(linear, "min_us") <= f(linear, "p50_us") && f(linear, "p50_us") <= f(linear, "max_us"));
     assert!((f(linear, "mean_us") * 3.0 - f(linear, "total_us")).abs() < 0.01);
 }
 
@@ -194,10 +155,7 @@ fn multistep_trace_is_split_into_steps() {
         assert_eq!(r["detail_kqv_proj_kernels"], "48");
     }
     let ops = table(&out.path().join("ops.csv"), ',');
-    let mm = ops
-        .iter()
-        .find(|r| r["name"] == "aten::mm")
-        .expect("aten::mm");
+    let mm = ops.iter().find(|r| r["name"] == "aten::mm").expect("aten::mm");
     assert_eq!(mm["steps"], "8");
     assert_eq!(mm["calls"], "904");
 }
@@ -208,14 +166,10 @@ fn vllm_step_names_give_the_batch_size() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let src = fixture("h200-llama-1b/multistep/decode_bs16_8steps.pt.trace.json.zst");
     let text =
-        String::from_utf8(zstd::decode_all(&std::fs::read(src).expect("read")[..]).expect("zstd"))
-            .expect("utf8");
+        String::from_utf8(zstd::decode_all(&std::fs::read(src).expect("read")[..]).expect("zstd")).expect("utf8");
     let mut renamed = text;
     for s in 0..8 {
-        renamed = renamed.replace(
-            &format!("\"execute_model_step_{s}\""),
-            "\"execute_context_0(0)_generation_16(16)\"",
-        );
+        renamed = renamed.replace(&format!("\"execute_model_step_{s}\""), "\"execute_context_0(0)_generation_16(16)\"");
     }
     let dir = tmp.path().join("run");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -224,12 +178,7 @@ fn vllm_step_names_give_the_batch_size() {
     ingest(&[dir.to_str().unwrap_or_default()], &out);
     let steps = table(&out.join("steps.csv"), ',');
     assert_eq!(steps.len(), 8);
-    assert!(
-        steps
-            .iter()
-            .all(|r| r["batch_size"] == "16" && r["mode"] == "decode"),
-        "{steps:?}"
-    );
+    assert!(steps.iter().all(|r| r["batch_size"] == "16" && r["mode"] == "decode"), "{steps:?}");
 }
 
 #[test]
@@ -237,10 +186,7 @@ fn decode_and_prefill_get_their_own_seed_tables() {
     let out = tempfile::tempdir().expect("tempdir");
     let root = fixture("h200-llama-1b");
     ingest(
-        &[
-            root.join("decode").to_str().unwrap_or_default(),
-            root.join("prefill").to_str().unwrap_or_default(),
-        ],
+        &[root.join("decode").to_str().unwrap_or_default(), root.join("prefill").to_str().unwrap_or_default()],
         out.path(),
     );
     for mode in ["decode", "prefill"] {
@@ -249,13 +195,7 @@ fn decode_and_prefill_get_their_own_seed_tables() {
         }
     }
     let prefill = table(&out.path().join("prefill/op_times.tsv"), '\t');
-    assert_eq!(
-        prefill
-            .iter()
-            .map(|r| r["batch_size"].clone())
-            .collect::<Vec<_>>(),
-        ["1", "4", "16"]
-    );
+    assert_eq!(prefill.iter().map(|r| r["batch_size"].clone()).collect::<Vec<_>>(), ["1", "4", "16"]);
     let steps = table(&out.path().join("steps.csv"), ',');
     assert_eq!(steps.len(), 18);
 }
@@ -274,8 +214,5 @@ fn missing_batch_size_is_a_clear_error() {
         .expect("run");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains("trace_0.json.zst") && err.contains("--batch-size"),
-        "{err}"
-    );
+    assert!(err.contains("trace_0.json.zst") && err.contains("--batch-size"), "{err}");
 }

@@ -54,22 +54,12 @@ struct Layer {
 }
 
 /// Classifies the GPU activities of step `step`.
-pub fn classify_step(
-    t: &Trace,
-    links: &Links,
-    steps: &Steps,
-    step: u32,
-    rules: &Rules,
-) -> Classified {
+pub fn classify_step(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules) -> Classified {
     let mut units = build_units(t, links, steps, step, rules);
     units.sort_by_key(|u| (u.start, u.op));
 
     let from_modules = units.iter().any(|u| u.layer != NONE);
-    let layers = if from_modules {
-        layers_from_modules(&units)
-    } else {
-        layers_from_anchors(&units, rules)
-    };
+    let layers = if from_modules { layers_from_modules(&units) } else { layers_from_anchors(&units, rules) };
 
     let mut detail: Vec<Detail> = units
         .iter()
@@ -106,11 +96,7 @@ pub fn classify_step(
         }
     }
 
-    let mut out = Classified {
-        layers: layers.len() as u32,
-        from_modules,
-        ..Default::default()
-    };
+    let mut out = Classified { layers: layers.len() as u32, from_modules, ..Default::default() };
     for (u, d) in units.iter().zip(&detail) {
         if u.kind == Kind::Linear {
             let pos = Detail::ALL.iter().position(|x| x == d).unwrap_or(6);
@@ -131,11 +117,7 @@ fn build_units(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules
             continue;
         }
         let l = links.launcher[i];
-        let (kind, op) = if l == NONE {
-            (Kind::Other, NONE)
-        } else {
-            unit_of(t, links, l, rules)
-        };
+        let (kind, op) = if l == NONE { (Kind::Other, NONE) } else { unit_of(t, links, l, rules) };
         if op == NONE {
             units.push(Unit {
                 op: NONE,
@@ -170,10 +152,8 @@ fn build_units(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules
 
 /// The unit a launching op belongs to.
 fn unit_of(t: &Trace, links: &Links, launcher: u32, rules: &Rules) -> (Kind, u32) {
-    let chain: Vec<u32> = links
-        .ancestors(t, launcher)
-        .filter(|&j| t.events[j as usize].cat == Category::CpuOp)
-        .collect();
+    let chain: Vec<u32> =
+        links.ancestors(t, launcher).filter(|&j| t.events[j as usize].cat == Category::CpuOp).collect();
     if chain.is_empty() {
         return (Kind::Other, launcher);
     }
@@ -193,7 +173,7 @@ fn unit_of(t: &Trace, links: &Links, launcher: u32, rules: &Rules) -> (Kind, u32
 
 /// The decoder-layer frame enclosing `op` and whether a rope module encloses it.
 fn module_info(t: &Trace, links: &Links, op: u32, rules: &Rules) -> (u32, bool) {
-    let path = links.module_path(t, op);
+    let path = links.module_path(op);
     let mut layer = NONE;
     let mut rope = false;
     for &m in &path {
@@ -230,22 +210,14 @@ fn layers_from_modules(units: &[Unit]) -> Vec<Layer> {
         let linears = m.iter().copied().filter(|&p| units[p].kind == Kind::Linear);
         let kqv = linears.clone().filter(|&p| p < attention).collect();
         let post = linears.filter(|&p| p > attention).collect();
-        layers.push(Layer {
-            kqv,
-            attention,
-            post,
-        });
+        layers.push(Layer { kqv, attention, post });
     }
     layers
 }
 
 fn layers_from_anchors(units: &[Unit], _rules: &Rules) -> Vec<Layer> {
-    let attn: Vec<usize> = (0..units.len())
-        .filter(|&p| units[p].kind == Kind::Attention)
-        .collect();
-    let lin: Vec<usize> = (0..units.len())
-        .filter(|&p| units[p].kind == Kind::Linear)
-        .collect();
+    let attn: Vec<usize> = (0..units.len()).filter(|&p| units[p].kind == Kind::Attention).collect();
+    let lin: Vec<usize> = (0..units.len()).filter(|&p| units[p].kind == Kind::Linear).collect();
     let Some(&first) = attn.first() else {
         return Vec::new();
     };
@@ -254,32 +226,21 @@ fn layers_from_anchors(units: &[Unit], _rules: &Rules) -> Vec<Layer> {
     let mut layers: Vec<Layer> = Vec::new();
     let mut prev_attention: Option<usize> = None;
     for &a in &attn {
-        let between: Vec<usize> = lin
-            .iter()
-            .copied()
-            .filter(|&p| p < a && prev_attention.is_none_or(|q| p > q))
-            .collect();
+        let between: Vec<usize> =
+            lin.iter().copied().filter(|&p| p < a && prev_attention.is_none_or(|q| p > q)).collect();
         // The last k linears before this attention are its q/k/v; the rest belong to the previous layer.
         let split = between.len().saturating_sub(k);
         let (prev_post, kqv) = between.split_at(if prev_attention.is_some() { split } else { 0 });
         if let Some(prev) = layers.last_mut() {
             prev.post = prev_post.to_vec();
         }
-        layers.push(Layer {
-            kqv: kqv.to_vec(),
-            attention: a,
-            post: Vec::new(),
-        });
+        layers.push(Layer { kqv: kqv.to_vec(), attention: a, post: Vec::new() });
         prev_attention = Some(a);
     }
     // The last layer: o_proj plus as many MLP linears as the layer before had; the rest (lm_head) is not.
     let last_a = attn[attn.len() - 1];
     let after: Vec<usize> = lin.iter().copied().filter(|&p| p > last_a).collect();
-    let want = if layers.len() >= 2 {
-        layers[layers.len() - 2].post.len()
-    } else {
-        after.len()
-    };
+    let want = if layers.len() >= 2 { layers[layers.len() - 2].post.len() } else { after.len() };
     if let Some(last) = layers.last_mut() {
         last.post = after.into_iter().take(want).collect();
     }

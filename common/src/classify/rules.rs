@@ -81,19 +81,13 @@ impl Default for Rules {
 impl Rules {
     /// Parses rule text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, RulesError> {
-        toml::from_str(text).map_err(|e| RulesError::Parse {
-            file: file.to_string(),
-            message: e.to_string(),
-        })
+        toml::from_str(text).map_err(|e| RulesError::Parse { file: file.to_string(), message: e.to_string() })
     }
 
     /// Reads a rule file.
     pub fn load(path: &Path) -> Result<Self, RulesError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Io {
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Io { file: file.clone(), source })?;
         Self::parse(&text, &file)
     }
 
@@ -155,15 +149,8 @@ mod tests {
 
     #[test]
     fn unknown_key_is_an_error_with_location() {
-        let e = Rules::parse(
-            "[ops]\nattention = []\nlinear = []\nlinaer = []\n",
-            "x.toml",
-        )
-        .err();
+        let e = Rules::parse("[ops]\nattention = []\nlinear = []\nlinaer = []\n", "x.toml").err();
         let msg = e.map(|e| e.to_string()).unwrap_or_default();
-        assert!(
-            msg.contains("x.toml") && msg.contains("linaer") && msg.contains("line 4"),
-            "{msg}"
-        );
+        assert!(msg.contains("x.toml") && msg.contains("linaer") && msg.contains("line 4"), "{msg}");
     }
 }

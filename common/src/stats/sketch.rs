@@ -27,11 +27,7 @@ impl Default for Sketch {
 }
 
 fn bucket(v: i64) -> i32 {
-    if v <= 0 {
-        i32::MIN
-    } else {
-        ((v as f64).ln() / GAMMA.ln()).ceil() as i32
-    }
+    if v <= 0 { i32::MIN } else { ((v as f64).ln() / GAMMA.ln()).ceil() as i32 }
 }
 
 fn representative(b: i32) -> f64 {
@@ -50,14 +46,14 @@ impl Sketch {
                 let pos = vals.partition_point(|&x| x <= v);
                 vals.insert(pos, v);
                 if vals.len() > EXACT_LIMIT {
-                    self.to_buckets();
+                    self.switch_to_buckets();
                 }
             }
             Sketch::Buckets(b) => *b.entry(bucket(v)).or_default() += 1,
         }
     }
 
-    fn to_buckets(&mut self) {
+    fn switch_to_buckets(&mut self) {
         if let Sketch::Exact(vals) = self {
             let mut b = BTreeMap::new();
             for &v in vals.iter() {
@@ -76,7 +72,7 @@ impl Sketch {
                 }
             }
             Sketch::Buckets(ob) => {
-                self.to_buckets();
+                self.switch_to_buckets();
                 if let Sketch::Buckets(b) = self {
                     for (&k, &c) in ob {
                         *b.entry(k).or_default() += c;

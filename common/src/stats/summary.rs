@@ -57,11 +57,7 @@ impl Summary {
 
     /// Mean (0 when empty).
     pub fn mean(&self) -> f64 {
-        if self.count == 0 {
-            0.0
-        } else {
-            self.sum as f64 / self.count as f64
-        }
+        if self.count == 0 { 0.0 } else { self.sum as f64 / self.count as f64 }
     }
 
     /// Sample standard deviation (n - 1 in the denominator; 0 for fewer than two values).

@@ -46,11 +46,7 @@ pub fn write_results(dir: &Path, agg: &Aggregate) -> io::Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     let modes = agg.modes();
     for mode in &modes {
-        let sub = if modes.len() > 1 {
-            dir.join(mode)
-        } else {
-            dir.to_path_buf()
-        };
+        let sub = if modes.len() > 1 { dir.join(mode) } else { dir.to_path_buf() };
         fs::create_dir_all(&sub)?;
         written.extend(write_seed(&sub, agg, mode)?);
     }
@@ -82,9 +78,7 @@ fn by_batch(agg: &Aggregate, mode: &str) -> BTreeMap<u32, Vec<Summary>> {
         if k.mode != mode {
             continue;
         }
-        let e = out
-            .entry(k.batch_size)
-            .or_insert_with(|| vec![Summary::default(); 7]);
+        let e = out.entry(k.batch_size).or_insert_with(|| vec![Summary::default(); 7]);
         for (a, b) in e.iter_mut().zip(cats) {
             a.merge(b);
         }
@@ -101,10 +95,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
     for (bs, cats) in &rows {
         let mut sums = [0f64; 3];
         for d in Detail::ALL {
-            let c = Coarse::ALL
-                .iter()
-                .position(|x| *x == coarse(d))
-                .unwrap_or(2);
+            let c = Coarse::ALL.iter().position(|x| *x == coarse(d)).unwrap_or(2);
             sums[c] += cats[detail_index(d)].mean();
         }
         writeln!(w, "{bs}\t{}\t{}\t{}", ms(sums[0]), ms(sums[1]), ms(sums[2]))?;
@@ -116,10 +107,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
     let header: Vec<&str> = Detail::ALL.iter().map(|d| d.name()).collect();
     writeln!(w, "batch_size\t{}", header.join("\t"))?;
     for (bs, cats) in &rows {
-        let vals: Vec<String> = Detail::ALL
-            .iter()
-            .map(|&d| ms(cats[detail_index(d)].mean()))
-            .collect();
+        let vals: Vec<String> = Detail::ALL.iter().map(|&d| ms(cats[detail_index(d)].mean())).collect();
         writeln!(w, "{bs}\t{}", vals.join("\t"))?;
     }
     w.flush()?;
@@ -130,8 +118,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
         w,
         "bsize,kernel,gdim_x,gdim_y,gdim_z,bdim_x,bdim_y,bdim_z,blocks_per_sm,warps_per_sm,regs_per_thread,occupancy,op_type"
     )?;
-    let mut per_bs: BTreeMap<u32, std::collections::BTreeSet<&crate::summary::LaunchConfig>> =
-        BTreeMap::new();
+    let mut per_bs: BTreeMap<u32, std::collections::BTreeSet<&crate::summary::LaunchConfig>> = BTreeMap::new();
     for (k, set) in &agg.configs {
         if k.mode == mode {
             per_bs.entry(k.batch_size).or_default().extend(set.iter());
@@ -162,14 +149,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
 }
 
 fn series_cols(k: &SeriesKey) -> String {
-    format!(
-        "{},{},{},{},{}",
-        field(&k.host),
-        field(&k.gpu),
-        field(&k.mode),
-        k.batch_size,
-        k.input_len
-    )
+    format!("{},{},{},{},{}", field(&k.host), field(&k.gpu), field(&k.mode), k.batch_size, k.input_len)
 }
 
 fn stats_cols(s: &Summary) -> String {
@@ -192,10 +172,7 @@ const STATS: &str = "total_us,min_us,max_us,mean_us,std_us,p50_us,p90_us,p99_us"
 fn write_ops(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     let p = dir.join("ops.csv");
     let mut w = create(&p)?;
-    writeln!(
-        w,
-        "{SERIES},name,side,steps,calls,{STATS},self_device_total_us,cpu_total_us,self_cpu_total_us"
-    )?;
+    writeln!(w, "{SERIES},name,side,steps,calls,{STATS},self_device_total_us,cpu_total_us,self_cpu_total_us")?;
     for ((k, name, device), o) in &agg.ops {
         writeln!(
             w,
@@ -239,14 +216,8 @@ fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
 fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     let p = dir.join("steps.csv");
     let mut w = create(&p)?;
-    let details: Vec<String> = Detail::ALL
-        .iter()
-        .map(|d| format!("detail_{}_us", d.name()))
-        .collect();
-    let counts: Vec<String> = Detail::ALL
-        .iter()
-        .map(|d| format!("detail_{}_kernels", d.name()))
-        .collect();
+    let details: Vec<String> = Detail::ALL.iter().map(|d| format!("detail_{}_us", d.name())).collect();
+    let counts: Vec<String> = Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())).collect();
     writeln!(
         w,
         "{SERIES},trace,step,step_name,gpu_busy_us,gpu_time_us,wall_span_us,kernel_count,layers,attention_us,linear_us,others_us,{},{}",
@@ -256,10 +227,7 @@ fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     for ((k, trace, step), r) in &agg.steps {
         let mut coarse_ns = [0i64; 3];
         for d in Detail::ALL {
-            let c = Coarse::ALL
-                .iter()
-                .position(|x| *x == coarse(d))
-                .unwrap_or(2);
+            let c = Coarse::ALL.iter().position(|x| *x == coarse(d)).unwrap_or(2);
             coarse_ns[c] += r.detail[detail_index(d)];
         }
         let det: Vec<String> = r.detail.iter().map(|&v| us(v as f64)).collect();

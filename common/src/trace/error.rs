@@ -80,9 +80,7 @@ impl TraceError {
     pub fn offset(&self) -> Option<u64> {
         match self {
             TraceError::Syntax { location, .. } => Some(location.offset),
-            TraceError::Decompress { offset, .. } | TraceError::Bomb { offset, .. } => {
-                Some(*offset)
-            }
+            TraceError::Decompress { offset, .. } | TraceError::Bomb { offset, .. } => Some(*offset),
             _ => None,
         }
     }

@@ -18,19 +18,133 @@ use serde::Serialize;
 use super::link::{Links, NONE};
 use super::model::{Category, Trace};
 
-/// Per-event metrics in nanoseconds, torch's definitions.
+/// Per-event metrics in nanoseconds, torch's definitions. CPU time is the event's duration and self
+/// device time is its own kernels' time, so neither is stored.
 #[derive(Debug, Clone)]
 pub struct EventTimes {
     /// Whether the event is a row of the table (false for folded duplicates, module frames, `Other`).
     pub counted: Vec<bool>,
-    /// CPU time (host events).
-    pub cpu: Vec<i64>,
-    /// Self CPU time.
+    /// Self CPU time (host events).
     pub self_cpu: Vec<i64>,
     /// Device time including children.
     pub device: Vec<i64>,
-    /// Self device time.
+    /// Self device time: the event's own GPU activities (host events) or its duration (device events).
     pub self_device: Vec<i64>,
+}
+
+impl EventTimes {
+    /// CPU time of event `i` (torch: the duration of host events, 0 for device events).
+    pub fn cpu(&self, t: &Trace, i: usize) -> i64 {
+        let e = &t.events[i];
+        if e.cat.is_host() { e.dur } else { 0 }
+    }
+}
+
+/// Computes torch's per-event metrics.
+pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
+    let n = t.events.len();
+    let ev = &t.events;
+
+    // Frontend host events by their id.
+    // A frontend's id: External id for ops and annotations, CUPTI correlation for runtime calls without
+    // an External id, the interrupted op's id for overhead; 0 for events that are not frontends.
+    let frontend_id = |i: usize| -> u32 {
+        let e = &ev[i];
+        match e.cat {
+            Category::CpuOp | Category::UserAnnotation => e.external_id,
+            Category::Runtime | Category::Driver if e.external_id == 0 => e.correlation,
+            Category::Overhead => links.overhead_op.get(&(i as u32)).map_or(0, |&op| ev[op as usize].external_id),
+            _ => 0,
+        }
+    };
+    let mut frontends: Vec<u32> = (0..n as u32).filter(|&i| frontend_id(i as usize) > 0).collect();
+    frontends.sort_unstable_by_key(|&i| (frontend_id(i as usize), i));
+    // Each activity goes to every frontend whose id is its External id (torch's rule, collisions and
+    // all). Older traces put the CUPTI correlation in a kernel's External id, which names no op: such an
+    // activity goes to the op that launched it (found through its runtime call).
+    let mut own = vec![0i64; n];
+    for (i, e) in ev.iter().enumerate() {
+        if !e.cat.is_gpu_activity() {
+            continue;
+        }
+        let want = e.external_id;
+        let lo = frontends.partition_point(|&f| frontend_id(f as usize) < want);
+        let hi = lo + frontends[lo..].partition_point(|&f| frontend_id(f as usize) == want);
+        if want > 0 && hi > lo {
+            for &f in &frontends[lo..hi] {
+                own[f as usize] += e.dur;
+            }
+        } else if links.launcher[i] != NONE {
+            own[links.launcher[i] as usize] += e.dur;
+        }
+    }
+    drop(frontends);
+
+    // torch's _remove_dup_nodes: a child with its parent's name that is the parent's only child is folded
+    // into the parent (the parent takes its children and its kernels). Children of an event follow it in
+    // host order and start before it ends, so a forward scan finds them.
+    let mut parent = links.parent.clone();
+    let mut child_count = vec![0u32; n];
+    for &i in &links.host_order {
+        let p = parent[i as usize];
+        if p != NONE {
+            child_count[p as usize] += 1;
+        }
+    }
+    let mut counted: Vec<bool> = ev.iter().map(|e| e.cat.is_host() || e.cat.is_device()).collect();
+    loop {
+        let mut changed = false;
+        for (pos, &i) in links.host_order.iter().enumerate() {
+            let iu = i as usize;
+            let p = parent[iu];
+            if !counted[iu] || p == NONE {
+                continue;
+            }
+            let pu = p as usize;
+            if ev[pu].name == ev[iu].name && child_count[pu] == 1 {
+                let end = ev[iu].end();
+                for &k in links.host_order[pos + 1..].iter().take_while(|&&k| ev[k as usize].ts < end) {
+                    if parent[k as usize] == i {
+                        parent[k as usize] = p;
+                    }
+                }
+                child_count[pu] = child_count[iu];
+                own[pu] = own[iu];
+                counted[iu] = false;
+                parent[iu] = NONE;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    drop(child_count);
+
+    // Children before parents (reverse host order): self CPU and inclusive device time.
+    let mut self_cpu = vec![0i64; n];
+    let mut device = vec![0i64; n];
+    for &i in links.host_order.iter().rev() {
+        let iu = i as usize;
+        if !counted[iu] {
+            continue;
+        }
+        // self_cpu holds the children's CPU time until the event itself is reached.
+        self_cpu[iu] = ev[iu].dur - self_cpu[iu];
+        device[iu] += own[iu];
+        let p = parent[iu];
+        if p != NONE {
+            self_cpu[p as usize] += ev[iu].dur;
+            device[p as usize] += device[iu];
+        }
+    }
+    for (i, e) in ev.iter().enumerate() {
+        if e.cat.is_device() {
+            device[i] = e.dur;
+            own[i] = e.dur;
+        }
+    }
+    EventTimes { counted, self_cpu, device, self_device: own }
 }
 
 /// One row of the table.
@@ -76,127 +190,11 @@ impl KeyTotals {
     }
 }
 
-/// Computes torch's per-event metrics.
-pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
-    let n = t.events.len();
-    let ev = &t.events;
-
-    // Frontend host events by their id.
-    let mut frontends: HashMap<i64, Vec<u32>> = HashMap::new();
-    for &i in &links.host_order {
-        let e = &ev[i as usize];
-        let id = match e.cat {
-            Category::CpuOp | Category::UserAnnotation => e.external_id,
-            Category::Runtime | Category::Driver if e.external_id == 0 => e.correlation,
-            Category::Overhead => links
-                .overhead_op
-                .get(&i)
-                .map_or(0, |&op| ev[op as usize].external_id),
-            _ => 0,
-        };
-        if id > 0 {
-            frontends.entry(id).or_default().push(i);
-        }
-    }
-    // Each activity goes to every frontend whose id is its External id (torch's rule, collisions and
-    // all). Older traces put the CUPTI correlation in a kernel's External id, which names no op: such an
-    // activity goes to the op that launched it (found through its runtime call).
-    let mut own = vec![0i64; n];
-    for (i, e) in ev.iter().enumerate() {
-        if !e.cat.is_gpu_activity() {
-            continue;
-        }
-        match frontends.get(&e.external_id).filter(|_| e.external_id > 0) {
-            Some(fs) => {
-                for &f in fs {
-                    own[f as usize] += e.dur;
-                }
-            }
-            None if links.launcher[i] != NONE => own[links.launcher[i] as usize] += e.dur,
-            None => {}
-        }
-    }
-
-    // Children lists, then torch's _remove_dup_nodes.
-    let mut parent = links.parent.clone();
-    let mut children: Vec<Vec<u32>> = vec![Vec::new(); n];
-    for &i in &links.host_order {
-        let p = parent[i as usize];
-        if p != NONE {
-            children[p as usize].push(i);
-        }
-    }
-    let mut counted: Vec<bool> = ev
-        .iter()
-        .map(|e| e.cat.is_host() || e.cat.is_device())
-        .collect();
-    loop {
-        let mut changed = false;
-        for &i in &links.host_order {
-            let iu = i as usize;
-            let p = parent[iu];
-            if !counted[iu] || p == NONE {
-                continue;
-            }
-            let pu = p as usize;
-            if ev[pu].name == ev[iu].name && children[pu].len() == 1 {
-                let kids = std::mem::take(&mut children[iu]);
-                for &k in &kids {
-                    parent[k as usize] = p;
-                }
-                children[pu] = kids;
-                own[pu] = own[iu];
-                counted[iu] = false;
-                parent[iu] = NONE;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-
-    // Times, children before parents (reverse of start order).
-    let mut cpu = vec![0i64; n];
-    let mut self_cpu = vec![0i64; n];
-    let mut device = vec![0i64; n];
-    let mut self_device = vec![0i64; n];
-    for &i in links.host_order.iter().rev() {
-        let iu = i as usize;
-        if !counted[iu] {
-            continue;
-        }
-        let kids = &children[iu];
-        cpu[iu] = ev[iu].dur;
-        self_cpu[iu] = ev[iu].dur - kids.iter().map(|&k| ev[k as usize].dur).sum::<i64>();
-        let kid_dev: i64 = kids.iter().map(|&k| device[k as usize]).sum();
-        device[iu] = own[iu] + kid_dev;
-        self_device[iu] = own[iu];
-    }
-    for (i, e) in ev.iter().enumerate() {
-        if e.cat.is_device() {
-            device[i] = e.dur;
-            self_device[i] = e.dur;
-        }
-    }
-    EventTimes {
-        counted,
-        cpu,
-        self_cpu,
-        device,
-        self_device,
-    }
-}
-
 /// Row key: name and whether the row is device-side.
 pub type RowKey = (u32, bool);
 
 /// Sums per-event metrics into rows, for the events selected by `keep`.
-pub fn totals(
-    t: &Trace,
-    times: &EventTimes,
-    mut keep: impl FnMut(usize) -> bool,
-) -> HashMap<RowKey, KeyTotals> {
+pub fn totals(t: &Trace, times: &EventTimes, mut keep: impl FnMut(usize) -> bool) -> HashMap<RowKey, KeyTotals> {
     let mut rows: HashMap<RowKey, KeyTotals> = HashMap::new();
     for (i, e) in t.events.iter().enumerate() {
         if !times.counted[i] || !keep(i) {
@@ -204,7 +202,7 @@ pub fn totals(
         }
         let r = rows.entry((e.name, e.cat.is_device())).or_default();
         r.count += 1;
-        r.cpu += times.cpu[i];
+        r.cpu += times.cpu(t, i);
         r.self_cpu += times.self_cpu[i];
         r.device += times.device[i];
         r.self_device += times.self_device[i];

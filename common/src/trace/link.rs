@@ -17,6 +17,7 @@ pub struct Links {
     /// they run in. [`NONE`] when unknown.
     pub launcher: Vec<u32>,
     /// For host events: the innermost enclosing `nn.Module` frame; for module frames: the enclosing one.
+    /// Empty when the trace has no module frames.
     pub module: Vec<u32>,
     /// Host events in the order torch sorts them (start, then longest first, then file order).
     pub host_order: Vec<u32>,
@@ -30,13 +31,11 @@ impl Links {
     pub fn new(t: &Trace) -> Self {
         let n = t.events.len();
         let mut parent = vec![NONE; n];
-        let mut module = vec![NONE; n];
+        let mut module = Vec::new();
 
         // Host tree, per thread, exactly as torch's EventList._populate_cpu_children.
-        let mut host: Vec<u32> = (0..n as u32)
-            .filter(|&i| t.events[i as usize].cat.is_host())
-            .collect();
-        host.sort_by_key(|&i| {
+        let mut host: Vec<u32> = (0..n as u32).filter(|&i| t.events[i as usize].cat.is_host()).collect();
+        host.sort_unstable_by_key(|&i| {
             let e = &t.events[i as usize];
             (e.ts, std::cmp::Reverse(e.end()), i)
         });
@@ -45,36 +44,25 @@ impl Links {
             Some(&op) => t.events[op as usize].thread,
             None => t.events[i as usize].thread,
         };
-        nest(t, &host, host_thread, |child, par| {
-            parent[child as usize] = par
-        });
+        nest(t, &host, host_thread, |child, par| parent[child as usize] = par);
 
         // Module frames: nest module frames and ops together; an op's module is its innermost frame.
         let has_modules = t.events.iter().any(|e| e.cat == Category::Module);
         if has_modules {
+            module = vec![NONE; n];
             let mut mix: Vec<u32> = (0..n as u32)
                 .filter(|&i| {
                     let c = t.events[i as usize].cat;
                     c == Category::Module || c.is_host()
                 })
                 .collect();
-            mix.sort_by_key(|&i| {
+            mix.sort_unstable_by_key(|&i| {
                 let e = &t.events[i as usize];
                 // Module frames first on ties: a module call encloses the ops it runs.
-                (
-                    e.ts,
-                    std::cmp::Reverse(e.end()),
-                    e.cat != Category::Module,
-                    i,
-                )
+                (e.ts, std::cmp::Reverse(e.end()), e.cat != Category::Module, i)
             });
             let mut inner = vec![NONE; n];
-            nest(
-                t,
-                &mix,
-                |i| t.events[i as usize].thread,
-                |child, par| inner[child as usize] = par,
-            );
+            nest(t, &mix, |i| t.events[i as usize].thread, |child, par| inner[child as usize] = par);
             // Resolve each event's innermost *module* ancestor.
             for &i in &mix {
                 let mut p = inner[i as usize];
@@ -85,52 +73,29 @@ impl Links {
             }
         }
 
-        // Launchers: External id -> op; correlation -> runtime call -> the op it runs in.
-        let mut op_by_ext: HashMap<i64, u32> = HashMap::new();
-        let mut rt_by_corr: HashMap<i64, u32> = HashMap::new();
-        for (i, e) in t.events.iter().enumerate() {
-            match e.cat {
-                Category::CpuOp | Category::UserAnnotation if e.external_id != 0 => {
-                    // Innermost wins: an op's External id is unique; annotations may reuse it.
-                    op_by_ext.entry(e.external_id).or_insert(i as u32);
-                }
-                Category::Runtime | Category::Driver if e.correlation != 0 => {
-                    rt_by_corr.insert(e.correlation, i as u32);
-                }
-                _ => {}
-            }
-        }
+        // Launchers: External id -> op; correlation -> runtime call -> the op it runs in. Indexes are event
+        // numbers sorted by id (4 bytes an entry: a quarter of a hash map's memory on huge traces); among
+        // events with the same id the first in file order wins.
+        let ops_by_ext =
+            SortedIds::new(t, |e| matches!(e.cat, Category::CpuOp | Category::UserAnnotation), |e| e.external_id);
+        let rt_by_corr =
+            SortedIds::new(t, |e| matches!(e.cat, Category::Runtime | Category::Driver), |e| e.correlation);
+        let find_op = |id: u32| ops_by_ext.first(t, id, |e| e.external_id);
+        let find_rt = |id: u32| rt_by_corr.first(t, id, |e| e.correlation);
         let mut launcher = vec![NONE; n];
         for (i, e) in t.events.iter().enumerate() {
             launcher[i] = match e.cat {
                 Category::Kernel | Category::Memcpy | Category::Memset => {
-                    let by_ext = op_by_ext
-                        .get(&e.external_id)
-                        .copied()
-                        .filter(|_| e.external_id != 0);
-                    by_ext.or_else(|| {
-                        rt_by_corr
-                            .get(&e.correlation)
-                            .and_then(|&r| enclosing_op(t, &parent, r))
-                            .filter(|_| e.correlation != 0)
-                    })
+                    find_op(e.external_id).or_else(|| find_rt(e.correlation).and_then(|r| enclosing_op(t, &parent, r)))
                 }
-                Category::Runtime | Category::Driver => op_by_ext
-                    .get(&e.external_id)
-                    .copied()
-                    .filter(|_| e.external_id != 0)
-                    .or_else(|| enclosing_op(t, &parent, i as u32)),
+                Category::Runtime | Category::Driver => {
+                    find_op(e.external_id).or_else(|| enclosing_op(t, &parent, i as u32))
+                }
                 _ => None,
             }
             .unwrap_or(NONE);
         }
-        Links {
-            parent,
-            launcher,
-            module,
-            host_order: host,
-            overhead_op,
-        }
+        Links { parent, launcher, module, host_order: host, overhead_op }
     }
 
     /// The chain of op/annotation ancestors of `i`, innermost first, `i` included.
@@ -138,28 +103,19 @@ impl Links {
         std::iter::successors(Some(i).filter(|&i| i != NONE), move |&j| {
             Some(self.parent[j as usize]).filter(|&p| p != NONE)
         })
-        .filter(move |&j| {
-            matches!(
-                t.events[j as usize].cat,
-                Category::CpuOp | Category::UserAnnotation
-            )
-        })
+        .filter(move |&j| matches!(t.events[j as usize].cat, Category::CpuOp | Category::UserAnnotation))
     }
 
     /// The module path of a host event, outermost first, e.g. `LlamaModel_0/LlamaDecoderLayer_3/LlamaMLP_3`.
-    pub fn module_path(&self, t: &Trace, i: u32) -> Vec<u32> {
+    pub fn module_path(&self, i: u32) -> Vec<u32> {
+        let at = |j: u32| self.module.get(j as usize).copied().unwrap_or(NONE);
         let mut out = Vec::new();
-        let mut m = if i == NONE {
-            NONE
-        } else {
-            self.module[i as usize]
-        };
+        let mut m = if i == NONE { NONE } else { at(i) };
         while m != NONE {
             out.push(m);
-            m = self.module[m as usize];
+            m = at(m);
         }
         out.reverse();
-        let _ = t;
         out
     }
 }
@@ -168,10 +124,7 @@ impl Links {
 fn enclosing_op(t: &Trace, parent: &[u32], i: u32) -> Option<u32> {
     let mut p = parent[i as usize];
     while p != NONE {
-        if matches!(
-            t.events[p as usize].cat,
-            Category::CpuOp | Category::UserAnnotation
-        ) {
+        if matches!(t.events[p as usize].cat, Category::CpuOp | Category::UserAnnotation) {
             return Some(p);
         }
         p = parent[p as usize];
@@ -210,10 +163,7 @@ fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
         match e.cat {
             Category::CpuOp | Category::UserAnnotation => {
                 let stack = stacks.entry(e.thread).or_default();
-                while stack
-                    .last()
-                    .is_some_and(|&top| t.events[top as usize].end() <= e.ts)
-                {
+                while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
                     stack.pop();
                 }
                 stack.push(i);
@@ -221,17 +171,13 @@ fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
             Category::Overhead => {
                 let mut best: Option<u32> = None;
                 for stack in stacks.values_mut() {
-                    while stack
-                        .last()
-                        .is_some_and(|&top| t.events[top as usize].end() <= e.ts)
-                    {
+                    while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
                         stack.pop();
                     }
-                    if let Some(&top) = stack.last() {
-                        if best.is_none_or(|b| t.events[top as usize].ts > t.events[b as usize].ts)
-                        {
-                            best = Some(top);
-                        }
+                    if let Some(&top) = stack.last()
+                        && best.is_none_or(|b| t.events[top as usize].ts > t.events[b as usize].ts)
+                    {
+                        best = Some(top);
                     }
                 }
                 if let Some(b) = best {
@@ -242,4 +188,37 @@ fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
         }
     }
     out
+}
+
+/// Event numbers sorted by an id (then by position): a compact multimap from id to events.
+pub(crate) struct SortedIds(Vec<u32>);
+
+impl SortedIds {
+    /// Indexes the events passing `keep` that have a non-zero `id`.
+    pub(crate) fn new(
+        t: &Trace,
+        keep: impl Fn(&super::model::Event) -> bool,
+        id: impl Fn(&super::model::Event) -> u32,
+    ) -> Self {
+        let mut v: Vec<u32> = (0..t.events.len() as u32)
+            .filter(|&i| keep(&t.events[i as usize]) && id(&t.events[i as usize]) != 0)
+            .collect();
+        v.sort_unstable_by_key(|&i| (id(&t.events[i as usize]), i));
+        SortedIds(v)
+    }
+
+    /// Every event with this id, first in file order first.
+    fn all(&self, t: &Trace, want: u32, id: impl Fn(&super::model::Event) -> u32) -> &[u32] {
+        let lo = self.0.partition_point(|&i| id(&t.events[i as usize]) < want);
+        let hi = lo + self.0[lo..].partition_point(|&i| id(&t.events[i as usize]) == want);
+        &self.0[lo..hi]
+    }
+
+    /// The first event (in file order) with this id.
+    pub(crate) fn first(&self, t: &Trace, want: u32, id: impl Fn(&super::model::Event) -> u32) -> Option<u32> {
+        if want == 0 {
+            return None;
+        }
+        self.all(t, want, id).first().copied()
+    }
 }

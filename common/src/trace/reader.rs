@@ -93,44 +93,24 @@ pub struct TraceReader {
 impl TraceReader {
     /// Opens a trace file.
     pub fn open(path: &Path, limits: ReadLimits) -> Result<Self, TraceError> {
-        let io_err = |source| TraceError::Io {
-            file: path.to_path_buf(),
-            source,
-        };
+        let io_err = |source| TraceError::Io { file: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         Self::from_reader(file, path, limits).map_err(io_err)
     }
 
     /// Wraps any byte source (a file, a socket, an in-memory buffer); `name` is used in errors.
-    pub fn from_reader<R: Read + 'static>(
-        source: R,
-        name: &Path,
-        limits: ReadLimits,
-    ) -> io::Result<Self> {
+    pub fn from_reader<R: Read + 'static>(source: R, name: &Path, limits: ReadLimits) -> io::Result<Self> {
         let mut buffered = BufReader::with_capacity(256 << 10, source);
         let head = io::BufRead::fill_buf(&mut buffered)?;
         let compression = Compression::sniff(head);
         let count = std::rc::Rc::new(std::cell::Cell::new(0));
-        let counted = CountingReader {
-            inner: buffered,
-            count: count.clone(),
-        };
+        let counted = CountingReader { inner: buffered, count: count.clone() };
         let inner: Box<dyn Read> = match compression {
             Compression::None => Box::new(counted),
             Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(
-                BufReader::new(counted),
-            )?),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(counted))?),
         };
-        Ok(Self {
-            inner,
-            compression,
-            compressed: count,
-            produced: 0,
-            limits,
-            file: name.to_path_buf(),
-            pending: None,
-        })
+        Ok(Self { inner, compression, compressed: count, produced: 0, limits, file: name.to_path_buf(), pending: None })
     }
 
     /// The detected compression.
@@ -163,10 +143,7 @@ impl TraceReader {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
             Err(e) => {
                 return Err(match self.compression {
-                    Compression::None => TraceError::Io {
-                        file: self.file.clone(),
-                        source: e,
-                    },
+                    Compression::None => TraceError::Io { file: self.file.clone(), source: e },
                     c => TraceError::Decompress {
                         file: self.file.clone(),
                         format: c.name(),

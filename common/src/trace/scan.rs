@@ -191,13 +191,12 @@ impl<'a> Cur<'a> {
                         b'u' => {
                             let mut cp = self.hex4(i)?;
                             i += 4;
-                            if (0xD800..0xDC00).contains(&cp) {
-                                if self.b.get(i..i + 2).ok_or(Stop::Incomplete)? == b"\\u" {
-                                    let lo = self.hex4(i + 2)?;
-                                    if (0xDC00..0xE000).contains(&lo) {
-                                        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                                        i += 6;
-                                    }
+                            if (0xD800..0xDC00).contains(&cp) && self.b.get(i..i + 2).ok_or(Stop::Incomplete)? == b"\\u"
+                            {
+                                let lo = self.hex4(i + 2)?;
+                                if (0xDC00..0xE000).contains(&lo) {
+                                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                                    i += 6;
                                 }
                             }
                             let ch = char::from_u32(cp).unwrap_or('\u{FFFD}');
@@ -217,10 +216,7 @@ impl<'a> Cur<'a> {
         self.i = i + 1;
         match String::from_utf8(out) {
             Ok(s) => Ok(Cow::Owned(s)),
-            Err(e) => bad(
-                start + e.utf8_error().valid_up_to(),
-                "invalid UTF-8 in string",
-            ),
+            Err(e) => bad(start + e.utf8_error().valid_up_to(), "invalid UTF-8 in string"),
         }
     }
 
@@ -257,10 +253,7 @@ impl<'a> Cur<'a> {
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
             b'-' | b'0'..=b'9' => self.skip_number(),
-            _ => bad(
-                self.i,
-                format!("expected a JSON value, found {}", kind_of(c)),
-            ),
+            _ => bad(self.i, format!("expected a JSON value, found {}", kind_of(c))),
         }
     }
 
@@ -338,10 +331,7 @@ impl<'a> Cur<'a> {
         if s.bytes().all(|c| c.is_ascii_digit() || c == b'-') {
             return match s.parse::<i64>() {
                 Ok(v) => Ok(Some(v)),
-                Err(_) => bad(
-                    start,
-                    format!("integer {s} is out of range (beyond 64-bit)"),
-                ),
+                Err(_) => bad(start, format!("integer {s} is out of range (beyond 64-bit)")),
             };
         }
         // A float where an integer id is expected: accept integral values only.
@@ -362,11 +352,8 @@ impl<'a> Cur<'a> {
         let start = self.i;
         let end = self.number_end()?;
         self.i = end;
-        let s = std::str::from_utf8(&self.b[start..end])
-            .map_err(|_| Stop::Bad(start, "invalid number".into()))?;
-        s.parse::<f64>()
-            .map(Some)
-            .map_err(|_| Stop::Bad(start, format!("invalid number {s}")))
+        let s = std::str::from_utf8(&self.b[start..end]).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
+        s.parse::<f64>().map(Some).map_err(|_| Stop::Bad(start, format!("invalid number {s}")))
     }
 
     /// A time in microseconds, converted exactly to integer nanoseconds (rounded half up past 3 decimals).
@@ -380,24 +367,12 @@ impl<'a> Cur<'a> {
         let end = self.number_end()?;
         self.i = end;
         let t = &self.b[start..end];
-        let (neg, digits) = if t[0] == b'-' {
-            (true, &t[1..])
-        } else {
-            (false, t)
-        };
+        let (neg, digits) = if t[0] == b'-' { (true, &t[1..]) } else { (false, t) };
         let mut int: i64 = 0;
         let mut k = 0;
-        let overflow = || {
-            Stop::Bad(
-                start,
-                "timestamp is out of range (beyond 64-bit nanoseconds)".to_string(),
-            )
-        };
+        let overflow = || Stop::Bad(start, "timestamp is out of range (beyond 64-bit nanoseconds)".to_string());
         while k < digits.len() && digits[k].is_ascii_digit() {
-            int = int
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(i64::from(digits[k] - b'0')))
-                .ok_or_else(overflow)?;
+            int = int.checked_mul(10).and_then(|v| v.checked_add(i64::from(digits[k] - b'0'))).ok_or_else(overflow)?;
             k += 1;
         }
         let mut frac: i64 = 0;
@@ -419,21 +394,15 @@ impl<'a> Cur<'a> {
         }
         if k != digits.len() {
             // Exponent or other unusual form: fall back to f64.
-            let s =
-                std::str::from_utf8(t).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
-            let v: f64 = s
-                .parse()
-                .map_err(|_| Stop::Bad(start, format!("invalid number {s}")))?;
+            let s = std::str::from_utf8(t).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
+            let v: f64 = s.parse().map_err(|_| Stop::Bad(start, format!("invalid number {s}")))?;
             let ns = (v * 1000.0).round();
             if !ns.is_finite() || ns.abs() >= 9.2e18 {
                 return Err(overflow());
             }
             return Ok(Some(ns as i64));
         }
-        let ns = int
-            .checked_mul(1000)
-            .and_then(|v| v.checked_add(frac + i64::from(round)))
-            .ok_or_else(overflow)?;
+        let ns = int.checked_mul(1000).and_then(|v| v.checked_add(frac + i64::from(round))).ok_or_else(overflow)?;
         Ok(Some(if neg { -ns } else { ns }))
     }
 
@@ -453,10 +422,7 @@ impl<'a> Cur<'a> {
     fn key(&mut self) -> PResult<Cow<'a, str>> {
         let c = self.ws()?;
         if c != b'"' {
-            return bad(
-                self.i,
-                format!("expected an object key, found {}", kind_of(c)),
-            );
+            return bad(self.i, format!("expected an object key, found {}", kind_of(c)));
         }
         let k = self.string()?;
         self.expect(b':', "':' after an object key")?;
@@ -475,10 +441,7 @@ impl<'a> Cur<'a> {
                 self.i += 1;
                 Ok(false)
             }
-            c => bad(
-                self.i,
-                format!("expected ',' or '{}', found {}", close as char, kind_of(c)),
-            ),
+            c => bad(self.i, format!("expected ',' or '{}', found {}", close as char, kind_of(c))),
         }
     }
 
@@ -486,10 +449,7 @@ impl<'a> Cur<'a> {
     fn event(&mut self) -> PResult<RawEvent<'a>> {
         let c = self.ws()?;
         if c != b'{' {
-            return bad(
-                self.i,
-                format!("a trace event must be an object, found {}", kind_of(c)),
-            );
+            return bad(self.i, format!("a trace event must be an object, found {}", kind_of(c)));
         }
         self.i += 1;
         let mut ev = RawEvent::default();
@@ -585,34 +545,25 @@ impl<'a> Cur<'a> {
                 }
                 b"registers per thread" => {
                     let v = self.int()?;
-                    ev.kernel
-                        .get_or_insert_with(KernelArgs::default)
-                        .registers_per_thread =
+                    ev.kernel.get_or_insert_with(KernelArgs::default).registers_per_thread =
                         v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
                 }
                 b"shared memory" => {
                     let v = self.int()?;
-                    ev.kernel
-                        .get_or_insert_with(KernelArgs::default)
-                        .shared_memory = v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
+                    ev.kernel.get_or_insert_with(KernelArgs::default).shared_memory =
+                        v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
                 }
                 b"blocks per SM" => {
                     let v = self.float()?;
-                    ev.kernel
-                        .get_or_insert_with(KernelArgs::default)
-                        .blocks_per_sm = v.unwrap_or(0.0) as f32;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).blocks_per_sm = v.unwrap_or(0.0) as f32;
                 }
                 b"warps per SM" => {
                     let v = self.float()?;
-                    ev.kernel
-                        .get_or_insert_with(KernelArgs::default)
-                        .warps_per_sm = v.unwrap_or(0.0) as f32;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).warps_per_sm = v.unwrap_or(0.0) as f32;
                 }
                 b"est. achieved occupancy %" => {
                     let v = self.float()?;
-                    ev.kernel
-                        .get_or_insert_with(KernelArgs::default)
-                        .occupancy_pct = v.unwrap_or(0.0) as f32;
+                    ev.kernel.get_or_insert_with(KernelArgs::default).occupancy_pct = v.unwrap_or(0.0) as f32;
                 }
                 _ => self.skip_value()?,
             }
@@ -640,7 +591,8 @@ enum State {
     End,
 }
 
-/// Result of one step of the top-level walk.
+/// Result of one step of the top-level walk. Not boxed: one is made per event, on the hot path.
+#[allow(clippy::large_enum_variant)]
 enum Step<'a> {
     /// Moved on without an event.
     Moved(State),
@@ -668,10 +620,7 @@ pub fn scan(
     let mut in_top_array = false;
     let file = reader.file().to_path_buf();
     let syntax = |offset: u64, message: String| TraceError::Syntax {
-        location: Location {
-            file: file.clone(),
-            offset,
-        },
+        location: Location { file: file.clone(), offset },
         message,
     };
 
@@ -679,14 +628,8 @@ pub fn scan(
         if state == State::End {
             // Only blanks may follow the top-level value.
             let tail = &buf[start..end];
-            if let Some(p) = tail
-                .iter()
-                .position(|c| !matches!(c, b' ' | b'\n' | b'\r' | b'\t' | 0))
-            {
-                return Err(syntax(
-                    base + (start + p) as u64,
-                    "unexpected data after the end of the trace".into(),
-                ));
+            if let Some(p) = tail.iter().position(|c| !matches!(c, b' ' | b'\n' | b'\r' | b'\t' | 0)) {
+                return Err(syntax(base + (start + p) as u64, "unexpected data after the end of the trace".into()));
             }
             start = end;
             if eof {
@@ -705,10 +648,7 @@ pub fn scan(
             Ok((s, used)) => {
                 // Validate the UTF-8 of everything consumed (skipped strings included).
                 if let Err(e) = std::str::from_utf8(&buf[start..start + used]) {
-                    return Err(syntax(
-                        base + (start + e.valid_up_to()) as u64,
-                        "invalid UTF-8".into(),
-                    ));
+                    return Err(syntax(base + (start + e.valid_up_to()) as u64, "invalid UTF-8".into()));
                 }
                 match s {
                     Step::Moved(next) => state = next,
@@ -751,10 +691,7 @@ pub fn scan(
                     if buf.len() >= limits.max_value_bytes {
                         return Err(syntax(
                             base,
-                            format!(
-                                "a single JSON value is larger than the limit of {} bytes",
-                                limits.max_value_bytes
-                            ),
+                            format!("a single JSON value is larger than the limit of {} bytes", limits.max_value_bytes),
                         ));
                     }
                     let n = (buf.len() * 2).min(limits.max_value_bytes.max(CHUNK));
@@ -769,10 +706,7 @@ pub fn scan(
         }
     }
     if state != State::End {
-        return Err(syntax(
-            base + end as u64,
-            "unexpected end of file (truncated trace?)".into(),
-        ));
+        return Err(syntax(base + end as u64, "unexpected end of file (truncated trace?)".into()));
     }
     meta.bytes = reader.produced();
     Ok(meta)
@@ -791,13 +725,7 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
                 *in_top_array = true;
                 Ok(Step::Moved(State::EventsFirst))
             }
-            x => bad(
-                c.i,
-                format!(
-                    "a trace must be a JSON object (or an array of events), found {}",
-                    kind_of(x)
-                ),
-            ),
+            x => bad(c.i, format!("a trace must be a JSON object (or an array of events), found {}", kind_of(x))),
         },
         State::ObjectFirst | State::ObjectNext => {
             if state == State::ObjectNext && !c.next_member(b'}')? {
@@ -811,10 +739,7 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
             if key == "traceEvents" {
                 let v = c.ws()?;
                 if v != b'[' {
-                    return bad(
-                        c.i,
-                        format!("traceEvents must be an array, found {}", kind_of(v)),
-                    );
+                    return bad(c.i, format!("traceEvents must be an array, found {}", kind_of(v)));
                 }
                 c.i += 1;
                 return Ok(Step::Moved(State::EventsFirst));
@@ -827,11 +752,7 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
             Ok(Step::Member(key, &c.b[vstart..c.i]))
         }
         State::EventsFirst | State::EventsNext => {
-            let close_to = if *in_top_array {
-                State::End
-            } else {
-                State::ObjectNext
-            };
+            let close_to = if *in_top_array { State::End } else { State::ObjectNext };
             if state == State::EventsNext {
                 if !c.next_member(b']')? {
                     return Ok(Step::Moved(close_to));
@@ -851,9 +772,7 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
 fn keep_member(key: &str, raw: &[u8], meta: &mut TraceMeta) {
     match key {
         "deviceProperties" => {
-            if let Ok(serde_json::Value::Array(devs)) =
-                serde_json::from_slice::<serde_json::Value>(raw)
-            {
+            if let Ok(serde_json::Value::Array(devs)) = serde_json::from_slice::<serde_json::Value>(raw) {
                 for d in devs {
                     let id = d.get("id").and_then(serde_json::Value::as_i64).unwrap_or(0);
                     if let Some(name) = d.get("name").and_then(serde_json::Value::as_str) {
@@ -863,9 +782,7 @@ fn keep_member(key: &str, raw: &[u8], meta: &mut TraceMeta) {
             }
         }
         "traceName" => {
-            if let Ok(serde_json::Value::String(s)) =
-                serde_json::from_slice::<serde_json::Value>(raw)
-            {
+            if let Ok(serde_json::Value::String(s)) = serde_json::from_slice::<serde_json::Value>(raw) {
                 meta.trace_name = Some(s);
             }
         }

@@ -10,8 +10,7 @@ use super::model::{Category, Trace};
 use crate::glob;
 
 /// The default step patterns (globs on user-annotation names).
-pub const DEFAULT_STEP_PATTERNS: &[&str] =
-    &["ProfilerStep#*", "execute_context_*", "execute_model*"];
+pub const DEFAULT_STEP_PATTERNS: &[&str] = &["ProfilerStep#*", "execute_context_*", "execute_model*"];
 
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,12 +58,7 @@ pub fn parse_vllm_step(name: &str) -> Option<VllmStepShape> {
     };
     let (context_requests, context_tokens) = pair(ctx)?;
     let (generation_requests, generation_tokens) = pair(rest)?;
-    Some(VllmStepShape {
-        context_requests,
-        context_tokens,
-        generation_requests,
-        generation_tokens,
-    })
+    Some(VllmStepShape { context_requests, context_tokens, generation_requests, generation_tokens })
 }
 
 /// Splits a trace into steps using glob `patterns` on user-annotation names.
@@ -79,19 +73,10 @@ pub fn split(t: &Trace, links: &Links, patterns: &[String]) -> Steps {
     let mut steps: Vec<Step> = Vec::new();
     for &i in &links.host_order {
         let p = links.parent[i as usize];
-        let inherited = if p == NONE {
-            NONE
-        } else {
-            of_event[p as usize]
-        };
+        let inherited = if p == NONE { NONE } else { of_event[p as usize] };
         of_event[i as usize] = if inherited == NONE && is_step(i) {
             let e = &t.events[i as usize];
-            steps.push(Step {
-                name: t.name(e.name).to_string(),
-                annotation: i,
-                start: e.ts,
-                end: e.end(),
-            });
+            steps.push(Step { name: t.name(e.name).to_string(), annotation: i, start: e.ts, end: e.end() });
             (steps.len() - 1) as u32
         } else {
             inherited
@@ -100,15 +85,7 @@ pub fn split(t: &Trace, links: &Links, patterns: &[String]) -> Steps {
     if steps.is_empty() {
         let start = t.events.iter().map(|e| e.ts).min().unwrap_or(0);
         let end = t.events.iter().map(|e| e.end()).max().unwrap_or(0);
-        return Steps {
-            steps: vec![Step {
-                name: String::new(),
-                annotation: NONE,
-                start,
-                end,
-            }],
-            of_event: vec![0; n],
-        };
+        return Steps { steps: vec![Step { name: String::new(), annotation: NONE, start, end }], of_event: vec![0; n] };
     }
     // Host events outside the annotation tree (other threads, modules): by time.
     let by_time = |ts: i64| -> u32 {
@@ -127,18 +104,11 @@ pub fn split(t: &Trace, links: &Links, patterns: &[String]) -> Steps {
             // GPU work belongs to the step that launched it, whenever it ran.
             Category::Kernel | Category::Memcpy | Category::Memset => {
                 let l = links.launcher[i];
-                if l != NONE {
-                    of_event[l as usize]
-                } else {
-                    NONE
-                }
+                if l != NONE { of_event[l as usize] } else { NONE }
             }
             Category::GpuAnnotation => steps
                 .iter()
-                .position(|s| {
-                    t.events[s.annotation as usize].external_id == e.external_id
-                        && e.external_id != 0
-                })
+                .position(|s| t.events[s.annotation as usize].external_id == e.external_id && e.external_id != 0)
                 .map_or(NONE, |p| p as u32),
             _ => by_time(e.ts),
         };
@@ -170,10 +140,7 @@ mod tests {
                 generation_tokens: 16
             })
         );
-        assert_eq!(
-            parse_vllm_step("execute_context_4(512)_generation_0(0)").map(|s| s.context_tokens),
-            Some(512)
-        );
+        assert_eq!(parse_vllm_step("execute_context_4(512)_generation_0(0)").map(|s| s.context_tokens), Some(512));
         assert_eq!(parse_vllm_step("execute_model_step_3"), None);
     }
 }

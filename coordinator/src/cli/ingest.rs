@@ -60,10 +60,7 @@ struct Job {
 /// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
-    let mut opts = AnalyzeOptions {
-        limits: a.limits.limits(),
-        ..AnalyzeOptions::default()
-    };
+    let mut opts = AnalyzeOptions { limits: a.limits.limits(), ..AnalyzeOptions::default() };
     if let Some(r) = &a.rules {
         opts.rules = Rules::load(r)?;
     }
@@ -73,26 +70,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut jobs = Vec::new();
     for d in &a.dirs {
         let found = layout::find_traces(d).with_context(|| format!("reading {}", d.display()))?;
-        let root = if d.is_file() {
-            d.parent().unwrap_or(Path::new(".")).to_path_buf()
-        } else {
-            d.clone()
-        };
-        jobs.extend(found.into_iter().map(|path| Job {
-            root: root.clone(),
-            path,
-        }));
+        let root = if d.is_file() { d.parent().unwrap_or(Path::new(".")).to_path_buf() } else { d.clone() };
+        jobs.extend(found.into_iter().map(|path| Job { root: root.clone(), path }));
     }
     if jobs.is_empty() {
-        bail!(
-            "no trace files (trace*.json[.gz|.zst] or *.pt.trace.json[.gz|.zst]) under {:?}",
-            a.dirs
-        );
+        bail!("no trace files (trace*.json[.gz|.zst] or *.pt.trace.json[.gz|.zst]) under {:?}", a.dirs);
     }
-    let threads = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
+    let threads = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let results = parse_all(&jobs, &opts, threads);
 
     let mut agg = Aggregate::default();
@@ -110,15 +94,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     if !errors.is_empty() {
-        bail!(
-            "{} of {} traces failed:\n  {}",
-            errors.len(),
-            jobs.len(),
-            errors.join("\n  ")
-        );
+        bail!("{} of {} traces failed:\n  {}", errors.len(), jobs.len(), errors.join("\n  "));
     }
-    let written = tables::write_results(&a.out, &agg)
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    let written = tables::write_results(&a.out, &agg).with_context(|| format!("writing {}", a.out.display()))?;
     let steps = agg.steps.len();
     eprintln!("ingested {} traces, {} steps; wrote:", jobs.len(), steps);
     for p in written {
@@ -143,8 +121,7 @@ fn parse_all(
     threads: usize,
 ) -> Vec<Result<TraceSummary, tracefleet_common::trace::TraceError>> {
     let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<Result<TraceSummary, _>>>> =
-        jobs.iter().map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<Result<TraceSummary, _>>>> = jobs.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
         for _ in 0..threads.min(jobs.len()) {
             s.spawn(|| {
@@ -173,19 +150,9 @@ fn parse_all(
 }
 
 /// Adds the steps of one trace to the aggregate, working out each step's series.
-fn add_trace(
-    agg: &mut Aggregate,
-    a: &Args,
-    job: &Job,
-    summary: &TraceSummary,
-) -> anyhow::Result<()> {
+fn add_trace(agg: &mut Aggregate, a: &Args, job: &Job, summary: &TraceSummary) -> anyhow::Result<()> {
     let hints = layout::hints(&job.root, &job.path);
-    let name = job
-        .path
-        .strip_prefix(&job.root)
-        .unwrap_or(&job.path)
-        .display()
-        .to_string();
+    let name = job.path.strip_prefix(&job.root).unwrap_or(&job.path).display().to_string();
     for step in &summary.steps {
         let shape = step.vllm_shape();
         // vLLM's step names say what ran; mode from the path (or flag) picks which count is the batch.
@@ -193,33 +160,12 @@ fn add_trace(
             .mode
             .clone()
             .or_else(|| a.mode.clone())
-            .or_else(|| {
-                shape.map(|s| {
-                    if s.context_requests > 0 {
-                        "prefill".into()
-                    } else {
-                        "decode".into()
-                    }
-                })
-            })
+            .or_else(|| shape.map(|s| if s.context_requests > 0 { "prefill".into() } else { "decode".into() }))
             .unwrap_or_else(|| "unknown".into());
-        let from_shape = shape.map(|s| {
-            if mode == "prefill" {
-                s.context_requests
-            } else {
-                s.generation_requests
-            }
-        });
-        let batch_size = hints
-            .batch_size
-            .or(from_shape)
-            .or(a.batch_size)
-            .with_context(|| {
-                format!(
-                    "{}: no batch size (no logs_N folder, no vLLM step name, no --batch-size)",
-                    job.path.display()
-                )
-            })?;
+        let from_shape = shape.map(|s| if mode == "prefill" { s.context_requests } else { s.generation_requests });
+        let batch_size = hints.batch_size.or(from_shape).or(a.batch_size).with_context(|| {
+            format!("{}: no batch size (no logs_N folder, no vLLM step name, no --batch-size)", job.path.display())
+        })?;
         let series = SeriesKey {
             host: a.host.clone(),
             gpu: summary.gpu.clone(),

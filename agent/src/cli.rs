@@ -1,0 +1,59 @@
+//! The `agent` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::inventory;
+
+/// tracefleet agent: runs profiling workloads on this host and streams traces to the coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "agent", version, about)]
+struct Args {
+    /// Coordinator address, host:port.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Name of this agent (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Folder for traces waiting to be uploaded.
+    #[arg(long, default_value = "/var/lib/tracefleet/spool")]
+    spool_dir: PathBuf,
+    /// Labels, k=v,k2=v2, used by sweep agent selectors.
+    #[arg(long, default_value = "")]
+    labels: String,
+    /// Print the inventory this agent would report, as JSON, and exit.
+    #[arg(long)]
+    print_inventory: bool,
+}
+
+/// Parses the command line and runs the agent.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let labels = match inventory::parse_labels(&args.labels) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: --labels: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let inv = inventory::inventory(args.name.as_deref(), labels);
+    if args.print_inventory {
+        let json = serde_json::json!({
+            "host": inv.host,
+            "agent_version": inv.agent_version,
+            "gpus": [],
+            "labels": inv.labels,
+        });
+        println!("{json}");
+        return ExitCode::SUCCESS;
+    }
+    eprintln!(
+        "error: this build of the agent has no coordinator connection yet (coordinator: {:?}, spool: {}); \
+         use `coord ingest` on trace folders meanwhile",
+        args.coordinator,
+        args.spool_dir.display()
+    );
+    ExitCode::from(2)
+}
