@@ -3,7 +3,7 @@
 //! Memory grows with the retained events (about 56 bytes each plus distinct names), not with the bytes of
 //! the file: flow events, metadata, `args` and non-module Python frames are dropped while scanning.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 
 use super::error::TraceError;

@@ -417,14 +417,27 @@ impl<'a> Cur<'a> {
         }
     }
 
-    /// Reads a key and the colon after it; the opening quote is the next non-blank byte.
+    /// Reads a key and the colon after it; the opening quote is the next non-blank byte. Keys are compared
+    /// as bytes and not validated here: the whole event's bytes are validated once after it is parsed.
     #[inline]
-    fn key(&mut self) -> PResult<Cow<'a, str>> {
+    fn key(&mut self) -> PResult<Cow<'a, [u8]>> {
         let c = self.ws()?;
         if c != b'"' {
             return bad(self.i, format!("expected an object key, found {}", kind_of(c)));
         }
-        let k = self.string()?;
+        let start = self.i + 1;
+        let rest = self.b.get(start..).ok_or(Stop::Incomplete)?;
+        let k: Cow<'a, [u8]> = match memchr::memchr2(b'"', b'\\', rest) {
+            None => return Err(Stop::Incomplete),
+            Some(n) if rest[n] == b'"' => {
+                self.i = start + n + 1;
+                Cow::Borrowed(&rest[..n])
+            }
+            Some(_) => match self.escaped_string(start)? {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            },
+        };
         self.expect(b':', "':' after an object key")?;
         Ok(k)
     }
@@ -459,7 +472,7 @@ impl<'a> Cur<'a> {
         }
         loop {
             let k = self.key()?;
-            match k.as_bytes() {
+            match &*k {
                 b"ph" => {
                     if self.ws()? == b'"' {
                         ev.ph = self.string()?.as_bytes().first().copied().unwrap_or(0);
@@ -526,7 +539,7 @@ impl<'a> Cur<'a> {
         }
         loop {
             let k = self.key()?;
-            match k.as_bytes() {
+            match &*k {
                 b"External id" => ev.external_id = self.int()?,
                 b"correlation" => ev.correlation = self.int()?,
                 b"stream" => ev.stream = self.int()?,
@@ -599,7 +612,7 @@ enum Step<'a> {
     /// An event to hand to the sink, then go to the state.
     Event(RawEvent<'a>, State),
     /// A top-level member that the scanner keeps (key, raw JSON value).
-    Member(Cow<'a, str>, &'a [u8]),
+    Member(Cow<'a, [u8]>, &'a [u8]),
 }
 
 /// Streams the events of one trace to `sink` and returns the trace-level metadata.
@@ -647,8 +660,10 @@ pub fn scan(
         match step {
             Ok((s, used)) => {
                 // Validate the UTF-8 of everything consumed (skipped strings included).
-                if let Err(e) = std::str::from_utf8(&buf[start..start + used]) {
-                    return Err(syntax(base + (start + e.valid_up_to()) as u64, "invalid UTF-8".into()));
+                if simdutf8::basic::from_utf8(&buf[start..start + used]).is_err() {
+                    // The fast check says no; the standard one says where.
+                    let at = std::str::from_utf8(&buf[start..start + used]).err().map_or(0, |e| e.valid_up_to());
+                    return Err(syntax(base + (start + at) as u64, "invalid UTF-8".into()));
                 }
                 match s {
                     Step::Moved(next) => state = next,
@@ -736,7 +751,7 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
                 return Ok(Step::Moved(State::End));
             }
             let key = c.key()?;
-            if key == "traceEvents" {
+            if &*key == b"traceEvents" {
                 let v = c.ws()?;
                 if v != b'[' {
                     return bad(c.i, format!("traceEvents must be an array, found {}", kind_of(v)));
@@ -769,9 +784,9 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
 }
 
 /// Keeps the top-level members the engine uses.
-fn keep_member(key: &str, raw: &[u8], meta: &mut TraceMeta) {
+fn keep_member(key: &[u8], raw: &[u8], meta: &mut TraceMeta) {
     match key {
-        "deviceProperties" => {
+        b"deviceProperties" => {
             if let Ok(serde_json::Value::Array(devs)) = serde_json::from_slice::<serde_json::Value>(raw) {
                 for d in devs {
                     let id = d.get("id").and_then(serde_json::Value::as_i64).unwrap_or(0);
@@ -781,7 +796,7 @@ fn keep_member(key: &str, raw: &[u8], meta: &mut TraceMeta) {
                 }
             }
         }
-        "traceName" => {
+        b"traceName" => {
             if let Ok(serde_json::Value::String(s)) = serde_json::from_slice::<serde_json::Value>(raw) {
                 meta.trace_name = Some(s);
             }

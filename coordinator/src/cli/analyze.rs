@@ -28,7 +28,9 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let trace = Trace::open(&a.trace, &a.limits.limits())?;
+    let parsed = t0.elapsed().as_secs_f64();
     let links = Links::new(&trace);
+    let linked = t0.elapsed().as_secs_f64();
     let rows = key_averages(&trace, &links);
     let elapsed = t0.elapsed().as_secs_f64();
     let stdout = std::io::stdout();
@@ -64,10 +66,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.stats {
         let bytes = trace.meta.bytes;
         eprintln!(
-            "stats: bytes={} events={} retained={} seconds={:.3} mb_per_s={:.1} peak_rss_bytes={}",
+            "stats: bytes={} events={} retained={} parse_s={parsed:.3} link_s={:.3} table_s={:.3} seconds={:.3} mb_per_s={:.1} peak_rss_bytes={}",
             bytes,
             trace.meta.event_count,
             trace.events.len(),
+            linked - parsed,
+            elapsed - linked,
             elapsed,
             bytes as f64 / 1e6 / elapsed.max(1e-9),
             super::peak_rss_bytes().unwrap_or(0)
