@@ -163,13 +163,16 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         events: t.meta.event_count,
         steps: Vec::new(),
     };
-    for (si, step) in steps.steps.iter().enumerate() {
+    let by_step = steps.events_by_step();
+    for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
         let si = si as u32;
-        let cls = classify_step(t, &links, &steps, si, &opts.rules);
+        let cls = classify_step(t, &links, events, &opts.rules);
         let mut detail = [0i64; 7];
         let mut detail_activities = [0u32; 7];
         let mut kernels: BTreeMap<(u32, Detail), (u64, i64)> = BTreeMap::new();
-        let mut configs: BTreeSet<LaunchConfig> = BTreeSet::new();
+        // Distinct launch configurations, deduplicated on ids and bits before any string is made.
+        let mut config_keys: rustc_hash::FxHashSet<(u32, [u32; 3], [u32; 3], u32, [u32; 3], Detail)> =
+            Default::default();
         let mut intervals: Vec<(i64, i64)> = Vec::new();
         let mut kernel_count = 0;
         for &(a, d) in &cls.activities {
@@ -186,29 +189,34 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             }
             if e.kernel != NONE {
                 let ka = &t.kernels[e.kernel as usize];
-                configs.insert(LaunchConfig {
-                    kernel: t.name(e.name).to_string(),
-                    grid: ka.grid,
-                    block: ka.block,
-                    blocks_per_sm: fmt_f32(ka.blocks_per_sm),
-                    warps_per_sm: fmt_f32(ka.warps_per_sm),
-                    registers_per_thread: ka.registers_per_thread,
-                    occupancy: fmt_f32(ka.occupancy_pct),
-                    op_type: d.name().to_string(),
-                });
+                let floats = [ka.blocks_per_sm.to_bits(), ka.warps_per_sm.to_bits(), ka.occupancy_pct.to_bits()];
+                config_keys.insert((e.name, ka.grid, ka.block, ka.registers_per_thread, floats, d));
             }
         }
+        let configs: BTreeSet<LaunchConfig> = config_keys
+            .into_iter()
+            .map(|(name, grid, block, registers_per_thread, [bps, wps, occ], d)| LaunchConfig {
+                kernel: t.name(name).to_string(),
+                grid,
+                block,
+                blocks_per_sm: fmt_f32(f32::from_bits(bps)),
+                warps_per_sm: fmt_f32(f32::from_bits(wps)),
+                registers_per_thread,
+                occupancy: fmt_f32(f32::from_bits(occ)),
+                op_type: d.name().to_string(),
+            })
+            .collect();
         let gpu_time = detail.iter().sum();
         let gpu_busy = union_length(&mut intervals);
-        let in_step = |i: usize| steps.of_event[i] == si;
         let (mut first, mut last) = (i64::MAX, i64::MIN);
-        for (i, e) in t.events.iter().enumerate() {
-            if in_step(i) && (e.cat.is_host() || e.cat.is_gpu_activity()) {
+        for &i in events {
+            let e = &t.events[i as usize];
+            if e.cat.is_host() || e.cat.is_gpu_activity() {
                 first = first.min(e.ts);
                 last = last.max(e.end());
             }
         }
-        let rows = totals(t, &times, in_step);
+        let rows = totals(t, &times, events.iter().map(|&i| i as usize));
         let mut ops: Vec<OpRow> = rows
             .iter()
             .map(|(&(name, device), r): (&(u32, bool), &KeyTotals)| OpRow {

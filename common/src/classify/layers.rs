@@ -11,7 +11,6 @@ use super::rules::module_class;
 use super::{Detail, Rules};
 use crate::trace::link::{Links, NONE};
 use crate::trace::model::{Category, Trace};
-use crate::trace::steps::Steps;
 
 /// The categories of one step's GPU activities.
 #[derive(Debug, Clone, Default)]
@@ -53,9 +52,9 @@ struct Layer {
     post: Vec<usize>,
 }
 
-/// Classifies the GPU activities of step `step`.
-pub fn classify_step(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules) -> Classified {
-    let mut units = build_units(t, links, steps, step, rules);
+/// Classifies the GPU activities among `events` (one step's events, from `Steps::events_by_step`).
+pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) -> Classified {
+    let mut units = build_units(t, links, events, rules);
     units.sort_by_key(|u| (u.start, u.op));
 
     let from_modules = units.iter().any(|u| u.layer != NONE);
@@ -109,15 +108,20 @@ pub fn classify_step(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: 
     out
 }
 
-fn build_units(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules) -> Vec<Unit> {
+fn build_units(t: &Trace, links: &Links, events: &[u32], rules: &Rules) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut by_op: HashMap<u32, usize> = HashMap::new();
-    for (i, e) in t.events.iter().enumerate() {
-        if !e.cat.is_gpu_activity() || steps.of_event[i] != step {
+    let mut chain: Vec<u32> = Vec::new();
+    let mut memo = RuleMemo::default();
+    for &i in events {
+        let i = i as usize;
+        let e = &t.events[i];
+        if !e.cat.is_gpu_activity() {
             continue;
         }
         let l = links.launcher[i];
-        let (kind, op) = if l == NONE { (Kind::Other, NONE) } else { unit_of(t, links, l, rules) };
+        let (kind, op) =
+            if l == NONE { (Kind::Other, NONE) } else { unit_of(t, links, l, rules, &mut chain, &mut memo) };
         if op == NONE {
             units.push(Unit {
                 op: NONE,
@@ -135,7 +139,6 @@ fn build_units(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules
             continue;
         }
         let (layer, rope_module) = module_info(t, links, op, rules);
-        let name = t.name(t.events[op as usize].name);
         by_op.insert(op, units.len());
         units.push(Unit {
             op,
@@ -144,31 +147,70 @@ fn build_units(t: &Trace, links: &Links, steps: &Steps, step: u32, rules: &Rules
             acts: vec![i as u32],
             layer,
             rope_module,
-            kv_cache: kind == Kind::Other && rules.is_kv_cache(name),
+            kv_cache: kind == Kind::Other && memo.get(t, e_name(t, op), rules).kv_cache,
         });
     }
     units
 }
 
 /// The unit a launching op belongs to.
-fn unit_of(t: &Trace, links: &Links, launcher: u32, rules: &Rules) -> (Kind, u32) {
-    let chain: Vec<u32> =
-        links.ancestors(t, launcher).filter(|&j| t.events[j as usize].cat == Category::CpuOp).collect();
+fn unit_of(
+    t: &Trace,
+    links: &Links,
+    launcher: u32,
+    rules: &Rules,
+    chain: &mut Vec<u32>,
+    memo: &mut RuleMemo,
+) -> (Kind, u32) {
+    chain.clear();
+    chain.extend(links.ancestors(t, launcher).filter(|&j| t.events[j as usize].cat == Category::CpuOp));
     if chain.is_empty() {
         return (Kind::Other, launcher);
     }
-    let name = |j: u32| t.name(t.events[j as usize].name);
-    if let Some(&op) = chain.iter().rev().find(|&&j| rules.is_linear(name(j))) {
+    let mut flags = |j: u32| memo.get(t, e_name(t, j), rules);
+    if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).linear) {
         return (Kind::Linear, op);
     }
-    if let Some(&op) = chain.iter().rev().find(|&&j| rules.is_attention(name(j))) {
+    if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).attention) {
         return (Kind::Attention, op);
     }
-    if let Some(&op) = chain.iter().rev().find(|&&j| rules.is_rope(name(j))) {
+    if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).rope) {
         return (Kind::Rope, op);
     }
     // Top-level op: the outermost op of the chain.
     (Kind::Other, chain[chain.len() - 1])
+}
+
+/// The name id of event `i`.
+fn e_name(t: &Trace, i: u32) -> u32 {
+    t.events[i as usize].name
+}
+
+/// What the op rules say of one op name.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpFlags {
+    linear: bool,
+    attention: bool,
+    rope: bool,
+    kv_cache: bool,
+}
+
+/// Rule matches by name id: each distinct op name is matched against the globs once per step.
+#[derive(Default)]
+struct RuleMemo(HashMap<u32, OpFlags>);
+
+impl RuleMemo {
+    fn get(&mut self, t: &Trace, name: u32, rules: &Rules) -> OpFlags {
+        *self.0.entry(name).or_insert_with(|| {
+            let n = t.name(name);
+            OpFlags {
+                linear: rules.is_linear(n),
+                attention: rules.is_attention(n),
+                rope: rules.is_rope(n),
+                kv_cache: rules.is_kv_cache(n),
+            }
+        })
+    }
 }
 
 /// The decoder-layer frame enclosing `op` and whether a rope module encloses it.

@@ -193,11 +193,12 @@ impl KeyTotals {
 /// Row key: name and whether the row is device-side.
 pub type RowKey = (u32, bool);
 
-/// Sums per-event metrics into rows, for the events selected by `keep`.
-pub fn totals(t: &Trace, times: &EventTimes, mut keep: impl FnMut(usize) -> bool) -> HashMap<RowKey, KeyTotals> {
+/// Sums per-event metrics into rows, over the given events.
+pub fn totals(t: &Trace, times: &EventTimes, events: impl IntoIterator<Item = usize>) -> HashMap<RowKey, KeyTotals> {
     let mut rows: HashMap<RowKey, KeyTotals> = HashMap::new();
-    for (i, e) in t.events.iter().enumerate() {
-        if !times.counted[i] || !keep(i) {
+    for i in events {
+        let e = &t.events[i];
+        if !times.counted[i] {
             continue;
         }
         let r = rows.entry((e.name, e.cat.is_device())).or_default();
@@ -213,7 +214,7 @@ pub fn totals(t: &Trace, times: &EventTimes, mut keep: impl FnMut(usize) -> bool
 /// The whole-trace table, sorted by self device time, then self CPU time (both descending), then name.
 pub fn key_averages(t: &Trace, links: &Links) -> Vec<KeyAverage> {
     let times = event_times(t, links);
-    let rows = totals(t, &times, |_| true);
+    let rows = totals(t, &times, 0..t.events.len());
     to_table(t, &rows)
 }
 

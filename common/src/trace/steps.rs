@@ -34,6 +34,19 @@ pub struct Steps {
     pub of_event: Vec<u32>,
 }
 
+impl Steps {
+    /// The events of each step, in file order (one pass, so per-step work stays linear in the trace).
+    pub fn events_by_step(&self) -> Vec<Vec<u32>> {
+        let mut out = vec![Vec::new(); self.steps.len()];
+        for (i, &s) in self.of_event.iter().enumerate() {
+            if let Some(v) = out.get_mut(s as usize) {
+                v.push(i as u32);
+            }
+        }
+        out
+    }
+}
+
 /// Batch shape that vLLM writes into its step annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VllmStepShape {
