@@ -121,6 +121,10 @@ pub struct StepSummary {
     pub configs: Vec<LaunchConfig>,
 }
 
+/// A launch configuration by ids and float bits: (name, grid, block, registers, [blocks/SM, warps/SM,
+/// occupancy], category).
+type ConfigKey = (u32, [u32; 3], [u32; 3], u32, [u32; 3], Detail);
+
 /// Summary of one trace file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceSummary {
@@ -171,8 +175,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         let mut detail_activities = [0u32; 7];
         let mut kernels: BTreeMap<(u32, Detail), (u64, i64)> = BTreeMap::new();
         // Distinct launch configurations, deduplicated on ids and bits before any string is made.
-        let mut config_keys: rustc_hash::FxHashSet<(u32, [u32; 3], [u32; 3], u32, [u32; 3], Detail)> =
-            Default::default();
+        let mut config_keys: rustc_hash::FxHashSet<ConfigKey> = Default::default();
         let mut intervals: Vec<(i64, i64)> = Vec::new();
         let mut kernel_count = 0;
         for &(a, d) in &cls.activities {
