@@ -1,7 +1,12 @@
 //! Generates the Rust types of `proto/` with protox (pure Rust), so no system `protoc` is needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/tracefleet/v1/inventory.proto"];
+    let files = [
+        "proto/tracefleet/v1/inventory.proto",
+        "proto/tracefleet/v1/control.proto",
+        "proto/tracefleet/v1/upload.proto",
+        "proto/tracefleet/v1/sweeps.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

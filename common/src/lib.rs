@@ -13,3 +13,4 @@ pub mod stats;
 pub mod summary;
 pub mod tables;
 pub mod trace;
+pub mod wire;

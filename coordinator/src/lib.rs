@@ -2,3 +2,4 @@
 //! scheduler and ingest pipeline.
 
 pub mod cli;
+pub mod store;

@@ -64,6 +64,17 @@ impl Compression {
     }
 }
 
+/// Looks at the first bytes a decoder produces and adds a second decoder when they are compressed too.
+fn nested(decoded: Box<dyn Read>) -> io::Result<Box<dyn Read>> {
+    let mut b = BufReader::with_capacity(256 << 10, decoded);
+    let head = io::BufRead::fill_buf(&mut b)?;
+    Ok(match Compression::sniff(head) {
+        Compression::None => Box::new(b),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(b)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(b)?),
+    })
+}
+
 /// Counts the compressed bytes consumed by a decoder.
 struct CountingReader<R> {
     inner: R,
@@ -107,8 +118,10 @@ impl TraceReader {
         let counted = CountingReader { inner: buffered, count: count.clone() };
         let inner: Box<dyn Read> = match compression {
             Compression::None => Box::new(counted),
-            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-            Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(counted))?),
+            // A compressed trace stored compressed again (an uploaded `.json.gz` kept as zstd frames) is
+            // unwrapped once more: the inner layer is sniffed like a file.
+            Compression::Gzip => nested(Box::new(flate2::read::MultiGzDecoder::new(counted)))?,
+            Compression::Zstd => nested(Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(counted))?))?,
         };
         Ok(Self { inner, compression, compressed: count, produced: 0, limits, file: name.to_path_buf(), pending: None })
     }

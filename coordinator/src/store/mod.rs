@@ -1,0 +1,445 @@
+//! Durable state: an embedded SQLite database (WAL) under the data dir, and the raw trace files beside it.
+//!
+//! What the coordinator acknowledges is here first: an upload's committed offset is written only after its
+//! bytes were synced to the trace file; a trace is "complete" only after its SHA-256 was checked. Everything
+//! in memory (agent connections, the parse queue, progress) can be rebuilt from this.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A database error, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("state database ({what}): {source}")]
+pub struct StoreError {
+    what: &'static str,
+    #[source]
+    source: rusqlite::Error,
+}
+
+fn ctx(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError { what, source }
+}
+
+/// Result of store operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Names one uploaded trace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UploadKey {
+    /// Sweep.
+    pub sweep_id: String,
+    /// Point of the sweep.
+    pub point_id: String,
+    /// Agent (host) that produced it.
+    pub host: String,
+    /// File name relative to the point.
+    pub trace_name: String,
+}
+
+/// An upload's durable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRow {
+    /// Its key.
+    pub key: UploadKey,
+    /// Declared raw size.
+    pub raw_size: u64,
+    /// GPU named by the agent.
+    pub gpu: String,
+    /// Raw bytes committed.
+    pub committed_raw: u64,
+    /// Bytes of the stored (compressed) file that hold the committed raw bytes.
+    pub stored_bytes: u64,
+    /// SHA-256 checked and trace complete.
+    pub complete: bool,
+    /// SHA-256 (hex) once complete.
+    pub sha256: String,
+    /// Parsed; its summary is stored.
+    pub parsed: bool,
+}
+
+/// A sweep row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepRow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// The encoded `SweepSpec`.
+    pub spec: Vec<u8>,
+    /// `running`, `completed`, `failed`, `cancelled`.
+    pub state: String,
+    /// Submission time, ms since the epoch.
+    pub created_ms: i64,
+    /// End time, 0 while running.
+    pub finished_ms: i64,
+}
+
+/// A job row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    /// Id.
+    pub id: String,
+    /// Sweep.
+    pub sweep_id: String,
+    /// Assigned agent.
+    pub agent: String,
+    /// The encoded `AssignJob`.
+    pub assign: Vec<u8>,
+    /// `assigned`, `done`, `failed`, `cancelled`.
+    pub state: String,
+    /// Failure message.
+    pub error: String,
+}
+
+impl JobRow {
+    /// Whether the job has ended.
+    pub fn terminal(&self) -> bool {
+        self.state != "assigned"
+    }
+}
+
+/// The state database.
+pub struct Store {
+    conn: Connection,
+    dir: PathBuf,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError {
+            what: "creating the data dir",
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+        let conn = Connection::open(dir.join("state.db")).map_err(ctx("open"))?;
+        // WAL: readers never block the writer; FULL: a commit is on disk when it returns.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(ctx("journal_mode"))?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(ctx("synchronous"))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS agents (
+                name TEXT PRIMARY KEY, inventory BLOB NOT NULL, last_seen_ms INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS sweeps (
+                id TEXT PRIMARY KEY, name TEXT NOT NULL, spec BLOB NOT NULL, state TEXT NOT NULL,
+                created_ms INTEGER NOT NULL, finished_ms INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE IF NOT EXISTS jobs (
+                id TEXT PRIMARY KEY, sweep_id TEXT NOT NULL, agent TEXT NOT NULL, assign BLOB NOT NULL,
+                state TEXT NOT NULL, error TEXT NOT NULL DEFAULT '');
+             CREATE INDEX IF NOT EXISTS jobs_by_sweep ON jobs(sweep_id);
+             CREATE TABLE IF NOT EXISTS uploads (
+                sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, host TEXT NOT NULL, trace_name TEXT NOT NULL,
+                raw_size INTEGER NOT NULL, gpu TEXT NOT NULL, committed_raw INTEGER NOT NULL DEFAULT 0,
+                stored_bytes INTEGER NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0,
+                sha256 TEXT NOT NULL DEFAULT '', parsed INTEGER NOT NULL DEFAULT 0, summary BLOB,
+                PRIMARY KEY (sweep_id, point_id, host, trace_name));",
+        )
+        .map_err(ctx("schema"))?;
+        Ok(Self { conn, dir: dir.to_path_buf() })
+    }
+
+    /// The data dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the stored (zstd-framed) bytes of an upload live.
+    pub fn trace_path(&self, k: &UploadKey) -> PathBuf {
+        self.dir
+            .join("traces")
+            .join(&k.sweep_id)
+            .join(&k.host)
+            .join(&k.point_id)
+            .join(format!("{}.zst", k.trace_name.replace('/', "__")))
+    }
+
+    /// Where a sweep's results go.
+    pub fn results_dir(&self, sweep_id: &str) -> PathBuf {
+        self.dir.join("results").join(sweep_id)
+    }
+
+    /// Records an agent and its inventory.
+    pub fn upsert_agent(&self, name: &str, inventory: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO agents(name, inventory, last_seen_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET inventory = excluded.inventory, last_seen_ms = excluded.last_seen_ms",
+                params![name, inventory, now_ms()],
+            )
+            .map_err(ctx("upsert agent"))?;
+        Ok(())
+    }
+
+    /// Every agent ever seen: (name, encoded inventory, last seen ms).
+    pub fn agents(&self) -> Result<Vec<(String, Vec<u8>, i64)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT name, inventory, last_seen_ms FROM agents ORDER BY name")
+            .map_err(ctx("agents"))?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(ctx("agents"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("agents"))
+    }
+
+    /// Inserts a sweep and its jobs in one transaction.
+    pub fn insert_sweep(&mut self, sweep: &SweepRow, jobs: &[JobRow]) -> Result<()> {
+        let tx = self.conn.transaction().map_err(ctx("insert sweep"))?;
+        tx.execute(
+            "INSERT INTO sweeps(id, name, spec, state, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![sweep.id, sweep.name, sweep.spec, sweep.state, sweep.created_ms],
+        )
+        .map_err(ctx("insert sweep"))?;
+        for j in jobs {
+            tx.execute(
+                "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![j.id, j.sweep_id, j.agent, j.assign, j.state],
+            )
+            .map_err(ctx("insert job"))?;
+        }
+        tx.commit().map_err(ctx("insert sweep"))
+    }
+
+    fn sweep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SweepRow> {
+        Ok(SweepRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            spec: r.get(2)?,
+            state: r.get(3)?,
+            created_ms: r.get(4)?,
+            finished_ms: r.get(5)?,
+        })
+    }
+
+    /// One sweep.
+    pub fn sweep(&self, id: &str) -> Result<Option<SweepRow>> {
+        self.conn
+            .query_row(
+                "SELECT id, name, spec, state, created_ms, finished_ms FROM sweeps WHERE id = ?1",
+                [id],
+                Self::sweep_row,
+            )
+            .optional()
+            .map_err(ctx("sweep"))
+    }
+
+    /// Sweeps still running.
+    pub fn running_sweeps(&self) -> Result<Vec<SweepRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, name, spec, state, created_ms, finished_ms FROM sweeps WHERE state = 'running'")
+            .map_err(ctx("running sweeps"))?;
+        let rows = st.query_map([], Self::sweep_row).map_err(ctx("running sweeps"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("running sweeps"))
+    }
+
+    /// Ends a sweep.
+    pub fn finish_sweep(&self, id: &str, state: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE sweeps SET state = ?2, finished_ms = ?3 WHERE id = ?1", params![id, state, now_ms()])
+            .map_err(ctx("finish sweep"))?;
+        Ok(())
+    }
+
+    fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+        Ok(JobRow {
+            id: r.get(0)?,
+            sweep_id: r.get(1)?,
+            agent: r.get(2)?,
+            assign: r.get(3)?,
+            state: r.get(4)?,
+            error: r.get(5)?,
+        })
+    }
+
+    /// Jobs of a sweep.
+    pub fn jobs_of_sweep(&self, sweep_id: &str) -> Result<Vec<JobRow>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, sweep_id, agent, assign, state, error FROM jobs WHERE sweep_id = ?1 ORDER BY id")
+            .map_err(ctx("jobs"))?;
+        let rows = st.query_map([sweep_id], Self::job_row).map_err(ctx("jobs"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("jobs"))
+    }
+
+    /// Unfinished jobs assigned to an agent.
+    pub fn open_jobs_of_agent(&self, agent: &str) -> Result<Vec<JobRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT id, sweep_id, agent, assign, state, error FROM jobs WHERE agent = ?1 AND state = 'assigned' ORDER BY id",
+            )
+            .map_err(ctx("jobs of agent"))?;
+        let rows = st.query_map([agent], Self::job_row).map_err(ctx("jobs of agent"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("jobs of agent"))
+    }
+
+    /// One job.
+    pub fn job(&self, id: &str) -> Result<Option<JobRow>> {
+        self.conn
+            .query_row("SELECT id, sweep_id, agent, assign, state, error FROM jobs WHERE id = ?1", [id], Self::job_row)
+            .optional()
+            .map_err(ctx("job"))
+    }
+
+    /// Ends a job (only an assigned one: a late report does not change an ended job).
+    pub fn end_job(&self, id: &str, state: &str, error: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE jobs SET state = ?2, error = ?3 WHERE id = ?1 AND state = 'assigned'",
+                params![id, state, error],
+            )
+            .map_err(ctx("end job"))?;
+        Ok(n > 0)
+    }
+
+    fn upload_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UploadRow> {
+        Ok(UploadRow {
+            key: UploadKey { sweep_id: r.get(0)?, point_id: r.get(1)?, host: r.get(2)?, trace_name: r.get(3)? },
+            raw_size: r.get::<_, i64>(4)? as u64,
+            gpu: r.get(5)?,
+            committed_raw: r.get::<_, i64>(6)? as u64,
+            stored_bytes: r.get::<_, i64>(7)? as u64,
+            complete: r.get(8)?,
+            sha256: r.get(9)?,
+            parsed: r.get(10)?,
+        })
+    }
+
+    const UPLOAD_COLS: &'static str =
+        "sweep_id, point_id, host, trace_name, raw_size, gpu, committed_raw, stored_bytes, complete, sha256, parsed";
+
+    /// An upload's state.
+    pub fn upload(&self, k: &UploadKey) -> Result<Option<UploadRow>> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM uploads WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4",
+                    Self::UPLOAD_COLS
+                ),
+                params![k.sweep_id, k.point_id, k.host, k.trace_name],
+                Self::upload_row,
+            )
+            .optional()
+            .map_err(ctx("upload"))
+    }
+
+    /// The upload's row, created at offset 0 if new. A repeated open keeps the first declared size.
+    pub fn open_upload(&self, k: &UploadKey, raw_size: u64, gpu: &str) -> Result<UploadRow> {
+        self.conn
+            .execute(
+                "INSERT INTO uploads(sweep_id, point_id, host, trace_name, raw_size, gpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT DO NOTHING",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu],
+            )
+            .map_err(ctx("open upload"))?;
+        self.upload(k)?.ok_or(StoreError { what: "open upload", source: rusqlite::Error::QueryReturnedNoRows })
+    }
+
+    /// Commits an offset: the caller has synced the stored file up to `stored_bytes`.
+    pub fn commit_upload(&self, k: &UploadKey, committed_raw: u64, stored_bytes: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET committed_raw = ?5, stored_bytes = ?6
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 0",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, committed_raw as i64, stored_bytes as i64],
+            )
+            .map_err(ctx("commit upload"))?;
+        Ok(())
+    }
+
+    /// Marks an upload complete with its SHA-256; false when it already was.
+    pub fn complete_upload(&self, k: &UploadKey, sha256: &str) -> Result<bool> {
+        let n = self
+            .conn
+            .execute(
+                "UPDATE uploads SET complete = 1, sha256 = ?5
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 0",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, sha256],
+            )
+            .map_err(ctx("complete upload"))?;
+        Ok(n > 0)
+    }
+
+    /// Stores a parsed trace's summary (JSON).
+    pub fn set_parsed(&self, k: &UploadKey, summary: &[u8]) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET parsed = 1, summary = ?5
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, summary],
+            )
+            .map_err(ctx("set parsed"))?;
+        Ok(())
+    }
+
+    /// Complete uploads not parsed yet (after a restart: the parse queue is rebuilt from here).
+    pub fn unparsed(&self) -> Result<Vec<UploadKey>> {
+        let mut st = self
+            .conn
+            .prepare(&format!("SELECT {} FROM uploads WHERE complete = 1 AND parsed = 0", Self::UPLOAD_COLS))
+            .map_err(ctx("unparsed"))?;
+        let rows = st.query_map([], Self::upload_row).map_err(ctx("unparsed"))?;
+        rows.map(|r| r.map(|u| u.key)).collect::<rusqlite::Result<_>>().map_err(ctx("unparsed"))
+    }
+
+    /// Uploads of a sweep.
+    pub fn uploads_of_sweep(&self, sweep_id: &str) -> Result<Vec<UploadRow>> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM uploads WHERE sweep_id = ?1 ORDER BY point_id, host, trace_name",
+                Self::UPLOAD_COLS
+            ))
+            .map_err(ctx("uploads"))?;
+        let rows = st.query_map([sweep_id], Self::upload_row).map_err(ctx("uploads"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("uploads"))
+    }
+
+    /// Parsed summaries of a sweep: (key, raw size, gpu, sha256, summary JSON).
+    pub fn summaries_of_sweep(&self, sweep_id: &str) -> Result<Vec<(UploadRow, Vec<u8>)>> {
+        let mut st = self
+            .conn
+            .prepare(&format!(
+                "SELECT {}, summary FROM uploads WHERE sweep_id = ?1 AND parsed = 1 ORDER BY point_id, host, trace_name",
+                Self::UPLOAD_COLS
+            ))
+            .map_err(ctx("summaries"))?;
+        let rows = st
+            .query_map([sweep_id], |r| Ok((Self::upload_row(r)?, r.get::<_, Vec<u8>>(11)?)))
+            .map_err(ctx("summaries"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("summaries"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> UploadKey {
+        UploadKey { sweep_id: "s".into(), point_id: "p".into(), host: "h".into(), trace_name: "t.json".into() }
+    }
+
+    #[test]
+    fn upload_lifecycle_survives_reopen() {
+        let d = tempfile::tempdir().expect("tmp");
+        {
+            let s = Store::open(d.path()).expect("open");
+            let u = s.open_upload(&key(), 100, "gpu").expect("open upload");
+            assert_eq!((u.committed_raw, u.complete), (0, false));
+            s.commit_upload(&key(), 60, 10).expect("commit");
+            assert!(s.complete_upload(&key(), "ab").expect("complete"));
+            assert!(!s.complete_upload(&key(), "ab").expect("complete again"));
+            s.commit_upload(&key(), 1, 1).expect("no effect once complete");
+        }
+        let s = Store::open(d.path()).expect("reopen");
+        let u = s.upload(&key()).expect("query").expect("row");
+        assert_eq!((u.committed_raw, u.stored_bytes, u.complete, u.raw_size), (60, 10, true, 100));
+        assert_eq!(s.unparsed().expect("unparsed"), vec![key()]);
+        s.set_parsed(&key(), b"{}").expect("parsed");
+        assert!(s.unparsed().expect("unparsed").is_empty());
+    }
+}
