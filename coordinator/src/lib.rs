@@ -1,5 +1,8 @@
-//! The tracefleet coordinator: command-line interface and (in later modules) the gRPC server, state store,
-//! scheduler and ingest pipeline.
+//! The tracefleet coordinator: command-line interface, gRPC server (agent control, trace upload, sweeps),
+//! state store, scheduler and ingest pipeline.
 
 pub mod cli;
+pub mod ingest;
+pub mod schedule;
+pub mod server;
 pub mod store;

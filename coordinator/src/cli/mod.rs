@@ -2,6 +2,7 @@
 
 mod analyze;
 mod ingest;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -22,6 +23,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Reduce a results tree of traces to kernel_dat.csv, op_times.tsv, op_times_detailed.tsv and the full tables.
     Ingest(ingest::Args),
+    /// Run the coordinator: agents connect, upload traces; sweeps are parsed and merged as traces land.
+    Serve(serve::Args),
 }
 
 /// Limits for reading traces, shared by the offline commands.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Ingest(a) => ingest::run(a),
+        Command::Serve(a) => serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,53 @@
+//! `coord serve`: the coordinator server.
+
+use std::path::PathBuf;
+
+use crate::server::{self, Config, Coordinator};
+
+/// Arguments of `coord serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// gRPC address (agents and the CLI connect here).
+    #[arg(long, default_value = "0.0.0.0:50051")]
+    listen: String,
+    /// State database, stored traces and results.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Prometheus metrics address (`GET /metrics`); "off" to disable.
+    #[arg(long, default_value = "0.0.0.0:9464")]
+    metrics_listen: String,
+    /// Parse worker threads (default: one per core).
+    #[arg(long)]
+    parse_workers: Option<usize>,
+    /// Uploads in flight at once; more are refused with RESOURCE_EXHAUSTED and a retry hint.
+    #[arg(long, default_value_t = 256)]
+    max_inflight_uploads: usize,
+    /// Raw bytes of an upload between two commits (sync to disk, then database).
+    #[arg(long, default_value_t = 8 << 20)]
+    commit_every_bytes: u64,
+    /// Heartbeat interval asked of agents, ms.
+    #[arg(long, default_value_t = 2000)]
+    heartbeat_ms: u32,
+}
+
+/// Runs the server until interrupted.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let mut cfg = Config::new(a.data_dir);
+    if let Some(n) = a.parse_workers {
+        cfg.parse_workers = n.max(1);
+    }
+    cfg.max_inflight_uploads = a.max_inflight_uploads.max(1);
+    cfg.commit_every_bytes = a.commit_every_bytes.max(1);
+    cfg.heartbeat_ms = a.heartbeat_ms.max(50);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let coord = Coordinator::open(cfg)?;
+        let (listener, addr) = server::bind(&a.listen).await?;
+        let metrics = if a.metrics_listen == "off" { None } else { Some(server::bind(&a.metrics_listen).await?) };
+        match &metrics {
+            Some((_, m)) => eprintln!("coord serving on {addr} (metrics on http://{m}/metrics)"),
+            None => eprintln!("coord serving on {addr}"),
+        }
+        server::serve(coord, listener, metrics.map(|(l, _)| l)).await
+    })
+}

@@ -1,0 +1,156 @@
+//! A sweep's results: the tables of `coord ingest` (same writer), merged across batch sizes and machines,
+//! plus `manifest.json`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use prost::Message;
+use tracefleet_common::aggregate::{Aggregate, SeriesKey};
+use tracefleet_common::summary::TraceSummary;
+use tracefleet_common::tables;
+use tracefleet_proto::v1::{AssignJob, HostInventory, SweepEvent, SweepSpec};
+
+use crate::server::Coordinator;
+use crate::store::now_ms;
+
+/// Ends the sweep if every job has ended and every uploaded trace is parsed: writes the results, then
+/// marks the sweep completed (or failed when no job succeeded). Safe to call any time, from any thread.
+pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Result<()> {
+    let (sweep, jobs, uploads) = {
+        let s = coord.store();
+        let Some(sweep) = s.sweep(sweep_id)? else { return Ok(()) };
+        (sweep, s.jobs_of_sweep(sweep_id)?, s.uploads_of_sweep(sweep_id)?)
+    };
+    if sweep.state != "running" || jobs.iter().any(|j| !j.terminal()) {
+        return Ok(());
+    }
+    if uploads.iter().any(|u| u.complete && !u.parsed) {
+        return Ok(());
+    }
+    if !coord.begin_completion(sweep_id) {
+        return Ok(());
+    }
+    let r = write_results(coord, sweep_id);
+    let state = if r.is_err() || jobs.iter().all(|j| j.state != "done") { "failed" } else { "completed" };
+    coord.store().finish_sweep(sweep_id, state)?;
+    coord.end_completion(sweep_id);
+    coord.publish(SweepEvent {
+        sweep_id: sweep_id.to_string(),
+        kind: state.to_string(),
+        message: match &r {
+            Ok(p) => p.display().to_string(),
+            Err(e) => format!("{e:#}"),
+        },
+        ..Default::default()
+    });
+    r.map(|_| ())
+}
+
+/// Writes the result files of a sweep from the stored summaries; returns the results folder.
+pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf> {
+    let (sweep, jobs, rows, agents, dir) = {
+        let s = coord.store();
+        let sweep = s.sweep(sweep_id)?.context("unknown sweep")?;
+        (sweep, s.jobs_of_sweep(sweep_id)?, s.summaries_of_sweep(sweep_id)?, s.agents()?, s.results_dir(sweep_id))
+    };
+    let spec = SweepSpec::decode(&sweep.spec[..]).context("decoding the stored sweep spec")?;
+    let points: BTreeMap<String, tracefleet_proto::v1::Point> =
+        spec.points.iter().map(|p| (p.point_id.clone(), p.clone())).collect();
+
+    let mut agg = Aggregate::default();
+    let mut per_point: BTreeMap<(String, String), Vec<serde_json::Value>> = BTreeMap::new();
+    for (u, json) in &rows {
+        let summary: TraceSummary = serde_json::from_slice(json).context("decoding a stored trace summary")?;
+        let Some(p) = points.get(&u.key.point_id) else { continue };
+        let series = SeriesKey {
+            host: u.key.host.clone(),
+            gpu: if summary.gpu.is_empty() { u.gpu.clone() } else { summary.gpu.clone() },
+            mode: p.mode.clone(),
+            batch_size: p.batch_size,
+            input_len: p.input_len,
+        };
+        for st in &summary.steps {
+            agg.add_step(&series, &u.key.trace_name, st);
+        }
+        per_point.entry((u.key.point_id.clone(), u.key.host.clone())).or_default().push(serde_json::json!({
+            "trace": u.key.trace_name,
+            "raw_bytes": u.raw_size,
+            "sha256": u.sha256,
+            "steps": summary.steps.len(),
+        }));
+    }
+    // Write into a fresh folder, then move it into place: readers never see half a result.
+    let tmp = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    tables::write_results(&tmp, &agg).with_context(|| format!("writing {}", tmp.display()))?;
+
+    let used: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();
+    let agents_json: Vec<serde_json::Value> = agents
+        .iter()
+        .filter(|(name, _, _)| used.contains(name.as_str()))
+        .map(|(name, inv, _)| {
+            let inv = HostInventory::decode(&inv[..]).unwrap_or_default();
+            serde_json::json!({
+                "name": name,
+                "host": inv.host,
+                "agent_version": inv.agent_version,
+                "labels": inv.labels,
+                "gpus": inv.gpus.iter().map(|g| serde_json::json!({
+                    "index": g.index, "name": g.name, "uuid": g.uuid, "memory_bytes": g.memory_bytes,
+                    "driver_version": g.driver_version, "cuda_version": g.cuda_version,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let jobs_json: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            let a = AssignJob::decode(&j.assign[..]).unwrap_or_default();
+            serde_json::json!({
+                "job": j.id, "agent": j.agent, "state": j.state, "error": j.error,
+                "points": a.points.iter().map(|p| p.point_id.clone()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let points_json: Vec<serde_json::Value> = per_point
+        .iter()
+        .map(|((point, host), traces)| {
+            let p = points.get(point);
+            serde_json::json!({
+                "point": point,
+                "host": host,
+                "mode": p.map(|p| p.mode.clone()),
+                "batch_size": p.map(|p| p.batch_size),
+                "input_len": p.map(|p| p.input_len),
+                "traces": traces.len(),
+                "files": traces,
+            })
+        })
+        .collect();
+    let manifest = serde_json::json!({
+        "sweep": {
+            "id": sweep.id,
+            "name": sweep.name,
+            "placement": spec.placement,
+            "profile_steps": spec.profile_steps,
+            "points": spec.points.iter().map(|p| serde_json::json!({
+                "point": p.point_id, "mode": p.mode, "batch_size": p.batch_size,
+                "input_len": p.input_len, "output_len": p.output_len,
+            })).collect::<Vec<_>>(),
+            "source": spec.source,
+        },
+        "versions": { "coordinator": env!("CARGO_PKG_VERSION") },
+        "started_ms": sweep.created_ms,
+        "finished_ms": now_ms(),
+        "agents": agents_json,
+        "jobs": jobs_json,
+        "points": points_json,
+    });
+    let text = serde_json::to_string_pretty(&manifest)?;
+    std::fs::write(tmp.join("manifest.json"), text + "\n")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).with_context(|| format!("moving results into {}", dir.display()))?;
+    Ok(dir)
+}

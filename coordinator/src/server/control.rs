@@ -1,0 +1,177 @@
+//! The `AgentControl` service: one long-lived stream per agent.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracefleet_proto::v1::agent_control_server::AgentControl;
+use tracefleet_proto::v1::agent_message::Msg as In;
+use tracefleet_proto::v1::coordinator_message::Msg as Out;
+use tracefleet_proto::v1::{AgentMessage, AssignJob, CoordinatorMessage, SweepEvent, Welcome};
+
+use super::{AgentConn, Coordinator, internal};
+use crate::ingest::complete_if_done;
+
+/// The service.
+pub struct Control(pub Arc<Coordinator>);
+
+type OutStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
+
+/// Sends the agent its assigned jobs that it is not running (after a connect or reconnect).
+pub(crate) fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Status> {
+    let jobs = coord.store().open_jobs_of_agent(agent).map_err(internal)?;
+    let agents = coord.agents();
+    let Some(conn) = agents.get(agent) else { return Ok(()) };
+    for j in jobs {
+        if conn.running.contains(&j.id) {
+            continue;
+        }
+        let assign = AssignJob::decode(&j.assign[..]).map_err(|e| Status::internal(e.to_string()))?;
+        // A full queue means the agent is not reading; the stream's end will bring it back.
+        let _ = conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) });
+    }
+    Ok(())
+}
+
+/// Ends a job from an agent's report and publishes it; completes the sweep if that was the last.
+fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: &str, point: &str, error: &str) {
+    let job = match coord.store().job(job_id) {
+        Ok(Some(j)) => j,
+        _ => return,
+    };
+    if job.agent != agent {
+        return;
+    }
+    if let Ok(true) = coord.store().end_job(job_id, state, error) {
+        coord.publish(SweepEvent {
+            sweep_id: job.sweep_id.clone(),
+            kind: if state == "done" { "job_done".into() } else { "job_failed".into() },
+            agent: agent.to_string(),
+            job_id: job_id.to_string(),
+            point_id: point.to_string(),
+            message: error.to_string(),
+            ..Default::default()
+        });
+    }
+    if let Some(c) = coord.agents().get_mut(agent) {
+        c.running.remove(job_id);
+    }
+    let c = coord.clone();
+    let sweep = job.sweep_id;
+    // Writing results reads and writes files: off the async runtime.
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = complete_if_done(&c, &sweep) {
+            eprintln!("sweep {sweep}: {e:#}");
+        }
+    });
+}
+
+#[tonic::async_trait]
+impl AgentControl for Control {
+    type SessionStream = OutStream;
+
+    async fn session(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<OutStream>, Status> {
+        let coord = self.0.clone();
+        let mut inbound = req.into_inner();
+        let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("empty control stream"))?;
+        let Some(In::Hello(hello)) = first.msg else {
+            return Err(Status::invalid_argument("the first control message must be hello"));
+        };
+        let inventory = hello.inventory.unwrap_or_default();
+        let name = inventory.host.clone();
+        if name.is_empty() || name.len() > 253 || name.contains('/') {
+            return Err(Status::invalid_argument(format!("invalid agent name {name:?}")));
+        }
+        coord.store().upsert_agent(&name, &inventory.encode_to_vec()).map_err(internal)?;
+        let (tx, rx) = mpsc::channel(256);
+        let conn_id = coord.next_id();
+        let _ = tx
+            .send(CoordinatorMessage {
+                msg: Some(Out::Welcome(Welcome { agent_id: name.clone(), heartbeat_interval_ms: coord.cfg.heartbeat_ms })),
+            })
+            .await;
+        coord.agents().insert(
+            name.clone(),
+            AgentConn {
+                conn_id,
+                tx,
+                inventory,
+                last_seen: Instant::now(),
+                running: hello.running_jobs.iter().cloned().collect(),
+            },
+        );
+        for j in &hello.finished_jobs {
+            end_job(&coord, &name, j, "done", "", "");
+        }
+        send_assignments(&coord, &name)?;
+
+        let c = coord.clone();
+        tokio::spawn(async move {
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break,
+                };
+                if let Some(a) = c.agents().get_mut(&name) {
+                    a.last_seen = Instant::now();
+                }
+                match msg.msg {
+                    Some(In::Heartbeat(_)) | Some(In::Hello(_)) | None => {}
+                    Some(In::Progress(p)) => {
+                        let sweep_id = c.store().job(&p.job_id).ok().flatten().map(|j| j.sweep_id).unwrap_or_default();
+                        c.publish(SweepEvent {
+                            sweep_id,
+                            kind: "progress".into(),
+                            agent: name.clone(),
+                            job_id: p.job_id,
+                            point_id: p.point_id,
+                            message: format!("{} produced, {} uploaded", p.traces_produced, p.traces_uploaded),
+                            ..Default::default()
+                        });
+                    }
+                    Some(In::Done(d)) => end_job(&c, &name, &d.job_id, "done", "", ""),
+                    Some(In::Failed(f)) => {
+                        let msg = if f.stderr_tail.is_empty() {
+                            f.error.clone()
+                        } else {
+                            format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
+                        };
+                        end_job(&c, &name, &f.job_id, "failed", &f.point_id, &msg)
+                    }
+                }
+            }
+            // Forget this connection (unless the agent already reconnected).
+            let mut agents = c.agents();
+            if agents.get(&name).is_some_and(|a| a.conn_id == conn_id) {
+                agents.remove(&name);
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map_ok())))
+    }
+}
+
+/// Maps a stream of messages to the `Result` items tonic wants.
+trait MapOk: Sized {
+    fn map_ok(self) -> tokio_stream::adapters::Map<Self, fn(CoordinatorMessage) -> Result<CoordinatorMessage, Status>>;
+}
+
+impl MapOk for ReceiverStream<CoordinatorMessage> {
+    fn map_ok(self) -> tokio_stream::adapters::Map<Self, fn(CoordinatorMessage) -> Result<CoordinatorMessage, Status>> {
+        tokio_stream::StreamExt::map(self, Ok)
+    }
+}
+
+/// Drops agents that stopped sending anything (no heartbeat for three intervals).
+pub async fn watchdog(coord: Arc<Coordinator>) {
+    let every = Duration::from_millis(u64::from(coord.cfg.heartbeat_ms.max(100)));
+    loop {
+        tokio::time::sleep(every).await;
+        let limit = every * 3;
+        coord.agents().retain(|_, a| a.last_seen.elapsed() < limit);
+    }
+}

@@ -1,0 +1,230 @@
+//! The `Sweeps` service: submit, watch, status, agents, results.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::sweeps_server::Sweeps;
+use tracefleet_proto::v1::{
+    AgentInfo, ListAgentsRequest, ListAgentsResponse, ResultChunk, SubmitResponse, SweepEvent, SweepRef, SweepSpec,
+    SweepStatus,
+};
+
+use super::{Coordinator, internal};
+use crate::schedule;
+use crate::store::{JobRow, SweepRow, now_ms};
+
+/// The service.
+pub struct SweepService(pub Arc<Coordinator>);
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// A sweep's status from the database.
+pub(crate) fn status_of(coord: &Coordinator, id: &str) -> Result<SweepStatus, Status> {
+    let s = coord.store();
+    let sweep = s.sweep(id).map_err(internal)?.ok_or_else(|| Status::not_found(format!("unknown sweep {id:?}")))?;
+    let jobs = s.jobs_of_sweep(id).map_err(internal)?;
+    let uploads = s.uploads_of_sweep(id).map_err(internal)?;
+    Ok(SweepStatus {
+        sweep_id: sweep.id,
+        name: sweep.name,
+        state: sweep.state,
+        jobs_total: jobs.len() as u32,
+        jobs_done: jobs.iter().filter(|j| j.state == "done").count() as u32,
+        jobs_failed: jobs.iter().filter(|j| j.state == "failed").count() as u32,
+        traces_uploaded: uploads.iter().filter(|u| u.complete).count() as u32,
+        traces_parsed: uploads.iter().filter(|u| u.parsed).count() as u32,
+        raw_bytes: uploads.iter().filter(|u| u.complete).map(|u| u.raw_size).sum(),
+    })
+}
+
+#[tonic::async_trait]
+impl Sweeps for SweepService {
+    async fn submit(&self, req: Request<SweepSpec>) -> Result<Response<SubmitResponse>, Status> {
+        let coord = &self.0;
+        let spec = req.into_inner();
+        if spec.points.is_empty() {
+            return Err(Status::invalid_argument("a sweep needs at least one point"));
+        }
+        let Some(Backend::Replay(replay)) = spec.backend.clone() else {
+            return Err(Status::invalid_argument("a sweep needs a backend"));
+        };
+        let mut seen = std::collections::HashSet::new();
+        for p in &spec.points {
+            if p.point_id.is_empty() || p.point_id.contains('/') || !seen.insert(p.point_id.clone()) {
+                return Err(Status::invalid_argument(format!("invalid or repeated point id {:?}", p.point_id)));
+            }
+        }
+        let placement = match spec.placement.as_str() {
+            "" | "spread" => schedule::Placement::Spread,
+            "each" => schedule::Placement::Each,
+            other => return Err(Status::invalid_argument(format!("unknown placement {other:?} (spread or each)"))),
+        };
+        let mut agents: Vec<String> = coord.agents().keys().cloned().collect();
+        if !spec.agents.is_empty() {
+            agents.retain(|a| spec.agents.contains(a));
+        }
+        agents.sort();
+        if agents.is_empty() {
+            return Err(Status::failed_precondition("no matching agent is connected"));
+        }
+        let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
+        let jobs = schedule::plan(&id, &spec, &agents, placement, replay);
+        let rows: Vec<JobRow> = jobs
+            .iter()
+            .map(|(agent, assign)| JobRow {
+                id: assign.job_id.clone(),
+                sweep_id: id.clone(),
+                agent: agent.clone(),
+                assign: assign.encode_to_vec(),
+                state: "assigned".into(),
+                error: String::new(),
+            })
+            .collect();
+        let sweep = SweepRow {
+            id: id.clone(),
+            name: spec.name.clone(),
+            spec: spec.encode_to_vec(),
+            state: "running".into(),
+            created_ms: now_ms(),
+            finished_ms: 0,
+        };
+        coord.store().insert_sweep(&sweep, &rows).map_err(internal)?;
+        for (agent, assign) in &jobs {
+            coord.publish(SweepEvent {
+                sweep_id: id.clone(),
+                kind: "assigned".into(),
+                agent: agent.clone(),
+                job_id: assign.job_id.clone(),
+                message: format!("{} points", assign.points.len()),
+                ..Default::default()
+            });
+        }
+        for agent in jobs.iter().map(|(a, _)| a).collect::<std::collections::BTreeSet<_>>() {
+            super::control::send_assignments(coord, agent)?;
+        }
+        Ok(Response::new(SubmitResponse { sweep_id: id }))
+    }
+
+    type WatchStream = Boxed<SweepEvent>;
+
+    async fn watch(&self, req: Request<SweepRef>) -> Result<Response<Self::WatchStream>, Status> {
+        let coord = self.0.clone();
+        let id = req.into_inner().sweep_id;
+        let mut rx = coord.events.subscribe();
+        let status = status_of(&coord, &id)?;
+        let (tx, out) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let ended = |s: &str| s != "running";
+            let first = SweepEvent { sweep_id: id.clone(), kind: "status".into(), status: Some(status.clone()), ..Default::default() };
+            if tx.send(Ok(first)).await.is_err() || ended(&status.state) {
+                return;
+            }
+            loop {
+                let ev = match rx.recv().await {
+                    Ok(ev) => ev,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                };
+                if ev.sweep_id != id {
+                    continue;
+                }
+                let end = matches!(ev.kind.as_str(), "completed" | "failed" | "cancelled");
+                let mut ev = ev;
+                if end {
+                    ev.status = status_of(&coord, &id).ok();
+                }
+                if tx.send(Ok(ev)).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn status(&self, req: Request<SweepRef>) -> Result<Response<SweepStatus>, Status> {
+        Ok(Response::new(status_of(&self.0, &req.into_inner().sweep_id)?))
+    }
+
+    async fn list_agents(&self, _req: Request<ListAgentsRequest>) -> Result<Response<ListAgentsResponse>, Status> {
+        let coord = &self.0;
+        let known = coord.store().agents().map_err(internal)?;
+        let now = now_ms();
+        let connected = coord.agents();
+        let agents = known
+            .into_iter()
+            .map(|(name, inv, last)| {
+                let conn = connected.get(&name);
+                AgentInfo {
+                    inventory: Some(
+                        conn.map(|c| c.inventory.clone())
+                            .unwrap_or_else(|| tracefleet_proto::v1::HostInventory::decode(&inv[..]).unwrap_or_default()),
+                    ),
+                    connected: conn.is_some(),
+                    last_seen_ms_ago: conn
+                        .map(|c| c.last_seen.elapsed().as_millis() as u64)
+                        .unwrap_or_else(|| (now - last).max(0) as u64),
+                    running_jobs: conn.map(|c| c.running.iter().cloned().collect()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    type FetchResultsStream = Boxed<ResultChunk>;
+
+    async fn fetch_results(&self, req: Request<SweepRef>) -> Result<Response<Self::FetchResultsStream>, Status> {
+        let id = req.into_inner().sweep_id;
+        let status = status_of(&self.0, &id)?;
+        if status.state == "running" {
+            return Err(Status::failed_precondition(format!("sweep {id} is still running")));
+        }
+        let dir = self.0.store().results_dir(&id);
+        let (tx, out) = mpsc::channel(8);
+        tokio::task::spawn_blocking(move || {
+            let mut files = Vec::new();
+            let mut stack = vec![dir.clone()];
+            while let Some(d) = stack.pop() {
+                let Ok(rd) = std::fs::read_dir(&d) else { continue };
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        files.push(p);
+                    }
+                }
+            }
+            files.sort();
+            for f in files {
+                let name = f.strip_prefix(&dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                let data = match std::fs::read(&f) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = tx.blocking_send(Err(Status::internal(format!("{}: {e}", f.display()))));
+                        return;
+                    }
+                };
+                let pieces: Vec<&[u8]> = if data.is_empty() { vec![&data[..]] } else { data.chunks(1 << 20).collect() };
+                let n = pieces.len();
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    let chunk = ResultChunk {
+                        file: name.clone(),
+                        offset: (i << 20) as u64,
+                        data: piece.to_vec(),
+                        last: i + 1 == n,
+                    };
+                    if tx.blocking_send(Ok(chunk)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+}
