@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::control::{Agent, AgentConfig};
 use crate::inventory;
 
 /// tracefleet agent: runs profiling workloads on this host and streams traces to the coordinator.
@@ -23,6 +24,9 @@ struct Args {
     /// Labels, k=v,k2=v2, used by sweep agent selectors.
     #[arg(long, default_value = "")]
     labels: String,
+    /// Uploads (each with one compression thread) at once.
+    #[arg(long, default_value_t = 2)]
+    upload_threads: usize,
     /// Print the inventory this agent would report, as JSON, and exit.
     #[arg(long)]
     print_inventory: bool,
@@ -49,11 +53,21 @@ pub fn main() -> ExitCode {
         println!("{json}");
         return ExitCode::SUCCESS;
     }
-    eprintln!(
-        "error: this build of the agent has no coordinator connection yet (coordinator: {:?}, spool: {}); \
-         use `coord ingest` on trace folders meanwhile",
-        args.coordinator,
-        args.spool_dir.display()
-    );
-    ExitCode::from(2)
+    let Some(coordinator) = args.coordinator else {
+        eprintln!("error: --coordinator host:port is required");
+        return ExitCode::from(2);
+    };
+    let cfg = AgentConfig { coordinator, spool_dir: args.spool_dir, upload_threads: args.upload_threads };
+    let run = || -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(async move { Agent::new(cfg, inv)?.run().await })
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
+

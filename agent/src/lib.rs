@@ -1,8 +1,13 @@
 //! The tracefleet agent: runs profiling workloads on a GPU host and streams their traces to the
 //! coordinator.
 //!
-//! This build has the command line and the host inventory the agent reports when it connects; the control
-//! stream, workload backends and resumable upload are the next modules to land (see `docs/architecture.md`).
+//! - [`control`]: connection, hello, heartbeats, job loop, reconnect with backoff.
+//! - [`workload`]: backends that run a job's points and write trace files (replay today).
+//! - [`spool`]: the on-disk queue, the finished-file watcher and the resumable uploader.
 
+pub mod backoff;
 pub mod cli;
+pub mod control;
 pub mod inventory;
+pub mod spool;
+pub mod workload;

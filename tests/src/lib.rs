@@ -48,3 +48,5 @@ pub fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     let text = if path.extension().is_some_and(|e| e == "zst") { zstd::decode_all(&bytes[..])? } else { bytes };
     Ok(serde_json::from_slice(&text)?)
 }
+
+pub mod procs;

@@ -1,0 +1,145 @@
+//! Running one job: the backend writes trace files, the watcher finds the finished ones, the spool keeps
+//! them, the uploader sends them; the job is done when the backend has ended and every trace is
+//! acknowledged.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tracefleet_proto::v1::agent_message::Msg as Out;
+use tracefleet_proto::v1::{AssignJob, JobFailed, JobProgress};
+
+use super::Agent;
+use crate::spool::{EntryMeta, UploadOutcome, Watcher};
+use crate::workload::{WorkloadEvent, backend_for};
+
+/// How often the output folder is polled.
+const POLL: Duration = Duration::from_millis(50);
+
+/// (point, trace name) of a file under the job's output folder: `<point>/<name...>`.
+fn split(out_dir: &Path, f: &Path) -> Option<(String, String)> {
+    let rel = f.strip_prefix(out_dir).ok()?;
+    let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let point = parts.next()?;
+    let name: Vec<String> = parts.collect();
+    (!name.is_empty()).then(|| (point, name.join("/")))
+}
+
+/// Runs a job to its end and reports it.
+pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool>) {
+    let fail = |point: &str, error: String, stderr_tail: String| {
+        agent.send(Out::Failed(JobFailed { job_id: job.job_id.clone(), point_id: point.to_string(), error, stderr_tail }))
+    };
+    let backend = match backend_for(&job) {
+        Ok(b) => b,
+        Err(e) => {
+            fail("", e.message, e.stderr_tail);
+            return;
+        }
+    };
+    let out_dir = agent.spool.work_dir(&job.job_id);
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        fail("", format!("creating {}: {e}", out_dir.display()), String::new());
+        return;
+    }
+    let (ev_tx, mut ev_rx) = mpsc::channel(64);
+    let (j, d) = (job.clone(), out_dir.clone());
+    let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, &ev_tx, &cancel));
+
+    let mut watcher = Watcher::default();
+    let mut uploads: JoinSet<(String, UploadOutcome)> = JoinSet::new();
+    let (mut produced, mut uploaded) = (0u32, 0u32);
+    let mut failures: Vec<String> = Vec::new();
+    let mut current_point = String::new();
+    loop {
+        while let Ok(ev) = ev_rx.try_recv() {
+            match ev {
+                WorkloadEvent::PointStarted(p) => current_point = p,
+                WorkloadEvent::PointFailed { point_id, error, stderr_tail } => {
+                    failures.push(format!("{point_id}: {error}"));
+                    fail(&point_id, error, stderr_tail);
+                }
+            }
+        }
+        let ended = workload.is_finished();
+        let d = out_dir.clone();
+        let found = {
+            let mut w = std::mem::take(&mut watcher);
+            let (w, found) = tokio::task::spawn_blocking(move || {
+                let f = w.poll(&d, ended);
+                (w, f)
+            })
+            .await
+            .unwrap_or_default();
+            watcher = w;
+            found
+        };
+        for f in found {
+            let Some((point_id, trace_name)) = split(&out_dir, &f) else { continue };
+            let meta = EntryMeta {
+                sweep_id: job.sweep_id.clone(),
+                job_id: job.job_id.clone(),
+                point_id: point_id.clone(),
+                trace_name,
+                host: agent.inventory.host.clone(),
+                gpu: agent.inventory.gpus.first().map(|g| g.name.clone()).unwrap_or_default(),
+            };
+            match agent.spool.add(&f, meta) {
+                Ok(entry) => {
+                    produced += 1;
+                    let a = agent.clone();
+                    uploads.spawn(async move {
+                        let o = a.uploader.upload(&entry.data, &entry.meta).await;
+                        match &o {
+                            UploadOutcome::Complete { .. } => {
+                                let _ = a.spool.remove(&entry);
+                            }
+                            UploadOutcome::Refused(_) => {
+                                let _ = a.spool.fail(&entry);
+                            }
+                        }
+                        (entry.meta.point_id.clone(), o)
+                    });
+                }
+                Err(e) => failures.push(format!("spooling {}: {e}", f.display())),
+            }
+        }
+        while let Some(r) = uploads.try_join_next() {
+            if let Ok((point, o)) = r {
+                match o {
+                    UploadOutcome::Complete { .. } => uploaded += 1,
+                    UploadOutcome::Refused(m) => {
+                        failures.push(format!("{point}: upload refused: {m}"));
+                        fail(&point, format!("upload refused: {m}"), String::new());
+                    }
+                }
+            }
+            agent.send(Out::Progress(JobProgress {
+                job_id: job.job_id.clone(),
+                point_id: current_point.clone(),
+                traces_produced: produced,
+                traces_uploaded: uploaded,
+            }));
+        }
+        if ended && uploads.is_empty() {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let result = workload.await;
+    let _ = std::fs::remove_dir_all(&out_dir);
+    match result {
+        Ok(Err(e)) => {
+            fail("", e.message, e.stderr_tail);
+        }
+        Err(e) => {
+            fail("", format!("workload thread failed: {e}"), String::new());
+        }
+        Ok(Ok(())) if failures.is_empty() || uploaded > 0 => agent.report_done(&job.job_id, uploaded),
+        Ok(Ok(())) => {
+            fail("", failures.join("; "), String::new());
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The agent's life: connect to the coordinator (reconnecting with jittered backoff), say hello, send
+//! heartbeats, run the jobs it is given, and report them. Uploads go on whether or not the control stream
+//! is up: the spool keeps every trace until the coordinator acknowledged it.
+
+mod job;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tracefleet_common::wire::MAX_MESSAGE_BYTES;
+use tracefleet_proto::v1::agent_control_client::AgentControlClient;
+use tracefleet_proto::v1::agent_message::Msg as Out;
+use tracefleet_proto::v1::coordinator_message::Msg as In;
+use tracefleet_proto::v1::{AgentMessage, Heartbeat, Hello, HostInventory};
+
+use crate::backoff::Backoff;
+use crate::spool::{Spool, UploadOutcome, Uploader};
+
+/// Agent settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Coordinator `host:port` (or a full `http://` URL).
+    pub coordinator: String,
+    /// Spool folder.
+    pub spool_dir: PathBuf,
+    /// Uploads (and compression threads) at once.
+    pub upload_threads: usize,
+}
+
+/// The running agent.
+pub struct Agent {
+    /// Settings.
+    pub cfg: AgentConfig,
+    /// What it reports.
+    pub inventory: HostInventory,
+    /// The spool.
+    pub spool: Spool,
+    /// The uploader.
+    pub uploader: Uploader,
+    channel: Channel,
+    session: Mutex<Option<mpsc::Sender<AgentMessage>>>,
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    finished_unacked: Mutex<Vec<String>>,
+}
+
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The endpoint for a coordinator address.
+pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    Ok(Endpoint::from_shared(url)?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20)))
+}
+
+impl Agent {
+    /// Prepares an agent (no connection is made yet).
+    pub fn new(cfg: AgentConfig, inventory: HostInventory) -> anyhow::Result<Arc<Self>> {
+        let spool = Spool::open(&cfg.spool_dir)?;
+        let channel = endpoint(&cfg.coordinator)?.connect_lazy();
+        Ok(Arc::new(Self {
+            uploader: Uploader::new(channel.clone(), cfg.upload_threads),
+            cfg,
+            inventory,
+            spool,
+            channel,
+            session: Mutex::new(None),
+            running: Mutex::new(HashMap::new()),
+            finished_unacked: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Sends a message on the current control stream; false when there is none.
+    pub fn send(&self, msg: Out) -> bool {
+        let tx = relock(&self.session).clone();
+        tx.is_some_and(|tx| tx.try_send(AgentMessage { msg: Some(msg) }).is_ok())
+    }
+
+    /// Reports a finished job now, or at the next hello.
+    pub fn report_done(&self, job_id: &str, traces: u32) {
+        let done = Out::Done(tracefleet_proto::v1::JobDone { job_id: job_id.to_string(), traces });
+        if !self.send(done) {
+            relock(&self.finished_unacked).push(job_id.to_string());
+        }
+    }
+
+    /// Runs until the process is stopped.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        // Traces left in the spool by an earlier run are uploaded first.
+        for e in self.spool.pending()? {
+            let a = self.clone();
+            tokio::spawn(async move {
+                match a.uploader.upload(&e.data, &e.meta).await {
+                    UploadOutcome::Complete { .. } => {
+                        let _ = a.spool.remove(&e);
+                    }
+                    UploadOutcome::Refused(m) => {
+                        eprintln!("agent: {} refused: {m}", e.meta.trace_name);
+                        let _ = a.spool.fail(&e);
+                    }
+                }
+            });
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            match self.clone().session(&mut backoff).await {
+                Ok(()) => eprintln!("agent: control stream closed by the coordinator"),
+                Err(e) => eprintln!("agent: control stream: {e:#}"),
+            }
+            *relock(&self.session) = None;
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// One control session: hello, then messages until the stream ends.
+    async fn session(self: Arc<Self>, backoff: &mut Backoff) -> anyhow::Result<()> {
+        let mut client = AgentControlClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let (tx, rx) = mpsc::channel::<AgentMessage>(256);
+        let finished = std::mem::take(&mut *relock(&self.finished_unacked));
+        let hello = Hello {
+            inventory: Some(self.inventory.clone()),
+            running_jobs: relock(&self.running).keys().cloned().collect(),
+            finished_jobs: finished.clone(),
+        };
+        tx.send(AgentMessage { msg: Some(Out::Hello(hello)) }).await?;
+        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+            Ok(r) => r.into_inner(),
+            Err(e) => {
+                relock(&self.finished_unacked).extend(finished);
+                return Err(e.into());
+            }
+        };
+        *relock(&self.session) = Some(tx.clone());
+        let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
+        let result = loop {
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e.into()),
+            };
+            match msg.msg {
+                Some(In::Welcome(w)) => {
+                    backoff.reset();
+                    eprintln!("agent: connected to {} as {}", self.cfg.coordinator, w.agent_id);
+                    let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
+                    let (tx, agent) = (tx.clone(), self.clone());
+                    if let Some(h) = heartbeat.take() {
+                        h.abort();
+                    }
+                    heartbeat = Some(tokio::spawn(async move {
+                        let mut seq = 0u64;
+                        loop {
+                            tokio::time::sleep(every).await;
+                            seq += 1;
+                            let spooled = agent.spool.pending().map_or(0, |p| p.len() as u32);
+                            let hb = Heartbeat { seq, spooled_traces: spooled };
+                            if tx.send(AgentMessage { msg: Some(Out::Heartbeat(hb)) }).await.is_err() {
+                                return;
+                            }
+                        }
+                    }));
+                }
+                Some(In::Assign(job)) => {
+                    let mut running = relock(&self.running);
+                    if running.contains_key(&job.job_id) {
+                        continue;
+                    }
+                    let (cancel_tx, cancel_rx) = watch::channel(false);
+                    running.insert(job.job_id.clone(), cancel_tx);
+                    drop(running);
+                    let agent = self.clone();
+                    tokio::spawn(async move {
+                        let id = job.job_id.clone();
+                        job::run(agent.clone(), job, cancel_rx).await;
+                        relock(&agent.running).remove(&id);
+                    });
+                }
+                Some(In::Cancel(c)) => {
+                    if let Some(t) = relock(&self.running).get(&c.job_id) {
+                        let _ = t.send(true);
+                    }
+                }
+                None => {}
+            }
+        };
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        result
+    }
+}

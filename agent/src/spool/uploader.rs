@@ -1,0 +1,176 @@
+//! Resumable upload of one spooled trace: ask the coordinator where the trace stands, then stream the
+//! rest as ~1 MiB chunks, each an independent zstd frame with its CRC32C, and finish with the SHA-256.
+//! Memory is a few chunks whatever the trace size; the file is read once (twice for the prefix of a
+//! resumed upload, to hash it).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+use tracefleet_common::wire::{self, CHUNK_RAW_BYTES, MAX_MESSAGE_BYTES, Sha256};
+use tracefleet_proto::v1::trace_upload_client::TraceUploadClient;
+use tracefleet_proto::v1::{UploadChunk, UploadFinish, UploadId, UploadOpen, WriteRequest};
+
+use super::EntryMeta;
+use crate::backoff::Backoff;
+
+/// How an upload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadOutcome {
+    /// The coordinator has the whole trace (now, or already before: `duplicate`).
+    Complete {
+        /// It was complete before this upload.
+        duplicate: bool,
+    },
+    /// The coordinator refused it for good (bad data, unknown sweep, ...).
+    Refused(String),
+}
+
+/// Uploads spooled traces over one gRPC channel, on a bounded number of compression threads.
+#[derive(Clone)]
+pub struct Uploader {
+    channel: Channel,
+    threads: Arc<Semaphore>,
+}
+
+/// Whether a status is worth retrying.
+fn transient(s: &Status) -> bool {
+    !matches!(
+        s.code(),
+        Code::InvalidArgument | Code::DataLoss | Code::NotFound | Code::PermissionDenied | Code::Unimplemented | Code::Unauthenticated
+    )
+}
+
+impl Uploader {
+    /// An uploader; `threads` bounds the uploads (each one compression thread) running at once.
+    pub fn new(channel: Channel, threads: usize) -> Self {
+        Self { channel, threads: Arc::new(Semaphore::new(threads.max(1))) }
+    }
+
+    fn client(&self) -> TraceUploadClient<Channel> {
+        TraceUploadClient::new(self.channel.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Uploads until the coordinator has the trace, retrying transient failures with backoff (and
+    /// resuming at the committed offset each time). Gives up only on a permanent refusal.
+    pub async fn upload(&self, path: &Path, meta: &EntryMeta) -> UploadOutcome {
+        let _slot = self.threads.acquire().await;
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let mut preconditions = 0;
+        loop {
+            match self.attempt(path, meta).await {
+                Ok(o) => return o,
+                Err(s) if !transient(&s) => return UploadOutcome::Refused(format!("{:?}: {}", s.code(), s.message())),
+                Err(s) => {
+                    if s.code() == Code::FailedPrecondition {
+                        preconditions += 1;
+                        if preconditions >= 3 {
+                            return UploadOutcome::Refused(s.message().to_string());
+                        }
+                    }
+                    let hint = s
+                        .metadata()
+                        .get("retry-after-ms")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_millis);
+                    let wait = hint.unwrap_or_default().max(backoff.next_delay());
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, path: &Path, meta: &EntryMeta) -> Result<UploadOutcome, Status> {
+        let id = UploadId {
+            sweep_id: meta.sweep_id.clone(),
+            point_id: meta.point_id.clone(),
+            host: meta.host.clone(),
+            trace_name: meta.trace_name.clone(),
+        };
+        let mut client = self.client();
+        let st = client.query_write_status(id.clone()).await?.into_inner();
+        if st.complete {
+            return Ok(UploadOutcome::Complete { duplicate: true });
+        }
+        let raw_size = std::fs::metadata(path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))?.len();
+        let start = st.committed_offset.min(raw_size);
+        let (tx, rx) = mpsc::channel::<WriteRequest>(4);
+        let open = UploadOpen { id: Some(id), raw_size, gpu: meta.gpu.clone() };
+        let p = path.to_path_buf();
+        // Reading, hashing and compressing run on one blocking thread per upload.
+        let producer = tokio::task::spawn_blocking(move || produce(&p, start, open, &tx));
+        let resp = client.write(ReceiverStream::new(rx)).await;
+        let produced = producer.await.map_err(|e| Status::internal(e.to_string()))?;
+        produced.map_err(|e| Status::internal(format!("reading {}: {e}", path.display())))?;
+        let resp = resp?.into_inner();
+        if resp.complete {
+            Ok(UploadOutcome::Complete { duplicate: resp.duplicate })
+        } else {
+            Err(Status::unavailable(format!("upload stopped at {} of {raw_size} bytes", resp.committed_offset)))
+        }
+    }
+}
+
+/// Streams `open`, the chunks from `start`, and the finish with the SHA-256 of the whole file.
+fn produce(path: &Path, start: u64, open: UploadOpen, tx: &mpsc::Sender<WriteRequest>) -> std::io::Result<()> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::default();
+    let mut buf = vec![0u8; CHUNK_RAW_BYTES];
+    // The prefix the coordinator already has is hashed, not sent.
+    let mut left = start;
+    while left > 0 {
+        let n = f.read(&mut buf[..left.min(CHUNK_RAW_BYTES as u64) as usize])?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        left -= n as u64;
+    }
+    f.seek(SeekFrom::Start(start))?;
+    let mut offset = start;
+    let mut seq = start / CHUNK_RAW_BYTES as u64;
+    let mut open = Some(open);
+    loop {
+        let n = read_full(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let raw = &buf[..n];
+        hasher.update(raw);
+        let c = wire::compress_chunk(seq, offset, raw)?;
+        let req = WriteRequest {
+            open: open.take(),
+            chunk: Some(UploadChunk { seq, raw_offset: offset, raw_len: c.raw_len, crc32c: c.crc32c, zstd_frame: c.frame }),
+            finish: None,
+        };
+        if tx.blocking_send(req).is_err() {
+            return Ok(()); // the stream ended early; the response says why
+        }
+        offset += n as u64;
+        seq += 1;
+    }
+    let fin = WriteRequest { open: open.take(), chunk: None, finish: Some(UploadFinish { sha256: hasher.finish().to_vec() }) };
+    let _ = tx.blocking_send(fin);
+    Ok(())
+}
+
+/// Reads until `buf` is full or the file ends.
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        let k = f.read(&mut buf[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    Ok(n)
+}

@@ -1,0 +1,92 @@
+//! Finds finished trace files in a workload's output folder: a file is finished when the workload says
+//! so, or when it has stopped growing and (for plain JSON) its text is complete.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use tracefleet_common::layout::is_trace_file;
+
+/// Polls a folder tree.
+#[derive(Debug, Default)]
+pub struct Watcher {
+    /// Size seen at the last poll, per file not yet finished.
+    sizes: HashMap<PathBuf, u64>,
+    done: HashSet<PathBuf>,
+}
+
+/// Whether a plain JSON file ends its top-level value (last non-blank byte is `}` or `]`).
+fn json_complete(p: &Path, len: u64) -> bool {
+    let Ok(mut f) = std::fs::File::open(p) else { return false };
+    let back = len.min(64);
+    if f.seek(SeekFrom::Start(len - back)).is_err() {
+        return false;
+    }
+    let mut tail = Vec::new();
+    if f.read_to_end(&mut tail).is_err() {
+        return false;
+    }
+    tail.iter().rev().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b == b'}' || b == b']')
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => walk(&p, out),
+            Ok(t) if t.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(is_trace_file) => out.push(p),
+            _ => {}
+        }
+    }
+}
+
+impl Watcher {
+    /// Files under `dir` that are finished since the last poll. With `workload_done`, every file that
+    /// has stopped growing counts (the writer is gone).
+    pub fn poll(&mut self, dir: &Path, workload_done: bool) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        walk(dir, &mut files);
+        files.sort();
+        let mut ready = Vec::new();
+        for p in files {
+            if self.done.contains(&p) {
+                continue;
+            }
+            let Ok(len) = std::fs::metadata(&p).map(|m| m.len()) else { continue };
+            let stable = self.sizes.get(&p) == Some(&len) && len > 0;
+            let plain = p.extension().is_some_and(|e| e == "json");
+            let complete = if plain { json_complete(&p, len) } else { true };
+            if (stable && complete) || (workload_done && len > 0 && (complete || stable)) {
+                self.sizes.remove(&p);
+                self.done.insert(p.clone());
+                ready.push(p);
+            } else {
+                self.sizes.insert(p, len);
+            }
+        }
+        ready
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_finished_when_complete_and_stable() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("logs_1").join("trace_0.json");
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, b"{\"traceEvents\": [").expect("write");
+        let mut w = Watcher::default();
+        assert!(w.poll(d.path(), false).is_empty());
+        assert!(w.poll(d.path(), false).is_empty(), "stable but incomplete JSON");
+        std::fs::write(&p, b"{\"traceEvents\": []}\n").expect("write");
+        assert!(w.poll(d.path(), false).is_empty(), "grew since the last poll");
+        assert_eq!(w.poll(d.path(), false), vec![p.clone()]);
+        assert!(w.poll(d.path(), false).is_empty(), "reported once");
+        std::fs::write(d.path().join("oracle_0.json"), b"[]").expect("write");
+        assert!(w.poll(d.path(), true).is_empty(), "not a trace file name");
+    }
+}
