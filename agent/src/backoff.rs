@@ -15,8 +15,9 @@ pub struct Backoff {
 impl Backoff {
     /// Starts at `min`, caps at `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()).rotate_left(32);
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+                ^ u64::from(std::process::id()).rotate_left(32);
         Self { next: min, min, max, state: seed | 1 }
     }
 

@@ -70,4 +70,3 @@ pub fn main() -> ExitCode {
         }
     }
 }
-

@@ -50,3 +50,5 @@ pub fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 pub mod procs;
+pub mod proxy;
+pub mod sweeps;

@@ -73,18 +73,22 @@ impl Coord {
     /// Starts `coord serve` on loopback with a data dir and extra flags.
     pub fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin("coord"));
-        cmd.args(["serve", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--heartbeat-ms", "200", "--data-dir"])
-            .arg(data_dir)
-            .args(extra);
+        cmd.args([
+            "serve",
+            "--listen",
+            listen,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--heartbeat-ms",
+            "200",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra);
         let (proc, line) = spawn(cmd, "coord", Some("coord serving on"))?;
         let line = line.unwrap_or_default();
         let addr = line.split_whitespace().nth(3).unwrap_or_default().to_string();
-        let metrics = line
-            .split("http://")
-            .nth(1)
-            .and_then(|r| r.split('/').next())
-            .unwrap_or_default()
-            .to_string();
+        let metrics = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default().to_string();
         Ok(Self { proc, addr, metrics })
     }
 
@@ -107,7 +111,11 @@ impl Coord {
     pub fn metric(&self, name: &str) -> f64 {
         self.metrics_text()
             .ok()
-            .and_then(|t| t.lines().find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' ')).map(str::to_string))
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+                    .map(str::to_string)
+            })
             .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
             .unwrap_or(f64::NAN)
     }
@@ -142,12 +150,12 @@ pub async fn submit(c: &mut SweepsClient<Channel>, spec: SweepSpec) -> anyhow::R
 pub async fn wait_sweep(addr: &str, id: &str, timeout: Duration) -> anyhow::Result<SweepStatus> {
     let t0 = Instant::now();
     loop {
-        if let Ok(mut c) = SweepsClient::connect(format!("http://{addr}")).await {
-            if let Ok(s) = c.status(SweepRef { sweep_id: id.to_string() }).await {
-                let s = s.into_inner();
-                if s.state != "running" {
-                    return Ok(s);
-                }
+        if let Ok(mut c) = SweepsClient::connect(format!("http://{addr}")).await
+            && let Ok(s) = c.status(SweepRef { sweep_id: id.to_string() }).await
+        {
+            let s = s.into_inner();
+            if s.state != "running" {
+                return Ok(s);
             }
         }
         anyhow::ensure!(t0.elapsed() < timeout, "sweep {id} did not finish in {timeout:?}");

@@ -30,7 +30,12 @@ fn split(out_dir: &Path, f: &Path) -> Option<(String, String)> {
 /// Runs a job to its end and reports it.
 pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool>) {
     let fail = |point: &str, error: String, stderr_tail: String| {
-        agent.send(Out::Failed(JobFailed { job_id: job.job_id.clone(), point_id: point.to_string(), error, stderr_tail }))
+        agent.send(Out::Failed(JobFailed {
+            job_id: job.job_id.clone(),
+            point_id: point.to_string(),
+            error,
+            stderr_tail,
+        }))
     };
     let backend = match backend_for(&job) {
         Ok(b) => b,

@@ -45,8 +45,13 @@ pub struct Agent {
     channel: Channel,
     session: Mutex<Option<mpsc::Sender<AgentMessage>>>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
-    finished_unacked: Mutex<Vec<String>>,
+    /// Jobs this agent finished, listed in every hello: a report sent just before the coordinator went
+    /// down is not lost (ending a job twice is harmless). The most recent [`FINISHED_KEPT`] are kept.
+    finished: Mutex<std::collections::VecDeque<String>>,
 }
+
+/// Finished jobs remembered for hellos.
+const FINISHED_KEPT: usize = 1000;
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -74,7 +79,7 @@ impl Agent {
             channel,
             session: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
-            finished_unacked: Mutex::new(Vec::new()),
+            finished: Mutex::new(std::collections::VecDeque::new()),
         }))
     }
 
@@ -84,12 +89,16 @@ impl Agent {
         tx.is_some_and(|tx| tx.try_send(AgentMessage { msg: Some(msg) }).is_ok())
     }
 
-    /// Reports a finished job now, or at the next hello.
+    /// Reports a finished job now, and again at every hello.
     pub fn report_done(&self, job_id: &str, traces: u32) {
-        let done = Out::Done(tracefleet_proto::v1::JobDone { job_id: job_id.to_string(), traces });
-        if !self.send(done) {
-            relock(&self.finished_unacked).push(job_id.to_string());
+        {
+            let mut f = relock(&self.finished);
+            f.push_back(job_id.to_string());
+            while f.len() > FINISHED_KEPT {
+                f.pop_front();
+            }
         }
+        self.send(Out::Done(tracefleet_proto::v1::JobDone { job_id: job_id.to_string(), traces }));
     }
 
     /// Runs until the process is stopped.
@@ -126,20 +135,13 @@ impl Agent {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel::<AgentMessage>(256);
-        let finished = std::mem::take(&mut *relock(&self.finished_unacked));
         let hello = Hello {
             inventory: Some(self.inventory.clone()),
             running_jobs: relock(&self.running).keys().cloned().collect(),
-            finished_jobs: finished.clone(),
+            finished_jobs: relock(&self.finished).iter().cloned().collect(),
         };
         tx.send(AgentMessage { msg: Some(Out::Hello(hello)) }).await?;
-        let mut inbound = match client.session(ReceiverStream::new(rx)).await {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                relock(&self.finished_unacked).extend(finished);
-                return Err(e.into());
-            }
-        };
+        let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
         *relock(&self.session) = Some(tx.clone());
         let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
         let result = loop {

@@ -42,7 +42,12 @@ pub struct Uploader {
 fn transient(s: &Status) -> bool {
     !matches!(
         s.code(),
-        Code::InvalidArgument | Code::DataLoss | Code::NotFound | Code::PermissionDenied | Code::Unimplemented | Code::Unauthenticated
+        Code::InvalidArgument
+            | Code::DataLoss
+            | Code::NotFound
+            | Code::PermissionDenied
+            | Code::Unimplemented
+            | Code::Unauthenticated
     )
 }
 
@@ -148,7 +153,13 @@ fn produce(path: &Path, start: u64, open: UploadOpen, tx: &mpsc::Sender<WriteReq
         let c = wire::compress_chunk(seq, offset, raw)?;
         let req = WriteRequest {
             open: open.take(),
-            chunk: Some(UploadChunk { seq, raw_offset: offset, raw_len: c.raw_len, crc32c: c.crc32c, zstd_frame: c.frame }),
+            chunk: Some(UploadChunk {
+                seq,
+                raw_offset: offset,
+                raw_len: c.raw_len,
+                crc32c: c.crc32c,
+                zstd_frame: c.frame,
+            }),
             finish: None,
         };
         if tx.blocking_send(req).is_err() {
@@ -157,7 +168,11 @@ fn produce(path: &Path, start: u64, open: UploadOpen, tx: &mpsc::Sender<WriteReq
         offset += n as u64;
         seq += 1;
     }
-    let fin = WriteRequest { open: open.take(), chunk: None, finish: Some(UploadFinish { sha256: hasher.finish().to_vec() }) };
+    let fin = WriteRequest {
+        open: open.take(),
+        chunk: None,
+        finish: Some(UploadFinish { sha256: hasher.finish().to_vec() }),
+    };
     let _ = tx.blocking_send(fin);
     Ok(())
 }

@@ -92,7 +92,10 @@ impl AgentControl for Control {
         let conn_id = coord.next_id();
         let _ = tx
             .send(CoordinatorMessage {
-                msg: Some(Out::Welcome(Welcome { agent_id: name.clone(), heartbeat_interval_ms: coord.cfg.heartbeat_ms })),
+                msg: Some(Out::Welcome(Welcome {
+                    agent_id: name.clone(),
+                    heartbeat_interval_ms: coord.cfg.heartbeat_ms,
+                })),
             })
             .await;
         coord.agents().insert(
@@ -151,18 +154,7 @@ impl AgentControl for Control {
                 agents.remove(&name);
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map_ok())))
-    }
-}
-
-/// Maps a stream of messages to the `Result` items tonic wants.
-trait MapOk: Sized {
-    fn map_ok(self) -> tokio_stream::adapters::Map<Self, fn(CoordinatorMessage) -> Result<CoordinatorMessage, Status>>;
-}
-
-impl MapOk for ReceiverStream<CoordinatorMessage> {
-    fn map_ok(self) -> tokio_stream::adapters::Map<Self, fn(CoordinatorMessage) -> Result<CoordinatorMessage, Status>> {
-        tokio_stream::StreamExt::map(self, Ok)
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::map(ReceiverStream::new(rx), Ok::<_, Status>))))
     }
 }
 

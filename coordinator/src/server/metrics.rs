@@ -49,17 +49,57 @@ impl Metrics {
         let mut line = |name: &str, kind: &str, help: &str, v: f64| {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
         };
-        line("tracefleet_uploads_started_total", "counter", "Upload streams opened.", get(&self.uploads_started) as f64);
-        line("tracefleet_uploads_completed_total", "counter", "Traces uploaded and verified.", get(&self.uploads_completed) as f64);
-        line("tracefleet_uploads_duplicate_total", "counter", "Finished traces uploaded again.", get(&self.uploads_duplicate) as f64);
-        line("tracefleet_uploads_rejected_total", "counter", "Uploads refused for backpressure.", get(&self.uploads_rejected) as f64);
-        line("tracefleet_uploads_resumed_total", "counter", "Uploads resumed past offset 0.", get(&self.uploads_resumed) as f64);
-        line("tracefleet_upload_resumed_bytes_total", "counter", "Raw bytes not resent thanks to resumption.", get(&self.resumed_bytes) as f64);
-        line("tracefleet_upload_wire_bytes_total", "counter", "Compressed chunk bytes received.", get(&self.wire_bytes) as f64);
+        line(
+            "tracefleet_uploads_started_total",
+            "counter",
+            "Upload streams opened.",
+            get(&self.uploads_started) as f64,
+        );
+        line(
+            "tracefleet_uploads_completed_total",
+            "counter",
+            "Traces uploaded and verified.",
+            get(&self.uploads_completed) as f64,
+        );
+        line(
+            "tracefleet_uploads_duplicate_total",
+            "counter",
+            "Finished traces uploaded again.",
+            get(&self.uploads_duplicate) as f64,
+        );
+        line(
+            "tracefleet_uploads_rejected_total",
+            "counter",
+            "Uploads refused for backpressure.",
+            get(&self.uploads_rejected) as f64,
+        );
+        line(
+            "tracefleet_uploads_resumed_total",
+            "counter",
+            "Uploads resumed past offset 0.",
+            get(&self.uploads_resumed) as f64,
+        );
+        line(
+            "tracefleet_upload_resumed_bytes_total",
+            "counter",
+            "Raw bytes not resent thanks to resumption.",
+            get(&self.resumed_bytes) as f64,
+        );
+        line(
+            "tracefleet_upload_wire_bytes_total",
+            "counter",
+            "Compressed chunk bytes received.",
+            get(&self.wire_bytes) as f64,
+        );
         line("tracefleet_upload_raw_bytes_total", "counter", "Raw trace bytes received.", get(&self.raw_bytes) as f64);
         line("tracefleet_chunks_rejected_total", "counter", "Chunks refused.", get(&self.chunks_rejected) as f64);
         line("tracefleet_traces_parsed_total", "counter", "Traces parsed.", get(&self.traces_parsed) as f64);
-        line("tracefleet_parse_failures_total", "counter", "Traces that failed to parse.", get(&self.parse_failures) as f64);
+        line(
+            "tracefleet_parse_failures_total",
+            "counter",
+            "Traces that failed to parse.",
+            get(&self.parse_failures) as f64,
+        );
         line("tracefleet_parsed_bytes_total", "counter", "Raw bytes parsed.", get(&self.parsed_bytes) as f64);
         let secs = get(&self.parse_nanos) as f64 / 1e9;
         line("tracefleet_parse_seconds_total", "counter", "Seconds spent parsing, summed over workers.", secs);

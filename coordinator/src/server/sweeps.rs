@@ -121,7 +121,12 @@ impl Sweeps for SweepService {
         let (tx, out) = mpsc::channel(256);
         tokio::spawn(async move {
             let ended = |s: &str| s != "running";
-            let first = SweepEvent { sweep_id: id.clone(), kind: "status".into(), status: Some(status.clone()), ..Default::default() };
+            let first = SweepEvent {
+                sweep_id: id.clone(),
+                kind: "status".into(),
+                status: Some(status.clone()),
+                ..Default::default()
+            };
             if tx.send(Ok(first)).await.is_err() || ended(&status.state) {
                 return;
             }
@@ -156,23 +161,23 @@ impl Sweeps for SweepService {
         let known = coord.store().agents().map_err(internal)?;
         let now = now_ms();
         let connected = coord.agents();
-        let agents = known
-            .into_iter()
-            .map(|(name, inv, last)| {
-                let conn = connected.get(&name);
-                AgentInfo {
-                    inventory: Some(
-                        conn.map(|c| c.inventory.clone())
-                            .unwrap_or_else(|| tracefleet_proto::v1::HostInventory::decode(&inv[..]).unwrap_or_default()),
-                    ),
-                    connected: conn.is_some(),
-                    last_seen_ms_ago: conn
-                        .map(|c| c.last_seen.elapsed().as_millis() as u64)
-                        .unwrap_or_else(|| (now - last).max(0) as u64),
-                    running_jobs: conn.map(|c| c.running.iter().cloned().collect()).unwrap_or_default(),
-                }
-            })
-            .collect();
+        let agents =
+            known
+                .into_iter()
+                .map(|(name, inv, last)| {
+                    let conn = connected.get(&name);
+                    AgentInfo {
+                        inventory: Some(conn.map(|c| c.inventory.clone()).unwrap_or_else(|| {
+                            tracefleet_proto::v1::HostInventory::decode(&inv[..]).unwrap_or_default()
+                        })),
+                        connected: conn.is_some(),
+                        last_seen_ms_ago: conn
+                            .map(|c| c.last_seen.elapsed().as_millis() as u64)
+                            .unwrap_or_else(|| (now - last).max(0) as u64),
+                        running_jobs: conn.map(|c| c.running.iter().cloned().collect()).unwrap_or_default(),
+                    }
+                })
+                .collect();
         Ok(Response::new(ListAgentsResponse { agents }))
     }
 

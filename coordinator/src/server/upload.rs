@@ -217,7 +217,11 @@ impl TraceUpload for Upload {
         let row = coord.store().open_upload(&key, open.raw_size, &open.gpu).map_err(internal)?;
         if row.complete {
             coord.metrics.uploads_duplicate.fetch_add(1, Ordering::Relaxed);
-            return Ok(Response::new(WriteResponse { committed_offset: row.raw_size, complete: true, duplicate: true }));
+            return Ok(Response::new(WriteResponse {
+                committed_offset: row.raw_size,
+                complete: true,
+                duplicate: true,
+            }));
         }
         if open.raw_size != row.raw_size {
             return Err(Status::failed_precondition(format!(
@@ -284,7 +288,11 @@ impl TraceUpload for Upload {
                         ..Default::default()
                     });
                 }
-                return Ok(Response::new(WriteResponse { committed_offset: w.received, complete: true, duplicate: !fresh }));
+                return Ok(Response::new(WriteResponse {
+                    committed_offset: w.received,
+                    complete: true,
+                    duplicate: !fresh,
+                }));
             }
         }
         w.commit(coord, &key).await?;

@@ -1,0 +1,111 @@
+//! Shared pieces of the sweep tests: the replay tree, the H200 sweep, and the comparison with
+//! `coord ingest`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::{Point, ReplayBackend, SweepSpec};
+
+use crate::{bin, fixture};
+
+/// Copies the decode and prefill fixtures into `dir` (the replay source and the ingest root).
+pub fn replay_tree(dir: &Path) -> PathBuf {
+    let src = dir.join("replay");
+    for mode in ["decode", "prefill"] {
+        for e in walk(&fixture("h200-llama-1b").join(mode)) {
+            let rel = e.strip_prefix(fixture("h200-llama-1b")).unwrap_or(&e);
+            let dst = src.join(rel);
+            if let Some(p) = dst.parent() {
+                std::fs::create_dir_all(p).expect("mkdir");
+            }
+            std::fs::copy(&e, &dst).expect("copy");
+        }
+    }
+    src
+}
+
+/// Files under a folder, sorted.
+pub fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The H200 points: decode 1, 8, 32, 128 and prefill 1, 4, 16, input 128.
+pub fn spec(replay: &Path, delay_ms: u32) -> SweepSpec {
+    let mut points = Vec::new();
+    for (mode, sizes) in [("decode", &[1u32, 8, 32, 128][..]), ("prefill", &[1, 4, 16][..])] {
+        for &bs in sizes {
+            points.push(Point {
+                point_id: format!("{mode}-bs{bs}"),
+                mode: mode.into(),
+                batch_size: bs,
+                input_len: 128,
+                output_len: 0,
+            });
+        }
+    }
+    SweepSpec {
+        name: "h200-replay".into(),
+        points,
+        profile_steps: 3,
+        placement: "spread".into(),
+        backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms })),
+        ..Default::default()
+    }
+}
+
+/// Rows of a table, header first and the rest sorted, with the host column (if any) blanked.
+pub fn normalized(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().to_string();
+    let host_first = header.starts_with("host,");
+    let mut rows: Vec<String> = lines
+        .map(|l| if host_first { format!("-{}", &l[l.find(',').unwrap_or(0)..]) } else { l.to_string() })
+        .collect();
+    rows.sort();
+    std::iter::once(header).chain(rows).collect()
+}
+
+/// Compares a sweep's results with `coord ingest` of `root`.
+pub fn assert_same_as_ingest(results: &Path, root: &Path) {
+    let ingest = results.with_file_name("ingest");
+    let o = Command::new(bin("coord"))
+        .arg("ingest")
+        .arg(root.join("decode"))
+        .arg(root.join("prefill"))
+        .args(["--input-len", "128", "--out"])
+        .arg(&ingest)
+        .output()
+        .expect("run ingest");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // ingest of two roots names traces relative to each root; the sweep relative to the replay folder.
+    for mode in ["decode", "prefill"] {
+        for f in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv"] {
+            let a = std::fs::read(results.join(mode).join(f)).expect(f);
+            let b = std::fs::read(ingest.join(mode).join(f)).expect(f);
+            assert!(a == b, "{mode}/{f} differs");
+        }
+    }
+    for f in ["ops.csv", "kernels.csv"] {
+        assert_eq!(normalized(&results.join(f)), normalized(&ingest.join(f)), "{f}");
+    }
+    let strip_mode = |rows: Vec<String>| -> Vec<String> {
+        rows.into_iter().map(|r| r.replace(",decode/logs_", ",logs_").replace(",prefill/logs_", ",logs_")).collect()
+    };
+    let mut a = strip_mode(normalized(&results.join("steps.csv")));
+    let mut b = strip_mode(normalized(&ingest.join("steps.csv")));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b, "steps.csv");
+}
