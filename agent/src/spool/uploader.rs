@@ -124,8 +124,15 @@ impl Uploader {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (nice 19): compression must not take CPU from the GPU
+/// workload's host threads. Raising niceness needs no privilege; a failure leaves the priority as it was.
+pub fn lower_thread_priority() {
+    let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+}
+
 /// Streams `open`, the chunks from `start`, and the finish with the SHA-256 of the whole file.
 fn produce(path: &Path, start: u64, open: UploadOpen, tx: &mpsc::Sender<WriteRequest>) -> std::io::Result<()> {
+    lower_thread_priority();
     let mut f = std::fs::File::open(path)?;
     let mut hasher = Sha256::default();
     let mut buf = vec![0u8; CHUNK_RAW_BYTES];
@@ -188,4 +195,22 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         n += k;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn compression_threads_run_at_low_priority() {
+        let nice = std::thread::spawn(|| {
+            super::lower_thread_priority();
+            // Field 19 of /proc/thread-self/stat is the nice value.
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+            let after = stat.rsplit(')').next().unwrap_or_default().split_whitespace().nth(16).and_then(|v| v.parse::<i32>().ok());
+            after
+        })
+        .join()
+        .ok()
+        .flatten();
+        assert_eq!(nice, Some(19));
+    }
 }
