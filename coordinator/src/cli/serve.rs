@@ -25,6 +25,10 @@ pub struct Args {
     /// Raw bytes of an upload between two commits (sync to disk, then database).
     #[arg(long, default_value_t = 8 << 20)]
     commit_every_bytes: u64,
+    /// Memory budget of the parse workers together, MiB (a parse needs about a quarter of the trace's
+    /// size); keeps the coordinator's memory bounded whatever the number of cores and trace sizes.
+    #[arg(long, default_value_t = 384)]
+    parse_memory_mb: u64,
     /// Heartbeat interval asked of agents, ms.
     #[arg(long, default_value_t = 2000)]
     heartbeat_ms: u32,
@@ -39,6 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.max_inflight_uploads = a.max_inflight_uploads.max(1);
     cfg.commit_every_bytes = a.commit_every_bytes.max(1);
     cfg.heartbeat_ms = a.heartbeat_ms.max(50);
+    cfg.parse_memory_bytes = a.parse_memory_mb.max(16) << 20;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let coord = Coordinator::open(cfg)?;

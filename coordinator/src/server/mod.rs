@@ -39,6 +39,8 @@ pub struct Config {
     pub commit_every_bytes: u64,
     /// Heartbeat interval asked of agents.
     pub heartbeat_ms: u32,
+    /// Memory the parse workers may use together (estimated per trace from its size).
+    pub parse_memory_bytes: u64,
 }
 
 impl Config {
@@ -50,6 +52,7 @@ impl Config {
             max_inflight_uploads: 256,
             commit_every_bytes: 8 << 20,
             heartbeat_ms: 2000,
+            parse_memory_bytes: 384 << 20,
         }
     }
 }
