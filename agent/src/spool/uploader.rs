@@ -205,14 +205,7 @@ mod tests {
             super::lower_thread_priority();
             // Field 19 of /proc/thread-self/stat is the nice value.
             let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-            let after = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or_default()
-                .split_whitespace()
-                .nth(16)
-                .and_then(|v| v.parse::<i32>().ok());
-            after
+            stat.rsplit(')').next().unwrap_or_default().split_whitespace().nth(16).and_then(|v| v.parse::<i32>().ok())
         })
         .join()
         .ok()

@@ -104,24 +104,33 @@ pub struct TraceReader {
 impl TraceReader {
     /// Opens a trace file.
     pub fn open(path: &Path, limits: ReadLimits) -> Result<Self, TraceError> {
-        let io_err = |source| TraceError::Io { file: path.to_path_buf(), source };
-        let file = File::open(path).map_err(io_err)?;
-        Self::from_reader(file, path, limits).map_err(io_err)
+        let file = File::open(path).map_err(|source| TraceError::Io { file: path.to_path_buf(), source })?;
+        Self::from_reader(file, path, limits)
     }
 
     /// Wraps any byte source (a file, a socket, an in-memory buffer); `name` is used in errors.
-    pub fn from_reader<R: Read + 'static>(source: R, name: &Path, limits: ReadLimits) -> io::Result<Self> {
+    pub fn from_reader<R: Read + 'static>(source: R, name: &Path, limits: ReadLimits) -> Result<Self, TraceError> {
+        let io_err = |source| TraceError::Io { file: name.to_path_buf(), source };
         let mut buffered = BufReader::with_capacity(256 << 10, source);
-        let head = io::BufRead::fill_buf(&mut buffered)?;
+        let head = io::BufRead::fill_buf(&mut buffered).map_err(io_err)?;
         let compression = Compression::sniff(head);
+        let corrupt = |e: io::Error| TraceError::Decompress {
+            file: name.to_path_buf(),
+            format: compression.name(),
+            offset: 0,
+            message: e.to_string(),
+        };
         let count = std::rc::Rc::new(std::cell::Cell::new(0));
         let counted = CountingReader { inner: buffered, count: count.clone() };
         let inner: Box<dyn Read> = match compression {
             Compression::None => Box::new(counted),
             // A compressed trace stored compressed again (an uploaded `.json.gz` kept as zstd frames) is
             // unwrapped once more: the inner layer is sniffed like a file.
-            Compression::Gzip => nested(Box::new(flate2::read::MultiGzDecoder::new(counted)))?,
-            Compression::Zstd => nested(Box::new(zstd::stream::read::Decoder::with_buffer(BufReader::new(counted))?))?,
+            Compression::Gzip => nested(Box::new(flate2::read::MultiGzDecoder::new(counted))).map_err(corrupt)?,
+            Compression::Zstd => {
+                let d = zstd::stream::read::Decoder::with_buffer(BufReader::new(counted)).map_err(corrupt)?;
+                nested(Box::new(d)).map_err(corrupt)?
+            }
         };
         Ok(Self { inner, compression, compressed: count, produced: 0, limits, file: name.to_path_buf(), pending: None })
     }

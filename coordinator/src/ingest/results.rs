@@ -50,10 +50,10 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
 
 /// Writes the result files of a sweep from the stored summaries; returns the results folder.
 pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf> {
-    let (sweep, jobs, rows, agents, dir) = {
+    let (sweep, jobs, agents, dir, data_dir) = {
         let s = coord.store();
         let sweep = s.sweep(sweep_id)?.context("unknown sweep")?;
-        (sweep, s.jobs_of_sweep(sweep_id)?, s.summaries_of_sweep(sweep_id)?, s.agents()?, s.results_dir(sweep_id))
+        (sweep, s.jobs_of_sweep(sweep_id)?, s.agents()?, s.results_dir(sweep_id), s.dir().to_path_buf())
     };
     let spec = SweepSpec::decode(&sweep.spec[..]).context("decoding the stored sweep spec")?;
     let points: BTreeMap<String, tracefleet_proto::v1::Point> =
@@ -61,9 +61,10 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
 
     let mut agg = Aggregate::default();
     let mut per_point: BTreeMap<(String, String), Vec<serde_json::Value>> = BTreeMap::new();
-    for (u, json) in &rows {
+    // Summaries are read one at a time: memory holds the aggregate, not the sweep's traces.
+    crate::store::Store::for_each_summary(&data_dir, sweep_id, |u, json| {
         let summary: TraceSummary = serde_json::from_slice(json).context("decoding a stored trace summary")?;
-        let Some(p) = points.get(&u.key.point_id) else { continue };
+        let Some(p) = points.get(&u.key.point_id) else { return Ok(()) };
         let series = SeriesKey {
             host: u.key.host.clone(),
             gpu: if summary.gpu.is_empty() { u.gpu.clone() } else { summary.gpu.clone() },
@@ -80,7 +81,8 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
             "sha256": u.sha256,
             "steps": summary.steps.len(),
         }));
-    }
+        Ok(())
+    })?;
     // Write into a fresh folder, then move it into place: readers never see half a result.
     let tmp = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);

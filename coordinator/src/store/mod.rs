@@ -399,19 +399,32 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("uploads"))
     }
 
-    /// Parsed summaries of a sweep: (key, raw size, gpu, sha256, summary JSON).
-    pub fn summaries_of_sweep(&self, sweep_id: &str) -> Result<Vec<(UploadRow, Vec<u8>)>> {
-        let mut st = self
-            .conn
+    /// Calls `f` with each parsed trace of a sweep and its summary (JSON), one at a time, on a separate
+    /// read-only connection: a sweep of thousands of traces is never held in memory at once, and uploads
+    /// of other sweeps are not blocked meanwhile (WAL lets readers run beside the writer).
+    pub fn for_each_summary(
+        dir: &Path,
+        sweep_id: &str,
+        mut f: impl FnMut(UploadRow, &[u8]) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let conn = Connection::open_with_flags(
+            dir.join("state.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(ctx("open reader"))?;
+        let mut st = conn
             .prepare(&format!(
                 "SELECT {}, summary FROM uploads WHERE sweep_id = ?1 AND parsed = 1 ORDER BY point_id, host, trace_name",
                 Self::UPLOAD_COLS
             ))
             .map_err(ctx("summaries"))?;
-        let rows = st
-            .query_map([sweep_id], |r| Ok((Self::upload_row(r)?, r.get::<_, Vec<u8>>(11)?)))
-            .map_err(ctx("summaries"))?;
-        rows.collect::<rusqlite::Result<_>>().map_err(ctx("summaries"))
+        let mut rows = st.query([sweep_id]).map_err(ctx("summaries"))?;
+        while let Some(r) = rows.next().map_err(ctx("summaries"))? {
+            let row = Self::upload_row(r).map_err(ctx("summaries"))?;
+            let json: Vec<u8> = r.get(11).map_err(ctx("summaries"))?;
+            f(row, &json)?;
+        }
+        Ok(())
     }
 }
 
