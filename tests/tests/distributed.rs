@@ -20,7 +20,16 @@ async fn three_agents_equal_one_machine() {
         .collect();
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 3).await.expect("agents");
-    let id = submit(&mut c, spec(&replay, 0)).await.expect("submit");
+    let id = submit(&mut c, spec(&replay, 50)).await.expect("submit");
+    // Watch streams progress until the sweep ends.
+    let mut watch = c.watch(tracefleet_proto::v1::SweepRef { sweep_id: id.clone() }).await.expect("watch").into_inner();
+    let mut kinds = Vec::new();
+    while let Ok(Some(ev)) = watch.message().await {
+        kinds.push(ev.kind);
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("status"));
+    assert_eq!(kinds.last().map(String::as_str), Some("completed"), "{kinds:?}");
+    assert!(kinds.iter().filter(|k| *k == "trace").count() >= 10, "{kinds:?}");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
     assert_eq!(status.state, "completed", "{status:?}");
     assert_eq!((status.jobs_total, status.jobs_done), (3, 3));
