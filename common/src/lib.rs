@@ -11,6 +11,7 @@ pub mod glob;
 pub mod layout;
 pub mod stats;
 pub mod summary;
+pub mod sweep;
 pub mod tables;
 pub mod trace;
 pub mod wire;

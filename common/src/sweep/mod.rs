@@ -1,0 +1,8 @@
+//! Sweep files (TOML): what users write, validated with every error at once (file, line, column and a
+//! hint), and expanded into points. See `docs/sweep.md`.
+
+mod diag;
+mod spec;
+
+pub use diag::{Diagnostic, SweepErrors};
+pub use spec::{AgentSelector, Backend, Mode, Placement, Point, Profiler, Replay, Sweep, parse};

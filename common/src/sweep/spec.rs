@@ -1,0 +1,654 @@
+//! The sweep file's schema, its validation and its expansion into points.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::diag::{Diagnostic, SweepErrors, line_col, nearest};
+
+/// Decode or prefill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// B sequences decoding, one token each per step.
+    Decode,
+    /// B prefills of `input_len` tokens per step.
+    Prefill,
+}
+
+impl Mode {
+    /// As written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Decode => "decode",
+            Mode::Prefill => "prefill",
+        }
+    }
+}
+
+/// Which workload runs the points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Replays an existing results folder.
+    Replay,
+    /// PyTorch + transformers on the GPU.
+    Torch,
+    /// vLLM's offline engine.
+    Vllm,
+    /// Any command.
+    Command,
+}
+
+impl Backend {
+    /// As written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Replay => "replay",
+            Backend::Torch => "torch",
+            Backend::Vllm => "vllm",
+            Backend::Command => "command",
+        }
+    }
+}
+
+/// Spread or each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Each point once over the matching agents.
+    Spread,
+    /// Every point on every matching agent.
+    Each,
+}
+
+/// Which agents a sweep may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentSelector {
+    /// Glob on GPU names (e.g. `NVIDIA H200*`).
+    pub gpu: Option<String>,
+    /// Labels every agent must carry.
+    pub labels: BTreeMap<String, String>,
+    /// Host names (agent names); empty: any.
+    pub hosts: Vec<String>,
+}
+
+/// Profiler options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profiler {
+    /// `record_shapes`.
+    pub record_shapes: bool,
+    /// `with_stack`.
+    pub with_stack: bool,
+    /// `with_modules`.
+    pub with_modules: bool,
+}
+
+/// The replay backend's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replay {
+    /// Folder with the traces, on the agents' hosts.
+    pub dir: String,
+    /// Pause between files, ms.
+    pub delay_ms: u32,
+}
+
+/// A validated sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Name.
+    pub name: String,
+    /// Mode.
+    pub mode: Mode,
+    /// Backend.
+    pub backend: Backend,
+    /// Model (a named shape or a local folder), for GPU backends.
+    pub model: Option<String>,
+    /// Batch sizes, in the order given (ranges expanded).
+    pub batch_sizes: Vec<u32>,
+    /// Input lengths.
+    pub input_lens: Vec<u32>,
+    /// Output tokens (decode).
+    pub output_len: u32,
+    /// Warm-up steps before profiling.
+    pub warmup_steps: u32,
+    /// Profiled steps per point (one trace each).
+    pub profile_steps: u32,
+    /// Repeats of each point.
+    pub repeats: u32,
+    /// Placement.
+    pub placement: Placement,
+    /// Agent selector.
+    pub agents: AgentSelector,
+    /// Profiler options.
+    pub profiler: Profiler,
+    /// Where `coord sweep` writes the results (default `results/<name>`).
+    pub output_dir: String,
+    /// The replay table, when the backend is replay.
+    pub replay: Option<Replay>,
+}
+
+/// One point of a sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    /// `decode-bs8-in128`, with `-r2` for repeats after the first.
+    pub id: String,
+    /// Mode.
+    pub mode: Mode,
+    /// Batch size.
+    pub batch_size: u32,
+    /// Input length.
+    pub input_len: u32,
+    /// Output length.
+    pub output_len: u32,
+}
+
+impl Sweep {
+    /// Every point: batch sizes × input lengths × repeats.
+    pub fn points(&self) -> Vec<Point> {
+        let mut out = Vec::new();
+        for r in 0..self.repeats.max(1) {
+            for &il in &self.input_lens {
+                for &bs in &self.batch_sizes {
+                    let suffix = if r == 0 { String::new() } else { format!("-r{}", r + 1) };
+                    out.push(Point {
+                        id: format!("{}-bs{bs}-in{il}{suffix}", self.mode.name()),
+                        mode: self.mode,
+                        batch_size: bs,
+                        input_len: il,
+                        output_len: self.output_len,
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+const TOP: &[&str] = &[
+    "name",
+    "mode",
+    "backend",
+    "model",
+    "batch_sizes",
+    "input_len",
+    "output_len",
+    "warmup_steps",
+    "profile_steps",
+    "repeats",
+    "placement",
+    "agents",
+    "profiler",
+    "output",
+    "replay",
+    "torch",
+    "vllm",
+    "command",
+];
+const AGENTS: &[&str] = &["gpu", "labels", "hosts"];
+const PROFILER: &[&str] = &["record_shapes", "with_stack", "with_modules"];
+const OUTPUT: &[&str] = &["dir"];
+const REPLAY: &[&str] = &["dir", "delay_ms"];
+const RANGE: &[&str] = &["from", "to", "step"];
+/// Largest batch size or length accepted (a typo guard, not a hardware limit).
+const MAX_VALUE: i64 = 1 << 20;
+
+/// Collects diagnostics while reading the document.
+struct Checker<'t> {
+    text: &'t str,
+    diags: Vec<(usize, Diagnostic)>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>, hint: Option<String>) {
+        let (line, col) = line_col(self.text, span.start);
+        self.diags.push((span.start, Diagnostic { line, col, message: message.into(), hint }));
+    }
+
+    fn unknown_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], what: &str) {
+        for k in table.keys() {
+            if !allowed.contains(&k.get_ref().as_ref()) {
+                let hint = nearest(k.get_ref(), allowed).map(|n| format!("did you mean `{n}`?"));
+                let hint = hint.or_else(|| Some(format!("valid keys {what}: {}", allowed.join(", "))));
+                self.err(k.span(), format!("unknown key `{}`", k.get_ref()), hint);
+            }
+        }
+    }
+
+    fn string(&mut self, v: &Spanned<DeValue<'_>>, key: &str) -> Option<String> {
+        match v.get_ref().as_str() {
+            Some(s) => Some(s.to_string()),
+            None => {
+                self.err(v.span(), format!("`{key}` must be a string"), None);
+                None
+            }
+        }
+    }
+
+    fn int(&mut self, v: &Spanned<DeValue<'_>>, key: &str, min: i64) -> Option<u32> {
+        let parsed =
+            v.get_ref().as_integer().and_then(|i| i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok());
+        match parsed {
+            Some(n) if (min..=MAX_VALUE).contains(&n) => Some(n as u32),
+            Some(n) => {
+                self.err(v.span(), format!("`{key}` must be between {min} and {MAX_VALUE}, not {n}"), None);
+                None
+            }
+            None => {
+                let what = if min > 0 { "a positive integer" } else { "a non-negative integer" };
+                self.err(v.span(), format!("`{key}` must be {what}"), None);
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, v: &Spanned<DeValue<'_>>, key: &str) -> Option<bool> {
+        let b = v.get_ref().as_bool();
+        if b.is_none() {
+            self.err(v.span(), format!("`{key}` must be true or false"), None);
+        }
+        b
+    }
+
+    fn table<'a, 'i>(&mut self, v: &'a Spanned<DeValue<'i>>, key: &str) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => {
+                self.err(v.span(), format!("`{key}` must be a table"), None);
+                None
+            }
+        }
+    }
+
+    /// A number, a list of numbers, or `{ from, to, step }`.
+    fn values(&mut self, v: &Spanned<DeValue<'_>>, key: &str) -> Option<Vec<u32>> {
+        match v.get_ref() {
+            DeValue::Integer(_) => self.int(v, key, 1).map(|n| vec![n]),
+            DeValue::Array(items) => {
+                if items.is_empty() {
+                    self.err(v.span(), format!("`{key}` is empty"), Some("give at least one value".into()));
+                    return None;
+                }
+                let vals: Vec<Option<u32>> = items.iter().map(|i| self.int(i, key, 1)).collect();
+                vals.into_iter().collect()
+            }
+            DeValue::Table(t) => {
+                self.unknown_keys(t, RANGE, &format!("of a `{key}` range"));
+                let get = |k: &str| t.iter().find(|(name, _)| name.get_ref() == k).map(|(_, v)| v);
+                let from = match get("from") {
+                    Some(x) => self.int(x, &format!("{key}.from"), 1),
+                    None => {
+                        self.err(v.span(), format!("`{key}` range needs `from`"), None);
+                        None
+                    }
+                };
+                let to = match get("to") {
+                    Some(x) => self.int(x, &format!("{key}.to"), 1),
+                    None => {
+                        self.err(v.span(), format!("`{key}` range needs `to`"), None);
+                        None
+                    }
+                };
+                let step = match get("step") {
+                    Some(x) => self.int(x, &format!("{key}.step"), 1),
+                    None => Some(1),
+                };
+                let (from, to, step) = (from?, to?, step?);
+                if from > to {
+                    self.err(
+                        v.span(),
+                        format!("`{key}` range is empty: from {from} is above to {to}"),
+                        Some(format!("swap them: {{ from = {to}, to = {from} }}")),
+                    );
+                    return None;
+                }
+                Some((from..=to).step_by(step as usize).collect())
+            }
+            _ => {
+                self.err(v.span(), format!("`{key}` must be a number, a list, or {{ from, to, step }}"), None);
+                None
+            }
+        }
+    }
+}
+
+/// Parses and validates a sweep file; `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
+    let fail = |diagnostics: Vec<Diagnostic>| SweepErrors { file: file.to_string(), diagnostics };
+    let doc = match DeTable::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
+            let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            return Err(fail(vec![Diagnostic { line, col, message: format!("invalid TOML: {message}"), hint: None }]));
+        }
+    };
+    let root = doc.get_ref();
+    let mut c = Checker { text, diags: Vec::new() };
+    c.unknown_keys(root, TOP, "at the top level");
+    let get = |k: &str| root.iter().find(|(name, _)| name.get_ref() == k).map(|(_, v)| v);
+    let at_top = 0..0;
+
+    let name = match get("name") {
+        Some(v) => c.string(v, "name"),
+        None => {
+            c.err(at_top.clone(), "missing `name`", Some("add `name = \"my-sweep\"`".into()));
+            None
+        }
+    };
+    if let (Some(n), Some(v)) = (&name, get("name"))
+        && (n.is_empty() || n.len() > 100 || !n.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)))
+    {
+        c.err(v.span(), format!("`name` {n:?} must be 1-100 letters, digits, '-', '_' or '.'"), None);
+    }
+    let mode = match get("mode") {
+        Some(v) => match c.string(v, "mode").as_deref() {
+            Some("decode") => Some(Mode::Decode),
+            Some("prefill") => Some(Mode::Prefill),
+            Some(other) => {
+                let hint = nearest(other, &["decode", "prefill"]).map(|n| format!("did you mean `{n}`?"));
+                c.err(v.span(), format!("unknown mode `{other}`; expected decode or prefill"), hint);
+                None
+            }
+            None => None,
+        },
+        None => {
+            c.err(at_top.clone(), "missing `mode`", Some("add `mode = \"decode\"` or `mode = \"prefill\"`".into()));
+            None
+        }
+    };
+    let backend = match get("backend") {
+        Some(v) => match c.string(v, "backend").as_deref() {
+            Some("replay") => Some(Backend::Replay),
+            Some("torch") => Some(Backend::Torch),
+            Some("vllm") => Some(Backend::Vllm),
+            Some("command") => Some(Backend::Command),
+            Some(other) => {
+                let hint =
+                    nearest(other, &["replay", "torch", "vllm", "command"]).map(|n| format!("did you mean `{n}`?"));
+                c.err(v.span(), format!("unknown backend `{other}`; expected replay, torch, vllm or command"), hint);
+                None
+            }
+            None => None,
+        },
+        None => {
+            c.err(
+                at_top.clone(),
+                "missing `backend`",
+                Some("add `backend = \"replay\"` (or torch, vllm, command)".into()),
+            );
+            None
+        }
+    };
+    let model = get("model").and_then(|v| c.string(v, "model"));
+    let batch_sizes = match get("batch_sizes") {
+        Some(v) => c.values(v, "batch_sizes"),
+        None => {
+            c.err(
+                at_top.clone(),
+                "missing `batch_sizes`",
+                Some("e.g. `batch_sizes = { from = 1, to = 255, step = 2 }`".into()),
+            );
+            None
+        }
+    };
+    let input_lens = match get("input_len") {
+        Some(v) => c.values(v, "input_len"),
+        None => Some(vec![128]),
+    };
+    let output_len = match get("output_len") {
+        Some(v) => {
+            let n = c.int(v, "output_len", 0);
+            if mode == Some(Mode::Prefill) {
+                c.err(
+                    v.span(),
+                    "`output_len` does not apply to prefill: each profiled forward is one prefill",
+                    Some("remove `output_len`, or use mode = \"decode\"".into()),
+                );
+            }
+            n
+        }
+        None => Some(if mode == Some(Mode::Decode) { 100 } else { 0 }),
+    };
+    let warmup_steps = get("warmup_steps").map_or(Some(5), |v| c.int(v, "warmup_steps", 0));
+    let profile_steps = get("profile_steps").map_or(Some(3), |v| c.int(v, "profile_steps", 1));
+    let repeats = get("repeats").map_or(Some(1), |v| c.int(v, "repeats", 1));
+    let placement = match get("placement") {
+        Some(v) => match c.string(v, "placement").as_deref() {
+            Some("spread") => Some(Placement::Spread),
+            Some("each") => Some(Placement::Each),
+            Some(other) => {
+                let hint = nearest(other, &["spread", "each"]).map(|n| format!("did you mean `{n}`?"));
+                c.err(v.span(), format!("unknown placement `{other}`; expected spread or each"), hint);
+                None
+            }
+            None => None,
+        },
+        None => Some(Placement::Spread),
+    };
+    let mut agents = AgentSelector::default();
+    if let Some(t) = get("agents").and_then(|v| c.table(v, "agents")) {
+        c.unknown_keys(t, AGENTS, "of [agents]");
+        for (k, v) in t.iter() {
+            match k.get_ref().as_ref() {
+                "gpu" => agents.gpu = c.string(v, "agents.gpu"),
+                "hosts" => match v.get_ref() {
+                    DeValue::Array(items) => {
+                        agents.hosts = items.iter().filter_map(|i| c.string(i, "agents.hosts")).collect();
+                    }
+                    _ => c.err(v.span(), "`agents.hosts` must be a list of host names", None),
+                },
+                "labels" => {
+                    if let Some(lt) = c.table(v, "agents.labels") {
+                        for (lk, lv) in lt.iter() {
+                            if let Some(s) = c.string(lv, "agents.labels") {
+                                agents.labels.insert(lk.get_ref().to_string(), s);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut profiler = Profiler { record_shapes: true, with_stack: false, with_modules: false };
+    if let Some(t) = get("profiler").and_then(|v| c.table(v, "profiler")) {
+        c.unknown_keys(t, PROFILER, "of [profiler]");
+        for (k, v) in t.iter() {
+            let key = format!("profiler.{}", k.get_ref());
+            match k.get_ref().as_ref() {
+                "record_shapes" => profiler.record_shapes = c.bool(v, &key).unwrap_or(true),
+                "with_stack" => profiler.with_stack = c.bool(v, &key).unwrap_or(false),
+                "with_modules" => profiler.with_modules = c.bool(v, &key).unwrap_or(false),
+                _ => {}
+            }
+        }
+    }
+    let mut output_dir = None;
+    if let Some(t) = get("output").and_then(|v| c.table(v, "output")) {
+        c.unknown_keys(t, OUTPUT, "of [output]");
+        if let Some((_, v)) = t.iter().find(|(k, _)| k.get_ref() == "dir") {
+            output_dir = c.string(v, "output.dir");
+        }
+    }
+    let mut replay = None;
+    match (backend, get("replay")) {
+        (_, Some(v)) => {
+            if let Some(t) = c.table(v, "replay") {
+                c.unknown_keys(t, REPLAY, "of [replay]");
+                let dir = t.iter().find(|(k, _)| k.get_ref() == "dir").and_then(|(_, v)| c.string(v, "replay.dir"));
+                let delay = t
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == "delay_ms")
+                    .map_or(Some(0), |(_, v)| c.int(v, "replay.delay_ms", 0));
+                match dir {
+                    Some(dir) => replay = Some(Replay { dir, delay_ms: delay.unwrap_or(0) }),
+                    None => c.err(v.span(), "[replay] needs `dir`, the folder of traces to replay", None),
+                }
+            }
+        }
+        (Some(Backend::Replay), None) => c.err(
+            at_top.clone(),
+            "backend `replay` needs a [replay] table",
+            Some("add `[replay]` with `dir = \"path/to/results\"`".into()),
+        ),
+        _ => {}
+    }
+    for (b, key) in [(Backend::Torch, "torch"), (Backend::Vllm, "vllm"), (Backend::Command, "command")] {
+        if backend == Some(b) {
+            c.err(
+                get("backend").map_or(at_top.clone(), |v| v.span()),
+                format!("backend `{key}` is not available in this build of tracefleet"),
+                Some("use backend = \"replay\" to run the pipeline on recorded traces".into()),
+            );
+        }
+    }
+
+    if !c.diags.is_empty() {
+        let mut d = c.diags;
+        d.sort_by_key(|(off, _)| *off);
+        return Err(fail(d.into_iter().map(|(_, d)| d).collect()));
+    }
+    // Every required value was checked above: a missing one is a diagnostic.
+    let (Some(name), Some(mode), Some(backend), Some(batch_sizes), Some(input_lens)) =
+        (name, mode, backend, batch_sizes, input_lens)
+    else {
+        return Err(fail(Vec::new()));
+    };
+    Ok(Sweep {
+        output_dir: output_dir.unwrap_or_else(|| format!("results/{name}")),
+        name,
+        mode,
+        backend,
+        model,
+        batch_sizes,
+        input_lens,
+        output_len: output_len.unwrap_or(0),
+        warmup_steps: warmup_steps.unwrap_or(5),
+        profile_steps: profile_steps.unwrap_or(3),
+        repeats: repeats.unwrap_or(1),
+        placement: placement.unwrap_or(Placement::Spread),
+        agents,
+        profiler,
+        replay,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DECODE: &str = r#"
+name = "llama-decode"
+mode = "decode"
+backend = "replay"
+batch_sizes = { from = 1, to = 255, step = 2 }
+input_len = 128
+output_len = 100
+profile_steps = 5
+
+[replay]
+dir = "fixtures/h200-llama-1b"
+"#;
+
+    #[test]
+    fn a_decode_sweep_expands_its_range() {
+        let s = parse(DECODE, "decode.toml").expect("valid");
+        assert_eq!((s.mode, s.backend, s.placement), (Mode::Decode, Backend::Replay, Placement::Spread));
+        let p = s.points();
+        assert_eq!(p.len(), 128);
+        assert_eq!(p[0].id, "decode-bs1-in128");
+        assert_eq!(p[127].batch_size, 255);
+        assert_eq!((s.profile_steps, s.warmup_steps, s.output_len), (5, 5, 100));
+        assert_eq!(s.output_dir, "results/llama-decode");
+        assert!(s.profiler.record_shapes && !s.profiler.with_stack);
+    }
+
+    #[test]
+    fn lists_input_lengths_and_repeats_multiply() {
+        let text = "name = \"p\"\nmode = \"prefill\"\nbackend = \"replay\"\nbatch_sizes = [1, 4, 16]\ninput_len = [128, 512]\nrepeats = 2\nplacement = \"each\"\n[replay]\ndir = \"x\"\ndelay_ms = 5\n[agents]\ngpu = \"NVIDIA H200*\"\nhosts = [\"a\"]\nlabels = { zone = \"z1\" }\n";
+        let s = parse(text, "p.toml").expect("valid");
+        let ids: Vec<String> = s.points().into_iter().map(|p| p.id).collect();
+        assert_eq!(ids.len(), 12);
+        assert_eq!(ids[0], "prefill-bs1-in128");
+        assert_eq!(ids[5], "prefill-bs16-in512");
+        assert_eq!(ids[6], "prefill-bs1-in128-r2");
+        assert_eq!(s.placement, Placement::Each);
+        assert_eq!(s.agents.gpu.as_deref(), Some("NVIDIA H200*"));
+        assert_eq!(s.agents.labels.get("zone").map(String::as_str), Some("z1"));
+        assert_eq!(s.replay, Some(Replay { dir: "x".into(), delay_ms: 5 }));
+    }
+
+    #[test]
+    fn every_error_at_once_with_locations_and_hints() {
+        let text = r#"name = "bad"
+mode = "prefill"
+backend = "replay"
+batch_size = [1, 2]
+batch_sizes = { from = 9, to = 3 }
+output_len = 10
+placement = "spred"
+profile_steps = 0
+"#;
+        let e = parse(text, "bad.toml").expect_err("invalid");
+        let got: Vec<String> = e
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{}: {}{}",
+                    d.line,
+                    d.col,
+                    d.message,
+                    d.hint.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "1:1: backend `replay` needs a [replay] table [add `[replay]` with `dir = \"path/to/results\"`]".to_string(),
+                "4:1: unknown key `batch_size` [did you mean `batch_sizes`?]".to_string(),
+                "5:15: `batch_sizes` range is empty: from 9 is above to 3 [swap them: { from = 3, to = 9 }]".to_string(),
+                "6:14: `output_len` does not apply to prefill: each profiled forward is one prefill [remove `output_len`, or use mode = \"decode\"]".to_string(),
+                "7:13: unknown placement `spred`; expected spread or each [did you mean `spread`?]".to_string(),
+                "8:17: `profile_steps` must be between 1 and 1048576, not 0".to_string(),
+            ]
+        );
+        let shown = e.to_string();
+        assert!(shown.starts_with("bad.toml has 6 errors:\n  bad.toml:1:1: backend"), "{shown}");
+    }
+
+    #[test]
+    fn missing_keys_and_bad_types() {
+        let e = parse("mode = 3\n[replay]\ndirr = 1\n", "m.toml").expect_err("invalid");
+        let msgs: Vec<&str> = e.diagnostics.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            vec![
+                "missing `name`",
+                "missing `backend`",
+                "missing `batch_sizes`",
+                "`mode` must be a string",
+                "[replay] needs `dir`, the folder of traces to replay",
+                "unknown key `dirr`",
+            ]
+        );
+        assert_eq!(e.diagnostics[5].hint.as_deref(), Some("did you mean `dir`?"));
+    }
+
+    #[test]
+    fn toml_syntax_errors_have_a_location() {
+        let e = parse("name = \"x\"\nmode = \n", "s.toml").expect_err("invalid");
+        assert_eq!(e.diagnostics.len(), 1);
+        assert_eq!(e.diagnostics[0].line, 2);
+        assert!(e.diagnostics[0].message.starts_with("invalid TOML"), "{:?}", e.diagnostics);
+    }
+
+    #[test]
+    fn gpu_backends_are_refused_clearly() {
+        let e = parse("name = \"t\"\nmode = \"decode\"\nbackend = \"torch\"\nbatch_sizes = [1]\n", "t.toml")
+            .expect_err("x");
+        assert_eq!(e.diagnostics[0].message, "backend `torch` is not available in this build of tracefleet");
+        assert_eq!((e.diagnostics[0].line, e.diagnostics[0].col), (3, 11));
+    }
+}
