@@ -1,8 +1,11 @@
 //! The `coord` command line: one module per command.
 
 mod analyze;
+mod client;
 mod ingest;
 mod serve;
+mod status;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -25,6 +28,12 @@ enum Command {
     Ingest(ingest::Args),
     /// Run the coordinator: agents connect, upload traces; sweeps are parsed and merged as traces land.
     Serve(serve::Args),
+    /// Run a sweep file: validate, submit, follow progress, write the results.
+    Sweep(sweep::Args),
+    /// Show a sweep, or every sweep and agent.
+    Status(status::StatusArgs),
+    /// Stop a sweep (the traces already parsed are kept as its results).
+    Cancel(status::CancelArgs),
 }
 
 /// Limits for reading traces, shared by the offline commands.
@@ -56,6 +65,9 @@ pub fn main() -> ExitCode {
         Command::Analyze(a) => analyze::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Sweep(a) => sweep::run(a),
+        Command::Status(a) => status::status(a),
+        Command::Cancel(a) => status::cancel(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

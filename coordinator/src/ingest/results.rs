@@ -33,7 +33,13 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
         return Ok(());
     }
     let r = write_results(coord, sweep_id);
-    let state = if r.is_err() || jobs.iter().all(|j| j.state != "done") { "failed" } else { "completed" };
+    let state = if jobs.iter().any(|j| j.state == "cancelled") {
+        "cancelled"
+    } else if r.is_err() || jobs.iter().all(|j| j.state != "done") {
+        "failed"
+    } else {
+        "completed"
+    };
     coord.store().finish_sweep(sweep_id, state)?;
     coord.end_completion(sweep_id);
     coord.publish(SweepEvent {
@@ -142,6 +148,11 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
                 "input_len": p.input_len, "output_len": p.output_len,
             })).collect::<Vec<_>>(),
             "source": spec.source,
+            "mode": spec.mode,
+            "backend": spec.backend_name,
+            "model": spec.model,
+            "warmup_steps": spec.warmup_steps,
+            "agent_selector": { "hosts": spec.agents, "gpu": spec.gpu_glob, "labels": spec.labels },
         },
         "versions": { "coordinator": env!("CARGO_PKG_VERSION") },
         "started_ms": sweep.created_ms,

@@ -65,13 +65,40 @@ impl Sweeps for SweepService {
             "each" => schedule::Placement::Each,
             other => return Err(Status::invalid_argument(format!("unknown placement {other:?} (spread or each)"))),
         };
-        let mut agents: Vec<String> = coord.agents().keys().cloned().collect();
-        if !spec.agents.is_empty() {
-            agents.retain(|a| spec.agents.contains(a));
-        }
+        let (mut agents, described) = {
+            let conns = coord.agents();
+            let matching: Vec<String> = conns
+                .iter()
+                .filter(|(name, a)| {
+                    (spec.agents.is_empty() || spec.agents.contains(name))
+                        && (spec.gpu_glob.is_empty()
+                            || a.inventory
+                                .gpus
+                                .iter()
+                                .any(|g| tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)))
+                        && spec.labels.iter().all(|(k, v)| a.inventory.labels.get(k) == Some(v))
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            let mut described: Vec<String> = conns
+                .iter()
+                .map(|(n, a)| {
+                    let gpus: Vec<&str> = a.inventory.gpus.iter().map(|g| g.name.as_str()).collect();
+                    let gpus = if gpus.is_empty() { "no GPU".to_string() } else { gpus.join(", ") };
+                    let labels: Vec<String> = a.inventory.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    format!("{n} ({gpus}{}{})", if labels.is_empty() { "" } else { "; " }, labels.join(","))
+                })
+                .collect();
+            described.sort();
+            (matching, described)
+        };
         agents.sort();
         if agents.is_empty() {
-            return Err(Status::failed_precondition("no matching agent is connected"));
+            let wanted = format!("hosts {:?}, gpu {:?}, labels {:?}", spec.agents, spec.gpu_glob, spec.labels);
+            let have = if described.is_empty() { "none".to_string() } else { described.join("; ") };
+            return Err(Status::failed_precondition(format!(
+                "no connected agent matches the sweep's selector ({wanted}); connected agents: {have}"
+            )));
         }
         let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
         let jobs = schedule::plan(&id, &spec, &agents, placement, replay);
@@ -150,6 +177,41 @@ impl Sweeps for SweepService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+    }
+
+    async fn cancel(&self, req: Request<SweepRef>) -> Result<Response<SweepStatus>, Status> {
+        let coord = self.0.clone();
+        let id = req.into_inner().sweep_id;
+        let jobs = coord.store().jobs_of_sweep(&id).map_err(internal)?;
+        if coord.store().sweep(&id).map_err(internal)?.is_none() {
+            return Err(Status::not_found(format!("unknown sweep {id:?}")));
+        }
+        for j in jobs.iter().filter(|j| !j.terminal()) {
+            let ended = coord.store().end_job(&j.id, "cancelled", "cancelled by the user").map_err(internal)?;
+            if let Some(a) = coord.agents().get(&j.agent).filter(|_| ended) {
+                let cancel = tracefleet_proto::v1::CancelJob { job_id: j.id.clone(), reason: "sweep cancelled".into() };
+                let msg = tracefleet_proto::v1::CoordinatorMessage {
+                    msg: Some(tracefleet_proto::v1::coordinator_message::Msg::Cancel(cancel)),
+                };
+                let _ = a.tx.try_send(msg);
+            }
+        }
+        let c = coord.clone();
+        let sid = id.clone();
+        tokio::task::spawn_blocking(move || crate::ingest::complete_if_done(&c, &sid))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        Ok(Response::new(status_of(&coord, &id)?))
+    }
+
+    async fn list_sweeps(
+        &self,
+        _req: Request<tracefleet_proto::v1::ListSweepsRequest>,
+    ) -> Result<Response<tracefleet_proto::v1::ListSweepsResponse>, Status> {
+        let ids = self.0.store().sweep_ids().map_err(internal)?;
+        let sweeps = ids.iter().map(|id| status_of(&self.0, id)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(tracefleet_proto::v1::ListSweepsResponse { sweeps }))
     }
 
     async fn status(&self, req: Request<SweepRef>) -> Result<Response<SweepStatus>, Status> {

@@ -225,6 +225,14 @@ impl Store {
             .map_err(ctx("sweep"))
     }
 
+    /// Every sweep id, newest first.
+    pub fn sweep_ids(&self) -> Result<Vec<String>> {
+        let mut st =
+            self.conn.prepare("SELECT id FROM sweeps ORDER BY created_ms DESC, id DESC").map_err(ctx("sweeps"))?;
+        let rows = st.query_map([], |r| r.get(0)).map_err(ctx("sweeps"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("sweeps"))
+    }
+
     /// Sweeps still running.
     pub fn running_sweeps(&self) -> Result<Vec<SweepRow>> {
         let mut st = self

@@ -1,0 +1,69 @@
+//! `coord status [SWEEP]` and `coord cancel SWEEP`.
+
+use tracefleet_proto::v1::{ListAgentsRequest, ListSweepsRequest, SweepRef};
+
+use super::client::{CoordinatorArg, connect, describe};
+
+/// Arguments of `coord status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// A sweep id; without it, every sweep and every agent.
+    sweep: Option<String>,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+}
+
+/// Arguments of `coord cancel`.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The sweep to stop.
+    sweep: String,
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// Runs `coord status`.
+pub fn status(a: StatusArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let mut c = connect(&a.coordinator.coordinator).await?;
+        match a.sweep {
+            Some(id) => println!("{}", describe(&c.status(SweepRef { sweep_id: id }).await?.into_inner())),
+            None => {
+                let sweeps = c.list_sweeps(ListSweepsRequest {}).await?.into_inner().sweeps;
+                println!("sweeps: {}", sweeps.len());
+                for s in &sweeps {
+                    println!("  {}", describe(s));
+                }
+                let agents = c.list_agents(ListAgentsRequest {}).await?.into_inner().agents;
+                println!("agents: {}", agents.len());
+                for ag in agents {
+                    let inv = ag.inventory.unwrap_or_default();
+                    let gpus: Vec<String> = inv.gpus.iter().map(|g| g.name.clone()).collect();
+                    println!(
+                        "  {:<20} {:<13} last seen {:>6} ms ago; GPUs: {}; running: {}",
+                        inv.host,
+                        if ag.connected { "connected" } else { "disconnected" },
+                        ag.last_seen_ms_ago,
+                        if gpus.is_empty() { "none".into() } else { gpus.join(", ") },
+                        ag.running_jobs.join(", ")
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs `coord cancel`.
+pub fn cancel(a: CancelArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let mut c = connect(&a.coordinator.coordinator).await?;
+        let s = c.cancel(SweepRef { sweep_id: a.sweep }).await?.into_inner();
+        println!("{}", describe(&s));
+        Ok(())
+    })
+}

@@ -1,0 +1,284 @@
+//! `coord sweep FILE.toml [--coordinator ADDR | --local] [--out DIR] [--detach]`: validate a sweep file,
+//! submit it, show live progress, and write the results.
+//!
+//! `--local` runs an embedded coordinator and one in-process agent (the same code as `coord serve` and
+//! `agent`, over loopback gRPC): no server to start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tracefleet_common::sweep::{self, Sweep};
+use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::{ListAgentsRequest, Point, ReplayBackend, SweepRef, SweepSpec};
+
+use super::client::{connect, describe, url};
+use crate::server::{self, Config, Coordinator};
+
+/// Arguments of `coord sweep`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The sweep file (see docs/sweep.md).
+    file: PathBuf,
+    /// Coordinator address (host:port); the default unless --local.
+    #[arg(long, env = "TRACEFLEET_COORDINATOR", conflicts_with = "local")]
+    coordinator: Option<String>,
+    /// Run an embedded coordinator and one agent in this process.
+    #[arg(long)]
+    local: bool,
+    /// Where to write the results (default: the file's [output] dir, else results/NAME).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Submit and return at once; `coord status ID` shows progress.
+    #[arg(long, conflicts_with = "local")]
+    detach: bool,
+    /// State folder of the embedded coordinator and agent (with --local).
+    #[arg(long, default_value = ".tracefleet")]
+    data_dir: PathBuf,
+}
+
+/// The spec the coordinator runs, from a validated sweep file.
+pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
+    let points = s
+        .points()
+        .into_iter()
+        .map(|p| Point {
+            point_id: p.id,
+            mode: p.mode.name().into(),
+            batch_size: p.batch_size,
+            input_len: p.input_len,
+            output_len: p.output_len,
+        })
+        .collect();
+    let backend = s.replay.as_ref().map(|r| {
+        let dir = if Path::new(&r.dir).is_relative() && base.join(&r.dir).exists() {
+            base.join(&r.dir).display().to_string()
+        } else {
+            r.dir.clone()
+        };
+        Backend::Replay(ReplayBackend { dir, delay_ms: r.delay_ms })
+    });
+    SweepSpec {
+        name: s.name.clone(),
+        points,
+        profile_steps: s.profile_steps,
+        placement: match s.placement {
+            sweep::Placement::Spread => "spread".into(),
+            sweep::Placement::Each => "each".into(),
+        },
+        agents: s.agents.hosts.clone(),
+        source: source.to_string(),
+        gpu_glob: s.agents.gpu.clone().unwrap_or_default(),
+        labels: s.agents.labels.clone().into_iter().collect(),
+        mode: s.mode.name().into(),
+        backend_name: s.backend.name().into(),
+        model: s.model.clone().unwrap_or_default(),
+        warmup_steps: s.warmup_steps,
+        backend,
+    }
+}
+
+/// Runs the command.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let s = sweep::parse(&text, &a.file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let addr = if a.local {
+            start_local(&a.data_dir).await?
+        } else {
+            a.coordinator.clone().unwrap_or_else(|| "127.0.0.1:50051".into())
+        };
+        let mut c = connect(&addr).await?;
+        if a.local {
+            // The in-process agent connects within moments.
+            let t0 = Instant::now();
+            while c.list_agents(ListAgentsRequest {}).await?.into_inner().agents.iter().all(|x| !x.connected) {
+                if t0.elapsed() > Duration::from_secs(30) {
+                    bail!("the local agent did not connect");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Relative replay folders are taken from where the command runs (for --local, where the agent is).
+        let base = if a.local { std::env::current_dir()? } else { PathBuf::from("/nonexistent") };
+        let spec = to_spec(&s, &text, &base);
+        let n_points = spec.points.len();
+        let expected = n_points as u64 * u64::from(s.profile_steps.max(1));
+        let id = c.submit(spec).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner().sweep_id;
+        eprintln!("sweep {id} ({}): {n_points} points, submitted to {}", s.name, url(&addr));
+        if a.detach {
+            eprintln!("detached; follow it with: coord status {id} --coordinator {addr}");
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let ended = follow(&mut c, &id, expected).await?;
+        let Some(status) = ended else {
+            if a.local {
+                eprintln!(
+                    "stopped; the sweep's state is kept in {}: `coord serve --data-dir {}` resumes it",
+                    a.data_dir.display(),
+                    a.data_dir.join("coord").display()
+                );
+            } else {
+                eprintln!("detached; the sweep goes on: coord status {id} --coordinator {addr}");
+            }
+            return Ok(());
+        };
+        let out = a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir));
+        let files = fetch(&mut c, &id, &out).await?;
+        summary(&status, &out, &files, t0.elapsed());
+        if status.state != "completed" {
+            bail!("sweep {id} ended {}", status.state);
+        }
+        Ok(())
+    })
+}
+
+/// Starts an embedded coordinator and agent; returns the coordinator's address.
+async fn start_local(data: &Path) -> anyhow::Result<String> {
+    let coord = Coordinator::open(Config::new(data.join("coord")))?;
+    let (listener, addr) = server::bind("127.0.0.1:0").await?;
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(coord, listener, None).await {
+            eprintln!("embedded coordinator: {e:#}");
+        }
+    });
+    let cfg = tracefleet_agent::control::AgentConfig {
+        coordinator: addr.to_string(),
+        spool_dir: data.join("agent"),
+        upload_threads: 2,
+    };
+    let inv = tracefleet_agent::inventory::inventory(None, Default::default());
+    let agent = tracefleet_agent::control::Agent::new(cfg, inv)?;
+    tokio::spawn(async move {
+        if let Err(e) = agent.run().await {
+            eprintln!("embedded agent: {e:#}");
+        }
+    });
+    Ok(addr.to_string())
+}
+
+/// Shows progress until the sweep ends (Some(status)) or the user presses Ctrl-C (None).
+async fn follow(
+    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
+    id: &str,
+    expected: u64,
+) -> anyhow::Result<Option<tracefleet_proto::v1::SweepStatus>> {
+    let mut watch = c.watch(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
+    let multi = MultiProgress::new();
+    let overall = multi.add(ProgressBar::new(expected));
+    overall.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} traces {msg}")
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .progress_chars("=> "),
+    );
+    let mut lines: BTreeMap<String, (ProgressBar, u64, String, Instant)> = BTreeMap::new();
+    let mut failures = 0u32;
+    loop {
+        let ev = tokio::select! {
+            ev = watch.message() => ev?,
+            _ = tokio::signal::ctrl_c() => {
+                overall.abandon_with_message("(detached)");
+                return Ok(None);
+            }
+        };
+        let Some(ev) = ev else { bail!("the coordinator closed the progress stream") };
+        if !ev.agent.is_empty() && !lines.contains_key(&ev.agent) {
+            let pb = multi.add(ProgressBar::new_spinner());
+            pb.set_style(ProgressStyle::with_template("  {prefix:<16} {msg}").map_err(|e| anyhow::anyhow!("{e}"))?);
+            pb.set_prefix(ev.agent.clone());
+            lines.insert(ev.agent.clone(), (pb, 0, String::new(), Instant::now()));
+        }
+        match ev.kind.as_str() {
+            "trace" => {
+                overall.inc(1);
+                if let Some(l) = lines.get_mut(&ev.agent) {
+                    l.1 += 1;
+                    l.2 = ev.point_id.clone();
+                    let rate = l.1 as f64 / l.3.elapsed().as_secs_f64().max(1e-3);
+                    l.0.set_message(format!("{}: {} traces uploaded ({rate:.1}/s), {} failures", l.2, l.1, failures));
+                }
+            }
+            "job_failed" | "parse_failed" => {
+                failures += 1;
+                overall.println(format!(
+                    "failure on {} {}: {}",
+                    ev.agent,
+                    ev.point_id,
+                    ev.message.lines().next().unwrap_or("")
+                ));
+                overall.set_message(format!("{failures} failures"));
+            }
+            "completed" | "failed" | "cancelled" => {
+                for (_, (pb, ..)) in lines {
+                    pb.finish();
+                }
+                overall.finish();
+                let s = match ev.status {
+                    Some(s) => s,
+                    None => c.status(SweepRef { sweep_id: id.to_string() }).await?.into_inner(),
+                };
+                return Ok(Some(s));
+            }
+            "status" => {
+                if let Some(s) = ev.status.filter(|s| s.state != "running") {
+                    return Ok(Some(s));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Downloads the result files.
+async fn fetch(
+    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
+    id: &str,
+    out: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut s = c.fetch_results(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
+    let mut files = Vec::new();
+    let mut open: Option<(PathBuf, std::fs::File)> = None;
+    while let Some(chunk) = s.message().await? {
+        let rel = Path::new(&chunk.file);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            bail!("the coordinator sent an unsafe file name {:?}", chunk.file);
+        }
+        let p = out.join(rel);
+        if open.as_ref().is_none_or(|(q, _)| *q != p) {
+            if let Some(d) = p.parent() {
+                std::fs::create_dir_all(d)?;
+            }
+            open = Some((p.clone(), std::fs::File::create(&p)?));
+        }
+        if let Some((_, f)) = open.as_mut() {
+            std::io::Write::write_all(f, &chunk.data)?;
+        }
+        if chunk.last {
+            files.push(p);
+            open = None;
+        }
+    }
+    Ok(files)
+}
+
+fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf], wall: Duration) {
+    println!("\n{}", describe(s));
+    println!("wall time {:.1} s; results in {}:", wall.as_secs_f64(), out.display());
+    for f in files {
+        println!("  {}", f.strip_prefix(out).unwrap_or(f).display());
+    }
+    // Failures, with the workload's error, are in the manifest's jobs.
+    if let Ok(m) = std::fs::read(out.join("manifest.json"))
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m)
+    {
+        for j in v["jobs"].as_array().into_iter().flatten() {
+            if j["state"] != "done" {
+                println!("job {} on {}: {} {}", j["job"], j["agent"], j["state"], j["error"].as_str().unwrap_or(""));
+            }
+        }
+    }
+}

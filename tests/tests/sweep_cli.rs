@@ -1,0 +1,77 @@
+//! `coord sweep` as users run it: `--local` writes every result file; an invalid file gets every error at
+//! once; a selector that matches no agent is refused with the list of agents.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tracefleet_tests::procs::{Coord, agent, wait_agents};
+use tracefleet_tests::{bin, workspace};
+
+#[test]
+fn local_sweep_writes_every_result_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let o = Command::new(bin("coord"))
+        .current_dir(workspace())
+        .args(["sweep", "examples/replay.toml", "--local", "--data-dir"])
+        .arg(tmp.path().join("state"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("completed") && stdout.contains("traces 12 uploaded, 12 parsed"), "{stdout}");
+    for f in [
+        "op_times.tsv",
+        "op_times_detailed.tsv",
+        "kernel_dat.csv",
+        "ops.csv",
+        "kernels.csv",
+        "steps.csv",
+        "manifest.json",
+    ] {
+        let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{f} missing or empty");
+    }
+    let op_times = std::fs::read_to_string(out.join("op_times.tsv")).expect("op_times");
+    assert_eq!(op_times.lines().count(), 5, "{op_times}");
+}
+
+#[test]
+fn invalid_sweep_file_lists_every_error() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = tmp.path().join("bad.toml");
+    std::fs::write(&f, "name = \"bad\"\nmode = \"prefil\"\nbackend = \"replay\"\nbatch_sizes = []\n").expect("write");
+    let o = Command::new(bin("coord")).arg("sweep").arg(&f).arg("--local").output().expect("run");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml has 3 errors"), "{err}");
+    assert!(
+        err.contains("bad.toml:2:8: unknown mode `prefil`; expected decode or prefill (hint: did you mean `prefill`?)"),
+        "{err}"
+    );
+    assert!(err.contains("bad.toml:4:15: `batch_sizes` is empty"), "{err}");
+    assert!(err.contains("backend `replay` needs a [replay] table"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_matching_no_agent_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
+    let _a = agent(&coord.addr, "cpu-box", &tmp.path().join("spool")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let f = tmp.path().join("h200.toml");
+    std::fs::write(
+        &f,
+        "name = \"h200\"\nmode = \"decode\"\nbackend = \"replay\"\nbatch_sizes = [1]\n[agents]\ngpu = \"NVIDIA H200*\"\n[replay]\ndir = \"x\"\n",
+    )
+    .expect("write");
+    let o = Command::new(bin("coord")).arg("sweep").arg(&f).args(["--coordinator", &coord.addr]).output().expect("run");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no connected agent matches the sweep's selector"), "{err}");
+    assert!(err.contains("cpu-box (no GPU)"), "{err}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
