@@ -56,14 +56,12 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let mut watcher = Watcher::default();
     let mut uploads: JoinSet<(String, UploadOutcome)> = JoinSet::new();
     let (mut produced, mut uploaded) = (0u32, 0u32);
-    let mut failures: Vec<String> = Vec::new();
     let mut current_point = String::new();
     loop {
         while let Ok(ev) = ev_rx.try_recv() {
             match ev {
                 WorkloadEvent::PointStarted(p) => current_point = p,
                 WorkloadEvent::PointFailed { point_id, error, stderr_tail } => {
-                    failures.push(format!("{point_id}: {error}"));
                     fail(&point_id, error, stderr_tail);
                 }
             }
@@ -108,7 +106,9 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                         (entry.meta.point_id.clone(), o)
                     });
                 }
-                Err(e) => failures.push(format!("spooling {}: {e}", f.display())),
+                Err(e) => {
+                    fail(&point_id, format!("spooling {}: {e}", f.display()), String::new());
+                }
             }
         }
         while let Some(r) = uploads.try_join_next() {
@@ -116,7 +116,6 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                 match o {
                     UploadOutcome::Complete { .. } => uploaded += 1,
                     UploadOutcome::Refused(m) => {
-                        failures.push(format!("{point}: upload refused: {m}"));
                         fail(&point, format!("upload refused: {m}"), String::new());
                     }
                 }
@@ -142,9 +141,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         Err(e) => {
             fail("", format!("workload thread failed: {e}"), String::new());
         }
-        Ok(Ok(())) if failures.is_empty() || uploaded > 0 => agent.report_done(&job.job_id, uploaded),
-        Ok(Ok(())) => {
-            fail("", failures.join("; "), String::new());
-        }
+        // Failed points were reported one by one (the coordinator retries them); the job itself is done.
+        Ok(Ok(())) => agent.report_done(&job.job_id, uploaded),
     }
 }

@@ -29,6 +29,12 @@ pub struct Args {
     /// size); keeps the coordinator's memory bounded whatever the number of cores and trace sizes.
     #[arg(long, default_value_t = 384)]
     parse_memory_mb: u64,
+    /// Times a failed point is run again before it is reported as failed.
+    #[arg(long, default_value_t = 2)]
+    point_retries: u32,
+    /// How long an agent may be away (ms) before its unfinished points go to other agents.
+    #[arg(long, default_value_t = 30_000)]
+    reassign_after_ms: u64,
     /// Heartbeat interval asked of agents, ms.
     #[arg(long, default_value_t = 2000)]
     heartbeat_ms: u32,
@@ -44,6 +50,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.commit_every_bytes = a.commit_every_bytes.max(1);
     cfg.heartbeat_ms = a.heartbeat_ms.max(50);
     cfg.parse_memory_bytes = a.parse_memory_mb.max(16) << 20;
+    cfg.point_retries = a.point_retries;
+    cfg.reassign_after_ms = a.reassign_after_ms;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let coord = Coordinator::open(cfg)?;

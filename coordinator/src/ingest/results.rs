@@ -56,10 +56,11 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
 
 /// Writes the result files of a sweep from the stored summaries; returns the results folder.
 pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf> {
-    let (sweep, jobs, agents, dir, data_dir) = {
+    let (sweep, jobs, agents, dir, data_dir, failures) = {
         let s = coord.store();
         let sweep = s.sweep(sweep_id)?.context("unknown sweep")?;
-        (sweep, s.jobs_of_sweep(sweep_id)?, s.agents()?, s.results_dir(sweep_id), s.dir().to_path_buf())
+        let failures = s.point_failures(sweep_id)?;
+        (sweep, s.jobs_of_sweep(sweep_id)?, s.agents()?, s.results_dir(sweep_id), s.dir().to_path_buf(), failures)
     };
     let spec = SweepSpec::decode(&sweep.spec[..]).context("decoding the stored sweep spec")?;
     let points: BTreeMap<String, tracefleet_proto::v1::Point> =
@@ -160,6 +161,12 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
         "agents": agents_json,
         "jobs": jobs_json,
         "points": points_json,
+        "point_failures": failures.iter().map(|(p, attempts, error)| serde_json::json!({
+            "point": p,
+            "attempts": attempts,
+            "failed": *attempts > coord.cfg.point_retries,
+            "error": error,
+        })).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&manifest)?;
     std::fs::write(tmp.join("manifest.json"), text + "\n")?;

@@ -1,5 +1,8 @@
 //! Points → jobs → agents. One job per agent holds all of that agent's points, so one warm engine serves
-//! many points; points go largest first so the longest work starts earliest.
+//! many points; points go largest first so the longest work starts earliest. `dispatch` hands jobs out as
+//! agents have room, retries failed points and moves the work of lost agents.
+
+pub mod dispatch;
 
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 use tracefleet_proto::v1::{AssignJob, Point, ReplayBackend, SweepSpec};

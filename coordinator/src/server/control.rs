@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracefleet_proto::v1::agent_control_server::AgentControl;
 use tracefleet_proto::v1::agent_message::Msg as In;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
-use tracefleet_proto::v1::{AgentMessage, AssignJob, CoordinatorMessage, SweepEvent, Welcome};
+use tracefleet_proto::v1::{AgentMessage, CoordinatorMessage, SweepEvent, Welcome};
 
 use super::{AgentConn, Coordinator, internal};
 use crate::ingest::complete_if_done;
@@ -22,21 +22,7 @@ pub struct Control(pub Arc<Coordinator>);
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
 
-/// Sends the agent its assigned jobs that it is not running (after a connect or reconnect).
-pub(crate) fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Status> {
-    let jobs = coord.store().open_jobs_of_agent(agent).map_err(internal)?;
-    let agents = coord.agents();
-    let Some(conn) = agents.get(agent) else { return Ok(()) };
-    for j in jobs {
-        if conn.running.contains(&j.id) {
-            continue;
-        }
-        let assign = AssignJob::decode(&j.assign[..]).map_err(|e| Status::internal(e.to_string()))?;
-        // A full queue means the agent is not reading; the stream's end will bring it back.
-        let _ = conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) });
-    }
-    Ok(())
-}
+pub(crate) use crate::schedule::dispatch::send_assignments;
 
 /// Ends a job from an agent's report and publishes it; completes the sweep if that was the last.
 fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: &str, point: &str, error: &str) {
@@ -61,6 +47,8 @@ fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: &str, poi
     if let Some(c) = coord.agents().get_mut(agent) {
         c.running.remove(job_id);
     }
+    // The agent has room again: its next queued job, if any.
+    let _ = send_assignments(coord, agent);
     let c = coord.clone();
     let sweep = job.sweep_id;
     // Writing results reads and writes files: off the async runtime.
@@ -144,7 +132,16 @@ impl AgentControl for Control {
                         } else {
                             format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
                         };
-                        end_job(&c, &name, &f.job_id, "failed", &f.point_id, &msg)
+                        if f.point_id.is_empty() {
+                            end_job(&c, &name, &f.job_id, "failed", "", &msg);
+                        } else if let Ok(Some(job)) = c.store().job(&f.job_id) {
+                            // One point failed; the job goes on with the others.
+                            let c2 = c.clone();
+                            let point = f.point_id.clone();
+                            tokio::task::spawn_blocking(move || {
+                                crate::schedule::dispatch::point_failed(&c2, &job, &point, &msg)
+                            });
+                        }
                     }
                 }
             }
@@ -158,12 +155,21 @@ impl AgentControl for Control {
     }
 }
 
-/// Drops agents that stopped sending anything (no heartbeat for three intervals).
+/// Drops agents that stopped sending anything (no heartbeat for three intervals), and moves the work of
+/// agents away longer than the grace period to others.
 pub async fn watchdog(coord: Arc<Coordinator>) {
     let every = Duration::from_millis(u64::from(coord.cfg.heartbeat_ms.max(100)));
+    let mut seen = std::collections::HashMap::new();
     loop {
         tokio::time::sleep(every).await;
         let limit = every * 3;
         coord.agents().retain(|_, a| a.last_seen.elapsed() < limit);
+        let c = coord.clone();
+        seen = tokio::task::spawn_blocking(move || {
+            crate::schedule::dispatch::reassign_lost(&c, &mut seen);
+            seen
+        })
+        .await
+        .unwrap_or_default();
     }
 }

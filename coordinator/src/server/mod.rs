@@ -41,6 +41,10 @@ pub struct Config {
     pub heartbeat_ms: u32,
     /// Memory the parse workers may use together (estimated per trace from its size).
     pub parse_memory_bytes: u64,
+    /// Times a failed point is run again before it is reported as failed.
+    pub point_retries: u32,
+    /// How long an agent may be away before its unfinished points go to other agents.
+    pub reassign_after_ms: u64,
 }
 
 impl Config {
@@ -53,6 +57,8 @@ impl Config {
             commit_every_bytes: 8 << 20,
             heartbeat_ms: 2000,
             parse_memory_bytes: 384 << 20,
+            point_retries: 2,
+            reassign_after_ms: 30_000,
         }
     }
 }

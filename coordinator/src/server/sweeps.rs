@@ -65,21 +65,9 @@ impl Sweeps for SweepService {
             "each" => schedule::Placement::Each,
             other => return Err(Status::invalid_argument(format!("unknown placement {other:?} (spread or each)"))),
         };
-        let (mut agents, described) = {
+        let agents = crate::schedule::dispatch::matching_agents(coord, &spec);
+        let described = {
             let conns = coord.agents();
-            let matching: Vec<String> = conns
-                .iter()
-                .filter(|(name, a)| {
-                    (spec.agents.is_empty() || spec.agents.contains(name))
-                        && (spec.gpu_glob.is_empty()
-                            || a.inventory
-                                .gpus
-                                .iter()
-                                .any(|g| tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)))
-                        && spec.labels.iter().all(|(k, v)| a.inventory.labels.get(k) == Some(v))
-                })
-                .map(|(n, _)| n.clone())
-                .collect();
             let mut described: Vec<String> = conns
                 .iter()
                 .map(|(n, a)| {
@@ -90,9 +78,8 @@ impl Sweeps for SweepService {
                 })
                 .collect();
             described.sort();
-            (matching, described)
+            described
         };
-        agents.sort();
         if agents.is_empty() {
             let wanted = format!("hosts {:?}, gpu {:?}, labels {:?}", spec.agents, spec.gpu_glob, spec.labels);
             let have = if described.is_empty() { "none".to_string() } else { described.join("; ") };
@@ -133,7 +120,7 @@ impl Sweeps for SweepService {
             });
         }
         for agent in jobs.iter().map(|(a, _)| a).collect::<std::collections::BTreeSet<_>>() {
-            super::control::send_assignments(coord, agent)?;
+            crate::schedule::dispatch::send_assignments(coord, agent)?;
         }
         Ok(Response::new(SubmitResponse { sweep_id: id }))
     }

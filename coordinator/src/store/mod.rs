@@ -136,7 +136,11 @@ impl Store {
                 raw_size INTEGER NOT NULL, gpu TEXT NOT NULL, committed_raw INTEGER NOT NULL DEFAULT 0,
                 stored_bytes INTEGER NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0,
                 sha256 TEXT NOT NULL DEFAULT '', parsed INTEGER NOT NULL DEFAULT 0, summary BLOB,
-                PRIMARY KEY (sweep_id, point_id, host, trace_name));",
+                superseded INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (sweep_id, point_id, host, trace_name));
+             CREATE TABLE IF NOT EXISTS point_failures (
+                sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL,
+                PRIMARY KEY (sweep_id, point_id));",
         )
         .map_err(ctx("schema"))?;
         Ok(Self { conn, dir: dir.to_path_buf() })
@@ -277,11 +281,87 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT id, sweep_id, agent, assign, state, error FROM jobs WHERE agent = ?1 AND state = 'assigned' ORDER BY id",
+                "SELECT j.id, j.sweep_id, j.agent, j.assign, j.state, j.error FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
+                 WHERE j.agent = ?1 AND j.state = 'assigned' ORDER BY s.created_ms, j.rowid",
             )
             .map_err(ctx("jobs of agent"))?;
         let rows = st.query_map([agent], Self::job_row).map_err(ctx("jobs of agent"))?;
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("jobs of agent"))
+    }
+
+    /// Adds a job (a retry or a reassignment) to a running sweep.
+    pub fn insert_job(&self, j: &JobRow) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![j.id, j.sweep_id, j.agent, j.assign, j.state],
+            )
+            .map_err(ctx("insert job"))?;
+        Ok(())
+    }
+
+    /// Records one more failure of a point; returns its attempts so far.
+    pub fn point_failed(&self, sweep_id: &str, point_id: &str, error: &str) -> Result<u32> {
+        self.conn
+            .execute(
+                "INSERT INTO point_failures(sweep_id, point_id, attempts, error) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT(sweep_id, point_id) DO UPDATE SET attempts = attempts + 1, error = excluded.error",
+                params![sweep_id, point_id, error],
+            )
+            .map_err(ctx("point failure"))?;
+        self.conn
+            .query_row(
+                "SELECT attempts FROM point_failures WHERE sweep_id = ?1 AND point_id = ?2",
+                params![sweep_id, point_id],
+                |r| r.get(0),
+            )
+            .map_err(ctx("point failure"))
+    }
+
+    /// Failures of a sweep's points: (point, attempts, last error).
+    pub fn point_failures(&self, sweep_id: &str) -> Result<Vec<(String, u32, String)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT point_id, attempts, error FROM point_failures WHERE sweep_id = ?1 ORDER BY point_id")
+            .map_err(ctx("point failures"))?;
+        let rows =
+            st.query_map([sweep_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(ctx("point failures"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("point failures"))
+    }
+
+    /// Complete traces of a point from one host.
+    pub fn complete_traces(&self, sweep_id: &str, point_id: &str, host: &str) -> Result<u32> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM uploads WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND complete = 1 AND superseded = 0",
+                params![sweep_id, point_id, host],
+                |r| r.get(0),
+            )
+            .map_err(ctx("complete traces"))
+    }
+
+    /// Sets aside a host's traces of a point that is run again elsewhere: kept on disk, left out of results.
+    pub fn supersede(&self, sweep_id: &str, point_id: &str, host: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
+                params![sweep_id, point_id, host],
+            )
+            .map_err(ctx("supersede"))?;
+        Ok(())
+    }
+
+    /// Jobs not ended, of every sweep, oldest sweep first.
+    pub fn open_jobs(&self) -> Result<Vec<JobRow>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT j.id, j.sweep_id, j.agent, j.assign, j.state, j.error FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
+                 WHERE j.state = 'assigned' ORDER BY s.created_ms, j.rowid",
+            )
+            .map_err(ctx("open jobs"))?;
+        let rows = st.query_map([], Self::job_row).map_err(ctx("open jobs"))?;
+        rows.collect::<rusqlite::Result<_>>().map_err(ctx("open jobs"))
     }
 
     /// One job.
@@ -422,7 +502,8 @@ impl Store {
         .map_err(ctx("open reader"))?;
         let mut st = conn
             .prepare(&format!(
-                "SELECT {}, summary FROM uploads WHERE sweep_id = ?1 AND parsed = 1 ORDER BY point_id, host, trace_name",
+                "SELECT {}, summary FROM uploads WHERE sweep_id = ?1 AND parsed = 1 AND superseded = 0
+                 ORDER BY point_id, host, trace_name",
                 Self::UPLOAD_COLS
             ))
             .map_err(ctx("summaries"))?;

@@ -1,0 +1,192 @@
+//! Handing jobs to agents as they have room, retrying failed points, and moving the work of agents that
+//! went away to the others.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prost::Message;
+use tonic::Status;
+use tracefleet_proto::v1::coordinator_message::Msg as Out;
+use tracefleet_proto::v1::{AssignJob, CoordinatorMessage, SweepEvent, SweepSpec};
+
+use crate::server::{Coordinator, internal};
+use crate::store::JobRow;
+
+/// Connected agents that match a sweep's selector, sorted.
+pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
+    let mut v: Vec<String> = coord
+        .agents()
+        .iter()
+        .filter(|(name, a)| {
+            (spec.agents.is_empty() || spec.agents.contains(name))
+                && (spec.gpu_glob.is_empty()
+                    || a.inventory.gpus.iter().any(|g| tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)))
+                && spec.labels.iter().all(|(k, v)| a.inventory.labels.get(k) == Some(v))
+        })
+        .map(|(n, _)| n.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sends an agent its next jobs: one at a time per GPU (at least one), oldest sweep first, so several
+/// sweeps queue up instead of sharing a GPU.
+pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Status> {
+    let jobs = coord.store().open_jobs_of_agent(agent).map_err(internal)?;
+    let mut agents = coord.agents();
+    let Some(conn) = agents.get_mut(agent) else { return Ok(()) };
+    let slots = conn.inventory.gpus.len().max(1);
+    for j in jobs {
+        if conn.running.contains(&j.id) {
+            continue;
+        }
+        if conn.running.len() >= slots {
+            break;
+        }
+        let assign = AssignJob::decode(&j.assign[..]).map_err(|e| Status::internal(e.to_string()))?;
+        // A full queue means the agent is not reading; the stream's end will bring it back.
+        if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
+            conn.running.insert(j.id.clone());
+        }
+    }
+    Ok(())
+}
+
+fn spec_of(coord: &Coordinator, sweep_id: &str) -> Option<SweepSpec> {
+    let row = coord.store().sweep(sweep_id).ok().flatten()?;
+    SweepSpec::decode(&row.spec[..]).ok()
+}
+
+/// The matching agent with the fewest open jobs (ties: by name), other than `not`.
+fn least_loaded(coord: &Coordinator, spec: &SweepSpec, not: Option<&str>) -> Option<String> {
+    let open = coord.store().open_jobs().unwrap_or_default();
+    let mut load: HashMap<&str, usize> = HashMap::new();
+    for j in &open {
+        *load.entry(j.agent.as_str()).or_default() += 1;
+    }
+    matching_agents(coord, spec)
+        .into_iter()
+        .filter(|a| Some(a.as_str()) != not)
+        .min_by_key(|a| (load.get(a.as_str()).copied().unwrap_or(0), a.clone()))
+}
+
+/// Adds a job with `points` of `template` for `agent`, and sends it if the agent has room.
+fn add_job(
+    coord: &Coordinator,
+    template: &AssignJob,
+    points: Vec<tracefleet_proto::v1::Point>,
+    agent: &str,
+) -> Result<String, Status> {
+    let n = coord.store().jobs_of_sweep(&template.sweep_id).map_err(internal)?.len();
+    let job_id = format!("{}-j{n}", template.sweep_id);
+    let assign = AssignJob { job_id: job_id.clone(), points, ..template.clone() };
+    let row = JobRow {
+        id: job_id.clone(),
+        sweep_id: template.sweep_id.clone(),
+        agent: agent.to_string(),
+        assign: assign.encode_to_vec(),
+        state: "assigned".into(),
+        error: String::new(),
+    };
+    coord.store().insert_job(&row).map_err(internal)?;
+    send_assignments(coord, agent)?;
+    Ok(job_id)
+}
+
+/// A point failed on `agent`: run it again (on the least-loaded matching agent, another one if there is
+/// one) until it has failed `1 + point_retries` times; then it is reported as failed and the sweep goes on.
+pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, error: &str) {
+    let attempts = match coord.store().point_failed(&job.sweep_id, point_id, error) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("recording a failure of {point_id}: {e}");
+            return;
+        }
+    };
+    let final_failure = attempts > coord.cfg.point_retries;
+    coord.publish(SweepEvent {
+        sweep_id: job.sweep_id.clone(),
+        kind: if final_failure { "point_failed".into() } else { "point_retry".into() },
+        agent: job.agent.clone(),
+        job_id: job.id.clone(),
+        point_id: point_id.to_string(),
+        message: format!("attempt {attempts}: {error}"),
+        ..Default::default()
+    });
+    if final_failure {
+        return;
+    }
+    let (Some(spec), Ok(template)) = (spec_of(coord, &job.sweep_id), AssignJob::decode(&job.assign[..])) else {
+        return;
+    };
+    let Some(point) = template.points.iter().find(|p| p.point_id == point_id).cloned() else { return };
+    // Partial traces of the failed attempt stay on disk but out of the results.
+    let _ = coord.store().supersede(&job.sweep_id, point_id, &job.agent);
+    let target = least_loaded(coord, &spec, Some(&job.agent)).or_else(|| least_loaded(coord, &spec, None));
+    if let Some(agent) = target
+        && let Err(e) = add_job(coord, &template, vec![point], &agent)
+    {
+        eprintln!("retrying {point_id}: {e}");
+    }
+}
+
+/// Moves the unfinished points of agents that have been away longer than the grace period to other
+/// matching agents (spread sweeps; an `each` sweep waits for its agent, since its points belong to it).
+pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instant>) {
+    let Ok(open) = coord.store().open_jobs() else { return };
+    let grace = std::time::Duration::from_millis(coord.cfg.reassign_after_ms);
+    for job in open {
+        if coord.agents().contains_key(&job.agent) {
+            seen.insert(job.agent.clone(), Instant::now());
+            continue;
+        }
+        let since = *seen.entry(job.agent.clone()).or_insert_with(Instant::now);
+        if since.elapsed() < grace {
+            continue;
+        }
+        let (Some(spec), Ok(assign)) = (spec_of(coord, &job.sweep_id), AssignJob::decode(&job.assign[..])) else {
+            continue;
+        };
+        if spec.placement == "each" {
+            continue;
+        }
+        let Some(target) = least_loaded(coord, &spec, Some(&job.agent)) else { continue };
+        let want = assign.profile_steps.max(1);
+        let remaining: Vec<_> = assign
+            .points
+            .iter()
+            .filter(|p| coord.store().complete_traces(&job.sweep_id, &p.point_id, &job.agent).unwrap_or(0) < want)
+            .cloned()
+            .collect();
+        for p in &remaining {
+            let _ = coord.store().supersede(&job.sweep_id, &p.point_id, &job.agent);
+        }
+        let reason = format!(
+            "agent {} lost for {} ms; {} points moved to {target}",
+            job.agent,
+            grace.as_millis(),
+            remaining.len()
+        );
+        if !matches!(coord.store().end_job(&job.id, "reassigned", &reason), Ok(true)) {
+            continue;
+        }
+        eprintln!("{}: {reason}", job.id);
+        if !remaining.is_empty() {
+            match add_job(coord, &assign, remaining, &target) {
+                Ok(new) => coord.publish(SweepEvent {
+                    sweep_id: job.sweep_id.clone(),
+                    kind: "reassigned".into(),
+                    agent: target.clone(),
+                    job_id: new,
+                    message: reason,
+                    ..Default::default()
+                }),
+                Err(e) => eprintln!("reassigning {}: {e}", job.id),
+            }
+        }
+        if let Err(e) = crate::ingest::complete_if_done(coord, &job.sweep_id) {
+            eprintln!("sweep {}: {e:#}", job.sweep_id);
+        }
+    }
+}
