@@ -75,3 +75,28 @@ async fn a_selector_matching_no_agent_is_refused() {
     assert!(err.contains("cpu-box (no GPU)"), "{err}");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_a_sweep_and_keeps_what_was_parsed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let replay = tracefleet_tests::sweeps::replay_tree(tmp.path());
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
+    let _a = agent(&coord.addr, "agent-a", &tmp.path().join("spool")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    // 18 traces at 300 ms each: about 5 s; cancel after 1 s.
+    let id =
+        tracefleet_tests::procs::submit(&mut c, tracefleet_tests::sweeps::spec(&replay, 300)).await.expect("submit");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let o = Command::new(bin("coord")).args(["cancel", &id, "--coordinator", &coord.addr]).output().expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("cancelled"), "{stdout}");
+    let s = c.status(tracefleet_proto::v1::SweepRef { sweep_id: id.clone() }).await.expect("status").into_inner();
+    assert_eq!(s.state, "cancelled");
+    assert!(s.traces_parsed > 0 && s.traces_parsed < 18, "{s:?}");
+    // `coord status` lists it with the agent.
+    let o = Command::new(bin("coord")).args(["status", "--coordinator", &coord.addr]).output().expect("run");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(&id) && stdout.contains("cancelled") && stdout.contains("agent-a"), "{stdout}");
+}

@@ -175,7 +175,8 @@ async fn follow(
             .map_err(|e| anyhow::anyhow!("{e}"))?
             .progress_chars("=> "),
     );
-    let mut lines: BTreeMap<String, (ProgressBar, u64, String, Instant)> = BTreeMap::new();
+    // Per agent: its line, traces, bytes, current point, first event.
+    let mut lines: BTreeMap<String, (ProgressBar, u64, u64, String, Instant)> = BTreeMap::new();
     let mut failures = 0u32;
     loop {
         let ev = tokio::select! {
@@ -190,19 +191,20 @@ async fn follow(
             let pb = multi.add(ProgressBar::new_spinner());
             pb.set_style(ProgressStyle::with_template("  {prefix:<16} {msg}").map_err(|e| anyhow::anyhow!("{e}"))?);
             pb.set_prefix(ev.agent.clone());
-            lines.insert(ev.agent.clone(), (pb, 0, String::new(), Instant::now()));
+            lines.insert(ev.agent.clone(), (pb, 0, 0, String::new(), Instant::now()));
         }
         match ev.kind.as_str() {
             "trace" => {
                 overall.inc(1);
                 if let Some(l) = lines.get_mut(&ev.agent) {
                     l.1 += 1;
-                    l.2 = ev.point_id.clone();
-                    let rate = l.1 as f64 / l.3.elapsed().as_secs_f64().max(1e-3);
-                    l.0.set_message(format!("{}: {} traces uploaded ({rate:.1}/s), {} failures", l.2, l.1, failures));
+                    l.2 += ev.bytes;
+                    l.3 = ev.point_id.clone();
+                    let mbps = l.2 as f64 / 1e6 / l.4.elapsed().as_secs_f64().max(1e-3);
+                    l.0.set_message(format!("{}: {} traces uploaded, {mbps:.1} MB/s, {failures} failures", l.3, l.1));
                 }
             }
-            "job_failed" | "parse_failed" => {
+            "job_failed" | "parse_failed" | "point_failed" | "point_retry" => {
                 failures += 1;
                 overall.println(format!(
                     "failure on {} {}: {}",

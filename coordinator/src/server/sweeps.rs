@@ -183,12 +183,20 @@ impl Sweeps for SweepService {
                 let _ = a.tx.try_send(msg);
             }
         }
-        let c = coord.clone();
-        let sid = id.clone();
-        tokio::task::spawn_blocking(move || crate::ingest::complete_if_done(&c, &sid))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::internal(format!("{e:#}")))?;
+        // The sweep ends once the traces that were already uploaded are parsed (a moment): wait for it,
+        // so the answer says "cancelled" and the results are there.
+        for _ in 0..100 {
+            let c = coord.clone();
+            let sid = id.clone();
+            tokio::task::spawn_blocking(move || crate::ingest::complete_if_done(&c, &sid))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(|e| Status::internal(format!("{e:#}")))?;
+            if status_of(&coord, &id)?.state != "running" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
         Ok(Response::new(status_of(&coord, &id)?))
     }
 

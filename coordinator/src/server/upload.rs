@@ -285,6 +285,7 @@ impl TraceUpload for Upload {
                         agent: key.host.clone(),
                         point_id: key.point_id.clone(),
                         message: key.trace_name.clone(),
+                        bytes: row.raw_size,
                         ..Default::default()
                     });
                 }
