@@ -50,5 +50,6 @@ pub fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 pub mod procs;
+pub mod procstat;
 pub mod proxy;
 pub mod sweeps;

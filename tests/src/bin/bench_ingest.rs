@@ -24,25 +24,7 @@ use tracefleet_proto::v1::coordinator_message::Msg as In;
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::sweeps_client::SweepsClient;
 use tracefleet_proto::v1::{AgentMessage, Hello, HostInventory, JobDone, Point, ReplayBackend, SweepRef, SweepSpec};
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-fn peak_rss(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
-        .unwrap_or(0)
-        * 1024
-}
+use tracefleet_tests::procstat::{cpu_seconds, peak_rss};
 
 struct Killed(std::process::Child);
 

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::sweeps_client::SweepsClient;
 use tracefleet_proto::v1::{ListAgentsRequest, Point, ReplayBackend, SweepRef, SweepSpec};
+use tracefleet_tests::procstat::cpu_seconds;
 
 struct Killed(Child);
 
@@ -21,14 +22,6 @@ impl Drop for Killed {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        / 100.0
 }
 
 /// decode/logs_{bs}/trace_{k}.json.zst for every point, hard links to one real H200 trace.
@@ -102,7 +95,7 @@ async fn run_one(
         backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms: delay })),
         ..Default::default()
     };
-    let cpu0 = cpu_seconds(coord.0.id());
+    let cpu0 = cpu_seconds(&coord.0.id().to_string());
     let t0 = Instant::now();
     let id = c.submit(spec).await?.into_inner().sweep_id;
     loop {
@@ -116,7 +109,7 @@ async fn run_one(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let wall = t0.elapsed().as_secs_f64();
-    let cpu = cpu_seconds(coord.0.id()) - cpu0;
+    let cpu = cpu_seconds(&coord.0.id().to_string()) - cpu0;
     drop(coord);
     let _ = std::fs::remove_dir_all(&base);
     Ok((wall, cpu))
