@@ -27,6 +27,15 @@ struct Args {
     /// Uploads (each with one compression thread) at once.
     #[arg(long, default_value_t = 2)]
     upload_threads: usize,
+    /// Python interpreter for the torch and vLLM drivers.
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Serve only these GPUs (indices, e.g. 0,1); default: every GPU NVML reports.
+    #[arg(long)]
+    gpus: Option<String>,
+    /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
+    #[arg(long)]
+    pause_uploads: bool,
     /// Print the inventory this agent would report, as JSON, and exit.
     #[arg(long)]
     print_inventory: bool,
@@ -42,12 +51,27 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let inv = inventory::inventory(args.name.as_deref(), labels);
+    let only = match args.gpus.as_deref().map(crate::gpu::parse_indices).transpose() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (gpus, note) = crate::gpu::inventory(only.as_deref());
+    if let Some(n) = note {
+        eprintln!("agent: {n}");
+    }
+    let mut inv = inventory::inventory(args.name.as_deref(), labels);
+    inv.gpus = gpus;
     if args.print_inventory {
         let json = serde_json::json!({
             "host": inv.host,
             "agent_version": inv.agent_version,
-            "gpus": [],
+            "gpus": inv.gpus.iter().map(|g| serde_json::json!({
+                "index": g.index, "name": g.name, "uuid": g.uuid, "memory_bytes": g.memory_bytes,
+                "driver_version": g.driver_version, "cuda_version": g.cuda_version,
+            })).collect::<Vec<_>>(),
             "labels": inv.labels,
         });
         println!("{json}");
@@ -57,7 +81,13 @@ pub fn main() -> ExitCode {
         eprintln!("error: --coordinator host:port is required");
         return ExitCode::from(2);
     };
-    let cfg = AgentConfig { coordinator, spool_dir: args.spool_dir, upload_threads: args.upload_threads };
+    let cfg = AgentConfig {
+        coordinator,
+        spool_dir: args.spool_dir,
+        upload_threads: args.upload_threads,
+        python: args.python,
+        pause_uploads: args.pause_uploads,
+    };
     let run = || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         rt.block_on(async move { Agent::new(cfg, inv)?.run().await })

@@ -32,7 +32,7 @@ pub fn host_name(name: Option<&str>) -> String {
         .unwrap_or_else(|| "unknown-host".to_string())
 }
 
-/// The inventory of this host. GPUs are listed once NVML telemetry lands; until then the list is empty.
+/// The inventory of this host, without GPUs (the caller adds them from [`crate::gpu::inventory`]).
 pub fn inventory(name: Option<&str>, labels: HashMap<String, String>) -> HostInventory {
     HostInventory {
         host: host_name(name),

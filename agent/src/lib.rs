@@ -2,12 +2,14 @@
 //! coordinator.
 //!
 //! - [`control`]: connection, hello, heartbeats, job loop, reconnect with backoff.
-//! - [`workload`]: backends that run a job's points and write trace files (replay today).
+//! - [`workload`]: backends that run a job's points and write trace files (replay, torch, vLLM, command).
+//! - [`gpu`]: NVML inventory; one job per GPU.
 //! - [`spool`]: the on-disk queue, the finished-file watcher and the resumable uploader.
 
 pub mod backoff;
 pub mod cli;
 pub mod control;
+pub mod gpu;
 pub mod inventory;
 pub mod spool;
 pub mod workload;

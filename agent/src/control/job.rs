@@ -27,6 +27,24 @@ fn split(out_dir: &Path, f: &Path) -> Option<(String, String)> {
     (!name.is_empty()).then(|| (point, name.join("/")))
 }
 
+/// Uploads a spooled trace in the background; the spool keeps it until the coordinator has it (or moves
+/// it to `failed/` when refused for good).
+fn spawn_upload(uploads: &mut JoinSet<(String, UploadOutcome)>, agent: &Arc<Agent>, entry: crate::spool::Entry) {
+    let a = agent.clone();
+    uploads.spawn(async move {
+        let o = a.uploader.upload(&entry.data, &entry.meta).await;
+        match &o {
+            UploadOutcome::Complete { .. } => {
+                let _ = a.spool.remove(&entry);
+            }
+            UploadOutcome::Refused(_) => {
+                let _ = a.spool.fail(&entry);
+            }
+        }
+        (entry.meta.point_id.clone(), o)
+    });
+}
+
 /// Runs a job to its end and reports it.
 pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool>) {
     let fail = |point: &str, error: String, stderr_tail: String| {
@@ -37,7 +55,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             stderr_tail,
         }))
     };
-    let backend = match backend_for(&job) {
+    let backend = match backend_for(&job, &agent.cfg.python) {
         Ok(b) => b,
         Err(e) => {
             fail("", e.message, e.stderr_tail);
@@ -49,18 +67,30 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         fail("", format!("creating {}: {e}", out_dir.display()), String::new());
         return;
     }
+    // One job per GPU: the job holds a GPU (CUDA_VISIBLE_DEVICES) for its whole run.
+    let gpu = agent.acquire_gpu().await;
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let (j, d) = (job.clone(), out_dir.clone());
-    let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, &ev_tx, &cancel));
+    let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, gpu, &ev_tx, &cancel));
 
     let mut watcher = Watcher::default();
     let mut uploads: JoinSet<(String, UploadOutcome)> = JoinSet::new();
     let (mut produced, mut uploaded) = (0u32, 0u32);
     let mut current_point = String::new();
+    // With --pause-uploads, traces wait in the spool until the workload has ended.
+    let mut deferred = Vec::new();
     loop {
+        let mut announced = Vec::new();
         while let Ok(ev) = ev_rx.try_recv() {
             match ev {
                 WorkloadEvent::PointStarted(p) => current_point = p,
+                WorkloadEvent::Log(m) => eprintln!("agent: job {}: {m}", job.job_id),
+                WorkloadEvent::TraceFinished { path, .. } => {
+                    // The watcher may have found the file before the workload said so.
+                    if watcher.mark_done(path.clone()) {
+                        announced.push(path);
+                    }
+                }
                 WorkloadEvent::PointFailed { point_id, error, stderr_tail } => {
                     fail(&point_id, error, stderr_tail);
                 }
@@ -79,7 +109,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             watcher = w;
             found
         };
-        for f in found {
+        for f in announced.into_iter().chain(found) {
             let Some((point_id, trace_name)) = split(&out_dir, &f) else { continue };
             let meta = EntryMeta {
                 sweep_id: job.sweep_id.clone(),
@@ -90,21 +120,13 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                 gpu: agent.inventory.gpus.first().map(|g| g.name.clone()).unwrap_or_default(),
             };
             match agent.spool.add(&f, meta) {
+                Ok(entry) if agent.cfg.pause_uploads && !ended => {
+                    produced += 1;
+                    deferred.push(entry);
+                }
                 Ok(entry) => {
                     produced += 1;
-                    let a = agent.clone();
-                    uploads.spawn(async move {
-                        let o = a.uploader.upload(&entry.data, &entry.meta).await;
-                        match &o {
-                            UploadOutcome::Complete { .. } => {
-                                let _ = a.spool.remove(&entry);
-                            }
-                            UploadOutcome::Refused(_) => {
-                                let _ = a.spool.fail(&entry);
-                            }
-                        }
-                        (entry.meta.point_id.clone(), o)
-                    });
+                    spawn_upload(&mut uploads, &agent, entry);
                 }
                 Err(e) => {
                     fail(&point_id, format!("spooling {}: {e}", f.display()), String::new());
@@ -127,13 +149,20 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                 traces_uploaded: uploaded,
             }));
         }
+        if ended {
+            for entry in deferred.drain(..) {
+                spawn_upload(&mut uploads, &agent, entry);
+            }
+        }
         if ended && uploads.is_empty() {
             break;
         }
         tokio::time::sleep(POLL).await;
     }
     let result = workload.await;
+    agent.release_gpu(gpu);
     let _ = std::fs::remove_dir_all(&out_dir);
+    let _ = std::fs::remove_dir_all(out_dir.with_extension("driver"));
     match result {
         Ok(Err(e)) => {
             fail("", e.message, e.stderr_tail);

@@ -30,6 +30,10 @@ pub struct AgentConfig {
     pub spool_dir: PathBuf,
     /// Uploads (and compression threads) at once.
     pub upload_threads: usize,
+    /// Python interpreter for the drivers (a sweep's backend table may name another).
+    pub python: String,
+    /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
+    pub pause_uploads: bool,
 }
 
 /// The running agent.
@@ -48,6 +52,9 @@ pub struct Agent {
     /// Jobs this agent finished, listed in every hello: a report sent just before the coordinator went
     /// down is not lost (ending a job twice is harmless). The most recent [`FINISHED_KEPT`] are kept.
     finished: Mutex<std::collections::VecDeque<String>>,
+    /// GPUs not running a job now (indices); empty on a host without GPUs.
+    free_gpus: Mutex<Vec<u32>>,
+    gpu_freed: tokio::sync::Notify,
 }
 
 /// Finished jobs remembered for hellos.
@@ -70,6 +77,7 @@ impl Agent {
     /// Prepares an agent (no connection is made yet).
     pub fn new(cfg: AgentConfig, inventory: HostInventory) -> anyhow::Result<Arc<Self>> {
         let spool = Spool::open(&cfg.spool_dir)?;
+        let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
         let channel = endpoint(&cfg.coordinator)?.connect_lazy();
         Ok(Arc::new(Self {
             uploader: Uploader::new(channel.clone(), cfg.upload_threads),
@@ -80,7 +88,31 @@ impl Agent {
             session: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             finished: Mutex::new(std::collections::VecDeque::new()),
+            free_gpus: Mutex::new(gpus),
+            gpu_freed: tokio::sync::Notify::new(),
         }))
+    }
+
+    /// Takes a free GPU for a job (waits while all are busy); `None` on a host without GPUs.
+    pub async fn acquire_gpu(&self) -> Option<u32> {
+        if self.inventory.gpus.is_empty() {
+            return None;
+        }
+        loop {
+            let notified = self.gpu_freed.notified();
+            if let Some(g) = relock(&self.free_gpus).pop() {
+                return Some(g);
+            }
+            notified.await;
+        }
+    }
+
+    /// Gives a GPU back.
+    pub fn release_gpu(&self, gpu: Option<u32>) {
+        if let Some(g) = gpu {
+            relock(&self.free_gpus).push(g);
+            self.gpu_freed.notify_one();
+        }
     }
 
     /// Sends a message on the current control stream; false when there is none.

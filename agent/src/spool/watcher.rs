@@ -42,6 +42,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 impl Watcher {
+    /// Records a file the workload announced as finished, so polls do not report it again; false when a
+    /// poll already reported it (the announcement came late).
+    pub fn mark_done(&mut self, p: PathBuf) -> bool {
+        self.sizes.remove(&p);
+        self.done.insert(p)
+    }
+
     /// Files under `dir` that are finished since the last poll. With `workload_done`, every file that
     /// has stopped growing counts (the writer is gone).
     pub fn poll(&mut self, dir: &Path, workload_done: bool) -> Vec<PathBuf> {

@@ -5,8 +5,14 @@
 //! file is done, such as an arbitrary command, works the same way). GPU backends (torch, vLLM, command)
 //! implement the same trait.
 
+mod command;
+mod process;
+mod python;
 mod replay;
 
+pub use command::{CommandTemplate, expand};
+pub use process::parse_event;
+pub use python::{PythonDriver, TORCH_DRIVER, VLLM_DRIVER};
 pub use replay::Replay;
 
 use std::path::Path;
@@ -20,6 +26,15 @@ use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 pub enum WorkloadEvent {
     /// A point began.
     PointStarted(String),
+    /// The workload says a trace file is complete (no need to wait for it to stop growing).
+    TraceFinished {
+        /// The point.
+        point_id: String,
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// A line for the agent's log.
+    Log(String),
     /// A point failed; the others go on.
     PointFailed {
         /// The point.
@@ -49,15 +64,34 @@ pub trait Backend: Send + Sync {
         &self,
         job: &AssignJob,
         out_dir: &Path,
+        gpu: Option<u32>,
         events: &mpsc::Sender<WorkloadEvent>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError>;
 }
 
-/// The backend an assignment asks for.
-pub fn backend_for(job: &AssignJob) -> Result<Box<dyn Backend>, WorkloadError> {
+/// The backend an assignment asks for; `python` is the agent's `--python` (a backend table's wins).
+pub fn backend_for(job: &AssignJob, python: &str) -> Result<Box<dyn Backend>, WorkloadError> {
+    let py = |own: &str| if own.is_empty() { python.to_string() } else { own.to_string() };
     match &job.backend {
         Some(JobBackend::Replay(r)) => Ok(Box::new(Replay::new(r))),
+        Some(JobBackend::Torch(t)) => Ok(Box::new(PythonDriver {
+            name: "torch",
+            source: TORCH_DRIVER,
+            python: py(&t.python),
+            model: t.model.clone(),
+            dtype: t.dtype.clone(),
+            cuda_graphs: false,
+        })),
+        Some(JobBackend::Vllm(v)) => Ok(Box::new(PythonDriver {
+            name: "vllm",
+            source: VLLM_DRIVER,
+            python: py(&v.python),
+            model: v.model.clone(),
+            dtype: String::new(),
+            cuda_graphs: v.cuda_graphs,
+        })),
+        Some(JobBackend::Command(c)) => Ok(Box::new(CommandTemplate { run: c.run.clone() })),
         None => Err(WorkloadError { message: "the job names no backend".into(), stderr_tail: String::new() }),
     }
 }

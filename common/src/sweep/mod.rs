@@ -5,4 +5,4 @@ mod diag;
 mod spec;
 
 pub use diag::{Diagnostic, SweepErrors};
-pub use spec::{AgentSelector, Backend, Mode, Placement, Point, Profiler, Replay, Sweep, parse};
+pub use spec::{AgentSelector, Backend, Mode, Placement, Point, Profiler, Replay, Sweep, TorchTable, VllmTable, parse};

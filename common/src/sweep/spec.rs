@@ -92,6 +92,24 @@ pub struct Replay {
     pub delay_ms: u32,
 }
 
+/// The torch backend's table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TorchTable {
+    /// Interpreter (empty: the agent's `--python`).
+    pub python: String,
+    /// `bfloat16` (default) or `float16`.
+    pub dtype: String,
+}
+
+/// The vLLM backend's table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VllmTable {
+    /// Interpreter.
+    pub python: String,
+    /// Capture CUDA graphs (eager by default: graphs hide which op launched a kernel).
+    pub cuda_graphs: bool,
+}
+
 /// A validated sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sweep {
@@ -125,6 +143,12 @@ pub struct Sweep {
     pub output_dir: String,
     /// The replay table, when the backend is replay.
     pub replay: Option<Replay>,
+    /// The torch table.
+    pub torch: TorchTable,
+    /// The vLLM table.
+    pub vllm: VllmTable,
+    /// The command template, when the backend is command.
+    pub command: Option<String>,
 }
 
 /// One point of a sweep.
@@ -188,6 +212,9 @@ const AGENTS: &[&str] = &["gpu", "labels", "hosts"];
 const PROFILER: &[&str] = &["record_shapes", "with_stack", "with_modules"];
 const OUTPUT: &[&str] = &["dir"];
 const REPLAY: &[&str] = &["dir", "delay_ms"];
+const TORCH: &[&str] = &["python", "dtype"];
+const VLLM: &[&str] = &["python", "cuda_graphs"];
+const COMMAND: &[&str] = &["run"];
 const RANGE: &[&str] = &["from", "to", "step"];
 /// Largest batch size or length accepted (a typo guard, not a hardware limit).
 const MAX_VALUE: i64 = 1 << 20;
@@ -493,14 +520,50 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         ),
         _ => {}
     }
-    for (b, key) in [(Backend::Torch, "torch"), (Backend::Vllm, "vllm"), (Backend::Command, "command")] {
-        if backend == Some(b) {
-            c.err(
-                get("backend").map_or(at_top.clone(), |v| v.span()),
-                format!("backend `{key}` is not available in this build of tracefleet"),
-                Some("use backend = \"replay\" to run the pipeline on recorded traces".into()),
-            );
+    let mut torch = TorchTable::default();
+    if let Some(t) = get("torch").and_then(|v| c.table(v, "torch")) {
+        c.unknown_keys(t, TORCH, "of [torch]");
+        for (k, v) in t.iter() {
+            match k.get_ref().as_ref() {
+                "python" => torch.python = c.string(v, "torch.python").unwrap_or_default(),
+                "dtype" => match c.string(v, "torch.dtype").as_deref() {
+                    Some(d @ ("bfloat16" | "float16")) => torch.dtype = d.to_string(),
+                    Some(d) => c.err(v.span(), format!("`torch.dtype` must be bfloat16 or float16, not {d:?}"), None),
+                    None => {}
+                },
+                _ => {}
+            }
         }
+    }
+    let mut vllm = VllmTable::default();
+    if let Some(t) = get("vllm").and_then(|v| c.table(v, "vllm")) {
+        c.unknown_keys(t, VLLM, "of [vllm]");
+        for (k, v) in t.iter() {
+            match k.get_ref().as_ref() {
+                "python" => vllm.python = c.string(v, "vllm.python").unwrap_or_default(),
+                "cuda_graphs" => vllm.cuda_graphs = c.bool(v, "vllm.cuda_graphs").unwrap_or(false),
+                _ => {}
+            }
+        }
+    }
+    let mut command = None;
+    if let Some(t) = get("command").and_then(|v| c.table(v, "command")) {
+        c.unknown_keys(t, COMMAND, "of [command]");
+        command = t.iter().find(|(k, _)| k.get_ref() == "run").and_then(|(_, v)| c.string(v, "command.run"));
+    }
+    let backend_at = get("backend").map_or(at_top.clone(), |v| v.span());
+    match backend {
+        Some(Backend::Torch | Backend::Vllm) if model.is_none() => c.err(
+            backend_at,
+            format!("backend `{}` needs `model`", backend.map_or("", |b| b.name())),
+            Some("a named shape (llama-3.2-1b, llama-3.1-8b, qwen2.5-1.5b) or a local model folder".into()),
+        ),
+        Some(Backend::Command) if command.is_none() => c.err(
+            backend_at,
+            "backend `command` needs a [command] table with `run`",
+            Some("e.g. run = \"./profile.sh --batch {batch_size} --out {out_dir}\"".into()),
+        ),
+        _ => {}
     }
 
     if !c.diags.is_empty() {
@@ -530,6 +593,9 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         agents,
         profiler,
         replay,
+        torch,
+        vllm,
+        command,
     })
 }
 
@@ -645,10 +711,22 @@ profile_steps = 0
     }
 
     #[test]
-    fn gpu_backends_are_refused_clearly() {
+    fn gpu_backends_need_their_settings() {
         let e = parse("name = \"t\"\nmode = \"decode\"\nbackend = \"torch\"\nbatch_sizes = [1]\n", "t.toml")
             .expect_err("x");
-        assert_eq!(e.diagnostics[0].message, "backend `torch` is not available in this build of tracefleet");
+        assert_eq!(e.diagnostics[0].message, "backend `torch` needs `model`");
         assert_eq!((e.diagnostics[0].line, e.diagnostics[0].col), (3, 11));
+        let e = parse("name = \"t\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [1]\n", "t.toml")
+            .expect_err("x");
+        assert_eq!(e.diagnostics[0].message, "backend `command` needs a [command] table with `run`");
+        let ok = parse(
+            "name = \"t\"\nmode = \"decode\"\nbackend = \"torch\"\nmodel = \"llama-3.2-1b\"\nbatch_sizes = [1]\n[torch]\ndtype = \"float16\"\n",
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(
+            (ok.backend, ok.torch.dtype.as_str(), ok.model.as_deref()),
+            (Backend::Torch, "float16", Some("llama-3.2-1b"))
+        );
     }
 }

@@ -52,14 +52,30 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
             output_len: p.output_len,
         })
         .collect();
-    let backend = s.replay.as_ref().map(|r| {
-        let dir = if Path::new(&r.dir).is_relative() && base.join(&r.dir).exists() {
-            base.join(&r.dir).display().to_string()
-        } else {
-            r.dir.clone()
-        };
-        Backend::Replay(ReplayBackend { dir, delay_ms: r.delay_ms })
-    });
+    let model = s.model.clone().unwrap_or_default();
+    let backend = match s.backend {
+        sweep::Backend::Replay => s.replay.as_ref().map(|r| {
+            let dir = if Path::new(&r.dir).is_relative() && base.join(&r.dir).exists() {
+                base.join(&r.dir).display().to_string()
+            } else {
+                r.dir.clone()
+            };
+            Backend::Replay(ReplayBackend { dir, delay_ms: r.delay_ms })
+        }),
+        sweep::Backend::Torch => Some(Backend::Torch(tracefleet_proto::v1::TorchBackend {
+            model: model.clone(),
+            python: s.torch.python.clone(),
+            dtype: s.torch.dtype.clone(),
+        })),
+        sweep::Backend::Vllm => Some(Backend::Vllm(tracefleet_proto::v1::VllmBackend {
+            model: model.clone(),
+            python: s.vllm.python.clone(),
+            cuda_graphs: s.vllm.cuda_graphs,
+        })),
+        sweep::Backend::Command => {
+            Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run: s.command.clone().unwrap_or_default() }))
+        }
+    };
     SweepSpec {
         name: s.name.clone(),
         points,
@@ -74,8 +90,13 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
         labels: s.agents.labels.clone().into_iter().collect(),
         mode: s.mode.name().into(),
         backend_name: s.backend.name().into(),
-        model: s.model.clone().unwrap_or_default(),
+        model,
         warmup_steps: s.warmup_steps,
+        profiler: Some(tracefleet_proto::v1::ProfilerOptions {
+            record_shapes: s.profiler.record_shapes,
+            with_stack: s.profiler.with_stack,
+            with_modules: s.profiler.with_modules,
+        }),
         backend,
     }
 }
@@ -150,8 +171,11 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
         coordinator: addr.to_string(),
         spool_dir: data.join("agent"),
         upload_threads: 2,
+        python: "python3".into(),
+        pause_uploads: false,
     };
-    let inv = tracefleet_agent::inventory::inventory(None, Default::default());
+    let mut inv = tracefleet_agent::inventory::inventory(None, Default::default());
+    inv.gpus = tracefleet_agent::gpu::inventory(None).0;
     let agent = tracefleet_agent::control::Agent::new(cfg, inv)?;
     tokio::spawn(async move {
         if let Err(e) = agent.run().await {

@@ -5,7 +5,8 @@
 pub mod dispatch;
 
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;
-use tracefleet_proto::v1::{AssignJob, Point, ReplayBackend, SweepSpec};
+use tracefleet_proto::v1::sweep_spec::Backend as SpecBackend;
+use tracefleet_proto::v1::{AssignJob, Point, SweepSpec};
 
 /// How points are spread over agents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +23,18 @@ fn weight(p: &Point) -> u64 {
     u64::from(p.batch_size) * u64::from(tokens)
 }
 
+/// The job backend of a sweep's backend.
+pub fn job_backend(spec: &SweepSpec) -> Option<JobBackend> {
+    Some(match spec.backend.clone()? {
+        SpecBackend::Replay(r) => JobBackend::Replay(r),
+        SpecBackend::Torch(t) => JobBackend::Torch(t),
+        SpecBackend::Vllm(v) => JobBackend::Vllm(v),
+        SpecBackend::Command(c) => JobBackend::Command(c),
+    })
+}
+
 /// The jobs of a sweep: (agent, assignment). `agents` is sorted and not empty.
-pub fn plan(
-    sweep_id: &str,
-    spec: &SweepSpec,
-    agents: &[String],
-    placement: Placement,
-    replay: ReplayBackend,
-) -> Vec<(String, AssignJob)> {
+pub fn plan(sweep_id: &str, spec: &SweepSpec, agents: &[String], placement: Placement) -> Vec<(String, AssignJob)> {
     let mut points = spec.points.clone();
     points.sort_by(|a, b| weight(b).cmp(&weight(a)).then_with(|| a.point_id.cmp(&b.point_id)));
     let mut per_agent: Vec<Vec<Point>> = vec![Vec::new(); agents.len()];
@@ -62,7 +67,9 @@ pub fn plan(
                     sweep_id: sweep_id.to_string(),
                     points: pts,
                     profile_steps: spec.profile_steps,
-                    backend: Some(JobBackend::Replay(replay.clone())),
+                    warmup_steps: spec.warmup_steps,
+                    profiler: spec.profiler,
+                    backend: job_backend(spec),
                 },
             )
         })
@@ -81,7 +88,7 @@ mod tests {
     fn spread_gives_each_point_once_and_balances() {
         let spec = SweepSpec { points: [1, 8, 32, 128, 2, 4].map(point).to_vec(), ..Default::default() };
         let agents: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
-        let jobs = plan("s", &spec, &agents, Placement::Spread, ReplayBackend::default());
+        let jobs = plan("s", &spec, &agents, Placement::Spread);
         let mut all: Vec<String> = jobs.iter().flat_map(|(_, j)| j.points.iter().map(|p| p.point_id.clone())).collect();
         all.sort();
         assert_eq!(all, ["bs1", "bs128", "bs2", "bs32", "bs4", "bs8"]);
@@ -94,7 +101,7 @@ mod tests {
     fn each_puts_every_point_everywhere() {
         let spec = SweepSpec { points: [1, 8].map(point).to_vec(), ..Default::default() };
         let agents: Vec<String> = ["a", "b"].map(String::from).to_vec();
-        let jobs = plan("s", &spec, &agents, Placement::Each, ReplayBackend::default());
+        let jobs = plan("s", &spec, &agents, Placement::Each);
         assert_eq!(jobs.len(), 2);
         assert!(jobs.iter().all(|(_, j)| j.points.len() == 2));
     }

@@ -8,7 +8,6 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::sweeps_server::Sweeps;
 use tracefleet_proto::v1::{
     AgentInfo, ListAgentsRequest, ListAgentsResponse, ResultChunk, SubmitResponse, SweepEvent, SweepRef, SweepSpec,
@@ -51,9 +50,9 @@ impl Sweeps for SweepService {
         if spec.points.is_empty() {
             return Err(Status::invalid_argument("a sweep needs at least one point"));
         }
-        let Some(Backend::Replay(replay)) = spec.backend.clone() else {
+        if spec.backend.is_none() {
             return Err(Status::invalid_argument("a sweep needs a backend"));
-        };
+        }
         let mut seen = std::collections::HashSet::new();
         for p in &spec.points {
             if p.point_id.is_empty() || p.point_id.contains('/') || !seen.insert(p.point_id.clone()) {
@@ -88,7 +87,7 @@ impl Sweeps for SweepService {
             )));
         }
         let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
-        let jobs = schedule::plan(&id, &spec, &agents, placement, replay);
+        let jobs = schedule::plan(&id, &spec, &agents, placement);
         let rows: Vec<JobRow> = jobs
             .iter()
             .map(|(agent, assign)| JobRow {

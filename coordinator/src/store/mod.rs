@@ -415,8 +415,18 @@ impl Store {
             .map_err(ctx("upload"))
     }
 
-    /// The upload's row, created at offset 0 if new. A repeated open keeps the first declared size.
+    /// The upload's row, created at offset 0 if new. A repeated open keeps the first declared size. A
+    /// trace that was set aside (its point is run again on the same host) starts over: the new run's data
+    /// replaces it.
     pub fn open_upload(&self, k: &UploadKey, raw_size: u64, gpu: &str) -> Result<UploadRow> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET raw_size = ?5, gpu = ?6, committed_raw = 0, stored_bytes = 0, complete = 0,
+                 sha256 = '', parsed = 0, summary = NULL, superseded = 0
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND superseded = 1",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu],
+            )
+            .map_err(ctx("open upload"))?;
         self.conn
             .execute(
                 "INSERT INTO uploads(sweep_id, point_id, host, trace_name, raw_size, gpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6)

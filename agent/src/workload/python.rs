@@ -1,0 +1,94 @@
+//! Backends that run an embedded Python driver (torch, vLLM). The drivers ship inside the agent binary
+//! and are written to a temporary folder at run time, so the agent stays one file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tokio::sync::{mpsc, watch};
+use tracefleet_proto::v1::AssignJob;
+
+use super::{Backend, WorkloadError, WorkloadEvent, process};
+
+/// The torch driver's source.
+pub const TORCH_DRIVER: &str = include_str!("../../drivers/torch_driver.py");
+/// The vLLM driver's source.
+pub const VLLM_DRIVER: &str = include_str!("../../drivers/vllm_driver.py");
+
+/// A Python driver backend.
+#[derive(Debug, Clone)]
+pub struct PythonDriver {
+    /// `torch` or `vllm`.
+    pub name: &'static str,
+    /// The driver's source.
+    pub source: &'static str,
+    /// Interpreter.
+    pub python: String,
+    /// Model (shape name or folder).
+    pub model: String,
+    /// dtype (torch).
+    pub dtype: String,
+    /// CUDA graphs (vLLM).
+    pub cuda_graphs: bool,
+}
+
+impl PythonDriver {
+    /// The job file the driver reads.
+    pub fn job_file(&self, job: &AssignJob, out_dir: &Path) -> serde_json::Value {
+        let profiler = job.profiler.unwrap_or_default();
+        serde_json::json!({
+            "job_id": job.job_id,
+            "model": self.model,
+            "dtype": if self.dtype.is_empty() { "bfloat16" } else { &self.dtype },
+            "cuda_graphs": self.cuda_graphs,
+            "warmup_steps": job.warmup_steps,
+            "profile_steps": job.profile_steps.max(1),
+            "profiler": {
+                "record_shapes": profiler.record_shapes,
+                "with_stack": profiler.with_stack,
+                "with_modules": profiler.with_modules,
+            },
+            "out_dir": out_dir,
+            "points": job.points.iter().map(|p| serde_json::json!({
+                "point_id": p.point_id, "mode": p.mode, "batch_size": p.batch_size,
+                "input_len": p.input_len, "output_len": p.output_len,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Writes the driver and the job file next to the output folder; returns the command to run.
+    pub fn command(&self, job: &AssignJob, out_dir: &Path, gpu: Option<u32>) -> std::io::Result<Command> {
+        let dir: PathBuf = out_dir.with_extension("driver");
+        std::fs::create_dir_all(&dir)?;
+        let script = dir.join(format!("{}_driver.py", self.name));
+        std::fs::write(&script, self.source)?;
+        let job_path = dir.join("job.json");
+        std::fs::write(
+            &job_path,
+            serde_json::to_vec_pretty(&self.job_file(job, out_dir)).map_err(std::io::Error::other)?,
+        )?;
+        let python = if self.python.is_empty() { "python3" } else { &self.python };
+        let mut cmd = Command::new(python);
+        cmd.arg(&script).arg("--job").arg(&job_path).env("PYTHONUNBUFFERED", "1");
+        if let Some(g) = gpu {
+            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+        }
+        Ok(cmd)
+    }
+}
+
+impl Backend for PythonDriver {
+    fn run(
+        &self,
+        job: &AssignJob,
+        out_dir: &Path,
+        gpu: Option<u32>,
+        events: &mpsc::Sender<WorkloadEvent>,
+        cancel: &watch::Receiver<bool>,
+    ) -> Result<(), WorkloadError> {
+        let cmd = self.command(job, out_dir, gpu).map_err(|e| WorkloadError {
+            message: format!("preparing the {} driver: {e}", self.name),
+            stderr_tail: String::new(),
+        })?;
+        process::run(cmd, &format!("{} driver", self.name), events, cancel)
+    }
+}

@@ -1,0 +1,115 @@
+//! Workload backends without a GPU: the command backend end to end (a real agent runs a real command
+//! that writes trace files), and the Python drivers' argument and job-file handling.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::{CommandBackend, Point, SweepSpec};
+use tracefleet_tests::procs::{Coord, agent, fetch, submit, wait_agents, wait_sweep};
+use tracefleet_tests::{fixture, workspace};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_backend_collects_the_traces_a_command_writes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let _a = agent(&coord.addr, "agent-c", &tmp.path().join("spool")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let src = fixture("h200-llama-1b/decode");
+    // A stand-in for the original experiment's scripts: writes {profile_steps} traces of the batch size
+    // into {out_dir}; batch 7 has none, so its command fails.
+    // Each file is announced on stdout after a pause, by which time the watcher has seen it already:
+    // both ways of learning of a file must count it once.
+    let run = format!(
+        "test -d {src}/logs_{{batch_size}} && for s in $(seq 0 $(({{profile_steps}} - 1))); do \
+         zstd -dq -f {src}/logs_{{batch_size}}/trace_$s.json.zst -o {{out_dir}}/trace_$s.json; sleep 0.3; \
+         echo '{{\"event\": \"trace\", \"point\": \"{{point}}\", \"path\": \"'{{out_dir}}/trace_$s.json'\"}}'; done",
+        src = src.display()
+    );
+    let points = [1u32, 8, 7]
+        .iter()
+        .map(|&bs| Point {
+            point_id: format!("decode-bs{bs}-in128"),
+            mode: "decode".into(),
+            batch_size: bs,
+            input_len: 128,
+            output_len: 0,
+        })
+        .collect();
+    let spec = SweepSpec {
+        name: "cmd".into(),
+        points,
+        profile_steps: 3,
+        placement: "spread".into(),
+        backend: Some(Backend::Command(CommandBackend { run })),
+        ..Default::default()
+    };
+    let id = submit(&mut c, spec).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!(status.traces_parsed, 6);
+    let out = tmp.path().join("out");
+    fetch(&mut c, &id, &out).await.expect("fetch");
+    let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps");
+    assert_eq!(steps.lines().count(), 7, "{steps}");
+    assert!(steps.contains(",decode/logs_8/trace_2.json,"), "trace names keep the original layout: {steps}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
+    let f = &manifest["point_failures"][0];
+    assert_eq!(f["point"].as_str(), Some("decode-bs7-in128"));
+    assert!(f["error"].as_str().unwrap_or_default().contains("exited with exit status: 1"), "{f}");
+}
+
+fn driver(name: &str) -> std::path::PathBuf {
+    workspace().join("agent/drivers").join(name)
+}
+
+#[test]
+fn python_drivers_check_their_job_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let good = tmp.path().join("good.json");
+    std::fs::write(
+        &good,
+        r#"{"model": "llama-3.2-1b", "out_dir": "/tmp/x", "profile_steps": 3,
+            "points": [{"point_id": "decode-bs8-in128", "mode": "decode", "batch_size": 8, "input_len": 128}]}"#,
+    )
+    .expect("write");
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, r#"{"model": "gpt-7", "out_dir": "/tmp/x", "points": [{"point_id": "p", "mode": "decode", "batch_size": 1, "input_len": 1}]}"#)
+        .expect("write");
+    let bad_mode = tmp.path().join("bad_mode.json");
+    std::fs::write(&bad_mode, r#"{"model": "m", "out_dir": "/x", "points": [{"point_id": "p", "mode": "train", "batch_size": 1, "input_len": 1}]}"#)
+        .expect("write");
+    for d in ["torch_driver.py", "vllm_driver.py"] {
+        let o =
+            Command::new("python3").arg(driver(d)).arg("--job").arg(&good).arg("--check").output().expect("python3");
+        assert!(o.status.success(), "{d}: {}", String::from_utf8_lossy(&o.stderr));
+        let line = String::from_utf8_lossy(&o.stdout);
+        assert!(line.contains(r#""event": "log""#) && line.contains("job file ok: 1 points"), "{d}: {line}");
+        let o = Command::new("python3")
+            .arg(driver(d))
+            .arg("--job")
+            .arg(&bad_mode)
+            .arg("--check")
+            .output()
+            .expect("python3");
+        assert_eq!(o.status.code(), Some(2), "{d}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("bad job file"), "{d}");
+        let o = Command::new("python3").arg(driver(d)).output().expect("python3");
+        assert_eq!(o.status.code(), Some(2), "{d}: --job is required");
+    }
+    let o = Command::new("python3")
+        .arg(driver("torch_driver.py"))
+        .arg("--job")
+        .arg(&bad)
+        .arg("--check")
+        .output()
+        .expect("python3");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("unknown model 'gpt-7'"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
