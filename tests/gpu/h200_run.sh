@@ -9,13 +9,15 @@
 #   4. the same decode points one at a time, each in a fresh process that builds the model again (as the
 #      original experiment restarts its server per batch size, without its fixed sleeps);
 #   5. coord analyze of every stored trace against torch's key_averages() of the same step.
-# Everything lands in $OUT/h200.tgz (and $OUT/log).
+# Everything lands in $RESULTS_DIR/h200.tgz.
 set -u
-BIN=${BIN:-.devbin}
-OUTD=${OUT:-/tmp/h200-out}
+BIN=${BIN:-target/release}
+OUTD=${RESULTS_DIR:-/tmp/h200-out}
 W=/tmp/tracefleet-h200
 rm -rf "$W"; mkdir -p "$W" "$OUTD"
 export PATH="$PWD/$BIN:$PATH"
+# The server and agents stop with the script.
+trap 'kill $(jobs -p) 2>/dev/null' EXIT
 log() { echo "[$(date +%T)] $*" | tee -a "$W/timing.txt"; cp "$W/timing.txt" "$OUTD/timing.txt"; }
 
 nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,driver_version --format=csv > "$W/gpus.csv"
