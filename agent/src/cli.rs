@@ -36,6 +36,9 @@ struct Args {
     /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
     #[arg(long)]
     pause_uploads: bool,
+    /// CA certificate (PEM) to trust when the coordinator is https://.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
     /// Print the inventory this agent would report, as JSON, and exit.
     #[arg(long)]
     print_inventory: bool,
@@ -81,12 +84,20 @@ pub fn main() -> ExitCode {
         eprintln!("error: --coordinator host:port is required");
         return ExitCode::from(2);
     };
+    let tls_ca = match args.tls_ca.as_ref().map(std::fs::read).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: --tls-ca: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cfg = AgentConfig {
         coordinator,
         spool_dir: args.spool_dir,
         upload_threads: args.upload_threads,
         python: args.python,
         pause_uploads: args.pause_uploads,
+        tls_ca,
     };
     let run = || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

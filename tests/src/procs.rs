@@ -123,8 +123,13 @@ impl Coord {
 
 /// Starts an agent.
 pub fn agent(coordinator: &str, name: &str, spool: &Path) -> anyhow::Result<Proc> {
+    agent_with(coordinator, name, spool, &[])
+}
+
+/// Starts an agent with extra flags.
+pub fn agent_with(coordinator: &str, name: &str, spool: &Path, extra: &[&str]) -> anyhow::Result<Proc> {
     let mut cmd = Command::new(bin("agent"));
-    cmd.args(["--coordinator", coordinator, "--name", name, "--spool-dir"]).arg(spool);
+    cmd.args(["--coordinator", coordinator, "--name", name, "--spool-dir"]).arg(spool).args(extra);
     Ok(spawn(cmd, name, None)?.0)
 }
 

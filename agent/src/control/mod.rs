@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub python: String,
     /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
     pub pause_uploads: bool,
+    /// CA certificate (PEM) to trust for an https:// coordinator.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 /// The running agent.
@@ -64,13 +66,18 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The endpoint for a coordinator address.
-pub fn endpoint(addr: &str) -> anyhow::Result<Endpoint> {
+/// The endpoint for a coordinator address (`host:port`, `http://` or `https://`); with a CA, over TLS.
+pub fn endpoint(addr: &str, tls_ca: Option<&[u8]>) -> anyhow::Result<Endpoint> {
     let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    Ok(Endpoint::from_shared(url)?
+    let mut e = Endpoint::from_shared(url)?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if let Some(ca) = tls_ca {
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        e = e.tls_config(tls)?;
+    }
+    Ok(e)
 }
 
 impl Agent {
@@ -78,7 +85,7 @@ impl Agent {
     pub fn new(cfg: AgentConfig, inventory: HostInventory) -> anyhow::Result<Arc<Self>> {
         let spool = Spool::open(&cfg.spool_dir)?;
         let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
-        let channel = endpoint(&cfg.coordinator)?.connect_lazy();
+        let channel = endpoint(&cfg.coordinator, cfg.tls_ca.as_deref())?.connect_lazy();
         Ok(Arc::new(Self {
             uploader: Uploader::new(channel.clone(), cfg.upload_threads),
             cfg,

@@ -4,12 +4,15 @@ use tonic::transport::Channel;
 use tracefleet_common::wire::MAX_MESSAGE_BYTES;
 use tracefleet_proto::v1::sweeps_client::SweepsClient;
 
-/// The coordinator flag shared by client commands.
+/// The coordinator flags shared by client commands.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoordinatorArg {
-    /// Coordinator address (host:port or http://host:port).
+    /// Coordinator address (host:port, http://host:port or https://host:port).
     #[arg(long, env = "TRACEFLEET_COORDINATOR", default_value = "127.0.0.1:50051")]
     pub coordinator: String,
+    /// CA certificate (PEM) to trust for https:// coordinators.
+    #[arg(long, env = "TRACEFLEET_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// `host:port` → `http://host:port`.
@@ -17,12 +20,16 @@ pub fn url(addr: &str) -> String {
     if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
 }
 
-/// A connected sweeps client.
-pub async fn connect(addr: &str) -> anyhow::Result<SweepsClient<Channel>> {
-    let ch = tonic::transport::Endpoint::from_shared(url(addr))?
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {addr}: {e}"))?;
+/// A connected sweeps client; with a CA, over TLS.
+pub async fn connect(addr: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Result<SweepsClient<Channel>> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url(addr))?;
+    if let Some(ca) = tls_ca {
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))?;
+        endpoint = endpoint.tls_config(
+            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+        )?;
+    }
+    let ch = endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {addr}: {e}"))?;
     Ok(SweepsClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 

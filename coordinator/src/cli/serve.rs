@@ -35,6 +35,12 @@ pub struct Args {
     /// How long an agent may be away (ms) before its unfinished points go to other agents.
     #[arg(long, default_value_t = 30_000)]
     reassign_after_ms: u64,
+    /// TLS certificate chain (PEM); with --tls-key, agents and clients connect with https://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Heartbeat interval asked of agents, ms.
     #[arg(long, default_value_t = 2000)]
     heartbeat_ms: u32,
@@ -51,15 +57,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.heartbeat_ms = a.heartbeat_ms.max(50);
     cfg.parse_memory_bytes = a.parse_memory_mb.max(16) << 20;
     cfg.point_retries = a.point_retries;
+    if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()));
+        cfg.tls = Some((read(c)?, read(k)?));
+    }
     cfg.reassign_after_ms = a.reassign_after_ms;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tls = if cfg.tls.is_some() { " with TLS" } else { "" };
     rt.block_on(async move {
         let coord = Coordinator::open(cfg)?;
         let (listener, addr) = server::bind(&a.listen).await?;
         let metrics = if a.metrics_listen == "off" { None } else { Some(server::bind(&a.metrics_listen).await?) };
         match &metrics {
-            Some((_, m)) => eprintln!("coord serving on {addr} (metrics on http://{m}/metrics)"),
-            None => eprintln!("coord serving on {addr}"),
+            Some((_, m)) => eprintln!("coord serving on {addr} (metrics on http://{m}/metrics){tls}"),
+            None => eprintln!("coord serving on {addr}{tls}"),
         }
         server::serve(coord, listener, metrics.map(|(l, _)| l)).await
     })

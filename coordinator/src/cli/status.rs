@@ -29,7 +29,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// Runs `coord status`.
 pub fn status(a: StatusArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator).await?;
+        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
         match a.sweep {
             Some(id) => println!("{}", describe(&c.status(SweepRef { sweep_id: id }).await?.into_inner())),
             None => {
@@ -61,7 +61,7 @@ pub fn status(a: StatusArgs) -> anyhow::Result<()> {
 /// Runs `coord cancel`.
 pub fn cancel(a: CancelArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator).await?;
+        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
         let s = c.cancel(SweepRef { sweep_id: a.sweep }).await?.into_inner();
         println!("{}", describe(&s));
         Ok(())

@@ -25,6 +25,9 @@ pub struct Args {
     /// Coordinator address (host:port); the default unless --local.
     #[arg(long, env = "TRACEFLEET_COORDINATOR", conflicts_with = "local")]
     coordinator: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// coordinator.
+    #[arg(long, env = "TRACEFLEET_TLS_CA")]
+    tls_ca: Option<PathBuf>,
     /// Run an embedded coordinator and one agent in this process.
     #[arg(long)]
     local: bool,
@@ -112,7 +115,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         } else {
             a.coordinator.clone().unwrap_or_else(|| "127.0.0.1:50051".into())
         };
-        let mut c = connect(&addr).await?;
+        let mut c = connect(&addr, a.tls_ca.as_deref()).await?;
         if a.local {
             // The in-process agent connects within moments.
             let t0 = Instant::now();
@@ -173,6 +176,7 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
         upload_threads: 2,
         python: "python3".into(),
         pause_uploads: false,
+        tls_ca: None,
     };
     let mut inv = tracefleet_agent::inventory::inventory(None, Default::default());
     inv.gpus = tracefleet_agent::gpu::inventory(None).0;

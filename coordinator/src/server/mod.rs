@@ -45,6 +45,8 @@ pub struct Config {
     pub point_retries: u32,
     /// How long an agent may be away before its unfinished points go to other agents.
     pub reassign_after_ms: u64,
+    /// TLS certificate chain and private key (PEM); plain HTTP/2 without.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Config {
@@ -59,6 +61,7 @@ impl Config {
             parse_memory_bytes: 384 << 20,
             point_retries: 2,
             reassign_after_ms: 30_000,
+            tls: None,
         }
     }
 }
@@ -182,7 +185,12 @@ pub async fn serve(
     let sweeps = SweepsServer::new(sweeps::SweepService(coord.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = &coord.cfg.tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_service(control)
