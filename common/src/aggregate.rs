@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::Detail;
 use crate::stats::Summary;
-use crate::summary::{LaunchConfig, StepSummary, detail_index};
+use crate::summary::{LaunchConfig, StepSummary};
 
 /// Which series a step belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -104,7 +104,7 @@ impl Aggregate {
         );
         let cats = self.categories.entry(series.clone()).or_insert_with(|| vec![Summary::default(); 7]);
         for d in Detail::ALL {
-            cats[detail_index(d)].add(s.detail[detail_index(d)]);
+            cats[d.index()].add(s.detail[d.index()]);
         }
         for op in &s.ops {
             let o = self.ops.entry((series.clone(), op.name.clone(), op.device)).or_default();

@@ -180,7 +180,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         let mut kernel_count = 0;
         for &(a, d) in &cls.activities {
             let e = &t.events[a as usize];
-            let pos = detail_index(d);
+            let pos = d.index();
             detail[pos] += e.dur;
             detail_activities[pos] += 1;
             let k = kernels.entry((e.name, d)).or_default();
@@ -288,9 +288,4 @@ fn fmt_f32(v: f32) -> String {
     let s = format!("{v:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s.is_empty() || s == "-" { "0".to_string() } else { s.to_string() }
-}
-
-/// Index of a detail in [`Detail::ALL`].
-pub fn detail_index(d: Detail) -> usize {
-    Detail::ALL.iter().position(|x| *x == d).unwrap_or(6)
 }

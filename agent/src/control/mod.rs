@@ -203,7 +203,7 @@ impl Agent {
                         loop {
                             tokio::time::sleep(every).await;
                             seq += 1;
-                            let spooled = agent.spool.pending().map_or(0, |p| p.len() as u32);
+                            let spooled = agent.spool.len() as u32;
                             let hb = Heartbeat { seq, spooled_traces: spooled };
                             if tx.send(AgentMessage { msg: Some(Out::Heartbeat(hb)) }).await.is_err() {
                                 return;

@@ -100,6 +100,18 @@ impl Spool {
         Ok(out)
     }
 
+    /// Number of entries waiting (sidecars counted, not read: this runs with every heartbeat).
+    pub fn len(&self) -> usize {
+        std::fs::read_dir(self.root.join("queue"))
+            .map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count())
+            .unwrap_or(0)
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Removes an acknowledged entry.
     pub fn remove(&self, e: &Entry) -> std::io::Result<()> {
         std::fs::remove_file(&e.data)?;

@@ -98,8 +98,7 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
     let mut out = Classified { layers: layers.len() as u32, from_modules, ..Default::default() };
     for (u, d) in units.iter().zip(&detail) {
         if u.kind == Kind::Linear {
-            let pos = Detail::ALL.iter().position(|x| x == d).unwrap_or(6);
-            out.linear_ops[pos] += 1;
+            out.linear_ops[d.index()] += 1;
         }
         for &a in &u.acts {
             out.activities.push((a, *d));

@@ -40,6 +40,21 @@ impl Detail {
         Detail::Others,
     ];
 
+    /// Position in [`Detail::ALL`] (the column order; the enum is declared in that order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The coarse category: attention = paged_attention; linear = the four projections; others = the
+    /// rest, rope included (as the original op_times.tsv had it).
+    pub fn coarse(self) -> Coarse {
+        match self {
+            Detail::PagedAttention => Coarse::Attention,
+            Detail::KqvProj | Detail::OProj | Detail::GatedUpProj | Detail::DownProj => Coarse::Linear,
+            Detail::Rope | Detail::Others => Coarse::Others,
+        }
+    }
+
     /// Column name.
     pub fn name(self) -> &'static str {
         match self {
@@ -68,6 +83,11 @@ pub enum Coarse {
 impl Coarse {
     /// All, in column order.
     pub const ALL: [Coarse; 3] = [Coarse::Attention, Coarse::Linear, Coarse::Others];
+
+    /// Position in [`Coarse::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// Column name.
     pub fn name(self) -> &'static str {

@@ -20,9 +20,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::aggregate::{Aggregate, SeriesKey};
-use crate::classify::{Coarse, Detail};
+use crate::classify::Detail;
 use crate::stats::Summary;
-use crate::summary::detail_index;
 
 pub use csv::field;
 
@@ -30,15 +29,6 @@ pub use csv::field;
 pub const SEED_FILES: [&str; 3] = ["kernel_dat.csv", "op_times.tsv", "op_times_detailed.tsv"];
 /// Full tables written by [`write_results`].
 pub const FULL_FILES: [&str; 3] = ["ops.csv", "kernels.csv", "steps.csv"];
-
-/// The coarse category of a detailed one.
-pub fn coarse(d: Detail) -> Coarse {
-    match d {
-        Detail::PagedAttention => Coarse::Attention,
-        Detail::KqvProj | Detail::OProj | Detail::GatedUpProj | Detail::DownProj => Coarse::Linear,
-        Detail::Rope | Detail::Others => Coarse::Others,
-    }
-}
 
 /// Writes every table into `dir` (created if needed) and returns the paths written.
 pub fn write_results(dir: &Path, agg: &Aggregate) -> io::Result<Vec<PathBuf>> {
@@ -95,8 +85,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
     for (bs, cats) in &rows {
         let mut sums = [0f64; 3];
         for d in Detail::ALL {
-            let c = Coarse::ALL.iter().position(|x| *x == coarse(d)).unwrap_or(2);
-            sums[c] += cats[detail_index(d)].mean();
+            sums[d.coarse().index()] += cats[d.index()].mean();
         }
         writeln!(w, "{bs}\t{}\t{}\t{}", ms(sums[0]), ms(sums[1]), ms(sums[2]))?;
     }
@@ -107,7 +96,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
     let header: Vec<&str> = Detail::ALL.iter().map(|d| d.name()).collect();
     writeln!(w, "batch_size\t{}", header.join("\t"))?;
     for (bs, cats) in &rows {
-        let vals: Vec<String> = Detail::ALL.iter().map(|&d| ms(cats[detail_index(d)].mean())).collect();
+        let vals: Vec<String> = Detail::ALL.iter().map(|&d| ms(cats[d.index()].mean())).collect();
         writeln!(w, "{bs}\t{}", vals.join("\t"))?;
     }
     w.flush()?;
@@ -203,7 +192,7 @@ fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
             series_cols(k),
             field(name),
             cat.name(),
-            coarse(*cat).name(),
+            cat.coarse().name(),
             s.per_step.count,
             s.calls,
             stats_cols(&s.per_step)
@@ -227,8 +216,7 @@ fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     for ((k, trace, step), r) in &agg.steps {
         let mut coarse_ns = [0i64; 3];
         for d in Detail::ALL {
-            let c = Coarse::ALL.iter().position(|x| *x == coarse(d)).unwrap_or(2);
-            coarse_ns[c] += r.detail[detail_index(d)];
+            coarse_ns[d.coarse().index()] += r.detail[d.index()];
         }
         let det: Vec<String> = r.detail.iter().map(|&v| us(v as f64)).collect();
         let cnt: Vec<String> = r.detail_activities.iter().map(|v| v.to_string()).collect();
