@@ -11,10 +11,16 @@ a prefill of B x input_len tokens.
 Protocol: one JSON object per line on stdout:
   {"event": "point_started", "point": ID}
   {"event": "trace", "point": ID, "path": ABSOLUTE_PATH, "step": N, "start": UNIX_S, "end": UNIX_S}
+    (start/end: the profiled forward itself, launch to synchronize; the agent reads the GPU's clocks,
+    temperature and power over that window)
   {"event": "point_failed", "point": ID, "error": TEXT}
   {"event": "log", "message": TEXT}
 Everything else goes to stderr. Exit status 0 when the job ran (some points may have failed), 2 for a
 bad job file, 1 when the model could not be built.
+
+--serve imports torch and transformers first, says {"event": "ready"}, then reads the job file's path
+from one line of stdin and runs it (the agent keeps one such process waiting per GPU, so a sweep does
+not wait for Python's imports; end of input means the agent went away).
 
 --check validates the job file and exits without touching a GPU. With TRACEFLEET_ORACLE_DIR set, torch's
 own key_averages() of every profiled step is written there as JSON (for comparisons).
@@ -39,6 +45,11 @@ SHAPES = {
                          max_position_embeddings=32768, rope_theta=1000000.0),
 }
 MODES = ("decode", "prefill")
+# Attention kernels. "flash" (the default) keeps torch's scaled_dot_product_attention on its FlashAttention
+# backend (then memory-efficient, then math): serving engines use FlashAttention-style kernels, and the
+# cuDNN backend that torch may otherwise pick builds a new execution plan for every new KV length, i.e. in
+# every decode step, which puts milliseconds of plan building into each profiled step's CPU time.
+ATTENTION = ("flash", "cudnn", "auto")
 
 
 def emit(event, **fields):
@@ -47,9 +58,24 @@ def emit(event, **fields):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="tracefleet torch driver")
-    p.add_argument("--job", required=True, help="job file (JSON) written by the agent")
+    p.add_argument("--job", help="job file (JSON) written by the agent")
+    p.add_argument("--serve", action="store_true",
+                   help="import torch and transformers, then read the job file's path from stdin")
     p.add_argument("--check", action="store_true", help="validate the job file and exit")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.job and not args.serve:
+        p.error("--job is required (or --serve)")
+    return args
+
+
+def warm_up_imports():
+    """Imports what a job needs before the job is known (the slow part of starting: seconds)."""
+    t0 = time.time()
+    import torch  # noqa: F401
+    import torch.profiler  # noqa: F401
+    from transformers import LlamaForCausalLM, Qwen2ForCausalLM  # noqa: F401  (loads the model modules)
+    from transformers.cache_utils import DynamicCache  # noqa: F401
+    emit("ready", seconds=round(time.time() - t0, 2))
 
 
 def load_job(path):
@@ -78,6 +104,8 @@ def load_job(path):
         raise ValueError(f"unknown model {model!r}: a local model folder or one of {', '.join(SHAPES)}")
     if job.get("dtype", "bfloat16") not in ("bfloat16", "float16"):
         raise ValueError("'dtype' must be bfloat16 or float16")
+    if job.get("attention", "flash") not in ATTENTION:
+        raise ValueError(f"'attention' must be one of {', '.join(ATTENTION)}, not {job['attention']!r}")
     job["model"] = model
     return job
 
@@ -112,6 +140,19 @@ def build_model(job):
     return m
 
 
+def attention_context(name):
+    """The SDPA backend restriction for `name` (a no-op context for "auto")."""
+    import contextlib
+
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    if name == "cudnn":
+        return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH])
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def run_job(job):
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -125,6 +166,7 @@ def run_job(job):
     warm = int(job.get("warmup_steps", 5))
     steps = int(job.get("profile_steps", 3))
     oracle_dir = os.environ.get("TRACEFLEET_ORACLE_DIR")
+    attention = job.get("attention") or "flash"
 
     def forward(**kw):
         # Logits of the last position only, as a serving engine computes them.
@@ -133,27 +175,31 @@ def run_job(job):
         except TypeError:
             return model(**kw)
 
+    # Inference as a serving engine runs it: no autograd bookkeeping at all.
     def prefill(bs, ilen):
         ids = torch.randint(0, vocab, (bs, ilen), device="cuda")
-        with torch.no_grad():
+        with torch.inference_mode(), attention_context(attention):
             out = forward(input_ids=ids, past_key_values=DynamicCache(), use_cache=True)
         return out.logits[:, -1].argmax(-1), out.past_key_values
 
     def decode(tok, cache, pos):
-        with torch.no_grad():
+        with torch.inference_mode(), attention_context(attention):
             out = forward(input_ids=tok[:, None], past_key_values=cache, use_cache=True,
                           cache_position=torch.tensor([pos], device="cuda"))
         return out.logits[:, -1].argmax(-1), out.past_key_values
 
     def profiled(fn, path):
+        """Runs fn under the profiler, exports its trace; returns (fn's result, profiler, step window)."""
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
                      record_shapes=bool(opts.get("record_shapes", True)),
                      with_stack=bool(opts.get("with_stack", False)),
                      with_modules=bool(opts.get("with_modules", False))) as p:
+            start = time.time()
             r = fn()
             torch.cuda.synchronize()
+            end = time.time()
         p.export_chrome_trace(path)
-        return r, p
+        return r, p, (start, end)
 
     def save_oracle(p, point, step):
         if not oracle_dir:
@@ -183,11 +229,10 @@ def run_job(job):
                 torch.cuda.synchronize()
                 for s in range(steps):
                     path = os.path.join(folder, f"trace_{s}.json")
-                    start = time.time()
-                    (tok, cache), p = profiled(lambda: decode(tok, cache, pos), path)
+                    (tok, cache), p, (start, end) = profiled(lambda: decode(tok, cache, pos), path)
                     pos += 1
                     save_oracle(p, pid, s)
-                    emit("trace", point=pid, path=os.path.abspath(path), step=s, start=start, end=time.time())
+                    emit("trace", point=pid, path=os.path.abspath(path), step=s, start=start, end=end)
                 del cache
             else:
                 for _ in range(max(warm, 1)):
@@ -195,10 +240,9 @@ def run_job(job):
                 torch.cuda.synchronize()
                 for s in range(steps):
                     path = os.path.join(folder, f"trace_{s}.json")
-                    start = time.time()
-                    _, p = profiled(lambda: prefill(bs, ilen), path)
+                    _, p, (start, end) = profiled(lambda: prefill(bs, ilen), path)
                     save_oracle(p, pid, s)
-                    emit("trace", point=pid, path=os.path.abspath(path), step=s, start=start, end=time.time())
+                    emit("trace", point=pid, path=os.path.abspath(path), step=s, start=start, end=end)
         except Exception as e:  # one point failing (e.g. out of memory) does not stop the others
             tail = traceback.format_exc().strip().splitlines()[-6:]
             emit("point_failed", point=pid, error=f"{type(e).__name__}: {e}", traceback="\n".join(tail))
@@ -208,6 +252,16 @@ def run_job(job):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.serve:
+        try:
+            warm_up_imports()
+        except Exception:
+            traceback.print_exc()
+            return 1
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0
+        args.job = line
     try:
         job = load_job(args.job)
     except (OSError, ValueError) as e:

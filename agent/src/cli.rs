@@ -39,9 +39,42 @@ struct Args {
     /// CA certificate (PEM) to trust when the coordinator is https://.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
+    /// Let sweeps lock GPU clocks (`[gpu] lock_clocks_mhz`; needs root). Off by default: locking changes
+    /// the GPU for everyone using it.
+    #[arg(long)]
+    allow_clock_locking: bool,
+    /// How often the GPU is read (clocks, temperature, power, throttle reasons) while a job runs, in
+    /// milliseconds; 0 turns telemetry off.
+    #[arg(long, default_value_t = 10)]
+    telemetry_interval_ms: u64,
+    /// Do not keep a torch driver (Python with torch and transformers imported, no CUDA context) waiting
+    /// on each GPU; every torch job then starts a fresh interpreter.
+    #[arg(long)]
+    no_warm_driver: bool,
     /// Print the inventory this agent would report, as JSON, and exit.
     #[arg(long)]
     print_inventory: bool,
+}
+
+/// Waits for SIGINT or SIGTERM (how Kubernetes stops a pod); returns its name.
+async fn stopped() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 /// Parses the command line and runs the agent.
@@ -98,10 +131,23 @@ pub fn main() -> ExitCode {
         python: args.python,
         pause_uploads: args.pause_uploads,
         tls_ca,
+        allow_clock_locking: args.allow_clock_locking,
+        telemetry_interval: std::time::Duration::from_millis(args.telemetry_interval_ms),
+        warm_drivers: !args.no_warm_driver,
     };
     let run = || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        rt.block_on(async move { Agent::new(cfg, inv)?.run().await })
+        rt.block_on(async move {
+            let agent = Agent::new(cfg, inv)?;
+            tokio::select! {
+                r = agent.run() => r,
+                signal = stopped() => {
+                    // Locked clocks must not outlive the agent (jobs reset theirs when they end normally).
+                    crate::gpu::reset_locked_clocks();
+                    anyhow::bail!("stopped by {signal}")
+                }
+            }
+        })
     };
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::Detail;
 use crate::stats::Summary;
 use crate::summary::{LaunchConfig, StepSummary};
+use crate::telemetry::StepTelemetry;
 
 /// Which series a step belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -72,7 +73,7 @@ pub struct KernelStats {
 }
 
 /// Merged statistics.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Aggregate {
     /// Step rows by (series, trace, step index).
     pub steps: BTreeMap<(SeriesKey, String, u32), StepRow>,
@@ -84,6 +85,9 @@ pub struct Aggregate {
     pub kernels: BTreeMap<(SeriesKey, String, Detail), KernelStats>,
     /// Distinct launch configurations by series.
     pub configs: BTreeMap<SeriesKey, BTreeSet<LaunchConfig>>,
+    /// The GPU's state during each trace's step(s), by (series, trace), when the agent recorded it.
+    #[serde(default)]
+    pub telemetry: BTreeMap<(SeriesKey, String), StepTelemetry>,
 }
 
 impl Aggregate {
@@ -122,8 +126,16 @@ impl Aggregate {
         self.configs.entry(series.clone()).or_default().extend(s.configs.iter().cloned());
     }
 
+    /// Records the GPU's state while trace `trace` of `series` was recorded.
+    pub fn add_telemetry(&mut self, series: &SeriesKey, trace: &str, t: StepTelemetry) {
+        self.telemetry.insert((series.clone(), trace.to_string()), t);
+    }
+
     /// Merges another aggregate (from another worker or machine).
     pub fn merge(&mut self, other: &Aggregate) {
+        for (k, v) in &other.telemetry {
+            self.telemetry.insert(k.clone(), v.clone());
+        }
         for (k, v) in &other.steps {
             self.steps.insert(k.clone(), v.clone());
         }

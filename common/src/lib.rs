@@ -13,5 +13,6 @@ pub mod stats;
 pub mod summary;
 pub mod sweep;
 pub mod tables;
+pub mod telemetry;
 pub mod trace;
 pub mod wire;

@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tracefleet_proto::v1::sweep_spec::Backend;
-use tracefleet_proto::v1::{CommandBackend, Point, SweepSpec};
+use tracefleet_proto::v1::{CommandBackend, GpuSettings, Point, SweepSpec};
 use tracefleet_tests::procs::{Coord, agent, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::{fixture, workspace};
 
@@ -59,6 +59,72 @@ async fn command_backend_collects_the_traces_a_command_writes() {
     let f = &manifest["point_failures"][0];
     assert_eq!(f["point"].as_str(), Some("decode-bs7-in128"));
     assert!(f["error"].as_str().unwrap_or_default().contains("exited with exit status: 1"), "{f}");
+
+    // GPU telemetry: columns in steps.csv and an entry per trace in the manifest. Without a GPU (CI) they
+    // are empty; with one, every trace has readings of the GPU the command ran on.
+    let header: Vec<&str> = steps.lines().next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let (samples, sm, throttled) = (col("telemetry_samples"), col("sm_clock_mhz_min"), col("throttled"));
+    assert_eq!(header.last(), Some(&"telemetry_samples"));
+    let has_gpu = !tracefleet_agent::gpu::inventory(None).0.is_empty();
+    for row in steps.lines().skip(1) {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), header.len(), "{row}");
+        if has_gpu {
+            assert!(cells[samples].parse::<u32>().is_ok_and(|n| n >= 1), "{row}");
+            assert!(cells[sm].parse::<u32>().is_ok_and(|mhz| mhz > 0), "{row}");
+            assert!(cells[throttled] == "0" || cells[throttled] == "1", "{row}");
+        } else {
+            assert!(cells[sm..].iter().all(|c| c.is_empty()), "no GPU, no readings: {row}");
+        }
+    }
+    let files: Vec<&serde_json::Value> = manifest["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .flat_map(|p| p["files"].as_array().expect("files").iter())
+        .collect();
+    assert_eq!(files.len(), 6);
+    assert!(files.iter().all(|f| f["telemetry"].is_null() != has_gpu), "{files:?}");
+    assert!(manifest["throttled_traces"].is_array());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_locking_is_refused_unless_the_agent_allows_it() {
+    // [gpu] lock_clocks_mhz asks the agent to change a GPU setting; an agent started without
+    // --allow-clock-locking refuses the job with a message saying why, and the sweep reports it. (Never
+    // exercised with permission in tests: test machines are shared.)
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let _a = agent(&coord.addr, "agent-l", &tmp.path().join("spool")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let spec = SweepSpec {
+        name: "locked".into(),
+        points: vec![Point {
+            point_id: "decode-bs1-in128".into(),
+            mode: "decode".into(),
+            batch_size: 1,
+            input_len: 128,
+            output_len: 0,
+        }],
+        profile_steps: 1,
+        placement: "spread".into(),
+        gpu: Some(GpuSettings { lock_clocks_mhz: 1500 }),
+        backend: Some(Backend::Command(CommandBackend { run: "touch {out_dir}/ran".into() })),
+        ..Default::default()
+    };
+    let id = submit(&mut c, spec).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    assert_eq!(status.traces_parsed, 0, "{status:?}");
+    let out = tmp.path().join("out");
+    fetch(&mut c, &id, &out).await.expect("fetch");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
+    let job = &manifest["jobs"][0];
+    assert_eq!(job["state"].as_str(), Some("failed"), "{job}");
+    let error = job["error"].as_str().unwrap_or_default();
+    assert!(error.contains("lock GPU clocks at 1500 MHz") && error.contains("--allow-clock-locking"), "{error}");
 }
 
 fn driver(name: &str) -> std::path::PathBuf {

@@ -78,6 +78,7 @@ async fn cut_upload_resumes_at_the_committed_offset() {
         trace_name: "decode/logs_16/trace_0.json".into(),
         host: "agent-r".into(),
         gpu: String::new(),
+        telemetry: None,
     };
     assert_eq!(up.upload(&trace, &meta).await, tracefleet_agent::spool::UploadOutcome::Complete { duplicate: true });
     let st = c.status(tracefleet_proto::v1::SweepRef { sweep_id: id }).await.expect("status").into_inner();

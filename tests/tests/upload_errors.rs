@@ -68,7 +68,7 @@ async fn write(c: &mut TraceUploadClient<Channel>, reqs: Vec<WriteRequest>) -> R
 }
 
 fn open(uid: UploadId, raw_size: usize) -> Option<UploadOpen> {
-    Some(UploadOpen { id: Some(uid), raw_size: raw_size as u64, gpu: String::new() })
+    Some(UploadOpen { id: Some(uid), raw_size: raw_size as u64, gpu: String::new(), telemetry: None })
 }
 
 async fn committed(c: &mut TraceUploadClient<Channel>, uid: &UploadId) -> (u64, bool) {

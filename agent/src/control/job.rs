@@ -2,16 +2,19 @@
 //! them, the uploader sends them; the job is done when the backend has ended and every trace is
 //! acknowledged.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracefleet_proto::v1::agent_message::Msg as Out;
+use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 use tracefleet_proto::v1::{AssignJob, JobFailed, JobProgress};
 
 use super::Agent;
+use crate::gpu::{ClockLock, Sampler, now_ns};
 use crate::spool::{EntryMeta, UploadOutcome, Watcher};
 use crate::workload::{WorkloadEvent, backend_for};
 
@@ -25,6 +28,26 @@ fn split(out_dir: &Path, f: &Path) -> Option<(String, String)> {
     let point = parts.next()?;
     let name: Vec<String> = parts.collect();
     (!name.is_empty()).then(|| (point, name.join("/")))
+}
+
+/// The name of the GPU a job runs on (the first GPU's on a host without NVML indices).
+fn gpu_name(agent: &Agent, gpu: Option<u32>) -> String {
+    let gpus = &agent.inventory.gpus;
+    gpu.and_then(|i| gpus.iter().find(|g| g.index == i)).or(gpus.first()).map(|g| g.name.clone()).unwrap_or_default()
+}
+
+/// Starts reading the job's GPU, when it has one and runs a real workload (replayed traces were recorded
+/// elsewhere: this GPU's state says nothing about them). `None`, with a log line, when NVML cannot.
+fn telemetry_for(agent: &Agent, job: &AssignJob, gpu: Option<u32>) -> Option<Sampler> {
+    let interval = agent.cfg.telemetry_interval;
+    if interval.is_zero() || matches!(job.backend, Some(JobBackend::Replay(_)) | None) {
+        return None;
+    }
+    let Some(g) = gpu else {
+        eprintln!("agent: job {}: no GPU telemetry (this agent reports no GPU)", job.job_id);
+        return None;
+    };
+    Sampler::start(g, interval).inspect_err(|why| eprintln!("agent: job {}: no GPU telemetry: {why}", job.job_id)).ok()
 }
 
 /// Uploads a spooled trace in the background; the spool keeps it until the coordinator has it (or moves
@@ -55,7 +78,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             stderr_tail,
         }))
     };
-    let backend = match backend_for(&job, &agent.cfg.python) {
+    let backend = match backend_for(&job, &agent.cfg.python, &agent.warm) {
         Ok(b) => b,
         Err(e) => {
             fail("", e.message, e.stderr_tail);
@@ -69,6 +92,24 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     }
     // One job per GPU: the job holds a GPU (CUDA_VISIBLE_DEVICES) for its whole run.
     let gpu = agent.acquire_gpu().await;
+    let lock_mhz = job.gpu.map_or(0, |g| g.lock_clocks_mhz);
+    let clock_lock = if lock_mhz > 0 {
+        match ClockLock::acquire(gpu, lock_mhz, agent.cfg.allow_clock_locking, &agent.inventory.host) {
+            Ok(l) => {
+                eprintln!("agent: job {}: GPU clocks locked at {} MHz", job.job_id, l.mhz());
+                Some(l)
+            }
+            Err(e) => {
+                agent.release_gpu(gpu);
+                fail("", e, String::new());
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let sampler = telemetry_for(&agent, &job, gpu);
+    let job_start_ns = now_ns();
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let (j, d) = (job.clone(), out_dir.clone());
     let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, gpu, &ev_tx, &cancel));
@@ -79,13 +120,20 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let mut current_point = String::new();
     // With --pause-uploads, traces wait in the spool until the workload has ended.
     let mut deferred = Vec::new();
+    // Step windows the workload announced, and when the previous trace was found (the window of a file
+    // nobody announced runs from there to its discovery).
+    let mut windows: HashMap<PathBuf, (u64, u64)> = HashMap::new();
+    let mut last_found_ns = job_start_ns;
     loop {
         let mut announced = Vec::new();
         while let Ok(ev) = ev_rx.try_recv() {
             match ev {
                 WorkloadEvent::PointStarted(p) => current_point = p,
                 WorkloadEvent::Log(m) => eprintln!("agent: job {}: {m}", job.job_id),
-                WorkloadEvent::TraceFinished { path, .. } => {
+                WorkloadEvent::TraceFinished { path, window_ns, .. } => {
+                    if let Some(w) = window_ns {
+                        windows.insert(path.clone(), w);
+                    }
                     // The watcher may have found the file before the workload said so.
                     if watcher.mark_done(path.clone()) {
                         announced.push(path);
@@ -111,13 +159,17 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         };
         for f in announced.into_iter().chain(found) {
             let Some((point_id, trace_name)) = split(&out_dir, &f) else { continue };
+            let found_ns = now_ns();
+            let (start, end) = windows.remove(&f).unwrap_or((last_found_ns, found_ns));
+            last_found_ns = found_ns;
             let meta = EntryMeta {
                 sweep_id: job.sweep_id.clone(),
                 job_id: job.job_id.clone(),
                 point_id: point_id.clone(),
                 trace_name,
                 host: agent.inventory.host.clone(),
-                gpu: agent.inventory.gpus.first().map(|g| g.name.clone()).unwrap_or_default(),
+                gpu: gpu_name(&agent, gpu),
+                telemetry: sampler.as_ref().and_then(|s| s.window(start, end)),
             };
             match agent.spool.add(&f, meta) {
                 Ok(entry) if agent.cfg.pause_uploads && !ended => {
@@ -160,7 +212,14 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         tokio::time::sleep(POLL).await;
     }
     let result = workload.await;
+    drop(sampler);
+    // Clocks go back to their defaults before the GPU is free for the next job.
+    drop(clock_lock);
     agent.release_gpu(gpu);
+    if gpu.is_some() {
+        // The next job on this GPU finds a driver with its imports done.
+        agent.warm.fill(gpu);
+    }
     let _ = std::fs::remove_dir_all(&out_dir);
     let _ = std::fs::remove_dir_all(out_dir.with_extension("driver"));
     match result {

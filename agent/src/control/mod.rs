@@ -20,6 +20,7 @@ use tracefleet_proto::v1::{AgentMessage, Heartbeat, Hello, HostInventory};
 
 use crate::backoff::Backoff;
 use crate::spool::{Spool, UploadOutcome, Uploader};
+use crate::workload::WarmPool;
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -36,6 +37,12 @@ pub struct AgentConfig {
     pub pause_uploads: bool,
     /// CA certificate (PEM) to trust for an https:// coordinator.
     pub tls_ca: Option<Vec<u8>>,
+    /// Honour sweeps' `[gpu] lock_clocks_mhz` (off: such jobs are refused).
+    pub allow_clock_locking: bool,
+    /// GPU telemetry reading interval; zero turns telemetry off.
+    pub telemetry_interval: std::time::Duration,
+    /// Keep a torch driver with its imports done waiting on each GPU.
+    pub warm_drivers: bool,
 }
 
 /// The running agent.
@@ -48,6 +55,8 @@ pub struct Agent {
     pub spool: Spool,
     /// The uploader.
     pub uploader: Uploader,
+    /// Torch drivers waiting for jobs, one per GPU.
+    pub warm: Arc<WarmPool>,
     channel: Channel,
     session: Mutex<Option<mpsc::Sender<AgentMessage>>>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
@@ -86,8 +95,10 @@ impl Agent {
         let spool = Spool::open(&cfg.spool_dir)?;
         let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
         let channel = endpoint(&cfg.coordinator, cfg.tls_ca.as_deref())?.connect_lazy();
+        let warm = WarmPool::new(&cfg.spool_dir.join("warm"), &cfg.python, cfg.warm_drivers && !gpus.is_empty());
         Ok(Arc::new(Self {
             uploader: Uploader::new(channel.clone(), cfg.upload_threads),
+            warm: Arc::new(warm),
             cfg,
             inventory,
             spool,
@@ -142,6 +153,9 @@ impl Agent {
 
     /// Runs until the process is stopped.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        for g in &self.inventory.gpus {
+            self.warm.fill(Some(g.index));
+        }
         // Traces left in the spool by an earlier run are uploaded first.
         for e in self.spool.pending()? {
             let a = self.clone();

@@ -1,7 +1,13 @@
-//! The host's GPUs through NVML. No GPU and no NVML (a CPU host, a container without the driver) is a
-//! normal case: the inventory is empty and jobs run without `CUDA_VISIBLE_DEVICES`.
+//! The host's GPUs through NVML: inventory, telemetry during jobs, optional clock locking. No GPU and no
+//! NVML (a CPU host, a container without the driver) is a normal case: the inventory is empty, jobs run
+//! without `CUDA_VISIBLE_DEVICES` and without telemetry.
 
+mod clocks;
+mod telemetry;
+
+pub use clocks::{ClockLock, reset_all as reset_locked_clocks};
 use nvml_wrapper::Nvml;
+pub use telemetry::{Sampler, now_ns};
 use tracefleet_proto::v1::GpuInfo;
 
 /// The GPUs NVML reports, filtered to `only` (indices) when given. Empty without NVML.

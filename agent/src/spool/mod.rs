@@ -11,9 +11,10 @@ pub use watcher::Watcher;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use tracefleet_common::telemetry::StepTelemetry;
 
 /// What a spooled trace is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntryMeta {
     /// Sweep.
     pub sweep_id: String,
@@ -27,10 +28,13 @@ pub struct EntryMeta {
     pub host: String,
     /// GPU name, when known.
     pub gpu: String,
+    /// The GPU's state while the step ran, when the agent could read it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telemetry: Option<StepTelemetry>,
 }
 
 /// One spooled trace: `<id>.trace` and `<id>.json` in the queue folder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     /// The trace bytes.
     pub data: PathBuf,

@@ -108,7 +108,12 @@ impl Uploader {
         let raw_size = std::fs::metadata(path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))?.len();
         let start = st.committed_offset.min(raw_size);
         let (tx, rx) = mpsc::channel::<WriteRequest>(4);
-        let open = UploadOpen { id: Some(id), raw_size, gpu: meta.gpu.clone() };
+        let open = UploadOpen {
+            id: Some(id),
+            raw_size,
+            gpu: meta.gpu.clone(),
+            telemetry: meta.telemetry.as_ref().map(telemetry_message),
+        };
         let p = path.to_path_buf();
         // Reading, hashing and compressing run on one blocking thread per upload.
         let producer = tokio::task::spawn_blocking(move || produce(&p, start, open, &tx));
@@ -195,6 +200,22 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         n += k;
     }
     Ok(n)
+}
+
+/// The wire form of a step's telemetry.
+fn telemetry_message(t: &tracefleet_common::telemetry::StepTelemetry) -> tracefleet_proto::v1::StepTelemetry {
+    tracefleet_proto::v1::StepTelemetry {
+        samples: t.samples,
+        sm_clock_mhz_min: t.sm_clock_mhz_min,
+        sm_clock_mhz_max: t.sm_clock_mhz_max,
+        mem_clock_mhz_min: t.mem_clock_mhz_min,
+        mem_clock_mhz_max: t.mem_clock_mhz_max,
+        temperature_c_max: t.temperature_c_max,
+        power_w_mean: t.power_w_mean,
+        power_w_max: t.power_w_max,
+        reasons: t.reasons,
+        window_us: t.window_us,
+    }
 }
 
 #[cfg(test)]

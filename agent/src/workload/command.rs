@@ -56,7 +56,8 @@ impl Backend for CommandTemplate {
             let mut cmd = Command::new("sh");
             cmd.arg("-c").arg(&line);
             if let Some(g) = gpu {
-                cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+                // NVML numbers GPUs by PCI bus; make CUDA agree, so telemetry reads the GPU the job runs on.
+                cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
             }
             if let Err(e) = process::run(cmd, &format!("command for {}", p.point_id), events, cancel) {
                 let _ = events.blocking_send(WorkloadEvent::PointFailed {

@@ -9,13 +9,16 @@ mod command;
 mod process;
 mod python;
 mod replay;
+mod warm;
 
 pub use command::{CommandTemplate, expand};
 pub use process::parse_event;
 pub use python::{PythonDriver, TORCH_DRIVER, VLLM_DRIVER};
 pub use replay::Replay;
+pub use warm::WarmPool;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tracefleet_proto::v1::AssignJob;
@@ -32,6 +35,8 @@ pub enum WorkloadEvent {
         point_id: String,
         /// The file.
         path: std::path::PathBuf,
+        /// When the profiled step ran, Unix ns (start, end), if the workload says (for GPU telemetry).
+        window_ns: Option<(u64, u64)>,
     },
     /// A line for the agent's log.
     Log(String),
@@ -70,8 +75,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), WorkloadError>;
 }
 
-/// The backend an assignment asks for; `python` is the agent's `--python` (a backend table's wins).
-pub fn backend_for(job: &AssignJob, python: &str) -> Result<Box<dyn Backend>, WorkloadError> {
+/// The backend an assignment asks for; `python` is the agent's `--python` (a backend table's wins);
+/// torch jobs go to a waiting driver of `warm` when there is one.
+pub fn backend_for(job: &AssignJob, python: &str, warm: &Arc<WarmPool>) -> Result<Box<dyn Backend>, WorkloadError> {
     let py = |own: &str| if own.is_empty() { python.to_string() } else { own.to_string() };
     match &job.backend {
         Some(JobBackend::Replay(r)) => Ok(Box::new(Replay::new(r))),
@@ -81,7 +87,9 @@ pub fn backend_for(job: &AssignJob, python: &str) -> Result<Box<dyn Backend>, Wo
             python: py(&t.python),
             model: t.model.clone(),
             dtype: t.dtype.clone(),
+            attention: t.attention.clone(),
             cuda_graphs: false,
+            warm: Some(warm.clone()),
         })),
         Some(JobBackend::Vllm(v)) => Ok(Box::new(PythonDriver {
             name: "vllm",
@@ -89,7 +97,9 @@ pub fn backend_for(job: &AssignJob, python: &str) -> Result<Box<dyn Backend>, Wo
             python: py(&v.python),
             model: v.model.clone(),
             dtype: String::new(),
+            attention: String::new(),
             cuda_graphs: v.cuda_graphs,
+            warm: None,
         })),
         Some(JobBackend::Command(c)) => Ok(Box::new(CommandTemplate { run: c.run.clone() })),
         None => Err(WorkloadError { message: "the job names no backend".into(), stderr_tail: String::new() }),

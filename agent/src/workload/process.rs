@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,11 +21,20 @@ pub fn parse_event(line: &str) -> Option<WorkloadEvent> {
     let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
     match v.get("event")?.as_str()? {
         "point_started" => Some(WorkloadEvent::PointStarted(s("point"))),
-        "trace" => Some(WorkloadEvent::TraceFinished { point_id: s("point"), path: s("path").into() }),
+        "trace" => {
+            // "start"/"end": Unix seconds (float) around the profiled step.
+            let secs = |k: &str| v.get(k).and_then(serde_json::Value::as_f64).filter(|x| x.is_finite() && *x > 0.0);
+            let window_ns = match (secs("start"), secs("end")) {
+                (Some(a), Some(b)) if b >= a => Some(((a * 1e9) as u64, (b * 1e9) as u64)),
+                _ => None,
+            };
+            Some(WorkloadEvent::TraceFinished { point_id: s("point"), path: s("path").into(), window_ns })
+        }
         "point_failed" => {
             Some(WorkloadEvent::PointFailed { point_id: s("point"), error: s("error"), stderr_tail: s("traceback") })
         }
         "log" => Some(WorkloadEvent::Log(s("message"))),
+        "ready" => Some(WorkloadEvent::Log("driver ready".into())),
         _ => None,
     }
 }
@@ -38,10 +47,21 @@ pub fn run(
     cancel: &watch::Receiver<bool>,
 ) -> Result<(), WorkloadError> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| WorkloadError {
+    let child = cmd.spawn().map_err(|e| WorkloadError {
         message: format!("could not start {label} ({:?}): {e}", cmd.get_program()),
         stderr_tail: String::new(),
     })?;
+    supervise(child, label, events, cancel)
+}
+
+/// Follows a started workload (stdout and stderr piped) to its end, forwarding its events; kills it when
+/// the job is cancelled.
+pub fn supervise(
+    mut child: Child,
+    label: &str,
+    events: &mpsc::Sender<WorkloadEvent>,
+    cancel: &watch::Receiver<bool>,
+) -> Result<(), WorkloadError> {
     let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
     let stderr = child.stderr.take();
     let t = tail.clone();
@@ -100,8 +120,24 @@ mod tests {
     fn protocol_lines() {
         assert_eq!(
             parse_event(r#"{"event": "trace", "point": "p", "path": "/x/trace_0.json", "step": 0}"#),
-            Some(WorkloadEvent::TraceFinished { point_id: "p".into(), path: "/x/trace_0.json".into() })
+            Some(WorkloadEvent::TraceFinished {
+                point_id: "p".into(),
+                path: "/x/trace_0.json".into(),
+                window_ns: None
+            })
         );
+        assert_eq!(
+            parse_event(r#"{"event": "trace", "point": "p", "path": "/t.json", "start": 1.5, "end": 2.0}"#),
+            Some(WorkloadEvent::TraceFinished {
+                point_id: "p".into(),
+                path: "/t.json".into(),
+                window_ns: Some((1_500_000_000, 2_000_000_000))
+            })
+        );
+        assert!(matches!(
+            parse_event(r#"{"event": "trace", "point": "p", "path": "/t.json", "start": 3.0, "end": 2.0}"#),
+            Some(WorkloadEvent::TraceFinished { window_ns: None, .. })
+        ));
         assert_eq!(
             parse_event(r#"{"event": "point_started", "point": "p"}"#),
             Some(WorkloadEvent::PointStarted("p".into()))

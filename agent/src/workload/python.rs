@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tracefleet_proto::v1::AssignJob;
 
-use super::{Backend, WorkloadError, WorkloadEvent, process};
+use super::{Backend, WarmPool, WorkloadError, WorkloadEvent, process};
 
 /// The torch driver's source.
 pub const TORCH_DRIVER: &str = include_str!("../../drivers/torch_driver.py");
@@ -27,8 +28,12 @@ pub struct PythonDriver {
     pub model: String,
     /// dtype (torch).
     pub dtype: String,
+    /// Attention kernels (torch): flash, cudnn or auto.
+    pub attention: String,
     /// CUDA graphs (vLLM).
     pub cuda_graphs: bool,
+    /// Waiting drivers to hand the job to (torch), instead of starting a fresh interpreter.
+    pub warm: Option<Arc<WarmPool>>,
 }
 
 impl PythonDriver {
@@ -39,6 +44,7 @@ impl PythonDriver {
             "job_id": job.job_id,
             "model": self.model,
             "dtype": if self.dtype.is_empty() { "bfloat16" } else { &self.dtype },
+            "attention": if self.attention.is_empty() { "flash" } else { &self.attention },
             "cuda_graphs": self.cuda_graphs,
             "warmup_steps": job.warmup_steps,
             "profile_steps": job.profile_steps.max(1),
@@ -55,8 +61,12 @@ impl PythonDriver {
         })
     }
 
-    /// Writes the driver and the job file next to the output folder; returns the command to run.
-    pub fn command(&self, job: &AssignJob, out_dir: &Path, gpu: Option<u32>) -> std::io::Result<Command> {
+    fn python(&self) -> &str {
+        if self.python.is_empty() { "python3" } else { &self.python }
+    }
+
+    /// Writes the driver and the job file next to the output folder; returns (driver, job file).
+    fn prepare(&self, job: &AssignJob, out_dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
         let dir: PathBuf = out_dir.with_extension("driver");
         std::fs::create_dir_all(&dir)?;
         let script = dir.join(format!("{}_driver.py", self.name));
@@ -66,11 +76,17 @@ impl PythonDriver {
             &job_path,
             serde_json::to_vec_pretty(&self.job_file(job, out_dir)).map_err(std::io::Error::other)?,
         )?;
-        let python = if self.python.is_empty() { "python3" } else { &self.python };
-        let mut cmd = Command::new(python);
+        Ok((script, job_path))
+    }
+
+    /// Writes the driver and the job file next to the output folder; returns the command to run.
+    pub fn command(&self, job: &AssignJob, out_dir: &Path, gpu: Option<u32>) -> std::io::Result<Command> {
+        let (script, job_path) = self.prepare(job, out_dir)?;
+        let mut cmd = Command::new(self.python());
         cmd.arg(&script).arg("--job").arg(&job_path).env("PYTHONUNBUFFERED", "1");
         if let Some(g) = gpu {
-            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string());
+            // NVML numbers GPUs by PCI bus; make CUDA agree, so telemetry reads the GPU the job runs on.
+            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
         }
         Ok(cmd)
     }
@@ -85,10 +101,19 @@ impl Backend for PythonDriver {
         events: &mpsc::Sender<WorkloadEvent>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError> {
-        let cmd = self.command(job, out_dir, gpu).map_err(|e| WorkloadError {
+        let label = format!("{} driver", self.name);
+        let failed = |e: std::io::Error| WorkloadError {
             message: format!("preparing the {} driver: {e}", self.name),
             stderr_tail: String::new(),
-        })?;
-        process::run(cmd, &format!("{} driver", self.name), events, cancel)
+        };
+        if let Some(warm) = &self.warm {
+            let (_, job_path) = self.prepare(job, out_dir).map_err(failed)?;
+            if let Some(child) = warm.take(gpu, self.python(), &job_path) {
+                let _ = events.blocking_send(WorkloadEvent::Log("running on a warm torch driver".into()));
+                return process::supervise(child, &label, events, cancel);
+            }
+        }
+        let cmd = self.command(job, out_dir, gpu).map_err(failed)?;
+        process::run(cmd, &label, events, cancel)
     }
 }

@@ -99,6 +99,15 @@ pub struct TorchTable {
     pub python: String,
     /// `bfloat16` (default) or `float16`.
     pub dtype: String,
+    /// Attention kernels: `flash` (default), `cudnn` or `auto`; empty means the default.
+    pub attention: String,
+}
+
+/// The `[gpu]` table: what the agent does to the GPU around a job.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuTable {
+    /// Lock the SM clock at this frequency (MHz) during the job; `None` leaves clocks alone.
+    pub lock_clocks_mhz: Option<u32>,
 }
 
 /// The vLLM backend's table.
@@ -149,6 +158,8 @@ pub struct Sweep {
     pub vllm: VllmTable,
     /// The command template, when the backend is command.
     pub command: Option<String>,
+    /// The `[gpu]` table.
+    pub gpu: GpuTable,
 }
 
 /// One point of a sweep.
@@ -207,12 +218,16 @@ const TOP: &[&str] = &[
     "torch",
     "vllm",
     "command",
+    "gpu",
 ];
 const AGENTS: &[&str] = &["gpu", "labels", "hosts"];
 const PROFILER: &[&str] = &["record_shapes", "with_stack", "with_modules"];
 const OUTPUT: &[&str] = &["dir"];
 const REPLAY: &[&str] = &["dir", "delay_ms"];
-const TORCH: &[&str] = &["python", "dtype"];
+const TORCH: &[&str] = &["python", "dtype", "attention"];
+const GPU: &[&str] = &["lock_clocks_mhz"];
+/// Torch attention choices (`[torch] attention`).
+pub const ATTENTION: &[&str] = &["flash", "cudnn", "auto"];
 const VLLM: &[&str] = &["python", "cuda_graphs"];
 const COMMAND: &[&str] = &["run"];
 const RANGE: &[&str] = &["from", "to", "step"];
@@ -531,6 +546,14 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
                     Some(d) => c.err(v.span(), format!("`torch.dtype` must be bfloat16 or float16, not {d:?}"), None),
                     None => {}
                 },
+                "attention" => match c.string(v, "torch.attention") {
+                    Some(a) if ATTENTION.contains(&a.as_str()) => torch.attention = a,
+                    Some(a) => {
+                        let hint = nearest(&a, ATTENTION).map(|n| format!("did you mean `{n}`?"));
+                        c.err(v.span(), format!("`torch.attention` must be flash, cudnn or auto, not {a:?}"), hint);
+                    }
+                    None => {}
+                },
                 _ => {}
             }
         }
@@ -543,6 +566,21 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
                 "python" => vllm.python = c.string(v, "vllm.python").unwrap_or_default(),
                 "cuda_graphs" => vllm.cuda_graphs = c.bool(v, "vllm.cuda_graphs").unwrap_or(false),
                 _ => {}
+            }
+        }
+    }
+    let mut gpu = GpuTable::default();
+    if let Some(t) = get("gpu").and_then(|v| c.table(v, "gpu")) {
+        c.unknown_keys(t, GPU, "of [gpu]");
+        if let Some((_, v)) = t.iter().find(|(k, _)| k.get_ref() == "lock_clocks_mhz") {
+            match c.int(v, "gpu.lock_clocks_mhz", 1) {
+                Some(mhz) if (100..=5000).contains(&mhz) => gpu.lock_clocks_mhz = Some(mhz),
+                Some(mhz) => c.err(
+                    v.span(),
+                    format!("`gpu.lock_clocks_mhz` must be a clock in MHz between 100 and 5000, not {mhz}"),
+                    Some("e.g. 1980 for an H100/H200's maximum SM clock (nvidia-smi -q -d SUPPORTED_CLOCKS)".into()),
+                ),
+                None => {}
             }
         }
     }
@@ -596,6 +634,7 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         torch,
         vllm,
         command,
+        gpu,
     })
 }
 
@@ -619,6 +658,7 @@ dir = "fixtures/h200-llama-1b"
     #[test]
     fn a_decode_sweep_expands_its_range() {
         let s = parse(DECODE, "decode.toml").expect("valid");
+        assert_eq!(s.gpu.lock_clocks_mhz, None, "clocks are left alone by default");
         assert_eq!((s.mode, s.backend, s.placement), (Mode::Decode, Backend::Replay, Placement::Spread));
         let p = s.points();
         assert_eq!(p.len(), 128);

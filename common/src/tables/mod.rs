@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use crate::aggregate::{Aggregate, SeriesKey};
 use crate::classify::Detail;
 use crate::stats::Summary;
+use crate::telemetry::StepTelemetry;
 
 pub use csv::field;
 
@@ -202,6 +203,28 @@ fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     Ok(p)
 }
 
+/// GPU telemetry columns of `steps.csv` (empty when the trace has none: `coord ingest`, replayed traces,
+/// hosts without NVML). A trace of several steps repeats its trace's values on each step row.
+const TELEMETRY: &str = "sm_clock_mhz_min,sm_clock_mhz_max,mem_clock_mhz_min,mem_clock_mhz_max,temperature_c_max,\
+power_w_mean,power_w_max,throttle_reasons,throttled,telemetry_samples";
+
+fn telemetry_cols(t: Option<&StepTelemetry>) -> String {
+    let Some(t) = t else { return ",".repeat(TELEMETRY.matches(',').count()) };
+    format!(
+        "{},{},{},{},{},{:.1},{:.1},{},{},{}",
+        t.sm_clock_mhz_min,
+        t.sm_clock_mhz_max,
+        t.mem_clock_mhz_min,
+        t.mem_clock_mhz_max,
+        t.temperature_c_max,
+        t.power_w_mean,
+        t.power_w_max,
+        field(&t.reason_names()),
+        u8::from(t.throttled()),
+        t.samples
+    )
+}
+
 fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     let p = dir.join("steps.csv");
     let mut w = create(&p)?;
@@ -209,7 +232,7 @@ fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     let counts: Vec<String> = Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())).collect();
     writeln!(
         w,
-        "{SERIES},trace,step,step_name,gpu_busy_us,gpu_time_us,wall_span_us,kernel_count,layers,attention_us,linear_us,others_us,{},{}",
+        "{SERIES},trace,step,step_name,gpu_busy_us,gpu_time_us,wall_span_us,kernel_count,layers,attention_us,linear_us,others_us,{},{},{TELEMETRY}",
         details.join(","),
         counts.join(",")
     )?;
@@ -222,7 +245,7 @@ fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
         let cnt: Vec<String> = r.detail_activities.iter().map(|v| v.to_string()).collect();
         writeln!(
             w,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             series_cols(k),
             field(trace),
             step,
@@ -236,7 +259,8 @@ fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
             us(coarse_ns[1] as f64),
             us(coarse_ns[2] as f64),
             det.join(","),
-            cnt.join(",")
+            cnt.join(","),
+            telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone())))
         )?;
     }
     w.flush()?;

@@ -69,6 +69,7 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
             model: model.clone(),
             python: s.torch.python.clone(),
             dtype: s.torch.dtype.clone(),
+            attention: s.torch.attention.clone(),
         })),
         sweep::Backend::Vllm => Some(Backend::Vllm(tracefleet_proto::v1::VllmBackend {
             model: model.clone(),
@@ -100,6 +101,7 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
             with_stack: s.profiler.with_stack,
             with_modules: s.profiler.with_modules,
         }),
+        gpu: s.gpu.lock_clocks_mhz.map(|mhz| tracefleet_proto::v1::GpuSettings { lock_clocks_mhz: mhz }),
         backend,
     }
 }
@@ -177,6 +179,11 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
         python: "python3".into(),
         pause_uploads: false,
         tls_ca: None,
+        // The embedded agent never changes GPU clocks; a real agent started with --allow-clock-locking does.
+        allow_clock_locking: false,
+        telemetry_interval: std::time::Duration::from_millis(10),
+        // A one-shot local sweep has nothing to warm up ahead of.
+        warm_drivers: false,
     };
     let mut inv = tracefleet_agent::inventory::inventory(None, Default::default());
     inv.gpus = tracefleet_agent::gpu::inventory(None).0;

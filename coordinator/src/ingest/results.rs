@@ -10,6 +10,7 @@ use prost::Message;
 use tracefleet_common::aggregate::{Aggregate, SeriesKey};
 use tracefleet_common::summary::TraceSummary;
 use tracefleet_common::tables;
+use tracefleet_common::telemetry::StepTelemetry;
 use tracefleet_proto::v1::{AssignJob, HostInventory, SweepEvent, SweepSpec};
 
 use crate::server::Coordinator;
@@ -54,6 +55,23 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
     r.map(|_| ())
 }
 
+/// A stored step telemetry (protobuf); `None` when it does not decode (it is informative, not essential).
+fn telemetry_of(bytes: &[u8]) -> Option<StepTelemetry> {
+    let t = tracefleet_proto::v1::StepTelemetry::decode(bytes).ok()?;
+    Some(StepTelemetry {
+        samples: t.samples,
+        sm_clock_mhz_min: t.sm_clock_mhz_min,
+        sm_clock_mhz_max: t.sm_clock_mhz_max,
+        mem_clock_mhz_min: t.mem_clock_mhz_min,
+        mem_clock_mhz_max: t.mem_clock_mhz_max,
+        temperature_c_max: t.temperature_c_max,
+        power_w_mean: t.power_w_mean,
+        power_w_max: t.power_w_max,
+        reasons: t.reasons,
+        window_us: t.window_us,
+    })
+}
+
 /// Writes the result files of a sweep from the stored summaries; returns the results folder.
 pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf> {
     let (sweep, jobs, agents, dir, data_dir, failures) = {
@@ -68,6 +86,7 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
 
     let mut agg = Aggregate::default();
     let mut per_point: BTreeMap<(String, String), Vec<serde_json::Value>> = BTreeMap::new();
+    let mut throttled = Vec::new();
     // Summaries are read one at a time: memory holds the aggregate, not the sweep's traces.
     crate::store::Store::for_each_summary(&data_dir, sweep_id, |u, json| {
         let summary: TraceSummary = serde_json::from_slice(json).context("decoding a stored trace summary")?;
@@ -82,12 +101,32 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
         for st in &summary.steps {
             agg.add_step(&series, &u.key.trace_name, st);
         }
+        let telemetry = u.telemetry.as_deref().and_then(telemetry_of);
+        if let Some(t) = telemetry.as_ref().filter(|t| t.throttled()) {
+            throttled.push(serde_json::json!({
+                "point": u.key.point_id, "host": u.key.host, "trace": u.key.trace_name, "reasons": t.reason_names(),
+            }));
+        }
         per_point.entry((u.key.point_id.clone(), u.key.host.clone())).or_default().push(serde_json::json!({
             "trace": u.key.trace_name,
             "raw_bytes": u.raw_size,
             "sha256": u.sha256,
             "steps": summary.steps.len(),
+            "telemetry": telemetry.as_ref().map(|t| serde_json::json!({
+                "samples": t.samples,
+                "sm_clock_mhz": [t.sm_clock_mhz_min, t.sm_clock_mhz_max],
+                "mem_clock_mhz": [t.mem_clock_mhz_min, t.mem_clock_mhz_max],
+                "temperature_c_max": t.temperature_c_max,
+                "power_w_mean": (t.power_w_mean * 10.0).round() / 10.0,
+                "power_w_max": (t.power_w_max * 10.0).round() / 10.0,
+                "throttle_reasons": t.reason_names(),
+                "throttled": t.throttled(),
+                "window_us": t.window_us.round(),
+            })),
         }));
+        if let Some(t) = telemetry {
+            agg.add_telemetry(&series, &u.key.trace_name, t);
+        }
         Ok(())
     })?;
     // Write into a fresh folder, then move it into place: readers never see half a result.
@@ -161,6 +200,9 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
         "agents": agents_json,
         "jobs": jobs_json,
         "points": points_json,
+        // Traces recorded while the GPU slowed itself down (power cap, thermal, hardware): their times are
+        // not comparable with the others (steps.csv flags their rows too).
+        "throttled_traces": throttled,
         "point_failures": failures.iter().map(|(p, attempts, error)| serde_json::json!({
             "point": p,
             "attempts": attempts,

@@ -69,6 +69,7 @@ pub fn plan(sweep_id: &str, spec: &SweepSpec, agents: &[String], placement: Plac
                     profile_steps: spec.profile_steps,
                     warmup_steps: spec.warmup_steps,
                     profiler: spec.profiler,
+                    gpu: spec.gpu,
                     backend: job_backend(spec),
                 },
             )

@@ -214,7 +214,8 @@ impl TraceUpload for Upload {
             return Err(Status::aborted(format!("{} is being uploaded by another stream", key.trace_name)));
         }
         let _active = Active { coord: coord.clone(), key: key.clone() };
-        let row = coord.store().open_upload(&key, open.raw_size, &open.gpu).map_err(internal)?;
+        let telemetry = open.telemetry.as_ref().map(prost::Message::encode_to_vec);
+        let row = coord.store().open_upload(&key, open.raw_size, &open.gpu, telemetry.as_deref()).map_err(internal)?;
         if row.complete {
             coord.metrics.uploads_duplicate.fetch_add(1, Ordering::Relaxed);
             return Ok(Response::new(WriteResponse {

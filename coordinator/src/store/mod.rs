@@ -56,6 +56,8 @@ pub struct UploadRow {
     pub sha256: String,
     /// Parsed; its summary is stored.
     pub parsed: bool,
+    /// The GPU's state during the step (`StepTelemetry`, protobuf), when the agent sent it.
+    pub telemetry: Option<Vec<u8>>,
 }
 
 /// A sweep row.
@@ -136,13 +138,20 @@ impl Store {
                 raw_size INTEGER NOT NULL, gpu TEXT NOT NULL, committed_raw INTEGER NOT NULL DEFAULT 0,
                 stored_bytes INTEGER NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0,
                 sha256 TEXT NOT NULL DEFAULT '', parsed INTEGER NOT NULL DEFAULT 0, summary BLOB,
-                superseded INTEGER NOT NULL DEFAULT 0,
+                superseded INTEGER NOT NULL DEFAULT 0, telemetry BLOB,
                 PRIMARY KEY (sweep_id, point_id, host, trace_name));
              CREATE TABLE IF NOT EXISTS point_failures (
                 sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL,
                 PRIMARY KEY (sweep_id, point_id));",
         )
         .map_err(ctx("schema"))?;
+        // State written before step telemetry existed gains the column (NULL: no telemetry).
+        let has_telemetry: bool = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('uploads') WHERE name = 'telemetry'", [], |r| r.get(0))
+            .map_err(ctx("schema"))?;
+        if !has_telemetry {
+            conn.execute_batch("ALTER TABLE uploads ADD COLUMN telemetry BLOB").map_err(ctx("schema"))?;
+        }
         Ok(Self { conn, dir: dir.to_path_buf() })
     }
 
@@ -394,11 +403,11 @@ impl Store {
             complete: r.get(8)?,
             sha256: r.get(9)?,
             parsed: r.get(10)?,
+            telemetry: r.get(11)?,
         })
     }
 
-    const UPLOAD_COLS: &'static str =
-        "sweep_id, point_id, host, trace_name, raw_size, gpu, committed_raw, stored_bytes, complete, sha256, parsed";
+    const UPLOAD_COLS: &'static str = "sweep_id, point_id, host, trace_name, raw_size, gpu, committed_raw, stored_bytes, complete, sha256, parsed, telemetry";
 
     /// An upload's state.
     pub fn upload(&self, k: &UploadKey) -> Result<Option<UploadRow>> {
@@ -418,20 +427,20 @@ impl Store {
     /// The upload's row, created at offset 0 if new. A repeated open keeps the first declared size. A
     /// trace that was set aside (its point is run again on the same host) starts over: the new run's data
     /// replaces it.
-    pub fn open_upload(&self, k: &UploadKey, raw_size: u64, gpu: &str) -> Result<UploadRow> {
+    pub fn open_upload(&self, k: &UploadKey, raw_size: u64, gpu: &str, telemetry: Option<&[u8]>) -> Result<UploadRow> {
         self.conn
             .execute(
                 "UPDATE uploads SET raw_size = ?5, gpu = ?6, committed_raw = 0, stored_bytes = 0, complete = 0,
-                 sha256 = '', parsed = 0, summary = NULL, superseded = 0
+                 sha256 = '', parsed = 0, summary = NULL, superseded = 0, telemetry = ?7
                  WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND superseded = 1",
-                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu],
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu, telemetry],
             )
             .map_err(ctx("open upload"))?;
         self.conn
             .execute(
-                "INSERT INTO uploads(sweep_id, point_id, host, trace_name, raw_size, gpu) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT DO NOTHING",
-                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu],
+                "INSERT INTO uploads(sweep_id, point_id, host, trace_name, raw_size, gpu, telemetry)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu, telemetry],
             )
             .map_err(ctx("open upload"))?;
         self.upload(k)?.ok_or(StoreError { what: "open upload", source: rusqlite::Error::QueryReturnedNoRows })
@@ -520,7 +529,7 @@ impl Store {
         let mut rows = st.query([sweep_id]).map_err(ctx("summaries"))?;
         while let Some(r) = rows.next().map_err(ctx("summaries"))? {
             let row = Self::upload_row(r).map_err(ctx("summaries"))?;
-            let json: Vec<u8> = r.get(11).map_err(ctx("summaries"))?;
+            let json: Vec<u8> = r.get(12).map_err(ctx("summaries"))?;
             f(row, &json)?;
         }
         Ok(())
@@ -540,7 +549,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         {
             let s = Store::open(d.path()).expect("open");
-            let u = s.open_upload(&key(), 100, "gpu").expect("open upload");
+            let u = s.open_upload(&key(), 100, "gpu", Some(b"tele")).expect("open upload");
             assert_eq!((u.committed_raw, u.complete), (0, false));
             s.commit_upload(&key(), 60, 10).expect("commit");
             assert!(s.complete_upload(&key(), "ab").expect("complete"));
@@ -550,8 +559,32 @@ mod tests {
         let s = Store::open(d.path()).expect("reopen");
         let u = s.upload(&key()).expect("query").expect("row");
         assert_eq!((u.committed_raw, u.stored_bytes, u.complete, u.raw_size), (60, 10, true, 100));
+        assert_eq!(u.telemetry.as_deref(), Some(&b"tele"[..]));
         assert_eq!(s.unparsed().expect("unparsed"), vec![key()]);
         s.set_parsed(&key(), b"{}").expect("parsed");
         assert!(s.unparsed().expect("unparsed").is_empty());
+    }
+
+    #[test]
+    fn state_from_before_telemetry_gains_the_column() {
+        let d = tempfile::tempdir().expect("tmp");
+        {
+            let c = Connection::open(d.path().join("state.db")).expect("db");
+            c.execute_batch(
+                "CREATE TABLE uploads (
+                    sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, host TEXT NOT NULL, trace_name TEXT NOT NULL,
+                    raw_size INTEGER NOT NULL, gpu TEXT NOT NULL, committed_raw INTEGER NOT NULL DEFAULT 0,
+                    stored_bytes INTEGER NOT NULL DEFAULT 0, complete INTEGER NOT NULL DEFAULT 0,
+                    sha256 TEXT NOT NULL DEFAULT '', parsed INTEGER NOT NULL DEFAULT 0, summary BLOB,
+                    superseded INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (sweep_id, point_id, host, trace_name));
+                 INSERT INTO uploads(sweep_id, point_id, host, trace_name, raw_size, gpu) VALUES ('s', 'p', 'h', 't.json', 7, 'g');",
+            )
+            .expect("old schema");
+        }
+        let s = Store::open(d.path()).expect("open old state");
+        let u = s.upload(&key()).expect("query").expect("row kept");
+        assert_eq!((u.raw_size, u.telemetry), (7, None));
+        drop(s);
+        Store::open(d.path()).expect("opening twice adds nothing");
     }
 }

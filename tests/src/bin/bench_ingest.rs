@@ -111,6 +111,7 @@ async fn run_one(coord_bin: &Path, trace: &Path, n: usize, taskset: Option<&str>
             trace_name: "trace_0.json".into(),
             host: "bench".into(),
             gpu: String::new(),
+            telemetry: None,
         };
         tasks.push(tokio::spawn(async move { u.upload(&t, &meta).await }));
     }
