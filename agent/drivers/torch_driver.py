@@ -231,8 +231,8 @@ def run_job(job):
                     path = os.path.join(folder, f"trace_{s}.json")
                     (tok, cache), p, (start, end) = profiled(lambda: decode(tok, cache, pos), path)
                     pos += 1
-                    save_oracle(p, pid, s)
                     emit("trace", point=pid, path=os.path.abspath(path), step=s, start=start, end=end)
+                    save_oracle(p, pid, s)
                 del cache
             else:
                 for _ in range(max(warm, 1)):
@@ -241,8 +241,8 @@ def run_job(job):
                 for s in range(steps):
                     path = os.path.join(folder, f"trace_{s}.json")
                     _, p, (start, end) = profiled(lambda: prefill(bs, ilen), path)
-                    save_oracle(p, pid, s)
                     emit("trace", point=pid, path=os.path.abspath(path), step=s, start=start, end=end)
+                    save_oracle(p, pid, s)
         except Exception as e:  # one point failing (e.g. out of memory) does not stop the others
             tail = traceback.format_exc().strip().splitlines()[-6:]
             emit("point_failed", point=pid, error=f"{type(e).__name__}: {e}", traceback="\n".join(tail))

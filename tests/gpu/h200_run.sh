@@ -22,6 +22,11 @@ trap 'kill $(jobs -p) 2>/dev/null' EXIT
 log() { echo "[$(date +%T)] $*" | tee -a "$W/timing.txt"; cp "$W/timing.txt" "$OUTD/timing.txt"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # sweep NAME SPEC OUT LIMIT: runs one sweep, logs its wall time (submit to result files written).
+# wait_agent NAME: until the agent is connected (sweeps only go to connected agents).
+wait_agent() {
+  for _ in $(seq 100); do coord status 2>/dev/null | grep -qE "^ +$1 +connected" && return 0; sleep 0.1; done
+  log "agent $1 did not connect"
+}
 sweep() {
   local t; t=$(now_ms)
   timeout "$4" coord sweep "$2" --coordinator 127.0.0.1:50051 --out "$W/$3" > "$W/$3.txt" 2>&1
@@ -35,6 +40,7 @@ sleep 0.5
 
 agent --coordinator 127.0.0.1:50051 --name gpu-host --spool-dir "$W/spool" 2> "$W/agent.log" &
 AGENT=$!
+wait_agent gpu-host
 sweep "decode sweep, submitted as the agent starts" examples/gpu-decode.toml decode-cold 150
 # A daemon agent sits idle between sweeps; meanwhile its next warm driver finishes its imports.
 sleep 15
@@ -43,12 +49,14 @@ kill $AGENT; wait $AGENT 2>/dev/null
 
 agent --coordinator 127.0.0.1:50051 --name gpu-host-paused --pause-uploads --spool-dir "$W/spool2" 2> "$W/agent2.log" &
 AGENT=$!
+wait_agent gpu-host-paused
 sed 's/^name = "h200-decode"/name = "h200-decode-paused"/' examples/gpu-decode.toml > "$W/paused.toml"
 sweep "decode sweep, uploads paused" "$W/paused.toml" decode-paused 150
 kill $AGENT; wait $AGENT 2>/dev/null
 
 TRACEFLEET_ORACLE_DIR="$W/oracles" agent --coordinator 127.0.0.1:50051 --name gpu-oracle --spool-dir "$W/spool3" 2> "$W/agent3.log" &
 AGENT=$!
+wait_agent gpu-oracle
 sweep "decode sweep with key_averages() saved" examples/gpu-decode.toml decode-oracle 150
 sweep "prefill sweep with key_averages() saved" examples/gpu-prefill.toml prefill 100
 kill $AGENT; wait $AGENT 2>/dev/null

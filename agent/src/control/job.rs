@@ -111,6 +111,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let sampler = telemetry_for(&agent, &job, gpu);
     let job_start_ns = now_ns();
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
+    let announces = backend.announces_traces();
     let (j, d) = (job.clone(), out_dir.clone());
     let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, gpu, &ev_tx, &cancel));
 
@@ -120,15 +121,18 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let mut current_point = String::new();
     // With --pause-uploads, traces wait in the spool until the workload has ended.
     let mut deferred = Vec::new();
-    // Step windows the workload announced, and when the previous trace was found (the window of a file
-    // nobody announced runs from there to its discovery).
+    // Step windows the workload announced, and when the current point started: a trace without a window
+    // (a command's, vLLM's) gets the GPU's state from its point's start to the file's discovery.
     let mut windows: HashMap<PathBuf, (u64, u64)> = HashMap::new();
-    let mut last_found_ns = job_start_ns;
+    let mut point_starts: HashMap<String, u64> = HashMap::new();
     loop {
         let mut announced = Vec::new();
         while let Ok(ev) = ev_rx.try_recv() {
             match ev {
-                WorkloadEvent::PointStarted(p) => current_point = p,
+                WorkloadEvent::PointStarted(p) => {
+                    point_starts.insert(p.clone(), now_ns());
+                    current_point = p;
+                }
                 WorkloadEvent::Log(m) => eprintln!("agent: job {}: {m}", job.job_id),
                 WorkloadEvent::TraceFinished { path, window_ns, .. } => {
                     if let Some(w) = window_ns {
@@ -146,7 +150,9 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         }
         let ended = workload.is_finished();
         let d = out_dir.clone();
-        let found = {
+        let found = if announces && !ended {
+            Vec::new()
+        } else {
             let mut w = std::mem::take(&mut watcher);
             let (w, found) = tokio::task::spawn_blocking(move || {
                 let f = w.poll(&d, ended);
@@ -160,8 +166,8 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         for f in announced.into_iter().chain(found) {
             let Some((point_id, trace_name)) = split(&out_dir, &f) else { continue };
             let found_ns = now_ns();
-            let (start, end) = windows.remove(&f).unwrap_or((last_found_ns, found_ns));
-            last_found_ns = found_ns;
+            let point_start = point_starts.get(&point_id).copied().unwrap_or(job_start_ns);
+            let (start, end) = windows.remove(&f).unwrap_or((point_start, found_ns));
             let meta = EntryMeta {
                 sweep_id: job.sweep_id.clone(),
                 job_id: job.job_id.clone(),

@@ -63,6 +63,13 @@ pub struct WorkloadError {
 
 /// Runs the points of a job.
 pub trait Backend: Send + Sync {
+    /// Whether the workload announces every trace it writes (with its step window). The agent then takes
+    /// only announced files while it runs, so each trace gets its step's GPU telemetry, and sweeps up
+    /// whatever was not announced when the workload has ended.
+    fn announces_traces(&self) -> bool {
+        false
+    }
+
     /// Runs every point of `job`, writing trace files under `out_dir/<point_id>/`. Blocking; returns when
     /// the workload has ended (or `cancel` became true).
     fn run(

@@ -93,6 +93,10 @@ impl PythonDriver {
 }
 
 impl Backend for PythonDriver {
+    fn announces_traces(&self) -> bool {
+        true
+    }
+
     fn run(
         &self,
         job: &AssignJob,
