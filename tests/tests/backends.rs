@@ -5,7 +5,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tracefleet_proto::v1::sweep_spec::Backend;
-use tracefleet_proto::v1::{CommandBackend, GpuSettings, Point, SweepSpec};
+use tracefleet_proto::v1::{CommandBackend, GpuSettings, Point, SweepSpec, TorchBackend};
 use tracefleet_tests::procs::{Coord, agent, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::{fixture, workspace};
 
@@ -125,6 +125,83 @@ async fn clock_locking_is_refused_unless_the_agent_allows_it() {
     assert_eq!(job["state"].as_str(), Some("failed"), "{job}");
     let error = job["error"].as_str().unwrap_or_default();
     assert!(error.contains("lock GPU clocks at 1500 MHz") && error.contains("--allow-clock-locking"), "{error}");
+}
+
+/// A stand-in for Python that speaks the driver protocol without torch: it reads the job file the agent
+/// wrote, writes each point's traces (real H200 fixtures) and announces them one second late, checking
+/// that the agent left them alone until then; one trace per job it never announces.
+const FAKE_DRIVER: &str = r#"
+import json, os, subprocess, sys, time
+job = json.load(open(sys.argv[sys.argv.index("--job") + 1]))
+src = "@FIXTURES@"
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+for i, p in enumerate(job["points"]):
+    bs = p["batch_size"]
+    emit(event="point_started", point=p["point_id"])
+    folder = os.path.join(job["out_dir"], p["point_id"], p["mode"], f"logs_{bs}")
+    os.makedirs(folder, exist_ok=True)
+    for s in range(job["profile_steps"]):
+        path = os.path.join(folder, f"trace_{s}.json")
+        start = time.time()
+        subprocess.run(["zstd", "-dqf", f"{src}/logs_{bs}/trace_{s}.json.zst", "-o", path], check=True)
+        end = time.time()
+        if s == 2 and i == 0:
+            continue  # never announced: the agent finds it when the driver has ended
+        time.sleep(1.0)
+        if not os.path.exists(path):
+            emit(event="point_failed", point=p["point_id"], error=f"{path} was taken before it was announced")
+        emit(event="trace", point=p["point_id"], path=path, step=s, start=start, end=end)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_traces_are_taken_when_announced() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fake = tmp.path().join("fake_driver.py");
+    let src = fixture("h200-llama-1b/decode");
+    std::fs::write(&fake, FAKE_DRIVER.replace("@FIXTURES@", &src.display().to_string())).expect("fake driver");
+    // The "interpreter": ignores the embedded driver and runs the fake with the same arguments.
+    let python = tmp.path().join("python");
+    std::fs::write(&python, format!("#!/bin/sh\nexec python3 {} \"$@\"\n", fake.display())).expect("python");
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let _a = agent(&coord.addr, "agent-d", &tmp.path().join("spool")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let points = [1u32, 8]
+        .iter()
+        .map(|&bs| Point {
+            point_id: format!("decode-bs{bs}-in128"),
+            mode: "decode".into(),
+            batch_size: bs,
+            input_len: 128,
+            output_len: 0,
+        })
+        .collect();
+    let spec = SweepSpec {
+        name: "announced".into(),
+        points,
+        profile_steps: 3,
+        placement: "spread".into(),
+        backend: Some(Backend::Torch(TorchBackend {
+            model: "llama-3.2-1b".into(),
+            python: python.display().to_string(),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    let id = submit(&mut c, spec).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(90)).await.expect("sweep");
+    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!((status.traces_parsed, status.jobs_failed), (6, 0), "{status:?}");
+    let out = tmp.path().join("out");
+    fetch(&mut c, &id, &out).await.expect("fetch");
+    let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps");
+    assert_eq!(steps.lines().count(), 7, "{steps}");
+    assert!(steps.contains(",decode/logs_1/trace_2.json,"), "the unannounced trace is collected: {steps}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
+    assert_eq!(manifest["point_failures"].as_array().map(Vec::len), Some(0), "no trace taken early: {manifest}");
 }
 
 fn driver(name: &str) -> std::path::PathBuf {
