@@ -302,6 +302,22 @@ async fn fetch(
     Ok(files)
 }
 
+/// A line about traces recorded while the GPU slowed itself down (they are not comparable with the
+/// others), from the manifest; `None` when there are none.
+fn throttle_note(manifest: &serde_json::Value) -> Option<String> {
+    let throttled = manifest["throttled_traces"].as_array().filter(|t| !t.is_empty())?;
+    let traces: u64 = manifest["points"].as_array().into_iter().flatten().filter_map(|p| p["traces"].as_u64()).sum();
+    let mut reasons: Vec<&str> = throttled.iter().filter_map(|t| t["reasons"].as_str()).collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    Some(format!(
+        "note: {} of {traces} traces were recorded while the GPU limited its clocks ({}); steps.csv flags them \
+         (column `throttled`)",
+        throttled.len(),
+        reasons.join(", ")
+    ))
+}
+
 fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf], wall: Duration) {
     println!("\n{}", describe(s));
     println!("wall time {:.1} s; results in {}:", wall.as_secs_f64(), out.display());
@@ -317,5 +333,30 @@ fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf],
                 println!("job {} on {}: {} {}", j["job"], j["agent"], j["state"], j["error"].as_str().unwrap_or(""));
             }
         }
+        if let Some(note) = throttle_note(&v) {
+            println!("{note}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttled_traces_get_a_note() {
+        let m = serde_json::json!({
+            "points": [{"traces": 3}, {"traces": 3}],
+            "throttled_traces": [{"reasons": "sw_power_cap"}, {"reasons": "gpu_idle|sw_power_cap"}, {"reasons": "sw_power_cap"}],
+        });
+        assert_eq!(
+            throttle_note(&m).as_deref(),
+            Some(
+                "note: 3 of 6 traces were recorded while the GPU limited its clocks (gpu_idle|sw_power_cap, \
+                 sw_power_cap); steps.csv flags them (column `throttled`)"
+            )
+        );
+        assert_eq!(throttle_note(&serde_json::json!({"points": [], "throttled_traces": []})), None);
+        assert_eq!(throttle_note(&serde_json::json!({})), None, "manifests from before telemetry");
     }
 }
