@@ -144,7 +144,10 @@ pub fn main() -> ExitCode {
                 signal = stopped() => {
                     // Locked clocks must not outlive the agent (jobs reset theirs when they end normally).
                     crate::gpu::reset_locked_clocks();
-                    anyhow::bail!("stopped by {signal}")
+                    // A requested stop is a clean exit (Kubernetes sends SIGTERM); unsent traces stay in
+                    // the spool for the next start.
+                    eprintln!("agent: stopped by {signal}");
+                    Ok(())
                 }
             }
         })
