@@ -137,20 +137,25 @@ pub fn main() -> ExitCode {
     };
     let run = || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        rt.block_on(async move {
+        let r = rt.block_on(async move {
             let agent = Agent::new(cfg, inv)?;
             tokio::select! {
-                r = agent.run() => r,
+                r = agent.clone().run() => r,
                 signal = stopped() => {
-                    // Locked clocks must not outlive the agent (jobs reset theirs when they end normally).
+                    // Workloads are killed (their supervisors poll every 50 ms) and their jobs unwind,
+                    // resetting the clocks they locked; whatever is still locked is reset here. A requested
+                    // stop is a clean exit (Kubernetes sends SIGTERM); unsent traces stay in the spool.
+                    agent.cancel_all();
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     crate::gpu::reset_locked_clocks();
-                    // A requested stop is a clean exit (Kubernetes sends SIGTERM); unsent traces stay in
-                    // the spool for the next start.
                     eprintln!("agent: stopped by {signal}");
                     Ok(())
                 }
             }
-        })
+        });
+        // Blocking threads (a workload's supervisor) must not keep the process alive.
+        rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        r
     };
     match run() {
         Ok(()) => ExitCode::SUCCESS,

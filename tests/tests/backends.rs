@@ -256,3 +256,58 @@ fn python_drivers_check_their_job_files() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agent_kills_its_workload_and_exits_cleanly() {
+    // SIGTERM (how Kubernetes stops a pod) while a workload runs: the agent kills the workload, resets
+    // anything it locked, and exits with status 0 instead of waiting for the workload to finish.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let mut a = agent(&coord.addr, "agent-s", &tmp.path().join("spool")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let pid_file = tmp.path().join("workload.pid");
+    let spec = SweepSpec {
+        name: "long".into(),
+        points: vec![Point {
+            point_id: "decode-bs1-in128".into(),
+            mode: "decode".into(),
+            batch_size: 1,
+            input_len: 128,
+            output_len: 0,
+        }],
+        profile_steps: 1,
+        placement: "spread".into(),
+        backend: Some(Backend::Command(CommandBackend {
+            run: format!("echo $$ > {}; exec sleep 600", pid_file.display()),
+        })),
+        ..Default::default()
+    };
+    submit(&mut c, spec).await.expect("submit");
+    let t0 = std::time::Instant::now();
+    let pid = loop {
+        if let Some(p) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) {
+            break p;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "the workload did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let alive = |pid: u32| Command::new("kill").args(["-0", &pid.to_string()]).status().is_ok_and(|s| s.success());
+    assert!(alive(pid));
+    let term = Command::new("kill").args(["-TERM", &a.child.id().to_string()]).status().expect("kill");
+    assert!(term.success());
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = a.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "the agent did not stop within 10 s of SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    let t0 = std::time::Instant::now();
+    while alive(pid) {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the workload outlived the agent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -94,7 +94,12 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let gpu = agent.acquire_gpu().await;
     let lock_mhz = job.gpu.map_or(0, |g| g.lock_clocks_mhz);
     let clock_lock = if lock_mhz > 0 {
-        match ClockLock::acquire(gpu, lock_mhz, agent.cfg.allow_clock_locking, &agent.inventory.host) {
+        // NVML calls block: keep them off the async workers.
+        let (allowed, host) = (agent.cfg.allow_clock_locking, agent.inventory.host.clone());
+        let locked = tokio::task::spawn_blocking(move || ClockLock::acquire(gpu, lock_mhz, allowed, &host))
+            .await
+            .unwrap_or_else(|e| Err(format!("locking clocks: {e}")));
+        match locked {
             Ok(l) => {
                 eprintln!("agent: job {}: GPU clocks locked at {} MHz", job.job_id, l.mhz());
                 Some(l)
@@ -108,7 +113,10 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     } else {
         None
     };
-    let sampler = telemetry_for(&agent, &job, gpu);
+    let sampler = {
+        let (a, j) = (agent.clone(), job.clone());
+        tokio::task::spawn_blocking(move || telemetry_for(&a, &j, gpu)).await.unwrap_or_default()
+    };
     let job_start_ns = now_ns();
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let announces = backend.announces_traces();
@@ -126,6 +134,9 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let mut windows: HashMap<PathBuf, (u64, u64)> = HashMap::new();
     let mut point_starts: HashMap<String, u64> = HashMap::new();
     loop {
+        // Read before draining the events: once the workload has ended its sender is gone, so every
+        // event it sent is drained below (a point failure reported at the very end is not lost).
+        let ended = workload.is_finished();
         let mut announced = Vec::new();
         while let Ok(ev) = ev_rx.try_recv() {
             match ev {
@@ -148,7 +159,6 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                 }
             }
         }
-        let ended = workload.is_finished();
         let d = out_dir.clone();
         let found = if announces && !ended {
             Vec::new()
@@ -218,14 +228,15 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         tokio::time::sleep(POLL).await;
     }
     let result = workload.await;
-    drop(sampler);
-    // Clocks go back to their defaults before the GPU is free for the next job.
-    drop(clock_lock);
-    agent.release_gpu(gpu);
+    // Stopping the sampler joins its thread and resetting clocks calls NVML: both block. Clocks go back to
+    // their defaults before the GPU is free for the next job.
+    let _ = tokio::task::spawn_blocking(move || drop((sampler, clock_lock))).await;
     if gpu.is_some() {
-        // The next job on this GPU finds a driver with its imports done.
+        // The next job on this GPU finds a driver with its imports done (started before the GPU is free,
+        // so that job cannot miss it).
         agent.warm.fill(gpu);
     }
+    agent.release_gpu(gpu);
     let _ = std::fs::remove_dir_all(&out_dir);
     let _ = std::fs::remove_dir_all(out_dir.with_extension("driver"));
     match result {

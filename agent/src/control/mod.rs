@@ -125,6 +125,13 @@ impl Agent {
         }
     }
 
+    /// Cancels every running job (their workload processes are killed); used when the agent is stopped.
+    pub fn cancel_all(&self) {
+        for tx in relock(&self.running).values() {
+            let _ = tx.send(true);
+        }
+    }
+
     /// Gives a GPU back.
     pub fn release_gpu(&self, gpu: Option<u32>) {
         if let Some(g) = gpu {

@@ -15,8 +15,9 @@ use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use tracefleet_common::telemetry::{Sample, StepTelemetry, summarize};
 
-/// Readings kept: at the default 10 ms interval, the last minute (announcements arrive within ms).
-const KEEP: usize = 6000;
+/// Readings kept: at the default 10 ms interval the last 10 minutes (2.4 MB), enough for the windows of
+/// traces that come without one (a command's point, from its start to the file's discovery).
+const KEEP: usize = 60_000;
 
 /// Unix time now, ns.
 pub fn now_ns() -> u64 {

@@ -53,10 +53,12 @@ pub struct Spool {
 impl Spool {
     /// Opens (creates) a spool under `root`.
     pub fn open(root: &Path) -> std::io::Result<Self> {
+        // Absolute: drivers announce absolute paths, which must fall under the job folders.
+        let root = std::path::absolute(root)?;
         std::fs::create_dir_all(root.join("queue"))?;
         std::fs::create_dir_all(root.join("work"))?;
         std::fs::create_dir_all(root.join("failed"))?;
-        Ok(Self { root: root.to_path_buf() })
+        Ok(Self { root })
     }
 
     /// Where a job's workload writes its files (same file system as the queue, so adding is a rename).

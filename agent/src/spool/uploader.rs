@@ -112,7 +112,7 @@ impl Uploader {
             id: Some(id),
             raw_size,
             gpu: meta.gpu.clone(),
-            telemetry: meta.telemetry.as_ref().map(telemetry_message),
+            telemetry: meta.telemetry.as_ref().map(Into::into),
         };
         let p = path.to_path_buf();
         // Reading, hashing and compressing run on one blocking thread per upload.
@@ -200,22 +200,6 @@ fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
         n += k;
     }
     Ok(n)
-}
-
-/// The wire form of a step's telemetry.
-fn telemetry_message(t: &tracefleet_common::telemetry::StepTelemetry) -> tracefleet_proto::v1::StepTelemetry {
-    tracefleet_proto::v1::StepTelemetry {
-        samples: t.samples,
-        sm_clock_mhz_min: t.sm_clock_mhz_min,
-        sm_clock_mhz_max: t.sm_clock_mhz_max,
-        mem_clock_mhz_min: t.mem_clock_mhz_min,
-        mem_clock_mhz_max: t.mem_clock_mhz_max,
-        temperature_c_max: t.temperature_c_max,
-        power_w_mean: t.power_w_mean,
-        power_w_max: t.power_w_max,
-        reasons: t.reasons,
-        window_us: t.window_us,
-    }
 }
 
 #[cfg(test)]

@@ -55,10 +55,7 @@ impl Backend for CommandTemplate {
             let line = expand(&self.run, p, job, &dir);
             let mut cmd = Command::new("sh");
             cmd.arg("-c").arg(&line);
-            if let Some(g) = gpu {
-                // NVML numbers GPUs by PCI bus; make CUDA agree, so telemetry reads the GPU the job runs on.
-                cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-            }
+            super::set_gpu(&mut cmd, gpu);
             if let Err(e) = process::run(cmd, &format!("command for {}", p.point_id), events, cancel) {
                 let _ = events.blocking_send(WorkloadEvent::PointFailed {
                     point_id: p.point_id.clone(),

@@ -24,6 +24,22 @@ use tokio::sync::{mpsc, watch};
 use tracefleet_proto::v1::AssignJob;
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 
+/// Gives a workload process GPU `gpu` (none: leaves the environment alone). NVML numbers GPUs by PCI bus;
+/// CUDA is told to do the same, so telemetry reads the GPU the job runs on.
+pub fn set_gpu(cmd: &mut std::process::Command, gpu: Option<u32>) {
+    if let Some(g) = gpu {
+        cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    }
+}
+
+/// Writes a driver's source to `path` through a temporary file and a rename, so an interpreter starting
+/// from the same path never reads half a file.
+pub fn write_driver(path: &Path, source: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, source)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// What a backend tells the agent while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WorkloadEvent {

@@ -65,29 +65,26 @@ impl PythonDriver {
         if self.python.is_empty() { "python3" } else { &self.python }
     }
 
-    /// Writes the driver and the job file next to the output folder; returns (driver, job file).
-    fn prepare(&self, job: &AssignJob, out_dir: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    /// Writes the job file into the job's driver folder (next to the output folder); returns its path.
+    fn write_job(&self, job: &AssignJob, out_dir: &Path) -> std::io::Result<PathBuf> {
         let dir: PathBuf = out_dir.with_extension("driver");
         std::fs::create_dir_all(&dir)?;
-        let script = dir.join(format!("{}_driver.py", self.name));
-        std::fs::write(&script, self.source)?;
         let job_path = dir.join("job.json");
         std::fs::write(
             &job_path,
             serde_json::to_vec_pretty(&self.job_file(job, out_dir)).map_err(std::io::Error::other)?,
         )?;
-        Ok((script, job_path))
+        Ok(job_path)
     }
 
     /// Writes the driver and the job file next to the output folder; returns the command to run.
     pub fn command(&self, job: &AssignJob, out_dir: &Path, gpu: Option<u32>) -> std::io::Result<Command> {
-        let (script, job_path) = self.prepare(job, out_dir)?;
+        let job_path = self.write_job(job, out_dir)?;
+        let script = out_dir.with_extension("driver").join(format!("{}_driver.py", self.name));
+        super::write_driver(&script, self.source)?;
         let mut cmd = Command::new(self.python());
         cmd.arg(&script).arg("--job").arg(&job_path).env("PYTHONUNBUFFERED", "1");
-        if let Some(g) = gpu {
-            // NVML numbers GPUs by PCI bus; make CUDA agree, so telemetry reads the GPU the job runs on.
-            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-        }
+        super::set_gpu(&mut cmd, gpu);
         Ok(cmd)
     }
 }
@@ -111,7 +108,7 @@ impl Backend for PythonDriver {
             stderr_tail: String::new(),
         };
         if let Some(warm) = &self.warm {
-            let (_, job_path) = self.prepare(job, out_dir).map_err(failed)?;
+            let job_path = self.write_job(job, out_dir).map_err(failed)?;
             if let Some(child) = warm.take(gpu, self.python(), &job_path) {
                 let _ = events.blocking_send(WorkloadEvent::Log("running on a warm torch driver".into()));
                 return process::supervise(child, &label, events, cancel);
@@ -119,5 +116,18 @@ impl Backend for PythonDriver {
         }
         let cmd = self.command(job, out_dir, gpu).map_err(failed)?;
         process::run(cmd, &label, events, cancel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_torch_driver_accepts_the_attention_choices_of_sweep_files() {
+        // The list lives in two languages; a sweep file must never pass validation and then fail in the driver.
+        let quoted: Vec<String> = tracefleet_common::sweep::ATTENTION.iter().map(|a| format!("\"{a}\"")).collect();
+        let line = format!("ATTENTION = ({})", quoted.join(", "));
+        assert!(TORCH_DRIVER.contains(&line), "torch_driver.py should define {line}");
     }
 }

@@ -9,12 +9,17 @@
 //! and the job starts a fresh process as without warm drivers.
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::python::TORCH_DRIVER;
+
+/// A waiting driver that died before its job this many times in a row (e.g. no torch in that Python)
+/// is not started again until the agent restarts.
+const MAX_DEATHS: u32 = 2;
 
 /// Waiting drivers by GPU slot.
 #[derive(Debug)]
@@ -23,19 +28,27 @@ pub struct WarmPool {
     python: String,
     enabled: bool,
     slots: Mutex<HashMap<Option<u32>, Child>>,
+    /// Waiting drivers found dead in a row.
+    deaths: AtomicU32,
 }
 
 impl WarmPool {
     /// A pool writing its driver under `dir`, for the agent's default interpreter `python`; `enabled`
     /// false makes every call a no-op (jobs start fresh processes).
     pub fn new(dir: &Path, python: &str, enabled: bool) -> Self {
-        Self { dir: dir.to_path_buf(), python: python.to_string(), enabled, slots: Mutex::default() }
+        Self {
+            dir: dir.to_path_buf(),
+            python: python.to_string(),
+            enabled,
+            slots: Mutex::default(),
+            deaths: AtomicU32::new(0),
+        }
     }
 
     /// Starts a waiting driver for GPU `gpu` unless one is there. Errors are logged: without a warm driver
     /// jobs start as usual.
     pub fn fill(&self, gpu: Option<u32>) {
-        if !self.enabled {
+        if !self.enabled || self.deaths.load(Ordering::Relaxed) >= MAX_DEATHS {
             return;
         }
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -53,8 +66,9 @@ impl WarmPool {
     fn spawn(&self, gpu: Option<u32>) -> std::io::Result<Child> {
         std::fs::create_dir_all(&self.dir)?;
         let script = self.dir.join("torch_driver.py");
-        // Written each time: an agent upgrade must not run an older driver left on disk.
-        std::fs::write(&script, TORCH_DRIVER)?;
+        // Written each time (an agent upgrade must not run an older driver left on disk), atomically (an
+        // interpreter for another GPU may be starting from it).
+        super::write_driver(&script, TORCH_DRIVER)?;
         let mut cmd = Command::new(&self.python);
         cmd.arg(&script)
             .arg("--serve")
@@ -62,9 +76,7 @@ impl WarmPool {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some(g) = gpu {
-            cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
-        }
+        super::set_gpu(&mut cmd, gpu);
         cmd.spawn()
     }
 
@@ -77,10 +89,11 @@ impl WarmPool {
         let mut child = self.slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&gpu)?;
         if !matches!(child.try_wait(), Ok(None)) {
             // It died waiting (e.g. this Python has no torch); the job starts a fresh driver, which
-            // reports the same problem with its stderr.
-            let _ = child.wait();
+            // reports the same problem in its own failure.
+            self.died(child);
             return None;
         }
+        self.deaths.store(0, Ordering::Relaxed);
         let line = format!("{}\n", job_path.display());
         let sent = child.stdin.take().map(|mut s| s.write_all(line.as_bytes()).and_then(|()| s.flush()));
         match sent {
@@ -91,6 +104,21 @@ impl WarmPool {
                 None
             }
         }
+    }
+}
+
+impl WarmPool {
+    /// Logs why a waiting driver ended (the last lines of its stderr; it has exited, so reading ends).
+    fn died(&self, mut child: Child) {
+        let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let tail: Vec<&str> = err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let n = self.deaths.fetch_add(1, Ordering::Relaxed) + 1;
+        let again = if n >= MAX_DEATHS { "; not starting it again" } else { "" };
+        eprintln!("agent: a waiting torch driver ended before its job ({status}){again}: {}", tail.join(" | "));
     }
 }
 
@@ -120,5 +148,11 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert!(dead.take(None, "true", Path::new("/j.json")).is_none());
         assert!(dead.take(None, "other-python", Path::new("/j.json")).is_none());
+        // After dying twice before any job it is not started again.
+        dead.fill(None);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(dead.take(None, "true", Path::new("/j.json")).is_none());
+        dead.fill(None);
+        assert!(dead.slots.lock().expect("lock").is_empty(), "no third start");
     }
 }

@@ -5,4 +5,7 @@ mod diag;
 mod spec;
 
 pub use diag::{Diagnostic, SweepErrors};
-pub use spec::{AgentSelector, Backend, Mode, Placement, Point, Profiler, Replay, Sweep, TorchTable, VllmTable, parse};
+pub use spec::{
+    ATTENTION, AgentSelector, Backend, GpuTable, Mode, Placement, Point, Profiler, Replay, Sweep, TorchTable,
+    VllmTable, parse,
+};

@@ -57,19 +57,7 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
 
 /// A stored step telemetry (protobuf); `None` when it does not decode (it is informative, not essential).
 fn telemetry_of(bytes: &[u8]) -> Option<StepTelemetry> {
-    let t = tracefleet_proto::v1::StepTelemetry::decode(bytes).ok()?;
-    Some(StepTelemetry {
-        samples: t.samples,
-        sm_clock_mhz_min: t.sm_clock_mhz_min,
-        sm_clock_mhz_max: t.sm_clock_mhz_max,
-        mem_clock_mhz_min: t.mem_clock_mhz_min,
-        mem_clock_mhz_max: t.mem_clock_mhz_max,
-        temperature_c_max: t.temperature_c_max,
-        power_w_mean: t.power_w_mean,
-        power_w_max: t.power_w_max,
-        reasons: t.reasons,
-        window_us: t.window_us,
-    })
+    tracefleet_proto::v1::StepTelemetry::decode(bytes).ok().map(Into::into)
 }
 
 /// Writes the result files of a sweep from the stored summaries; returns the results folder.
