@@ -146,6 +146,7 @@ pub fn main() -> ExitCode {
                     // resetting the clocks they locked; whatever is still locked is reset here. A requested
                     // stop is a clean exit (Kubernetes sends SIGTERM); unsent traces stay in the spool.
                     agent.cancel_all();
+                    agent.warm.stop_all();
                     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     crate::gpu::reset_locked_clocks();
                     eprintln!("agent: stopped by {signal}");

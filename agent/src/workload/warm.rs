@@ -122,13 +122,20 @@ impl WarmPool {
     }
 }
 
-impl Drop for WarmPool {
-    fn drop(&mut self) {
-        // Closing stdin ends a waiting driver; kill makes sure.
+impl WarmPool {
+    /// Ends every waiting driver (the agent is stopping; a driver whose agent is gone would also end when
+    /// its stdin closes, but only after its imports).
+    pub fn stop_all(&self) {
         for (_, mut c) in self.slots.lock().unwrap_or_else(|e| e.into_inner()).drain() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+impl Drop for WarmPool {
+    fn drop(&mut self) {
+        self.stop_all();
     }
 }
 
