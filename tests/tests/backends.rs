@@ -4,18 +4,37 @@
 use std::process::Command;
 use std::time::Duration;
 
+use tonic::transport::Channel;
 use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::sweeps_client::SweepsClient;
 use tracefleet_proto::v1::{CommandBackend, GpuSettings, Point, SweepSpec, TorchBackend};
-use tracefleet_tests::procs::{Coord, agent, fetch, submit, wait_agents, wait_sweep};
-use tracefleet_tests::{fixture, workspace};
+use tracefleet_tests::procs::{Coord, Proc, agent, fetch, submit, wait_agents, wait_sweep};
+use tracefleet_tests::{fixture, read_json, workspace};
+
+/// A coordinator (points are not retried) with one connected agent, and a client.
+async fn start(tmp: &std::path::Path, agent_name: &str) -> (Coord, Proc, SweepsClient<Channel>) {
+    let coord = Coord::start(&tmp.join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let a = agent(&coord.addr, agent_name, &tmp.join("spool")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    (coord, a, c)
+}
+
+/// Decode point `decode-bs{bs}-in128`.
+fn decode_point(bs: u32) -> Point {
+    Point {
+        point_id: format!("decode-bs{bs}-in128"),
+        mode: "decode".into(),
+        batch_size: bs,
+        input_len: 128,
+        output_len: 0,
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn command_backend_collects_the_traces_a_command_writes() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let _a = agent(&coord.addr, "agent-c", &tmp.path().join("spool")).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (coord, _a, mut c) = start(tmp.path(), "agent-c").await;
     let src = fixture("h200-llama-1b/decode");
     // A stand-in for the original experiment's scripts: writes {profile_steps} traces of the batch size
     // into {out_dir}; batch 7 has none, so its command fails.
@@ -27,16 +46,7 @@ async fn command_backend_collects_the_traces_a_command_writes() {
          echo '{{\"event\": \"trace\", \"point\": \"{{point}}\", \"path\": \"'{{out_dir}}/trace_$s.json'\"}}'; done",
         src = src.display()
     );
-    let points = [1u32, 8, 7]
-        .iter()
-        .map(|&bs| Point {
-            point_id: format!("decode-bs{bs}-in128"),
-            mode: "decode".into(),
-            batch_size: bs,
-            input_len: 128,
-            output_len: 0,
-        })
-        .collect();
+    let points = [1u32, 8, 7].iter().map(|&bs| decode_point(bs)).collect();
     let spec = SweepSpec {
         name: "cmd".into(),
         points,
@@ -54,8 +64,7 @@ async fn command_backend_collects_the_traces_a_command_writes() {
     let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps");
     assert_eq!(steps.lines().count(), 7, "{steps}");
     assert!(steps.contains(",decode/logs_8/trace_2.json,"), "trace names keep the original layout: {steps}");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
+    let manifest = read_json(&out.join("manifest.json")).expect("manifest");
     let f = &manifest["point_failures"][0];
     assert_eq!(f["point"].as_str(), Some("decode-bs7-in128"));
     assert!(f["error"].as_str().unwrap_or_default().contains("exited with exit status: 1"), "{f}");
@@ -95,19 +104,10 @@ async fn clock_locking_is_refused_unless_the_agent_allows_it() {
     // --allow-clock-locking refuses the job with a message saying why, and the sweep reports it. (Never
     // exercised with permission in tests: test machines are shared.)
     let tmp = tempfile::tempdir().expect("tmp");
-    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let _a = agent(&coord.addr, "agent-l", &tmp.path().join("spool")).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (coord, _a, mut c) = start(tmp.path(), "agent-l").await;
     let spec = SweepSpec {
         name: "locked".into(),
-        points: vec![Point {
-            point_id: "decode-bs1-in128".into(),
-            mode: "decode".into(),
-            batch_size: 1,
-            input_len: 128,
-            output_len: 0,
-        }],
+        points: vec![decode_point(1)],
         profile_steps: 1,
         placement: "spread".into(),
         gpu: Some(GpuSettings { lock_clocks_mhz: 1500 }),
@@ -119,8 +119,7 @@ async fn clock_locking_is_refused_unless_the_agent_allows_it() {
     assert_eq!(status.traces_parsed, 0, "{status:?}");
     let out = tmp.path().join("out");
     fetch(&mut c, &id, &out).await.expect("fetch");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
+    let manifest = read_json(&out.join("manifest.json")).expect("manifest");
     let job = &manifest["jobs"][0];
     assert_eq!(job["state"].as_str(), Some("failed"), "{job}");
     let error = job["error"].as_str().unwrap_or_default();
@@ -164,20 +163,8 @@ async fn driver_traces_are_taken_when_announced() {
     let python = tmp.path().join("python");
     std::fs::write(&python, format!("#!/bin/sh\nexec python3 {} \"$@\"\n", fake.display())).expect("python");
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let _a = agent(&coord.addr, "agent-d", &tmp.path().join("spool")).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
-    let points = [1u32, 8]
-        .iter()
-        .map(|&bs| Point {
-            point_id: format!("decode-bs{bs}-in128"),
-            mode: "decode".into(),
-            batch_size: bs,
-            input_len: 128,
-            output_len: 0,
-        })
-        .collect();
+    let (coord, _a, mut c) = start(tmp.path(), "agent-d").await;
+    let points = [1u32, 8].iter().map(|&bs| decode_point(bs)).collect();
     let spec = SweepSpec {
         name: "announced".into(),
         points,
@@ -199,8 +186,7 @@ async fn driver_traces_are_taken_when_announced() {
     let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps");
     assert_eq!(steps.lines().count(), 7, "{steps}");
     assert!(steps.contains(",decode/logs_1/trace_2.json,"), "the unannounced trace is collected: {steps}");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
+    let manifest = read_json(&out.join("manifest.json")).expect("manifest");
     assert_eq!(manifest["point_failures"].as_array().map(Vec::len), Some(0), "no trace taken early: {manifest}");
 }
 
@@ -262,20 +248,11 @@ async fn a_stopped_agent_kills_its_workload_and_exits_cleanly() {
     // SIGTERM (how Kubernetes stops a pod) while a workload runs: the agent kills the workload, resets
     // anything it locked, and exits with status 0 instead of waiting for the workload to finish.
     let tmp = tempfile::tempdir().expect("tmp");
-    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let mut a = agent(&coord.addr, "agent-s", &tmp.path().join("spool")).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (_coord, mut a, mut c) = start(tmp.path(), "agent-s").await;
     let pid_file = tmp.path().join("workload.pid");
     let spec = SweepSpec {
         name: "long".into(),
-        points: vec![Point {
-            point_id: "decode-bs1-in128".into(),
-            mode: "decode".into(),
-            batch_size: 1,
-            input_len: 128,
-            output_len: 0,
-        }],
+        points: vec![decode_point(1)],
         profile_steps: 1,
         placement: "spread".into(),
         backend: Some(Backend::Command(CommandBackend {

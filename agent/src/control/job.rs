@@ -38,7 +38,7 @@ fn gpu_name(agent: &Agent, gpu: Option<u32>) -> String {
 
 /// Starts reading the job's GPU, when it has one and runs a real workload (replayed traces were recorded
 /// elsewhere: this GPU's state says nothing about them). `None`, with a log line, when NVML cannot.
-fn telemetry_for(agent: &Agent, job: &AssignJob, gpu: Option<u32>) -> Option<Sampler> {
+async fn telemetry_for(agent: &Agent, job: &AssignJob, gpu: Option<u32>) -> Option<Sampler> {
     let interval = agent.cfg.telemetry_interval;
     if interval.is_zero() || matches!(job.backend, Some(JobBackend::Replay(_)) | None) {
         return None;
@@ -47,7 +47,11 @@ fn telemetry_for(agent: &Agent, job: &AssignJob, gpu: Option<u32>) -> Option<Sam
         eprintln!("agent: job {}: no GPU telemetry (this agent reports no GPU)", job.job_id);
         return None;
     };
-    Sampler::start(g, interval).inspect_err(|why| eprintln!("agent: job {}: no GPU telemetry: {why}", job.job_id)).ok()
+    // NVML calls block: keep them off the async workers.
+    let started = tokio::task::spawn_blocking(move || Sampler::start(g, interval))
+        .await
+        .unwrap_or_else(|e| Err(format!("starting the telemetry sampler: {e}")));
+    started.inspect_err(|why| eprintln!("agent: job {}: no GPU telemetry: {why}", job.job_id)).ok()
 }
 
 /// Uploads a spooled trace in the background; the spool keeps it until the coordinator has it (or moves
@@ -113,10 +117,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     } else {
         None
     };
-    let sampler = {
-        let (a, j) = (agent.clone(), job.clone());
-        tokio::task::spawn_blocking(move || telemetry_for(&a, &j, gpu)).await.unwrap_or_default()
-    };
+    let sampler = telemetry_for(&agent, &job, gpu).await;
     let job_start_ns = now_ns();
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let announces = backend.announces_traces();

@@ -66,15 +66,14 @@ impl Sampler {
 
     /// The GPU's state over `[start_ns, end_ns]` (Unix ns); `None` when no reading covers it.
     pub fn window(&self, start_ns: u64, end_ns: u64) -> Option<StepTelemetry> {
-        let q = self.readings.lock().unwrap_or_else(|e| e.into_inner());
-        let (a, b) = q.as_slices();
-        // The ring is in time order; summarising wants one slice.
-        if b.is_empty() {
-            summarize(a, start_ns, end_ns)
-        } else {
-            let all: Vec<Sample> = a.iter().chain(b).copied().collect();
-            summarize(&all, start_ns, end_ns)
-        }
+        // Copy out only the window's readings and the one before it (the ring holds up to 60,000).
+        let used: Vec<Sample> = {
+            let q = self.readings.lock().unwrap_or_else(|e| e.into_inner());
+            let from = q.partition_point(|s| s.t_ns < start_ns).saturating_sub(1);
+            let to = q.partition_point(|s| s.t_ns <= end_ns).max(from);
+            q.range(from..to).copied().collect()
+        };
+        summarize(&used, start_ns, end_ns)
     }
 }
 
