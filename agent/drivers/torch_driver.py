@@ -32,18 +32,23 @@ import sys
 import time
 import traceback
 
-# Named shapes: configurations only; weights are random, so nothing is downloaded.
-SHAPES = {
-    "llama-3.2-1b": dict(arch="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                         max_position_embeddings=8192, rope_theta=500000.0),
-    "llama-3.1-8b": dict(arch="llama", hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                         num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
-                         max_position_embeddings=8192, rope_theta=500000.0),
-    "qwen2.5-1.5b": dict(arch="qwen2", hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
-                         max_position_embeddings=32768, rope_theta=1000000.0),
-}
+# Named shapes: configurations only (agent/drivers/shapes.json, written beside this file by the agent and
+# shared with the vLLM driver); weights are random, so nothing is downloaded.
+SHAPES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes.json")
+# Keys of shapes.json that describe the file or the checkpoint, not the model's configuration.
+SHAPE_META = ("architectures", "model_type", "torch_dtype")
+
+
+def load_shapes():
+    """The named shapes, {name: Hugging Face config dict}; empty when shapes.json is missing."""
+    try:
+        with open(SHAPES_FILE) as f:
+            return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    except OSError:
+        return {}
+
+
+SHAPES = load_shapes()
 MODES = ("decode", "prefill")
 # Attention kernels. "flash" (the default) keeps torch's scaled_dot_product_attention on its FlashAttention
 # backend (then memory-efficient, then math): serving engines use FlashAttention-style kernels, and the
@@ -123,9 +128,8 @@ def build_model(job):
             m = AutoModelForCausalLM.from_pretrained(model, torch_dtype=dtype)
         m = m.to("cuda")
     else:
-        shape = dict(SHAPES[model])
-        arch = shape.pop("arch")
-        if arch == "llama":
+        shape = {k: v for k, v in SHAPES[model].items() if k not in SHAPE_META}
+        if SHAPES[model]["model_type"] == "llama":
             from transformers import LlamaConfig as Config, LlamaForCausalLM as Model
         else:
             from transformers import Qwen2Config as Config, Qwen2ForCausalLM as Model

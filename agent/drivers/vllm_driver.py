@@ -1,91 +1,492 @@
 #!/usr/bin/env python3
-"""tracefleet vLLM driver (targets vLLM 0.10-0.11, V1 engine; NOT yet run on a GPU by the project).
+"""tracefleet vLLM driver: exact controlled batching on vLLM's engine step API (vLLM 0.13 and newer).
 
-Runs each point through vLLM's offline LLM API: B requests of input_len random tokens submitted at once
-with max_num_seqs >= B, ignore_eos, max_tokens = output_len, eager mode unless the job asks for CUDA
-graphs, with vLLM's torch profiler around the engine steps (profiler_config / VLLM_TORCH_PROFILER_DIR).
-vLLM writes one trace per profiling window with per-step annotations; tracefleet splits them by step.
+Run by the agent as `python3 vllm_driver.py --job JOB.json` (or `--serve`, see below). One engine per job,
+sized for the job's largest batch and longest prompt, with prefix caching and async scheduling off and the
+engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0), so one `LLMEngine.step()` is one scheduled
+forward. The job's points run in turn on that engine:
 
-Same protocol and exit codes as torch_driver.py; --check validates the job file without vLLM.
+  decode:  add B requests of L random prompt tokens, step until every request has its first token (the
+           prefill), step `warmup_steps` times, then profile exactly `profile_steps` decode steps;
+  prefill: `warmup_steps` rounds of B fresh one-token requests, then, profiled, `profile_steps` rounds of B
+           fresh requests, each prefilled in one step.
+
+Every profiled window is one trace file (vLLM's torch profiler, through `ProfilerConfig`) holding
+`profile_steps` steps, each annotated by vLLM as `execute_context_C(c)_generation_G(g)`; tracefleet splits
+the file by those annotations. Before a trace is announced, its annotations are checked: every profiled
+step must be exactly B decodes (`execute_context_0(0)_generation_B(B)`) or B prefills of L tokens
+(`execute_context_B(B*L)_generation_0(0)`); otherwise the point fails with the steps that ran. Then the
+point's requests are dropped.
+
+Models: a named shape (shapes.json beside this file: a config-only folder is written and the engine loads
+random weights, `load_format="dummy"`; nothing is downloaded) or a local model folder with real weights.
+No tokenizer is needed (`skip_tokenizer_init`, prompts as token ids).
+
+Protocol: the torch driver's (one JSON object per line on stdout: point_started, trace, point_failed, log,
+ready). vLLM and its libraries print to stdout too, so the protocol keeps the original stdout and
+everything else printed goes to stderr. Exit status 0 when the job ran (some points may have failed),
+2 for a bad job file, 1 when the engine could not be built or vLLM is missing or too old.
+
+--serve imports vLLM first (11-14 s on a GPU host), says {"event": "ready"}, then reads the job file's
+path from one line of stdin. --check validates the job file without vLLM. --verify-trace FILE checks a
+trace's step annotations as a job would (--mode, --batch-size, --input-len, --steps). With
+TRACEFLEET_ORACLE_DIR set, vLLM's own printout of torch's key_averages() table for each profiled window
+(profiler_out_0.txt) is copied there as <point>.txt.
 """
 import argparse
 import glob
+import gzip
 import json
 import os
+import random
+import re
+import shutil
 import sys
+import time
 import traceback
 
 MODES = ("decode", "prefill")
+DTYPES = ("auto", "bfloat16", "float16")
+# ProfilerConfig (the profiler settings this driver uses) arrived in vLLM 0.13; older versions configure
+# the profiler through VLLM_TORCH_PROFILER_DIR, which this driver does not support.
+MIN_VERSION = (0, 13)
+# Largest prefill (tokens) a decode point's prompts are given in one step. A decode point only needs its
+# prompts in the KV cache; a bigger budget costs the engine activation memory at start-up.
+DECODE_PREFILL_BUDGET = 65536
+SHAPES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes.json")
+STEP_RE = re.compile(r"execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
+# Kineto writes `"ph": "X", "cat": "user_annotation", "name": "..."`; the GPU-side copy of each annotation
+# has category gpu_user_annotation and is not a separate step.
+ANNOTATION_RE = re.compile(r'"cat":\s*"user_annotation",\s*"name":\s*"(execute_context_[^"]*)"')
+
+_protocol = sys.stdout
 
 
 def emit(event, **fields):
-    print(json.dumps(dict(event=event, **fields)), flush=True)
+    print(json.dumps(dict(event=event, **fields)), file=_protocol, flush=True)
+
+
+def keep_protocol_stdout():
+    """Keeps the protocol on the original stdout and sends every other write to fd 1 to stderr: vLLM's
+    logger, its key_averages printout and native libraries print to stdout."""
+    global _protocol
+    _protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description="tracefleet vLLM driver")
-    p.add_argument("--job", required=True)
-    p.add_argument("--check", action="store_true")
-    return p.parse_args(argv)
+    p.add_argument("--job", help="job file (JSON) written by the agent")
+    p.add_argument("--serve", action="store_true", help="import vLLM, then read the job file's path from stdin")
+    p.add_argument("--check", action="store_true", help="validate the job file and exit")
+    p.add_argument("--verify-trace", metavar="FILE", help="check a trace's step annotations and exit")
+    p.add_argument("--mode", choices=MODES, help="with --verify-trace")
+    p.add_argument("--batch-size", type=int, help="with --verify-trace")
+    p.add_argument("--input-len", type=int, help="with --verify-trace (prefill)")
+    p.add_argument("--steps", type=int, help="with --verify-trace: profiled steps expected")
+    args = p.parse_args(argv)
+    if args.verify_trace:
+        if args.mode is None or args.batch_size is None or args.steps is None:
+            p.error("--verify-trace needs --mode, --batch-size and --steps (and --input-len for prefill)")
+        if args.mode == "prefill" and args.input_len is None:
+            p.error("--verify-trace of a prefill trace needs --input-len")
+    elif not args.job and not args.serve:
+        p.error("--job is required (or --serve, or --verify-trace)")
+    return args
+
+
+def load_shapes():
+    """The named shapes, {name: Hugging Face config dict}."""
+    try:
+        with open(SHAPES_FILE) as f:
+            return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
+    except OSError:
+        return {}
+
+
+def positive_int(job, key, default, minimum=1):
+    value = job.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key!r} must be an integer >= {minimum}, not {value!r}")
+    return value
 
 
 def load_job(path):
+    """Reads and checks a job file; raises ValueError with what is wrong."""
     with open(path) as f:
         job = json.load(f)
-    if not isinstance(job, dict) or not job.get("points") or "out_dir" not in job:
-        raise ValueError("the job file needs 'points' and 'out_dir'")
-    if not job.get("model"):
-        raise ValueError("the vllm backend needs a model (a local folder or a model name vLLM can open)")
+    if not isinstance(job, dict):
+        raise ValueError("the job file must hold an object")
+    for key in ("points", "out_dir", "model"):
+        if key not in job:
+            raise ValueError(f"the job file has no {key!r}")
+    if not isinstance(job["points"], list) or not job["points"]:
+        raise ValueError("'points' must be a non-empty list")
+    warm = positive_int(job, "warmup_steps", 5, minimum=0)
+    steps = positive_int(job, "profile_steps", 3)
     for p in job["points"]:
-        if p.get("mode") not in MODES or int(p.get("batch_size", 0)) < 1 or int(p.get("input_len", 0)) < 1:
-            raise ValueError(f"bad point {p}")
+        for key in ("point_id", "mode", "batch_size", "input_len"):
+            if key not in p:
+                raise ValueError(f"a point has no {key!r}: {p}")
+        pid = p["point_id"]
+        if p["mode"] not in MODES:
+            raise ValueError(f"point {pid}: mode must be decode or prefill, not {p['mode']!r}")
+        for key in ("batch_size", "input_len"):
+            if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1:
+                raise ValueError(f"point {pid}: {key} must be a positive integer, not {p[key]!r}")
+        if p["mode"] == "decode":
+            # The first output token comes from the prefill; then warm-up and profiled steps one each. A
+            # request that reaches output_len stops, and the step after it would not hold B decodes.
+            # No output_len (or 0) means just enough.
+            need = 1 + warm + steps
+            out = p.get("output_len") or need
+            if isinstance(out, bool) or not isinstance(out, int) or out < need:
+                raise ValueError(f"point {pid}: output_len {out!r} does not cover the prefill token, "
+                                 f"{warm} warm-up and {steps} profiled steps (needs at least {need})")
+            p["output_len"] = out
+    model = job["model"]
+    if not isinstance(model, str) or not model:
+        raise ValueError("'model' must be a named shape or a local model folder")
+    shapes = load_shapes()
+    if not os.path.isdir(model) and model not in shapes:
+        raise ValueError(f"unknown model {model!r}: a local model folder or one of {', '.join(sorted(shapes))}")
+    if (job.get("dtype") or "auto") not in DTYPES:
+        raise ValueError(f"'dtype' must be one of {', '.join(DTYPES)}, not {job['dtype']!r}")
+    util = job.get("gpu_memory_utilization") or 0
+    if not isinstance(util, (int, float)) or not 0 <= util <= 1:
+        raise ValueError(f"'gpu_memory_utilization' must be in (0, 1], not {util!r}")
+    mml = job.get("max_model_len") or 0
+    if isinstance(mml, bool) or not isinstance(mml, int) or mml < 0:
+        raise ValueError(f"'max_model_len' must be a positive integer, not {mml!r}")
+    if mml and mml < longest_sequence(job):
+        raise ValueError(f"'max_model_len' {mml} is shorter than the job's longest sequence "
+                         f"({longest_sequence(job)} tokens: prompt plus output)")
     return job
 
 
-def vllm_version():
-    import vllm
-    return tuple(int(x) for x in vllm.__version__.split(".")[:2] if x.isdigit())
+def longest_sequence(job):
+    """Tokens of the longest request of the job: prompt plus output (one output token for a prefill)."""
+    return max(int(p["input_len"]) + (int(p.get("output_len") or 0) if p["mode"] == "decode" else 1)
+               for p in job["points"])
+
+
+def version_tuple(text):
+    """`0.25.0` -> (0, 25, 0); `0.13.0rc1` -> (0, 13, 0); `0.11.1.dev12+g1234` -> (0, 11, 1)."""
+    out = []
+    for part in text.split("+")[0].split("."):
+        m = re.match(r"\d+", part)
+        if not m:
+            break
+        out.append(int(m.group()))
+    return tuple(out)
+
+
+def expected_step(mode, batch_size, input_len):
+    """The annotation every profiled step of a point must carry: (context requests, context tokens,
+    generation requests, generation tokens)."""
+    if mode == "decode":
+        return (0, 0, batch_size, batch_size)
+    return (batch_size, batch_size * input_len, 0, 0)
+
+
+def step_name(shape):
+    return "execute_context_%d(%d)_generation_%d(%d)" % shape
+
+
+def read_annotations(path):
+    """The vLLM step annotations of a trace file (plain or gzip JSON), in file order."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
+        return ANNOTATION_RE.findall(f.read())
+
+
+def check_steps(names, mode, batch_size, input_len, steps):
+    """None when `names` (a trace's step annotations) are exactly `steps` steps of the point's batch;
+    otherwise what ran instead."""
+    want = expected_step(mode, batch_size, input_len)
+    what = f"{batch_size} decodes" if mode == "decode" else f"{batch_size} prefills of {input_len} tokens"
+    if len(names) != steps:
+        return (f"the trace holds {len(names)} annotated steps, not the {steps} profiled "
+                f"({', '.join(names) or 'no execute_context_* annotations'})")
+    for i, name in enumerate(names):
+        m = STEP_RE.fullmatch(name)
+        got = tuple(int(x) for x in m.groups()) if m else None
+        if got != want:
+            return f"profiled step {i + 1} of {steps} ran {name}, not {what} ({step_name(want)})"
+    return None
+
+
+def verify_trace(args):
+    try:
+        names = read_annotations(args.verify_trace)
+    except (OSError, EOFError) as e:
+        print(f"{args.verify_trace}: {e}", file=sys.stderr)
+        return 2
+    problem = check_steps(names, args.mode, args.batch_size, args.input_len or 0, args.steps)
+    if problem:
+        print(f"{args.verify_trace}: {problem}", file=sys.stderr)
+        return 1
+    emit("log", message=f"{args.verify_trace}: {args.steps} steps of {step_name(expected_step(args.mode, args.batch_size, args.input_len or 0))}")
+    return 0
+
+
+def configure_environment():
+    """Settings vLLM reads from the environment, before it is imported."""
+    # The engine core in this process: one LLMEngine.step() is one scheduled forward.
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    # Without FlashInfer installed, vLLM's sampler must not try it.
+    import importlib.util
+    if importlib.util.find_spec("flashinfer") is None:
+        os.environ.setdefault("VLLM_USE_FLASHINFER_SAMPLER", "0")
+
+
+def import_vllm():
+    """Imports vLLM; returns its version string. Raises RuntimeError for a missing or unsupported vLLM."""
+    t0 = time.time()
+    configure_environment()
+    try:
+        import vllm
+    except ImportError as e:
+        raise RuntimeError(f"vLLM is not installed in this Python ({sys.executable}): {e}") from e
+    version = getattr(vllm, "__version__", "unknown")
+    if version_tuple(version) < MIN_VERSION:
+        raise RuntimeError(f"vLLM {version} is not supported: this driver needs vLLM "
+                           f"{'.'.join(map(str, MIN_VERSION))} or newer (ProfilerConfig); 0.25.0 is the version run")
+    import torch
+    import vllm.engine.arg_utils  # noqa: F401  (the slow part: model registry, CUDA extensions)
+    from vllm.v1.engine.llm_engine import LLMEngine  # noqa: F401
+    emit("log", message=f"vllm {version}, torch {torch.__version__} imported in {time.time() - t0:.1f}s")
+    return version
+
+
+def model_folder(job, work_dir):
+    """(folder, random weights?) for the job's model: a named shape becomes a config-only folder."""
+    model = job["model"]
+    if os.path.isdir(model):
+        return os.path.abspath(model), False
+    shape = load_shapes()[model]
+    folder = os.path.join(work_dir, "models", model)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(shape, f, indent=1)
+    return folder, True
+
+
+def vocab_size(folder):
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    return int(cfg.get("vocab_size") or cfg.get("text_config", {}).get("vocab_size") or 32000)
+
+
+def compilation_config(graph_sizes):
+    """Eager (no compilation, no graphs), or full CUDA graphs for decode steps of exactly these batch
+    sizes, still without torch.compile (vLLM's `mode`, called `level` before 0.12)."""
+    from vllm.config import CompilationConfig
+    fields = getattr(CompilationConfig, "__dataclass_fields__", {})
+    cfg = {"mode" if "mode" in fields else "level": 0}
+    if graph_sizes:
+        cfg.update(cudagraph_mode="FULL_DECODE_ONLY", cudagraph_capture_sizes=sorted(graph_sizes))
+    return cfg
+
+
+def build_engine(job, prof_dir, oracle):
+    from vllm import EngineArgs
+    from vllm.config import ProfilerConfig
+    from vllm.v1.engine.llm_engine import LLMEngine
+
+    work_dir = os.path.dirname(os.path.abspath(job["out_dir"]))
+    folder, dummy = model_folder(job, work_dir)
+    points = job["points"]
+    max_bs = max(int(p["batch_size"]) for p in points)
+    prefill_tokens = [int(p["batch_size"]) * int(p["input_len"]) for p in points if p["mode"] == "prefill"]
+    decode_tokens = [min(int(p["batch_size"]) * int(p["input_len"]), DECODE_PREFILL_BUDGET)
+                     for p in points if p["mode"] == "decode"]
+    max_len = int(job.get("max_model_len") or 0) or longest_sequence(job)
+    # A prefill point's B prompts must be one step; a decode point's prompts preferably too.
+    budget = max(prefill_tokens + decode_tokens + [max_len])
+    graphs = [int(p["batch_size"]) for p in points if p["mode"] == "decode"] if job.get("cuda_graphs") else []
+    opts = job.get("profiler") or {}
+    with_stack = bool(opts.get("with_stack")) or bool(opts.get("with_modules"))
+    if opts.get("with_modules") and not opts.get("with_stack"):
+        emit("log", message="vLLM's profiler has no with_modules; with_stack is on instead (it records module frames)")
+    profiler = ProfilerConfig(
+        profiler="torch",
+        torch_profiler_dir=prof_dir,
+        torch_profiler_record_shapes=bool(opts.get("record_shapes", True)),
+        torch_profiler_with_stack=with_stack,
+        # tracefleet compresses traces itself (zstd, in the agent)
+        torch_profiler_use_gzip=False,
+        # vLLM's key_averages() printout costs seconds per window; only for oracle comparisons
+        torch_profiler_dump_cuda_time_total=oracle,
+    )
+    kwargs = dict(
+        model=folder,
+        load_format="dummy" if dummy else "auto",
+        skip_tokenizer_init=True,
+        dtype=job.get("dtype") or "auto",
+        seed=0,
+        max_model_len=max_len,
+        max_num_seqs=max_bs,
+        max_num_batched_tokens=budget,
+        enable_prefix_caching=False,
+        async_scheduling=False,
+        enforce_eager=not graphs,
+        compilation_config=compilation_config(graphs),
+        profiler_config=profiler,
+        disable_log_stats=True,
+    )
+    if job.get("gpu_memory_utilization"):
+        kwargs["gpu_memory_utilization"] = float(job["gpu_memory_utilization"])
+    t0 = time.time()
+    engine = LLMEngine.from_engine_args(EngineArgs(**kwargs))
+    cfg = getattr(engine, "vllm_config", None)
+    blocks = getattr(getattr(cfg, "cache_config", None), "num_gpu_blocks", None)
+    block_size = getattr(getattr(cfg, "cache_config", None), "block_size", None)
+    capacity = blocks * block_size if blocks and block_size else None
+    emit("log", message=(f"engine ready in {time.time() - t0:.1f}s: {job['model']} "
+                         f"({'random weights' if dummy else 'weights from the folder'}), max_num_seqs {max_bs}, "
+                         f"max_num_batched_tokens {budget}, max_model_len {max_len}, "
+                         f"{'CUDA graphs for ' + str(sorted(graphs)) if graphs else 'eager'}, "
+                         f"KV cache {capacity if capacity else 'unknown'} tokens"))
+    return engine, folder, capacity
+
+
+class PointFailed(Exception):
+    pass
 
 
 def run_job(job):
-    import random
-    out_root = job["out_dir"]
-    version = vllm_version()
-    if version < (0, 10):
-        raise RuntimeError(f"vLLM {version} is older than the 0.10 this driver targets")
-    from vllm import LLM, SamplingParams
+    oracle_dir = os.environ.get("TRACEFLEET_ORACLE_DIR")
+    out_root = os.path.abspath(job["out_dir"])
+    prof_dir = os.path.join(os.path.dirname(out_root), "vllm_profiles")
+    shutil.rmtree(prof_dir, ignore_errors=True)
+    os.makedirs(prof_dir)
+    engine, folder, capacity = build_engine(job, prof_dir, bool(oracle_dir))
+    vocab = vocab_size(folder)
+    warm = int(job.get("warmup_steps", 5))
+    steps = int(job.get("profile_steps", 3))
+    serial = 0
 
-    max_bs = max(int(p["batch_size"]) for p in job["points"])
-    max_len = max(int(p["input_len"]) for p in job["points"]) + max(int(p.get("output_len", 1)) for p in job["points"]) + 8
-    prof_dir = os.path.join(out_root, "_vllm_profiles")
-    os.environ["VLLM_TORCH_PROFILER_DIR"] = prof_dir
-    llm = LLM(model=job["model"], max_num_seqs=max_bs, max_model_len=max_len,
-              enforce_eager=not job.get("cuda_graphs", False), enable_chunked_prefill=False)
-    tok_vocab = llm.get_tokenizer().vocab_size
+    def add(pid, bs, ilen, max_tokens, rng):
+        nonlocal serial
+        from vllm import SamplingParams
+        params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, detokenize=False)
+        ids = []
+        for _ in range(bs):
+            serial += 1
+            rid = f"{pid}-{serial}"
+            engine.add_request(rid, {"prompt_token_ids": [rng.randrange(vocab) for _ in range(ilen)]}, params)
+            ids.append(rid)
+        return ids
+
+    def drop(ids):
+        if ids and engine.has_unfinished_requests():
+            engine.abort_request(list(ids))
+        # Aborted requests leave at once; a request a failed point left behind must not join the next point.
+        for _ in range(10000):
+            if not engine.has_unfinished_requests():
+                return
+            engine.step()
+
+    def take_trace(pid, mode, bs, ilen):
+        """Moves the profiled window's trace into the point's folder and checks its steps."""
+        found = sorted(glob.glob(os.path.join(prof_dir, "*.pt.trace.json*")))
+        if len(found) != 1:
+            raise PointFailed(f"vLLM's profiler wrote {len(found)} trace files, not one: {found}")
+        problem = check_steps(read_annotations(found[0]), mode, bs, ilen, steps)
+        folder_out = os.path.join(out_root, pid, mode, f"logs_{bs}")
+        os.makedirs(folder_out, exist_ok=True)
+        dst = os.path.join(folder_out, os.path.basename(found[0]))
+        os.replace(found[0], dst)
+        printout = os.path.join(prof_dir, "profiler_out_0.txt")
+        if oracle_dir and os.path.exists(printout):
+            os.makedirs(oracle_dir, exist_ok=True)
+            shutil.move(printout, os.path.join(oracle_dir, f"{pid}.txt"))
+        if problem:
+            os.remove(dst)
+            raise PointFailed(f"{problem}: not controlled batching, so the point's trace is dropped "
+                              f"(is the KV cache large enough? raise gpu_memory_utilization or lower the batch)")
+        return dst
+
     for pt in job["points"]:
         pid, mode = pt["point_id"], pt["mode"]
         bs, ilen = int(pt["batch_size"]), int(pt["input_len"])
-        olen = 1 if mode == "prefill" else max(int(pt.get("output_len", 16)), 2)
+        rng = random.Random(f"{pid}")
         emit("point_started", point=pid)
+        ids = []
         try:
-            prompts = [{"prompt_token_ids": [random.randrange(tok_vocab) for _ in range(ilen)]} for _ in range(bs)]
-            params = SamplingParams(max_tokens=olen, ignore_eos=True, temperature=0.0)
-            llm.generate(prompts, params)  # warm-up
-            llm.start_profile()
-            llm.generate(prompts, params)
-            llm.stop_profile()
-            folder = os.path.join(out_root, pid, mode, f"logs_{bs}")
-            os.makedirs(folder, exist_ok=True)
-            for i, f in enumerate(sorted(glob.glob(os.path.join(prof_dir, "*.pt.trace.json*")))):
-                dst = os.path.join(folder, os.path.basename(f))
-                os.replace(f, dst)
-                emit("trace", point=pid, path=os.path.abspath(dst), step=i)
-        except Exception as e:
-            emit("point_failed", point=pid, error=f"{type(e).__name__}: {e}")
+            if mode == "decode":
+                need = bs * (ilen + 1 + warm + steps)
+                if capacity is not None and need > capacity:
+                    raise PointFailed(f"{bs} sequences of {ilen}+{1 + warm + steps} tokens need {need} KV-cache "
+                                      f"tokens; the engine has {capacity} (raise gpu_memory_utilization or "
+                                      f"lower the batch)")
+                ids = add(pid, bs, ilen, int(pt.get("output_len") or 0), rng)
+                # The prefill: every request has its first token (one step when the budget holds B x L).
+                started, prefill_steps = set(), 0
+                while len(started) < bs:
+                    outs = engine.step()
+                    prefill_steps += 1
+                    started.update(o.request_id for o in outs if o.outputs and o.outputs[0].token_ids)
+                    if prefill_steps > bs + 8:
+                        raise PointFailed(f"only {len(started)} of {bs} requests were prefilled after "
+                                          f"{prefill_steps} steps")
+                for _ in range(warm):
+                    engine.step()
+                start = time.time()
+                engine.start_profile()
+                for _ in range(steps):
+                    engine.step()
+                engine.stop_profile()
+                end = time.time()
+            else:
+                for _ in range(warm):
+                    ids = add(pid, bs, ilen, 1, rng)
+                    engine.step()
+                    drop(ids)
+                start = time.time()
+                engine.start_profile()
+                for _ in range(steps):
+                    ids = add(pid, bs, ilen, 1, rng)
+                    engine.step()
+                    # Nothing is left after a one-step prefill of one-token requests; anything else steps
+                    # on inside the window and the step check names it.
+                    drop([])
+                engine.stop_profile()
+                end = time.time()
+            path = take_trace(pid, mode, bs, ilen)
+            emit("trace", point=pid, path=path, step=0, steps=steps, start=start, end=end)
+        except Exception as e:  # one point failing (out of memory, a batch that did not fit) does not stop the others
+            tail = traceback.format_exc().strip().splitlines()[-6:]
+            message = str(e) if isinstance(e, PointFailed) else f"{type(e).__name__}: {e}"
+            emit("point_failed", point=pid, error=message, traceback="\n".join(tail))
+            try:
+                engine.stop_profile()
+            except Exception:  # not profiling: nothing to stop
+                pass
+            for f in glob.glob(os.path.join(prof_dir, "*")):
+                os.remove(f)
+        finally:
+            drop(ids)
 
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.verify_trace:
+        return verify_trace(args)
+    keep_protocol_stdout()
+    if args.serve:
+        try:
+            import_vllm()
+        except Exception as e:
+            print(f"vllm driver: {e}", file=sys.stderr)
+            return 1
+        emit("ready")
+        line = sys.stdin.readline().strip()
+        if not line:
+            return 0
+        args.job = line
     try:
         job = load_job(args.job)
     except (OSError, ValueError) as e:
@@ -95,6 +496,8 @@ def main(argv=None):
         emit("log", message=f"job file ok: {len(job['points'])} points")
         return 0
     try:
+        if not args.serve:
+            import_vllm()
         run_job(job)
     except Exception:
         traceback.print_exc()

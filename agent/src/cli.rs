@@ -7,6 +7,7 @@ use clap::Parser;
 
 use crate::control::{Agent, AgentConfig};
 use crate::inventory;
+use crate::workload::Driver;
 
 /// tracefleet agent: runs profiling workloads on this host and streams traces to the coordinator.
 #[derive(Debug, Parser)]
@@ -47,13 +48,24 @@ struct Args {
     /// milliseconds; 0 turns telemetry off.
     #[arg(long, default_value_t = 10)]
     telemetry_interval_ms: u64,
-    /// Do not keep a torch driver (Python with torch and transformers imported, no CUDA context) waiting
-    /// on each GPU; every torch job then starts a fresh interpreter.
+    /// Do not keep drivers waiting on the GPUs; every torch or vLLM job then starts a fresh interpreter.
     #[arg(long)]
     no_warm_driver: bool,
+    /// The drivers kept waiting on each GPU with their imports done (torch and transformers: 5-15 s;
+    /// vLLM: 11-14 s), holding host memory but no GPU memory. A driver whose Python lacks its library
+    /// dies twice and is not started again.
+    #[arg(long, value_delimiter = ',', default_value = "torch,vllm", value_parser = parse_driver)]
+    warm_drivers: Vec<Driver>,
     /// Print the inventory this agent would report, as JSON, and exit.
     #[arg(long)]
     print_inventory: bool,
+}
+
+fn parse_driver(s: &str) -> Result<Driver, String> {
+    Driver::ALL
+        .into_iter()
+        .find(|d| d.name() == s)
+        .ok_or_else(|| format!("unknown driver {s:?}: torch or vllm"))
 }
 
 /// Waits for SIGINT or SIGTERM (how Kubernetes stops a pod); returns its name.
@@ -133,7 +145,7 @@ pub fn main() -> ExitCode {
         tls_ca,
         allow_clock_locking: args.allow_clock_locking,
         telemetry_interval: std::time::Duration::from_millis(args.telemetry_interval_ms),
-        warm_drivers: !args.no_warm_driver,
+        warm_drivers: if args.no_warm_driver { Vec::new() } else { args.warm_drivers },
     };
     let run = || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

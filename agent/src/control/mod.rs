@@ -20,7 +20,7 @@ use tracefleet_proto::v1::{AgentMessage, Heartbeat, Hello, HostInventory};
 
 use crate::backoff::Backoff;
 use crate::spool::{Spool, UploadOutcome, Uploader};
-use crate::workload::WarmPool;
+use crate::workload::{Driver, WarmPool};
 
 /// Agent settings.
 #[derive(Debug, Clone)]
@@ -41,8 +41,8 @@ pub struct AgentConfig {
     pub allow_clock_locking: bool,
     /// GPU telemetry reading interval; zero turns telemetry off.
     pub telemetry_interval: std::time::Duration,
-    /// Keep a torch driver with its imports done waiting on each GPU.
-    pub warm_drivers: bool,
+    /// The drivers kept waiting on each GPU with their imports done (empty: none).
+    pub warm_drivers: Vec<Driver>,
 }
 
 /// The running agent.
@@ -95,7 +95,8 @@ impl Agent {
         let spool = Spool::open(&cfg.spool_dir)?;
         let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
         let channel = endpoint(&cfg.coordinator, cfg.tls_ca.as_deref())?.connect_lazy();
-        let warm = WarmPool::new(&cfg.spool_dir.join("warm"), &cfg.python, cfg.warm_drivers && !gpus.is_empty());
+        let drivers: &[Driver] = if gpus.is_empty() { &[] } else { &cfg.warm_drivers };
+        let warm = WarmPool::new(&cfg.spool_dir.join("warm"), &cfg.python, drivers);
         Ok(Arc::new(Self {
             uploader: Uploader::new(channel.clone(), cfg.upload_threads),
             warm: Arc::new(warm),

@@ -13,7 +13,7 @@ mod warm;
 
 pub use command::{CommandTemplate, expand};
 pub use process::parse_event;
-pub use python::{PythonDriver, TORCH_DRIVER, VLLM_DRIVER};
+pub use python::{Driver, PythonDriver, SHAPES, TORCH_DRIVER, VLLM_DRIVER};
 pub use replay::Replay;
 pub use warm::WarmPool;
 
@@ -99,30 +99,32 @@ pub trait Backend: Send + Sync {
 }
 
 /// The backend an assignment asks for; `python` is the agent's `--python` (a backend table's wins);
-/// torch jobs go to a waiting driver of `warm` when there is one.
+/// torch and vLLM jobs go to a waiting driver of `warm` when there is one.
 pub fn backend_for(job: &AssignJob, python: &str, warm: &Arc<WarmPool>) -> Result<Box<dyn Backend>, WorkloadError> {
     let py = |own: &str| if own.is_empty() { python.to_string() } else { own.to_string() };
     match &job.backend {
         Some(JobBackend::Replay(r)) => Ok(Box::new(Replay::new(r))),
         Some(JobBackend::Torch(t)) => Ok(Box::new(PythonDriver {
-            name: "torch",
-            source: TORCH_DRIVER,
+            driver: Driver::Torch,
             python: py(&t.python),
             model: t.model.clone(),
-            dtype: t.dtype.clone(),
+            dtype: if t.dtype.is_empty() { "bfloat16".into() } else { t.dtype.clone() },
             attention: t.attention.clone(),
             cuda_graphs: false,
+            max_model_len: 0,
+            gpu_memory_utilization: 0.0,
             warm: Some(warm.clone()),
         })),
         Some(JobBackend::Vllm(v)) => Ok(Box::new(PythonDriver {
-            name: "vllm",
-            source: VLLM_DRIVER,
+            driver: Driver::Vllm,
             python: py(&v.python),
             model: v.model.clone(),
-            dtype: String::new(),
+            dtype: if v.dtype.is_empty() { "auto".into() } else { v.dtype.clone() },
             attention: String::new(),
             cuda_graphs: v.cuda_graphs,
-            warm: None,
+            max_model_len: v.max_model_len,
+            gpu_memory_utilization: v.gpu_memory_utilization,
+            warm: Some(warm.clone()),
         })),
         Some(JobBackend::Command(c)) => Ok(Box::new(CommandTemplate { run: c.run.clone() })),
         None => Err(WorkloadError { message: "the job names no backend".into(), stderr_tail: String::new() }),

@@ -14,14 +14,53 @@ use super::{Backend, WarmPool, WorkloadError, WorkloadEvent, process};
 pub const TORCH_DRIVER: &str = include_str!("../../drivers/torch_driver.py");
 /// The vLLM driver's source.
 pub const VLLM_DRIVER: &str = include_str!("../../drivers/vllm_driver.py");
+/// The named model shapes both drivers read (`shapes.json` beside them).
+pub const SHAPES: &str = include_str!("../../drivers/shapes.json");
+
+/// The embedded Python drivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Driver {
+    /// PyTorch + Hugging Face transformers (`torch_driver.py`).
+    Torch,
+    /// vLLM's engine (`vllm_driver.py`).
+    Vllm,
+}
+
+impl Driver {
+    /// Every driver.
+    pub const ALL: [Driver; 2] = [Driver::Torch, Driver::Vllm];
+
+    /// `torch` or `vllm`, as in sweep files and `agent --warm-drivers`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Torch => "torch",
+            Driver::Vllm => "vllm",
+        }
+    }
+
+    /// The driver's source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Driver::Torch => TORCH_DRIVER,
+            Driver::Vllm => VLLM_DRIVER,
+        }
+    }
+
+    /// Writes the driver and the shapes it reads into `dir`; returns the script's path.
+    pub fn write(self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        super::write_driver(&dir.join("shapes.json"), SHAPES)?;
+        let script = dir.join(format!("{}_driver.py", self.name()));
+        super::write_driver(&script, self.source())?;
+        Ok(script)
+    }
+}
 
 /// A Python driver backend.
 #[derive(Debug, Clone)]
 pub struct PythonDriver {
-    /// `torch` or `vllm`.
-    pub name: &'static str,
-    /// The driver's source.
-    pub source: &'static str,
+    /// Which driver.
+    pub driver: Driver,
     /// Interpreter.
     pub python: String,
     /// Model (shape name or folder).
@@ -32,6 +71,10 @@ pub struct PythonDriver {
     pub attention: String,
     /// CUDA graphs (vLLM).
     pub cuda_graphs: bool,
+    /// The engine's max_model_len (vLLM); 0: the driver sizes it.
+    pub max_model_len: u32,
+    /// The engine's gpu_memory_utilization (vLLM); 0: vLLM's default.
+    pub gpu_memory_utilization: f64,
     /// Waiting drivers to hand the job to (torch), instead of starting a fresh interpreter.
     pub warm: Option<Arc<WarmPool>>,
 }
@@ -43,9 +86,11 @@ impl PythonDriver {
         serde_json::json!({
             "job_id": job.job_id,
             "model": self.model,
-            "dtype": if self.dtype.is_empty() { "bfloat16" } else { &self.dtype },
+            "dtype": self.dtype,
             "attention": if self.attention.is_empty() { "flash" } else { &self.attention },
             "cuda_graphs": self.cuda_graphs,
+            "max_model_len": self.max_model_len,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
             "warmup_steps": job.warmup_steps,
             "profile_steps": job.profile_steps.max(1),
             "profiler": {
@@ -80,8 +125,7 @@ impl PythonDriver {
     /// Writes the driver and the job file next to the output folder; returns the command to run.
     pub fn command(&self, job: &AssignJob, out_dir: &Path, gpu: Option<u32>) -> std::io::Result<Command> {
         let job_path = self.write_job(job, out_dir)?;
-        let script = out_dir.with_extension("driver").join(format!("{}_driver.py", self.name));
-        super::write_driver(&script, self.source)?;
+        let script = self.driver.write(&out_dir.with_extension("driver"))?;
         let mut cmd = Command::new(self.python());
         cmd.arg(&script).arg("--job").arg(&job_path).env("PYTHONUNBUFFERED", "1");
         super::set_gpu(&mut cmd, gpu);
@@ -102,15 +146,16 @@ impl Backend for PythonDriver {
         events: &mpsc::Sender<WorkloadEvent>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError> {
-        let label = format!("{} driver", self.name);
+        let name = self.driver.name();
+        let label = format!("{name} driver");
         let failed = |e: std::io::Error| WorkloadError {
-            message: format!("preparing the {} driver: {e}", self.name),
+            message: format!("preparing the {name} driver: {e}"),
             stderr_tail: String::new(),
         };
         if let Some(warm) = &self.warm {
             let job_path = self.write_job(job, out_dir).map_err(failed)?;
-            if let Some(child) = warm.take(gpu, self.python(), &job_path) {
-                let _ = events.blocking_send(WorkloadEvent::Log("running on a warm torch driver".into()));
+            if let Some(child) = warm.take(self.driver, gpu, self.python(), &job_path) {
+                let _ = events.blocking_send(WorkloadEvent::Log(format!("running on a warm {name} driver")));
                 return process::supervise(child, &label, events, cancel);
             }
         }

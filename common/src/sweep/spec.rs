@@ -111,16 +111,26 @@ pub struct GpuTable {
 }
 
 /// The vLLM backend's table.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct VllmTable {
     /// Interpreter.
     pub python: String,
-    /// Capture CUDA graphs (eager by default: graphs hide which op launched a kernel).
+    /// Capture full CUDA graphs for the sweep's decode batch sizes (eager by default: graph replays hide
+    /// which op launched a kernel).
     pub cuda_graphs: bool,
+    /// `auto` (the model's own; bfloat16 for the named shapes), `bfloat16` or `float16`; empty means auto.
+    pub dtype: String,
+    /// The engine's `max_model_len`, tokens; `None`: the job's longest prompt plus output.
+    pub max_model_len: Option<u32>,
+    /// The engine's `gpu_memory_utilization`, a fraction in (0, 1]; `None`: vLLM's default (0.9).
+    pub gpu_memory_utilization: Option<f64>,
 }
 
+/// vLLM model dtypes (`[vllm] dtype`).
+pub const VLLM_DTYPES: &[&str] = &["auto", "bfloat16", "float16"];
+
 /// A validated sweep.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Sweep {
     /// Name.
     pub name: String,
@@ -228,7 +238,7 @@ const TORCH: &[&str] = &["python", "dtype", "attention"];
 const GPU: &[&str] = &["lock_clocks_mhz"];
 /// Torch attention choices (`[torch] attention`).
 pub const ATTENTION: &[&str] = &["flash", "cudnn", "auto"];
-const VLLM: &[&str] = &["python", "cuda_graphs"];
+const VLLM: &[&str] = &["python", "cuda_graphs", "dtype", "max_model_len", "gpu_memory_utilization"];
 const COMMAND: &[&str] = &["run"];
 const RANGE: &[&str] = &["from", "to", "step"];
 /// Largest batch size or length accepted (a typo guard, not a hardware limit).
@@ -278,6 +288,22 @@ impl Checker<'_> {
             None => {
                 let what = if min > 0 { "a positive integer" } else { "a non-negative integer" };
                 self.err(v.span(), format!("`{key}` must be {what}"), None);
+                None
+            }
+        }
+    }
+
+    /// A number in `(0, 1]` (integers accepted).
+    fn fraction(&mut self, v: &Spanned<DeValue<'_>>, key: &str) -> Option<f64> {
+        let x = match v.get_ref() {
+            DeValue::Float(f) => f.as_str().replace('_', "").parse::<f64>().ok(),
+            DeValue::Integer(i) => i.as_str().replace('_', "").parse::<f64>().ok(),
+            _ => None,
+        };
+        match x {
+            Some(x) if x > 0.0 && x <= 1.0 => Some(x),
+            _ => {
+                self.err(v.span(), format!("`{key}` must be a fraction above 0 and at most 1"), Some("e.g. 0.85".into()));
                 None
             }
         }
@@ -565,6 +591,18 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
             match k.get_ref().as_ref() {
                 "python" => vllm.python = c.string(v, "vllm.python").unwrap_or_default(),
                 "cuda_graphs" => vllm.cuda_graphs = c.bool(v, "vllm.cuda_graphs").unwrap_or(false),
+                "dtype" => match c.string(v, "vllm.dtype") {
+                    Some(d) if VLLM_DTYPES.contains(&d.as_str()) => vllm.dtype = d,
+                    Some(d) => {
+                        let hint = nearest(&d, VLLM_DTYPES).map(|n| format!("did you mean `{n}`?"));
+                        c.err(v.span(), format!("`vllm.dtype` must be auto, bfloat16 or float16, not {d:?}"), hint);
+                    }
+                    None => {}
+                },
+                "max_model_len" => vllm.max_model_len = c.int(v, "vllm.max_model_len", 1),
+                "gpu_memory_utilization" => {
+                    vllm.gpu_memory_utilization = c.fraction(v, "vllm.gpu_memory_utilization");
+                }
                 _ => {}
             }
         }
@@ -588,6 +626,34 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
     if let Some(t) = get("command").and_then(|v| c.table(v, "command")) {
         c.unknown_keys(t, COMMAND, "of [command]");
         command = t.iter().find(|(k, _)| k.get_ref() == "run").and_then(|(_, v)| c.string(v, "command.run"));
+    }
+    // vLLM stops a request at output_len tokens: every decode step from the prefill's token through the
+    // warm-up and profiled steps must still hold all B requests.
+    if let (Some(Backend::Vllm), Some(Mode::Decode), Some(out), Some(w), Some(p)) =
+        (backend, mode, output_len, warmup_steps, profile_steps)
+    {
+        let need = 1 + w + p;
+        if out < need {
+            let at = get("output_len").map_or(at_top.clone(), |v| v.span());
+            c.err(
+                at,
+                format!(
+                    "`output_len` {out} does not cover the prefill's token, {w} warm-up and {p} profiled decode steps"
+                ),
+                Some(format!("set `output_len` to at least {need}")),
+            );
+        }
+    }
+    if let (Some(mml), Some(ils)) = (vllm.max_model_len, &input_lens) {
+        let longest = ils.iter().max().copied().unwrap_or(0) + if mode == Some(Mode::Decode) { output_len.unwrap_or(0) } else { 1 };
+        if mml < longest {
+            let at = get("vllm").map_or(at_top.clone(), |v| v.span());
+            c.err(
+                at,
+                format!("`vllm.max_model_len` {mml} is shorter than the longest request ({longest} tokens: prompt plus output)"),
+                Some(format!("raise it to at least {longest}, or leave it out")),
+            );
+        }
     }
     let backend_at = get("backend").map_or(at_top.clone(), |v| v.span());
     match backend {

@@ -75,6 +75,9 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
             model: model.clone(),
             python: s.vllm.python.clone(),
             cuda_graphs: s.vllm.cuda_graphs,
+            dtype: s.vllm.dtype.clone(),
+            max_model_len: s.vllm.max_model_len.unwrap_or(0),
+            gpu_memory_utilization: s.vllm.gpu_memory_utilization.unwrap_or(0.0),
         })),
         sweep::Backend::Command => {
             Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run: s.command.clone().unwrap_or_default() }))
@@ -183,7 +186,7 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
         allow_clock_locking: false,
         telemetry_interval: std::time::Duration::from_millis(10),
         // A one-shot local sweep has nothing to warm up ahead of.
-        warm_drivers: false,
+        warm_drivers: Vec::new(),
     };
     let mut inv = tracefleet_agent::inventory::inventory(None, Default::default());
     inv.gpus = tracefleet_agent::gpu::inventory(None).0;
@@ -335,6 +338,13 @@ fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf],
         }
         if let Some(note) = throttle_note(&v) {
             println!("{note}");
+        }
+        let warnings = v["warnings"].as_array().into_iter().flatten();
+        for w in warnings.clone() {
+            println!("warning: {}", w["message"].as_str().unwrap_or_default());
+        }
+        if warnings.clone().any(|w| w["kind"] == "others_dominant") {
+            println!("  (manifest.json lists what `others` holds per series: key `others`)");
         }
     }
 }
