@@ -61,7 +61,9 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
     frontends.sort_unstable_by_key(|&i| (frontend_id(i as usize), i));
     // Each activity goes to every frontend whose id is its External id (torch's rule, collisions and
     // all). Older traces put the CUPTI correlation in a kernel's External id, which names no op: such an
-    // activity goes to the op that launched it (found through its runtime call).
+    // activity goes to the op that launched it (found through its runtime call). An activity without an
+    // External id (replayed by a CUDA graph, or launched where no op or annotation was open) goes to no
+    // host event, as in torch, which links device events by that id alone.
     let mut own = vec![0i64; n];
     for (i, e) in ev.iter().enumerate() {
         if !e.cat.is_gpu_activity() {
@@ -70,7 +72,10 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
         let want = e.external_id;
         let lo = frontends.partition_point(|&f| frontend_id(f as usize) < want);
         let hi = lo + frontends[lo..].partition_point(|&f| frontend_id(f as usize) == want);
-        if want > 0 && hi > lo {
+        if want == 0 {
+            continue;
+        }
+        if hi > lo {
             for &f in &frontends[lo..hi] {
                 own[f as usize] += e.dur;
             }
