@@ -46,6 +46,12 @@ pub struct StepRow {
     pub detail_activities: [u32; 7],
     /// Decoder layers found in the step.
     pub layers: u32,
+    /// GPU activities replayed by CUDA graphs (not attributed to the ops that captured them).
+    #[serde(default)]
+    pub graph_activities: u32,
+    /// Their summed duration, ns.
+    #[serde(default)]
+    pub graph_time: i64,
 }
 
 /// Statistics of one op key over steps.
@@ -85,6 +91,9 @@ pub struct Aggregate {
     pub kernels: BTreeMap<(SeriesKey, String, Detail), KernelStats>,
     /// Distinct launch configurations by series.
     pub configs: BTreeMap<SeriesKey, BTreeSet<LaunchConfig>>,
+    /// What the `others` category holds, by (series, op the time was attributed to; empty: no op).
+    #[serde(default)]
+    pub others_ops: BTreeMap<(SeriesKey, String), KernelStats>,
     /// The GPU's state during each trace's step(s), by (series, trace), when the agent recorded it.
     #[serde(default)]
     pub telemetry: BTreeMap<(SeriesKey, String), StepTelemetry>,
@@ -104,8 +113,15 @@ impl Aggregate {
                 detail: s.detail,
                 detail_activities: s.detail_activities,
                 layers: s.layers,
+                graph_activities: s.graph_activities,
+                graph_time: s.graph_time,
             },
         );
+        for o in &s.others_ops {
+            let os = self.others_ops.entry((series.clone(), o.op.clone())).or_default();
+            os.calls += u64::from(o.activities);
+            os.per_step.add(o.total);
+        }
         let cats = self.categories.entry(series.clone()).or_insert_with(|| vec![Summary::default(); 7]);
         for d in Detail::ALL {
             cats[d.index()].add(s.detail[d.index()]);
@@ -160,6 +176,11 @@ impl Aggregate {
         }
         for (k, v) in &other.configs {
             self.configs.entry(k.clone()).or_default().extend(v.iter().cloned());
+        }
+        for (k, v) in &other.others_ops {
+            let os = self.others_ops.entry(k.clone()).or_default();
+            os.calls += v.calls;
+            os.per_step.merge(&v.per_step);
         }
     }
 

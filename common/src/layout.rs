@@ -67,7 +67,8 @@ pub struct PathHints {
     pub batch_size: Option<u32>,
     /// `decode` or `prefill`.
     pub mode: Option<String>,
-    /// Input length from `ilen_N` / `input_N` / `isl_N`.
+    /// Input length from `ilen_N` / `input_N` / `isl_N` / `in_N` (`inN`, as in the point ids
+    /// `decode-bs8-in128`).
     pub input_len: Option<u32>,
 }
 
@@ -86,7 +87,7 @@ pub fn hints(root: &Path, path: &Path) -> PathHints {
             h.batch_size = number_after(p, &["logs", "bs", "batch", "bsize"]);
         }
         if h.input_len.is_none() {
-            h.input_len = number_after(p, &["ilen", "input", "isl"]);
+            h.input_len = number_after(p, &["ilen", "input", "isl", "in"]);
         }
         if h.mode.is_none() {
             let lower = p.to_ascii_lowercase();
@@ -125,5 +126,9 @@ mod tests {
         let h = hints(Path::new("/x/prefill"), Path::new("/x/prefill/logs_4/trace_0.json"));
         assert_eq!((h.batch_size, h.mode.as_deref()), (Some(4), Some("prefill")));
         assert_eq!(hints(Path::new("/x"), Path::new("/x/ilen_128/logs_2/trace_0.json")).input_len, Some(128));
+        // A sweep's point folders: decode-bs8-in256/decode/logs_8/...
+        let h = hints(Path::new("/w"), Path::new("/w/decode-bs8-in256/decode/logs_8/rank0.1.pt.trace.json"));
+        assert_eq!((h.batch_size, h.input_len), (Some(8), Some(256)));
+        assert_eq!(hints(Path::new("/x"), Path::new("/x/int8/logs_2/trace_0.json")).input_len, None);
     }
 }

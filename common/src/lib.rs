@@ -6,6 +6,7 @@
 //! - [`trace`]: streaming parser for Kineto Chrome traces, linking of GPU activity to ops, torch's table.
 
 pub mod aggregate;
+pub mod checks;
 pub mod classify;
 pub mod glob;
 pub mod layout;

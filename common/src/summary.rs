@@ -88,6 +88,18 @@ pub struct KernelRow {
     pub total: i64,
 }
 
+/// The GPU time of a step's `others` category that one op was given (the op its activities were
+/// attributed to: their top-level op, or the op around a CUDA graph launch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitRow {
+    /// The op's name; empty for activities no op launched.
+    pub op: String,
+    /// GPU activities.
+    pub activities: u32,
+    /// Summed duration, ns.
+    pub total: i64,
+}
+
 /// One profiled step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepSummary {
@@ -119,6 +131,16 @@ pub struct StepSummary {
     pub kernels: Vec<KernelRow>,
     /// Distinct launch configurations.
     pub configs: Vec<LaunchConfig>,
+    /// The ops the `others` category's GPU time was attributed to (what `others` holds, by op).
+    #[serde(default)]
+    pub others_ops: Vec<UnitRow>,
+    /// GPU activities replayed by CUDA graphs: not attributed to the ops that captured them (they count
+    /// under the op around the graph launch, usually `others`).
+    #[serde(default)]
+    pub graph_activities: u32,
+    /// Their summed duration, ns.
+    #[serde(default)]
+    pub graph_time: i64,
 }
 
 /// A launch configuration by ids and float bits: (name, grid, block, registers, [blocks/SM, warps/SM,
@@ -171,6 +193,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
         let si = si as u32;
         let cls = classify_step(t, &links, events, &opts.rules);
+        let graph: Vec<u32> =
+            links.graph_replayed.iter().copied().filter(|&i| steps.of_event[i as usize] == si).collect();
         let mut detail = [0i64; 7];
         let mut detail_activities = [0u32; 7];
         let mut kernels: BTreeMap<(u32, Detail), (u64, i64)> = BTreeMap::new();
@@ -178,8 +202,14 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         let mut config_keys: rustc_hash::FxHashSet<ConfigKey> = Default::default();
         let mut intervals: Vec<(i64, i64)> = Vec::new();
         let mut kernel_count = 0;
-        for &(a, d) in &cls.activities {
+        let mut others_ops: BTreeMap<u32, (u32, i64)> = BTreeMap::new();
+        for &(a, d, op) in &cls.activities {
             let e = &t.events[a as usize];
+            if d == Detail::Others {
+                let o = others_ops.entry(if op == NONE { NONE } else { t.events[op as usize].name }).or_default();
+                o.0 += 1;
+                o.1 += e.dur;
+            }
             let pos = d.index();
             detail[pos] += e.dur;
             detail_activities[pos] += 1;
@@ -257,6 +287,16 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
                 })
                 .collect(),
             configs: configs.into_iter().collect(),
+            others_ops: others_ops
+                .into_iter()
+                .map(|(name, (activities, total))| UnitRow {
+                    op: if name == NONE { String::new() } else { t.name(name).to_string() },
+                    activities,
+                    total,
+                })
+                .collect(),
+            graph_activities: graph.len() as u32,
+            graph_time: graph.iter().map(|&i| t.events[i as usize].dur).sum(),
         });
     }
     out

@@ -1,9 +1,11 @@
 //! Finding decoder layers in one step and giving each GPU activity its category.
 //!
 //! Kernels are grouped into *units*: the outermost linear op above the kernel's launching op, else the
-//! outermost attention op, else a rope op, else the top-level op. Units are ordered by start time. A layer
-//! is anchored on its attention unit; with module frames in the trace, the layer is the decoder-layer module
-//! instead. See `common/rules/llama.toml` for the roles.
+//! outermost attention op, else the outermost attention-cache op (vLLM's KV-cache write), else a rope op,
+//! else the top-level op. Units are ordered by start time. An attention unit before the step's first
+//! linear unit prepares the attention backend's metadata and is not attention. A layer is anchored on its
+//! attention unit; with module frames in the trace, the layer is the decoder-layer module instead. See
+//! `common/rules/llama.toml` for the roles.
 
 use std::collections::HashMap;
 
@@ -15,8 +17,10 @@ use crate::trace::model::{Category, Trace};
 /// The categories of one step's GPU activities.
 #[derive(Debug, Clone, Default)]
 pub struct Classified {
-    /// `(event index, category)` for every GPU activity of the step, in launch order.
-    pub activities: Vec<(u32, Detail)>,
+    /// `(event index, category, unit op)` for every GPU activity of the step, in launch order. The unit
+    /// op is the op the activity was attributed to (its outermost linear, attention or rope op, else its
+    /// top-level op), [`NONE`] when no op launched it.
+    pub activities: Vec<(u32, Detail, u32)>,
     /// Number of linear ops in each detailed category (index: position in [`Detail::ALL`]).
     pub linear_ops: [u32; 7],
     /// Number of decoder layers found.
@@ -29,6 +33,7 @@ pub struct Classified {
 enum Kind {
     Linear,
     Attention,
+    AttentionCache,
     Rope,
     Other,
 }
@@ -56,6 +61,14 @@ struct Layer {
 pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) -> Classified {
     let mut units = build_units(t, links, events, rules);
     units.sort_by_key(|u| (u.start, u.op));
+    // Attention ops before the first projection compute the backend's per-step metadata (FlashAttention
+    // 3's get_scheduler_metadata, FlashInfer's plan): they anchor no layer and are not attention.
+    let first_linear = units.iter().position(|u| u.kind == Kind::Linear).unwrap_or(0);
+    for u in &mut units[..first_linear] {
+        if u.kind == Kind::Attention {
+            u.kind = Kind::Other;
+        }
+    }
 
     let from_modules = units.iter().any(|u| u.layer != NONE);
     let layers = if from_modules { layers_from_modules(&units) } else { layers_from_anchors(&units, rules) };
@@ -63,7 +76,7 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
     let mut detail: Vec<Detail> = units
         .iter()
         .map(|u| match u.kind {
-            Kind::Attention => Detail::PagedAttention,
+            Kind::Attention | Kind::AttentionCache => Detail::PagedAttention,
             Kind::Rope => Detail::Rope,
             _ if u.rope_module => Detail::Rope,
             _ => Detail::Others,
@@ -101,7 +114,7 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
             out.linear_ops[d.index()] += 1;
         }
         for &a in &u.acts {
-            out.activities.push((a, *d));
+            out.activities.push((a, *d, u.op));
         }
     }
     out
@@ -173,6 +186,9 @@ fn unit_of(
     if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).attention) {
         return (Kind::Attention, op);
     }
+    if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).attention_cache) {
+        return (Kind::AttentionCache, op);
+    }
     if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).rope) {
         return (Kind::Rope, op);
     }
@@ -192,6 +208,7 @@ struct OpFlags {
     attention: bool,
     rope: bool,
     kv_cache: bool,
+    attention_cache: bool,
 }
 
 /// Rule matches by name id: each distinct op name is matched against the globs once per step.
@@ -207,6 +224,7 @@ impl RuleMemo {
                 attention: rules.is_attention(n),
                 rope: rules.is_rope(n),
                 kv_cache: rules.is_kv_cache(n),
+                attention_cache: rules.is_attention_cache(n),
             }
         })
     }

@@ -42,9 +42,12 @@ pub struct OpRules {
     /// Rope ops.
     #[serde(default)]
     pub rope: Vec<String>,
-    /// KV-cache write ops right before attention.
+    /// Generic tensor ops that write the KV cache right before attention (not rope; `others`).
     #[serde(default)]
     pub kv_cache: Vec<String>,
+    /// Ops that write the paged KV cache for the attention op (`paged_attention`).
+    #[serde(default)]
+    pub attention_cache: Vec<String>,
 }
 
 /// Module patterns.
@@ -106,9 +109,14 @@ impl Rules {
         glob::any(&self.ops.rope, op)
     }
 
-    /// Is this op a KV-cache write?
+    /// Is this op a generic KV-cache write?
     pub fn is_kv_cache(&self, op: &str) -> bool {
         glob::any(&self.ops.kv_cache, op)
+    }
+
+    /// Is this op a paged KV-cache write that belongs to attention?
+    pub fn is_attention_cache(&self, op: &str) -> bool {
+        glob::any(&self.ops.attention_cache, op)
     }
 
     /// Is this module (class name, counter stripped) a decoder layer?
@@ -143,6 +151,11 @@ mod tests {
         assert!(r.is_attention("aten::scaled_dot_product_attention"));
         assert!(r.is_attention("vllm::unified_attention_with_output"));
         assert!(r.is_rope("_C::rotary_embedding"));
+        // vLLM V1: FA3's forward is attention, its scheduler metadata is not; the KV-cache write is.
+        assert!(r.is_attention("_vllm_fa3_C::fwd"));
+        assert!(!r.is_attention("_vllm_fa3_C::get_scheduler_metadata"));
+        assert!(r.is_attention_cache("vllm::unified_kv_cache_update"));
+        assert!(r.is_attention_cache("_C_cache_ops::reshape_and_cache_flash"));
         assert!(r.is_decoder_layer(module_class("nn.Module: LlamaDecoderLayer_12")));
         assert!(r.is_rope_module(module_class("nn.Module: LlamaRotaryEmbedding_0")));
     }

@@ -24,6 +24,14 @@ pub struct Links {
     /// For each profiler-overhead event, the op it interrupted (the innermost op enclosing its start).
     /// torch files the overhead under that op: same thread, and the op's id.
     pub overhead_op: HashMap<u32, u32>,
+    /// GPU activities replayed by a CUDA graph (their correlation is a `cudaGraphLaunch`'s), in event
+    /// order. Their `launcher` is the op around the graph launch, not the op that captured them.
+    pub graph_replayed: Vec<u32>,
+}
+
+/// Runtime and driver calls that replay a CUDA graph.
+pub fn is_graph_launch(name: &str) -> bool {
+    name.starts_with("cudaGraphLaunch") || name.starts_with("cuGraphLaunch")
 }
 
 impl Links {
@@ -82,11 +90,24 @@ impl Links {
             SortedIds::new(t, |e| matches!(e.cat, Category::Runtime | Category::Driver), |e| e.correlation);
         let find_op = |id: u32| ops_by_ext.first(t, id, |e| e.external_id);
         let find_rt = |id: u32| rt_by_corr.first(t, id, |e| e.correlation);
+        let graph_names: std::collections::HashSet<u32> = t
+            .events
+            .iter()
+            .filter(|e| matches!(e.cat, Category::Runtime | Category::Driver) && is_graph_launch(t.name(e.name)))
+            .map(|e| e.name)
+            .collect();
+        let mut graph_replayed = Vec::new();
         let mut launcher = vec![NONE; n];
         for (i, e) in t.events.iter().enumerate() {
             launcher[i] = match e.cat {
                 Category::Kernel | Category::Memcpy | Category::Memset => {
-                    find_op(e.external_id).or_else(|| find_rt(e.correlation).and_then(|r| enclosing_op(t, &parent, r)))
+                    // The runtime call is looked up first only in traces with graph launches.
+                    let rt = if graph_names.is_empty() { None } else { find_rt(e.correlation) };
+                    if rt.is_some_and(|r| graph_names.contains(&t.events[r as usize].name)) {
+                        graph_replayed.push(i as u32);
+                    }
+                    find_op(e.external_id)
+                        .or_else(|| rt.or_else(|| find_rt(e.correlation)).and_then(|r| enclosing_op(t, &parent, r)))
                 }
                 Category::Runtime | Category::Driver => {
                     find_op(e.external_id).or_else(|| enclosing_op(t, &parent, i as u32))
@@ -95,7 +116,7 @@ impl Links {
             }
             .unwrap_or(NONE);
         }
-        Links { parent, launcher, module, host_order: host, overhead_op }
+        Links { parent, launcher, module, host_order: host, overhead_op, graph_replayed }
     }
 
     /// The chain of op/annotation ancestors of `i`, innermost first, `i` included.

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
 use tracefleet_common::aggregate::{Aggregate, SeriesKey};
+use tracefleet_common::checks;
 use tracefleet_common::classify::Rules;
 use tracefleet_common::layout;
 use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize_file};
@@ -102,6 +103,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     for p in written {
         eprintln!("  {}", p.display());
     }
+    let unknown_input = agg.steps.keys().filter(|(s, ..)| s.input_len == 0).count();
+    if unknown_input > 0 {
+        eprintln!(
+            "note: {unknown_input} of {steps} steps have no input length (input_len 0): no ilen_N/in_N path part, \
+             no vLLM prefill step name, no --input-len"
+        );
+    }
+    let warnings = checks::warnings(&agg);
+    for w in &warnings {
+        eprintln!("warning: {}", w.message);
+    }
+    if warnings.iter().any(|w| w.kind == checks::WarningKind::OthersDominant) {
+        eprintln!("  (kernels.csv lists what `others` holds: rows of category `others`)");
+    }
     if a.stats {
         let s = t0.elapsed().as_secs_f64();
         eprintln!(
@@ -166,12 +181,17 @@ fn add_trace(agg: &mut Aggregate, a: &Args, job: &Job, summary: &TraceSummary) -
         let batch_size = hints.batch_size.or(from_shape).or(a.batch_size).with_context(|| {
             format!("{}: no batch size (no logs_N folder, no vLLM step name, no --batch-size)", job.path.display())
         })?;
+        // A vLLM prefill step says its prompt length: context tokens over context requests, when they
+        // divide evenly (every prompt the same length, as a sweep makes them).
+        let from_prefill = shape
+            .filter(|s| mode == "prefill" && s.context_requests > 0 && s.context_tokens % s.context_requests == 0)
+            .map(|s| s.context_tokens / s.context_requests);
         let series = SeriesKey {
             host: a.host.clone(),
             gpu: summary.gpu.clone(),
             mode: mode.clone(),
             batch_size,
-            input_len: hints.input_len.or(a.input_len).unwrap_or(0),
+            input_len: hints.input_len.or(a.input_len).or(from_prefill).unwrap_or(0),
         };
         agg.add_step(&series, &name, step);
     }

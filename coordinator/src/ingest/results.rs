@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use prost::Message;
 use tracefleet_common::aggregate::{Aggregate, SeriesKey};
+use tracefleet_common::checks;
 use tracefleet_common::summary::TraceSummary;
 use tracefleet_common::tables;
 use tracefleet_common::telemetry::StepTelemetry;
@@ -15,6 +16,9 @@ use tracefleet_proto::v1::{AssignJob, HostInventory, SweepEvent, SweepSpec};
 
 use crate::server::Coordinator;
 use crate::store::now_ms;
+
+/// Kernels and ops listed per series in the manifest's `others`.
+const OTHERS_LISTED: usize = 10;
 
 /// Ends the sweep if every job has ended and every uploaded trace is parsed: writes the results, then
 /// marks the sweep completed (or failed when no job succeeded). Safe to call any time, from any thread.
@@ -191,6 +195,10 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
         // Traces recorded while the GPU slowed itself down (power cap, thermal, hardware): their times are
         // not comparable with the others (steps.csv flags their rows too).
         "throttled_traces": throttled,
+        // Steps the tables cannot be trusted for as they stand, and what `others` holds per series (kernels
+        // and ops with the most time): a classification that does not fit a model shows here first.
+        "warnings": checks::warnings(&agg),
+        "others": checks::others_listing(&agg, OTHERS_LISTED),
         "point_failures": failures.iter().map(|(p, attempts, error)| serde_json::json!({
             "point": p,
             "attempts": attempts,

@@ -1,0 +1,236 @@
+//! What a reader of the tables must be told about them: steps whose batch is not the one their series
+//! says, steps the classification could not explain (`others` holding most of the GPU time while
+//! attention or linear is empty), kernels replayed by CUDA graphs (not attributed to ops), and what the
+//! `others` category holds.
+//!
+//! `coord ingest` prints the warnings; a sweep's `manifest.json` lists them with the `others` listing,
+//! and `coord sweep` prints them with its summary.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::aggregate::{Aggregate, SeriesKey};
+use crate::classify::{Coarse, Detail};
+use crate::trace::steps::parse_vllm_step;
+
+/// A step is "explained badly" when `others` holds more than this share of its GPU time while attention
+/// or linear is empty.
+pub const OTHERS_SHARE: f64 = 0.5;
+
+/// What a warning is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarningKind {
+    /// vLLM's step annotation says another batch than the series' (not controlled batching).
+    BatchMismatch,
+    /// `others` holds more than half of the GPU time while attention or linear is 0.
+    OthersDominant,
+    /// Kernels replayed by CUDA graphs are not attributed to the ops that captured them.
+    GraphReplays,
+}
+
+/// One warning about the steps of one series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Warning {
+    /// What it is about.
+    pub kind: WarningKind,
+    /// The series.
+    pub series: SeriesKey,
+    /// Steps concerned.
+    pub steps: u64,
+    /// Steps of the series.
+    pub of_steps: u64,
+    /// One line for people.
+    pub message: String,
+}
+
+/// One name in a listing: its calls and GPU time per step of the series (steps where it does not occur
+/// count as 0).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NameTime {
+    /// Kernel or op name (empty: activities no op launched).
+    pub name: String,
+    /// Calls per step.
+    pub calls_per_step: f64,
+    /// GPU time per step, µs.
+    pub us_per_step: f64,
+    /// Share of the series' `others` time.
+    pub share_of_others: f64,
+}
+
+/// What `others` holds in one series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OthersListing {
+    /// The series.
+    pub series: SeriesKey,
+    /// Steps.
+    pub steps: u64,
+    /// GPU time per step, µs.
+    pub gpu_us_per_step: f64,
+    /// `others` per step, µs.
+    pub others_us_per_step: f64,
+    /// `others` / GPU time.
+    pub others_share: f64,
+    /// The kernels with the most `others` time, most first.
+    pub top_kernels: Vec<NameTime>,
+    /// The ops the most `others` time was attributed to, most first.
+    pub top_ops: Vec<NameTime>,
+}
+
+/// A series as people read it: `decode batch 32, input 128 (local, NVIDIA H200)`.
+pub fn describe(s: &SeriesKey) -> String {
+    let input = if s.input_len > 0 { format!(", input {}", s.input_len) } else { String::new() };
+    format!("{} batch {}{input} ({}, {})", s.mode, s.batch_size, s.host, if s.gpu.is_empty() { "?" } else { &s.gpu })
+}
+
+/// Why a step's vLLM annotation does not fit its series, or `None` when it fits (or has no annotation,
+/// or the series' mode is neither decode nor prefill).
+pub fn batch_mismatch(series: &SeriesKey, step_name: &str) -> Option<String> {
+    let s = parse_vllm_step(step_name)?;
+    let b = series.batch_size;
+    let ok = match series.mode.as_str() {
+        "decode" => s.context_requests == 0 && s.generation_requests == b && s.generation_tokens == b,
+        "prefill" => {
+            s.generation_requests == 0
+                && s.context_requests == b
+                && (series.input_len == 0 || u64::from(s.context_tokens) == u64::from(b) * u64::from(series.input_len))
+        }
+        _ => return None,
+    };
+    if ok {
+        return None;
+    }
+    let want = match series.mode.as_str() {
+        "decode" => format!("{b} decodes"),
+        _ if series.input_len > 0 => format!("{b} prefills of {} tokens", series.input_len),
+        _ => format!("{b} prefills"),
+    };
+    Some(format!("step {step_name} is not {want}"))
+}
+
+/// Every warning, grouped by kind and series.
+pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
+    // (kind, series) -> (steps concerned, an example, summed time of interest, summed GPU time)
+    let mut found: BTreeMap<(WarningKind, SeriesKey), (u64, String, i64, i64)> = BTreeMap::new();
+    let mut totals: BTreeMap<SeriesKey, u64> = BTreeMap::new();
+    for ((series, trace, index), r) in &agg.steps {
+        *totals.entry(series.clone()).or_default() += 1;
+        let mut note = |kind: WarningKind, example: String, time: i64| {
+            let f = found.entry((kind, series.clone())).or_insert_with(|| (0, example, 0, 0));
+            f.0 += 1;
+            f.2 += time;
+            f.3 += r.gpu_time;
+        };
+        if let Some(why) = batch_mismatch(series, &r.step_name) {
+            note(WarningKind::BatchMismatch, format!("{trace} step {index}: {why}"), 0);
+        }
+        let coarse = |c: Coarse| -> i64 {
+            Detail::ALL.iter().filter(|d| d.coarse() == c).map(|d| r.detail[d.index()]).sum()
+        };
+        let others = r.detail[Detail::Others.index()];
+        if r.gpu_time > 0
+            && others as f64 > OTHERS_SHARE * r.gpu_time as f64
+            && (coarse(Coarse::Attention) == 0 || coarse(Coarse::Linear) == 0)
+        {
+            note(WarningKind::OthersDominant, format!("{trace} step {index}"), others);
+        }
+        if r.graph_activities > 0 {
+            note(WarningKind::GraphReplays, format!("{trace} step {index}"), r.graph_time);
+        }
+    }
+    found
+        .into_iter()
+        .map(|((kind, series), (steps, example, time, gpu))| {
+            let of_steps = totals.get(&series).copied().unwrap_or(steps);
+            let share = if gpu > 0 { 100.0 * time as f64 / gpu as f64 } else { 0.0 };
+            let what = describe(&series);
+            let message = match kind {
+                WarningKind::BatchMismatch => format!(
+                    "{what}: {steps} of {of_steps} steps ran another batch than the series' (e.g. {example}); \
+                     their times are not the series' times"
+                ),
+                WarningKind::OthersDominant => format!(
+                    "{what}: in {steps} of {of_steps} steps `others` holds {share:.0}% of the GPU time while \
+                     attention or linear is 0 (e.g. {example}): the classification rules do not fit this model \
+                     or runtime"
+                ),
+                WarningKind::GraphReplays => format!(
+                    "{what}: kernels under graph replays: not attributed ({steps} of {of_steps} steps, {share:.0}% \
+                     of their GPU time, counted in `others`)"
+                ),
+            };
+            Warning { kind, series, steps, of_steps, message }
+        })
+        .collect()
+}
+
+/// What `others` holds, per series: the `top` kernels and ops with the most `others` time.
+pub fn others_listing(agg: &Aggregate, top: usize) -> Vec<OthersListing> {
+    let mut kernels: BTreeMap<&SeriesKey, Vec<(&str, u64, i128)>> = BTreeMap::new();
+    for ((series, name, cat), k) in &agg.kernels {
+        if *cat == Detail::Others {
+            kernels.entry(series).or_default().push((name, k.calls, k.per_step.sum));
+        }
+    }
+    let mut ops: BTreeMap<&SeriesKey, Vec<(&str, u64, i128)>> = BTreeMap::new();
+    for ((series, name), k) in &agg.others_ops {
+        ops.entry(series).or_default().push((name, k.calls, k.per_step.sum));
+    }
+    agg.categories
+        .iter()
+        .map(|(series, cats)| {
+            let steps = cats.first().map_or(0, |c| c.count).max(1);
+            let per_step = |ns: i128| ns as f64 / 1e3 / steps as f64;
+            let gpu: i128 = cats.iter().map(|c| c.sum).sum();
+            let others = cats[Detail::Others.index()].sum;
+            let list = |rows: Option<&Vec<(&str, u64, i128)>>| -> Vec<NameTime> {
+                let mut rows = rows.cloned().unwrap_or_default();
+                rows.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(b.0)));
+                rows.into_iter()
+                    .take(top)
+                    .map(|(name, calls, ns)| NameTime {
+                        name: name.to_string(),
+                        calls_per_step: calls as f64 / steps as f64,
+                        us_per_step: per_step(ns),
+                        share_of_others: if others > 0 { ns as f64 / others as f64 } else { 0.0 },
+                    })
+                    .collect()
+            };
+            OthersListing {
+                series: series.clone(),
+                steps,
+                gpu_us_per_step: per_step(gpu),
+                others_us_per_step: per_step(others),
+                others_share: if gpu > 0 { others as f64 / gpu as f64 } else { 0.0 },
+                top_kernels: list(kernels.get(series)),
+                top_ops: list(ops.get(series)),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(mode: &str, b: u32, l: u32) -> SeriesKey {
+        SeriesKey { host: "h".into(), gpu: "G".into(), mode: mode.into(), batch_size: b, input_len: l }
+    }
+
+    #[test]
+    fn vllm_annotations_are_checked_against_the_series() {
+        let d = series("decode", 32, 128);
+        assert_eq!(batch_mismatch(&d, "execute_context_0(0)_generation_32(32)"), None);
+        assert_eq!(
+            batch_mismatch(&d, "execute_context_1(128)_generation_31(31)").as_deref(),
+            Some("step execute_context_1(128)_generation_31(31) is not 32 decodes")
+        );
+        let p = series("prefill", 8, 512);
+        assert_eq!(batch_mismatch(&p, "execute_context_8(4096)_generation_0(0)"), None);
+        assert!(batch_mismatch(&p, "execute_context_8(2048)_generation_0(0)").is_some());
+        // Unknown input length: only the requests are checked; no annotation: nothing to check.
+        assert_eq!(batch_mismatch(&series("prefill", 8, 0), "execute_context_8(4096)_generation_0(0)"), None);
+        assert_eq!(batch_mismatch(&d, "ProfilerStep#3"), None);
+    }
+}
