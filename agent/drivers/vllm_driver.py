@@ -31,7 +31,7 @@ everything else printed goes to stderr. Exit status 0 when the job ran (some poi
 path from one line of stdin. --check validates the job file without vLLM. --verify-trace FILE checks a
 trace's step annotations as a job would (--mode, --batch-size, --input-len, --steps). With
 TRACEFLEET_ORACLE_DIR set, vLLM's own printout of torch's key_averages() table for each profiled window
-(profiler_out_0.txt) is copied there as <point>.txt.
+(profiler_out_0.txt) is moved there as <sweep>/<point>.txt.
 """
 import argparse
 import glob
@@ -290,12 +290,11 @@ def compilation_config(graph_sizes):
     return cfg
 
 
-def build_engine(job, prof_dir, oracle):
+def build_engine(job, work_dir, prof_dir, oracle):
     from vllm import EngineArgs
     from vllm.config import ProfilerConfig
     from vllm.v1.engine.llm_engine import LLMEngine
 
-    work_dir = os.path.dirname(os.path.abspath(job["out_dir"]))
     folder, dummy = model_folder(job, work_dir)
     points = job["points"]
     max_bs = max(int(p["batch_size"]) for p in points)
@@ -356,13 +355,15 @@ class PointFailed(Exception):
     pass
 
 
-def run_job(job):
+def run_job(job, work_dir):
+    """Runs the job's points; `work_dir` (the job file's folder, the job's own) takes vLLM's profiler
+    output and the named shape's config folder, so that neither lands among the job's traces."""
     oracle_dir = os.environ.get("TRACEFLEET_ORACLE_DIR")
     out_root = os.path.abspath(job["out_dir"])
-    prof_dir = os.path.join(os.path.dirname(out_root), "vllm_profiles")
+    prof_dir = os.path.join(work_dir, "vllm_profiles")
     shutil.rmtree(prof_dir, ignore_errors=True)
     os.makedirs(prof_dir)
-    engine, folder, capacity = build_engine(job, prof_dir, bool(oracle_dir))
+    engine, folder, capacity = build_engine(job, work_dir, prof_dir, bool(oracle_dir))
     vocab = vocab_size(folder)
     warm = int(job.get("warmup_steps", 5))
     steps = int(job.get("profile_steps", 3))
@@ -401,8 +402,9 @@ def run_job(job):
         os.replace(found[0], dst)
         printout = os.path.join(prof_dir, "profiler_out_0.txt")
         if oracle_dir and os.path.exists(printout):
-            os.makedirs(oracle_dir, exist_ok=True)
-            shutil.move(printout, os.path.join(oracle_dir, f"{pid}.txt"))
+            into = os.path.join(oracle_dir, str(job.get("sweep_id") or "sweep"))
+            os.makedirs(into, exist_ok=True)
+            shutil.move(printout, os.path.join(into, f"{pid}.txt"))
         if problem:
             os.remove(dst)
             raise PointFailed(f"{problem}: not controlled batching, so the point's trace is dropped "
@@ -498,7 +500,7 @@ def main(argv=None):
     try:
         if not args.serve:
             import_vllm()
-        run_job(job)
+        run_job(job, os.path.dirname(os.path.abspath(args.job)))
     except Exception:
         traceback.print_exc()
         return 1

@@ -6,8 +6,8 @@ names cut at 55 characters).
 Usage:
   compare_vllm_printout.py [--coord BIN] PRINTOUT TRACE [PRINTOUT TRACE ...]
   compare_vllm_printout.py [--coord BIN] --sweep COORD_TRACES_DIR ORACLE_DIR HOST
-      (a sweep's stored traces, COORD_TRACES_DIR/<sweep>/<host>/<point>/*.zst, against ORACLE_DIR/<point>.txt
-      as the vLLM driver writes them with TRACEFLEET_ORACLE_DIR set)
+      (the stored traces of every sweep in ORACLE_DIR, COORD_TRACES_DIR/<sweep>/<host>/<point>/*.zst,
+      against ORACLE_DIR/<sweep>/<point>.txt as the vLLM driver writes them with TRACEFLEET_ORACLE_DIR set)
 
 Every printed row must have a row of `coord analyze` with the same name (cut as torch cuts it) whose call
 count is equal and whose Self CPU, CPU total, Self CUDA and CUDA total agree within the printout's
@@ -124,11 +124,13 @@ def compare(printout, trace, coord, summary):
 
 def sweep_pairs(traces_dir, oracle_dir, host):
     pairs = []
-    for printout in sorted(glob.glob(os.path.join(oracle_dir, "*.txt"))):
+    for printout in sorted(glob.glob(os.path.join(oracle_dir, "*", "*.txt"))):
         point = os.path.basename(printout)[:-4]
-        traces = sorted(glob.glob(os.path.join(traces_dir, "*", host, point, "*.zst")))
+        sweep = os.path.basename(os.path.dirname(printout))
+        traces = sorted(glob.glob(os.path.join(traces_dir, sweep, host, point, "*.zst")))
         if len(traces) != 1:
-            raise ValueError(f"point {point}: {len(traces)} stored traces, expected one per profiled window")
+            raise ValueError(f"sweep {sweep} point {point}: {len(traces)} stored traces, expected one per "
+                             f"profiled window")
         pairs.append((printout, traces[0]))
     if not pairs:
         raise ValueError(f"no printouts in {oracle_dir}")

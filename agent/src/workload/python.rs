@@ -85,6 +85,7 @@ impl PythonDriver {
         let profiler = job.profiler.unwrap_or_default();
         serde_json::json!({
             "job_id": job.job_id,
+            "sweep_id": job.sweep_id,
             "model": self.model,
             "dtype": self.dtype,
             "attention": if self.attention.is_empty() { "flash" } else { &self.attention },
