@@ -10,7 +10,9 @@
 #              key_averages() printout of every profiled window saved (TRACEFLEET_ORACLE_DIR): the eager
 #              decode, prefill and CUDA-graph decode sweeps (the committed results); then coord analyze of
 #              every stored window against its printout, and the step checks of check_vllm_results.py.
-#   tests/gpu/h200_vllm_run.sh two   # one agent on both GPUs: the eager decode sweep sharded over them.
+#   tests/gpu/h200_vllm_run.sh two   # one agent on both GPUs: the eager decode sweep sharded over them
+#       (one job per GPU), two points of the torch driver; then an agent on GPU 0 alone: the same vLLM
+#       sweep, for the comparison (same machine, same run).
 #
 # Clocks are never locked or changed (shared machine). Everything lands in $RESULTS_DIR.
 set -u
@@ -77,7 +79,7 @@ JSON
     sweep "prefill sweep with printouts" "$(spec examples/vllm-prefill.toml vllm-prefill h200-gpu1)" prefill 300
     sweep "CUDA-graph decode sweep with printouts" "$(spec examples/vllm-decode-graphs.toml vllm-decode-graphs h200-gpu1)" decode-graphs 400
   }
-  if [ "$NGPU" -ge 2 ]; then timed & oracle; wait; else timed; oracle; fi
+  if [ "$NGPU" -ge 2 ]; then timed & T=$!; oracle; wait $T; else timed; oracle; fi
   python3 tests/gpu/compare_vllm_printout.py --coord "$BIN/coord" --sweep "$W/coord/traces" "$W/oracles" h200-gpu1 > "$W/printout_compare.json" 2> "$W/compare.log"
   log "printout comparison: exit $?"
   for r in decode decode-timed prefill; do
@@ -94,13 +96,27 @@ JSON
   cp "$W/tails.txt" "$OUTD/tails.txt"
 else
   serve
-  agent --coordinator 127.0.0.1:50051 --name h200-x2 --warm-drivers vllm --spool-dir "$W/spool2" 2> "$W/agent2.log" &
+  # Both GPUs, both warm drivers (the agent's defaults).
+  agent --coordinator 127.0.0.1:50051 --name h200-x2 --spool-dir "$W/spool2" 2> "$W/agent2.log" &
+  AGENT=$!
   wait_agent h200-x2 || exit 1
-  sleep 20
+  sleep 25
   sweep "eager decode sweep, 16 points sharded over 2 GPUs (timed; warm drivers)" "$(spec examples/vllm-decode.toml vllm-decode-2gpu h200-x2)" decode-2gpu 400
-  python3 tests/gpu/check_vllm_results.py "$W/decode-2gpu" --layers 16 > "$W/check-decode-2gpu.json" 2>&1
-  log "step checks decode-2gpu: exit $?"
-  tail -n 30 "$W"/agent2.log > "$W/tails2.txt"
-  tar czf "$OUTD/two.tgz" -C "$W" decode-2gpu decode-2gpu.txt check-decode-2gpu.json timing.txt tails2.txt
+  # The torch driver reads the shared shapes file too: two of its decode points.
+  sed 's/^batch_sizes = .*/batch_sizes = [1, 64]/' examples/gpu-decode.toml > "$W/torch-2.toml"
+  sweep "torch decode sweep, 2 points" "$(spec "$W/torch-2.toml" torch-decode-2 h200-x2)" torch-decode 200
+  kill $AGENT; wait $AGENT 2>/dev/null
+  # The same sweep on one GPU of the same machine, in the same run, for the comparison.
+  agent --coordinator 127.0.0.1:50051 --name h200-one --gpus 0 --spool-dir "$W/spool3" 2> "$W/agent3.log" &
+  AGENT=$!
+  wait_agent h200-one || exit 1
+  sleep 25
+  sweep "eager decode sweep, 16 points, 1 GPU (timed; warm driver)" "$(spec examples/vllm-decode.toml vllm-decode-1gpu h200-one)" decode-1gpu 400
+  for r in decode-2gpu decode-1gpu; do
+    python3 tests/gpu/check_vllm_results.py "$W/$r" --layers 16 > "$W/check-$r.json" 2>&1; log "step checks $r: exit $?"
+  done
+  tail -n 30 "$W"/agent2.log "$W"/agent3.log > "$W/tails2.txt"
+  tar czf "$OUTD/two.tgz" -C "$W" decode-2gpu decode-2gpu.txt decode-1gpu decode-1gpu.txt torch-decode \
+    torch-decode.txt check-decode-2gpu.json check-decode-1gpu.json timing.txt tails2.txt
 fi
 cat "$W/timing.txt"

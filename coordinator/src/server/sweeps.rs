@@ -87,7 +87,15 @@ impl Sweeps for SweepService {
             )));
         }
         let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
-        let jobs = schedule::plan(&id, &spec, &agents, placement);
+        // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs.
+        let slots: Vec<(String, usize)> = {
+            let conns = coord.agents();
+            agents
+                .iter()
+                .map(|a| (a.clone(), conns.get(a).map_or(1, |c| c.inventory.gpus.len().max(1))))
+                .collect()
+        };
+        let jobs = schedule::plan(&id, &spec, &slots, placement);
         let rows: Vec<JobRow> = jobs
             .iter()
             .map(|(agent, assign)| JobRow {
