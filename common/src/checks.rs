@@ -14,6 +14,10 @@ use crate::aggregate::{Aggregate, SeriesKey};
 use crate::classify::{Coarse, Detail};
 use crate::trace::steps::parse_vllm_step;
 
+/// The name listed for `others` time that no op launched (e.g. Triton kernels of vLLM's sampler launched
+/// outside any op).
+pub const NO_OP: &str = "(no launching op)";
+
 /// A step is "explained badly" when `others` holds more than this share of its GPU time while attention
 /// or linear is empty.
 pub const OTHERS_SHARE: f64 = 0.5;
@@ -49,7 +53,7 @@ pub struct Warning {
 /// count as 0).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NameTime {
-    /// Kernel or op name (empty: activities no op launched).
+    /// Kernel or op name; [`NO_OP`] for activities no op launched.
     pub name: String,
     /// Calls per step.
     pub calls_per_step: f64,
@@ -190,7 +194,7 @@ pub fn others_listing(agg: &Aggregate, top: usize) -> Vec<OthersListing> {
                 rows.into_iter()
                     .take(top)
                     .map(|(name, calls, ns)| NameTime {
-                        name: name.to_string(),
+                        name: if name.is_empty() { NO_OP.to_string() } else { name.to_string() },
                         calls_per_step: calls as f64 / steps as f64,
                         us_per_step: per_step(ns),
                         share_of_others: if others > 0 { ns as f64 / others as f64 } else { 0.0 },

@@ -94,6 +94,9 @@ JSON
     check-decode-graphs.json agent_notes.txt tails.txt decode.txt decode-timed.txt prefill.txt decode-graphs.txt \
     oracles 2>/dev/null
   cp "$W/tails.txt" "$OUTD/tails.txt"
+  # The stored traces of the printout-checked sweeps (zstd), for analysing them again elsewhere.
+  (cd "$W/coord" && find traces -path '*/h200-gpu1/*' -name '*.zst' | tar cf "$OUTD/traces-gpu1.tar" -T -)
+  [ "$(stat -c %s "$OUTD/traces-gpu1.tar")" -lt 16000000 ] || { log "traces-gpu1.tar too large to bring back"; rm -f "$OUTD/traces-gpu1.tar"; }
 else
   serve
   # Both GPUs, both warm drivers (the agent's defaults).

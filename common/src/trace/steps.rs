@@ -3,7 +3,9 @@
 //! A step is an outermost `record_function` range whose name matches a step pattern: `ProfilerStep#N`
 //! (torch's schedule), vLLM's step annotations (`execute_context_0(0)_generation_16(16)`,
 //! `execute_model...`), or the user's own. A trace without such ranges is one step (the original
-//! experiment writes one file per step).
+//! experiment writes one file per step). Host events outside every annotation belong to the step that
+//! started last before them (the first step for events before it), so work an annotation does not cover
+//! (vLLM's LM head and sampling run after its `execute_context_*` range) still counts in its step.
 
 use super::link::{Links, NONE};
 use super::model::{Category, Trace};
@@ -100,15 +102,11 @@ pub fn split(t: &Trace, links: &Links, patterns: &[String]) -> Steps {
         let end = t.events.iter().map(|e| e.end()).max().unwrap_or(0);
         return Steps { steps: vec![Step { name: String::new(), annotation: NONE, start, end }], of_event: vec![0; n] };
     }
-    // Host events outside the annotation tree (other threads, modules): by time.
-    let by_time = |ts: i64| -> u32 {
-        let k = steps.partition_point(|s| s.start <= ts);
-        if k == 0 {
-            return NONE;
-        }
-        let s = &steps[k - 1];
-        if ts < s.end { (k - 1) as u32 } else { NONE }
-    };
+    // Host events outside the annotation tree (other threads, modules, and the work between two
+    // annotations): by time. A step runs from its annotation's start to the next step's start, because an
+    // annotation need not cover the whole iteration: vLLM's `execute_context_*` covers the forward, and
+    // the LM head and the sampling of that step run after it. Events before the first step go to the first.
+    let by_time = |ts: i64| -> u32 { steps.partition_point(|s| s.start <= ts).saturating_sub(1) as u32 };
     for (i, e) in t.events.iter().enumerate() {
         if of_event[i] != NONE {
             continue;

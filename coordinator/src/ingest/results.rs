@@ -59,6 +59,26 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
     r.map(|_| ())
 }
 
+/// The settings of the sweep's backend that shape what ran (a command backend's command included).
+fn backend_settings(spec: &SweepSpec) -> serde_json::Value {
+    use tracefleet_proto::v1::sweep_spec::Backend;
+    match &spec.backend {
+        Some(Backend::Vllm(v)) => serde_json::json!({
+            "cuda_graphs": v.cuda_graphs,
+            "dtype": if v.dtype.is_empty() { "auto" } else { &v.dtype },
+            "max_model_len": v.max_model_len,
+            "gpu_memory_utilization": v.gpu_memory_utilization,
+            "python": v.python,
+        }),
+        Some(Backend::Torch(t)) => serde_json::json!({
+            "dtype": t.dtype, "attention": t.attention, "python": t.python,
+        }),
+        Some(Backend::Command(c)) => serde_json::json!({ "run": c.run }),
+        Some(Backend::Replay(r)) => serde_json::json!({ "dir": r.dir, "delay_ms": r.delay_ms }),
+        None => serde_json::Value::Null,
+    }
+}
+
 /// A stored step telemetry (protobuf); `None` when it does not decode (it is informative, not essential).
 fn telemetry_of(bytes: &[u8]) -> Option<StepTelemetry> {
     tracefleet_proto::v1::StepTelemetry::decode(bytes).ok().map(Into::into)
@@ -182,6 +202,7 @@ pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<Path
             "source": spec.source,
             "mode": spec.mode,
             "backend": spec.backend_name,
+            "backend_settings": backend_settings(&spec),
             "model": spec.model,
             "warmup_steps": spec.warmup_steps,
             "agent_selector": { "hosts": spec.agents, "gpu": spec.gpu_glob, "labels": spec.labels },

@@ -1,0 +1,280 @@
+//! vLLM without a GPU: the real vLLM 0.25.0 traces of `fixtures/h200-vllm-0.25` (eager decode, prefill,
+//! CUDA graphs) are classified as vLLM's decoder layers are built, `coord analyze` agrees with vLLM's own
+//! key_averages() printout of each window, the driver's per-step batch check reads their annotations, and
+//! what cannot be attributed is said, not hidden.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tracefleet_common::classify::Detail;
+use tracefleet_common::summary::{AnalyzeOptions, StepSummary, summarize};
+use tracefleet_common::trace::Trace;
+use tracefleet_tests::{bin, fixture, workspace};
+
+const DECODE: &str = "h200-vllm-0.25/decode-eager/logs_32";
+const PREFILL: &str = "h200-vllm-0.25/prefill-eager/logs_8";
+const GRAPHS: &str = "h200-vllm-0.25/decode-cudagraph/logs_32";
+
+/// The one trace file of a fixture folder.
+fn trace_in(dir: &str) -> PathBuf {
+    let d = fixture(dir);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&d)
+        .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".pt.trace.json.zst"))
+        .collect();
+    assert_eq!(found.len(), 1, "{}", d.display());
+    found.remove(0)
+}
+
+fn steps(dir: &str) -> Vec<StepSummary> {
+    let t = Trace::open(&trace_in(dir), &Default::default()).expect("fixture parses");
+    summarize(&t, &AnalyzeOptions::default()).steps
+}
+
+/// Kernels of a category in a step that are GEMMs (cuBLAS's split-K reductions and workspace memsets are
+/// counted with their GEMM, but are not GEMMs).
+fn gemms(s: &StepSummary, d: Detail) -> u64 {
+    s.kernels
+        .iter()
+        .filter(|k| k.category == d && !k.name.contains("splitKreduce") && !k.name.starts_with("Memset"))
+        .map(|k| k.calls)
+        .sum()
+}
+
+#[test]
+fn eager_decode_steps_hold_vllm_layers() {
+    let steps = steps(DECODE);
+    assert_eq!(steps.len(), 3, "three annotated decode steps");
+    for s in &steps {
+        assert_eq!(s.name, "execute_context_0(0)_generation_32(32)");
+        assert_eq!(s.layers, 16);
+        // Fused qkv_proj | o_proj | fused gate_up_proj | down_proj per layer, and the LM head outside them.
+        assert_eq!(s.linear_ops, [16, 0, 0, 16, 16, 16, 1]);
+        for d in [Detail::KqvProj, Detail::OProj, Detail::GatedUpProj, Detail::DownProj] {
+            assert_eq!(gemms(s, d), 16, "{d:?}");
+        }
+        // cuBLASLt's split-K reduction after each down_proj GEMM counts with it.
+        let split_k: u64 = s.kernels.iter().filter(|k| k.name.contains("splitKreduce")).map(|k| k.calls).sum();
+        assert_eq!(split_k, 16);
+        assert!(s.kernels.iter().any(|k| k.name.contains("splitKreduce") && k.category == Detail::DownProj));
+        // Attention: FA3's kernel and vLLM's KV-cache write, one each per layer; FA3's per-step scheduler
+        // metadata is not attention.
+        let in_cat = |needle: &str, d: Detail| {
+            s.kernels.iter().filter(|k| k.name.contains(needle) && k.category == d).map(|k| k.calls).sum::<u64>()
+        };
+        assert_eq!(in_cat("FlashAttnFwdSm90", Detail::PagedAttention), 16);
+        assert_eq!(in_cat("reshape_and_cache_flash", Detail::PagedAttention), 16);
+        assert_eq!(in_cat("prepare_varlen_num_blocks", Detail::Others), 1);
+        assert_eq!(in_cat("rotary_embedding", Detail::Rope), 16);
+        let (attention, linear) = (
+            s.detail[Detail::PagedAttention.index()],
+            [Detail::KqvProj, Detail::OProj, Detail::GatedUpProj, Detail::DownProj]
+                .iter()
+                .map(|d| s.detail[d.index()])
+                .sum::<i64>(),
+        );
+        assert!(attention > 0 && linear > 0);
+        assert_eq!(s.detail.iter().sum::<i64>(), s.gpu_time);
+        assert_eq!(s.graph_activities, 0);
+        // The LM head and the sampling run after vLLM's step annotation and still belong to the step:
+        // every kernel of the profiling window is in one of its three steps.
+        assert_eq!(s.kernel_count, 213);
+        // What `others` holds is listed by op: the LM head (a linear op outside the layers), then the norms.
+        let mut by_time: Vec<(&str, i64)> = s.others_ops.iter().map(|o| (o.op.as_str(), o.total)).collect();
+        by_time.sort_by_key(|(_, t)| -t);
+        assert_eq!(by_time[0].0, "aten::linear");
+        assert_eq!(by_time[1].0, "_C::fused_add_rms_norm");
+    }
+}
+
+#[test]
+fn eager_prefill_step_holds_vllm_layers() {
+    let steps = steps(PREFILL);
+    assert_eq!(steps.len(), 1);
+    let s = &steps[0];
+    assert_eq!(s.name, "execute_context_8(4096)_generation_0(0)");
+    assert_eq!((s.layers, s.linear_ops), (16, [16, 0, 0, 16, 16, 16, 1]));
+    for d in [Detail::KqvProj, Detail::OProj, Detail::GatedUpProj, Detail::DownProj] {
+        assert_eq!(gemms(s, d), 16, "{d:?}");
+    }
+    assert!(s.detail[Detail::PagedAttention.index()] > 0);
+}
+
+#[test]
+fn graph_replays_are_counted_and_not_attributed() {
+    for s in steps(GRAPHS) {
+        // Every kernel of the step but a few host-launched ones is replayed by the graph launch; none of
+        // them can be attributed from this trace, so no layer is found and nothing is guessed.
+        // 588 kernels of the file carry the correlation of one of its 3 cudaGraphLaunch calls.
+        assert_eq!(s.graph_activities, 196);
+        assert!(s.graph_time * 10 > s.gpu_time * 8, "graph replays hold most of the step");
+        assert_eq!(s.layers, 0);
+        assert_eq!(s.detail[Detail::Others.index()], s.gpu_time);
+    }
+    assert!(steps(DECODE).iter().all(|s| s.graph_activities == 0 && s.graph_time == 0));
+}
+
+fn ingest(dir: &str, out: &Path) -> String {
+    let o = Command::new(bin("coord"))
+        .arg("ingest")
+        .arg(fixture(dir))
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run coord");
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "coord ingest failed: {stderr}");
+    stderr
+}
+
+#[test]
+fn ingest_warns_where_others_dominates_and_reads_the_prefill_length() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let graphs = ingest(GRAPHS, &tmp.path().join("g"));
+    assert!(
+        graphs.contains(
+            "warning: decode batch 32 (local, NVIDIA H200): in 3 of 3 steps `others` holds 100% of the GPU time \
+             while attention or linear is 0"
+        ),
+        "{graphs}"
+    );
+    assert!(
+        graphs.contains("kernels under graph replays: not attributed (3 of 3 steps, 83% of their GPU time"),
+        "{graphs}"
+    );
+    // Decode traces do not say their prompt length: said, not silently 0.
+    assert!(graphs.contains("note: 3 of 3 steps have no input length"), "{graphs}");
+
+    let eager = ingest(DECODE, &tmp.path().join("d"));
+    assert!(!eager.contains("warning"), "{eager}");
+    // A prefill step says its prompt length: 4096 tokens over 8 requests.
+    let prefill = ingest(PREFILL, &tmp.path().join("p"));
+    assert!(!prefill.contains("warning") && !prefill.contains("no input length"), "{prefill}");
+    let steps = std::fs::read_to_string(tmp.path().join("p/steps.csv")).expect("steps.csv");
+    let row = steps.lines().nth(1).unwrap_or_default();
+    assert!(row.starts_with("local,NVIDIA H200,prefill,8,512,"), "{row}");
+
+    // The step checks of the GPU run pass on the fixtures' tables (16 GEMMs per projection, annotations
+    // of the series' batch, attention and linear in every step).
+    for (dir, out) in [(DECODE, "d"), (PREFILL, "p")] {
+        let o = Command::new("python3")
+            .arg(workspace().join("tests/gpu/check_vllm_results.py"))
+            .arg(tmp.path().join(out))
+            .args(["--layers", "16"])
+            .output()
+            .expect("python3");
+        assert!(o.status.success(), "{dir}: {}", String::from_utf8_lossy(&o.stdout));
+    }
+}
+
+#[test]
+fn coord_analyze_agrees_with_vllms_printout_of_every_window() {
+    let mut args = Vec::new();
+    for dir in [DECODE, PREFILL, GRAPHS] {
+        args.push(fixture(dir).join("vllm_key_averages.txt"));
+        args.push(trace_in(dir));
+    }
+    let o = Command::new("python3")
+        .arg(workspace().join("tests/gpu/compare_vllm_printout.py"))
+        .arg("--coord")
+        .arg(bin("coord"))
+        .args(&args)
+        .output()
+        .expect("python3");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON summary");
+    assert_eq!(v["windows"], 3);
+    assert_eq!(v["mismatched_rows"], 0);
+    // 97 + 100 + 88 printed rows (the printout stops at 100).
+    assert_eq!(v["rows"], 285);
+}
+
+/// A fixture's trace, decompressed (the driver reads plain or gzip JSON, as vLLM writes it).
+fn plain_trace(dir: &str, tmp: &Path) -> PathBuf {
+    let src = trace_in(dir);
+    let bytes = zstd::decode_all(&std::fs::read(&src).expect("read")[..]).expect("zstd");
+    let name = src.file_name().map(|n| n.to_string_lossy().trim_end_matches(".zst").to_string()).unwrap_or_default();
+    let dst = tmp.join(name);
+    std::fs::write(&dst, bytes).expect("write");
+    dst
+}
+
+fn verify(trace: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let o = Command::new("python3")
+        .arg(workspace().join("agent/drivers/vllm_driver.py"))
+        .arg("--verify-trace")
+        .arg(trace)
+        .args(args)
+        .output()
+        .expect("python3");
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout))
+}
+
+#[test]
+fn the_driver_checks_every_profiled_step_on_vllms_annotations() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let decode = plain_trace(DECODE, tmp.path());
+    let prefill = plain_trace(PREFILL, tmp.path());
+    let (code, out) = verify(&decode, &["--mode", "decode", "--batch-size", "32", "--steps", "3"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("3 steps of execute_context_0(0)_generation_32(32)"), "{out}");
+    let (code, _) = verify(&prefill, &["--mode", "prefill", "--batch-size", "8", "--input-len", "512", "--steps", "1"]);
+    assert_eq!(code, Some(0));
+    // Another batch, another prompt length, another number of steps: refused, saying what ran.
+    let (code, out) = verify(&decode, &["--mode", "decode", "--batch-size", "16", "--steps", "3"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(
+            "profiled step 1 of 3 ran execute_context_0(0)_generation_32(32), not 16 decodes \
+             (execute_context_0(0)_generation_16(16))"
+        ),
+        "{out}"
+    );
+    let (code, out) = verify(&prefill, &["--mode", "prefill", "--batch-size", "8", "--input-len", "256", "--steps", "1"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("not 8 prefills of 256 tokens"), "{out}");
+    let (code, out) = verify(&decode, &["--mode", "decode", "--batch-size", "32", "--steps", "4"]);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("the trace holds 3 annotated steps, not the 4 profiled"), "{out}");
+    // A prefill check without the prompt length is an argument error.
+    let (code, _) = verify(&prefill, &["--mode", "prefill", "--batch-size", "8", "--steps", "1"]);
+    assert_eq!(code, Some(2));
+}
+
+#[test]
+fn the_vllm_driver_refuses_bad_job_files_with_the_reason() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let check = |name: &str, job: &str| -> (Option<i32>, String) {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, job).expect("write");
+        let o = Command::new("python3")
+            .arg(workspace().join("agent/drivers/vllm_driver.py"))
+            .arg("--job")
+            .arg(&p)
+            .arg("--check")
+            .output()
+            .expect("python3");
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout))
+    };
+    let point = r#"{"point_id": "decode-bs8-in128", "mode": "decode", "batch_size": 8, "input_len": 128, "output_len": 16}"#;
+    let job = |extra: &str, point: &str| {
+        format!(r#"{{"model": "llama-3.2-1b", "out_dir": "/tmp/x", "warmup_steps": 5, "profile_steps": 3{extra}, "points": [{point}]}}"#)
+    };
+    let (code, out) = check("ok.json", &job(r#", "dtype": "bfloat16", "gpu_memory_utilization": 0.8"#, point));
+    assert_eq!(code, Some(0), "{out}");
+    let cases = [
+        (job("", &point.replace("\"output_len\": 16", "\"output_len\": 8")), "output_len 8 does not cover the prefill token, 5 warm-up and 3 profiled steps (needs at least 9)"),
+        (job(r#", "dtype": "float32""#, point), "'dtype' must be one of auto, bfloat16, float16"),
+        (job(r#", "gpu_memory_utilization": 1.5"#, point), "'gpu_memory_utilization' must be in (0, 1]"),
+        (job(r#", "max_model_len": 100"#, point), "'max_model_len' 100 is shorter than the job's longest sequence (144 tokens"),
+        (job("", &point.replace("\"batch_size\": 8", "\"batch_size\": 0")), "batch_size must be a positive integer, not 0"),
+        (job("", point).replace("llama-3.2-1b", "gpt-7"), "unknown model 'gpt-7': a local model folder or one of llama-3.1-8b, llama-3.2-1b, qwen2.5-1.5b"),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let (code, out) = check(&format!("bad{i}.json"), text);
+        assert_eq!(code, Some(2), "{want}: {out}");
+        assert!(out.contains(want), "expected {want:?} in {out}");
+    }
+}
