@@ -62,10 +62,7 @@ struct Args {
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
-    Driver::ALL
-        .into_iter()
-        .find(|d| d.name() == s)
-        .ok_or_else(|| format!("unknown driver {s:?}: torch or vllm"))
+    Driver::ALL.into_iter().find(|d| d.name() == s).ok_or_else(|| format!("unknown driver {s:?}: torch or vllm"))
 }
 
 /// Waits for SIGINT or SIGTERM (how Kubernetes stops a pod); returns its name.

@@ -129,9 +129,8 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
         if let Some(why) = batch_mismatch(series, &r.step_name) {
             note(WarningKind::BatchMismatch, format!("{trace} step {index}: {why}"), 0);
         }
-        let coarse = |c: Coarse| -> i64 {
-            Detail::ALL.iter().filter(|d| d.coarse() == c).map(|d| r.detail[d.index()]).sum()
-        };
+        let coarse =
+            |c: Coarse| -> i64 { Detail::ALL.iter().filter(|d| d.coarse() == c).map(|d| r.detail[d.index()]).sum() };
         let others = r.detail[Detail::Others.index()];
         if r.gpu_time > 0
             && others as f64 > OTHERS_SHARE * r.gpu_time as f64

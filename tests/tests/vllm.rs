@@ -116,13 +116,8 @@ fn graph_replays_are_counted_and_not_attributed() {
 }
 
 fn ingest(dir: &str, out: &Path) -> String {
-    let o = Command::new(bin("coord"))
-        .arg("ingest")
-        .arg(fixture(dir))
-        .arg("--out")
-        .arg(out)
-        .output()
-        .expect("run coord");
+    let o =
+        Command::new(bin("coord")).arg("ingest").arg(fixture(dir)).arg("--out").arg(out).output().expect("run coord");
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "coord ingest failed: {stderr}");
     stderr
@@ -232,7 +227,8 @@ fn the_driver_checks_every_profiled_step_on_vllms_annotations() {
         ),
         "{out}"
     );
-    let (code, out) = verify(&prefill, &["--mode", "prefill", "--batch-size", "8", "--input-len", "256", "--steps", "1"]);
+    let (code, out) =
+        verify(&prefill, &["--mode", "prefill", "--batch-size", "8", "--input-len", "256", "--steps", "1"]);
     assert_eq!(code, Some(1));
     assert!(out.contains("not 8 prefills of 256 tokens"), "{out}");
     let (code, out) = verify(&decode, &["--mode", "decode", "--batch-size", "32", "--steps", "4"]);
@@ -258,23 +254,110 @@ fn the_vllm_driver_refuses_bad_job_files_with_the_reason() {
             .expect("python3");
         (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string() + &String::from_utf8_lossy(&o.stdout))
     };
-    let point = r#"{"point_id": "decode-bs8-in128", "mode": "decode", "batch_size": 8, "input_len": 128, "output_len": 16}"#;
+    let point =
+        r#"{"point_id": "decode-bs8-in128", "mode": "decode", "batch_size": 8, "input_len": 128, "output_len": 16}"#;
     let job = |extra: &str, point: &str| {
-        format!(r#"{{"model": "llama-3.2-1b", "out_dir": "/tmp/x", "warmup_steps": 5, "profile_steps": 3{extra}, "points": [{point}]}}"#)
+        format!(
+            r#"{{"model": "llama-3.2-1b", "out_dir": "/tmp/x", "warmup_steps": 5, "profile_steps": 3{extra}, "points": [{point}]}}"#
+        )
     };
     let (code, out) = check("ok.json", &job(r#", "dtype": "bfloat16", "gpu_memory_utilization": 0.8"#, point));
     assert_eq!(code, Some(0), "{out}");
     let cases = [
-        (job("", &point.replace("\"output_len\": 16", "\"output_len\": 8")), "output_len 8 does not cover the prefill token, 5 warm-up and 3 profiled steps (needs at least 9)"),
+        (
+            job("", &point.replace("\"output_len\": 16", "\"output_len\": 8")),
+            "output_len 8 does not cover the prefill token, 5 warm-up and 3 profiled steps (needs at least 9)",
+        ),
         (job(r#", "dtype": "float32""#, point), "'dtype' must be one of auto, bfloat16, float16"),
         (job(r#", "gpu_memory_utilization": 1.5"#, point), "'gpu_memory_utilization' must be in (0, 1]"),
-        (job(r#", "max_model_len": 100"#, point), "'max_model_len' 100 is shorter than the job's longest sequence (144 tokens"),
-        (job("", &point.replace("\"batch_size\": 8", "\"batch_size\": 0")), "batch_size must be a positive integer, not 0"),
-        (job("", point).replace("llama-3.2-1b", "gpt-7"), "unknown model 'gpt-7': a local model folder or one of llama-3.1-8b, llama-3.2-1b, qwen2.5-1.5b"),
+        (
+            job(r#", "max_model_len": 100"#, point),
+            "'max_model_len' 100 is shorter than the job's longest sequence (144 tokens",
+        ),
+        (
+            job("", &point.replace("\"batch_size\": 8", "\"batch_size\": 0")),
+            "batch_size must be a positive integer, not 0",
+        ),
+        (
+            job("", point).replace("llama-3.2-1b", "gpt-7"),
+            "unknown model 'gpt-7': a local model folder or one of llama-3.1-8b, llama-3.2-1b, qwen2.5-1.5b",
+        ),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let (code, out) = check(&format!("bad{i}.json"), text);
         assert_eq!(code, Some(2), "{want}: {out}");
         assert!(out.contains(want), "expected {want:?} in {out}");
     }
+}
+
+/// `coord sweep --local` of a sweep file; returns (stdout, manifest).
+fn local_sweep(tmp: &Path, toml: &str) -> (String, serde_json::Value) {
+    let f = tmp.join("sweep.toml");
+    std::fs::write(&f, toml).expect("write");
+    let out = tmp.join("out");
+    let o = Command::new(bin("coord"))
+        .current_dir(workspace())
+        .arg("sweep")
+        .arg(&f)
+        .args(["--local", "--data-dir"])
+        .arg(tmp.join("state"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
+    let manifest = tracefleet_tests::read_json(&out.join("manifest.json")).expect("manifest");
+    (stdout, manifest)
+}
+
+#[test]
+fn a_sweep_says_what_it_could_not_attribute_and_which_steps_ran_another_batch() {
+    // The CUDA-graph traces replayed as a sweep: the summary warns, the manifest lists what `others` holds.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (stdout, m) = local_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"g\"\nmode = \"decode\"\nbackend = \"replay\"\nbatch_sizes = [32]\ninput_len = 256\n\
+             [replay]\ndir = \"{}\"\n",
+            fixture("h200-vllm-0.25/decode-cudagraph").display()
+        ),
+    );
+    // (the series names the local agent's host)
+    assert!(stdout.contains("warning: decode batch 32, input 256 ("), "{stdout}");
+    assert!(
+        stdout.contains(
+            "NVIDIA H200): kernels under graph replays: not attributed (3 of 3 steps, 83% of their GPU time, \
+             counted in `others`)"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("`others` holds 100% of the GPU time while attention or linear is 0"), "{stdout}");
+    let kinds: Vec<&str> = m["warnings"].as_array().into_iter().flatten().filter_map(|w| w["kind"].as_str()).collect();
+    assert_eq!(kinds, ["others_dominant", "graph_replays"]);
+    let others = &m["others"][0];
+    assert_eq!(others["series"]["batch_size"], 32);
+    assert_eq!(others["others_share"], 1.0);
+    // The step annotation around the graph launch holds most of it; the listing names it.
+    assert_eq!(others["top_ops"][0]["name"], "execute_context_0(0)_generation_32(32)");
+    assert_eq!(others["top_kernels"].as_array().map(Vec::len), Some(10));
+
+    // The bs-32 eager trace delivered as a batch-16 point: the annotation says 32 decodes, and so does
+    // the warning.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let logs = tmp.path().join("replay/logs_16");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let src = trace_in(DECODE);
+    std::fs::copy(&src, logs.join(src.file_name().expect("name"))).expect("copy");
+    let (stdout, m) = local_sweep(
+        tmp.path(),
+        &format!(
+            "name = \"b\"\nmode = \"decode\"\nbackend = \"replay\"\nbatch_sizes = [16]\n[replay]\ndir = \"{}\"\n",
+            tmp.path().join("replay").display()
+        ),
+    );
+    assert!(stdout.contains("warning: decode batch 16, input 128 ("), "{stdout}");
+    assert!(stdout.contains("NVIDIA H200): 3 of 3 steps ran another batch than the series'"), "{stdout}");
+    assert!(stdout.contains("step execute_context_0(0)_generation_32(32) is not 16 decodes"), "{stdout}");
+    assert_eq!(m["warnings"][0]["kind"], "batch_mismatch");
 }

@@ -176,4 +176,55 @@ mod tests {
         let line = format!("ATTENTION = ({})", quoted.join(", "));
         assert!(TORCH_DRIVER.contains(&line), "torch_driver.py should define {line}");
     }
+
+    #[test]
+    fn a_vllm_job_file_carries_the_engine_settings() {
+        use tracefleet_proto::v1::{Point, VllmBackend, assign_job::Backend as JobBackend};
+        let job = AssignJob {
+            job_id: "s-j1".into(),
+            sweep_id: "s".into(),
+            points: vec![Point {
+                point_id: "decode-bs8-in128".into(),
+                mode: "decode".into(),
+                batch_size: 8,
+                input_len: 128,
+                output_len: 16,
+            }],
+            profile_steps: 3,
+            warmup_steps: 5,
+            backend: Some(JobBackend::Vllm(VllmBackend {
+                model: "llama-3.2-1b".into(),
+                cuda_graphs: true,
+                max_model_len: 512,
+                gpu_memory_utilization: 0.8,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let warm = Arc::new(WarmPool::new(Path::new("/nonexistent"), "python3", &[]));
+        let Ok(backend) = super::super::backend_for(&job, "python3", &warm) else { panic!("a vLLM backend") };
+        assert!(backend.announces_traces());
+        let d = PythonDriver {
+            driver: Driver::Vllm,
+            python: String::new(),
+            model: "llama-3.2-1b".into(),
+            dtype: "auto".into(),
+            attention: String::new(),
+            cuda_graphs: true,
+            max_model_len: 512,
+            gpu_memory_utilization: 0.8,
+            warm: None,
+        };
+        let f = d.job_file(&job, Path::new("/w/out"));
+        assert_eq!(f["sweep_id"], "s");
+        assert_eq!(f["dtype"], "auto");
+        assert_eq!(f["cuda_graphs"], true);
+        assert_eq!(f["max_model_len"], 512);
+        assert_eq!(f["gpu_memory_utilization"], 0.8);
+        assert_eq!(f["points"][0]["output_len"], 16);
+        // The driver and the shapes it reads are written side by side.
+        let dir = tempfile::tempdir().expect("tmp");
+        let script = Driver::Vllm.write(dir.path()).expect("write");
+        assert!(script.ends_with("vllm_driver.py") && dir.path().join("shapes.json").exists());
+    }
 }

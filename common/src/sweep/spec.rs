@@ -303,7 +303,11 @@ impl Checker<'_> {
         match x {
             Some(x) if x > 0.0 && x <= 1.0 => Some(x),
             _ => {
-                self.err(v.span(), format!("`{key}` must be a fraction above 0 and at most 1"), Some("e.g. 0.85".into()));
+                self.err(
+                    v.span(),
+                    format!("`{key}` must be a fraction above 0 and at most 1"),
+                    Some("e.g. 0.85".into()),
+                );
                 None
             }
         }
@@ -645,7 +649,8 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         }
     }
     if let (Some(mml), Some(ils)) = (vllm.max_model_len, &input_lens) {
-        let longest = ils.iter().max().copied().unwrap_or(0) + if mode == Some(Mode::Decode) { output_len.unwrap_or(0) } else { 1 };
+        let longest = ils.iter().max().copied().unwrap_or(0)
+            + if mode == Some(Mode::Decode) { output_len.unwrap_or(0) } else { 1 };
         if mml < longest {
             let at = get("vllm").map_or(at_top.clone(), |v| v.span());
             c.err(
@@ -834,5 +839,58 @@ profile_steps = 0
             (ok.backend, ok.torch.dtype.as_str(), ok.model.as_deref()),
             (Backend::Torch, "float16", Some("llama-3.2-1b"))
         );
+    }
+
+    #[test]
+    fn vllm_settings_are_read_and_checked() {
+        let base =
+            "name = \"v\"\nmode = \"decode\"\nbackend = \"vllm\"\nmodel = \"llama-3.2-1b\"\nbatch_sizes = [1, 8]\n";
+        let ok = parse(
+            &format!("{base}output_len = 16\n[vllm]\ncuda_graphs = true\ndtype = \"bfloat16\"\nmax_model_len = 512\ngpu_memory_utilization = 0.85\n"),
+            "v.toml",
+        )
+        .expect("valid");
+        assert_eq!(
+            ok.vllm,
+            VllmTable {
+                python: String::new(),
+                cuda_graphs: true,
+                dtype: "bfloat16".into(),
+                max_model_len: Some(512),
+                gpu_memory_utilization: Some(0.85),
+            }
+        );
+        // Defaults: output_len 100 covers 1 + 5 warm-up + 3 profiled steps.
+        assert_eq!(parse(base, "v.toml").expect("valid").vllm, VllmTable::default());
+
+        let bad = format!(
+            "{base}output_len = 8\n[vllm]\ndtype = \"bf16\"\nmax_model_len = 100\ngpu_memory_utilization = 1.5\n"
+        );
+        let e = parse(&bad, "v.toml").expect_err("invalid");
+        let got: Vec<String> = e
+            .diagnostics
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{}: {}{}",
+                    d.line,
+                    d.col,
+                    d.message,
+                    d.hint.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "6:14: `output_len` 8 does not cover the prefill's token, 5 warm-up and 3 profiled decode steps [set `output_len` to at least 9]".to_string(),
+                "7:1: `vllm.max_model_len` 100 is shorter than the longest request (136 tokens: prompt plus output) [raise it to at least 136, or leave it out]".to_string(),
+                "8:9: `vllm.dtype` must be auto, bfloat16 or float16, not \"bf16\"".to_string(),
+                "10:26: `vllm.gpu_memory_utilization` must be a fraction above 0 and at most 1 [e.g. 0.85]".to_string(),
+            ]
+        );
+        // The torch backend does not stop at output_len: no such check there.
+        let torch = base.replace("vllm", "torch");
+        assert!(parse(&format!("{torch}output_len = 1\n"), "t.toml").is_ok());
     }
 }

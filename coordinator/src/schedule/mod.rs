@@ -146,8 +146,11 @@ mod tests {
         let jobs = plan("s", &two, &[("a".to_string(), 2), ("b".to_string(), 2)], Placement::Each);
         assert_eq!(jobs.len(), 4);
         for agent in ["a", "b"] {
-            let mut got: Vec<u32> =
-                jobs.iter().filter(|(a, _)| a == agent).flat_map(|(_, j)| j.points.iter().map(|p| p.batch_size)).collect();
+            let mut got: Vec<u32> = jobs
+                .iter()
+                .filter(|(a, _)| a == agent)
+                .flat_map(|(_, j)| j.points.iter().map(|p| p.batch_size))
+                .collect();
             got.sort_unstable();
             assert_eq!(got, [1, 8, 32], "{agent}");
         }

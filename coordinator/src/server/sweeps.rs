@@ -90,10 +90,7 @@ impl Sweeps for SweepService {
         // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs.
         let slots: Vec<(String, usize)> = {
             let conns = coord.agents();
-            agents
-                .iter()
-                .map(|a| (a.clone(), conns.get(a).map_or(1, |c| c.inventory.gpus.len().max(1))))
-                .collect()
+            agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, |c| c.inventory.gpus.len().max(1)))).collect()
         };
         let jobs = schedule::plan(&id, &spec, &slots, placement);
         let rows: Vec<JobRow> = jobs
