@@ -153,22 +153,43 @@ def load_job(path):
         raise ValueError(f"unknown model {model!r}: a local model folder or one of {', '.join(sorted(shapes))}")
     if (job.get("dtype") or "auto") not in DTYPES:
         raise ValueError(f"'dtype' must be one of {', '.join(DTYPES)}, not {job['dtype']!r}")
+    # 0 (or absent) means vLLM's default.
     util = job.get("gpu_memory_utilization") or 0
-    if not isinstance(util, (int, float)) or not 0 <= util <= 1:
+    if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 <= util <= 1:
         raise ValueError(f"'gpu_memory_utilization' must be in (0, 1], not {util!r}")
     mml = job.get("max_model_len") or 0
     if isinstance(mml, bool) or not isinstance(mml, int) or mml < 0:
         raise ValueError(f"'max_model_len' must be a positive integer, not {mml!r}")
-    if mml and mml < longest_sequence(job):
+    longest = longest_sequence(job, token_budget(job))
+    if mml and mml < longest:
         raise ValueError(f"'max_model_len' {mml} is shorter than the job's longest sequence "
-                         f"({longest_sequence(job)} tokens: prompt plus output)")
+                         f"({longest} tokens: prompt plus output)")
     return job
 
 
-def longest_sequence(job):
+def token_budget(job):
+    """The engine's max_num_batched_tokens: every prefill point's B x L in one step (exact prefills), a
+    decode point's prompts up to DECODE_PREFILL_BUDGET tokens a step, and at least the longest request."""
+    pts = job["points"]
+    prefill = [p["batch_size"] * p["input_len"] for p in pts if p["mode"] == "prefill"]
+    decode = [min(p["batch_size"] * p["input_len"], DECODE_PREFILL_BUDGET) for p in pts if p["mode"] == "decode"]
+    longest = max(p["input_len"] + (p.get("output_len") or 0) + 1 for p in pts)
+    return max(prefill + decode + [longest])
+
+
+def output_tokens(p, budget):
+    """max_tokens of a point's requests. A decode point whose prompts take k prefill steps starts decoding
+    its first requests k - 1 steps before its last: those need k - 1 more tokens so that every request
+    is still running in every profiled step."""
+    if p["mode"] != "decode":
+        return 1
+    prefill_steps = -(-p["batch_size"] * p["input_len"] // budget)
+    return p["output_len"] + prefill_steps - 1
+
+
+def longest_sequence(job, budget):
     """Tokens of the longest request of the job: prompt plus output (one output token for a prefill)."""
-    return max(int(p["input_len"]) + (int(p.get("output_len") or 0) if p["mode"] == "decode" else 1)
-               for p in job["points"])
+    return max(p["input_len"] + output_tokens(p, budget) for p in job["points"])
 
 
 def version_tuple(text):
@@ -274,9 +295,14 @@ def model_folder(job, work_dir):
 
 
 def vocab_size(folder):
-    with open(os.path.join(folder, "config.json")) as f:
+    """The model's vocabulary size, from its config.json (random prompt tokens are drawn below it)."""
+    path = os.path.join(folder, "config.json")
+    with open(path) as f:
         cfg = json.load(f)
-    return int(cfg.get("vocab_size") or cfg.get("text_config", {}).get("vocab_size") or 32000)
+    n = cfg.get("vocab_size") or (cfg.get("text_config") or {}).get("vocab_size")
+    if not isinstance(n, int) or n < 1:
+        raise RuntimeError(f"{path} gives no vocab_size: cannot draw prompt tokens")
+    return n
 
 
 def compilation_config(graph_sizes):
@@ -298,12 +324,8 @@ def build_engine(job, work_dir, prof_dir, oracle):
     folder, dummy = model_folder(job, work_dir)
     points = job["points"]
     max_bs = max(int(p["batch_size"]) for p in points)
-    prefill_tokens = [int(p["batch_size"]) * int(p["input_len"]) for p in points if p["mode"] == "prefill"]
-    decode_tokens = [min(int(p["batch_size"]) * int(p["input_len"]), DECODE_PREFILL_BUDGET)
-                     for p in points if p["mode"] == "decode"]
-    max_len = int(job.get("max_model_len") or 0) or longest_sequence(job)
-    # A prefill point's B prompts must be one step; a decode point's prompts preferably too.
-    budget = max(prefill_tokens + decode_tokens + [max_len])
+    budget = token_budget(job)
+    max_len = int(job.get("max_model_len") or 0) or longest_sequence(job, budget)
     graphs = [int(p["batch_size"]) for p in points if p["mode"] == "decode"] if job.get("cuda_graphs") else []
     opts = job.get("profiler") or {}
     with_stack = bool(opts.get("with_stack")) or bool(opts.get("with_modules"))
@@ -343,12 +365,17 @@ def build_engine(job, work_dir, prof_dir, oracle):
     blocks = getattr(getattr(cfg, "cache_config", None), "num_gpu_blocks", None)
     block_size = getattr(getattr(cfg, "cache_config", None), "block_size", None)
     capacity = blocks * block_size if blocks and block_size else None
+    graph_mode = getattr(getattr(getattr(cfg, "compilation_config", None), "cudagraph_mode", None), "name", "?")
+    if graphs and graph_mode == "NONE":
+        # vLLM turns graphs off by itself in some configurations; a sweep asking for them must not run
+        # eager under their name.
+        raise RuntimeError("CUDA graphs were asked for, but vLLM runs this engine without them (cudagraph_mode NONE)")
     emit("log", message=(f"engine ready in {time.time() - t0:.1f}s: {job['model']} "
                          f"({'random weights' if dummy else 'weights from the folder'}), max_num_seqs {max_bs}, "
                          f"max_num_batched_tokens {budget}, max_model_len {max_len}, "
-                         f"{'CUDA graphs for ' + str(sorted(graphs)) if graphs else 'eager'}, "
+                         f"{'CUDA graphs (' + graph_mode + ') for ' + str(sorted(graphs)) if graphs else 'eager'}, "
                          f"KV cache {capacity if capacity else 'unknown'} tokens"))
-    return engine, folder, capacity
+    return engine, folder, capacity, budget
 
 
 class PointFailed(Exception):
@@ -363,68 +390,75 @@ def run_job(job, work_dir):
     prof_dir = os.path.join(work_dir, "vllm_profiles")
     shutil.rmtree(prof_dir, ignore_errors=True)
     os.makedirs(prof_dir)
-    engine, folder, capacity = build_engine(job, work_dir, prof_dir, bool(oracle_dir))
+    engine, folder, capacity, budget = build_engine(job, work_dir, prof_dir, bool(oracle_dir))
     vocab = vocab_size(folder)
     warm = int(job.get("warmup_steps", 5))
     steps = int(job.get("profile_steps", 3))
     serial = 0
+    # Every request of the current point, so that none of them can join the next point's steps.
+    added = []
 
     def add(pid, bs, ilen, max_tokens, rng):
         nonlocal serial
         from vllm import SamplingParams
         params = SamplingParams(max_tokens=max_tokens, ignore_eos=True, detokenize=False)
-        ids = []
         for _ in range(bs):
             serial += 1
             rid = f"{pid}-{serial}"
             engine.add_request(rid, {"prompt_token_ids": [rng.randrange(vocab) for _ in range(ilen)]}, params)
-            ids.append(rid)
-        return ids
+            added.append(rid)
 
-    def drop(ids):
-        if ids and engine.has_unfinished_requests():
-            engine.abort_request(list(ids))
-        # Aborted requests leave at once; a request a failed point left behind must not join the next point.
-        for _ in range(10000):
+    def drop():
+        """Ends every request of the point (aborted ones leave at once; finished ones have left)."""
+        if added and engine.has_unfinished_requests():
+            engine.abort_request(list(added))
+        for _ in range(1000):
             if not engine.has_unfinished_requests():
+                added.clear()
                 return
             engine.step()
+        raise RuntimeError("the engine still holds unfinished requests after aborting them and 1000 steps")
 
     def take_trace(pid, mode, bs, ilen):
-        """Moves the profiled window's trace into the point's folder and checks its steps."""
+        """Checks the profiled window's steps, then moves its trace into the point's folder (the last
+        thing, so that only a checked trace is ever among the job's files)."""
         found = sorted(glob.glob(os.path.join(prof_dir, "*.pt.trace.json*")))
         if len(found) != 1:
             raise PointFailed(f"vLLM's profiler wrote {len(found)} trace files, not one: {found}")
         problem = check_steps(read_annotations(found[0]), mode, bs, ilen, steps)
-        folder_out = os.path.join(out_root, pid, mode, f"logs_{bs}")
-        os.makedirs(folder_out, exist_ok=True)
-        dst = os.path.join(folder_out, os.path.basename(found[0]))
-        os.replace(found[0], dst)
+        if problem:
+            raise PointFailed(f"{problem}: not controlled batching, so the point's trace is dropped (the "
+                              f"engine did not schedule the batch as one: KV cache, token budget or sequence "
+                              f"length; the engine's settings are in the log)")
         printout = os.path.join(prof_dir, "profiler_out_0.txt")
         if oracle_dir and os.path.exists(printout):
             into = os.path.join(oracle_dir, str(job.get("sweep_id") or "sweep"))
             os.makedirs(into, exist_ok=True)
             shutil.move(printout, os.path.join(into, f"{pid}.txt"))
-        if problem:
-            os.remove(dst)
-            raise PointFailed(f"{problem}: not controlled batching, so the point's trace is dropped "
-                              f"(is the KV cache large enough? raise gpu_memory_utilization or lower the batch)")
+        folder_out = os.path.join(out_root, pid, mode, f"logs_{bs}")
+        os.makedirs(folder_out, exist_ok=True)
+        dst = os.path.join(folder_out, os.path.basename(found[0]))
+        os.replace(found[0], dst)
         return dst
 
-    for pt in job["points"]:
+    points = job["points"]
+    for i, pt in enumerate(points):
         pid, mode = pt["point_id"], pt["mode"]
         bs, ilen = int(pt["batch_size"]), int(pt["input_len"])
         rng = random.Random(f"{pid}")
+        max_tokens = output_tokens(pt, budget)
         emit("point_started", point=pid)
-        ids = []
         try:
+            # Tokens a sequence holds at most before it is dropped: its prompt, the tokens decoded while the
+            # others were still prefilling, the prefill's token, warm-up and profiled steps.
+            held = ilen + (max_tokens - pt["output_len"] + 1 + warm + steps if mode == "decode" else 1)
+            need = bs * held
+            if capacity is not None and need > capacity:
+                raise PointFailed(f"{bs} sequences of {ilen} prompt tokens and their output need {need} "
+                                  f"KV-cache tokens; the engine has {capacity} (raise gpu_memory_utilization "
+                                  f"or lower the batch)")
             if mode == "decode":
-                need = bs * (ilen + 1 + warm + steps)
-                if capacity is not None and need > capacity:
-                    raise PointFailed(f"{bs} sequences of {ilen}+{1 + warm + steps} tokens need {need} KV-cache "
-                                      f"tokens; the engine has {capacity} (raise gpu_memory_utilization or "
-                                      f"lower the batch)")
-                ids = add(pid, bs, ilen, int(pt.get("output_len") or 0), rng)
+                add(pid, bs, ilen, max_tokens, rng)
                 # The prefill: every request has its first token (one step when the budget holds B x L).
                 started, prefill_steps = set(), 0
                 while len(started) < bs:
@@ -444,17 +478,17 @@ def run_job(job, work_dir):
                 end = time.time()
             else:
                 for _ in range(warm):
-                    ids = add(pid, bs, ilen, 1, rng)
+                    add(pid, bs, ilen, 1, rng)
                     engine.step()
-                    drop(ids)
+                    drop()
                 start = time.time()
                 engine.start_profile()
                 for _ in range(steps):
-                    ids = add(pid, bs, ilen, 1, rng)
+                    add(pid, bs, ilen, 1, rng)
                     engine.step()
                     # Nothing is left after a one-step prefill of one-token requests; anything else steps
                     # on inside the window and the step check names it.
-                    drop([])
+                    drop()
                 engine.stop_profile()
                 end = time.time()
             path = take_trace(pid, mode, bs, ilen)
@@ -469,8 +503,14 @@ def run_job(job, work_dir):
                 pass
             for f in glob.glob(os.path.join(prof_dir, "*")):
                 os.remove(f)
-        finally:
-            drop(ids)
+        try:
+            drop()
+        except Exception as e:
+            # The engine cannot be used any more (a CUDA error, say): every point not run is reported.
+            for q in points[i + 1:]:
+                emit("point_failed", point=q["point_id"],
+                     error=f"not run: the engine failed after point {pid}: {type(e).__name__}: {e}")
+            raise
 
 
 def main(argv=None):

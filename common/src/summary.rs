@@ -190,11 +190,18 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         steps: Vec::new(),
     };
     let by_step = steps.events_by_step();
+    // GPU activities replayed by CUDA graphs, per step: (count, summed ns).
+    let mut graph_by_step = vec![(0u32, 0i64); steps.steps.len()];
+    for &i in &links.graph_replayed {
+        if let Some(g) = graph_by_step.get_mut(steps.of_event[i as usize] as usize) {
+            g.0 += 1;
+            g.1 += t.events[i as usize].dur;
+        }
+    }
     for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
         let si = si as u32;
         let cls = classify_step(t, &links, events, &opts.rules);
-        let graph: Vec<u32> =
-            links.graph_replayed.iter().copied().filter(|&i| steps.of_event[i as usize] == si).collect();
+        let (graph_activities, graph_time) = graph_by_step.get(si as usize).copied().unwrap_or_default();
         let mut detail = [0i64; 7];
         let mut detail_activities = [0u32; 7];
         let mut kernels: BTreeMap<(u32, Detail), (u64, i64)> = BTreeMap::new();
@@ -295,8 +302,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
                     total,
                 })
                 .collect(),
-            graph_activities: graph.len() as u32,
-            graph_time: graph.iter().map(|&i| t.events[i as usize].dur).sum(),
+            graph_activities,
+            graph_time,
         });
     }
     out

@@ -361,3 +361,30 @@ fn a_sweep_says_what_it_could_not_attribute_and_which_steps_ran_another_batch() 
     assert!(stdout.contains("step execute_context_0(0)_generation_32(32) is not 16 decodes"), "{stdout}");
     assert_eq!(m["warnings"][0]["kind"], "batch_mismatch");
 }
+
+#[test]
+fn attention_stays_attention_when_the_projections_are_replayed_by_graphs() {
+    // vLLM's piecewise CUDA graphs replay the projections and leave attention eager: take the eager
+    // decode trace without the projection ops inside its steps (the LM head, after each step's annotation,
+    // stays). Attention ops then come before the step's only linear op, and are still attention: the
+    // "metadata before the first projection" rule applies only to steps that show their layers.
+    let mut t = Trace::open(&trace_in(DECODE), &Default::default()).expect("fixture parses");
+    let annotations: Vec<(i64, i64)> = t
+        .events
+        .iter()
+        .filter(|e| t.name(e.name).starts_with("execute_context_"))
+        .map(|e| (e.ts, e.ts + e.dur))
+        .collect();
+    let hidden = ["aten::linear", "aten::matmul", "aten::mm", "aten::t", "aten::transpose"];
+    let names = t.names.clone();
+    t.events.retain(|e| {
+        let inside = annotations.iter().any(|&(a, b)| e.ts >= a && e.ts < b);
+        !(inside && hidden.contains(&&*names[e.name as usize]))
+    });
+    for s in summarize(&t, &AnalyzeOptions::default()).steps {
+        assert_eq!(s.linear_ops[Detail::Others.index()], 1, "the LM head is the step's one linear op");
+        let attention: u64 = s.kernels.iter().filter(|k| k.category == Detail::PagedAttention).map(|k| k.calls).sum();
+        assert_eq!(attention, 48, "FA3 kernel, its fill and the KV-cache write of 16 layers");
+        assert_eq!(s.layers, 16);
+    }
+}

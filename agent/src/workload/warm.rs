@@ -59,8 +59,16 @@ impl WarmPool {
                 continue;
             }
             let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            if slots.get_mut(&(d, gpu)).is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
-                continue;
+            if let Some(mut c) = slots.remove(&(d, gpu)) {
+                if matches!(c.try_wait(), Ok(None)) {
+                    slots.insert((d, gpu), c);
+                    continue;
+                }
+                // It died waiting (no vLLM in this Python, say): counted and logged as in `take`.
+                self.died(d, c);
+                if self.deaths(d).load(Ordering::Relaxed) >= MAX_DEATHS {
+                    continue;
+                }
             }
             match self.spawn(d, gpu) {
                 Ok(child) => {
@@ -171,21 +179,32 @@ mod tests {
 
     #[test]
     fn each_driver_waits_and_dies_on_its_own() {
-        // A vLLM driver that cannot start (no vLLM in this Python) must not stop the torch driver from
-        // waiting, and a job for one driver never gets the other.
+        // An interpreter that runs the torch driver (it waits) but has no vLLM (that driver exits at once):
+        // the dead vLLM driver is counted and not started again, the torch one keeps waiting, and a job
+        // for one driver never gets the other.
+        use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().expect("tmp");
-        let pool = WarmPool::new(d.path(), "true", &[Driver::Torch, Driver::Vllm]);
+        let py = d.path().join("python-without-vllm");
+        std::fs::write(&py, "#!/bin/sh\ncase \"$1\" in *vllm_driver.py) exit 1;; esac\nexec sleep 30\n")
+            .expect("write");
+        std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let py = py.display().to_string();
+        let pool = WarmPool::new(&d.path().join("warm"), &py, &[Driver::Torch, Driver::Vllm]);
         pool.fill(Some(1));
         assert_eq!(pool.slots.lock().expect("lock").len(), 2, "one waiting driver of each kind");
-        assert!(d.path().join("vllm_driver.py").exists() && d.path().join("shapes.json").exists());
-        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(d.path().join("warm/vllm_driver.py").exists() && d.path().join("warm/shapes.json").exists());
         for _ in 0..MAX_DEATHS {
-            assert!(pool.take(Driver::Vllm, Some(1), "true", Path::new("/j.json")).is_none());
+            std::thread::sleep(std::time::Duration::from_millis(300));
             pool.fill(Some(1));
-            std::thread::sleep(std::time::Duration::from_millis(200));
         }
-        let slots = pool.slots.lock().expect("lock");
-        assert!(slots.contains_key(&(Driver::Torch, Some(1))), "the torch driver still waits");
-        assert!(!slots.contains_key(&(Driver::Vllm, Some(1))), "the dead vLLM driver is not started again");
+        assert_eq!(pool.deaths(Driver::Vllm).load(Ordering::Relaxed), MAX_DEATHS);
+        assert_eq!(pool.deaths(Driver::Torch).load(Ordering::Relaxed), 0);
+        assert!(pool.take(Driver::Vllm, Some(1), &py, Path::new("/j.json")).is_none(), "no vLLM driver waits");
+        let torch = pool.take(Driver::Torch, Some(1), &py, Path::new("/j.json"));
+        assert!(torch.is_some(), "the torch driver still waits");
+        if let Some(mut c) = torch {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Kernels are grouped into *units*: the outermost linear op above the kernel's launching op, else the
 //! outermost attention op, else the outermost attention-cache op (vLLM's KV-cache write), else a rope op,
-//! else the top-level op. Units are ordered by start time. An attention unit before the step's first
-//! linear unit prepares the attention backend's metadata and is not attention. A layer is anchored on its
+//! else the top-level op. Units are ordered by start time. In a step with layers, an attention unit before
+//! the first linear unit prepares the attention backend's metadata and is not attention. A layer is anchored on its
 //! attention unit; with module frames in the trace, the layer is the decoder-layer module instead. See
 //! `common/rules/llama.toml` for the roles.
 
@@ -61,12 +61,17 @@ struct Layer {
 pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) -> Classified {
     let mut units = build_units(t, links, events, rules);
     units.sort_by_key(|u| (u.start, u.op));
-    // Attention ops before the first projection compute the backend's per-step metadata (FlashAttention
-    // 3's get_scheduler_metadata, FlashInfer's plan): they anchor no layer and are not attention.
-    let first_linear = units.iter().position(|u| u.kind == Kind::Linear).unwrap_or(0);
-    for u in &mut units[..first_linear] {
-        if u.kind == Kind::Attention {
-            u.kind = Kind::Other;
+    // In a step whose layers show (an attention op after a projection), attention ops before the first
+    // projection compute the backend's per-step metadata (FlashAttention 3's get_scheduler_metadata,
+    // FlashInfer's plan): they anchor no layer and are not attention. A step without that shape (piecewise
+    // CUDA graphs replay the projections, leaving only eager attention ops and the LM head) keeps them.
+    if let Some(first_linear) = units.iter().position(|u| u.kind == Kind::Linear)
+        && units[first_linear..].iter().any(|u| u.kind == Kind::Attention)
+    {
+        for u in &mut units[..first_linear] {
+            if u.kind == Kind::Attention {
+                u.kind = Kind::Other;
+            }
         }
     }
 

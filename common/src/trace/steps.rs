@@ -107,22 +107,28 @@ pub fn split(t: &Trace, links: &Links, patterns: &[String]) -> Steps {
     // annotation need not cover the whole iteration: vLLM's `execute_context_*` covers the forward, and
     // the LM head and the sampling of that step run after it. Events before the first step go to the first.
     let by_time = |ts: i64| -> u32 { steps.partition_point(|s| s.start <= ts).saturating_sub(1) as u32 };
+    // Two passes: every host event has its step before any GPU activity takes its launcher's (a launcher
+    // outside the annotations may come after its kernels in the file).
     for (i, e) in t.events.iter().enumerate() {
-        if of_event[i] != NONE {
+        if of_event[i] != NONE || e.cat.is_gpu_activity() {
             continue;
         }
         of_event[i] = match e.cat {
-            // GPU work belongs to the step that launched it, whenever it ran.
-            Category::Kernel | Category::Memcpy | Category::Memset => {
-                let l = links.launcher[i];
-                if l != NONE { of_event[l as usize] } else { NONE }
-            }
             Category::GpuAnnotation => steps
                 .iter()
                 .position(|s| t.events[s.annotation as usize].external_id == e.external_id && e.external_id != 0)
                 .map_or(NONE, |p| p as u32),
             _ => by_time(e.ts),
         };
+    }
+    // GPU work belongs to the step that launched it, whenever it ran.
+    for (i, e) in t.events.iter().enumerate() {
+        if of_event[i] == NONE && e.cat.is_gpu_activity() {
+            let l = links.launcher[i];
+            if l != NONE {
+                of_event[i] = of_event[l as usize];
+            }
+        }
     }
     // Unlinked GPU activities: the last step launched before they ran.
     for (i, e) in t.events.iter().enumerate() {

@@ -78,18 +78,25 @@ fn add_job(
     points: Vec<tracefleet_proto::v1::Point>,
     agent: &str,
 ) -> Result<String, Status> {
-    let n = coord.store().jobs_of_sweep(&template.sweep_id).map_err(internal)?.len();
-    let job_id = format!("{}-j{n}", template.sweep_id);
-    let assign = AssignJob { job_id: job_id.clone(), points, ..template.clone() };
-    let row = JobRow {
-        id: job_id.clone(),
-        sweep_id: template.sweep_id.clone(),
-        agent: agent.to_string(),
-        assign: assign.encode_to_vec(),
-        state: "assigned".into(),
-        error: String::new(),
+    // The id is the sweep's job count, read and inserted under one hold of the store: point failures are
+    // handled concurrently, and two retries must never get the same id (the second insert would fail and
+    // its point would be neither run nor reported).
+    let job_id = {
+        let store = coord.store();
+        let n = store.jobs_of_sweep(&template.sweep_id).map_err(internal)?.len();
+        let job_id = format!("{}-j{n}", template.sweep_id);
+        let assign = AssignJob { job_id: job_id.clone(), points, ..template.clone() };
+        let row = JobRow {
+            id: job_id.clone(),
+            sweep_id: template.sweep_id.clone(),
+            agent: agent.to_string(),
+            assign: assign.encode_to_vec(),
+            state: "assigned".into(),
+            error: String::new(),
+        };
+        store.insert_job(&row).map_err(internal)?;
+        job_id
     };
-    coord.store().insert_job(&row).map_err(internal)?;
     send_assignments(coord, agent)?;
     Ok(job_id)
 }

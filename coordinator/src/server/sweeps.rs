@@ -87,10 +87,16 @@ impl Sweeps for SweepService {
             )));
         }
         let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
-        // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs.
+        // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs that its
+        // selector matches.
         let slots: Vec<(String, usize)> = {
             let conns = coord.agents();
-            agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, |c| c.inventory.gpus.len().max(1)))).collect()
+            let matching = |g: &tracefleet_proto::v1::GpuInfo| {
+                spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)
+            };
+            let slots_of =
+                |c: &crate::server::AgentConn| c.inventory.gpus.iter().filter(|g| matching(g)).count().max(1);
+            agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, slots_of))).collect()
         };
         let jobs = schedule::plan(&id, &spec, &slots, placement);
         let rows: Vec<JobRow> = jobs
