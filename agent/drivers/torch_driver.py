@@ -32,24 +32,13 @@ import sys
 import time
 import traceback
 
-# Named shapes: configurations only (agent/drivers/shapes.json, written beside this file by the agent and
-# shared with the vLLM driver); weights are random, so nothing is downloaded.
-SHAPES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes.json")
+from driver_common import load_shapes, read_job
+
+# Named shapes: configurations only (shapes.json beside this file, shared with the vLLM driver); weights
+# are random, so nothing is downloaded.
 # Keys of shapes.json that describe the file or the checkpoint, not the model's configuration.
 SHAPE_META = ("architectures", "model_type", "torch_dtype")
-
-
-def load_shapes():
-    """The named shapes, {name: Hugging Face config dict}; empty when shapes.json is missing."""
-    try:
-        with open(SHAPES_FILE) as f:
-            return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
-    except OSError:
-        return {}
-
-
 SHAPES = load_shapes()
-MODES = ("decode", "prefill")
 # Attention kernels. "flash" (the default) keeps torch's scaled_dot_product_attention on its FlashAttention
 # backend (then memory-efficient, then math): serving engines use FlashAttention-style kernels, and the
 # cuDNN backend that torch may otherwise pick builds a new execution plan for every new KV length, i.e. in
@@ -85,25 +74,7 @@ def warm_up_imports():
 
 def load_job(path):
     """Reads and checks a job file; raises ValueError with what is wrong."""
-    with open(path) as f:
-        job = json.load(f)
-    if not isinstance(job, dict):
-        raise ValueError("the job file must hold an object")
-    for key in ("points", "out_dir", "model"):
-        if key not in job:
-            raise ValueError(f"the job file has no {key!r}")
-    if not isinstance(job["points"], list) or not job["points"]:
-        raise ValueError("'points' must be a non-empty list")
-    for p in job["points"]:
-        for key in ("point_id", "mode", "batch_size", "input_len"):
-            if key not in p:
-                raise ValueError(f"a point has no {key!r}: {p}")
-        if p["mode"] not in MODES:
-            raise ValueError(f"point {p['point_id']}: mode must be decode or prefill, not {p['mode']!r}")
-        if int(p["batch_size"]) < 1 or int(p["input_len"]) < 1:
-            raise ValueError(f"point {p['point_id']}: batch_size and input_len must be positive")
-    if int(job.get("profile_steps", 1)) < 1:
-        raise ValueError("'profile_steps' must be at least 1")
+    job = read_job(path)
     model = job["model"] or "llama-3.2-1b"
     if not os.path.isdir(model) and model not in SHAPES:
         raise ValueError(f"unknown model {model!r}: a local model folder or one of {', '.join(SHAPES)}")

@@ -45,7 +45,8 @@ import sys
 import time
 import traceback
 
-MODES = ("decode", "prefill")
+from driver_common import MODES, int_at_least, load_shapes, read_job
+
 DTYPES = ("auto", "bfloat16", "float16")
 # ProfilerConfig (the profiler settings this driver uses) arrived in vLLM 0.13; older versions configure
 # the profiler through VLLM_TORCH_PROFILER_DIR, which this driver does not support.
@@ -53,7 +54,6 @@ MIN_VERSION = (0, 13)
 # Largest prefill (tokens) a decode point's prompts are given in one step. A decode point only needs its
 # prompts in the KV cache; a bigger budget costs the engine activation memory at start-up.
 DECODE_PREFILL_BUDGET = 65536
-SHAPES_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "shapes.json")
 STEP_RE = re.compile(r"execute_context_(\d+)\((\d+)\)_generation_(\d+)\((\d+)\)")
 # Kineto writes `"ph": "X", "cat": "user_annotation", "name": "..."`; the GPU-side copy of each annotation
 # has category gpu_user_annotation and is not a separate step.
@@ -96,45 +96,13 @@ def parse_args(argv):
     return args
 
 
-def load_shapes():
-    """The named shapes, {name: Hugging Face config dict}."""
-    try:
-        with open(SHAPES_FILE) as f:
-            return {k: v for k, v in json.load(f).items() if not k.startswith("_")}
-    except OSError:
-        return {}
-
-
-def positive_int(job, key, default, minimum=1):
-    value = job.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key!r} must be an integer >= {minimum}, not {value!r}")
-    return value
-
-
 def load_job(path):
     """Reads and checks a job file; raises ValueError with what is wrong."""
-    with open(path) as f:
-        job = json.load(f)
-    if not isinstance(job, dict):
-        raise ValueError("the job file must hold an object")
-    for key in ("points", "out_dir", "model"):
-        if key not in job:
-            raise ValueError(f"the job file has no {key!r}")
-    if not isinstance(job["points"], list) or not job["points"]:
-        raise ValueError("'points' must be a non-empty list")
-    warm = positive_int(job, "warmup_steps", 5, minimum=0)
-    steps = positive_int(job, "profile_steps", 3)
+    job = read_job(path)
+    warm = job.get("warmup_steps", 5)
+    steps = job.get("profile_steps", 3)
     for p in job["points"]:
-        for key in ("point_id", "mode", "batch_size", "input_len"):
-            if key not in p:
-                raise ValueError(f"a point has no {key!r}: {p}")
         pid = p["point_id"]
-        if p["mode"] not in MODES:
-            raise ValueError(f"point {pid}: mode must be decode or prefill, not {p['mode']!r}")
-        for key in ("batch_size", "input_len"):
-            if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1:
-                raise ValueError(f"point {pid}: {key} must be a positive integer, not {p[key]!r}")
         if p["mode"] == "decode":
             # The first output token comes from the prefill; then warm-up and profiled steps one each. A
             # request that reaches output_len stops, and the step after it would not hold B decodes.
@@ -157,9 +125,7 @@ def load_job(path):
     util = job.get("gpu_memory_utilization") or 0
     if isinstance(util, bool) or not isinstance(util, (int, float)) or not 0 <= util <= 1:
         raise ValueError(f"'gpu_memory_utilization' must be in (0, 1], not {util!r}")
-    mml = job.get("max_model_len") or 0
-    if isinstance(mml, bool) or not isinstance(mml, int) or mml < 0:
-        raise ValueError(f"'max_model_len' must be a positive integer, not {mml!r}")
+    mml = int_at_least(job.get("max_model_len") or 0, "'max_model_len'", 0)
     longest = longest_sequence(job, token_budget(job))
     if mml and mml < longest:
         raise ValueError(f"'max_model_len' {mml} is shorter than the job's longest sequence "

@@ -276,7 +276,7 @@ fn the_vllm_driver_refuses_bad_job_files_with_the_reason() {
         ),
         (
             job("", &point.replace("\"batch_size\": 8", "\"batch_size\": 0")),
-            "batch_size must be a positive integer, not 0",
+            "point decode-bs8-in128: batch_size must be an integer >= 1, not 0",
         ),
         (
             job("", point).replace("llama-3.2-1b", "gpt-7"),

@@ -16,6 +16,8 @@ pub const TORCH_DRIVER: &str = include_str!("../../drivers/torch_driver.py");
 pub const VLLM_DRIVER: &str = include_str!("../../drivers/vllm_driver.py");
 /// The named model shapes both drivers read (`shapes.json` beside them).
 pub const SHAPES: &str = include_str!("../../drivers/shapes.json");
+/// What both drivers import (`driver_common.py` beside them): shapes and job-file checks.
+pub const DRIVER_COMMON: &str = include_str!("../../drivers/driver_common.py");
 
 /// The embedded Python drivers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,10 +48,12 @@ impl Driver {
         }
     }
 
-    /// Writes the driver and the shapes it reads into `dir`; returns the script's path.
+    /// Writes the driver, the module it imports and the shapes it reads into `dir`; returns the script's
+    /// path.
     pub fn write(self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         super::write_driver(&dir.join("shapes.json"), SHAPES)?;
+        super::write_driver(&dir.join("driver_common.py"), DRIVER_COMMON)?;
         let script = dir.join(format!("{}_driver.py", self.name()));
         super::write_driver(&script, self.source())?;
         Ok(script)
@@ -226,5 +230,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let script = Driver::Vllm.write(dir.path()).expect("write");
         assert!(script.ends_with("vllm_driver.py") && dir.path().join("shapes.json").exists());
+        assert!(dir.path().join("driver_common.py").exists());
     }
 }

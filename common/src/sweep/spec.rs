@@ -726,6 +726,17 @@ profile_steps = 5
 dir = "fixtures/h200-llama-1b"
 "#;
 
+    /// Each diagnostic as `line:col: message [hint]`.
+    fn lines(e: &SweepErrors) -> Vec<String> {
+        e.diagnostics
+            .iter()
+            .map(|d| {
+                let hint = d.hint.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default();
+                format!("{}:{}: {}{hint}", d.line, d.col, d.message)
+            })
+            .collect()
+    }
+
     #[test]
     fn a_decode_sweep_expands_its_range() {
         let s = parse(DECODE, "decode.toml").expect("valid");
@@ -767,19 +778,7 @@ placement = "spred"
 profile_steps = 0
 "#;
         let e = parse(text, "bad.toml").expect_err("invalid");
-        let got: Vec<String> = e
-            .diagnostics
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}:{}: {}{}",
-                    d.line,
-                    d.col,
-                    d.message,
-                    d.hint.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default()
-                )
-            })
-            .collect();
+        let got = lines(&e);
         assert_eq!(
             got,
             vec![
@@ -867,19 +866,7 @@ profile_steps = 0
             "{base}output_len = 8\n[vllm]\ndtype = \"bf16\"\nmax_model_len = 100\ngpu_memory_utilization = 1.5\n"
         );
         let e = parse(&bad, "v.toml").expect_err("invalid");
-        let got: Vec<String> = e
-            .diagnostics
-            .iter()
-            .map(|d| {
-                format!(
-                    "{}:{}: {}{}",
-                    d.line,
-                    d.col,
-                    d.message,
-                    d.hint.as_ref().map(|h| format!(" [{h}]")).unwrap_or_default()
-                )
-            })
-            .collect();
+        let got = lines(&e);
         assert_eq!(
             got,
             vec![
