@@ -273,7 +273,7 @@ def vocab_size(folder):
 
 def compilation_config(graph_sizes):
     """Eager (no compilation, no graphs), or full CUDA graphs for decode steps of exactly these batch
-    sizes, still without torch.compile (vLLM's `mode`, called `level` before 0.12)."""
+    sizes, still without torch.compile (vLLM's `mode`, called `level` in older versions)."""
     from vllm.config import CompilationConfig
     fields = getattr(CompilationConfig, "__dataclass_fields__", {})
     cfg = {"mode" if "mode" in fields else "level": 0}
