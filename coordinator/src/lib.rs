@@ -2,7 +2,8 @@
 //! state store, scheduler and ingest pipeline.
 
 pub mod cli;
-pub mod ingest;
+pub mod parse;
 pub mod schedule;
 pub mod server;
+pub mod state;
 pub mod store;

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use crate::server::{self, Config, Coordinator};
+use crate::server;
+use crate::state::{Config, Coordinator};
 
 /// Arguments of `coord serve`.
 #[derive(Debug, clap::Args)]

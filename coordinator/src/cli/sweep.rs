@@ -15,7 +15,8 @@ use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::{ListAgentsRequest, Point, ReplayBackend, SweepRef, SweepSpec};
 
 use super::client::{connect, describe, url};
-use crate::server::{self, Config, Coordinator};
+use crate::server;
+use crate::state::{Config, Coordinator};
 
 /// Arguments of `coord sweep`.
 #[derive(Debug, clap::Args)]

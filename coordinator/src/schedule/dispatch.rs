@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
-use tonic::Status;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
 use tracefleet_proto::v1::{AssignJob, CoordinatorMessage, SweepEvent, SweepSpec};
 
-use crate::server::{Coordinator, internal};
+use super::ScheduleError;
+use crate::state::Coordinator;
 use crate::store::JobRow;
 
 /// Connected agents that match a sweep's selector, sorted.
@@ -32,8 +32,8 @@ pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
 
 /// Sends an agent its next jobs: one at a time per GPU (at least one), oldest sweep first, so several
 /// sweeps queue up instead of sharing a GPU.
-pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Status> {
-    let jobs = coord.store().open_jobs_of_agent(agent).map_err(internal)?;
+pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), ScheduleError> {
+    let jobs = coord.store().open_jobs_of_agent(agent)?;
     let mut agents = coord.agents();
     let Some(conn) = agents.get_mut(agent) else { return Ok(()) };
     let slots = conn.inventory.gpus.len().max(1);
@@ -44,7 +44,7 @@ pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Status> 
         if conn.running.len() >= slots {
             break;
         }
-        let assign = AssignJob::decode(&j.assign[..]).map_err(|e| Status::internal(e.to_string()))?;
+        let assign = AssignJob::decode(&j.assign[..])?;
         // A full queue means the agent is not reading; the stream's end will bring it back.
         if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
             conn.running.insert(j.id.clone());
@@ -77,13 +77,13 @@ fn add_job(
     template: &AssignJob,
     points: Vec<tracefleet_proto::v1::Point>,
     agent: &str,
-) -> Result<String, Status> {
+) -> Result<String, ScheduleError> {
     // The id is the sweep's job count, read and inserted under one hold of the store: point failures are
     // handled concurrently, and two retries must never get the same id (the second insert would fail and
     // its point would be neither run nor reported).
     let job_id = {
         let store = coord.store();
-        let n = store.jobs_of_sweep(&template.sweep_id).map_err(internal)?.len();
+        let n = store.jobs_of_sweep(&template.sweep_id)?.len();
         let job_id = format!("{}-j{n}", template.sweep_id);
         let assign = AssignJob { job_id: job_id.clone(), points, ..template.clone() };
         let row = JobRow {
@@ -94,7 +94,7 @@ fn add_job(
             state: "assigned".into(),
             error: String::new(),
         };
-        store.insert_job(&row).map_err(internal)?;
+        store.insert_job(&row)?;
         job_id
     };
     send_assignments(coord, agent)?;
@@ -192,7 +192,7 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
                 Err(e) => eprintln!("reassigning {}: {e}", job.id),
             }
         }
-        if let Err(e) = crate::ingest::complete_if_done(coord, &job.sweep_id) {
+        if let Err(e) = crate::parse::complete_if_done(coord, &job.sweep_id) {
             eprintln!("sweep {}: {e:#}", job.sweep_id);
         }
     }

@@ -5,6 +5,17 @@
 
 pub mod dispatch;
 
+/// What can go wrong while scheduling: the state store, or a stored assignment that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The state store failed.
+    #[error("state store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// A stored assignment does not decode.
+    #[error("decoding a stored assignment: {0}")]
+    Decode(#[from] prost::DecodeError),
+}
+
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 use tracefleet_proto::v1::sweep_spec::Backend as SpecBackend;
 use tracefleet_proto::v1::{AssignJob, Point, SweepSpec};

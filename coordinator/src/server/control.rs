@@ -14,8 +14,9 @@ use tracefleet_proto::v1::agent_message::Msg as In;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
 use tracefleet_proto::v1::{AgentMessage, CoordinatorMessage, SweepEvent, Welcome};
 
-use super::{AgentConn, Coordinator, internal};
-use crate::ingest::complete_if_done;
+use super::internal;
+use crate::parse::complete_if_done;
+use crate::state::{AgentConn, Coordinator};
 
 /// The service.
 pub struct Control(pub Arc<Coordinator>);

@@ -1,167 +1,32 @@
-//! The coordinator process: shared state and the gRPC server (agent control, trace upload, sweeps) plus
-//! a Prometheus endpoint.
+//! The gRPC server (agent control, trace upload, sweeps) and the Prometheus endpoint: thin adapters over
+//! the shared state (`state`), the scheduler (`schedule`) and the parse pool (`parse`).
 
 mod control;
 mod metrics;
 mod sweeps;
 mod upload;
 
-use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::Arc;
 
-use tokio::sync::{Semaphore, broadcast, mpsc};
 use tonic::Status;
 use tracefleet_common::wire::MAX_MESSAGE_BYTES;
 use tracefleet_proto::v1::agent_control_server::AgentControlServer;
 use tracefleet_proto::v1::sweeps_server::SweepsServer;
 use tracefleet_proto::v1::trace_upload_server::TraceUploadServer;
-use tracefleet_proto::v1::{CoordinatorMessage, HostInventory, SweepEvent};
 
-use crate::ingest::ParseQueue;
-use crate::store::{Store, StoreError, UploadKey};
-
-pub use metrics::Metrics;
-
-/// Settings of `coord serve`; every limit has a default here.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Data dir: state database, traces, results.
-    pub data_dir: PathBuf,
-    /// Parse worker threads.
-    pub parse_workers: usize,
-    /// Uploads in flight at once; more get RESOURCE_EXHAUSTED with a retry hint.
-    pub max_inflight_uploads: usize,
-    /// Raw bytes between commits (sync + database) of an upload.
-    pub commit_every_bytes: u64,
-    /// Heartbeat interval asked of agents.
-    pub heartbeat_ms: u32,
-    /// Memory the parse workers may use together (estimated per trace from its size).
-    pub parse_memory_bytes: u64,
-    /// Times a failed point is run again before it is reported as failed.
-    pub point_retries: u32,
-    /// How long an agent may be away before its unfinished points go to other agents.
-    pub reassign_after_ms: u64,
-    /// TLS certificate chain and private key (PEM); plain HTTP/2 without.
-    pub tls: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Config {
-    /// Defaults for a data dir.
-    pub fn new(data_dir: PathBuf) -> Self {
-        Self {
-            data_dir,
-            parse_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            max_inflight_uploads: 256,
-            commit_every_bytes: 8 << 20,
-            heartbeat_ms: 2000,
-            parse_memory_bytes: 384 << 20,
-            point_retries: 2,
-            reassign_after_ms: 30_000,
-            tls: None,
-        }
-    }
-}
-
-/// A connected agent.
-pub struct AgentConn {
-    /// Distinguishes reconnections of the same agent.
-    pub conn_id: u64,
-    /// Messages to the agent.
-    pub tx: mpsc::Sender<CoordinatorMessage>,
-    /// What it reported.
-    pub inventory: HostInventory,
-    /// Last message.
-    pub last_seen: Instant,
-    /// Jobs it runs.
-    pub running: HashSet<String>,
-}
-
-/// State shared by the services and the parse workers.
-pub struct Coordinator {
-    /// Settings.
-    pub cfg: Config,
-    store: Mutex<Store>,
-    /// Connected agents by name.
-    pub agents: Mutex<HashMap<String, AgentConn>>,
-    /// Progress events for watchers.
-    pub events: broadcast::Sender<SweepEvent>,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Upload slots (backpressure).
-    pub upload_slots: Arc<Semaphore>,
-    /// Uploads being written now (one writer per trace).
-    pub active_uploads: Mutex<HashSet<UploadKey>>,
-    /// Traces waiting to be parsed.
-    pub parse_queue: ParseQueue,
-    /// Sweeps whose results are being written.
-    completing: Mutex<HashSet<String>>,
-    next_id: AtomicU64,
-}
+use crate::schedule::ScheduleError;
+use crate::state::Coordinator;
+use crate::store::StoreError;
 
 /// Maps a store error to a gRPC status.
 pub fn internal(e: StoreError) -> Status {
     Status::internal(e.to_string())
 }
 
-fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding a lock leaves consistent data here (every update is one statement).
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Coordinator {
-    /// Opens the data dir.
-    pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
-        let store = Store::open(&cfg.data_dir)?;
-        let (events, _) = broadcast::channel(4096);
-        Ok(Arc::new(Self {
-            upload_slots: Arc::new(Semaphore::new(cfg.max_inflight_uploads)),
-            cfg,
-            store: Mutex::new(store),
-            agents: Mutex::new(HashMap::new()),
-            events,
-            metrics: Metrics::default(),
-            active_uploads: Mutex::new(HashSet::new()),
-            parse_queue: ParseQueue::default(),
-            completing: Mutex::new(HashSet::new()),
-            next_id: AtomicU64::new(1),
-        }))
-    }
-
-    /// The state database (held briefly: every call is one statement or one transaction).
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        relock(&self.store)
-    }
-
-    /// Connected agents.
-    pub fn agents(&self) -> MutexGuard<'_, HashMap<String, AgentConn>> {
-        relock(&self.agents)
-    }
-
-    /// A process-unique number.
-    pub fn next_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// Publishes a progress event (no watcher is fine).
-    pub fn publish(&self, ev: SweepEvent) {
-        let _ = self.events.send(ev);
-    }
-
-    /// Marks a sweep as being completed; false when someone else is already at it.
-    pub(crate) fn begin_completion(&self, sweep: &str) -> bool {
-        relock(&self.completing).insert(sweep.to_string())
-    }
-
-    pub(crate) fn end_completion(&self, sweep: &str) {
-        relock(&self.completing).remove(sweep);
-    }
-
-    pub(crate) fn active_uploads(&self) -> MutexGuard<'_, HashSet<UploadKey>> {
-        relock(&self.active_uploads)
+impl From<ScheduleError> for Status {
+    fn from(e: ScheduleError) -> Self {
+        Status::internal(e.to_string())
     }
 }
 
@@ -171,7 +36,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<()> {
-    crate::ingest::start(&coord)?;
+    crate::parse::start(&coord)?;
     if let Some(l) = metrics_listener {
         tokio::spawn(metrics::serve(coord.clone(), l));
     }

@@ -14,8 +14,9 @@ use tracefleet_proto::v1::{
     SweepStatus,
 };
 
-use super::{Coordinator, internal};
+use super::internal;
 use crate::schedule;
+use crate::state::Coordinator;
 use crate::store::{JobRow, SweepRow, now_ms};
 
 /// The service.
@@ -94,8 +95,7 @@ impl Sweeps for SweepService {
             let matching = |g: &tracefleet_proto::v1::GpuInfo| {
                 spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)
             };
-            let slots_of =
-                |c: &crate::server::AgentConn| c.inventory.gpus.iter().filter(|g| matching(g)).count().max(1);
+            let slots_of = |c: &crate::state::AgentConn| c.inventory.gpus.iter().filter(|g| matching(g)).count().max(1);
             agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, slots_of))).collect()
         };
         let jobs = schedule::plan(&id, &spec, &slots, placement);
@@ -198,7 +198,7 @@ impl Sweeps for SweepService {
         for _ in 0..100 {
             let c = coord.clone();
             let sid = id.clone();
-            tokio::task::spawn_blocking(move || crate::ingest::complete_if_done(&c, &sid))
+            tokio::task::spawn_blocking(move || crate::parse::complete_if_done(&c, &sid))
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::internal(format!("{e:#}")))?;

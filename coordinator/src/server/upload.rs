@@ -16,7 +16,8 @@ use tracefleet_common::wire::{self, Sha256, WireError};
 use tracefleet_proto::v1::trace_upload_server::TraceUpload;
 use tracefleet_proto::v1::{SweepEvent, UploadChunk, UploadId, WriteRequest, WriteResponse, WriteStatus};
 
-use super::{Coordinator, internal};
+use super::internal;
+use crate::state::Coordinator;
 use crate::store::UploadKey;
 
 /// The service.

@@ -14,7 +14,7 @@ use tracefleet_common::tables;
 use tracefleet_common::telemetry::StepTelemetry;
 use tracefleet_proto::v1::{AssignJob, HostInventory, SweepEvent, SweepSpec};
 
-use crate::server::Coordinator;
+use crate::state::Coordinator;
 use crate::store::now_ms;
 
 /// Kernels and ops listed per series in the manifest's `others`.
@@ -85,7 +85,7 @@ fn telemetry_of(bytes: &[u8]) -> Option<StepTelemetry> {
 }
 
 /// Writes the result files of a sweep from the stored summaries; returns the results folder.
-pub fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf> {
+fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf> {
     let (sweep, jobs, agents, dir, data_dir, failures) = {
         let s = coord.store();
         let sweep = s.sweep(sweep_id)?.context("unknown sweep")?;

@@ -1,82 +1,18 @@
-//! Parsing uploaded traces on a bounded pool of worker threads while uploads continue, and writing a
-//! sweep's results when it completes.
+//! The online parse pool: parsing uploaded traces on a bounded pool of worker threads while uploads
+//! continue, and writing a sweep's results when it completes. (`coord ingest` is the offline tool.)
 
 mod results;
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use tracefleet_common::summary::{AnalyzeOptions, summarize_file};
 use tracefleet_proto::v1::SweepEvent;
 
-pub use results::{complete_if_done, write_results};
+pub use results::complete_if_done;
 
-use crate::server::Coordinator;
-use crate::store::UploadKey;
-
-/// Traces waiting to be parsed. Only keys are queued (the bytes are on disk), so the queue's memory is
-/// small whatever the backlog; after a restart it is refilled from the database.
-#[derive(Default)]
-pub struct ParseQueue {
-    q: Mutex<VecDeque<UploadKey>>,
-    ready: Condvar,
-    /// Bytes of parse memory in use (estimated), against the budget.
-    in_use: Mutex<u64>,
-    freed: Condvar,
-}
-
-/// Estimated peak memory of parsing a trace of `raw` bytes: the engine keeps about a quarter of the
-/// text (measured: 24% on a 200 MB trace), plus buffers.
-pub fn parse_cost(raw: u64) -> u64 {
-    raw / 4 + (16 << 20)
-}
-
-impl ParseQueue {
-    /// Queues a trace.
-    pub fn push(&self, k: UploadKey) {
-        self.q.lock().unwrap_or_else(|e| e.into_inner()).push_back(k);
-        self.ready.notify_one();
-    }
-
-    /// Waiting traces.
-    pub fn len(&self) -> usize {
-        self.q.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Waits until `cost` bytes fit in `budget` (a trace bigger than the whole budget runs alone).
-    fn admit(&self, cost: u64, budget: u64) -> u64 {
-        let cost = cost.min(budget);
-        let mut used = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        while *used + cost > budget {
-            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
-        }
-        *used += cost;
-        cost
-    }
-
-    fn release(&self, cost: u64) {
-        let mut used = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
-        *used = used.saturating_sub(cost);
-        self.freed.notify_all();
-    }
-
-    fn pop(&self) -> UploadKey {
-        let mut q = self.q.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if let Some(k) = q.pop_front() {
-                return k;
-            }
-            q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-}
+use crate::state::{Coordinator, parse_cost};
 
 /// Refills the queue from the database and starts the workers; then finishes sweeps that were complete
 /// when the coordinator stopped.

@@ -1,0 +1,155 @@
+//! The coordinator's shared state: settings, the state store, connected agents, progress events,
+//! metrics counters, upload slots and the parse queue. Everything above it (parse, schedule, server, cli)
+//! reaches the state through here; nothing here imports them, so data and imports flow one way:
+//! store → state → parse → schedule → server → cli.
+
+mod metrics;
+mod parse_queue;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tracefleet_proto::v1::{CoordinatorMessage, HostInventory, SweepEvent};
+
+pub use metrics::Metrics;
+pub use parse_queue::{ParseQueue, parse_cost};
+
+use crate::store::{Store, UploadKey};
+
+/// Settings of `coord serve`; every limit has a default here.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data dir: state database, traces, results.
+    pub data_dir: PathBuf,
+    /// Parse worker threads.
+    pub parse_workers: usize,
+    /// Uploads in flight at once; more get RESOURCE_EXHAUSTED with a retry hint.
+    pub max_inflight_uploads: usize,
+    /// Raw bytes between commits (sync + database) of an upload.
+    pub commit_every_bytes: u64,
+    /// Heartbeat interval asked of agents.
+    pub heartbeat_ms: u32,
+    /// Memory the parse workers may use together (estimated per trace from its size).
+    pub parse_memory_bytes: u64,
+    /// Times a failed point is run again before it is reported as failed.
+    pub point_retries: u32,
+    /// How long an agent may be away before its unfinished points go to other agents.
+    pub reassign_after_ms: u64,
+    /// TLS certificate chain and private key (PEM); plain HTTP/2 without.
+    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Config {
+    /// Defaults for a data dir.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            data_dir,
+            parse_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_inflight_uploads: 256,
+            commit_every_bytes: 8 << 20,
+            heartbeat_ms: 2000,
+            parse_memory_bytes: 384 << 20,
+            point_retries: 2,
+            reassign_after_ms: 30_000,
+            tls: None,
+        }
+    }
+}
+
+/// A connected agent.
+pub struct AgentConn {
+    /// Distinguishes reconnections of the same agent.
+    pub conn_id: u64,
+    /// Messages to the agent.
+    pub tx: mpsc::Sender<CoordinatorMessage>,
+    /// What it reported.
+    pub inventory: HostInventory,
+    /// Last message.
+    pub last_seen: Instant,
+    /// Jobs it runs.
+    pub running: HashSet<String>,
+}
+
+/// State shared by the services and the parse workers.
+pub struct Coordinator {
+    /// Settings.
+    pub cfg: Config,
+    store: Mutex<Store>,
+    /// Connected agents by name.
+    pub agents: Mutex<HashMap<String, AgentConn>>,
+    /// Progress events for watchers.
+    pub events: broadcast::Sender<SweepEvent>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Upload slots (backpressure).
+    pub upload_slots: Arc<Semaphore>,
+    /// Uploads being written now (one writer per trace).
+    pub active_uploads: Mutex<HashSet<UploadKey>>,
+    /// Traces waiting to be parsed.
+    pub parse_queue: ParseQueue,
+    /// Sweeps whose results are being written.
+    completing: Mutex<HashSet<String>>,
+    next_id: AtomicU64,
+}
+
+pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock leaves consistent data here (every update is one statement).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Coordinator {
+    /// Opens the data dir.
+    pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        let store = Store::open(&cfg.data_dir)?;
+        let (events, _) = broadcast::channel(4096);
+        Ok(Arc::new(Self {
+            upload_slots: Arc::new(Semaphore::new(cfg.max_inflight_uploads)),
+            cfg,
+            store: Mutex::new(store),
+            agents: Mutex::new(HashMap::new()),
+            events,
+            metrics: Metrics::default(),
+            active_uploads: Mutex::new(HashSet::new()),
+            parse_queue: ParseQueue::default(),
+            completing: Mutex::new(HashSet::new()),
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// The state database (held briefly: every call is one statement or one transaction).
+    pub fn store(&self) -> MutexGuard<'_, Store> {
+        relock(&self.store)
+    }
+
+    /// Connected agents.
+    pub fn agents(&self) -> MutexGuard<'_, HashMap<String, AgentConn>> {
+        relock(&self.agents)
+    }
+
+    /// A process-unique number.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Publishes a progress event (no watcher is fine).
+    pub fn publish(&self, ev: SweepEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    /// Marks a sweep as being completed; false when someone else is already at it.
+    pub(crate) fn begin_completion(&self, sweep: &str) -> bool {
+        relock(&self.completing).insert(sweep.to_string())
+    }
+
+    pub(crate) fn end_completion(&self, sweep: &str) {
+        relock(&self.completing).remove(sweep);
+    }
+
+    pub(crate) fn active_uploads(&self) -> MutexGuard<'_, HashSet<UploadKey>> {
+        relock(&self.active_uploads)
+    }
+}
