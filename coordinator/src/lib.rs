@@ -2,8 +2,9 @@
 //! state store, scheduler and ingest pipeline.
 
 pub mod cli;
-pub mod parse;
-pub mod schedule;
-pub mod server;
-pub mod state;
-pub mod store;
+// Only the binary uses this library, through `cli`: the rest stays private, so unused code is reported.
+mod parse;
+mod schedule;
+mod server;
+mod state;
+mod store;

@@ -4,6 +4,9 @@
 //! room, retries failed points and moves the work of lost agents.
 
 pub mod dispatch;
+mod submit;
+
+pub use submit::{cancel, submit};
 
 /// What can go wrong while scheduling: the state store, or a stored assignment that does not decode.
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +17,15 @@ pub enum ScheduleError {
     /// A stored assignment does not decode.
     #[error("decoding a stored assignment: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// The request cannot be carried out as given (a sweep without points, say).
+    #[error("{0}")]
+    Invalid(String),
+    /// No connected agent matches a sweep's selector.
+    #[error("{0}")]
+    NoAgent(String),
+    /// No such sweep.
+    #[error("{0}")]
+    NotFound(String),
 }
 
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;

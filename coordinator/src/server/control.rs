@@ -23,7 +23,7 @@ pub struct Control(pub Arc<Coordinator>);
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
 
-pub(crate) use crate::schedule::dispatch::send_assignments;
+use crate::schedule::dispatch::send_assignments;
 
 /// Ends a job from an agent's report and publishes it; completes the sweep if that was the last.
 fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: &str, point: &str, error: &str) {

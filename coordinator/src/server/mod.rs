@@ -26,7 +26,12 @@ pub fn internal(e: StoreError) -> Status {
 
 impl From<ScheduleError> for Status {
     fn from(e: ScheduleError) -> Self {
-        Status::internal(e.to_string())
+        match e {
+            ScheduleError::Invalid(m) => Status::invalid_argument(m),
+            ScheduleError::NoAgent(m) => Status::failed_precondition(m),
+            ScheduleError::NotFound(m) => Status::not_found(m),
+            other => Status::internal(other.to_string()),
+        }
     }
 }
 

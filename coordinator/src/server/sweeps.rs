@@ -17,7 +17,7 @@ use tracefleet_proto::v1::{
 use super::internal;
 use crate::schedule;
 use crate::state::Coordinator;
-use crate::store::{JobRow, SweepRow, now_ms};
+use crate::store::now_ms;
 
 /// The service.
 pub struct SweepService(pub Arc<Coordinator>);
@@ -46,93 +46,8 @@ pub(crate) fn status_of(coord: &Coordinator, id: &str) -> Result<SweepStatus, St
 #[tonic::async_trait]
 impl Sweeps for SweepService {
     async fn submit(&self, req: Request<SweepSpec>) -> Result<Response<SubmitResponse>, Status> {
-        let coord = &self.0;
-        let spec = req.into_inner();
-        if spec.points.is_empty() {
-            return Err(Status::invalid_argument("a sweep needs at least one point"));
-        }
-        if spec.backend.is_none() {
-            return Err(Status::invalid_argument("a sweep needs a backend"));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for p in &spec.points {
-            if p.point_id.is_empty() || p.point_id.contains('/') || !seen.insert(p.point_id.clone()) {
-                return Err(Status::invalid_argument(format!("invalid or repeated point id {:?}", p.point_id)));
-            }
-        }
-        let placement = match spec.placement.as_str() {
-            "" | "spread" => schedule::Placement::Spread,
-            "each" => schedule::Placement::Each,
-            other => return Err(Status::invalid_argument(format!("unknown placement {other:?} (spread or each)"))),
-        };
-        let agents = crate::schedule::dispatch::matching_agents(coord, &spec);
-        let described = {
-            let conns = coord.agents();
-            let mut described: Vec<String> = conns
-                .iter()
-                .map(|(n, a)| {
-                    let gpus: Vec<&str> = a.inventory.gpus.iter().map(|g| g.name.as_str()).collect();
-                    let gpus = if gpus.is_empty() { "no GPU".to_string() } else { gpus.join(", ") };
-                    let labels: Vec<String> = a.inventory.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    format!("{n} ({gpus}{}{})", if labels.is_empty() { "" } else { "; " }, labels.join(","))
-                })
-                .collect();
-            described.sort();
-            described
-        };
-        if agents.is_empty() {
-            let wanted = format!("hosts {:?}, gpu {:?}, labels {:?}", spec.agents, spec.gpu_glob, spec.labels);
-            let have = if described.is_empty() { "none".to_string() } else { described.join("; ") };
-            return Err(Status::failed_precondition(format!(
-                "no connected agent matches the sweep's selector ({wanted}); connected agents: {have}"
-            )));
-        }
-        let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
-        // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs that its
-        // selector matches.
-        let slots: Vec<(String, usize)> = {
-            let conns = coord.agents();
-            let matching = |g: &tracefleet_proto::v1::GpuInfo| {
-                spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)
-            };
-            let slots_of = |c: &crate::state::AgentConn| c.inventory.gpus.iter().filter(|g| matching(g)).count().max(1);
-            agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, slots_of))).collect()
-        };
-        let jobs = schedule::plan(&id, &spec, &slots, placement);
-        let rows: Vec<JobRow> = jobs
-            .iter()
-            .map(|(agent, assign)| JobRow {
-                id: assign.job_id.clone(),
-                sweep_id: id.clone(),
-                agent: agent.clone(),
-                assign: assign.encode_to_vec(),
-                state: "assigned".into(),
-                error: String::new(),
-            })
-            .collect();
-        let sweep = SweepRow {
-            id: id.clone(),
-            name: spec.name.clone(),
-            spec: spec.encode_to_vec(),
-            state: "running".into(),
-            created_ms: now_ms(),
-            finished_ms: 0,
-        };
-        coord.store().insert_sweep(&sweep, &rows).map_err(internal)?;
-        for (agent, assign) in &jobs {
-            coord.publish(SweepEvent {
-                sweep_id: id.clone(),
-                kind: "assigned".into(),
-                agent: agent.clone(),
-                job_id: assign.job_id.clone(),
-                message: format!("{} points", assign.points.len()),
-                ..Default::default()
-            });
-        }
-        for agent in jobs.iter().map(|(a, _)| a).collect::<std::collections::BTreeSet<_>>() {
-            crate::schedule::dispatch::send_assignments(coord, agent)?;
-        }
-        Ok(Response::new(SubmitResponse { sweep_id: id }))
+        let sweep_id = schedule::submit(&self.0, req.into_inner())?;
+        Ok(Response::new(SubmitResponse { sweep_id }))
     }
 
     type WatchStream = Boxed<SweepEvent>;
@@ -179,20 +94,7 @@ impl Sweeps for SweepService {
     async fn cancel(&self, req: Request<SweepRef>) -> Result<Response<SweepStatus>, Status> {
         let coord = self.0.clone();
         let id = req.into_inner().sweep_id;
-        let jobs = coord.store().jobs_of_sweep(&id).map_err(internal)?;
-        if coord.store().sweep(&id).map_err(internal)?.is_none() {
-            return Err(Status::not_found(format!("unknown sweep {id:?}")));
-        }
-        for j in jobs.iter().filter(|j| !j.terminal()) {
-            let ended = coord.store().end_job(&j.id, "cancelled", "cancelled by the user").map_err(internal)?;
-            if let Some(a) = coord.agents().get(&j.agent).filter(|_| ended) {
-                let cancel = tracefleet_proto::v1::CancelJob { job_id: j.id.clone(), reason: "sweep cancelled".into() };
-                let msg = tracefleet_proto::v1::CoordinatorMessage {
-                    msg: Some(tracefleet_proto::v1::coordinator_message::Msg::Cancel(cancel)),
-                };
-                let _ = a.tx.try_send(msg);
-            }
-        }
+        schedule::cancel(&coord, &id)?;
         // The sweep ends once the traces that were already uploaded are parsed (a moment): wait for it,
         // so the answer says "cancelled" and the results are there.
         for _ in 0..100 {

@@ -34,11 +34,6 @@ impl ParseQueue {
         self.q.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Whether nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Waits until `cost` bytes fit in `budget` (a trace bigger than the whole budget runs alone).
     pub(crate) fn admit(&self, cost: u64, budget: u64) -> u64 {
         let cost = cost.min(budget);

@@ -1,0 +1,122 @@
+//! Submitting and cancelling sweeps: the checks a sweep must pass, its plan into jobs, storing it, and
+//! telling the agents (the `Sweeps` service only adapts these to gRPC).
+
+use prost::Message;
+use tracefleet_proto::v1::{SweepEvent, SweepSpec};
+
+use super::{Placement, ScheduleError, dispatch};
+use crate::state::Coordinator;
+use crate::store::{JobRow, SweepRow, now_ms};
+
+/// Checks, plans and stores a sweep, and sends the agents their first jobs; returns the sweep's id.
+///
+/// Errors: `Invalid` for a spec that cannot run (no points, no backend, bad or repeated point ids, an
+/// unknown placement), `NoAgent` when no connected agent matches its selector (with the agents there
+/// are), `Store` when the state store fails.
+pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleError> {
+    if spec.points.is_empty() {
+        return Err(ScheduleError::Invalid("a sweep needs at least one point".into()));
+    }
+    if spec.backend.is_none() {
+        return Err(ScheduleError::Invalid("a sweep needs a backend".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for p in &spec.points {
+        if p.point_id.is_empty() || p.point_id.contains('/') || !seen.insert(p.point_id.clone()) {
+            return Err(ScheduleError::Invalid(format!("invalid or repeated point id {:?}", p.point_id)));
+        }
+    }
+    let placement = match spec.placement.as_str() {
+        "" | "spread" => Placement::Spread,
+        "each" => Placement::Each,
+        other => return Err(ScheduleError::Invalid(format!("unknown placement {other:?} (spread or each)"))),
+    };
+    let agents = dispatch::matching_agents(coord, &spec);
+    let described = {
+        let conns = coord.agents();
+        let mut described: Vec<String> = conns
+            .iter()
+            .map(|(n, a)| {
+                let gpus: Vec<&str> = a.inventory.gpus.iter().map(|g| g.name.as_str()).collect();
+                let gpus = if gpus.is_empty() { "no GPU".to_string() } else { gpus.join(", ") };
+                let labels: Vec<String> = a.inventory.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("{n} ({gpus}{}{})", if labels.is_empty() { "" } else { "; " }, labels.join(","))
+            })
+            .collect();
+        described.sort();
+        described
+    };
+    if agents.is_empty() {
+        let wanted = format!("hosts {:?}, gpu {:?}, labels {:?}", spec.agents, spec.gpu_glob, spec.labels);
+        let have = if described.is_empty() { "none".to_string() } else { described.join("; ") };
+        return Err(ScheduleError::NoAgent(format!(
+            "no connected agent matches the sweep's selector ({wanted}); connected agents: {have}"
+        )));
+    }
+    let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
+    // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs that its
+    // selector matches.
+    let slots: Vec<(String, usize)> = {
+        let conns = coord.agents();
+        let matching = |g: &tracefleet_proto::v1::GpuInfo| {
+            spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)
+        };
+        let slots_of = |c: &crate::state::AgentConn| c.inventory.gpus.iter().filter(|g| matching(g)).count().max(1);
+        agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, slots_of))).collect()
+    };
+    let jobs = super::plan(&id, &spec, &slots, placement);
+    let rows: Vec<JobRow> = jobs
+        .iter()
+        .map(|(agent, assign)| JobRow {
+            id: assign.job_id.clone(),
+            sweep_id: id.clone(),
+            agent: agent.clone(),
+            assign: assign.encode_to_vec(),
+            state: "assigned".into(),
+            error: String::new(),
+        })
+        .collect();
+    let sweep = SweepRow {
+        id: id.clone(),
+        name: spec.name.clone(),
+        spec: spec.encode_to_vec(),
+        state: "running".into(),
+        created_ms: now_ms(),
+        finished_ms: 0,
+    };
+    coord.store().insert_sweep(&sweep, &rows)?;
+    for (agent, assign) in &jobs {
+        coord.publish(SweepEvent {
+            sweep_id: id.clone(),
+            kind: "assigned".into(),
+            agent: agent.clone(),
+            job_id: assign.job_id.clone(),
+            message: format!("{} points", assign.points.len()),
+            ..Default::default()
+        });
+    }
+    for agent in jobs.iter().map(|(a, _)| a).collect::<std::collections::BTreeSet<_>>() {
+        dispatch::send_assignments(coord, agent)?;
+    }
+    Ok(id)
+}
+
+/// Cancels every unfinished job of sweep `id` and tells their agents; the sweep ends once what was
+/// already uploaded is parsed (`parse::complete_if_done`).
+pub fn cancel(coord: &Coordinator, id: &str) -> Result<(), ScheduleError> {
+    let jobs = coord.store().jobs_of_sweep(id)?;
+    if coord.store().sweep(id)?.is_none() {
+        return Err(ScheduleError::NotFound(format!("unknown sweep {id:?}")));
+    }
+    for j in jobs.iter().filter(|j| !j.terminal()) {
+        let ended = coord.store().end_job(&j.id, "cancelled", "cancelled by the user")?;
+        if let Some(a) = coord.agents().get(&j.agent).filter(|_| ended) {
+            let cancel = tracefleet_proto::v1::CancelJob { job_id: j.id.clone(), reason: "sweep cancelled".into() };
+            let msg = tracefleet_proto::v1::CoordinatorMessage {
+                msg: Some(tracefleet_proto::v1::coordinator_message::Msg::Cancel(cancel)),
+            };
+            let _ = a.tx.try_send(msg);
+        }
+    }
+    Ok(())
+}
