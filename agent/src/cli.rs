@@ -52,7 +52,7 @@ struct Args {
     #[arg(long)]
     no_warm_driver: bool,
     /// The drivers kept waiting on each GPU with their imports done (torch and transformers: 5-15 s;
-    /// vLLM: 11-14 s), holding host memory but no GPU memory. A driver whose Python lacks its library
+    /// vLLM: 15-26 s on an H200 host), holding host memory but no GPU memory. A driver whose Python lacks its library
     /// dies twice and is not started again.
     #[arg(long, value_delimiter = ',', default_value = "torch,vllm", value_parser = parse_driver)]
     warm_drivers: Vec<Driver>,

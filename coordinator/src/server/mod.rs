@@ -41,7 +41,15 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<()> {
+    // grpc.health.v1: the whole server and each service are NOT_SERVING until the store is open (it is,
+    // by now) and the parse pool runs with its queue refilled from the store.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
     crate::parse::start(&coord)?;
+    health.set_serving::<AgentControlServer<control::Control>>().await;
+    health.set_serving::<TraceUploadServer<upload::Upload>>().await;
+    health.set_serving::<SweepsServer<sweeps::SweepService>>().await;
+    health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     if let Some(l) = metrics_listener {
         tokio::spawn(metrics::serve(coord.clone(), l));
     }
@@ -63,6 +71,7 @@ pub async fn serve(
     builder
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        .add_service(health_service)
         .add_service(control)
         .add_service(upload)
         .add_service(sweeps)
