@@ -26,10 +26,16 @@ use crate::telemetry::StepTelemetry;
 
 pub use csv::field;
 
-/// Files written by [`write_results`].
-pub const SEED_FILES: [&str; 3] = ["kernel_dat.csv", "op_times.tsv", "op_times_detailed.tsv"];
-/// Full tables written by [`write_results`].
-pub const FULL_FILES: [&str; 3] = ["ops.csv", "kernels.csv", "steps.csv"];
+/// The original experiment's tables, per mode, written by [`write_results`].
+pub const SEED_FILES: [&str; 3] = [KERNEL_DAT, OP_TIMES, OP_TIMES_DETAILED];
+/// The full tables, written by [`write_results`].
+pub const FULL_FILES: [&str; 3] = [OPS, KERNELS, STEPS];
+const KERNEL_DAT: &str = "kernel_dat.csv";
+const OP_TIMES: &str = "op_times.tsv";
+const OP_TIMES_DETAILED: &str = "op_times_detailed.tsv";
+const OPS: &str = "ops.csv";
+const KERNELS: &str = "kernels.csv";
+const STEPS: &str = "steps.csv";
 
 /// Writes every table into `dir` (created if needed) and returns the paths written.
 pub fn write_results(dir: &Path, agg: &Aggregate) -> io::Result<Vec<PathBuf>> {
@@ -80,7 +86,7 @@ fn by_batch(agg: &Aggregate, mode: &str) -> BTreeMap<u32, Vec<Summary>> {
 fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf>> {
     let rows = by_batch(agg, mode);
 
-    let p_coarse = dir.join("op_times.tsv");
+    let p_coarse = dir.join(OP_TIMES);
     let mut w = create(&p_coarse)?;
     writeln!(w, "batch_size\tattention\tlinear\tothers")?;
     for (bs, cats) in &rows {
@@ -92,7 +98,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
     }
     w.flush()?;
 
-    let p_detail = dir.join("op_times_detailed.tsv");
+    let p_detail = dir.join(OP_TIMES_DETAILED);
     let mut w = create(&p_detail)?;
     let header: Vec<&str> = Detail::ALL.iter().map(|d| d.name()).collect();
     writeln!(w, "batch_size\t{}", header.join("\t"))?;
@@ -102,7 +108,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
     }
     w.flush()?;
 
-    let p_kernels = dir.join("kernel_dat.csv");
+    let p_kernels = dir.join(KERNEL_DAT);
     let mut w = create(&p_kernels)?;
     writeln!(
         w,
@@ -160,7 +166,7 @@ const SERIES: &str = "host,gpu,mode,batch_size,input_len";
 const STATS: &str = "total_us,min_us,max_us,mean_us,std_us,p50_us,p90_us,p99_us";
 
 fn write_ops(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
-    let p = dir.join("ops.csv");
+    let p = dir.join(OPS);
     let mut w = create(&p)?;
     writeln!(w, "{SERIES},name,side,steps,calls,{STATS},self_device_total_us,cpu_total_us,self_cpu_total_us")?;
     for ((k, name, device), o) in &agg.ops {
@@ -183,7 +189,7 @@ fn write_ops(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
 }
 
 fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
-    let p = dir.join("kernels.csv");
+    let p = dir.join(KERNELS);
     let mut w = create(&p)?;
     writeln!(w, "{SERIES},kernel,category,coarse,steps,calls,{STATS}")?;
     for ((k, name, cat), s) in &agg.kernels {
@@ -226,7 +232,7 @@ fn telemetry_cols(t: Option<&StepTelemetry>) -> String {
 }
 
 fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
-    let p = dir.join("steps.csv");
+    let p = dir.join(STEPS);
     let mut w = create(&p)?;
     let details: Vec<String> = Detail::ALL.iter().map(|d| format!("detail_{}_us", d.name())).collect();
     let counts: Vec<String> = Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())).collect();

@@ -21,20 +21,20 @@ pub struct Args {
     #[arg(long)]
     parse_workers: Option<usize>,
     /// Uploads in flight at once; more are refused with RESOURCE_EXHAUSTED and a retry hint.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = Config::MAX_INFLIGHT_UPLOADS)]
     max_inflight_uploads: usize,
     /// Raw bytes of an upload between two commits (sync to disk, then database).
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(long, default_value_t = Config::COMMIT_EVERY_BYTES)]
     commit_every_bytes: u64,
     /// Memory budget of the parse workers together, MiB (a parse needs about a quarter of the trace's
     /// size); keeps the coordinator's memory bounded whatever the number of cores and trace sizes.
-    #[arg(long, default_value_t = 384)]
+    #[arg(long, default_value_t = Config::PARSE_MEMORY_MB)]
     parse_memory_mb: u64,
     /// Times a failed point is run again before it is reported as failed.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = Config::POINT_RETRIES)]
     point_retries: u32,
     /// How long an agent may be away (ms) before its unfinished points go to other agents.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = Config::REASSIGN_AFTER_MS)]
     reassign_after_ms: u64,
     /// TLS certificate chain (PEM); with --tls-key, agents and clients connect with https://.
     #[arg(long, requires = "tls_key")]
@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Heartbeat interval asked of agents, ms.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = Config::HEARTBEAT_MS)]
     heartbeat_ms: u32,
 }
 

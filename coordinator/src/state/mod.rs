@@ -44,17 +44,30 @@ pub struct Config {
 }
 
 impl Config {
+    /// Uploads in flight at once.
+    pub const MAX_INFLIGHT_UPLOADS: usize = 256;
+    /// Raw bytes between two commits of an upload.
+    pub const COMMIT_EVERY_BYTES: u64 = 8 << 20;
+    /// Heartbeat interval asked of agents, ms.
+    pub const HEARTBEAT_MS: u32 = 2000;
+    /// Parse memory budget, MiB.
+    pub const PARSE_MEMORY_MB: u64 = 384;
+    /// Retries of a failed point.
+    pub const POINT_RETRIES: u32 = 2;
+    /// How long an agent may be away before its points move, ms.
+    pub const REASSIGN_AFTER_MS: u64 = 30_000;
+
     /// Defaults for a data dir.
     pub fn new(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
             parse_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            max_inflight_uploads: 256,
-            commit_every_bytes: 8 << 20,
-            heartbeat_ms: 2000,
-            parse_memory_bytes: 384 << 20,
-            point_retries: 2,
-            reassign_after_ms: 30_000,
+            max_inflight_uploads: Self::MAX_INFLIGHT_UPLOADS,
+            commit_every_bytes: Self::COMMIT_EVERY_BYTES,
+            heartbeat_ms: Self::HEARTBEAT_MS,
+            parse_memory_bytes: Self::PARSE_MEMORY_MB << 20,
+            point_retries: Self::POINT_RETRIES,
+            reassign_after_ms: Self::REASSIGN_AFTER_MS,
             tls: None,
         }
     }
