@@ -23,3 +23,28 @@ async fn coord_serve_answers_grpc_health_checks() {
     let unknown = c.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
     assert_eq!(unknown.map_err(|s| s.code()).err(), Some(tonic::Code::NotFound));
 }
+
+#[test]
+fn metrics_answer_on_their_path_only_with_histograms() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
+    let get = |path: &str| {
+        let mut s = std::net::TcpStream::connect(&coord.metrics).expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out
+    };
+    let ok = get("/metrics");
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains("tracefleet_uploads_completed_total 0"), "{ok}");
+    assert!(ok.contains("# TYPE tracefleet_trace_parse_seconds histogram"), "{ok}");
+    assert!(ok.contains("# TYPE tracefleet_upload_ack_seconds histogram"), "{ok}");
+    assert!(ok.contains("tracefleet_agents_connected 0"), "{ok}");
+    assert!(ok.trim_end().ends_with("# EOF"), "OpenMetrics text ends with # EOF");
+    for path in ["/", "/metricsx", "/favicon.ico"] {
+        let r = get(path);
+        assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
+    }
+}

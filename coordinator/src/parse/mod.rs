@@ -4,7 +4,6 @@
 mod results;
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tracefleet_common::summary::{AnalyzeOptions, summarize_file};
@@ -46,11 +45,13 @@ fn worker(coord: &Arc<Coordinator>) {
         let t0 = Instant::now();
         let result = summarize_file(&path, &opts);
         coord.parse_queue.release(admitted);
-        coord.metrics.parse_nanos.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let secs = t0.elapsed().as_secs_f64();
+        coord.metrics.parse_seconds_total.inc_by(secs);
+        coord.metrics.parse_seconds.observe(secs);
         let message = match result {
             Ok(summary) => {
-                coord.metrics.traces_parsed.fetch_add(1, Ordering::Relaxed);
-                coord.metrics.parsed_bytes.fetch_add(summary.bytes, Ordering::Relaxed);
+                coord.metrics.traces_parsed.inc_by(1);
+                coord.metrics.parsed_bytes.inc_by(summary.bytes);
                 match serde_json::to_vec(&summary) {
                     Ok(json) => match coord.store().set_parsed(&key, &json) {
                         Ok(()) => None,
@@ -60,7 +61,7 @@ fn worker(coord: &Arc<Coordinator>) {
                 }
             }
             Err(e) => {
-                coord.metrics.parse_failures.fetch_add(1, Ordering::Relaxed);
+                coord.metrics.parse_failures.inc_by(1);
                 // A trace that does not parse still counts as handled, with an empty summary, so that the
                 // sweep can end; the failure is reported to watchers and in the manifest.
                 let empty = tracefleet_common::summary::TraceSummary {

@@ -9,7 +9,6 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use tonic::{Request, Response, Status, Streaming};
 use tracefleet_common::wire::{self, Sha256, WireError};
@@ -156,7 +155,7 @@ impl Writer {
         self.file = Some(file);
         self.hasher = hasher;
         let (written, frame_len) = r.map_err(|e| {
-            coord.metrics.chunks_rejected.fetch_add(1, Ordering::Relaxed);
+            coord.metrics.chunks_rejected.inc_by(1);
             match e {
                 WireError::Crc { .. } => Status::data_loss(e.to_string()),
                 _ => Status::invalid_argument(e.to_string()),
@@ -165,8 +164,8 @@ impl Writer {
         written.map_err(|e| io_status("writing the trace file", e))?;
         self.received = end;
         self.stored += frame_len;
-        coord.metrics.wire_bytes.fetch_add(frame_len, Ordering::Relaxed);
-        coord.metrics.raw_bytes.fetch_add(u64::from(c.raw_len), Ordering::Relaxed);
+        coord.metrics.wire_bytes.inc_by(frame_len);
+        coord.metrics.raw_bytes.inc_by(u64::from(c.raw_len));
         Ok(())
     }
 
@@ -199,7 +198,7 @@ impl TraceUpload for Upload {
     async fn write(&self, req: Request<Streaming<WriteRequest>>) -> Result<Response<WriteResponse>, Status> {
         let coord = &self.0;
         let Ok(_slot) = coord.upload_slots.clone().try_acquire_owned() else {
-            coord.metrics.uploads_rejected.fetch_add(1, Ordering::Relaxed);
+            coord.metrics.uploads_rejected.inc_by(1);
             let mut s = Status::resource_exhausted("too many uploads in flight; retry later");
             s.metadata_mut().insert("retry-after-ms", tonic::metadata::MetadataValue::from_static("500"));
             return Err(s);
@@ -218,7 +217,7 @@ impl TraceUpload for Upload {
         let telemetry = open.telemetry.as_ref().map(prost::Message::encode_to_vec);
         let row = coord.store().open_upload(&key, open.raw_size, &open.gpu, telemetry.as_deref()).map_err(internal)?;
         if row.complete {
-            coord.metrics.uploads_duplicate.fetch_add(1, Ordering::Relaxed);
+            coord.metrics.uploads_duplicate.inc_by(1);
             return Ok(Response::new(WriteResponse {
                 committed_offset: row.raw_size,
                 complete: true,
@@ -231,10 +230,10 @@ impl TraceUpload for Upload {
                 open.raw_size, row.raw_size
             )));
         }
-        coord.metrics.uploads_started.fetch_add(1, Ordering::Relaxed);
+        coord.metrics.uploads_started.inc_by(1);
         if row.committed_raw > 0 {
-            coord.metrics.uploads_resumed.fetch_add(1, Ordering::Relaxed);
-            coord.metrics.resumed_bytes.fetch_add(row.committed_raw, Ordering::Relaxed);
+            coord.metrics.uploads_resumed.inc_by(1);
+            coord.metrics.resumed_bytes.inc_by(row.committed_raw);
         }
         let path = coord.store().trace_path(&key);
         let mut w = Writer::open(path, row.stored_bytes, row.committed_raw).await?;
@@ -262,6 +261,7 @@ impl TraceUpload for Upload {
                 }
             }
             if let Some(fin) = req.finish {
+                let asked = std::time::Instant::now();
                 w.commit(coord, &key).await?;
                 if w.received != row.raw_size {
                     return Err(Status::failed_precondition(format!(
@@ -279,7 +279,7 @@ impl TraceUpload for Upload {
                 }
                 let fresh = coord.store().complete_upload(&key, &wire::hex(&digest)).map_err(internal)?;
                 if fresh {
-                    coord.metrics.uploads_completed.fetch_add(1, Ordering::Relaxed);
+                    coord.metrics.uploads_completed.inc_by(1);
                     coord.parse_queue.push(key.clone());
                     coord.publish(SweepEvent {
                         sweep_id: key.sweep_id.clone(),
@@ -291,6 +291,7 @@ impl TraceUpload for Upload {
                         ..Default::default()
                     });
                 }
+                coord.metrics.upload_ack_seconds.observe(asked.elapsed().as_secs_f64());
                 return Ok(Response::new(WriteResponse {
                     committed_offset: w.received,
                     complete: true,
