@@ -5,6 +5,7 @@
 //! - [`workload`]: backends that run a job's points and write trace files (replay, torch, vLLM, command).
 //! - [`gpu`]: NVML inventory; one job per GPU.
 //! - [`spool`]: the on-disk queue, the finished-file watcher and the resumable uploader.
+//! - [`cli`]: the `agent` command; [`inventory`]: what the host reports; [`backoff`]: reconnect delays.
 
 pub mod backoff;
 pub mod cli;

@@ -3,7 +3,15 @@
 //! Pure and synchronous: bytes in, summaries out. Networking, storage and scheduling never reach in here,
 //! so everything is testable on files and usable offline (`coord analyze`, `coord ingest`).
 //!
-//! - [`trace`]: streaming parser for Kineto Chrome traces, linking of GPU activity to ops, torch's table.
+//! - [`trace`]: streaming parser for Kineto Chrome traces, linking of GPU activity to ops, steps, torch's
+//!   `key_averages()` table.
+//! - [`classify`]: attribution of every GPU activity to a category by the op that launched it and its
+//!   place in the decoder layer (rule files).
+//! - [`summary`]: one trace → per-step summaries; [`aggregate`]: merging them in any order;
+//!   [`stats`]: mergeable distributions; [`tables`]: the result files; [`checks`]: what readers must be
+//!   told (warnings, what `others` holds); [`telemetry`]: GPU readings per step.
+//! - [`sweep`]: sweep files (schema, validation, points); [`layout`]: what a results tree's paths say;
+//!   [`glob`]: glob matching for rule files; [`wire`]: upload chunk framing shared by agent and coordinator.
 
 pub mod aggregate;
 pub mod checks;

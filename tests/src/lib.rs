@@ -1,6 +1,6 @@
 //! Helpers for tracefleet's integration tests: where the workspace, its fixtures and its binaries are.
 //!
-//! Tests run the real `coord` (and later `agent`) binaries as separate processes. Cargo only builds a
+//! Tests run the real `coord` and `agent` binaries as separate processes. Cargo only builds a
 //! package's own binaries for its tests, so [`bin`] runs `cargo build --bin NAME` once per test process
 //! (a no-op when it is up to date), so a test never runs a stale binary.
 
