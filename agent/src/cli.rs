@@ -13,8 +13,8 @@ use crate::workload::Driver;
 #[derive(Debug, Parser)]
 #[command(name = "agent", version, about)]
 struct Args {
-    /// Coordinator address, host:port.
-    #[arg(long)]
+    /// Coordinator address (host:port, http://host:port or https://host:port).
+    #[arg(long, env = "TRACEFLEET_COORDINATOR", required_unless_present = "print_inventory")]
     coordinator: Option<String>,
     /// Name of this agent (default: the host name).
     #[arg(long)]
@@ -23,8 +23,8 @@ struct Args {
     #[arg(long, default_value = "/var/lib/tracefleet/spool")]
     spool_dir: PathBuf,
     /// Labels, k=v,k2=v2, used by sweep agent selectors.
-    #[arg(long, default_value = "")]
-    labels: String,
+    #[arg(long, default_value = "", value_parser = inventory::parse_labels)]
+    labels: Labels,
     /// Uploads (each with one compression thread) at once.
     #[arg(long, default_value_t = 2)]
     upload_threads: usize,
@@ -32,8 +32,8 @@ struct Args {
     #[arg(long, default_value = "python3")]
     python: String,
     /// Serve only these GPUs (indices, e.g. 0,1); default: every GPU NVML reports.
-    #[arg(long)]
-    gpus: Option<String>,
+    #[arg(long, value_parser = parse_gpus)]
+    gpus: Option<GpuIndices>,
     /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
     #[arg(long)]
     pause_uploads: bool,
@@ -59,6 +59,17 @@ struct Args {
     /// Print the inventory this agent would report, as JSON, and exit.
     #[arg(long)]
     print_inventory: bool,
+}
+
+/// Label pairs (`--labels`).
+type Labels = std::collections::HashMap<String, String>;
+
+/// GPU indices (`--gpus`): one value holding a list, so clap does not take it for repeated flags.
+#[derive(Debug, Clone)]
+struct GpuIndices(Vec<u32>);
+
+fn parse_gpus(s: &str) -> Result<GpuIndices, String> {
+    crate::gpu::parse_indices(s).map(GpuIndices)
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
@@ -89,20 +100,8 @@ async fn stopped() -> &'static str {
 /// Parses the command line and runs the agent.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    let labels = match inventory::parse_labels(&args.labels) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: --labels: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let only = match args.gpus.as_deref().map(crate::gpu::parse_indices).transpose() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    let labels = args.labels;
+    let only = args.gpus.map(|g| g.0);
     let (gpus, note) = crate::gpu::inventory(only.as_deref());
     if let Some(n) = note {
         eprintln!("agent: {n}");
@@ -122,10 +121,8 @@ pub fn main() -> ExitCode {
         println!("{json}");
         return ExitCode::SUCCESS;
     }
-    let Some(coordinator) = args.coordinator else {
-        eprintln!("error: --coordinator host:port is required");
-        return ExitCode::from(2);
-    };
+    // clap requires --coordinator unless --print-inventory, which returned above.
+    let coordinator = args.coordinator.unwrap_or_default();
     let tls_ca = match args.tls_ca.as_ref().map(std::fs::read).transpose() {
         Ok(c) => c,
         Err(e) => {

@@ -41,7 +41,7 @@ pub fn inventory(only: Option<&[u32]>) -> (Vec<GpuInfo>, Option<String>) {
 pub fn parse_indices(s: &str) -> Result<Vec<u32>, String> {
     s.split(',')
         .filter(|x| !x.trim().is_empty())
-        .map(|x| x.trim().parse::<u32>().map_err(|_| format!("--gpus: {x:?} is not a GPU index")))
+        .map(|x| x.trim().parse::<u32>().map_err(|_| format!("{x:?} is not a GPU index")))
         .collect()
 }
 
