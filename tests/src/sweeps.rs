@@ -94,13 +94,13 @@ pub fn assert_same_as_ingest(results: &Path, root: &Path) {
     let modes: Vec<&str> = ["decode", "prefill"].into_iter().filter(|m| root.join(m).exists()).collect();
     let subdirs: Vec<&str> = if modes.len() > 1 { modes } else { vec![""] };
     for sub in subdirs {
-        for f in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv"] {
+        for f in tracefleet_common::tables::SEED_FILES {
             let a = std::fs::read(results.join(sub).join(f)).expect(f);
             let b = std::fs::read(ingest.join(sub).join(f)).expect(f);
             assert!(a == b, "{sub}/{f} differs");
         }
     }
-    for f in ["ops.csv", "kernels.csv", "steps.csv"] {
+    for f in tracefleet_common::tables::FULL_FILES {
         assert_eq!(normalized(&results.join(f)), normalized(&ingest.join(f)), "{f}");
     }
 }
