@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::Detail;
 use crate::stats::Summary;
 use crate::summary::{LaunchConfig, StepSummary};
+use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
 
 /// Which series a step belongs to.
@@ -19,8 +20,10 @@ pub struct SeriesKey {
     pub host: String,
     /// GPU name.
     pub gpu: String,
-    /// `decode`, `prefill` or another label.
-    pub mode: String,
+    /// Decode or prefill; `None` when neither the path, the step names nor the user said (written
+    /// `unknown`).
+    #[serde(with = "mode_label")]
+    pub mode: Option<Mode>,
     /// Sequences per forward step.
     pub batch_size: u32,
     /// Prompt length in tokens (0 when unknown).
@@ -184,8 +187,41 @@ impl Aggregate {
         }
     }
 
-    /// The modes present, in order.
-    pub fn modes(&self) -> BTreeSet<String> {
-        self.categories.keys().map(|k| k.mode.clone()).collect()
+    /// The modes present, in order (unknown first).
+    pub fn modes(&self) -> BTreeSet<Option<Mode>> {
+        self.categories.keys().map(|k| k.mode).collect()
+    }
+}
+
+impl SeriesKey {
+    /// The mode as the tables write it: `decode`, `prefill` or `unknown`.
+    pub fn mode_label(&self) -> &'static str {
+        mode_label::name(self.mode)
+    }
+}
+
+/// A series' mode in JSON and tables: `decode`, `prefill`, or `unknown` for `None`.
+pub mod mode_label {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::sweep::Mode;
+
+    /// The label of `mode`.
+    pub fn name(mode: Option<Mode>) -> &'static str {
+        mode.map_or("unknown", Mode::name)
+    }
+
+    /// Writes the label.
+    pub fn serialize<S: Serializer>(mode: &Option<Mode>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(name(*mode))
+    }
+
+    /// Reads a label; `unknown` is `None`.
+    ///
+    /// # Errors
+    /// A label that is none of the three.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mode>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "unknown" { Ok(None) } else { s.parse().map(Some).map_err(serde::de::Error::custom) }
     }
 }

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::aggregate::{Aggregate, SeriesKey};
 use crate::classify::{Coarse, Detail};
+use crate::sweep::Mode;
 use crate::trace::steps::parse_vllm_step;
 
 /// The name listed for `others` time that no op launched (e.g. Triton kernels of vLLM's sampler launched
@@ -85,7 +86,13 @@ pub struct OthersListing {
 /// A series as people read it: `decode batch 32, input 128 (local, NVIDIA H200)`.
 pub fn describe(s: &SeriesKey) -> String {
     let input = if s.input_len > 0 { format!(", input {}", s.input_len) } else { String::new() };
-    format!("{} batch {}{input} ({}, {})", s.mode, s.batch_size, s.host, if s.gpu.is_empty() { "?" } else { &s.gpu })
+    format!(
+        "{} batch {}{input} ({}, {})",
+        s.mode_label(),
+        s.batch_size,
+        s.host,
+        if s.gpu.is_empty() { "?" } else { &s.gpu }
+    )
 }
 
 /// Why a step's vLLM annotation does not fit its series, or `None` when it fits (or has no annotation,
@@ -93,20 +100,19 @@ pub fn describe(s: &SeriesKey) -> String {
 pub fn batch_mismatch(series: &SeriesKey, step_name: &str) -> Option<String> {
     let s = parse_vllm_step(step_name)?;
     let b = series.batch_size;
-    let ok = match series.mode.as_str() {
-        "decode" => s.context_requests == 0 && s.generation_requests == b && s.generation_tokens == b,
-        "prefill" => {
+    let ok = match series.mode? {
+        Mode::Decode => s.context_requests == 0 && s.generation_requests == b && s.generation_tokens == b,
+        Mode::Prefill => {
             s.generation_requests == 0
                 && s.context_requests == b
                 && (series.input_len == 0 || u64::from(s.context_tokens) == u64::from(b) * u64::from(series.input_len))
         }
-        _ => return None,
     };
     if ok {
         return None;
     }
-    let want = match series.mode.as_str() {
-        "decode" => format!("{b} decodes"),
+    let want = match series.mode {
+        Some(Mode::Decode) => format!("{b} decodes"),
         _ if series.input_len > 0 => format!("{b} prefills of {} tokens", series.input_len),
         _ => format!("{b} prefills"),
     };
@@ -218,7 +224,7 @@ mod tests {
     use super::*;
 
     fn series(mode: &str, b: u32, l: u32) -> SeriesKey {
-        SeriesKey { host: "h".into(), gpu: "G".into(), mode: mode.into(), batch_size: b, input_len: l }
+        SeriesKey { host: "h".into(), gpu: "G".into(), mode: mode.parse().ok(), batch_size: b, input_len: l }
     }
 
     #[test]

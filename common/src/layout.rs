@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::sweep::Mode;
+
 /// File names that are traces: `trace*.json*` (original layout) and `*.pt.trace.json*` (vLLM, torch's
 /// `tensorboard_trace_handler`), plain, `.gz` or `.zst`.
 pub fn is_trace_file(name: &str) -> bool {
@@ -65,8 +67,8 @@ fn number_after(s: &str, prefixes: &[&str]) -> Option<u32> {
 pub struct PathHints {
     /// Batch size from the innermost `logs_N` / `bs_N` / `bsN` / `batch_N` component.
     pub batch_size: Option<u32>,
-    /// `decode` or `prefill`.
-    pub mode: Option<String>,
+    /// From a path component that is, or has a `_`/`-`/`.`-separated word that is, `decode` or `prefill`.
+    pub mode: Option<Mode>,
     /// Input length from `ilen_N` / `input_N` / `isl_N` / `in_N` (`inN`, as in the point ids
     /// `decode-bs8-in128`).
     pub input_len: Option<u32>,
@@ -91,11 +93,7 @@ pub fn hints(root: &Path, path: &Path) -> PathHints {
         }
         if h.mode.is_none() {
             let lower = p.to_ascii_lowercase();
-            if lower.split(['_', '-', '.']).any(|t| t == "decode") {
-                h.mode = Some("decode".into());
-            } else if lower.split(['_', '-', '.']).any(|t| t == "prefill") {
-                h.mode = Some("prefill".into());
-            }
+            h.mode = Mode::ALL.into_iter().find(|m| lower.split(['_', '-', '.']).any(|t| t == m.name()));
         }
     }
     h
@@ -119,12 +117,12 @@ mod tests {
     fn path_hints() {
         let h = hints(Path::new("/r"), Path::new("/r/decode/logs_32/trace_1.json"));
         assert_eq!(h.batch_size, Some(32));
-        assert_eq!(h.mode.as_deref(), Some("decode"));
+        assert_eq!(h.mode, Some(Mode::Decode));
         let h = hints(Path::new("/r/multistep"), Path::new("/r/multistep/decode_bs16_8steps.pt.trace.json"));
         assert_eq!(h.batch_size, Some(16));
-        assert_eq!(h.mode.as_deref(), Some("decode"));
+        assert_eq!(h.mode, Some(Mode::Decode));
         let h = hints(Path::new("/x/prefill"), Path::new("/x/prefill/logs_4/trace_0.json"));
-        assert_eq!((h.batch_size, h.mode.as_deref()), (Some(4), Some("prefill")));
+        assert_eq!((h.batch_size, h.mode), (Some(4), Some(Mode::Prefill)));
         assert_eq!(hints(Path::new("/x"), Path::new("/x/ilen_128/logs_2/trace_0.json")).input_len, Some(128));
         // A sweep's point folders: decode-bs8-in256/decode/logs_8/...
         let h = hints(Path::new("/w"), Path::new("/w/decode-bs8-in256/decode/logs_8/rank0.1.pt.trace.json"));

@@ -8,6 +8,144 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tracefleet.v1.rs"));
 }
 
+use tracefleet_common::sweep::{Mode, Placement};
+
+/// The sweep file's mode on the wire.
+impl From<Mode> for v1::Mode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Decode => v1::Mode::Decode,
+            Mode::Prefill => v1::Mode::Prefill,
+        }
+    }
+}
+
+impl v1::Mode {
+    /// The mode, or `None` for `MODE_UNSPECIFIED` (a message from a sender that did not set it).
+    pub fn known(self) -> Option<Mode> {
+        match self {
+            v1::Mode::Unspecified => None,
+            v1::Mode::Decode => Some(Mode::Decode),
+            v1::Mode::Prefill => Some(Mode::Prefill),
+        }
+    }
+}
+
+impl v1::Point {
+    /// The point's mode as folder names, drivers and command templates write it (`decode`, `prefill`;
+    /// `unknown` when unspecified, which the coordinator refuses at submission).
+    pub fn mode_name(&self) -> &'static str {
+        tracefleet_common::aggregate::mode_label::name(self.mode().known())
+    }
+}
+
+/// The sweep file's placement on the wire.
+impl From<Placement> for v1::Placement {
+    fn from(p: Placement) -> Self {
+        match p {
+            Placement::Spread => v1::Placement::Spread,
+            Placement::Each => v1::Placement::Each,
+        }
+    }
+}
+
+/// `PLACEMENT_UNSPECIFIED` reads as spread, as the proto documents.
+impl From<v1::Placement> for Placement {
+    fn from(p: v1::Placement) -> Self {
+        match p {
+            v1::Placement::Unspecified | v1::Placement::Spread => Placement::Spread,
+            v1::Placement::Each => Placement::Each,
+        }
+    }
+}
+
+impl v1::SweepState {
+    /// Whether the sweep has ended (completed, failed or cancelled); `UNSPECIFIED` has not.
+    pub fn ended(self) -> bool {
+        matches!(self, v1::SweepState::Completed | v1::SweepState::Failed | v1::SweepState::Cancelled)
+    }
+
+    /// The state in lower case (`running`, `completed`, ...), as `coord status` prints it and the state
+    /// database stores it; `None` for `UNSPECIFIED`.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self {
+            v1::SweepState::Unspecified => return None,
+            v1::SweepState::Running => "running",
+            v1::SweepState::Completed => "completed",
+            v1::SweepState::Failed => "failed",
+            v1::SweepState::Cancelled => "cancelled",
+        })
+    }
+
+    /// The inverse of [`name`](Self::name).
+    pub fn from_name(s: &str) -> Option<Self> {
+        [v1::SweepState::Running, v1::SweepState::Completed, v1::SweepState::Failed, v1::SweepState::Cancelled]
+            .into_iter()
+            .find(|st| st.name() == Some(s))
+    }
+
+    /// The event that announces a sweep's end in this state; `None` while it runs.
+    pub fn end_event(self) -> Option<v1::SweepEventKind> {
+        match self {
+            v1::SweepState::Completed => Some(v1::SweepEventKind::Completed),
+            v1::SweepState::Failed => Some(v1::SweepEventKind::Failed),
+            v1::SweepState::Cancelled => Some(v1::SweepEventKind::Cancelled),
+            v1::SweepState::Unspecified | v1::SweepState::Running => None,
+        }
+    }
+}
+
+impl v1::SweepEventKind {
+    /// Whether the event ends a sweep (the last event of a `Watch`).
+    pub fn ends_sweep(self) -> bool {
+        matches!(self, v1::SweepEventKind::Completed | v1::SweepEventKind::Failed | v1::SweepEventKind::Cancelled)
+    }
+}
+
+/// Messages that coordinators before the enum fields stored with string fields: reading one moves the
+/// strings into the enums, so a sweep submitted before an upgrade reads the same after it.
+pub trait UpgradeLegacy {
+    /// Fills each enum field that is unspecified from its legacy string field, when that names a value.
+    fn upgrade_legacy(&mut self);
+}
+
+#[allow(deprecated)] // reading the legacy fields is the point
+impl UpgradeLegacy for v1::Point {
+    fn upgrade_legacy(&mut self) {
+        if self.mode() == v1::Mode::Unspecified
+            && let Ok(m) = self.legacy_mode.parse::<Mode>()
+        {
+            self.set_mode(m.into());
+        }
+        self.legacy_mode.clear();
+    }
+}
+
+#[allow(deprecated)]
+impl UpgradeLegacy for v1::SweepSpec {
+    fn upgrade_legacy(&mut self) {
+        if self.mode() == v1::Mode::Unspecified
+            && let Ok(m) = self.legacy_mode.parse::<Mode>()
+        {
+            self.set_mode(m.into());
+        }
+        if self.placement() == v1::Placement::Unspecified
+            && let Ok(p) = self.legacy_placement.parse::<Placement>()
+        {
+            self.set_placement(p.into());
+        }
+        self.legacy_mode.clear();
+        self.legacy_placement.clear();
+        self.points.iter_mut().for_each(UpgradeLegacy::upgrade_legacy);
+    }
+}
+
+impl UpgradeLegacy for v1::AssignJob {
+    fn upgrade_legacy(&mut self) {
+        self.points.iter_mut().for_each(UpgradeLegacy::upgrade_legacy);
+    }
+}
+
 /// A step's GPU telemetry on the wire and in the engine are the same numbers.
 impl From<&tracefleet_common::telemetry::StepTelemetry> for v1::StepTelemetry {
     fn from(t: &tracefleet_common::telemetry::StepTelemetry) -> Self {
@@ -45,7 +183,64 @@ impl From<v1::StepTelemetry> for tracefleet_common::telemetry::StepTelemetry {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
     use tracefleet_common::telemetry::StepTelemetry;
+
+    use super::{UpgradeLegacy, v1};
+
+    /// The fields of `SweepSpec` and `Point` as coordinators before the enums wrote them: a spec stored
+    /// then must read with the same mode and placement now.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldPoint {
+        #[prost(string, tag = "1")]
+        point_id: String,
+        #[prost(string, tag = "2")]
+        mode: String,
+        #[prost(uint32, tag = "3")]
+        batch_size: u32,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct OldSpec {
+        #[prost(string, tag = "1")]
+        name: String,
+        #[prost(message, repeated, tag = "2")]
+        points: Vec<OldPoint>,
+        #[prost(string, tag = "4")]
+        placement: String,
+        #[prost(string, tag = "9")]
+        mode: String,
+    }
+
+    #[test]
+    fn a_spec_stored_with_string_fields_reads_with_the_same_mode_and_placement() {
+        let old = OldSpec {
+            name: "s".into(),
+            points: vec![OldPoint { point_id: "p".into(), mode: "prefill".into(), batch_size: 4 }],
+            placement: "each".into(),
+            mode: "prefill".into(),
+        };
+        let mut spec = v1::SweepSpec::decode(&old.encode_to_vec()[..]).expect("decodes");
+        spec.upgrade_legacy();
+        assert_eq!(spec.placement(), v1::Placement::Each);
+        assert_eq!(spec.mode(), v1::Mode::Prefill);
+        assert_eq!((spec.points[0].mode(), spec.points[0].batch_size), (v1::Mode::Prefill, 4));
+        // New data is left as it is.
+        let mut new = spec.clone();
+        new.upgrade_legacy();
+        assert_eq!(new, spec);
+    }
+
+    #[test]
+    fn sweep_states_round_trip_through_their_names() {
+        for st in
+            [v1::SweepState::Running, v1::SweepState::Completed, v1::SweepState::Failed, v1::SweepState::Cancelled]
+        {
+            assert_eq!(st.name().and_then(v1::SweepState::from_name), Some(st));
+            assert_eq!(st.ended(), st.end_event().is_some());
+        }
+        assert_eq!(v1::SweepState::from_name("done"), None);
+    }
 
     #[test]
     fn telemetry_survives_the_wire() {

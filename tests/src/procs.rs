@@ -159,7 +159,7 @@ pub async fn wait_sweep(addr: &str, id: &str, timeout: Duration) -> anyhow::Resu
             && let Ok(s) = c.status(SweepRef { sweep_id: id.to_string() }).await
         {
             let s = s.into_inner();
-            if s.state != "running" {
+            if s.state() != tracefleet_proto::v1::SweepState::Running {
                 return Ok(s);
             }
         }

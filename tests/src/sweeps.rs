@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use tracefleet_common::sweep::Mode;
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::{Point, ReplayBackend, SweepSpec};
 
@@ -43,14 +44,15 @@ pub fn walk(d: &Path) -> Vec<PathBuf> {
 /// The H200 points: decode 1, 8, 32, 128 and prefill 1, 4, 16, input 128.
 pub fn spec(replay: &Path, delay_ms: u32) -> SweepSpec {
     let mut points = Vec::new();
-    for (mode, sizes) in [("decode", &[1u32, 8, 32, 128][..]), ("prefill", &[1, 4, 16][..])] {
+    for (mode, sizes) in [(Mode::Decode, &[1u32, 8, 32, 128][..]), (Mode::Prefill, &[1, 4, 16][..])] {
         for &bs in sizes {
             points.push(Point {
                 point_id: format!("{mode}-bs{bs}"),
-                mode: mode.into(),
+                mode: tracefleet_proto::v1::Mode::from(mode).into(),
                 batch_size: bs,
                 input_len: 128,
                 output_len: 0,
+                ..Default::default()
             });
         }
     }
@@ -58,7 +60,7 @@ pub fn spec(replay: &Path, delay_ms: u32) -> SweepSpec {
         name: "h200-replay".into(),
         points,
         profile_steps: 3,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms })),
         ..Default::default()
     }

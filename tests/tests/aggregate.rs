@@ -15,7 +15,7 @@ fn summaries() -> Vec<(SeriesKey, String, TraceSummary)> {
             let key = SeriesKey {
                 host: format!("host{}", step % 2),
                 gpu: s.gpu.clone(),
-                mode: "decode".into(),
+                mode: Some(tracefleet_common::sweep::Mode::Decode),
                 batch_size: bs,
                 input_len: 128,
             };

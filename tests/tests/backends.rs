@@ -24,10 +24,11 @@ async fn start(tmp: &std::path::Path, agent_name: &str) -> (Coord, Proc, SweepsC
 fn decode_point(bs: u32) -> Point {
     Point {
         point_id: format!("decode-bs{bs}-in128"),
-        mode: "decode".into(),
+        mode: tracefleet_proto::v1::Mode::Decode.into(),
         batch_size: bs,
         input_len: 128,
         output_len: 0,
+        ..Default::default()
     }
 }
 
@@ -51,13 +52,13 @@ async fn command_backend_collects_the_traces_a_command_writes() {
         name: "cmd".into(),
         points,
         profile_steps: 3,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Command(CommandBackend { run })),
         ..Default::default()
     };
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
-    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
     assert_eq!(status.traces_parsed, 6);
     let out = tmp.path().join("out");
     fetch(&mut c, &id, &out).await.expect("fetch");
@@ -109,7 +110,7 @@ async fn clock_locking_is_refused_unless_the_agent_allows_it() {
         name: "locked".into(),
         points: vec![decode_point(1)],
         profile_steps: 1,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         gpu: Some(GpuSettings { lock_clocks_mhz: 1500 }),
         backend: Some(Backend::Command(CommandBackend { run: "touch {out_dir}/ran".into() })),
         ..Default::default()
@@ -169,7 +170,7 @@ async fn driver_traces_are_taken_when_announced() {
         name: "announced".into(),
         points,
         profile_steps: 3,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Torch(TorchBackend {
             model: "llama-3.2-1b".into(),
             python: python.display().to_string(),
@@ -179,7 +180,7 @@ async fn driver_traces_are_taken_when_announced() {
     };
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(90)).await.expect("sweep");
-    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
     assert_eq!((status.traces_parsed, status.jobs_failed), (6, 0), "{status:?}");
     let out = tmp.path().join("out");
     fetch(&mut c, &id, &out).await.expect("fetch");
@@ -254,7 +255,7 @@ async fn a_stopped_agent_kills_its_workload_and_exits_cleanly() {
         name: "long".into(),
         points: vec![decode_point(1)],
         profile_steps: 1,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Command(CommandBackend {
             run: format!("echo $$ > {}; exec sleep 600", pid_file.display()),
         })),

@@ -25,13 +25,14 @@ async fn three_agents_equal_one_machine() {
     let mut watch = c.watch(tracefleet_proto::v1::SweepRef { sweep_id: id.clone() }).await.expect("watch").into_inner();
     let mut kinds = Vec::new();
     while let Ok(Some(ev)) = watch.message().await {
-        kinds.push(ev.kind);
+        kinds.push(ev.kind());
     }
-    assert_eq!(kinds.first().map(String::as_str), Some("status"));
-    assert_eq!(kinds.last().map(String::as_str), Some("completed"), "{kinds:?}");
-    assert!(kinds.iter().filter(|k| *k == "trace").count() >= 10, "{kinds:?}");
+    use tracefleet_proto::v1::SweepEventKind as Kind;
+    assert_eq!(kinds.first(), Some(&Kind::Status));
+    assert_eq!(kinds.last(), Some(&Kind::Completed), "{kinds:?}");
+    assert!(kinds.iter().filter(|k| **k == Kind::Trace).count() >= 10, "{kinds:?}");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
-    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
     assert_eq!((status.jobs_total, status.jobs_done), (3, 3));
     assert_eq!(status.traces_uploaded, 18);
     assert_eq!(status.traces_parsed, 18);

@@ -37,19 +37,20 @@ async fn cut_upload_resumes_at_the_committed_offset() {
         name: "resume".into(),
         points: vec![Point {
             point_id: "bs16".into(),
-            mode: "decode".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
             batch_size: 16,
             input_len: 128,
             output_len: 0,
+            ..Default::default()
         }],
         profile_steps: 32,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms: 0 })),
         ..Default::default()
     };
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
-    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
     assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the link was cut");
 
     // Resumed past offset 0, without resending what was committed.
@@ -106,14 +107,14 @@ async fn coordinator_killed_mid_sweep_restarts_and_completes() {
     let id = submit(&mut c, spec(&replay, 150)).await.expect("submit");
     tokio::time::sleep(Duration::from_millis(700)).await;
     let before = c.status(tracefleet_proto::v1::SweepRef { sweep_id: id.clone() }).await.expect("status").into_inner();
-    assert_eq!(before.state, "running");
+    assert_eq!(before.state(), tracefleet_proto::v1::SweepState::Running);
     assert!(before.traces_uploaded > 0 && before.traces_uploaded < 18, "{before:?}");
     drop(c);
     drop(coord); // SIGKILL
     tokio::time::sleep(Duration::from_millis(300)).await;
     let coord = Coord::start(&data, &addr, &["--commit-every-bytes", "1048576"]).expect("restart");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
-    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
     assert_eq!((status.traces_uploaded, status.traces_parsed), (18, 18));
     let mut c = coord.client().await.expect("client");
     let results = tmp.path().join("results");

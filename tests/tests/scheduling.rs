@@ -21,12 +21,12 @@ async fn a_killed_agents_points_are_reassigned() {
     // Decode points only; spread gives agent-a batch 128 (the largest) and agent-b the rest. At 200 ms
     // per file agent-a needs 600 ms for its 3 traces: it dies after 300 ms, mid-job.
     let mut s = spec(&replay, 200);
-    s.points.retain(|p| p.mode == "decode");
+    s.points.retain(|p| p.mode() == tracefleet_proto::v1::Mode::Decode);
     let id = submit(&mut c, s).await.expect("submit");
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(doomed.take()); // SIGKILL
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
-    assert_eq!(status.state, "completed", "{status:?}");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
     let results = tmp.path().join("results");
     fetch(&mut c, &id, &results).await.expect("fetch");
     // Every point once: the same tables as one machine reading the same traces.
@@ -51,21 +51,23 @@ async fn a_failing_point_is_retried_then_reported() {
     // No traces for batch 64 in the replay folder: that point fails every time.
     s.points.push(Point {
         point_id: "decode-bs64".into(),
-        mode: "decode".into(),
+        mode: tracefleet_proto::v1::Mode::Decode.into(),
         batch_size: 64,
         input_len: 128,
         output_len: 0,
+        ..Default::default()
     });
     let id = submit(&mut c, s).await.expect("submit");
     let mut watch = c.watch(SweepRef { sweep_id: id.clone() }).await.expect("watch").into_inner();
     let mut kinds = Vec::new();
     while let Ok(Some(ev)) = watch.message().await {
-        kinds.push(ev.kind);
+        kinds.push(ev.kind());
     }
-    let count = |k: &str| kinds.iter().filter(|x| *x == k).count();
-    assert_eq!((count("point_retry"), count("point_failed")), (2, 1), "{kinds:?}");
+    use tracefleet_proto::v1::SweepEventKind as Kind;
+    let count = |k: Kind| kinds.iter().filter(|x| **x == k).count();
+    assert_eq!((count(Kind::PointRetry), count(Kind::PointFailed)), (2, 1), "{kinds:?}");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
-    assert_eq!(status.state, "completed", "the other points complete: {status:?}");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "the other points complete: {status:?}");
     assert_eq!(status.traces_parsed, 18);
     let results = tmp.path().join("results");
     fetch(&mut c, &id, &results).await.expect("fetch");
@@ -91,13 +93,14 @@ async fn sweeps_queue_on_a_busy_agent() {
         name: name.into(),
         points: vec![Point {
             point_id: format!("bs{bs}"),
-            mode: "decode".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
             batch_size: bs,
             input_len: 128,
             output_len: 0,
+            ..Default::default()
         }],
         profile_steps: 3,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms: 300 })),
         ..Default::default()
     };
@@ -105,19 +108,20 @@ async fn sweeps_queue_on_a_busy_agent() {
     let second = submit(&mut c, one_point("second", 8)).await.expect("submit");
     // Follow both; record when each sweep's traces arrive.
     let t0 = Instant::now();
-    let mut times: Vec<(String, String, Duration)> = Vec::new();
+    use tracefleet_proto::v1::SweepEventKind as Kind;
+    let mut times: Vec<(String, Kind, Duration)> = Vec::new();
     let mut w1 = c.watch(SweepRef { sweep_id: first.clone() }).await.expect("watch").into_inner();
     let mut w2 = c.watch(SweepRef { sweep_id: second.clone() }).await.expect("watch").into_inner();
     let (mut d1, mut d2) = (false, false);
     while !(d1 && d2) {
         tokio::select! {
-            ev = w1.message(), if !d1 => match ev { Ok(Some(e)) => times.push((first.clone(), e.kind, t0.elapsed())), _ => d1 = true },
-            ev = w2.message(), if !d2 => match ev { Ok(Some(e)) => times.push((second.clone(), e.kind, t0.elapsed())), _ => d2 = true },
+            ev = w1.message(), if !d1 => match ev { Ok(Some(e)) => times.push((first.clone(), e.kind(), t0.elapsed())), _ => d1 = true },
+            ev = w2.message(), if !d2 => match ev { Ok(Some(e)) => times.push((second.clone(), e.kind(), t0.elapsed())), _ => d2 = true },
         }
     }
-    let at = |s: &str, k: &str| times.iter().filter(|(x, y, _)| x == s && y == k).map(|t| t.2).collect::<Vec<_>>();
-    let first_done = at(&first, "job_done");
-    let second_traces = at(&second, "trace");
+    let at = |s: &str, k: Kind| times.iter().filter(|(x, y, _)| x == s && *y == k).map(|t| t.2).collect::<Vec<_>>();
+    let first_done = at(&first, Kind::JobDone);
+    let second_traces = at(&second, Kind::Trace);
     assert_eq!(first_done.len(), 1, "{times:?}");
     assert_eq!(second_traces.len(), 3, "{times:?}");
     assert!(second_traces.iter().all(|t| *t > first_done[0]), "the second sweep waited: {times:?}");

@@ -93,7 +93,7 @@ async fn cancel_stops_a_sweep_and_keeps_what_was_parsed() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("cancelled"), "{stdout}");
     let s = c.status(tracefleet_proto::v1::SweepRef { sweep_id: id.clone() }).await.expect("status").into_inner();
-    assert_eq!(s.state, "cancelled");
+    assert_eq!(s.state(), tracefleet_proto::v1::SweepState::Cancelled);
     assert!(s.traces_parsed > 0 && s.traces_parsed < 18, "{s:?}");
     // `coord status` lists it with the agent.
     let o = Command::new(bin("coord")).args(["status", "--coordinator", &coord.addr]).output().expect("run");

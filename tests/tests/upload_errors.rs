@@ -26,8 +26,15 @@ async fn setup(tmp: &std::path::Path, extra: &[&str]) -> (Coord, Proc, String) {
     std::fs::create_dir_all(tmp.join("empty")).expect("mkdir");
     let spec = SweepSpec {
         name: "uploads".into(),
-        points: vec![Point { point_id: "p".into(), mode: "decode".into(), batch_size: 1, input_len: 1, output_len: 0 }],
-        placement: "spread".into(),
+        points: vec![Point {
+            point_id: "p".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
+            batch_size: 1,
+            input_len: 1,
+            output_len: 0,
+            ..Default::default()
+        }],
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Replay(ReplayBackend { dir: tmp.join("empty").display().to_string(), delay_ms: 0 })),
         ..Default::default()
     };

@@ -82,6 +82,11 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             stderr_tail,
         }))
     };
+    // A point without a mode would run as something nobody asked for.
+    if let Some(p) = job.points.iter().find(|p| p.mode().known().is_none()) {
+        fail("", format!("point {} has no mode (decode or prefill)", p.point_id), String::new());
+        return;
+    }
     let backend = match backend_for(&job, &agent.cfg.python, &agent.warm) {
         Ok(b) => b,
         Err(e) => {

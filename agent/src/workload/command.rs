@@ -23,7 +23,7 @@ pub fn expand(template: &str, p: &Point, job: &AssignJob, out_dir: &Path) -> Str
         .replace("{batch_size}", &p.batch_size.to_string())
         .replace("{input_len}", &p.input_len.to_string())
         .replace("{output_len}", &p.output_len.to_string())
-        .replace("{mode}", &p.mode)
+        .replace("{mode}", p.mode_name())
         .replace("{warmup_steps}", &job.warmup_steps.to_string())
         .replace("{profile_steps}", &job.profile_steps.to_string())
         .replace("{point}", &p.point_id)
@@ -45,7 +45,7 @@ impl Backend for CommandTemplate {
             }
             let _ = events.blocking_send(WorkloadEvent::PointStarted(p.point_id.clone()));
             // Each point writes under its own folder, laid out like the original results tree.
-            let dir = out_dir.join(&p.point_id).join(&p.mode).join(format!("logs_{}", p.batch_size));
+            let dir = out_dir.join(&p.point_id).join(p.mode_name()).join(format!("logs_{}", p.batch_size));
             if let Err(e) = std::fs::create_dir_all(&dir) {
                 return Err(WorkloadError {
                     message: format!("creating {}: {e}", dir.display()),
@@ -76,10 +76,11 @@ mod tests {
     fn placeholders() {
         let p = Point {
             point_id: "decode-bs8-in128".into(),
-            mode: "decode".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
             batch_size: 8,
             input_len: 128,
             output_len: 100,
+            ..Default::default()
         };
         let job = AssignJob { warmup_steps: 5, profile_steps: 3, ..Default::default() };
         let s = expand(

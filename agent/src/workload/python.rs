@@ -105,7 +105,7 @@ impl PythonDriver {
             },
             "out_dir": out_dir,
             "points": job.points.iter().map(|p| serde_json::json!({
-                "point_id": p.point_id, "mode": p.mode, "batch_size": p.batch_size,
+                "point_id": p.point_id, "mode": p.mode_name(), "batch_size": p.batch_size,
                 "input_len": p.input_len, "output_len": p.output_len,
             })).collect::<Vec<_>>(),
         })
@@ -189,10 +189,11 @@ mod tests {
             sweep_id: "s".into(),
             points: vec![Point {
                 point_id: "decode-bs8-in128".into(),
-                mode: "decode".into(),
+                mode: tracefleet_proto::v1::Mode::Decode.into(),
                 batch_size: 8,
                 input_len: 128,
                 output_len: 16,
+                ..Default::default()
             }],
             profile_steps: 3,
             warmup_steps: 5,

@@ -28,7 +28,7 @@ impl Replay {
     /// The source files of a point, with their names relative to the replay folder.
     pub fn sources(&self, p: &Point) -> Vec<(PathBuf, String)> {
         let logs = format!("logs_{}", p.batch_size);
-        for cand in [self.dir.join(&p.mode).join(&logs), self.dir.join(&logs)] {
+        for cand in [self.dir.join(p.mode_name()).join(&logs), self.dir.join(&logs)] {
             if let Ok(files) = find_traces(&cand)
                 && !files.is_empty()
             {
@@ -78,7 +78,12 @@ impl Backend for Replay {
             if sources.is_empty() {
                 let _ = events.blocking_send(WorkloadEvent::PointFailed {
                     point_id: p.point_id.clone(),
-                    error: format!("no traces for {} batch {} under {}", p.mode, p.batch_size, self.dir.display()),
+                    error: format!(
+                        "no traces for {} batch {} under {}",
+                        p.mode_name(),
+                        p.batch_size,
+                        self.dir.display()
+                    ),
                     stderr_tail: String::new(),
                 });
                 continue;

@@ -7,5 +7,5 @@ mod spec;
 pub use diag::{Diagnostic, SweepErrors};
 pub use spec::{
     ATTENTION, AgentSelector, Backend, GpuTable, Mode, Placement, Point, Profiler, Replay, Sweep, TorchTable,
-    VllmTable, parse,
+    UnknownName, VllmTable, parse,
 };

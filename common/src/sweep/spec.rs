@@ -8,8 +8,10 @@ use toml::de::{DeTable, DeValue};
 
 use super::diag::{Diagnostic, SweepErrors, line_col, nearest};
 
-/// Decode or prefill.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Decode or prefill: what each profiled forward step runs. The one mode type of the project: the
+/// sweep file, the wire (`tracefleet_proto` converts) and the aggregate's series all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// B sequences decoding, one token each per step.
     Decode,
@@ -18,12 +20,43 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// As written.
+    /// Every mode, in the order the tables list them.
+    pub const ALL: [Mode; 2] = [Mode::Decode, Mode::Prefill];
+
+    /// As written in sweep files, folder names and tables.
     pub fn name(self) -> &'static str {
         match self {
             Mode::Decode => "decode",
             Mode::Prefill => "prefill",
         }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Not `decode` or `prefill` (the text given).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{given}`; expected {expected}")]
+pub struct UnknownName {
+    what: &'static str,
+    given: String,
+    expected: &'static str,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownName;
+
+    /// Parses `decode` or `prefill`.
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Mode::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| UnknownName {
+            what: "mode",
+            given: s.into(),
+            expected: "decode or prefill",
+        })
     }
 }
 
@@ -59,6 +92,32 @@ pub enum Placement {
     Spread,
     /// Every point on every matching agent.
     Each,
+}
+
+impl Placement {
+    /// Both placements.
+    pub const ALL: [Placement; 2] = [Placement::Spread, Placement::Each];
+
+    /// As written in sweep files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Spread => "spread",
+            Placement::Each => "each",
+        }
+    }
+}
+
+impl std::str::FromStr for Placement {
+    type Err = UnknownName;
+
+    /// Parses `spread` or `each`.
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        Placement::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| UnknownName {
+            what: "placement",
+            given: s.into(),
+            expected: "spread or each",
+        })
+    }
 }
 
 /// Which agents a sweep may use.
@@ -413,12 +472,11 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         c.err(v.span(), format!("`name` {n:?} must be 1-100 letters, digits, '-', '_' or '.'"), None);
     }
     let mode = match get("mode") {
-        Some(v) => match c.string(v, "mode").as_deref() {
-            Some("decode") => Some(Mode::Decode),
-            Some("prefill") => Some(Mode::Prefill),
-            Some(other) => {
-                let hint = nearest(other, &["decode", "prefill"]).map(|n| format!("did you mean `{n}`?"));
-                c.err(v.span(), format!("unknown mode `{other}`; expected decode or prefill"), hint);
+        Some(v) => match c.string(v, "mode").map(|s| (s.parse::<Mode>(), s)) {
+            Some((Ok(m), _)) => Some(m),
+            Some((Err(e), other)) => {
+                let hint = nearest(&other, &Mode::ALL.map(Mode::name)).map(|n| format!("did you mean `{n}`?"));
+                c.err(v.span(), e.to_string(), hint);
                 None
             }
             None => None,
@@ -485,12 +543,12 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
     let profile_steps = get("profile_steps").map_or(Some(3), |v| c.int(v, "profile_steps", 1));
     let repeats = get("repeats").map_or(Some(1), |v| c.int(v, "repeats", 1));
     let placement = match get("placement") {
-        Some(v) => match c.string(v, "placement").as_deref() {
-            Some("spread") => Some(Placement::Spread),
-            Some("each") => Some(Placement::Each),
-            Some(other) => {
-                let hint = nearest(other, &["spread", "each"]).map(|n| format!("did you mean `{n}`?"));
-                c.err(v.span(), format!("unknown placement `{other}`; expected spread or each"), hint);
+        Some(v) => match c.string(v, "placement").map(|s| (s.parse::<Placement>(), s)) {
+            Some((Ok(p), _)) => Some(p),
+            Some((Err(e), other)) => {
+                let hint =
+                    nearest(&other, &Placement::ALL.map(Placement::name)).map(|n| format!("did you mean `{n}`?"));
+                c.err(v.span(), e.to_string(), hint);
                 None
             }
             None => None,

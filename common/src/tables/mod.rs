@@ -19,9 +19,10 @@ use std::fs;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::aggregate::{Aggregate, SeriesKey};
+use crate::aggregate::{Aggregate, SeriesKey, mode_label};
 use crate::classify::Detail;
 use crate::stats::Summary;
+use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
 
 pub use csv::field;
@@ -42,13 +43,13 @@ pub fn write_results(dir: &Path, agg: &Aggregate) -> io::Result<Vec<PathBuf>> {
     fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let modes = agg.modes();
-    for mode in &modes {
-        let sub = if modes.len() > 1 { dir.join(mode) } else { dir.to_path_buf() };
+    for &mode in &modes {
+        let sub = if modes.len() > 1 { dir.join(mode_label::name(mode)) } else { dir.to_path_buf() };
         fs::create_dir_all(&sub)?;
         written.extend(write_seed(&sub, agg, mode)?);
     }
     if modes.is_empty() {
-        written.extend(write_seed(dir, agg, "")?);
+        written.extend(write_seed(dir, agg, None)?);
     }
     written.push(write_ops(dir, agg)?);
     written.push(write_kernels(dir, agg)?);
@@ -69,7 +70,7 @@ fn ms(ns: f64) -> String {
 }
 
 /// Per batch size of one mode: the per-step category summaries merged across hosts, GPUs and input lengths.
-fn by_batch(agg: &Aggregate, mode: &str) -> BTreeMap<u32, Vec<Summary>> {
+fn by_batch(agg: &Aggregate, mode: Option<Mode>) -> BTreeMap<u32, Vec<Summary>> {
     let mut out: BTreeMap<u32, Vec<Summary>> = BTreeMap::new();
     for (k, cats) in &agg.categories {
         if k.mode != mode {
@@ -83,7 +84,7 @@ fn by_batch(agg: &Aggregate, mode: &str) -> BTreeMap<u32, Vec<Summary>> {
     out
 }
 
-fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf>> {
+fn write_seed(dir: &Path, agg: &Aggregate, mode: Option<Mode>) -> io::Result<Vec<PathBuf>> {
     let rows = by_batch(agg, mode);
 
     let p_coarse = dir.join(OP_TIMES);
@@ -145,7 +146,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: &str) -> io::Result<Vec<PathBuf
 }
 
 fn series_cols(k: &SeriesKey) -> String {
-    format!("{},{},{},{},{}", field(&k.host), field(&k.gpu), field(&k.mode), k.batch_size, k.input_len)
+    format!("{},{},{},{},{}", field(&k.host), field(&k.gpu), k.mode_label(), k.batch_size, k.input_len)
 }
 
 fn stats_cols(s: &Summary) -> String {

@@ -38,7 +38,7 @@ pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
     format!(
         "{}  {:<10} {:<20} jobs {}/{} done, {} failed; traces {} uploaded, {} parsed; {:.1} MB",
         s.sweep_id,
-        s.state,
+        s.state().name().unwrap_or("?"),
         s.name,
         s.jobs_done,
         s.jobs_total,

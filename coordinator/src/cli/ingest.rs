@@ -11,6 +11,7 @@ use tracefleet_common::checks;
 use tracefleet_common::classify::Rules;
 use tracefleet_common::layout;
 use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize_file};
+use tracefleet_common::sweep::Mode;
 use tracefleet_common::tables;
 
 use super::LimitArgs;
@@ -29,7 +30,7 @@ pub struct Args {
     batch_size: Option<u32>,
     /// Mode (decode or prefill) for traces whose path and step names do not give one.
     #[arg(long)]
-    mode: Option<String>,
+    mode: Option<Mode>,
     /// Input length (prompt tokens) for traces whose path does not give one.
     #[arg(long)]
     input_len: Option<u32>,
@@ -173,23 +174,22 @@ fn add_trace(agg: &mut Aggregate, a: &Args, job: &Job, summary: &TraceSummary) -
         // vLLM's step names say what ran; mode from the path (or flag) picks which count is the batch.
         let mode = hints
             .mode
-            .clone()
-            .or_else(|| a.mode.clone())
-            .or_else(|| shape.map(|s| if s.context_requests > 0 { "prefill".into() } else { "decode".into() }))
-            .unwrap_or_else(|| "unknown".into());
-        let from_shape = shape.map(|s| if mode == "prefill" { s.context_requests } else { s.generation_requests });
+            .or(a.mode)
+            .or_else(|| shape.map(|s| if s.context_requests > 0 { Mode::Prefill } else { Mode::Decode }));
+        let prefill = mode == Some(Mode::Prefill);
+        let from_shape = shape.map(|s| if prefill { s.context_requests } else { s.generation_requests });
         let batch_size = hints.batch_size.or(from_shape).or(a.batch_size).with_context(|| {
             format!("{}: no batch size (no logs_N folder, no vLLM step name, no --batch-size)", job.path.display())
         })?;
         // A vLLM prefill step says its prompt length: context tokens over context requests, when they
         // divide evenly (every prompt the same length, as a sweep makes them).
         let from_prefill = shape
-            .filter(|s| mode == "prefill" && s.context_requests > 0 && s.context_tokens % s.context_requests == 0)
+            .filter(|s| prefill && s.context_requests > 0 && s.context_tokens % s.context_requests == 0)
             .map(|s| s.context_tokens / s.context_requests);
         let series = SeriesKey {
             host: a.host.clone(),
             gpu: summary.gpu.clone(),
-            mode: mode.clone(),
+            mode,
             batch_size,
             input_len: hints.input_len.or(a.input_len).or(from_prefill).unwrap_or(0),
         };

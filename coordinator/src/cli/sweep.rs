@@ -12,11 +12,14 @@ use anyhow::{Context, bail};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tracefleet_common::sweep::{self, Sweep};
 use tracefleet_proto::v1::sweep_spec::Backend;
-use tracefleet_proto::v1::{ListAgentsRequest, Point, ReplayBackend, SweepRef, SweepSpec};
+use tracefleet_proto::v1::{
+    self, ListAgentsRequest, Point, ReplayBackend, SweepEventKind as Kind, SweepRef, SweepSpec,
+};
 
 use super::client::{connect, describe, url};
 use crate::server;
 use crate::state::{Config, Coordinator};
+use crate::store::JobState;
 
 /// Arguments of `coord sweep`.
 #[derive(Debug, clap::Args)]
@@ -50,10 +53,11 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
         .into_iter()
         .map(|p| Point {
             point_id: p.id,
-            mode: p.mode.name().into(),
+            mode: v1::Mode::from(p.mode).into(),
             batch_size: p.batch_size,
             input_len: p.input_len,
             output_len: p.output_len,
+            ..Default::default()
         })
         .collect();
     let model = s.model.clone().unwrap_or_default();
@@ -88,15 +92,12 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
         name: s.name.clone(),
         points,
         profile_steps: s.profile_steps,
-        placement: match s.placement {
-            sweep::Placement::Spread => "spread".into(),
-            sweep::Placement::Each => "each".into(),
-        },
+        placement: v1::Placement::from(s.placement).into(),
         agents: s.agents.hosts.clone(),
         source: source.to_string(),
         gpu_glob: s.agents.gpu.clone().unwrap_or_default(),
         labels: s.agents.labels.clone().into_iter().collect(),
-        mode: s.mode.name().into(),
+        mode: v1::Mode::from(s.mode).into(),
         backend_name: s.backend.name().into(),
         model,
         warmup_steps: s.warmup_steps,
@@ -107,6 +108,7 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
         }),
         gpu: s.gpu.lock_clocks_mhz.map(|mhz| tracefleet_proto::v1::GpuSettings { lock_clocks_mhz: mhz }),
         backend,
+        ..Default::default()
     }
 }
 
@@ -160,8 +162,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let out = a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir));
         let files = fetch(&mut c, &id, &out).await?;
         summary(&status, &out, &files, t0.elapsed());
-        if status.state != "completed" {
-            bail!("sweep {id} ended {}", status.state);
+        if status.state() != v1::SweepState::Completed {
+            bail!("sweep {id} ended {}", status.state().name().unwrap_or("in an unspecified state"));
         }
         Ok(())
     })
@@ -232,8 +234,8 @@ async fn follow(
             pb.set_prefix(ev.agent.clone());
             lines.insert(ev.agent.clone(), (pb, 0, 0, String::new(), Instant::now()));
         }
-        match ev.kind.as_str() {
-            "trace" => {
+        match ev.kind() {
+            Kind::Trace => {
                 overall.inc(1);
                 if let Some(l) = lines.get_mut(&ev.agent) {
                     l.1 += 1;
@@ -243,7 +245,7 @@ async fn follow(
                     l.0.set_message(format!("{}: {} traces uploaded, {mbps:.1} MB/s, {failures} failures", l.3, l.1));
                 }
             }
-            "job_failed" | "parse_failed" | "point_failed" | "point_retry" => {
+            Kind::JobFailed | Kind::ParseFailed | Kind::PointFailed | Kind::PointRetry => {
                 failures += 1;
                 overall.println(format!(
                     "failure on {} {}: {}",
@@ -253,7 +255,7 @@ async fn follow(
                 ));
                 overall.set_message(format!("{failures} failures"));
             }
-            "completed" | "failed" | "cancelled" => {
+            Kind::Completed | Kind::Failed | Kind::Cancelled => {
                 for (_, (pb, ..)) in lines {
                     pb.finish();
                 }
@@ -264,12 +266,12 @@ async fn follow(
                 };
                 return Ok(Some(s));
             }
-            "status" => {
-                if let Some(s) = ev.status.filter(|s| s.state != "running") {
+            Kind::Status => {
+                if let Some(s) = ev.status.filter(|s| s.state() != v1::SweepState::Running) {
                     return Ok(Some(s));
                 }
             }
-            _ => {}
+            Kind::Unspecified | Kind::Assigned | Kind::Progress | Kind::JobDone | Kind::Reassigned => {}
         }
     }
 }
@@ -333,7 +335,7 @@ fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf],
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m)
     {
         for j in v["jobs"].as_array().into_iter().flatten() {
-            if j["state"] != "done" {
+            if j["state"] != JobState::Done.as_str() {
                 println!("job {} on {}: {} {}", j["job"], j["agent"], j["state"], j["error"].as_str().unwrap_or(""));
             }
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tracefleet_common::summary::{AnalyzeOptions, summarize_file};
-use tracefleet_proto::v1::SweepEvent;
+use tracefleet_proto::v1::{SweepEvent, SweepEventKind};
 
 pub use results::complete_if_done;
 
@@ -78,7 +78,7 @@ fn worker(coord: &Arc<Coordinator>) {
             eprintln!("parse {}/{}/{}: {m}", key.sweep_id, key.point_id, key.trace_name);
             coord.publish(SweepEvent {
                 sweep_id: key.sweep_id.clone(),
-                kind: "parse_failed".into(),
+                kind: SweepEventKind::ParseFailed.into(),
                 agent: key.host.clone(),
                 point_id: key.point_id.clone(),
                 message: m,

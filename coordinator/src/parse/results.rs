@@ -7,15 +7,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use prost::Message;
-use tracefleet_common::aggregate::{Aggregate, SeriesKey};
+use tracefleet_common::aggregate::{Aggregate, SeriesKey, mode_label};
 use tracefleet_common::checks;
 use tracefleet_common::summary::TraceSummary;
+use tracefleet_common::sweep::Placement;
 use tracefleet_common::tables;
 use tracefleet_common::telemetry::StepTelemetry;
-use tracefleet_proto::v1::{AssignJob, HostInventory, SweepEvent, SweepSpec};
+use tracefleet_proto::UpgradeLegacy;
+use tracefleet_proto::v1::{AssignJob, HostInventory, SweepEvent, SweepSpec, SweepState};
 
 use crate::state::Coordinator;
-use crate::store::now_ms;
+use crate::store::{JobState, now_ms};
 
 /// Kernels and ops listed per series in the manifest's `others`.
 const OTHERS_LISTED: usize = 10;
@@ -28,7 +30,7 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
         let Some(sweep) = s.sweep(sweep_id)? else { return Ok(()) };
         (sweep, s.jobs_of_sweep(sweep_id)?, s.uploads_of_sweep(sweep_id)?)
     };
-    if sweep.state != "running" || jobs.iter().any(|j| !j.terminal()) {
+    if sweep.state != SweepState::Running || jobs.iter().any(|j| !j.terminal()) {
         return Ok(());
     }
     if uploads.iter().any(|u| u.complete && !u.parsed) {
@@ -38,18 +40,18 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
         return Ok(());
     }
     let r = write_results(coord, sweep_id);
-    let state = if jobs.iter().any(|j| j.state == "cancelled") {
-        "cancelled"
-    } else if r.is_err() || jobs.iter().all(|j| j.state != "done") {
-        "failed"
+    let state = if jobs.iter().any(|j| j.state == JobState::Cancelled) {
+        SweepState::Cancelled
+    } else if r.is_err() || jobs.iter().all(|j| j.state != JobState::Done) {
+        SweepState::Failed
     } else {
-        "completed"
+        SweepState::Completed
     };
     coord.store().finish_sweep(sweep_id, state)?;
     coord.end_completion(sweep_id);
     coord.publish(SweepEvent {
         sweep_id: sweep_id.to_string(),
-        kind: state.to_string(),
+        kind: state.end_event().unwrap_or_default().into(),
         message: match &r {
             Ok(p) => p.display().to_string(),
             Err(e) => format!("{e:#}"),
@@ -92,7 +94,8 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         let failures = s.point_failures(sweep_id)?;
         (sweep, s.jobs_of_sweep(sweep_id)?, s.agents()?, s.results_dir(sweep_id), s.dir().to_path_buf(), failures)
     };
-    let spec = SweepSpec::decode(&sweep.spec[..]).context("decoding the stored sweep spec")?;
+    let mut spec = SweepSpec::decode(&sweep.spec[..]).context("decoding the stored sweep spec")?;
+    spec.upgrade_legacy();
     let points: BTreeMap<String, tracefleet_proto::v1::Point> =
         spec.points.iter().map(|p| (p.point_id.clone(), p.clone())).collect();
 
@@ -106,7 +109,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         let series = SeriesKey {
             host: u.key.host.clone(),
             gpu: if summary.gpu.is_empty() { u.gpu.clone() } else { summary.gpu.clone() },
-            mode: p.mode.clone(),
+            mode: p.mode().known(),
             batch_size: p.batch_size,
             input_len: p.input_len,
         };
@@ -167,9 +170,10 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     let jobs_json: Vec<serde_json::Value> = jobs
         .iter()
         .map(|j| {
-            let a = AssignJob::decode(&j.assign[..]).unwrap_or_default();
+            let mut a = AssignJob::decode(&j.assign[..]).unwrap_or_default();
+            a.upgrade_legacy();
             serde_json::json!({
-                "job": j.id, "agent": j.agent, "state": j.state, "error": j.error,
+                "job": j.id, "agent": j.agent, "state": j.state.as_str(), "error": j.error,
                 "points": a.points.iter().map(|p| p.point_id.clone()).collect::<Vec<_>>(),
             })
         })
@@ -181,7 +185,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
             serde_json::json!({
                 "point": point,
                 "host": host,
-                "mode": p.map(|p| p.mode.clone()),
+                "mode": p.map(|p| mode_label::name(p.mode().known())),
                 "batch_size": p.map(|p| p.batch_size),
                 "input_len": p.map(|p| p.input_len),
                 "traces": traces.len(),
@@ -193,14 +197,14 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         "sweep": {
             "id": sweep.id,
             "name": sweep.name,
-            "placement": spec.placement,
+            "placement": Placement::from(spec.placement()).name(),
             "profile_steps": spec.profile_steps,
             "points": spec.points.iter().map(|p| serde_json::json!({
-                "point": p.point_id, "mode": p.mode, "batch_size": p.batch_size,
+                "point": p.point_id, "mode": mode_label::name(p.mode().known()), "batch_size": p.batch_size,
                 "input_len": p.input_len, "output_len": p.output_len,
             })).collect::<Vec<_>>(),
             "source": spec.source,
-            "mode": spec.mode,
+            "mode": mode_label::name(spec.mode().known()),
             "backend": spec.backend_name,
             "backend_settings": backend_settings(&spec),
             "model": spec.model,

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
+use tracefleet_common::sweep::Placement;
+use tracefleet_proto::UpgradeLegacy;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
-use tracefleet_proto::v1::{AssignJob, CoordinatorMessage, SweepEvent, SweepSpec};
+use tracefleet_proto::v1::{AssignJob, CoordinatorMessage, SweepEvent, SweepEventKind, SweepSpec};
 
 use super::ScheduleError;
 use crate::state::Coordinator;
-use crate::store::JobRow;
+use crate::store::{JobRow, JobState};
 
 /// Connected agents that match a sweep's selector, sorted.
 pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
@@ -44,7 +46,8 @@ pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Schedule
         if conn.running.len() >= slots {
             break;
         }
-        let assign = AssignJob::decode(&j.assign[..])?;
+        let mut assign = AssignJob::decode(&j.assign[..])?;
+        assign.upgrade_legacy();
         // A full queue means the agent is not reading; the stream's end will bring it back.
         if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
             conn.running.insert(j.id.clone());
@@ -55,7 +58,9 @@ pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Schedule
 
 fn spec_of(coord: &Coordinator, sweep_id: &str) -> Option<SweepSpec> {
     let row = coord.store().sweep(sweep_id).ok().flatten()?;
-    SweepSpec::decode(&row.spec[..]).ok()
+    let mut spec = SweepSpec::decode(&row.spec[..]).ok()?;
+    spec.upgrade_legacy();
+    Some(spec)
 }
 
 /// The matching agent with the fewest open jobs (ties: by name), other than `not`.
@@ -91,7 +96,7 @@ fn add_job(
             sweep_id: template.sweep_id.clone(),
             agent: agent.to_string(),
             assign: assign.encode_to_vec(),
-            state: "assigned".into(),
+            state: JobState::Assigned,
             error: String::new(),
         };
         store.insert_job(&row)?;
@@ -114,7 +119,7 @@ pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, erro
     let final_failure = attempts > coord.cfg.point_retries;
     coord.publish(SweepEvent {
         sweep_id: job.sweep_id.clone(),
-        kind: if final_failure { "point_failed".into() } else { "point_retry".into() },
+        kind: if final_failure { SweepEventKind::PointFailed } else { SweepEventKind::PointRetry }.into(),
         agent: job.agent.clone(),
         job_id: job.id.clone(),
         point_id: point_id.to_string(),
@@ -155,7 +160,7 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
         let (Some(spec), Ok(assign)) = (spec_of(coord, &job.sweep_id), AssignJob::decode(&job.assign[..])) else {
             continue;
         };
-        if spec.placement == "each" {
+        if Placement::from(spec.placement()) == Placement::Each {
             continue;
         }
         let Some(target) = least_loaded(coord, &spec, Some(&job.agent)) else { continue };
@@ -175,7 +180,7 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
             grace.as_millis(),
             remaining.len()
         );
-        if !matches!(coord.store().end_job(&job.id, "reassigned", &reason), Ok(true)) {
+        if !matches!(coord.store().end_job(&job.id, JobState::Reassigned, &reason), Ok(true)) {
             continue;
         }
         eprintln!("{}: {reason}", job.id);
@@ -183,7 +188,7 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
             match add_job(coord, &assign, remaining, &target) {
                 Ok(new) => coord.publish(SweepEvent {
                     sweep_id: job.sweep_id.clone(),
-                    kind: "reassigned".into(),
+                    kind: SweepEventKind::Reassigned.into(),
                     agent: target.clone(),
                     job_id: new,
                     message: reason,

@@ -28,22 +28,14 @@ pub enum ScheduleError {
     NotFound(String),
 }
 
+use tracefleet_common::sweep::Placement;
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 use tracefleet_proto::v1::sweep_spec::Backend as SpecBackend;
-use tracefleet_proto::v1::{AssignJob, Point, SweepSpec};
-
-/// How points are spread over agents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// Each point once, over all matching agents.
-    Spread,
-    /// Every point on every matching agent.
-    Each,
-}
+use tracefleet_proto::v1::{AssignJob, Mode, Point, SweepSpec};
 
 /// Work of a point, for ordering: batch size times tokens per sequence.
 fn weight(p: &Point) -> u64 {
-    let tokens = if p.mode == "prefill" { p.input_len.max(1) } else { 1 };
+    let tokens = if p.mode() == Mode::Prefill { p.input_len.max(1) } else { 1 };
     u64::from(p.batch_size) * u64::from(tokens)
 }
 
@@ -124,7 +116,14 @@ mod tests {
     use super::*;
 
     fn point(bs: u32) -> Point {
-        Point { point_id: format!("bs{bs}"), mode: "decode".into(), batch_size: bs, input_len: 128, output_len: 0 }
+        Point {
+            point_id: format!("bs{bs}"),
+            mode: Mode::Decode.into(),
+            batch_size: bs,
+            input_len: 128,
+            output_len: 0,
+            ..Default::default()
+        }
     }
 
     #[test]

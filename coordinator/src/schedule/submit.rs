@@ -2,11 +2,12 @@
 //! telling the agents (the `Sweeps` service only adapts these to gRPC).
 
 use prost::Message;
-use tracefleet_proto::v1::{SweepEvent, SweepSpec};
+use tracefleet_common::sweep::Placement;
+use tracefleet_proto::v1::{Mode, SweepEvent, SweepEventKind, SweepSpec, SweepState};
 
-use super::{Placement, ScheduleError, dispatch};
+use super::{ScheduleError, dispatch};
 use crate::state::Coordinator;
-use crate::store::{JobRow, SweepRow, now_ms};
+use crate::store::{JobRow, JobState, SweepRow, now_ms};
 
 /// Checks, plans and stores a sweep, and sends the agents their first jobs; returns the sweep's id.
 ///
@@ -26,11 +27,10 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
             return Err(ScheduleError::Invalid(format!("invalid or repeated point id {:?}", p.point_id)));
         }
     }
-    let placement = match spec.placement.as_str() {
-        "" | "spread" => Placement::Spread,
-        "each" => Placement::Each,
-        other => return Err(ScheduleError::Invalid(format!("unknown placement {other:?} (spread or each)"))),
-    };
+    if spec.points.iter().any(|p| p.mode() == Mode::Unspecified) {
+        return Err(ScheduleError::Invalid("every point needs a mode (decode or prefill)".into()));
+    }
+    let placement = Placement::from(spec.placement());
     let agents = dispatch::matching_agents(coord, &spec);
     let described = {
         let conns = coord.agents();
@@ -72,7 +72,7 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
             sweep_id: id.clone(),
             agent: agent.clone(),
             assign: assign.encode_to_vec(),
-            state: "assigned".into(),
+            state: JobState::Assigned,
             error: String::new(),
         })
         .collect();
@@ -80,7 +80,7 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
         id: id.clone(),
         name: spec.name.clone(),
         spec: spec.encode_to_vec(),
-        state: "running".into(),
+        state: SweepState::Running,
         created_ms: now_ms(),
         finished_ms: 0,
     };
@@ -88,7 +88,7 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
     for (agent, assign) in &jobs {
         coord.publish(SweepEvent {
             sweep_id: id.clone(),
-            kind: "assigned".into(),
+            kind: SweepEventKind::Assigned.into(),
             agent: agent.clone(),
             job_id: assign.job_id.clone(),
             message: format!("{} points", assign.points.len()),
@@ -109,7 +109,7 @@ pub fn cancel(coord: &Coordinator, id: &str) -> Result<(), ScheduleError> {
         return Err(ScheduleError::NotFound(format!("unknown sweep {id:?}")));
     }
     for j in jobs.iter().filter(|j| !j.terminal()) {
-        let ended = coord.store().end_job(&j.id, "cancelled", "cancelled by the user")?;
+        let ended = coord.store().end_job(&j.id, JobState::Cancelled, "cancelled by the user")?;
         if let Some(a) = coord.agents().get(&j.agent).filter(|_| ended) {
             let cancel = tracefleet_proto::v1::CancelJob { job_id: j.id.clone(), reason: "sweep cancelled".into() };
             let msg = tracefleet_proto::v1::CoordinatorMessage {

@@ -12,11 +12,12 @@ use tonic::{Request, Response, Status, Streaming};
 use tracefleet_proto::v1::agent_control_server::AgentControl;
 use tracefleet_proto::v1::agent_message::Msg as In;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
-use tracefleet_proto::v1::{AgentMessage, CoordinatorMessage, SweepEvent, Welcome};
+use tracefleet_proto::v1::{AgentMessage, CoordinatorMessage, SweepEvent, SweepEventKind, Welcome};
 
 use super::internal;
 use crate::parse::complete_if_done;
 use crate::state::{AgentConn, Coordinator};
+use crate::store::JobState;
 
 /// The service.
 pub struct Control(pub Arc<Coordinator>);
@@ -26,7 +27,7 @@ type OutStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> +
 use crate::schedule::dispatch::send_assignments;
 
 /// Ends a job from an agent's report and publishes it; completes the sweep if that was the last.
-fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: &str, point: &str, error: &str) {
+fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: JobState, point: &str, error: &str) {
     let job = match coord.store().job(job_id) {
         Ok(Some(j)) => j,
         _ => return,
@@ -37,7 +38,7 @@ fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: &str, poi
     if let Ok(true) = coord.store().end_job(job_id, state, error) {
         coord.publish(SweepEvent {
             sweep_id: job.sweep_id.clone(),
-            kind: if state == "done" { "job_done".into() } else { "job_failed".into() },
+            kind: if state == JobState::Done { SweepEventKind::JobDone } else { SweepEventKind::JobFailed }.into(),
             agent: agent.to_string(),
             job_id: job_id.to_string(),
             point_id: point.to_string(),
@@ -98,7 +99,7 @@ impl AgentControl for Control {
             },
         );
         for j in &hello.finished_jobs {
-            end_job(&coord, &name, j, "done", "", "");
+            end_job(&coord, &name, j, JobState::Done, "", "");
         }
         send_assignments(&coord, &name)?;
 
@@ -118,7 +119,7 @@ impl AgentControl for Control {
                         let sweep_id = c.store().job(&p.job_id).ok().flatten().map(|j| j.sweep_id).unwrap_or_default();
                         c.publish(SweepEvent {
                             sweep_id,
-                            kind: "progress".into(),
+                            kind: SweepEventKind::Progress.into(),
                             agent: name.clone(),
                             job_id: p.job_id,
                             point_id: p.point_id,
@@ -126,7 +127,7 @@ impl AgentControl for Control {
                             ..Default::default()
                         });
                     }
-                    Some(In::Done(d)) => end_job(&c, &name, &d.job_id, "done", "", ""),
+                    Some(In::Done(d)) => end_job(&c, &name, &d.job_id, JobState::Done, "", ""),
                     Some(In::Failed(f)) => {
                         let msg = if f.stderr_tail.is_empty() {
                             f.error.clone()
@@ -134,7 +135,7 @@ impl AgentControl for Control {
                             format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
                         };
                         if f.point_id.is_empty() {
-                            end_job(&c, &name, &f.job_id, "failed", "", &msg);
+                            end_job(&c, &name, &f.job_id, JobState::Failed, "", &msg);
                         } else if let Ok(Some(job)) = c.store().job(&f.job_id) {
                             // One point failed; the job goes on with the others.
                             let c2 = c.clone();

@@ -10,14 +10,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracefleet_proto::v1::sweeps_server::Sweeps;
 use tracefleet_proto::v1::{
-    AgentInfo, ListAgentsRequest, ListAgentsResponse, ResultChunk, SubmitResponse, SweepEvent, SweepRef, SweepSpec,
-    SweepStatus,
+    AgentInfo, ListAgentsRequest, ListAgentsResponse, ResultChunk, SubmitResponse, SweepEvent, SweepEventKind,
+    SweepRef, SweepSpec, SweepState, SweepStatus,
 };
 
 use super::internal;
 use crate::schedule;
 use crate::state::Coordinator;
-use crate::store::now_ms;
+use crate::store::{JobState, now_ms};
 
 /// The service.
 pub struct SweepService(pub Arc<Coordinator>);
@@ -33,10 +33,10 @@ pub(crate) fn status_of(coord: &Coordinator, id: &str) -> Result<SweepStatus, St
     Ok(SweepStatus {
         sweep_id: sweep.id,
         name: sweep.name,
-        state: sweep.state,
+        state: sweep.state.into(),
         jobs_total: jobs.len() as u32,
-        jobs_done: jobs.iter().filter(|j| j.state == "done").count() as u32,
-        jobs_failed: jobs.iter().filter(|j| j.state == "failed").count() as u32,
+        jobs_done: jobs.iter().filter(|j| j.state == JobState::Done).count() as u32,
+        jobs_failed: jobs.iter().filter(|j| j.state == JobState::Failed).count() as u32,
         traces_uploaded: uploads.iter().filter(|u| u.complete).count() as u32,
         traces_parsed: uploads.iter().filter(|u| u.parsed).count() as u32,
         raw_bytes: uploads.iter().filter(|u| u.complete).map(|u| u.raw_size).sum(),
@@ -59,14 +59,13 @@ impl Sweeps for SweepService {
         let status = status_of(&coord, &id)?;
         let (tx, out) = mpsc::channel(256);
         tokio::spawn(async move {
-            let ended = |s: &str| s != "running";
             let first = SweepEvent {
                 sweep_id: id.clone(),
-                kind: "status".into(),
+                kind: SweepEventKind::Status.into(),
                 status: Some(status.clone()),
                 ..Default::default()
             };
-            if tx.send(Ok(first)).await.is_err() || ended(&status.state) {
+            if tx.send(Ok(first)).await.is_err() || status.state() != SweepState::Running {
                 return;
             }
             loop {
@@ -78,7 +77,7 @@ impl Sweeps for SweepService {
                 if ev.sweep_id != id {
                     continue;
                 }
-                let end = matches!(ev.kind.as_str(), "completed" | "failed" | "cancelled");
+                let end = ev.kind().ends_sweep();
                 let mut ev = ev;
                 if end {
                     ev.status = status_of(&coord, &id).ok();
@@ -104,7 +103,7 @@ impl Sweeps for SweepService {
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .map_err(|e| Status::internal(format!("{e:#}")))?;
-            if status_of(&coord, &id)?.state != "running" {
+            if status_of(&coord, &id)?.state() != SweepState::Running {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -155,7 +154,7 @@ impl Sweeps for SweepService {
     async fn fetch_results(&self, req: Request<SweepRef>) -> Result<Response<Self::FetchResultsStream>, Status> {
         let id = req.into_inner().sweep_id;
         let status = status_of(&self.0, &id)?;
-        if status.state == "running" {
+        if status.state() == SweepState::Running {
             return Err(Status::failed_precondition(format!("sweep {id} is still running")));
         }
         let dir = self.0.store().results_dir(&id);

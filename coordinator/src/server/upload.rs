@@ -13,7 +13,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 use tracefleet_common::wire::{self, Sha256, WireError};
 use tracefleet_proto::v1::trace_upload_server::TraceUpload;
-use tracefleet_proto::v1::{SweepEvent, UploadChunk, UploadId, WriteRequest, WriteResponse, WriteStatus};
+use tracefleet_proto::v1::{
+    SweepEvent, SweepEventKind, UploadChunk, UploadId, WriteRequest, WriteResponse, WriteStatus,
+};
 
 use super::internal;
 use crate::state::Coordinator;
@@ -283,7 +285,7 @@ impl TraceUpload for Upload {
                     coord.parse_queue.push(key.clone());
                     coord.publish(SweepEvent {
                         sweep_id: key.sweep_id.clone(),
-                        kind: "trace".into(),
+                        kind: SweepEventKind::Trace.into(),
                         agent: key.host.clone(),
                         point_id: key.point_id.clone(),
                         message: key.trace_name.clone(),

@@ -7,6 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use tracefleet_proto::v1::SweepState;
+
+mod states;
+
+pub use states::JobState;
+use states::SqlSweepState;
 
 /// A database error, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +75,8 @@ pub struct SweepRow {
     pub name: String,
     /// The encoded `SweepSpec`.
     pub spec: Vec<u8>,
-    /// `running`, `completed`, `failed`, `cancelled`.
-    pub state: String,
+    /// Running until it ends.
+    pub state: SweepState,
     /// Submission time, ms since the epoch.
     pub created_ms: i64,
     /// End time, 0 while running.
@@ -88,8 +94,8 @@ pub struct JobRow {
     pub agent: String,
     /// The encoded `AssignJob`.
     pub assign: Vec<u8>,
-    /// `assigned`, `done`, `failed`, `cancelled`.
-    pub state: String,
+    /// Assigned until it ends.
+    pub state: JobState,
     /// Failure message.
     pub error: String,
 }
@@ -97,7 +103,7 @@ pub struct JobRow {
 impl JobRow {
     /// Whether the job has ended.
     pub fn terminal(&self) -> bool {
-        self.state != "assigned"
+        self.state.terminal()
     }
 }
 
@@ -202,7 +208,7 @@ impl Store {
         let tx = self.conn.transaction().map_err(ctx("insert sweep"))?;
         tx.execute(
             "INSERT INTO sweeps(id, name, spec, state, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![sweep.id, sweep.name, sweep.spec, sweep.state, sweep.created_ms],
+            params![sweep.id, sweep.name, sweep.spec, SqlSweepState(sweep.state), sweep.created_ms],
         )
         .map_err(ctx("insert sweep"))?;
         for j in jobs {
@@ -220,7 +226,7 @@ impl Store {
             id: r.get(0)?,
             name: r.get(1)?,
             spec: r.get(2)?,
-            state: r.get(3)?,
+            state: r.get::<_, SqlSweepState>(3)?.0,
             created_ms: r.get(4)?,
             finished_ms: r.get(5)?,
         })
@@ -250,16 +256,20 @@ impl Store {
     pub fn running_sweeps(&self) -> Result<Vec<SweepRow>> {
         let mut st = self
             .conn
-            .prepare("SELECT id, name, spec, state, created_ms, finished_ms FROM sweeps WHERE state = 'running'")
+            .prepare("SELECT id, name, spec, state, created_ms, finished_ms FROM sweeps WHERE state = ?1")
             .map_err(ctx("running sweeps"))?;
-        let rows = st.query_map([], Self::sweep_row).map_err(ctx("running sweeps"))?;
+        let rows =
+            st.query_map([SqlSweepState(SweepState::Running)], Self::sweep_row).map_err(ctx("running sweeps"))?;
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("running sweeps"))
     }
 
     /// Ends a sweep.
-    pub fn finish_sweep(&self, id: &str, state: &str) -> Result<()> {
+    pub fn finish_sweep(&self, id: &str, state: SweepState) -> Result<()> {
         self.conn
-            .execute("UPDATE sweeps SET state = ?2, finished_ms = ?3 WHERE id = ?1", params![id, state, now_ms()])
+            .execute(
+                "UPDATE sweeps SET state = ?2, finished_ms = ?3 WHERE id = ?1",
+                params![id, SqlSweepState(state), now_ms()],
+            )
             .map_err(ctx("finish sweep"))?;
         Ok(())
     }
@@ -291,10 +301,10 @@ impl Store {
             .conn
             .prepare(
                 "SELECT j.id, j.sweep_id, j.agent, j.assign, j.state, j.error FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
-                 WHERE j.agent = ?1 AND j.state = 'assigned' ORDER BY s.created_ms, j.rowid",
+                 WHERE j.agent = ?1 AND j.state = ?2 ORDER BY s.created_ms, j.rowid",
             )
             .map_err(ctx("jobs of agent"))?;
-        let rows = st.query_map([agent], Self::job_row).map_err(ctx("jobs of agent"))?;
+        let rows = st.query_map(params![agent, JobState::Assigned], Self::job_row).map_err(ctx("jobs of agent"))?;
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("jobs of agent"))
     }
 
@@ -366,10 +376,10 @@ impl Store {
             .conn
             .prepare(
                 "SELECT j.id, j.sweep_id, j.agent, j.assign, j.state, j.error FROM jobs j JOIN sweeps s ON s.id = j.sweep_id
-                 WHERE j.state = 'assigned' ORDER BY s.created_ms, j.rowid",
+                 WHERE j.state = ?1 ORDER BY s.created_ms, j.rowid",
             )
             .map_err(ctx("open jobs"))?;
-        let rows = st.query_map([], Self::job_row).map_err(ctx("open jobs"))?;
+        let rows = st.query_map([JobState::Assigned], Self::job_row).map_err(ctx("open jobs"))?;
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("open jobs"))
     }
 
@@ -382,12 +392,12 @@ impl Store {
     }
 
     /// Ends a job (only an assigned one: a late report does not change an ended job).
-    pub fn end_job(&self, id: &str, state: &str, error: &str) -> Result<bool> {
+    pub fn end_job(&self, id: &str, state: JobState, error: &str) -> Result<bool> {
         let n = self
             .conn
             .execute(
-                "UPDATE jobs SET state = ?2, error = ?3 WHERE id = ?1 AND state = 'assigned'",
-                params![id, state, error],
+                "UPDATE jobs SET state = ?2, error = ?3 WHERE id = ?1 AND state = ?4",
+                params![id, state, error, JobState::Assigned],
             )
             .map_err(ctx("end job"))?;
         Ok(n > 0)

@@ -74,16 +74,17 @@ async fn run_one(coord_bin: &Path, trace: &Path, n: usize, taskset: Option<&str>
     let points: Vec<Point> = (0..n)
         .map(|i| Point {
             point_id: format!("p{i}"),
-            mode: "decode".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
             batch_size: i as u32 + 1,
             input_len: 128,
             output_len: 0,
+            ..Default::default()
         })
         .collect();
     let spec = SweepSpec {
         name: format!("bench-{n}"),
         points,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Replay(ReplayBackend { dir: "/nonexistent".into(), delay_ms: 0 })),
         ..Default::default()
     };
@@ -126,8 +127,8 @@ async fn run_one(coord_bin: &Path, trace: &Path, n: usize, taskset: Option<&str>
     tx.send(AgentMessage { msg: Some(Msg::Done(JobDone { job_id: job, traces: n as u32 })) }).await?;
     loop {
         let st = sweeps.status(SweepRef { sweep_id: sweep.clone() }).await?.into_inner();
-        if st.state != "running" {
-            if st.state != "completed" || st.traces_parsed != n as u32 {
+        if st.state() != tracefleet_proto::v1::SweepState::Running {
+            if st.state() != tracefleet_proto::v1::SweepState::Completed || st.traces_parsed != n as u32 {
                 bail!("sweep ended {st:?}");
             }
             break;

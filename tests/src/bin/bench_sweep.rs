@@ -84,14 +84,15 @@ async fn run_one(
         points: (1..=points)
             .map(|bs| Point {
                 point_id: format!("decode-bs{bs}"),
-                mode: "decode".into(),
+                mode: tracefleet_proto::v1::Mode::Decode.into(),
                 batch_size: bs,
                 input_len: 128,
                 output_len: 0,
+                ..Default::default()
             })
             .collect(),
         profile_steps: traces,
-        placement: "spread".into(),
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
         backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms: delay })),
         ..Default::default()
     };
@@ -100,8 +101,8 @@ async fn run_one(
     let id = c.submit(spec).await?.into_inner().sweep_id;
     loop {
         let s = c.status(SweepRef { sweep_id: id.clone() }).await?.into_inner();
-        if s.state != "running" {
-            if s.state != "completed" || s.traces_parsed != points * traces {
+        if s.state() != tracefleet_proto::v1::SweepState::Running {
+            if s.state() != tracefleet_proto::v1::SweepState::Completed || s.traces_parsed != points * traces {
                 bail!("sweep ended {s:?}");
             }
             break;
