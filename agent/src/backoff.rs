@@ -1,46 +1,40 @@
-//! Jittered exponential backoff for reconnects and upload retries.
+//! Jittered exponential backoff for reconnects and upload retries, from the `backon` crate.
 
 use std::time::Duration;
 
-/// Exponential backoff with "full jitter": each wait is uniform in [base/2, base], base doubling up to
-/// `max`. Jitter keeps a fleet of agents from reconnecting in lockstep after a coordinator restart.
-#[derive(Debug, Clone)]
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+
+/// Exponential backoff with jitter: each wait is uniform in [base/2, base), base doubling from `min` up
+/// to `max`, without end. Jitter keeps a fleet of agents from reconnecting in lockstep after a coordinator
+/// restart. (`backon` adds up to one delay of jitter, so it runs on half the bounds.)
+#[derive(Debug)]
 pub struct Backoff {
-    next: Duration,
-    min: Duration,
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
     max: Duration,
-    state: u64,
 }
 
 impl Backoff {
     /// Starts at `min`, caps at `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        let seed =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
-                ^ u64::from(std::process::id()).rotate_left(32);
-        Self { next: min, min, max, state: seed | 1 }
-    }
-
-    fn random(&mut self) -> u64 {
-        // xorshift64*: plenty for jitter.
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(min / 2)
+            .with_max_delay(max / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        Self { delays: builder.build(), builder, max }
     }
 
     /// The next wait.
     pub fn next_delay(&mut self) -> Duration {
-        let base = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let half = base / 2;
-        let span = (base - half).as_micros().max(1) as u64;
-        half + Duration::from_micros(self.random() % span)
+        // Without a limit on times the iterator never ends; `max` if it did.
+        self.delays.next().unwrap_or(self.max).min(self.max)
     }
 
     /// Back to the shortest wait (after a success).
     pub fn reset(&mut self) {
-        self.next = self.min;
+        self.delays = self.builder.build();
     }
 }
 

@@ -1,9 +1,11 @@
 //! The `agent` command line.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracefleet_common::logging::{self, LogFormat};
 
 use crate::control::{Agent, AgentConfig};
 use crate::inventory;
@@ -26,10 +28,10 @@ struct Args {
     #[arg(long, default_value = "", value_parser = inventory::parse_labels)]
     labels: Labels,
     /// Uploads (each with one compression thread) at once.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = AgentConfig::UPLOAD_THREADS)]
     upload_threads: usize,
     /// Python interpreter for the torch and vLLM drivers.
-    #[arg(long, default_value = "python3")]
+    #[arg(long, default_value = AgentConfig::PYTHON)]
     python: String,
     /// Serve only these GPUs (indices, e.g. 0,1); default: every GPU NVML reports.
     #[arg(long, value_parser = parse_gpus)]
@@ -38,15 +40,15 @@ struct Args {
     #[arg(long)]
     pause_uploads: bool,
     /// CA certificate (PEM) to trust when the coordinator is https://.
-    #[arg(long)]
-    tls_ca: Option<PathBuf>,
+    #[arg(long, env = "TRACEFLEET_TLS_CA", value_name = "PEM", value_parser = read_pem)]
+    tls_ca: Option<Pem>,
     /// Let sweeps lock GPU clocks (`[gpu] lock_clocks_mhz`; needs root). Off by default: locking changes
     /// the GPU for everyone using it.
     #[arg(long)]
     allow_clock_locking: bool,
     /// How often the GPU is read (clocks, temperature, power, throttle reasons) while a job runs, in
     /// milliseconds; 0 turns telemetry off.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = AgentConfig::TELEMETRY_INTERVAL_MS)]
     telemetry_interval_ms: u64,
     /// Do not keep drivers waiting on the GPUs; every torch or vLLM job then starts a fresh interpreter.
     #[arg(long)]
@@ -56,6 +58,9 @@ struct Args {
     /// dies twice and is not started again.
     #[arg(long, value_delimiter = ',', default_value = "torch,vllm", value_parser = parse_driver)]
     warm_drivers: Vec<Driver>,
+    /// Log lines as text or one JSON object per line (levels from RUST_LOG; info by default).
+    #[arg(long, default_value = "text", value_name = "text|json")]
+    log_format: LogFormat,
     /// Print the inventory this agent would report, as JSON, and exit.
     #[arg(long)]
     print_inventory: bool,
@@ -70,6 +75,14 @@ struct GpuIndices(Vec<u32>);
 
 fn parse_gpus(s: &str) -> Result<GpuIndices, String> {
     crate::gpu::parse_indices(s).map(GpuIndices)
+}
+
+/// A PEM file's bytes (`--tls-ca`), read while the arguments are parsed so a bad path is a usage error.
+#[derive(Debug, Clone)]
+struct Pem(Vec<u8>);
+
+fn read_pem(path: &str) -> Result<Pem, String> {
+    std::fs::read(path).map(Pem).map_err(|e| format!("reading {path}: {e}"))
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
@@ -100,46 +113,34 @@ async fn stopped() -> &'static str {
 /// Parses the command line and runs the agent.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = logging::init(args.log_format, std::io::stderr, std::io::stderr().is_terminal()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let labels = args.labels;
     let only = args.gpus.map(|g| g.0);
     let (gpus, note) = crate::gpu::inventory(only.as_deref());
     if let Some(n) = note {
-        eprintln!("agent: {n}");
+        tracing::warn!("{n}");
     }
     let mut inv = inventory::inventory(args.name.as_deref(), labels);
     inv.gpus = gpus;
     if args.print_inventory {
-        let json = serde_json::json!({
-            "host": inv.host,
-            "agent_version": inv.agent_version,
-            "gpus": inv.gpus.iter().map(|g| serde_json::json!({
-                "index": g.index, "name": g.name, "uuid": g.uuid, "memory_bytes": g.memory_bytes,
-                "driver_version": g.driver_version, "cuda_version": g.cuda_version,
-            })).collect::<Vec<_>>(),
-            "labels": inv.labels,
-        });
+        let json = inventory::to_json(&inv);
         println!("{json}");
         return ExitCode::SUCCESS;
     }
     // clap requires --coordinator unless --print-inventory, which returned above.
     let coordinator = args.coordinator.unwrap_or_default();
-    let tls_ca = match args.tls_ca.as_ref().map(std::fs::read).transpose() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: --tls-ca: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let cfg = AgentConfig {
-        coordinator,
-        spool_dir: args.spool_dir,
         upload_threads: args.upload_threads,
         python: args.python,
         pause_uploads: args.pause_uploads,
-        tls_ca,
+        tls_ca: args.tls_ca.map(|p| p.0),
         allow_clock_locking: args.allow_clock_locking,
         telemetry_interval: std::time::Duration::from_millis(args.telemetry_interval_ms),
         warm_drivers: if args.no_warm_driver { Vec::new() } else { args.warm_drivers },
+        ..AgentConfig::new(coordinator, args.spool_dir)
     };
     let run = || -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -155,7 +156,7 @@ pub fn main() -> ExitCode {
                     agent.warm.stop_all();
                     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
                     crate::gpu::reset_locked_clocks();
-                    eprintln!("agent: stopped by {signal}");
+                    tracing::info!("stopped by {signal}");
                     Ok(())
                 }
             }

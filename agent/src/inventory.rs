@@ -4,6 +4,21 @@ use std::collections::HashMap;
 
 use tracefleet_proto::v1::HostInventory;
 
+/// The inventory as JSON (`agent --print-inventory`, and each agent in a sweep's `manifest.json`):
+/// `{"host", "agent_version", "labels": {k: v}, "gpus": [{"index", "name", "uuid", "memory_bytes",
+/// "driver_version", "cuda_version"}]}`.
+pub fn to_json(inv: &HostInventory) -> serde_json::Value {
+    serde_json::json!({
+        "host": inv.host,
+        "agent_version": inv.agent_version,
+        "labels": inv.labels,
+        "gpus": inv.gpus.iter().map(|g| serde_json::json!({
+            "index": g.index, "name": g.name, "uuid": g.uuid, "memory_bytes": g.memory_bytes,
+            "driver_version": g.driver_version, "cuda_version": g.cuda_version,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// An invalid `--labels` value.
 #[derive(Debug, thiserror::Error)]
 #[error("label {0:?} is not of the form key=value")]

@@ -11,13 +11,15 @@
 //!   [`stats`]: mergeable distributions; [`tables`]: the result files; [`checks`]: what readers must be
 //!   told (warnings, what `others` holds); [`telemetry`]: GPU readings per step.
 //! - [`sweep`]: sweep files (schema, validation, points); [`layout`]: what a results tree's paths say;
-//!   [`glob`]: glob matching for rule files; [`wire`]: upload chunk framing shared by agent and coordinator.
+//!   [`glob`]: glob matching for rule files; [`wire`]: upload chunk framing shared by agent and coordinator;
+//!   [`logging`]: the log subscriber both binaries install.
 
 pub mod aggregate;
 pub mod checks;
 pub mod classify;
 pub mod glob;
 pub mod layout;
+pub mod logging;
 pub mod stats;
 pub mod summary;
 pub mod sweep;

@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::classify::{Detail, Rules, classify_step};
+use crate::glob::Patterns;
 use crate::trace::key_averages::{KeyTotals, event_times, totals};
 use crate::trace::link::NONE;
 use crate::trace::steps::{self, VllmStepShape};
@@ -21,17 +22,13 @@ pub struct AnalyzeOptions {
     pub limits: ReadLimits,
     /// Classification rules.
     pub rules: Rules,
-    /// Step annotation patterns.
-    pub step_patterns: Vec<String>,
+    /// Step annotation patterns (user annotations whose names match are steps).
+    pub step_patterns: Patterns,
 }
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self {
-            limits: ReadLimits::default(),
-            rules: Rules::default(),
-            step_patterns: steps::DEFAULT_STEP_PATTERNS.iter().map(|s| s.to_string()).collect(),
-        }
+        Self { limits: ReadLimits::default(), rules: Rules::default(), step_patterns: steps::default_step_patterns() }
     }
 }
 

@@ -8,7 +8,32 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/tracefleet.v1.rs"));
 }
 
+use std::time::Duration;
+
 use tracefleet_common::sweep::{Mode, Placement};
+
+/// `host:port` → `http://host:port`; a URL with a scheme stays as it is.
+pub fn url(addr: &str) -> String {
+    if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
+}
+
+/// The endpoint of a coordinator at `addr` (`host:port`, `http://...` or `https://...`), as the agent
+/// and the CLI dial it: a 5 s connect timeout, HTTP/2 keep-alives every 10 s (a dead peer is noticed in
+/// 20 s), and with `tls_ca` (PEM) TLS trusting that CA.
+///
+/// # Errors
+/// `addr` is not a valid URI, or the TLS settings are refused.
+pub fn endpoint(addr: &str, tls_ca: Option<&[u8]>) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    let mut e = tonic::transport::Endpoint::from_shared(url(addr))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+    if let Some(ca) = tls_ca {
+        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        e = e.tls_config(tls)?;
+    }
+    Ok(e)
+}
 
 /// The sweep file's mode on the wire.
 impl From<Mode> for v1::Mode {

@@ -67,6 +67,8 @@ pub struct Coord {
     pub addr: String,
     /// Metrics address.
     pub metrics: String,
+    /// The log line that said it was serving.
+    pub serving_line: String,
 }
 
 impl Coord {
@@ -87,9 +89,11 @@ impl Coord {
         .args(extra);
         let (proc, line) = spawn(cmd, "coord", Some("coord serving on"))?;
         let line = line.unwrap_or_default();
-        let addr = line.split_whitespace().nth(3).unwrap_or_default().to_string();
+        // The log line: `<time>  INFO <component>: coord serving on ADDR (metrics on http://ADDR/metrics)`.
+        let after = line.split("coord serving on ").nth(1).unwrap_or_default();
+        let addr = after.split_whitespace().next().unwrap_or_default().to_string();
         let metrics = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default().to_string();
-        Ok(Self { proc, addr, metrics })
+        Ok(Self { proc, addr, metrics, serving_line: line })
     }
 
     /// A sweeps client.

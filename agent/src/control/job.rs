@@ -44,14 +44,14 @@ async fn telemetry_for(agent: &Agent, job: &AssignJob, gpu: Option<u32>) -> Opti
         return None;
     }
     let Some(g) = gpu else {
-        eprintln!("agent: job {}: no GPU telemetry (this agent reports no GPU)", job.job_id);
+        tracing::warn!(job = %job.job_id, "no GPU telemetry (this agent reports no GPU)");
         return None;
     };
     // NVML calls block: keep them off the async workers.
     let started = tokio::task::spawn_blocking(move || Sampler::start(g, interval))
         .await
         .unwrap_or_else(|e| Err(format!("starting the telemetry sampler: {e}")));
-    started.inspect_err(|why| eprintln!("agent: job {}: no GPU telemetry: {why}", job.job_id)).ok()
+    started.inspect_err(|why| tracing::warn!(job = %job.job_id, "no GPU telemetry: {why}")).ok()
 }
 
 /// Uploads a spooled trace in the background; the spool keeps it until the coordinator has it (or moves
@@ -110,7 +110,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             .unwrap_or_else(|e| Err(format!("locking clocks: {e}")));
         match locked {
             Ok(l) => {
-                eprintln!("agent: job {}: GPU clocks locked at {} MHz", job.job_id, l.mhz());
+                tracing::info!(job = %job.job_id, "GPU clocks locked at {} MHz", l.mhz());
                 Some(l)
             }
             Err(e) => {
@@ -150,7 +150,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                     point_starts.insert(p.clone(), now_ns());
                     current_point = p;
                 }
-                WorkloadEvent::Log(m) => eprintln!("agent: job {}: {m}", job.job_id),
+                WorkloadEvent::Log(m) => tracing::info!(job = %job.job_id, "{m}"),
                 WorkloadEvent::TraceFinished { path, window_ns, .. } => {
                     if let Some(w) = window_ns {
                         windows.insert(path.clone(), w);

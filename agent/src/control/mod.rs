@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracefleet_common::wire::MAX_MESSAGE_BYTES;
 use tracefleet_proto::v1::agent_control_client::AgentControlClient;
 use tracefleet_proto::v1::agent_message::Msg as Out;
@@ -45,6 +45,31 @@ pub struct AgentConfig {
     pub warm_drivers: Vec<Driver>,
 }
 
+impl AgentConfig {
+    /// Uploads at once unless told otherwise.
+    pub const UPLOAD_THREADS: usize = 2;
+    /// The drivers' interpreter unless told otherwise.
+    pub const PYTHON: &str = "python3";
+    /// GPU telemetry interval unless told otherwise, ms (NVML answers in well under a millisecond).
+    pub const TELEMETRY_INTERVAL_MS: u64 = 10;
+
+    /// The settings of an agent of `coordinator` spooling to `spool_dir`, everything else as `agent`
+    /// starts without flags: no TLS, no clock locking, every driver warm.
+    pub fn new(coordinator: impl Into<String>, spool_dir: PathBuf) -> Self {
+        Self {
+            coordinator: coordinator.into(),
+            spool_dir,
+            upload_threads: Self::UPLOAD_THREADS,
+            python: Self::PYTHON.into(),
+            pause_uploads: false,
+            tls_ca: None,
+            allow_clock_locking: false,
+            telemetry_interval: std::time::Duration::from_millis(Self::TELEMETRY_INTERVAL_MS),
+            warm_drivers: Driver::ALL.to_vec(),
+        }
+    }
+}
+
 /// The running agent.
 pub struct Agent {
     /// Settings.
@@ -75,26 +100,12 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The endpoint for a coordinator address (`host:port`, `http://` or `https://`); with a CA, over TLS.
-pub fn endpoint(addr: &str, tls_ca: Option<&[u8]>) -> anyhow::Result<Endpoint> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
-    let mut e = Endpoint::from_shared(url)?
-        .connect_timeout(Duration::from_secs(5))
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20));
-    if let Some(ca) = tls_ca {
-        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
-        e = e.tls_config(tls)?;
-    }
-    Ok(e)
-}
-
 impl Agent {
     /// Prepares an agent (no connection is made yet).
     pub fn new(cfg: AgentConfig, inventory: HostInventory) -> anyhow::Result<Arc<Self>> {
         let spool = Spool::open(&cfg.spool_dir)?;
         let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
-        let channel = endpoint(&cfg.coordinator, cfg.tls_ca.as_deref())?.connect_lazy();
+        let channel = tracefleet_proto::endpoint(&cfg.coordinator, cfg.tls_ca.as_deref())?.connect_lazy();
         let drivers: &[Driver] = if gpus.is_empty() { &[] } else { &cfg.warm_drivers };
         let warm = WarmPool::new(&cfg.spool_dir.join("warm"), &cfg.python, drivers);
         Ok(Arc::new(Self {
@@ -173,7 +184,7 @@ impl Agent {
                         let _ = a.spool.remove(&e);
                     }
                     UploadOutcome::Refused(m) => {
-                        eprintln!("agent: {} refused: {m}", e.meta.trace_name);
+                        tracing::warn!(trace = %e.meta.trace_name, "refused by the coordinator: {m}");
                         let _ = a.spool.fail(&e);
                     }
                 }
@@ -182,8 +193,8 @@ impl Agent {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             match self.clone().session(&mut backoff).await {
-                Ok(()) => eprintln!("agent: control stream closed by the coordinator"),
-                Err(e) => eprintln!("agent: control stream: {e:#}"),
+                Ok(()) => tracing::warn!("control stream closed by the coordinator"),
+                Err(e) => tracing::warn!("control stream: {e:#}"),
             }
             *relock(&self.session) = None;
             tokio::time::sleep(backoff.next_delay()).await;
@@ -214,7 +225,7 @@ impl Agent {
             match msg.msg {
                 Some(In::Welcome(w)) => {
                     backoff.reset();
-                    eprintln!("agent: connected to {} as {}", self.cfg.coordinator, w.agent_id);
+                    tracing::info!("connected to {} as {}", self.cfg.coordinator, w.agent_id);
                     let every = Duration::from_millis(u64::from(w.heartbeat_interval_ms.max(50)));
                     let (tx, agent) = (tx.clone(), self.clone());
                     if let Some(h) = heartbeat.take() {

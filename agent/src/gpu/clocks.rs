@@ -68,8 +68,8 @@ impl ClockLock {
 impl Drop for ClockLock {
     fn drop(&mut self) {
         match self.nvml.device_by_index(self.index).and_then(|mut d| d.reset_gpu_locked_clocks()) {
-            Ok(()) => eprintln!("agent: GPU {} clocks reset", self.index),
-            Err(e) => eprintln!("agent: resetting the clocks of GPU {} failed: {e}", self.index),
+            Ok(()) => tracing::info!("GPU {} clocks reset", self.index),
+            Err(e) => tracing::error!("resetting the clocks of GPU {} failed: {e}", self.index),
         }
         LOCKED.lock().unwrap_or_else(|e| e.into_inner()).retain(|&g| g != self.index);
     }
@@ -84,7 +84,10 @@ pub fn reset_all() {
     let Ok(nvml) = Nvml::init() else { return };
     for i in locked {
         let r = nvml.device_by_index(i).and_then(|mut d| d.reset_gpu_locked_clocks());
-        eprintln!("agent: GPU {i} clocks reset on exit: {}", r.map_or_else(|e| e.to_string(), |()| "ok".into()));
+        match r {
+            Ok(()) => tracing::info!("GPU {i} clocks reset on exit"),
+            Err(e) => tracing::error!("resetting the clocks of GPU {i} on exit failed: {e}"),
+        }
     }
 }
 

@@ -69,7 +69,7 @@ pub fn supervise(
     let err_thread = std::thread::spawn(move || {
         let Some(stderr) = stderr else { return };
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("[{label_err}] {line}");
+            tracing::info!("[{label_err}] {line}");
             let mut q = t.lock().unwrap_or_else(|e| e.into_inner());
             q.push_back(line);
             while q.len() > STDERR_TAIL_LINES {
@@ -87,7 +87,7 @@ pub fn supervise(
                 Some(e) => {
                     let _ = ev.blocking_send(e);
                 }
-                None => eprintln!("[{label_out}] {line}"),
+                None => tracing::info!("[{label_out}] {line}"),
             }
         }
     });

@@ -74,7 +74,7 @@ impl WarmPool {
                 Ok(child) => {
                     slots.insert((d, gpu), child);
                 }
-                Err(e) => eprintln!("agent: no warm {} driver for GPU {gpu:?}: {e}", d.name()),
+                Err(e) => tracing::warn!("no warm {} driver for GPU {gpu:?}: {e}", d.name()),
             }
         }
     }
@@ -130,8 +130,8 @@ impl WarmPool {
         let tail: Vec<&str> = err.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
         let n = self.deaths(driver).fetch_add(1, Ordering::Relaxed) + 1;
         let again = if n >= MAX_DEATHS { "; not starting it again" } else { "" };
-        eprintln!(
-            "agent: a waiting {} driver ended before its job ({status}){again}: {}",
+        tracing::warn!(
+            "a waiting {} driver ended before its job ({status}){again}: {}",
             driver.name(),
             tail.join(" | ")
         );

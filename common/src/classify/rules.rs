@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::glob;
+use crate::glob::Patterns;
 
 /// The default rules (Llama family, Hugging Face and vLLM), embedded from `common/rules/llama.toml`.
 pub const DEFAULT_RULES: &str = include_str!("../../rules/llama.toml");
@@ -36,18 +36,18 @@ pub enum RulesError {
 #[serde(deny_unknown_fields)]
 pub struct OpRules {
     /// Attention ops (one per decoder layer).
-    pub attention: Vec<String>,
+    pub attention: Patterns,
     /// Linear ops.
-    pub linear: Vec<String>,
+    pub linear: Patterns,
     /// Rope ops.
     #[serde(default)]
-    pub rope: Vec<String>,
+    pub rope: Patterns,
     /// Generic tensor ops that write the KV cache right before attention (not rope; `others`).
     #[serde(default)]
-    pub kv_cache: Vec<String>,
+    pub kv_cache: Patterns,
     /// Ops that write the paged KV cache for the attention op (`paged_attention`).
     #[serde(default)]
-    pub attention_cache: Vec<String>,
+    pub attention_cache: Patterns,
 }
 
 /// Module patterns.
@@ -56,10 +56,10 @@ pub struct OpRules {
 pub struct ModuleRules {
     /// Decoder-layer module classes.
     #[serde(default)]
-    pub decoder_layer: Vec<String>,
+    pub decoder_layer: Patterns,
     /// Rope module classes.
     #[serde(default)]
-    pub rope: Vec<String>,
+    pub rope: Patterns,
 }
 
 /// Classification rules.
@@ -96,37 +96,37 @@ impl Rules {
 
     /// Is this op an attention op?
     pub fn is_attention(&self, op: &str) -> bool {
-        glob::any(&self.ops.attention, op)
+        self.ops.attention.is_match(op)
     }
 
     /// Is this op a linear op?
     pub fn is_linear(&self, op: &str) -> bool {
-        glob::any(&self.ops.linear, op)
+        self.ops.linear.is_match(op)
     }
 
     /// Is this op a rope op?
     pub fn is_rope(&self, op: &str) -> bool {
-        glob::any(&self.ops.rope, op)
+        self.ops.rope.is_match(op)
     }
 
     /// Is this op a generic KV-cache write?
     pub fn is_kv_cache(&self, op: &str) -> bool {
-        glob::any(&self.ops.kv_cache, op)
+        self.ops.kv_cache.is_match(op)
     }
 
     /// Is this op a paged KV-cache write that belongs to attention?
     pub fn is_attention_cache(&self, op: &str) -> bool {
-        glob::any(&self.ops.attention_cache, op)
+        self.ops.attention_cache.is_match(op)
     }
 
     /// Is this module (class name, counter stripped) a decoder layer?
     pub fn is_decoder_layer(&self, module: &str) -> bool {
-        glob::any(&self.modules.decoder_layer, module)
+        self.modules.decoder_layer.is_match(module)
     }
 
     /// Is this module a rope module?
     pub fn is_rope_module(&self, module: &str) -> bool {
-        glob::any(&self.modules.rope, module)
+        self.modules.rope.is_match(module)
     }
 }
 

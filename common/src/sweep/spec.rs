@@ -560,7 +560,12 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         c.unknown_keys(t, AGENTS, "of [agents]");
         for (k, v) in t.iter() {
             match k.get_ref().as_ref() {
-                "gpu" => agents.gpu = c.string(v, "agents.gpu"),
+                "gpu" => {
+                    agents.gpu = c.string(v, "agents.gpu");
+                    if let Some(Err(e)) = agents.gpu.as_deref().map(|g| crate::glob::Patterns::new(&[g])) {
+                        c.err(v.span(), format!("`agents.gpu`: {e}"), None);
+                    }
+                }
                 "hosts" => match v.get_ref() {
                     DeValue::Array(items) => {
                         agents.hosts = items.iter().filter_map(|i| c.string(i, "agents.hosts")).collect();

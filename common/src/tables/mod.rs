@@ -9,14 +9,15 @@
 //! Full tables (one row per series and name, with statistics over steps):
 //! - `ops.csv`, `kernels.csv`, `steps.csv`.
 //!
+//! Files are written with the `csv` crate (RFC 4180: a field holding the delimiter, a quote or a line
+//! break is quoted, as kernel names like `elementwise_kernel<4, ...>` need); the `.tsv` files use tabs.
+//!
 //! When the aggregate holds several modes (decode and prefill), the seed tables of each mode go to a
 //! sub-folder named after the mode, since their columns have no mode; the full tables stay at the top.
 
-mod csv;
-
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::aggregate::{Aggregate, SeriesKey, mode_label};
@@ -24,8 +25,6 @@ use crate::classify::Detail;
 use crate::stats::Summary;
 use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
-
-pub use csv::field;
 
 /// The original experiment's tables, per mode, written by [`write_results`].
 pub const SEED_FILES: [&str; 3] = [KERNEL_DAT, OP_TIMES, OP_TIMES_DETAILED];
@@ -57,8 +56,9 @@ pub fn write_results(dir: &Path, agg: &Aggregate) -> io::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
-fn create(path: &Path) -> io::Result<BufWriter<fs::File>> {
-    Ok(BufWriter::new(fs::File::create(path)?))
+/// A CSV (`b','`) or TSV (`b'\t'`) writer on a new file at `path`.
+fn create(path: &Path, delimiter: u8) -> io::Result<csv::Writer<fs::File>> {
+    Ok(csv::WriterBuilder::new().delimiter(delimiter).from_writer(fs::File::create(path)?))
 }
 
 fn us(ns: f64) -> String {
@@ -88,33 +88,42 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: Option<Mode>) -> io::Result<Vec
     let rows = by_batch(agg, mode);
 
     let p_coarse = dir.join(OP_TIMES);
-    let mut w = create(&p_coarse)?;
-    writeln!(w, "batch_size\tattention\tlinear\tothers")?;
+    let mut w = create(&p_coarse, b'\t')?;
+    w.write_record(["batch_size", "attention", "linear", "others"])?;
     for (bs, cats) in &rows {
         let mut sums = [0f64; 3];
         for d in Detail::ALL {
             sums[d.coarse().index()] += cats[d.index()].mean();
         }
-        writeln!(w, "{bs}\t{}\t{}\t{}", ms(sums[0]), ms(sums[1]), ms(sums[2]))?;
+        w.write_record([bs.to_string(), ms(sums[0]), ms(sums[1]), ms(sums[2])])?;
     }
     w.flush()?;
 
     let p_detail = dir.join(OP_TIMES_DETAILED);
-    let mut w = create(&p_detail)?;
-    let header: Vec<&str> = Detail::ALL.iter().map(|d| d.name()).collect();
-    writeln!(w, "batch_size\t{}", header.join("\t"))?;
+    let mut w = create(&p_detail, b'\t')?;
+    w.write_record(std::iter::once("batch_size").chain(Detail::ALL.iter().map(|d| d.name())))?;
     for (bs, cats) in &rows {
-        let vals: Vec<String> = Detail::ALL.iter().map(|&d| ms(cats[d.index()].mean())).collect();
-        writeln!(w, "{bs}\t{}", vals.join("\t"))?;
+        w.write_record(std::iter::once(bs.to_string()).chain(Detail::ALL.iter().map(|&d| ms(cats[d.index()].mean()))))?;
     }
     w.flush()?;
 
     let p_kernels = dir.join(KERNEL_DAT);
-    let mut w = create(&p_kernels)?;
-    writeln!(
-        w,
-        "bsize,kernel,gdim_x,gdim_y,gdim_z,bdim_x,bdim_y,bdim_z,blocks_per_sm,warps_per_sm,regs_per_thread,occupancy,op_type"
-    )?;
+    let mut w = create(&p_kernels, b',')?;
+    w.write_record([
+        "bsize",
+        "kernel",
+        "gdim_x",
+        "gdim_y",
+        "gdim_z",
+        "bdim_x",
+        "bdim_y",
+        "bdim_z",
+        "blocks_per_sm",
+        "warps_per_sm",
+        "regs_per_thread",
+        "occupancy",
+        "op_type",
+    ])?;
     let mut per_bs: BTreeMap<u32, std::collections::BTreeSet<&crate::summary::LaunchConfig>> = BTreeMap::new();
     for (k, set) in &agg.configs {
         if k.mode == mode {
@@ -123,35 +132,36 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: Option<Mode>) -> io::Result<Vec
     }
     for (bs, set) in &per_bs {
         for c in set {
-            writeln!(
-                w,
-                "{bs},{},{},{},{},{},{},{},{},{},{},{},{}",
-                field(&c.kernel),
-                c.grid[0],
-                c.grid[1],
-                c.grid[2],
-                c.block[0],
-                c.block[1],
-                c.block[2],
-                c.blocks_per_sm,
-                c.warps_per_sm,
-                c.registers_per_thread,
-                c.occupancy,
-                c.op_type
-            )?;
+            w.write_record([
+                bs.to_string(),
+                c.kernel.clone(),
+                c.grid[0].to_string(),
+                c.grid[1].to_string(),
+                c.grid[2].to_string(),
+                c.block[0].to_string(),
+                c.block[1].to_string(),
+                c.block[2].to_string(),
+                c.blocks_per_sm.to_string(),
+                c.warps_per_sm.to_string(),
+                c.registers_per_thread.to_string(),
+                c.occupancy.to_string(),
+                c.op_type.to_string(),
+            ])?;
         }
     }
     w.flush()?;
     Ok(vec![p_kernels, p_coarse, p_detail])
 }
 
-fn series_cols(k: &SeriesKey) -> String {
-    format!("{},{},{},{},{}", field(&k.host), field(&k.gpu), k.mode_label(), k.batch_size, k.input_len)
+const SERIES: [&str; 5] = ["host", "gpu", "mode", "batch_size", "input_len"];
+const STATS: [&str; 8] = ["total_us", "min_us", "max_us", "mean_us", "std_us", "p50_us", "p90_us", "p99_us"];
+
+fn series_cols(k: &SeriesKey) -> [String; 5] {
+    [k.host.clone(), k.gpu.clone(), k.mode_label().into(), k.batch_size.to_string(), k.input_len.to_string()]
 }
 
-fn stats_cols(s: &Summary) -> String {
-    format!(
-        "{},{},{},{},{},{},{},{}",
+fn stats_cols(s: &Summary) -> [String; 8] {
+    [
         us(s.sum as f64),
         us(s.min as f64),
         us(s.max as f64),
@@ -159,31 +169,29 @@ fn stats_cols(s: &Summary) -> String {
         us(s.std()),
         us(s.quantile(0.5)),
         us(s.quantile(0.9)),
-        us(s.quantile(0.99))
-    )
+        us(s.quantile(0.99)),
+    ]
 }
-
-const SERIES: &str = "host,gpu,mode,batch_size,input_len";
-const STATS: &str = "total_us,min_us,max_us,mean_us,std_us,p50_us,p90_us,p99_us";
 
 fn write_ops(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     let p = dir.join(OPS);
-    let mut w = create(&p)?;
-    writeln!(w, "{SERIES},name,side,steps,calls,{STATS},self_device_total_us,cpu_total_us,self_cpu_total_us")?;
+    let mut w = create(&p, b',')?;
+    let mut header: Vec<&str> = SERIES.to_vec();
+    header.extend(["name", "side", "steps", "calls"]);
+    header.extend(STATS);
+    header.extend(["self_device_total_us", "cpu_total_us", "self_cpu_total_us"]);
+    w.write_record(&header)?;
     for ((k, name, device), o) in &agg.ops {
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{},{},{}",
-            series_cols(k),
-            field(name),
-            if *device { "device" } else { "cpu" },
-            o.device.count,
-            o.calls,
-            stats_cols(&o.device),
-            us(o.self_device as f64),
-            us(o.cpu as f64),
-            us(o.self_cpu as f64)
-        )?;
+        let mut row: Vec<String> = series_cols(k).into();
+        row.extend([
+            name.clone(),
+            if *device { "device" } else { "cpu" }.into(),
+            o.device.count.to_string(),
+            o.calls.to_string(),
+        ]);
+        row.extend(stats_cols(&o.device));
+        row.extend([us(o.self_device as f64), us(o.cpu as f64), us(o.self_cpu as f64)]);
+        w.write_record(&row)?;
     }
     w.flush()?;
     Ok(p)
@@ -191,20 +199,22 @@ fn write_ops(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
 
 fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     let p = dir.join(KERNELS);
-    let mut w = create(&p)?;
-    writeln!(w, "{SERIES},kernel,category,coarse,steps,calls,{STATS}")?;
+    let mut w = create(&p, b',')?;
+    let mut header: Vec<&str> = SERIES.to_vec();
+    header.extend(["kernel", "category", "coarse", "steps", "calls"]);
+    header.extend(STATS);
+    w.write_record(&header)?;
     for ((k, name, cat), s) in &agg.kernels {
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{}",
-            series_cols(k),
-            field(name),
-            cat.name(),
-            cat.coarse().name(),
-            s.per_step.count,
-            s.calls,
-            stats_cols(&s.per_step)
-        )?;
+        let mut row: Vec<String> = series_cols(k).into();
+        row.extend([
+            name.clone(),
+            cat.name().into(),
+            cat.coarse().name().into(),
+            s.per_step.count.to_string(),
+            s.calls.to_string(),
+        ]);
+        row.extend(stats_cols(&s.per_step));
+        w.write_record(&row)?;
     }
     w.flush()?;
     Ok(p)
@@ -212,63 +222,82 @@ fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
 
 /// GPU telemetry columns of `steps.csv` (empty when the trace has none: `coord ingest`, replayed traces,
 /// hosts without NVML). A trace of several steps repeats its trace's values on each step row.
-const TELEMETRY: &str = "sm_clock_mhz_min,sm_clock_mhz_max,mem_clock_mhz_min,mem_clock_mhz_max,temperature_c_max,\
-power_w_mean,power_w_max,throttle_reasons,throttled,telemetry_samples";
+const TELEMETRY: [&str; 10] = [
+    "sm_clock_mhz_min",
+    "sm_clock_mhz_max",
+    "mem_clock_mhz_min",
+    "mem_clock_mhz_max",
+    "temperature_c_max",
+    "power_w_mean",
+    "power_w_max",
+    "throttle_reasons",
+    "throttled",
+    "telemetry_samples",
+];
 
-fn telemetry_cols(t: Option<&StepTelemetry>) -> String {
-    let Some(t) = t else { return ",".repeat(TELEMETRY.matches(',').count()) };
-    format!(
-        "{},{},{},{},{},{:.1},{:.1},{},{},{}",
-        t.sm_clock_mhz_min,
-        t.sm_clock_mhz_max,
-        t.mem_clock_mhz_min,
-        t.mem_clock_mhz_max,
-        t.temperature_c_max,
-        t.power_w_mean,
-        t.power_w_max,
-        field(&t.reason_names()),
-        u8::from(t.throttled()),
-        t.samples
-    )
+fn telemetry_cols(t: Option<&StepTelemetry>) -> [String; 10] {
+    let Some(t) = t else { return Default::default() };
+    [
+        t.sm_clock_mhz_min.to_string(),
+        t.sm_clock_mhz_max.to_string(),
+        t.mem_clock_mhz_min.to_string(),
+        t.mem_clock_mhz_max.to_string(),
+        t.temperature_c_max.to_string(),
+        format!("{:.1}", t.power_w_mean),
+        format!("{:.1}", t.power_w_max),
+        t.reason_names(),
+        u8::from(t.throttled()).to_string(),
+        t.samples.to_string(),
+    ]
 }
 
 fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     let p = dir.join(STEPS);
-    let mut w = create(&p)?;
-    let details: Vec<String> = Detail::ALL.iter().map(|d| format!("detail_{}_us", d.name())).collect();
-    let counts: Vec<String> = Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())).collect();
-    writeln!(
-        w,
-        "{SERIES},trace,step,step_name,gpu_busy_us,gpu_time_us,wall_span_us,kernel_count,layers,attention_us,linear_us,others_us,{},{},{TELEMETRY}",
-        details.join(","),
-        counts.join(",")
-    )?;
+    let mut w = create(&p, b',')?;
+    let mut header: Vec<String> = SERIES.iter().map(|s| s.to_string()).collect();
+    header.extend(
+        [
+            "trace",
+            "step",
+            "step_name",
+            "gpu_busy_us",
+            "gpu_time_us",
+            "wall_span_us",
+            "kernel_count",
+            "layers",
+            "attention_us",
+            "linear_us",
+            "others_us",
+        ]
+        .map(String::from),
+    );
+    header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_us", d.name())));
+    header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())));
+    header.extend(TELEMETRY.map(String::from));
+    w.write_record(&header)?;
     for ((k, trace, step), r) in &agg.steps {
         let mut coarse_ns = [0i64; 3];
         for d in Detail::ALL {
             coarse_ns[d.coarse().index()] += r.detail[d.index()];
         }
-        let det: Vec<String> = r.detail.iter().map(|&v| us(v as f64)).collect();
-        let cnt: Vec<String> = r.detail_activities.iter().map(|v| v.to_string()).collect();
-        writeln!(
-            w,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            series_cols(k),
-            field(trace),
-            step,
-            field(&r.step_name),
+        let mut row: Vec<String> = series_cols(k).into();
+        row.extend([
+            trace.clone(),
+            step.to_string(),
+            r.step_name.clone(),
             us(r.gpu_busy as f64),
             us(r.gpu_time as f64),
             us(r.wall_span as f64),
-            r.kernel_count,
-            r.layers,
+            r.kernel_count.to_string(),
+            r.layers.to_string(),
             us(coarse_ns[0] as f64),
             us(coarse_ns[1] as f64),
             us(coarse_ns[2] as f64),
-            det.join(","),
-            cnt.join(","),
-            telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone())))
-        )?;
+        ]);
+        row.extend(r.detail.iter().map(|&v| us(v as f64)));
+        row.extend(r.detail_activities.iter().map(|v| v.to_string()));
+        row.extend(telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone()))));
+        w.write_record(&row)?;
     }
     w.flush()?;
     Ok(p)

@@ -9,10 +9,17 @@
 
 use super::link::{Links, NONE};
 use super::model::{Category, Trace};
-use crate::glob;
+use crate::glob::Patterns;
 
 /// The default step patterns (globs on user-annotation names).
 pub const DEFAULT_STEP_PATTERNS: &[&str] = &["ProfilerStep#*", "execute_context_*", "execute_model*"];
+
+/// [`DEFAULT_STEP_PATTERNS`], compiled.
+pub fn default_step_patterns() -> Patterns {
+    // Constant patterns, covered by the tests of every trace fixture.
+    #[allow(clippy::expect_used)]
+    Patterns::new(DEFAULT_STEP_PATTERNS).expect("the default step patterns compile")
+}
 
 /// One step.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,11 +84,11 @@ pub fn parse_vllm_step(name: &str) -> Option<VllmStepShape> {
 }
 
 /// Splits a trace into steps using glob `patterns` on user-annotation names.
-pub fn split(t: &Trace, links: &Links, patterns: &[String]) -> Steps {
+pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
     let n = t.events.len();
     let is_step = |i: u32| {
         let e = &t.events[i as usize];
-        e.cat == Category::UserAnnotation && glob::any(patterns, t.name(e.name))
+        e.cat == Category::UserAnnotation && patterns.is_match(t.name(e.name))
     };
     // Outermost matching annotations, in start order.
     let mut of_event = vec![NONE; n];

@@ -8,6 +8,8 @@ use tracefleet_proto::v1::sweeps_client::SweepsClient;
 #[derive(Debug, Clone, clap::Args)]
 pub struct CoordinatorArg {
     /// Coordinator address (host:port, http://host:port or https://host:port).
+    // The same flag, env name and default in every client command (`coord sweep` adds that --local
+    // excludes it); the agent declares its own, required, with the same env name.
     #[arg(long, env = "TRACEFLEET_COORDINATOR", default_value = "127.0.0.1:50051")]
     pub coordinator: String,
     /// CA certificate (PEM) to trust for https:// coordinators.
@@ -15,20 +17,18 @@ pub struct CoordinatorArg {
     pub tls_ca: Option<std::path::PathBuf>,
 }
 
-/// `host:port` → `http://host:port`.
-pub fn url(addr: &str) -> String {
-    if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
+/// A runtime for one client command (a few requests: one thread).
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
 /// A connected sweeps client; with a CA, over TLS.
 pub async fn connect(addr: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Result<SweepsClient<Channel>> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(url(addr))?;
-    if let Some(ca) = tls_ca {
-        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))?;
-        endpoint = endpoint.tls_config(
-            tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(pem)),
-        )?;
-    }
+    let pem = match tls_ca {
+        Some(ca) => Some(std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))?),
+        None => None,
+    };
+    let endpoint = tracefleet_proto::endpoint(addr, pem.as_deref())?;
     let ch = endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {addr}: {e}"))?;
     Ok(SweepsClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use tracefleet_common::aggregate::{Aggregate, SeriesKey};
 use tracefleet_common::checks;
 use tracefleet_common::classify::Rules;
+use tracefleet_common::glob::Patterns;
 use tracefleet_common::layout;
 use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize_file};
 use tracefleet_common::sweep::Mode;
@@ -67,7 +68,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         opts.rules = Rules::load(r)?;
     }
     if !a.step_patterns.is_empty() {
-        opts.step_patterns = a.step_patterns.clone();
+        opts.step_patterns = Patterns::new(&a.step_patterns).context("--step-pattern")?;
     }
     let mut jobs = Vec::new();
     for d in &a.dirs {

@@ -1,21 +1,28 @@
 //! The `coord` command line: one module per command.
 
 mod analyze;
+mod cancel;
 mod client;
 mod ingest;
+mod log_writer;
 mod serve;
 mod status;
 mod sweep;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracefleet_common::logging::{self, LogFormat};
 use tracefleet_common::trace::ReadLimits;
 
 /// tracefleet coordinator and command-line tools.
 #[derive(Debug, Parser)]
 #[command(name = "coord", version, about)]
 struct Cli {
+    /// Log lines as text or one JSON object per line (levels from RUST_LOG; info by default).
+    #[arg(long, global = true, default_value = "text", value_name = "text|json")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,9 +38,9 @@ enum Command {
     /// Run a sweep file: validate, submit, follow progress, write the results.
     Sweep(sweep::Args),
     /// Show a sweep, or every sweep and agent.
-    Status(status::StatusArgs),
+    Status(status::Args),
     /// Stop a sweep (the traces already parsed are kept as its results).
-    Cancel(status::CancelArgs),
+    Cancel(cancel::Args),
 }
 
 /// Limits for reading traces, shared by the offline commands.
@@ -61,13 +68,17 @@ impl LimitArgs {
 /// Parses the command line and runs the command; errors are printed with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format, log_writer::Stderr, std::io::stderr().is_terminal()) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Sweep(a) => sweep::run(a),
-        Command::Status(a) => status::status(a),
-        Command::Cancel(a) => status::cancel(a),
+        Command::Status(a) => status::run(a),
+        Command::Cancel(a) => cancel::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -70,8 +70,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let (listener, addr) = server::bind(&a.listen).await?;
         let metrics = if a.metrics_listen == "off" { None } else { Some(server::bind(&a.metrics_listen).await?) };
         match &metrics {
-            Some((_, m)) => eprintln!("coord serving on {addr} (metrics on http://{m}/metrics){tls}"),
-            None => eprintln!("coord serving on {addr}{tls}"),
+            Some((_, m)) => tracing::info!("coord serving on {addr} (metrics on http://{m}/metrics){tls}"),
+            None => tracing::info!("coord serving on {addr}{tls}"),
         }
         server::serve(coord, listener, metrics.map(|(l, _)| l)).await
     })

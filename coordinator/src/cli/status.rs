@@ -1,33 +1,20 @@
-//! `coord status [SWEEP]` and `coord cancel SWEEP`.
+//! `coord status [SWEEP]`: one sweep, or every sweep and agent.
 
 use tracefleet_proto::v1::{ListAgentsRequest, ListSweepsRequest, SweepRef};
 
-use super::client::{CoordinatorArg, connect, describe};
+use super::client::{CoordinatorArg, connect, describe, runtime};
 
 /// Arguments of `coord status`.
 #[derive(Debug, clap::Args)]
-pub struct StatusArgs {
+pub struct Args {
     /// A sweep id; without it, every sweep and every agent.
     sweep: Option<String>,
     #[command(flatten)]
     coordinator: CoordinatorArg,
 }
 
-/// Arguments of `coord cancel`.
-#[derive(Debug, clap::Args)]
-pub struct CancelArgs {
-    /// The sweep to stop.
-    sweep: String,
-    #[command(flatten)]
-    coordinator: CoordinatorArg,
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
-}
-
 /// Runs `coord status`.
-pub fn status(a: StatusArgs) -> anyhow::Result<()> {
+pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
         match a.sweep {
@@ -54,16 +41,6 @@ pub fn status(a: StatusArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        Ok(())
-    })
-}
-
-/// Runs `coord cancel`.
-pub fn cancel(a: CancelArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
-        let s = c.cancel(SweepRef { sweep_id: a.sweep }).await?.into_inner();
-        println!("{}", describe(&s));
         Ok(())
     })
 }

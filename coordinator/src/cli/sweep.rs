@@ -9,31 +9,28 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use tracefleet_common::sweep::{self, Sweep};
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::{
     self, ListAgentsRequest, Point, ReplayBackend, SweepEventKind as Kind, SweepRef, SweepSpec,
 };
 
-use super::client::{connect, describe, url};
+use super::client::{CoordinatorArg, connect, describe};
 use crate::server;
 use crate::state::{Config, Coordinator};
 use crate::store::JobState;
+use tracefleet_proto::url;
 
 /// Arguments of `coord sweep`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The sweep file (see docs/sweep.md).
     file: PathBuf,
-    /// Coordinator address (host:port); the default unless --local.
-    #[arg(long, env = "TRACEFLEET_COORDINATOR", conflicts_with = "local")]
-    coordinator: Option<String>,
-    /// CA certificate (PEM) to trust for an https:// coordinator.
-    #[arg(long, env = "TRACEFLEET_TLS_CA")]
-    tls_ca: Option<PathBuf>,
-    /// Run an embedded coordinator and one agent in this process.
-    #[arg(long)]
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+    /// Run an embedded coordinator and one agent in this process (instead of --coordinator).
+    #[arg(long, conflicts_with = "coordinator")]
     local: bool,
     /// Where to write the results (default: the file's [output] dir, else results/NAME).
     #[arg(long)]
@@ -118,12 +115,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let s = sweep::parse(&text, &a.file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
-        let addr = if a.local {
-            start_local(&a.data_dir).await?
-        } else {
-            a.coordinator.clone().unwrap_or_else(|| "127.0.0.1:50051".into())
-        };
-        let mut c = connect(&addr, a.tls_ca.as_deref()).await?;
+        let addr = if a.local { start_local(&a.data_dir).await? } else { a.coordinator.coordinator.clone() };
+        let mut c = connect(&addr, a.coordinator.tls_ca.as_deref()).await?;
         if a.local {
             // The in-process agent connects within moments.
             let t0 = Instant::now();
@@ -175,28 +168,21 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     tokio::spawn(async move {
         if let Err(e) = server::serve(coord, listener, None).await {
-            eprintln!("embedded coordinator: {e:#}");
+            tracing::error!("embedded coordinator: {e:#}");
         }
     });
+    // The embedded agent never changes GPU clocks (AgentConfig::new leaves that off; a real agent started
+    // with --allow-clock-locking does), and a one-shot local sweep has nothing to warm up ahead of.
     let cfg = tracefleet_agent::control::AgentConfig {
-        coordinator: addr.to_string(),
-        spool_dir: data.join("agent"),
-        upload_threads: 2,
-        python: "python3".into(),
-        pause_uploads: false,
-        tls_ca: None,
-        // The embedded agent never changes GPU clocks; a real agent started with --allow-clock-locking does.
-        allow_clock_locking: false,
-        telemetry_interval: std::time::Duration::from_millis(10),
-        // A one-shot local sweep has nothing to warm up ahead of.
         warm_drivers: Vec::new(),
+        ..tracefleet_agent::control::AgentConfig::new(addr.to_string(), data.join("agent"))
     };
     let mut inv = tracefleet_agent::inventory::inventory(None, Default::default());
     inv.gpus = tracefleet_agent::gpu::inventory(None).0;
     let agent = tracefleet_agent::control::Agent::new(cfg, inv)?;
     tokio::spawn(async move {
         if let Err(e) = agent.run().await {
-            eprintln!("embedded agent: {e:#}");
+            tracing::error!("embedded agent: {e:#}");
         }
     });
     Ok(addr.to_string())
@@ -209,7 +195,7 @@ async fn follow(
     expected: u64,
 ) -> anyhow::Result<Option<tracefleet_proto::v1::SweepStatus>> {
     let mut watch = c.watch(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
-    let multi = MultiProgress::new();
+    let multi = super::log_writer::progress();
     let overall = multi.add(ProgressBar::new(expected));
     overall.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} traces {msg}")

@@ -26,7 +26,7 @@ pub fn start(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
     let running: Vec<String> = coord.store().running_sweeps()?.into_iter().map(|s| s.id).collect();
     for s in running {
         if let Err(e) = complete_if_done(coord, &s) {
-            eprintln!("sweep {s}: {e:#}");
+            tracing::error!(sweep = %s, "writing the results: {e:#}");
         }
     }
     Ok(())
@@ -75,7 +75,7 @@ fn worker(coord: &Arc<Coordinator>) {
             }
         };
         if let Some(m) = message {
-            eprintln!("parse {}/{}/{}: {m}", key.sweep_id, key.point_id, key.trace_name);
+            tracing::warn!(sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name, "refused: {m}");
             coord.publish(SweepEvent {
                 sweep_id: key.sweep_id.clone(),
                 kind: SweepEventKind::ParseFailed.into(),
@@ -86,7 +86,7 @@ fn worker(coord: &Arc<Coordinator>) {
             });
         }
         if let Err(e) = complete_if_done(coord, &key.sweep_id) {
-            eprintln!("sweep {}: {e:#}", key.sweep_id);
+            tracing::error!(sweep = %key.sweep_id, "writing the results: {e:#}");
         }
     }
 }

@@ -155,16 +155,9 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         .filter(|(name, _, _)| used.contains(name.as_str()))
         .map(|(name, inv, _)| {
             let inv = HostInventory::decode(&inv[..]).unwrap_or_default();
-            serde_json::json!({
-                "name": name,
-                "host": inv.host,
-                "agent_version": inv.agent_version,
-                "labels": inv.labels,
-                "gpus": inv.gpus.iter().map(|g| serde_json::json!({
-                    "index": g.index, "name": g.name, "uuid": g.uuid, "memory_bytes": g.memory_bytes,
-                    "driver_version": g.driver_version, "cuda_version": g.cuda_version,
-                })).collect::<Vec<_>>(),
-            })
+            let mut v = tracefleet_agent::inventory::to_json(&inv);
+            v["name"] = name.as_str().into();
+            v
         })
         .collect();
     let jobs_json: Vec<serde_json::Value> = jobs

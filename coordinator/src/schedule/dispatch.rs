@@ -23,7 +23,10 @@ pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
         .filter(|(name, a)| {
             (spec.agents.is_empty() || spec.agents.contains(name))
                 && (spec.gpu_glob.is_empty()
-                    || a.inventory.gpus.iter().any(|g| tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)))
+                    || a.inventory
+                        .gpus
+                        .iter()
+                        .any(|g| tracefleet_common::glob::matches(&spec.gpu_glob, &g.name).unwrap_or(false)))
                 && spec.labels.iter().all(|(k, v)| a.inventory.labels.get(k) == Some(v))
         })
         .map(|(n, _)| n.clone())
@@ -112,7 +115,7 @@ pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, erro
     let attempts = match coord.store().point_failed(&job.sweep_id, point_id, error) {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("recording a failure of {point_id}: {e}");
+            tracing::error!(sweep = %job.sweep_id, "recording a failure of {point_id}: {e}");
             return;
         }
     };
@@ -139,7 +142,7 @@ pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, erro
     if let Some(agent) = target
         && let Err(e) = add_job(coord, &template, vec![point], &agent)
     {
-        eprintln!("retrying {point_id}: {e}");
+        tracing::error!(sweep = %job.sweep_id, "retrying {point_id}: {e}");
     }
 }
 
@@ -183,7 +186,7 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
         if !matches!(coord.store().end_job(&job.id, JobState::Reassigned, &reason), Ok(true)) {
             continue;
         }
-        eprintln!("{}: {reason}", job.id);
+        tracing::warn!(job = %job.id, "{reason}");
         if !remaining.is_empty() {
             match add_job(coord, &assign, remaining, &target) {
                 Ok(new) => coord.publish(SweepEvent {
@@ -194,11 +197,11 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
                     message: reason,
                     ..Default::default()
                 }),
-                Err(e) => eprintln!("reassigning {}: {e}", job.id),
+                Err(e) => tracing::error!(job = %job.id, "reassigning: {e}"),
             }
         }
         if let Err(e) = crate::parse::complete_if_done(coord, &job.sweep_id) {
-            eprintln!("sweep {}: {e:#}", job.sweep_id);
+            tracing::error!(sweep = %job.sweep_id, "writing the results: {e:#}");
         }
     }
 }

@@ -30,6 +30,10 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
     if spec.points.iter().any(|p| p.mode() == Mode::Unspecified) {
         return Err(ScheduleError::Invalid("every point needs a mode (decode or prefill)".into()));
     }
+    if !spec.gpu_glob.is_empty() {
+        tracefleet_common::glob::Patterns::new(&[&spec.gpu_glob])
+            .map_err(|e| ScheduleError::Invalid(format!("the GPU selector: {e}")))?;
+    }
     let placement = Placement::from(spec.placement());
     let agents = dispatch::matching_agents(coord, &spec);
     let described = {
@@ -59,7 +63,7 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
     let slots: Vec<(String, usize)> = {
         let conns = coord.agents();
         let matching = |g: &tracefleet_proto::v1::GpuInfo| {
-            spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name)
+            spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name).unwrap_or(false)
         };
         let slots_of = |c: &crate::state::AgentConn| c.inventory.gpus.iter().filter(|g| matching(g)).count().max(1);
         agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, slots_of))).collect()

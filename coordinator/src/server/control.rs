@@ -56,7 +56,7 @@ fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: JobState,
     // Writing results reads and writes files: off the async runtime.
     tokio::task::spawn_blocking(move || {
         if let Err(e) = complete_if_done(&c, &sweep) {
-            eprintln!("sweep {sweep}: {e:#}");
+            tracing::error!(sweep = %sweep, "writing the results: {e:#}");
         }
     });
 }
