@@ -14,6 +14,9 @@
 //!   [`glob`]: glob matching for rule files; [`wire`]: upload chunk framing shared by agent and coordinator;
 //!   [`logging`]: the log subscriber both binaries install.
 
+// The library surface other crates build on: every public item says what it is.
+#![warn(missing_docs)]
+
 pub mod aggregate;
 pub mod checks;
 pub mod classify;

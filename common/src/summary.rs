@@ -60,7 +60,7 @@ pub struct OpRow {
     pub name: String,
     /// Device-side row (kernels, copies, GPU annotations).
     pub device: bool,
-    /// Totals in ns.
+    /// Calls of the op in the step (times below are totals over them, ns).
     pub count: u64,
     /// CPU time, ns.
     pub cpu: i64,

@@ -2,6 +2,9 @@
 //!
 //! The package is versioned (`tracefleet.v1`); every message is documented in its `.proto` file.
 
+// The library surface other crates build on: every public item says what it is.
+#![warn(missing_docs)]
+
 /// `tracefleet.v1`: inventory, control, upload and sweep messages.
 #[allow(missing_docs, clippy::all)]
 pub mod v1 {

@@ -59,6 +59,24 @@ fn spawn(mut cmd: Command, tag: &str, want: Option<&str>) -> anyhow::Result<(Pro
     Ok((p, line))
 }
 
+/// The gRPC address in `coord serve`'s log line `<time>  INFO <component>: coord serving on ADDR (...)`
+/// (text or JSON format).
+pub fn serving_addr(line: &str) -> Option<String> {
+    let after = line.split("coord serving on ").nth(1)?;
+    let addr = after.split(|c: char| c.is_whitespace() || c == '"').next()?;
+    (!addr.is_empty()).then(|| addr.to_string())
+}
+
+/// Reads `coord serve`'s stderr until its serving line; returns the address and the remaining lines.
+pub fn wait_serving<R: std::io::BufRead>(mut lines: std::io::Lines<R>) -> anyhow::Result<(String, std::io::Lines<R>)> {
+    for line in lines.by_ref() {
+        if let Some(addr) = serving_addr(&line?) {
+            return Ok((addr, lines));
+        }
+    }
+    anyhow::bail!("coord ended without serving")
+}
+
 /// A running coordinator.
 pub struct Coord {
     /// The process.
@@ -89,9 +107,7 @@ impl Coord {
         .args(extra);
         let (proc, line) = spawn(cmd, "coord", Some("coord serving on"))?;
         let line = line.unwrap_or_default();
-        // The log line: `<time>  INFO <component>: coord serving on ADDR (metrics on http://ADDR/metrics)`.
-        let after = line.split("coord serving on ").nth(1).unwrap_or_default();
-        let addr = after.split_whitespace().next().unwrap_or_default().to_string();
+        let addr = serving_addr(&line).unwrap_or_default();
         let metrics = line.split("http://").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default().to_string();
         Ok(Self { proc, addr, metrics, serving_line: line })
     }

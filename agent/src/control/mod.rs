@@ -72,13 +72,9 @@ impl AgentConfig {
 
 /// The running agent.
 pub struct Agent {
-    /// Settings.
     pub cfg: AgentConfig,
-    /// What it reports.
     pub inventory: HostInventory,
-    /// The spool.
     pub spool: Spool,
-    /// The uploader.
     pub uploader: Uploader,
     /// Torch drivers waiting for jobs, one per GPU.
     pub warm: Arc<WarmPool>,

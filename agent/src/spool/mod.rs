@@ -16,15 +16,12 @@ use tracefleet_common::telemetry::StepTelemetry;
 /// What a spooled trace is.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EntryMeta {
-    /// Sweep.
     pub sweep_id: String,
     /// Job that produced it.
     pub job_id: String,
-    /// Point.
     pub point_id: String,
     /// Name relative to the point (what `coord ingest` would call it).
     pub trace_name: String,
-    /// Agent name.
     pub host: String,
     /// GPU name, when known.
     pub gpu: String,
@@ -36,11 +33,8 @@ pub struct EntryMeta {
 /// One spooled trace: `<id>.trace` and `<id>.json` in the queue folder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    /// The trace bytes.
     pub data: PathBuf,
-    /// The sidecar.
     pub meta_path: PathBuf,
-    /// What it is.
     pub meta: EntryMeta,
 }
 

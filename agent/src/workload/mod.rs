@@ -47,9 +47,7 @@ pub enum WorkloadEvent {
     PointStarted(String),
     /// The workload says a trace file is complete (no need to wait for it to stop growing).
     TraceFinished {
-        /// The point.
         point_id: String,
-        /// The file.
         path: std::path::PathBuf,
         /// When the profiled step ran, Unix ns (start, end), if the workload says (for GPU telemetry).
         window_ns: Option<(u64, u64)>,
@@ -58,7 +56,6 @@ pub enum WorkloadEvent {
     Log(String),
     /// A point failed; the others go on.
     PointFailed {
-        /// The point.
         point_id: String,
         /// What went wrong.
         error: String,

@@ -29,7 +29,6 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// Every driver.
     pub const ALL: [Driver; 2] = [Driver::Torch, Driver::Vllm];
 
     /// `torch` or `vllm`, as in sweep files and `agent --warm-drivers`.
@@ -63,9 +62,7 @@ impl Driver {
 /// A Python driver backend.
 #[derive(Debug, Clone)]
 pub struct PythonDriver {
-    /// Which driver.
     pub driver: Driver,
-    /// Interpreter.
     pub python: String,
     /// Model (shape name or folder).
     pub model: String,

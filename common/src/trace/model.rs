@@ -91,9 +91,9 @@ pub fn fold_id(id: i64) -> u32 {
 /// One retained event. Times are integer nanoseconds on the trace's clock.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Event {
-    /// Start.
+    /// Start, ns.
     pub ts: i64,
-    /// Duration.
+    /// Duration, ns.
     pub dur: i64,
     /// `External id` (0 when absent), folded into 32 bits by [`fold_id`].
     pub external_id: u32,

@@ -24,7 +24,6 @@ pub struct Args {
     limits: LimitArgs,
 }
 
-/// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let trace = Trace::open(&a.trace, &a.limits.limits())?;

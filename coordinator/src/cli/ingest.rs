@@ -60,7 +60,6 @@ struct Job {
     path: PathBuf,
 }
 
-/// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = std::time::Instant::now();
     let mut opts = AnalyzeOptions { limits: a.limits.limits(), ..AnalyzeOptions::default() };

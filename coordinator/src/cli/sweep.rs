@@ -109,7 +109,6 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
     }
 }
 
-/// Runs the command.
 pub fn run(a: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let s = sweep::parse(&text, &a.file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -16,15 +16,14 @@ use tracefleet_proto::v1::{AgentMessage, CoordinatorMessage, SweepEvent, SweepEv
 
 use super::internal;
 use crate::parse::complete_if_done;
+use crate::schedule::dispatch::send_assignments;
 use crate::state::{AgentConn, Coordinator};
 use crate::store::JobState;
 
-/// The service.
+/// The `AgentControl` service: one session per connected agent.
 pub struct Control(pub Arc<Coordinator>);
 
 type OutStream = Pin<Box<dyn Stream<Item = Result<CoordinatorMessage, Status>> + Send>>;
-
-use crate::schedule::dispatch::send_assignments;
 
 /// Ends a job from an agent's report and publishes it; completes the sweep if that was the last.
 fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: JobState, point: &str, error: &str) {

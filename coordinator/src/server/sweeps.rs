@@ -19,7 +19,7 @@ use crate::schedule;
 use crate::state::Coordinator;
 use crate::store::{JobState, now_ms};
 
-/// The service.
+/// The `Sweeps` service: what users submit and watch.
 pub struct SweepService(pub Arc<Coordinator>);
 
 type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -21,7 +21,7 @@ use super::internal;
 use crate::state::Coordinator;
 use crate::store::UploadKey;
 
-/// The service.
+/// The `TraceUpload` service: resumable, checksummed trace uploads.
 pub struct Upload(pub Arc<Coordinator>);
 
 /// Checks one id field: non-empty, bounded, and safe to use in a file name.

@@ -89,14 +89,12 @@ pub struct AgentConn {
 
 /// State shared by the services and the parse workers.
 pub struct Coordinator {
-    /// Settings.
     pub cfg: Config,
     store: Mutex<Store>,
     /// Connected agents by name.
     pub agents: Mutex<HashMap<String, AgentConn>>,
     /// Progress events for watchers.
     pub events: broadcast::Sender<SweepEvent>,
-    /// Counters.
     pub metrics: Metrics,
     /// Upload slots (backpressure).
     pub upload_slots: Arc<Semaphore>,

@@ -33,7 +33,6 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Names one uploaded trace.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UploadKey {
-    /// Sweep.
     pub sweep_id: String,
     /// Point of the sweep.
     pub point_id: String,
@@ -46,7 +45,6 @@ pub struct UploadKey {
 /// An upload's durable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRow {
-    /// Its key.
     pub key: UploadKey,
     /// Declared raw size.
     pub raw_size: u64,
@@ -69,9 +67,7 @@ pub struct UploadRow {
 /// A sweep row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepRow {
-    /// Id.
     pub id: String,
-    /// Name.
     pub name: String,
     /// The encoded `SweepSpec`.
     pub spec: Vec<u8>,
@@ -86,9 +82,7 @@ pub struct SweepRow {
 /// A job row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRow {
-    /// Id.
     pub id: String,
-    /// Sweep.
     pub sweep_id: String,
     /// Assigned agent.
     pub agent: String,

@@ -50,9 +50,8 @@ fn start_coord(coord: &Path, data: &Path, taskset: Option<&str>) -> anyhow::Resu
         .stdout(Stdio::null());
     let mut child = cmd.spawn().context("starting coord")?;
     let stderr = child.stderr.take().context("stderr")?;
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let line = lines.next().context("coord said nothing")??;
-    let addr = line.split_whitespace().nth(3).context("no address")?.to_string();
+    let (addr, lines) =
+        tracefleet_tests::procs::wait_serving(std::io::BufRead::lines(std::io::BufReader::new(stderr)))?;
     std::thread::spawn(move || for _ in lines {});
     Ok((Killed(child), addr))
 }

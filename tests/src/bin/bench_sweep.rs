@@ -59,10 +59,9 @@ async fn run_one(
         .context("coord")?;
     let stderr = coord.stderr.take().context("stderr")?;
     let coord = Killed(coord);
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let line = lines.next().context("coord said nothing")??;
+    let (addr, lines) =
+        tracefleet_tests::procs::wait_serving(std::io::BufRead::lines(std::io::BufReader::new(stderr)))?;
     std::thread::spawn(move || for _ in lines {});
-    let addr = line.split_whitespace().nth(3).context("address")?.to_string();
     let _agents: Vec<Killed> = (0..agents)
         .map(|i| {
             Command::new(bins.join("agent"))
