@@ -57,6 +57,13 @@ pub struct StepRow {
     pub graph_time: i64,
 }
 
+impl StepRow {
+    /// Whether the step had any GPU activity (see [`StepSummary::has_gpu_activity`]).
+    pub fn has_gpu_activity(&self) -> bool {
+        self.gpu_time > 0 || self.detail_activities.iter().any(|&n| n > 0)
+    }
+}
+
 /// Statistics of one op key over steps.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpStats {
@@ -103,7 +110,10 @@ pub struct Aggregate {
 }
 
 impl Aggregate {
-    /// Adds one step of trace `trace` to `series`.
+    /// Adds one step of trace `trace` to `series`. A step without any GPU activity (a trace recorded
+    /// without CUDA activities, or a step that launched nothing) is left out of the GPU statistics
+    /// (categories, kernels, the ops' device time and step count): as a 0 ms step it would pull every GPU
+    /// mean down. Its ops' calls and CPU times still count, and `checks::warnings` reports it.
     pub fn add_step(&mut self, series: &SeriesKey, trace: &str, s: &StepSummary) {
         self.steps.insert(
             (series.clone(), trace.to_string(), s.index),
@@ -120,6 +130,15 @@ impl Aggregate {
                 graph_time: s.graph_time,
             },
         );
+        if !s.has_gpu_activity() {
+            for op in &s.ops {
+                let o = self.ops.entry((series.clone(), op.name.clone(), op.device)).or_default();
+                o.calls += op.count;
+                o.cpu += i128::from(op.cpu);
+                o.self_cpu += i128::from(op.self_cpu);
+            }
+            return;
+        }
         for o in &s.others_ops {
             let os = self.others_ops.entry((series.clone(), o.op.clone())).or_default();
             os.calls += u64::from(o.activities);

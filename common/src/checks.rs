@@ -33,6 +33,8 @@ pub enum WarningKind {
     OthersDominant,
     /// Kernels replayed by CUDA graphs are not attributed to the ops that captured them.
     GraphReplays,
+    /// Steps without any GPU activity, left out of the GPU statistics.
+    NoGpuActivity,
 }
 
 /// One warning about the steps of one series.
@@ -147,6 +149,9 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
         if r.graph_activities > 0 {
             note(WarningKind::GraphReplays, format!("{trace} step {index}"), r.graph_time);
         }
+        if !r.has_gpu_activity() {
+            note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
+        }
     }
     found
         .into_iter()
@@ -163,6 +168,11 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
                     "{what}: in {steps} of {of_steps} steps `others` holds {share:.0}% of the GPU time while \
                      attention or linear is 0 (e.g. {example}): the classification rules do not fit this model \
                      or runtime"
+                ),
+                WarningKind::NoGpuActivity => format!(
+                    "{what}: {steps} of {of_steps} steps have no GPU activity (e.g. {example}): left out of the \
+                     GPU statistics (op_times, kernel_dat, kernels, the ops' device times), listed in steps.csv; \
+                     was the trace recorded with CUDA activities?"
                 ),
                 WarningKind::GraphReplays => format!(
                     "{what}: kernels under graph replays: not attributed ({steps} of {of_steps} steps, {share:.0}% \

@@ -15,11 +15,31 @@ pub fn is_trace_file(name: &str) -> bool {
     base.ends_with(".json") && (base.starts_with("trace") || base.ends_with(".pt.trace.json"))
 }
 
-/// All trace files under `root` (or `root` itself when it is a file), sorted.
-pub fn find_traces(root: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// JSON files, plain, `.gz` or `.zst`: the files that may be traces (whether one is, its content says).
+pub fn is_json_file(name: &str) -> bool {
+    let base = name.strip_suffix(".gz").or_else(|| name.strip_suffix(".zst")).unwrap_or(name);
+    base.ends_with(".json")
+}
+
+/// The files under a folder that may be traces, and the others with why they were passed over.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// JSON files (plain, `.gz`, `.zst`), sorted.
+    pub files: Vec<PathBuf>,
+    /// Every other file, sorted, with the reason.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Every JSON file under `root` (or `root` itself when it is a file, whatever its name), and the files
+/// passed over. With `names_only`, only files named as traces ([`is_trace_file`]) count, as a replayed
+/// results folder (which also holds oracles and notes) needs.
+///
+/// # Errors
+/// A folder that cannot be read.
+pub fn find_traces(root: &Path, names_only: bool) -> std::io::Result<Found> {
+    let mut out = Found::default();
     if root.is_file() {
-        out.push(root.to_path_buf());
+        out.files.push(root.to_path_buf());
         return Ok(out);
     }
     let mut stack = vec![root.to_path_buf()];
@@ -28,14 +48,22 @@ pub fn find_traces(root: &Path) -> std::io::Result<Vec<PathBuf>> {
             let entry = entry?;
             let path = entry.path();
             let ty = entry.file_type()?;
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if ty.is_dir() {
                 stack.push(path);
-            } else if ty.is_file() && path.file_name().and_then(|n| n.to_str()).is_some_and(is_trace_file) {
-                out.push(path);
+            } else if !ty.is_file() {
+                out.skipped.push((path, "not a regular file".into()));
+            } else if names_only && is_trace_file(name) || !names_only && is_json_file(name) {
+                out.files.push(path);
+            } else if names_only {
+                out.skipped.push((path, "not named as a trace (trace*.json*, *.pt.trace.json*)".into()));
+            } else {
+                out.skipped.push((path, "not a .json, .json.gz or .json.zst file".into()));
             }
         }
     }
-    out.sort();
+    out.files.sort();
+    out.skipped.sort();
     Ok(out)
 }
 

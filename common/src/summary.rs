@@ -24,11 +24,19 @@ pub struct AnalyzeOptions {
     pub rules: Rules,
     /// Step annotation patterns (user annotations whose names match are steps).
     pub step_patterns: Patterns,
+    /// Refuse a trace in which no annotation matches `step_patterns` (set when the user gave them: a trace
+    /// without matches is otherwise read as one step).
+    pub require_step_match: bool,
 }
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self { limits: ReadLimits::default(), rules: Rules::default(), step_patterns: steps::default_step_patterns() }
+        Self {
+            limits: ReadLimits::default(),
+            rules: Rules::default(),
+            step_patterns: steps::default_step_patterns(),
+            require_step_match: false,
+        }
     }
 }
 
@@ -158,7 +166,12 @@ pub struct TraceSummary {
 }
 
 impl StepSummary {
-    /// The vLLM batch shape, if the step name carried one.
+    /// Whether the step had any GPU activity (a kernel, copy or set, or GPU time).
+    pub fn has_gpu_activity(&self) -> bool {
+        self.gpu_time > 0 || self.detail_activities.iter().any(|&n| n > 0)
+    }
+
+    /// The batch shape vLLM wrote into the step's annotation (or one inside it).
     pub fn vllm_shape(&self) -> Option<VllmStepShape> {
         self.vllm.map(|(a, b, c, d)| VllmStepShape {
             context_requests: a,
@@ -172,6 +185,25 @@ impl StepSummary {
 /// Reads and summarizes one trace file.
 pub fn summarize_file(path: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary, TraceError> {
     let trace = Trace::open(path, &opts.limits)?;
+    if opts.require_step_match {
+        let annotation = |e: &&crate::trace::Event| matches!(e.cat, Category::UserAnnotation | Category::CpuOp);
+        if !trace.events.iter().filter(annotation).any(|e| opts.step_patterns.is_match(trace.name(e.name))) {
+            let mut seen: Vec<&str> =
+                trace.events.iter().filter(|e| e.cat == Category::UserAnnotation).map(|e| trace.name(e.name)).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            let seen = if seen.is_empty() {
+                "none".to_string()
+            } else {
+                seen.into_iter().take(5).collect::<Vec<_>>().join(", ")
+            };
+            return Err(TraceError::NoSteps {
+                file: path.to_path_buf(),
+                patterns: opts.step_patterns.sources().join(", "),
+                seen,
+            });
+        }
+    }
     Ok(summarize(&trace, opts))
 }
 
@@ -270,8 +302,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         out.steps.push(StepSummary {
             index: si,
             name: step.name.clone(),
-            vllm: steps::parse_vllm_step(&step.name)
-                .map(|s| (s.context_requests, s.context_tokens, s.generation_requests, s.generation_tokens)),
+            vllm: step.vllm.map(|s| (s.context_requests, s.context_tokens, s.generation_requests, s.generation_tokens)),
             gpu_busy,
             gpu_time,
             wall_span: if first <= last { last - first } else { 0 },

@@ -63,8 +63,9 @@ fn cpu_only_traces_give_empty_gpu_tables() {
         let lines = |f: &str| std::fs::read_to_string(out.join(f)).expect(f).lines().count();
         assert_eq!(lines("kernel_dat.csv"), 1, "{name}: header only");
         assert_eq!(lines("kernels.csv"), 1, "{name}: header only");
-        let op_times = std::fs::read_to_string(out.join("op_times.tsv")).expect("op_times");
-        assert_eq!(op_times.lines().nth(1), Some("1\t0.000000\t0.000000\t0.000000"), "{name}");
+        // No GPU activity: no GPU row (a 0 ms row would claim the GPU took no time), a warning instead.
+        assert_eq!(lines("op_times.tsv"), 1, "{name}: header only");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("steps have no GPU activity"), "{name}");
         assert!(lines("ops.csv") > 1, "{name}: CPU ops are still reported");
     }
 }

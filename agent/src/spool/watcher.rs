@@ -1,11 +1,12 @@
-//! Finds finished trace files in a workload's output folder: a file is finished when the workload says
+//! Finds finished JSON files (any `.json`, `.json.gz`, `.json.zst`: the coordinator tells traces from other
+//! files by their content) in a workload's output folder: a file is finished when the workload says
 //! so, or when it has stopped growing and (for plain JSON) its text is complete.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use tracefleet_common::layout::is_trace_file;
+use tracefleet_common::layout::is_json_file;
 
 /// Polls a folder tree.
 #[derive(Debug, Default)]
@@ -35,7 +36,7 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.path();
         match e.file_type() {
             Ok(t) if t.is_dir() => walk(&p, out),
-            Ok(t) if t.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(is_trace_file) => out.push(p),
+            Ok(t) if t.is_file() && p.file_name().and_then(|n| n.to_str()).is_some_and(is_json_file) => out.push(p),
             _ => {}
         }
     }
@@ -93,7 +94,9 @@ mod tests {
         assert!(w.poll(d.path(), false).is_empty(), "grew since the last poll");
         assert_eq!(w.poll(d.path(), false), vec![p.clone()]);
         assert!(w.poll(d.path(), false).is_empty(), "reported once");
-        std::fs::write(d.path().join("oracle_0.json"), b"[]").expect("write");
-        assert!(w.poll(d.path(), true).is_empty(), "not a trace file name");
+        // Any JSON file may be a trace (a command workload names its own); the coordinator reads its content.
+        std::fs::write(d.path().join("profile.json"), b"{\"traceEvents\": []}").expect("write");
+        std::fs::write(d.path().join("notes.txt"), b"x").expect("write");
+        assert_eq!(w.poll(d.path(), true), vec![d.path().join("profile.json")], "JSON files only");
     }
 }

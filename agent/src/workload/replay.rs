@@ -29,10 +29,11 @@ impl Replay {
     pub fn sources(&self, p: &Point) -> Vec<(PathBuf, String)> {
         let logs = format!("logs_{}", p.batch_size);
         for cand in [self.dir.join(p.mode_name()).join(&logs), self.dir.join(&logs)] {
-            if let Ok(files) = find_traces(&cand)
-                && !files.is_empty()
+            if let Ok(found) = find_traces(&cand, true)
+                && !found.files.is_empty()
             {
-                return files
+                return found
+                    .files
                     .into_iter()
                     .map(|f| {
                         let rel = f.strip_prefix(&self.dir).unwrap_or(&f).to_string_lossy().into_owned();

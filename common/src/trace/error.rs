@@ -65,6 +65,25 @@ pub enum TraceError {
         /// The configured maximum ratio.
         max_ratio: u64,
     },
+    /// Valid JSON, but not a Kineto trace (no `traceEvents`): another tool's file, read by mistake.
+    #[error("{file}: not a Kineto trace (no traceEvents): {what}")]
+    NotATrace {
+        /// The file.
+        file: PathBuf,
+        /// What the file looks like instead.
+        what: String,
+    },
+    /// Step patterns were given and no annotation of the trace matches them: reading the trace as one
+    /// step would merge its steps into one (times N).
+    #[error("{file}: no annotation matches the step patterns {patterns}; its annotations include {seen}")]
+    NoSteps {
+        /// The file.
+        file: PathBuf,
+        /// The patterns, as given.
+        patterns: String,
+        /// A few annotation names of the trace (`none` when it has none).
+        seen: String,
+    },
     /// The JSON text is malformed or not a Chrome trace.
     #[error("{location}: {message}")]
     Syntax {

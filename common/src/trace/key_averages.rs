@@ -66,7 +66,8 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
     // host event, as in torch, which links device events by that id alone.
     let mut own = vec![0i64; n];
     for (i, e) in ev.iter().enumerate() {
-        if !e.cat.is_gpu_activity() {
+        // Synchronizations attach like kernels (torch links every device event by its External id).
+        if !(e.cat.is_gpu_activity() || e.cat == Category::Sync) {
             continue;
         }
         let want = e.external_id;

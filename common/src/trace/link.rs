@@ -112,6 +112,10 @@ impl Links {
                 Category::Runtime | Category::Driver => {
                     find_op(e.external_id).or_else(|| enclosing_op(t, &parent, i as u32))
                 }
+                // The op that waited: by External id, else through the synchronize call.
+                Category::Sync => {
+                    find_op(e.external_id).or_else(|| find_rt(e.correlation).and_then(|r| enclosing_op(t, &parent, r)))
+                }
                 _ => None,
             }
             .unwrap_or(NONE);

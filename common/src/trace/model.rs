@@ -36,7 +36,11 @@ pub enum Category {
     Memset,
     /// The GPU-side span of a `record_function` range (`gpu_user_annotation`).
     GpuAnnotation,
-    /// Anything else with a duration (`cuda_sync`, `cuda_profiler_range`, `Trace`, ...): kept out of every table.
+    /// A stream or event synchronization (`cuda_sync`, recorded with `enable_cuda_sync_events`): torch
+    /// counts it as a device row of the op that waited, but the GPU did no work in it, so it is in no GPU
+    /// time or category.
+    Sync,
+    /// Anything else with a duration (`cuda_profiler_range`, `Trace`, ...): kept out of every table.
     Other,
 }
 
@@ -46,14 +50,18 @@ impl Category {
         match cat {
             "cpu_op" | "Operator" => Category::CpuOp,
             "user_annotation" => Category::UserAnnotation,
-            "cuda_runtime" | "Runtime" => Category::Runtime,
-            "cuda_driver" => Category::Driver,
+            // Other accelerators' runtimes are host calls like CUDA's (torch: DeviceType.CPU), and their time
+            // is not the launching op's self CPU time.
+            "cuda_runtime" | "Runtime" | "xpu_runtime" | "mtia_runtime" | "privateuse1_runtime" => Category::Runtime,
+            "cuda_driver" | "privateuse1_driver" => Category::Driver,
             "overhead" => Category::Overhead,
             "python_function" => Category::Module,
-            "kernel" | "Kernel" => Category::Kernel,
+            // MTIA's command-processor events are its kernels.
+            "kernel" | "Kernel" | "mtia_ccp_events" => Category::Kernel,
             "gpu_memcpy" | "Memcpy" => Category::Memcpy,
             "gpu_memset" | "Memset" => Category::Memset,
             "gpu_user_annotation" => Category::GpuAnnotation,
+            "cuda_sync" => Category::Sync,
             _ => Category::Other,
         }
     }
@@ -73,7 +81,7 @@ impl Category {
 
     /// Device-side rows of torch's table.
     pub fn is_device(self) -> bool {
-        self.is_gpu_activity() || self == Category::GpuAnnotation
+        self.is_gpu_activity() || matches!(self, Category::GpuAnnotation | Category::Sync)
     }
 }
 

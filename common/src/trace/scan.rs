@@ -357,53 +357,26 @@ impl<'a> Cur<'a> {
     }
 
     /// A time in microseconds, converted exactly to integer nanoseconds (rounded half up past 3 decimals).
+    /// Some exporters write times as strings (`"ts": "1000.000"`, seen from Ascend's profiler); a string
+    /// holding a number reads as that number, any other string is an error at its offset.
     fn micros_as_ns(&mut self) -> PResult<Option<i64>> {
         let c = self.ws()?;
+        let start = self.i;
+        if c == b'"' {
+            let s = self.string()?;
+            let t = s.trim();
+            if t.is_empty() || !(t.as_bytes()[0] == b'-' || t.as_bytes()[0].is_ascii_digit()) {
+                return bad(start, format!("time {s:?} is not a number"));
+            }
+            return micros_text_as_ns(t.as_bytes(), start).map(Some);
+        }
         if !(c == b'-' || c.is_ascii_digit()) {
             self.skip_value()?;
             return Ok(None);
         }
-        let start = self.i;
         let end = self.number_end()?;
         self.i = end;
-        let t = &self.b[start..end];
-        let (neg, digits) = if t[0] == b'-' { (true, &t[1..]) } else { (false, t) };
-        let mut int: i64 = 0;
-        let mut k = 0;
-        let overflow = || Stop::Bad(start, "timestamp is out of range (beyond 64-bit nanoseconds)".to_string());
-        while k < digits.len() && digits[k].is_ascii_digit() {
-            int = int.checked_mul(10).and_then(|v| v.checked_add(i64::from(digits[k] - b'0'))).ok_or_else(overflow)?;
-            k += 1;
-        }
-        let mut frac: i64 = 0;
-        let mut scale = 100;
-        let mut round = false;
-        if k < digits.len() && digits[k] == b'.' {
-            k += 1;
-            let mut n = 0;
-            while k < digits.len() && digits[k].is_ascii_digit() {
-                if n < 3 {
-                    frac += i64::from(digits[k] - b'0') * scale;
-                    scale /= 10;
-                } else if n == 3 {
-                    round = digits[k] >= b'5';
-                }
-                n += 1;
-                k += 1;
-            }
-        }
-        if k != digits.len() {
-            // Exponent or other unusual form: fall back to f64.
-            let s = std::str::from_utf8(t).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
-            let v: f64 = s.parse().map_err(|_| Stop::Bad(start, format!("invalid number {s}")))?;
-            let ns = (v * 1000.0).round();
-            if !ns.is_finite() || ns.abs() >= 9.2e18 {
-                return Err(overflow());
-            }
-            return Ok(Some(ns as i64));
-        }
-        let ns = int.checked_mul(1000).and_then(|v| v.checked_add(frac + i64::from(round))).ok_or_else(overflow)?;
-        Ok(Some(if neg { -ns } else { ns }))
+        micros_text_as_ns(&self.b[start..end], start).map(Some)
     }
 
     fn raw_id(&mut self) -> PResult<RawId<'a>> {
@@ -631,6 +604,11 @@ pub fn scan(
     let mut state = State::Start;
     let mut meta = TraceMeta::default();
     let mut in_top_array = false;
+    // Whether the file had a trace's events at all, and the first top-level keys when it did not.
+    let mut saw_events = false;
+    let mut top_keys: Vec<String> = Vec::new();
+    // Whether any event had a `ph`: a top-level array of other objects is some other JSON file.
+    let mut phased = false;
     let file = reader.file().to_path_buf();
     let syntax = |offset: u64, message: String| TraceError::Syntax {
         location: Location { file: file.clone(), offset },
@@ -666,13 +644,20 @@ pub fn scan(
                     return Err(syntax(base + (start + at) as u64, "invalid UTF-8".into()));
                 }
                 match s {
-                    Step::Moved(next) => state = next,
+                    Step::Moved(next) => {
+                        saw_events |= next == State::EventsFirst;
+                        state = next;
+                    }
                     Step::Event(ev, next) => {
                         meta.event_count += 1;
+                        phased |= ev.ph != 0;
                         sink(ev);
                         state = next;
                     }
                     Step::Member(key, raw) => {
+                        if top_keys.len() < 6 {
+                            top_keys.push(String::from_utf8_lossy(&key).into_owned());
+                        }
                         keep_member(&key, raw, &mut meta);
                         state = State::ObjectNext;
                     }
@@ -722,6 +707,23 @@ pub fn scan(
     }
     if state != State::End {
         return Err(syntax(base + end as u64, "unexpected end of file (truncated trace?)".into()));
+    }
+    if in_top_array && meta.event_count > 0 && !phased {
+        return Err(TraceError::NotATrace {
+            file: file.clone(),
+            what: "a JSON array of objects without `ph` (not trace events)".into(),
+        });
+    }
+    if !saw_events {
+        // Valid JSON, but not a Kineto trace: refused rather than read as a trace with no events.
+        let what = if top_keys.iter().any(|k| k == "nodes") {
+            "a PyTorch execution trace (`nodes`), not a Kineto trace; export the profiler's trace instead".to_string()
+        } else if top_keys.is_empty() {
+            "an empty JSON object".to_string()
+        } else {
+            format!("a JSON object with keys {}", top_keys.join(", "))
+        };
+        return Err(TraceError::NotATrace { file: file.clone(), what });
     }
     meta.bytes = reader.produced();
     Ok(meta)
@@ -803,4 +805,49 @@ fn keep_member(key: &[u8], raw: &[u8], meta: &mut TraceMeta) {
         }
         _ => {}
     }
+}
+
+/// Decimal microseconds `t` (as JSON writes a number) in integer nanoseconds, exactly for up to three
+/// decimals and rounded half up past them; `at` is the byte offset for errors.
+fn micros_text_as_ns(t: &[u8], at: usize) -> PResult<i64> {
+    let (neg, digits) = match t.first() {
+        Some(b'-') => (true, &t[1..]),
+        _ => (false, t),
+    };
+    let mut int: i64 = 0;
+    let mut k = 0;
+    let overflow = || Stop::Bad(at, "timestamp is out of range (beyond 64-bit nanoseconds)".to_string());
+    while k < digits.len() && digits[k].is_ascii_digit() {
+        int = int.checked_mul(10).and_then(|v| v.checked_add(i64::from(digits[k] - b'0'))).ok_or_else(overflow)?;
+        k += 1;
+    }
+    let mut frac: i64 = 0;
+    let mut scale = 100;
+    let mut round = false;
+    if k < digits.len() && digits[k] == b'.' {
+        k += 1;
+        let mut n = 0;
+        while k < digits.len() && digits[k].is_ascii_digit() {
+            if n < 3 {
+                frac += i64::from(digits[k] - b'0') * scale;
+                scale /= 10;
+            } else if n == 3 {
+                round = digits[k] >= b'5';
+            }
+            n += 1;
+            k += 1;
+        }
+    }
+    if k != digits.len() {
+        // Exponent or other unusual form: fall back to f64.
+        let s = std::str::from_utf8(t).map_err(|_| Stop::Bad(at, "invalid number".into()))?;
+        let v: f64 = s.parse().map_err(|_| Stop::Bad(at, format!("invalid number {s}")))?;
+        let ns = (v * 1000.0).round();
+        if !ns.is_finite() || ns.abs() >= 9.2e18 {
+            return Err(overflow());
+        }
+        return Ok(ns as i64);
+    }
+    let ns = int.checked_mul(1000).and_then(|v| v.checked_add(frac + i64::from(round))).ok_or_else(overflow)?;
+    Ok(if neg { -ns } else { ns })
 }

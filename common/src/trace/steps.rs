@@ -32,6 +32,9 @@ pub struct Step {
     pub start: i64,
     /// CPU-side end (ns).
     pub end: i64,
+    /// The batch shape vLLM wrote into the step's annotation, or into the first annotation inside it
+    /// (torch.profiler's schedule wraps vLLM's `execute_context_*` in its own `ProfilerStep#N`).
+    pub vllm: Option<VllmStepShape>,
 }
 
 /// Steps and the step of every event.
@@ -83,12 +86,13 @@ pub fn parse_vllm_step(name: &str) -> Option<VllmStepShape> {
     Some(VllmStepShape { context_requests, context_tokens, generation_requests, generation_tokens })
 }
 
-/// Splits a trace into steps using glob `patterns` on user-annotation names.
+/// Splits a trace into steps using glob `patterns` on user-annotation names (and on ops: torch 1.x wrote
+/// `ProfilerStep#N` with category `Operator`).
 pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
     let n = t.events.len();
     let is_step = |i: u32| {
         let e = &t.events[i as usize];
-        e.cat == Category::UserAnnotation && patterns.is_match(t.name(e.name))
+        matches!(e.cat, Category::UserAnnotation | Category::CpuOp) && patterns.is_match(t.name(e.name))
     };
     // Outermost matching annotations, in start order.
     let mut of_event = vec![NONE; n];
@@ -98,16 +102,33 @@ pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
         let inherited = if p == NONE { NONE } else { of_event[p as usize] };
         of_event[i as usize] = if inherited == NONE && is_step(i) {
             let e = &t.events[i as usize];
-            steps.push(Step { name: t.name(e.name).to_string(), annotation: i, start: e.ts, end: e.end() });
+            let name = t.name(e.name);
+            steps.push(Step {
+                name: name.to_string(),
+                annotation: i,
+                start: e.ts,
+                end: e.end(),
+                vllm: parse_vllm_step(name),
+            });
             (steps.len() - 1) as u32
         } else {
+            let e = &t.events[i as usize];
+            if let Some(s) = steps.get_mut(inherited as usize)
+                && s.vllm.is_none()
+                && e.cat == Category::UserAnnotation
+            {
+                s.vllm = parse_vllm_step(t.name(e.name));
+            }
             inherited
         };
     }
     if steps.is_empty() {
         let start = t.events.iter().map(|e| e.ts).min().unwrap_or(0);
         let end = t.events.iter().map(|e| e.end()).max().unwrap_or(0);
-        return Steps { steps: vec![Step { name: String::new(), annotation: NONE, start, end }], of_event: vec![0; n] };
+        return Steps {
+            steps: vec![Step { name: String::new(), annotation: NONE, start, end, vllm: None }],
+            of_event: vec![0; n],
+        };
     }
     // Host events outside the annotation tree (other threads, modules, and the work between two
     // annotations): by time. A step runs from its annotation's start to the next step's start, because an

@@ -14,6 +14,7 @@ use tracefleet_common::layout;
 use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize_file};
 use tracefleet_common::sweep::Mode;
 use tracefleet_common::tables;
+use tracefleet_common::trace::TraceError;
 
 use super::LimitArgs;
 
@@ -27,7 +28,7 @@ pub struct Args {
     #[arg(long)]
     out: PathBuf,
     /// Batch size for traces whose path and step names do not give one.
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: Option<u32>,
     /// Mode (decode or prefill) for traces whose path and step names do not give one.
     #[arg(long)]
@@ -44,6 +45,10 @@ pub struct Args {
     /// Step annotation patterns (globs), replacing the defaults (ProfilerStep#*, execute_context_*, execute_model*).
     #[arg(long = "step-pattern")]
     step_patterns: Vec<String>,
+    /// Write the tables from the traces that could be read when others cannot (the command still fails,
+    /// after listing them).
+    #[arg(long)]
+    keep_going: bool,
     /// Parse worker threads (default: one per core).
     #[arg(long)]
     jobs: Option<usize>,
@@ -58,6 +63,8 @@ pub struct Args {
 struct Job {
     root: PathBuf,
     path: PathBuf,
+    /// Named on the command line (not found in a folder): a file that is not a trace is an error.
+    explicit: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -68,15 +75,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if !a.step_patterns.is_empty() {
         opts.step_patterns = Patterns::new(&a.step_patterns).context("--step-pattern")?;
+        opts.require_step_match = true;
     }
+    // Traces are found by content: every JSON file is read, and one that is not a Kineto trace is passed
+    // over with the reason, like every other file the walk skips.
     let mut jobs = Vec::new();
+    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
     for d in &a.dirs {
-        let found = layout::find_traces(d).with_context(|| format!("reading {}", d.display()))?;
-        let root = if d.is_file() { d.parent().unwrap_or(Path::new(".")).to_path_buf() } else { d.clone() };
-        jobs.extend(found.into_iter().map(|path| Job { root: root.clone(), path }));
-    }
-    if jobs.is_empty() {
-        bail!("no trace files (trace*.json[.gz|.zst] or *.pt.trace.json[.gz|.zst]) under {:?}", a.dirs);
+        let explicit = d.is_file();
+        let found = layout::find_traces(d, false).with_context(|| format!("reading {}", d.display()))?;
+        let root = if explicit { d.parent().unwrap_or(Path::new(".")).to_path_buf() } else { d.clone() };
+        jobs.extend(found.files.into_iter().map(|path| Job { root: root.clone(), path, explicit }));
+        skipped.extend(found.skipped);
     }
     let threads = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let results = parse_all(&jobs, &opts, threads);
@@ -84,23 +94,40 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut agg = Aggregate::default();
     let mut bytes = 0u64;
     let mut errors = Vec::new();
+    let mut read = 0usize;
     for (job, res) in jobs.iter().zip(results) {
         match res {
             Ok(summary) => {
                 bytes += summary.bytes;
-                if let Err(e) = add_trace(&mut agg, &a, job, &summary) {
-                    errors.push(format!("{e:#}"));
+                match add_trace(&mut agg, &a, job, &summary) {
+                    Ok(()) => read += 1,
+                    Err(e) => errors.push(format!("{e:#}")),
                 }
+            }
+            Err(TraceError::NotATrace { file, what }) if !job.explicit => {
+                skipped.push((file, format!("not a Kineto trace (no traceEvents): {what}")))
             }
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if !errors.is_empty() {
-        bail!("{} of {} traces failed:\n  {}", errors.len(), jobs.len(), errors.join("\n  "));
+    skipped.sort();
+    for (f, why) in &skipped {
+        eprintln!("skipped {}: {why}", f.display());
+    }
+    if read == 0 && errors.is_empty() {
+        bail!("no Kineto trace under {:?} ({} files skipped, listed above)", a.dirs, skipped.len());
+    }
+    if !errors.is_empty() && !a.keep_going {
+        bail!(
+            "{} of {} traces could not be read (--keep-going writes the tables of the others):\n  {}",
+            errors.len(),
+            read + errors.len(),
+            errors.join("\n  ")
+        );
     }
     let written = tables::write_results(&a.out, &agg).with_context(|| format!("writing {}", a.out.display()))?;
     let steps = agg.steps.len();
-    eprintln!("ingested {} traces, {} steps; wrote:", jobs.len(), steps);
+    eprintln!("ingested {read} traces, {steps} steps ({} files skipped); wrote:", skipped.len());
     for p in written {
         eprintln!("  {}", p.display());
     }
@@ -125,6 +152,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             jobs.len(),
             bytes as f64 / 1e6 / s.max(1e-9),
             super::peak_rss_bytes().unwrap_or(0)
+        );
+    }
+    if !errors.is_empty() {
+        bail!(
+            "{} of {} traces could not be read; the tables hold the other {read}:\n  {}",
+            errors.len(),
+            read + errors.len(),
+            errors.join("\n  ")
         );
     }
     Ok(())

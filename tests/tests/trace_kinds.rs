@@ -1,0 +1,293 @@
+//! Every kind of trace is read as torch reads it, or refused with the file and the reason: the cases from
+//! public bug reports in `fixtures/cases/` (see its README), each against the value torch's rules give,
+//! worked out by hand from the events.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tracefleet_tests::{bin, fixture};
+
+fn case(name: &str) -> PathBuf {
+    fixture(&format!("cases/{name}"))
+}
+
+fn coord(args: &[&str]) -> Output {
+    Command::new(bin("coord")).args(args).output().expect("coord runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `coord analyze --json` rows by key: (count, cpu, self cpu, device, self device) in µs.
+fn table(file: &Path) -> std::collections::BTreeMap<String, (u64, f64, f64, f64, f64)> {
+    let o = coord(&["analyze", "--json", &file.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).expect("json");
+    rows.iter()
+        .map(|r| {
+            let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+            let key = r["key"].as_str().unwrap_or_default().to_string();
+            (
+                key,
+                (
+                    r["count"].as_u64().unwrap_or(0),
+                    f("cpu_time_total_us"),
+                    f("self_cpu_time_total_us"),
+                    f("device_time_total_us"),
+                    f("self_device_time_total_us"),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn times_written_as_strings_are_read_as_numbers_c02() {
+    let t = table(&case("C02_ascend133_ts_dur_as_strings.json"));
+    // aten::mm ("ts": "1000.000") 50 µs with its 20 µs launch; aten::add ("dur": "40.500") with a 10 µs
+    // launch; add_kernel ("ts": "1300.250") 5 µs.
+    assert_eq!(t["aten::mm"], (1, 50.0, 30.0, 30.0, 30.0));
+    assert_eq!(t["aten::add"], (1, 40.5, 30.5, 5.0, 5.0));
+    assert_eq!(t["add_kernel"], (1, 0.0, 0.0, 5.0, 5.0));
+}
+
+#[test]
+fn a_time_string_that_is_not_a_number_is_refused_with_its_place() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = tmp.path().join("t.json");
+    std::fs::write(&f, r#"{"traceEvents":[{"ph":"X","cat":"cpu_op","name":"a","pid":1,"tid":1,"ts":"soon","dur":1}]}"#)
+        .expect("write");
+    let o = coord(&["analyze", &f.to_string_lossy()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("t.json at byte 73: time \"soon\" is not a number"), "{}", stderr(&o));
+}
+
+#[test]
+fn other_accelerators_runtime_calls_are_host_calls_c05_c06() {
+    // XPU: the runtime calls leave the ops' self CPU time (aten::copy_ 30 - 12, aten::mm 30 - 15) and
+    // are rows of their own.
+    let t = table(&case("C06_xpu_runtime_kernel_pvc.json"));
+    assert_eq!(t["aten::copy_"], (1, 30.0, 18.0, 6.0, 6.0));
+    assert_eq!(t["aten::to"], (1, 40.0, 10.0, 6.0, 0.0));
+    assert_eq!(t["aten::mm"], (1, 30.0, 15.0, 25.0, 25.0));
+    assert_eq!(t["urEnqueueKernelLaunch"], (1, 15.0, 15.0, 0.0, 0.0));
+    assert_eq!(t["urQueueFinish"], (1, 20.0, 20.0, 0.0, 0.0));
+    // MTIA: the runtime call inside the annotation (7.231 - 1.833), and the command processor's event as
+    // a device row (no External id: attached to no host event, as torch links device rows by that id).
+    let t = table(&case("C05_hta_mtia_inference_excerpt.json"));
+    let a = t["Stage::updatePredictorExecutorContext"];
+    assert_eq!((a.0, a.1), (1, 7.231));
+    assert!((a.2 - 5.398).abs() < 1e-9, "{a:?}");
+    assert_eq!(t["recordEvent"], (1, 1.833, 1.833, 0.0, 0.0));
+    assert_eq!(t["event_record"], (1, 0.0, 0.0, 0.152, 0.152));
+}
+
+#[test]
+fn stream_synchronizations_are_device_rows_of_the_op_that_waited_c11b() {
+    let t = table(&case("C11b_cuda_sync_stream_sync_minimal.json"));
+    assert_eq!(t["Stream Sync"], (1, 0.0, 0.0, 78.0, 78.0));
+    // The op's device time: its 2 µs copy and the 78 µs it waited.
+    assert_eq!(t["aten::_local_scalar_dense"], (1, 96.0, 6.0, 80.0, 80.0));
+    assert_eq!(t["aten::item"], (1, 100.0, 4.0, 80.0, 0.0));
+    // The wait is not GPU work: the step's GPU time is the copy alone.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("logs_1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(case("C11b_cuda_sync_stream_sync_minimal.json"), dir.join("trace_0.json")).expect("copy");
+    let out = tmp.path().join("out");
+    let o = coord(&["ingest", &tmp.path().to_string_lossy(), "--out", &out.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps");
+    let header: Vec<&str> = steps.lines().next().unwrap_or_default().split(',').collect();
+    let row: Vec<&str> = steps.lines().nth(1).unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).map(|i| row[i]);
+    assert_eq!((col("gpu_time_us"), col("gpu_busy_us")), (Some("2.000"), Some("2.000")), "{steps}");
+}
+
+fn ingest(dir: &Path, extra: &[&str]) -> (Output, PathBuf) {
+    let out = dir.join("out");
+    let mut args = vec!["ingest".to_string(), dir.to_string_lossy().into_owned(), "--out".into()];
+    args.push(out.to_string_lossy().into_owned());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    (coord(&refs), out)
+}
+
+/// `steps.csv` rows as (mode, batch_size, input_len, step_name, gpu_time_us).
+fn steps(out: &Path) -> Vec<(String, String, String, String, String)> {
+    let text = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
+    let mut r = csv_rows(&text);
+    let header = r.remove(0);
+    let col =
+        |row: &[String], name: &str| header.iter().position(|h| h == name).map(|i| row[i].clone()).unwrap_or_default();
+    r.iter()
+        .map(|row| {
+            (
+                col(row, "mode"),
+                col(row, "batch_size"),
+                col(row, "input_len"),
+                col(row, "step_name"),
+                col(row, "gpu_time_us"),
+            )
+        })
+        .collect()
+}
+
+fn csv_rows(text: &str) -> Vec<Vec<String>> {
+    let mut rd = csv::ReaderBuilder::new().has_headers(false).from_reader(text.as_bytes());
+    rd.records().map(|r| r.expect("csv row").iter().map(str::to_string).collect()).collect()
+}
+
+#[test]
+fn a_vllm_step_inside_torchs_profiler_step_gives_the_batch_c13() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        case("C13_vllm_schedule_profilerstep_wraps_execute_context/worker_rank0.1.pt.trace.json"),
+        tmp.path().join("worker_rank0.1.pt.trace.json"),
+    )
+    .expect("copy");
+    let (o, out) = ingest(tmp.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = steps(&out);
+    // ProfilerStep#3 holds a prefill of one 128-token prompt, ProfilerStep#4 one decode.
+    let shape: Vec<_> = s.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.2.as_str(), r.3.as_str())).collect();
+    assert!(shape.contains(&("prefill", "1", "128", "ProfilerStep#3")), "{s:?}");
+    assert!(shape.contains(&("decode", "1", "0", "ProfilerStep#4")), "{s:?}");
+}
+
+#[test]
+fn a_step_without_gpu_activity_is_left_out_of_the_gpu_means_c14() {
+    let both = tempfile::tempdir().expect("tmp");
+    let src = case("C14_tritonbench459_trace_without_gpu_events");
+    std::fs::create_dir_all(both.path().join("logs_1")).expect("mkdir");
+    for f in ["trace_0.json", "trace_1.json"] {
+        std::fs::copy(src.join("logs_1").join(f), both.path().join("logs_1").join(f)).expect("copy");
+    }
+    let one = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(one.path().join("logs_1")).expect("mkdir");
+    std::fs::copy(src.join("logs_1/trace_0.json"), one.path().join("logs_1/trace_0.json")).expect("copy");
+    let (o, out_both) = ingest(both.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 of 2 steps have no GPU activity"), "{}", stderr(&o));
+    let (o1, out_one) = ingest(one.path(), &[]);
+    assert!(o1.status.success(), "{}", stderr(&o1));
+    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernels.csv"] {
+        assert_eq!(
+            std::fs::read_to_string(out_both.join(t)).expect(t),
+            std::fs::read_to_string(out_one.join(t)).expect(t),
+            "{t}: the GPU statistics are those of the step with GPU work"
+        );
+    }
+    // 60 µs of kernels in the one step: 0.06 ms per step, not 0.03.
+    let op_times = std::fs::read_to_string(out_both.join("op_times.tsv")).expect("op_times");
+    let row: Vec<f64> =
+        op_times.lines().nth(1).unwrap_or_default().split('\t').skip(1).map(|v| v.parse().unwrap_or(0.0)).collect();
+    assert!((row.iter().sum::<f64>() - 0.06).abs() < 1e-9, "{op_times}");
+    assert_eq!(steps(&out_both).len(), 2, "both steps are listed");
+}
+
+#[test]
+fn files_that_are_not_kineto_traces_are_refused_or_skipped_with_why_c15() {
+    let et = case("C15_hta_execution_trace_et_not_kineto.json");
+    let o = coord(&["analyze", &et.to_string_lossy()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a Kineto trace (no traceEvents): a PyTorch execution trace"), "{}", stderr(&o));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let other = tmp.path().join("a.json");
+    std::fs::write(&other, r#"{"a":1}"#).expect("write");
+    let o = coord(&[
+        "ingest",
+        &other.to_string_lossy(),
+        "--out",
+        &tmp.path().join("o").to_string_lossy(),
+        "--batch-size",
+        "1",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("a.json: not a Kineto trace (no traceEvents): a JSON object with keys a"),
+        "{}",
+        stderr(&o)
+    );
+    // In a folder: a trace under any JSON name is read, other files are listed as skipped with why.
+    let dir = tmp.path().join("run");
+    std::fs::create_dir_all(dir.join("logs_8")).expect("mkdir");
+    std::fs::copy(fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst"), dir.join("logs_8/profile.json.zst"))
+        .expect("copy");
+    std::fs::copy(&et, dir.join("logs_8/et.json")).expect("copy");
+    std::fs::write(dir.join("logs_8/notes.txt"), "hello").expect("write");
+    let (o, out) = ingest(&dir, &[]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("et.json: not a Kineto trace"), "{err}");
+    assert!(err.contains("notes.txt: not a .json, .json.gz or .json.zst file"), "{err}");
+    assert!(err.contains("ingested 1 traces"), "{err}");
+    assert!(!steps(&out).is_empty());
+    // Nothing but skipped files: an error, not empty tables.
+    std::fs::remove_file(dir.join("logs_8/profile.json.zst")).expect("rm");
+    let (o, _) = ingest(&dir, &[]);
+    assert!(!o.status.success() && stderr(&o).contains("no Kineto trace under"), "{}", stderr(&o));
+}
+
+#[test]
+fn torch_1_profiler_steps_recorded_as_operators_are_steps_c17() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("logs_32")).expect("mkdir");
+    std::fs::copy(
+        case("C17_torch19_operator_profilerstep/logs_32/worker0.pt.trace.json"),
+        tmp.path().join("logs_32/worker0.pt.trace.json"),
+    )
+    .expect("copy");
+    let (o, out) = ingest(tmp.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = steps(&out);
+    let got: Vec<_> = s.iter().map(|r| (r.3.as_str(), r.4.as_str())).collect();
+    // Two steps of 300 + 20 µs of kernels each, not one of 640.
+    assert_eq!(got, [("ProfilerStep#5", "320.000"), ("ProfilerStep#6", "320.000")], "{s:?}");
+}
+
+#[test]
+fn flags_that_would_misread_input_are_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("logs_8");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst"), dir.join("trace_0.json.zst")).expect("copy");
+    let (o, _) = ingest(tmp.path(), &["--batch-size", "0"]);
+    assert!(!o.status.success() && stderr(&o).contains("--batch-size"), "{}", stderr(&o));
+    let (o, _) = ingest(tmp.path(), &["--mode", "foo"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("unknown mode `foo`; expected decode or prefill"),
+        "{}",
+        stderr(&o)
+    );
+    // A step pattern that matches nothing would read the trace's three steps as one.
+    let vllm = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        fixture("h200-vllm-0.25/decode-eager/logs_32/rank0.1795978119558305470.pt.trace.json.zst"),
+        vllm.path().join("rank0.pt.trace.json.zst"),
+    )
+    .expect("copy");
+    let (o, _) = ingest(vllm.path(), &["--step-pattern", "Step*"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("no annotation matches the step patterns Step*; its annotations include "), "{err}");
+    assert!(err.contains("execute_context_0(0)_generation_32(32)"), "{err}");
+}
+
+#[test]
+fn keep_going_writes_the_tables_of_the_readable_traces_and_still_fails() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("logs_8");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::copy(fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst"), dir.join("trace_0.json.zst")).expect("copy");
+    std::fs::write(dir.join("trace_1.json"), r#"{"traceEvents":[{"ph":"X","#).expect("write");
+    let (o, out) = ingest(tmp.path(), &[]);
+    assert!(!o.status.success() && stderr(&o).contains("1 of 2 traces could not be read"), "{}", stderr(&o));
+    assert!(!out.join("op_times.tsv").exists());
+    let (o, out) = ingest(tmp.path(), &["--keep-going"]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("trace_1.json at byte") && err.contains("the tables hold the other 1"), "{err}");
+    assert!(out.join("op_times.tsv").exists());
+}
