@@ -31,7 +31,7 @@ const WORDS: [&str; 21] = [
 ];
 
 /// Where the words may appear: the conversions to and from text.
-const CONVERSIONS: [&str; 1] = ["store/states.rs"];
+const CONVERSIONS: [&str; 2] = ["store/states.rs", "parse/outcome.rs"];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {

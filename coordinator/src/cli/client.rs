@@ -36,15 +36,17 @@ pub async fn connect(addr: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Re
 /// A one-line status.
 pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
     format!(
-        "{}  {:<10} {:<20} jobs {}/{} done, {} failed; traces {} uploaded, {} parsed; {:.1} MB",
+        "{}  {:<10} {:<20} points {}/{} done, {} failed, {} missing; traces {} uploaded, {} parsed, {} refused; {:.1} MB",
         s.sweep_id,
         s.state().name().unwrap_or("?"),
         s.name,
-        s.jobs_done,
-        s.jobs_total,
-        s.jobs_failed,
+        s.points_done,
+        s.points_total,
+        s.points_failed,
+        s.points_missing,
         s.traces_uploaded,
         s.traces_parsed,
+        s.traces_refused,
         s.raw_bytes as f64 / 1e6
     )
 }

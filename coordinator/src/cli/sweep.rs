@@ -5,6 +5,7 @@
 //! `agent`, over loopback gRPC): no server to start.
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -17,9 +18,9 @@ use tracefleet_proto::v1::{
 };
 
 use super::client::{CoordinatorArg, connect, describe};
+use crate::parse::outcome::{PointState, first_line};
 use crate::server;
 use crate::state::{Config, Coordinator};
-use crate::store::JobState;
 use tracefleet_proto::url;
 
 /// Arguments of `coord sweep`.
@@ -29,6 +30,10 @@ pub struct Args {
     file: PathBuf,
     #[command(flatten)]
     coordinator: CoordinatorArg,
+    /// Succeed when some points failed or gave no data (they are still listed); without it, any such
+    /// point makes the command fail after writing the results.
+    #[arg(long)]
+    allow_failures: bool,
     /// Run an embedded coordinator and one agent in this process (instead of --coordinator).
     #[arg(long, conflicts_with = "coordinator")]
     local: bool,
@@ -153,9 +158,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         };
         let out = a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir));
         let files = fetch(&mut c, &id, &out).await?;
-        summary(&status, &out, &files, t0.elapsed());
+        let failed = summary(&status, &out, &files, t0.elapsed());
         if status.state() != v1::SweepState::Completed {
             bail!("sweep {id} ended {}", status.state().name().unwrap_or("in an unspecified state"));
+        }
+        if !failed.is_empty() && !a.allow_failures {
+            bail!(
+                "{} of {} points gave no data (listed above; manifest.json: point_status); --allow-failures \
+                 accepts partial results",
+                failed.len(),
+                status.points_total
+            );
         }
         Ok(())
     })
@@ -187,6 +200,9 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
     Ok(addr.to_string())
 }
 
+/// How often progress is printed as a line when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
 /// Shows progress until the sweep ends (Some(status)) or the user presses Ctrl-C (None).
 async fn follow(
     c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
@@ -204,9 +220,28 @@ async fn follow(
     // Per agent: its line, traces, bytes, current point, first event.
     let mut lines: BTreeMap<String, (ProgressBar, u64, u64, String, Instant)> = BTreeMap::new();
     let mut failures = 0u32;
+    // Off a terminal (CI, nohup, a pipe) the bars are not drawn: a line every few seconds instead.
+    let plain = !std::io::stderr().is_terminal();
+    let mut tick = tokio::time::interval(PLAIN_PROGRESS_EVERY);
+    tick.tick().await;
+    let (t0, mut bytes) = (Instant::now(), 0u64);
     loop {
         let ev = tokio::select! {
             ev = watch.message() => ev?,
+            _ = tick.tick(), if plain => {
+                let done = overall.position();
+                let secs = t0.elapsed().as_secs_f64();
+                let eta = if done > 0 && expected > done {
+                    format!(", ETA {:.0} s", secs / done as f64 * (expected - done) as f64)
+                } else {
+                    String::new()
+                };
+                eprintln!(
+                    "progress: {done}/{expected} traces, {failures} failures, {:.1} MB/s{eta}",
+                    bytes as f64 / 1e6 / secs.max(1e-3)
+                );
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => {
                 overall.abandon_with_message("(detached)");
                 return Ok(None);
@@ -222,6 +257,7 @@ async fn follow(
         match ev.kind() {
             Kind::Trace => {
                 overall.inc(1);
+                bytes += ev.bytes;
                 if let Some(l) = lines.get_mut(&ev.agent) {
                     l.1 += 1;
                     l.2 += ev.bytes;
@@ -309,20 +345,41 @@ fn throttle_note(manifest: &serde_json::Value) -> Option<String> {
     ))
 }
 
-fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf], wall: Duration) {
+/// The manifest's points that gave no data, one line each: point, agent, what became of it and why.
+fn failed_points(manifest: &serde_json::Value) -> Vec<String> {
+    manifest["point_status"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["state"] != PointState::Done.name())
+        .map(|p| {
+            let why = p["error"].as_str().map(first_line).unwrap_or_default();
+            let attempts = p["attempts"].as_u64().unwrap_or(0);
+            let runs = if attempts > 0 { format!(" after {attempts} failed runs") } else { String::new() };
+            format!(
+                "point {} on {}: {}{runs}: {why}",
+                p["point"].as_str().unwrap_or("?"),
+                p["agent"].as_str().unwrap_or("?"),
+                p["state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+/// Prints the outcome; returns the lines of the points that gave no data.
+fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf], wall: Duration) -> Vec<String> {
     println!("\n{}", describe(s));
     println!("wall time {:.1} s; results in {}:", wall.as_secs_f64(), out.display());
     for f in files {
         println!("  {}", f.strip_prefix(out).unwrap_or(f).display());
     }
-    // Failures, with the workload's error, are in the manifest's jobs.
+    let mut failed = Vec::new();
     if let Ok(m) = std::fs::read(out.join("manifest.json"))
         && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&m)
     {
-        for j in v["jobs"].as_array().into_iter().flatten() {
-            if j["state"] != JobState::Done.as_str() {
-                println!("job {} on {}: {} {}", j["job"], j["agent"], j["state"], j["error"].as_str().unwrap_or(""));
-            }
+        failed = failed_points(&v);
+        for line in &failed {
+            println!("{line}");
         }
         if let Some(note) = throttle_note(&v) {
             println!("{note}");
@@ -335,6 +392,7 @@ fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf],
             println!("  (manifest.json lists what `others` holds per series: key `others`)");
         }
     }
+    failed
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The online parse pool: parsing uploaded traces on a bounded pool of worker threads while uploads
 //! continue, and writing a sweep's results when it completes. (`coord ingest` is the offline tool.)
 
+pub mod outcome;
 mod results;
 
 use std::sync::Arc;
@@ -70,8 +71,9 @@ fn worker(coord: &Arc<Coordinator>) {
                     events: 0,
                     steps: Vec::new(),
                 };
-                let _ = serde_json::to_vec(&empty).map(|j| coord.store().set_parsed(&key, &j));
-                Some(e.to_string())
+                let why = e.to_string();
+                let _ = serde_json::to_vec(&empty).map(|j| coord.store().set_refused(&key, &j, &why));
+                Some(why)
             }
         };
         if let Some(m) = message {

@@ -40,9 +40,14 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
         return Ok(());
     }
     let r = write_results(coord, sweep_id);
+    let spec = SweepSpec::decode(&sweep.spec[..]).unwrap_or_default();
+    let each = spec.placement() == tracefleet_proto::v1::Placement::Each;
+    let failures = coord.store().point_failures(sweep_id)?;
+    let points = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each);
+    let no_data = !points.iter().any(|p| p.state == super::outcome::PointState::Done);
     let state = if jobs.iter().any(|j| j.state == JobState::Cancelled) {
         SweepState::Cancelled
-    } else if r.is_err() || jobs.iter().all(|j| j.state != JobState::Done) {
+    } else if r.is_err() || no_data {
         SweepState::Failed
     } else {
         SweepState::Completed
@@ -88,14 +93,19 @@ fn telemetry_of(bytes: &[u8]) -> Option<StepTelemetry> {
 
 /// Writes the result files of a sweep from the stored summaries; returns the results folder.
 fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf> {
-    let (sweep, jobs, agents, dir, data_dir, failures) = {
+    let (sweep, jobs, agents, dir, data_dir, failures, uploads) = {
         let s = coord.store();
         let sweep = s.sweep(sweep_id)?.context("unknown sweep")?;
         let failures = s.point_failures(sweep_id)?;
-        (sweep, s.jobs_of_sweep(sweep_id)?, s.agents()?, s.results_dir(sweep_id), s.dir().to_path_buf(), failures)
+        let uploads = s.uploads_of_sweep(sweep_id)?;
+        let (jobs, agents) = (s.jobs_of_sweep(sweep_id)?, s.agents()?);
+        (sweep, jobs, agents, s.results_dir(sweep_id), s.dir().to_path_buf(), failures, uploads)
     };
     let mut spec = SweepSpec::decode(&sweep.spec[..]).context("decoding the stored sweep spec")?;
     spec.upgrade_legacy();
+    let each = Placement::from(spec.placement()) == Placement::Each;
+    let outcomes = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each);
+    drop(uploads);
     let points: BTreeMap<String, tracefleet_proto::v1::Point> =
         spec.points.iter().map(|p| (p.point_id.clone(), p.clone())).collect();
 
@@ -217,6 +227,9 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         // and ops with the most time): a classification that does not fit a model shows here first.
         "warnings": checks::warnings(&agg),
         "others": checks::others_listing(&agg, OTHERS_LISTED),
+        // Every point (per agent under `each`): done, failed, missing (its job ended without a readable
+        // trace) or pending, with the attempts and why.
+        "point_status": outcomes,
         "point_failures": failures.iter().map(|(p, attempts, error)| serde_json::json!({
             "point": p,
             "attempts": attempts,

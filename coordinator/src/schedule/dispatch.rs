@@ -79,70 +79,59 @@ fn least_loaded(coord: &Coordinator, spec: &SweepSpec, not: Option<&str>) -> Opt
         .min_by_key(|a| (load.get(a.as_str()).copied().unwrap_or(0), a.clone()))
 }
 
-/// Adds a job with `points` of `template` for `agent`, and sends it if the agent has room.
-fn add_job(
-    coord: &Coordinator,
-    template: &AssignJob,
-    points: Vec<tracefleet_proto::v1::Point>,
-    agent: &str,
-) -> Result<String, ScheduleError> {
-    // The id is the sweep's job count, read and inserted under one hold of the store: point failures are
-    // handled concurrently, and two retries must never get the same id (the second insert would fail and
-    // its point would be neither run nor reported).
-    let job_id = {
-        let store = coord.store();
-        let n = store.jobs_of_sweep(&template.sweep_id)?.len();
-        let job_id = format!("{}-j{n}", template.sweep_id);
-        let assign = AssignJob { job_id: job_id.clone(), points, ..template.clone() };
-        let row = JobRow {
-            id: job_id.clone(),
-            sweep_id: template.sweep_id.clone(),
-            agent: agent.to_string(),
-            assign: assign.encode_to_vec(),
-            state: JobState::Assigned,
-            error: String::new(),
-        };
-        store.insert_job(&row)?;
-        job_id
-    };
-    send_assignments(coord, agent)?;
-    Ok(job_id)
+/// The job `{sweep}-j{n}` running `points` of `template` on `agent`.
+fn new_job(template: &AssignJob, n: usize, points: Vec<tracefleet_proto::v1::Point>, agent: &str) -> JobRow {
+    let job_id = format!("{}-j{n}", template.sweep_id);
+    let assign = AssignJob { job_id: job_id.clone(), points, ..template.clone() };
+    JobRow {
+        id: job_id,
+        sweep_id: template.sweep_id.clone(),
+        agent: agent.to_string(),
+        assign: assign.encode_to_vec(),
+        state: JobState::Assigned,
+        error: String::new(),
+    }
 }
 
 /// A point failed on `agent`: run it again (on the least-loaded matching agent, another one if there is
 /// one) until it has failed `1 + point_retries` times; then it is reported as failed and the sweep goes on.
+/// The failure and its retry job are stored in one transaction ([`Store::fail_point`]); the caller
+/// handles the agent's next message only after this returns, so the job's end cannot complete the sweep
+/// between the two.
+///
+/// [`Store::fail_point`]: crate::store::Store::fail_point
 pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, error: &str) {
-    let attempts = match coord.store().point_failed(&job.sweep_id, point_id, error) {
-        Ok(a) => a,
+    let spec = spec_of(coord, &job.sweep_id);
+    let template = AssignJob::decode(&job.assign[..]).ok().map(|mut t| {
+        t.upgrade_legacy();
+        t
+    });
+    let point = template.as_ref().and_then(|t| t.points.iter().find(|p| p.point_id == point_id).cloned());
+    let target =
+        spec.as_ref().and_then(|s| least_loaded(coord, s, Some(&job.agent)).or_else(|| least_loaded(coord, s, None)));
+    let retry = |n: usize| Some(new_job(template.as_ref()?, n, vec![point.clone()?], target.as_ref()?));
+    let recorded = coord.store().fail_point(&job.sweep_id, point_id, &job.agent, error, coord.cfg.point_retries, retry);
+    let (attempts, retried) = match recorded {
+        Ok(r) => r,
         Err(e) => {
             tracing::error!(sweep = %job.sweep_id, "recording a failure of {point_id}: {e}");
             return;
         }
     };
-    let final_failure = attempts > coord.cfg.point_retries;
+    let kind = if retried.is_some() { SweepEventKind::PointRetry } else { SweepEventKind::PointFailed };
     coord.publish(SweepEvent {
         sweep_id: job.sweep_id.clone(),
-        kind: if final_failure { SweepEventKind::PointFailed } else { SweepEventKind::PointRetry }.into(),
+        kind: kind.into(),
         agent: job.agent.clone(),
         job_id: job.id.clone(),
         point_id: point_id.to_string(),
         message: format!("attempt {attempts}: {error}"),
         ..Default::default()
     });
-    if final_failure {
-        return;
-    }
-    let (Some(spec), Ok(template)) = (spec_of(coord, &job.sweep_id), AssignJob::decode(&job.assign[..])) else {
-        return;
-    };
-    let Some(point) = template.points.iter().find(|p| p.point_id == point_id).cloned() else { return };
-    // Partial traces of the failed attempt stay on disk but out of the results.
-    let _ = coord.store().supersede(&job.sweep_id, point_id, &job.agent);
-    let target = least_loaded(coord, &spec, Some(&job.agent)).or_else(|| least_loaded(coord, &spec, None));
-    if let Some(agent) = target
-        && let Err(e) = add_job(coord, &template, vec![point], &agent)
+    if let Some(r) = retried
+        && let Err(e) = send_assignments(coord, &r.agent)
     {
-        tracing::error!(sweep = %job.sweep_id, "retrying {point_id}: {e}");
+        tracing::error!(sweep = %job.sweep_id, "sending the retry of {point_id}: {e}");
     }
 }
 
@@ -174,30 +163,36 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
             .filter(|p| coord.store().complete_traces(&job.sweep_id, &p.point_id, &job.agent).unwrap_or(0) < want)
             .cloned()
             .collect();
-        for p in &remaining {
-            let _ = coord.store().supersede(&job.sweep_id, &p.point_id, &job.agent);
-        }
         let reason = format!(
             "agent {} lost for {} ms; {} points moved to {target}",
             job.agent,
             grace.as_millis(),
             remaining.len()
         );
-        if !matches!(coord.store().end_job(&job.id, JobState::Reassigned, &reason), Ok(true)) {
-            continue;
-        }
-        tracing::warn!(job = %job.id, "{reason}");
-        if !remaining.is_empty() {
-            match add_job(coord, &assign, remaining, &target) {
-                Ok(new) => coord.publish(SweepEvent {
-                    sweep_id: job.sweep_id.clone(),
-                    kind: SweepEventKind::Reassigned.into(),
-                    agent: target.clone(),
-                    job_id: new,
-                    message: reason,
-                    ..Default::default()
-                }),
-                Err(e) => tracing::error!(job = %job.id, "reassigning: {e}"),
+        let ids: Vec<String> = remaining.iter().map(|p| p.point_id.clone()).collect();
+        let make = |n: usize| Some(new_job(&assign, n, remaining, &target));
+        let moved = coord.store().move_job(&job.id, &job.sweep_id, &job.agent, &ids, &reason, make);
+        match moved {
+            Ok((false, _)) => continue,
+            Ok((true, new)) => {
+                tracing::warn!(job = %job.id, "{reason}");
+                if let Some(new) = new {
+                    if let Err(e) = send_assignments(coord, &target) {
+                        tracing::error!(job = %new.id, "sending a moved job: {e}");
+                    }
+                    coord.publish(SweepEvent {
+                        sweep_id: job.sweep_id.clone(),
+                        kind: SweepEventKind::Reassigned.into(),
+                        agent: target.clone(),
+                        job_id: new.id,
+                        message: reason,
+                        ..Default::default()
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, "reassigning: {e}");
+                continue;
             }
         }
         if let Err(e) = crate::parse::complete_if_done(coord, &job.sweep_id) {

@@ -133,15 +133,22 @@ impl AgentControl for Control {
                         } else {
                             format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
                         };
+                        // The store's guard is dropped here: it must not live across the await below.
+                        let job = c.store().job(&f.job_id);
                         if f.point_id.is_empty() {
                             end_job(&c, &name, &f.job_id, JobState::Failed, "", &msg);
-                        } else if let Ok(Some(job)) = c.store().job(&f.job_id) {
-                            // One point failed; the job goes on with the others.
+                        } else if let Ok(Some(job)) = job {
+                            // One point failed; the job goes on with the others. Handled before the
+                            // agent's next message (its job's end, say), so the retry exists first.
                             let c2 = c.clone();
                             let point = f.point_id.clone();
-                            tokio::task::spawn_blocking(move || {
+                            let handled = tokio::task::spawn_blocking(move || {
                                 crate::schedule::dispatch::point_failed(&c2, &job, &point, &msg)
-                            });
+                            })
+                            .await;
+                            if let Err(e) = handled {
+                                tracing::error!(agent = %name, "handling a point failure: {e}");
+                            }
                         }
                     }
                 }

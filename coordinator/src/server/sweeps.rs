@@ -10,11 +10,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracefleet_proto::v1::sweeps_server::Sweeps;
 use tracefleet_proto::v1::{
-    AgentInfo, ListAgentsRequest, ListAgentsResponse, ResultChunk, SubmitResponse, SweepEvent, SweepEventKind,
-    SweepRef, SweepSpec, SweepState, SweepStatus,
+    AgentInfo, ListAgentsRequest, ListAgentsResponse, Placement, ResultChunk, SubmitResponse, SweepEvent,
+    SweepEventKind, SweepRef, SweepSpec, SweepState, SweepStatus,
 };
 
 use super::internal;
+use crate::parse::outcome::{self, PointState};
 use crate::schedule;
 use crate::state::Coordinator;
 use crate::store::{JobState, now_ms};
@@ -30,7 +31,16 @@ pub(crate) fn status_of(coord: &Coordinator, id: &str) -> Result<SweepStatus, St
     let sweep = s.sweep(id).map_err(internal)?.ok_or_else(|| Status::not_found(format!("unknown sweep {id:?}")))?;
     let jobs = s.jobs_of_sweep(id).map_err(internal)?;
     let uploads = s.uploads_of_sweep(id).map_err(internal)?;
+    let failures = s.point_failures(id).map_err(internal)?;
+    let each = SweepSpec::decode(&sweep.spec[..]).is_ok_and(|sp| sp.placement() == Placement::Each);
+    let points = outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each);
+    let count = |st: PointState| points.iter().filter(|p| p.state == st).count() as u32;
     Ok(SweepStatus {
+        points_total: points.len() as u32,
+        points_done: count(PointState::Done),
+        points_failed: count(PointState::Failed),
+        points_missing: count(PointState::Missing),
+        traces_refused: uploads.iter().filter(|u| !u.parse_error.is_empty() && !u.superseded).count() as u32,
         sweep_id: sweep.id,
         name: sweep.name,
         state: sweep.state.into(),

@@ -62,6 +62,10 @@ pub struct UploadRow {
     pub parsed: bool,
     /// The GPU's state during the step (`StepTelemetry`, protobuf), when the agent sent it.
     pub telemetry: Option<Vec<u8>>,
+    /// Set aside: its point ran again elsewhere; kept on disk, left out of results.
+    pub superseded: bool,
+    /// Why the trace was refused when it was parsed (empty: read, or not parsed yet).
+    pub parse_error: String,
 }
 
 /// A sweep row.
@@ -151,6 +155,14 @@ impl Store {
             .map_err(ctx("schema"))?;
         if !has_telemetry {
             conn.execute_batch("ALTER TABLE uploads ADD COLUMN telemetry BLOB").map_err(ctx("schema"))?;
+        }
+        // ... and the reason a trace was refused, written since refusals are listed per point.
+        let has_parse_error: bool = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('uploads') WHERE name = 'parse_error'", [], |r| r.get(0))
+            .map_err(ctx("schema"))?;
+        if !has_parse_error {
+            conn.execute_batch("ALTER TABLE uploads ADD COLUMN parse_error TEXT NOT NULL DEFAULT ''")
+                .map_err(ctx("schema"))?;
         }
         Ok(Self { conn, dir: dir.to_path_buf() })
     }
@@ -302,33 +314,104 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("jobs of agent"))
     }
 
-    /// Adds a job (a retry or a reassignment) to a running sweep.
-    pub fn insert_job(&self, j: &JobRow) -> Result<()> {
-        self.conn
-            .execute(
-                "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![j.id, j.sweep_id, j.agent, j.assign, j.state],
-            )
-            .map_err(ctx("insert job"))?;
-        Ok(())
-    }
-
-    /// Records one more failure of a point; returns its attempts so far.
-    pub fn point_failed(&self, sweep_id: &str, point_id: &str, error: &str) -> Result<u32> {
-        self.conn
-            .execute(
-                "INSERT INTO point_failures(sweep_id, point_id, attempts, error) VALUES (?1, ?2, 1, ?3)
-                 ON CONFLICT(sweep_id, point_id) DO UPDATE SET attempts = attempts + 1, error = excluded.error",
-                params![sweep_id, point_id, error],
-            )
-            .map_err(ctx("point failure"))?;
-        self.conn
+    /// Records one more failure of a point (on `host`) and, while it has failed at most `retries` times,
+    /// sets its partial traces from `host` aside and inserts the job that runs it again, all in one
+    /// transaction: a failure is never recorded without its retry, nor a retry lost to a failure at the
+    /// same moment. `retry` makes the new job from its number in the sweep (`{sweep}-j{n}`: unique, since
+    /// it is counted and inserted in the same transaction and jobs are never deleted alone); `None`: no
+    /// agent can take it. Returns the attempts so far and the job inserted.
+    pub fn fail_point(
+        &mut self,
+        sweep_id: &str,
+        point_id: &str,
+        host: &str,
+        error: &str,
+        retries: u32,
+        retry: impl FnOnce(usize) -> Option<JobRow>,
+    ) -> Result<(u32, Option<JobRow>)> {
+        let tx = self.conn.transaction().map_err(ctx("point failure"))?;
+        tx.execute(
+            "INSERT INTO point_failures(sweep_id, point_id, attempts, error) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT(sweep_id, point_id) DO UPDATE SET attempts = attempts + 1, error = excluded.error",
+            params![sweep_id, point_id, error],
+        )
+        .map_err(ctx("point failure"))?;
+        let attempts: u32 = tx
             .query_row(
                 "SELECT attempts FROM point_failures WHERE sweep_id = ?1 AND point_id = ?2",
                 params![sweep_id, point_id],
                 |r| r.get(0),
             )
-            .map_err(ctx("point failure"))
+            .map_err(ctx("point failure"))?;
+        let mut inserted = None;
+        if attempts <= retries {
+            let n: i64 = tx
+                .query_row("SELECT COUNT(*) FROM jobs WHERE sweep_id = ?1", [sweep_id], |r| r.get(0))
+                .map_err(ctx("retry job"))?;
+            if let Some(j) = retry(n as usize) {
+                tx.execute(
+                    "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
+                    params![sweep_id, point_id, host],
+                )
+                .map_err(ctx("supersede"))?;
+                tx.execute(
+                    "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![j.id, j.sweep_id, j.agent, j.assign, j.state],
+                )
+                .map_err(ctx("insert job"))?;
+                inserted = Some(j);
+            }
+        }
+        tx.commit().map_err(ctx("point failure"))?;
+        Ok((attempts, inserted))
+    }
+
+    /// Moves the unfinished `points` of an assigned job (whose agent is lost) to a new job, in one
+    /// transaction: the old job ends as reassigned with `reason`, the points' traces from `host` are set
+    /// aside, and the job `make` builds from its number in the sweep is inserted (none when no point is
+    /// left). Returns `(false, None)` when the job had already ended (its agent reported meanwhile).
+    pub fn move_job(
+        &mut self,
+        job_id: &str,
+        sweep_id: &str,
+        host: &str,
+        points: &[String],
+        reason: &str,
+        make: impl FnOnce(usize) -> Option<JobRow>,
+    ) -> Result<(bool, Option<JobRow>)> {
+        let tx = self.conn.transaction().map_err(ctx("move job"))?;
+        let ended = tx
+            .execute(
+                "UPDATE jobs SET state = ?2, error = ?3 WHERE id = ?1 AND state = ?4",
+                params![job_id, JobState::Reassigned, reason, JobState::Assigned],
+            )
+            .map_err(ctx("move job"))?;
+        if ended == 0 {
+            return Ok((false, None));
+        }
+        for p in points {
+            tx.execute(
+                "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
+                params![sweep_id, p, host],
+            )
+            .map_err(ctx("supersede"))?;
+        }
+        let mut inserted = None;
+        if !points.is_empty() {
+            let n: i64 = tx
+                .query_row("SELECT COUNT(*) FROM jobs WHERE sweep_id = ?1", [sweep_id], |r| r.get(0))
+                .map_err(ctx("move job"))?;
+            if let Some(j) = make(n as usize) {
+                tx.execute(
+                    "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![j.id, j.sweep_id, j.agent, j.assign, j.state],
+                )
+                .map_err(ctx("insert job"))?;
+                inserted = Some(j);
+            }
+        }
+        tx.commit().map_err(ctx("move job"))?;
+        Ok((true, inserted))
     }
 
     /// Failures of a sweep's points: (point, attempts, last error).
@@ -351,17 +434,6 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(ctx("complete traces"))
-    }
-
-    /// Sets aside a host's traces of a point that is run again elsewhere: kept on disk, left out of results.
-    pub fn supersede(&self, sweep_id: &str, point_id: &str, host: &str) -> Result<()> {
-        self.conn
-            .execute(
-                "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
-                params![sweep_id, point_id, host],
-            )
-            .map_err(ctx("supersede"))?;
-        Ok(())
     }
 
     /// Jobs not ended, of every sweep, oldest sweep first.
@@ -408,10 +480,13 @@ impl Store {
             sha256: r.get(9)?,
             parsed: r.get(10)?,
             telemetry: r.get(11)?,
+            superseded: r.get(12)?,
+            parse_error: r.get(13)?,
         })
     }
 
-    const UPLOAD_COLS: &'static str = "sweep_id, point_id, host, trace_name, raw_size, gpu, committed_raw, stored_bytes, complete, sha256, parsed, telemetry";
+    /// The columns `upload_row` reads, in its order (a query that reads more puts them after these).
+    const UPLOAD_COLS: &'static str = "sweep_id, point_id, host, trace_name, raw_size, gpu, committed_raw, stored_bytes, complete, sha256, parsed, telemetry, superseded, parse_error";
 
     /// An upload's state.
     pub fn upload(&self, k: &UploadKey) -> Result<Option<UploadRow>> {
@@ -475,6 +550,19 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Marks an upload parsed but refused (`error`: file, place, reason), with an empty summary: it counts
+    /// as handled, so the sweep can end, and its point lists why it has no data.
+    pub fn set_refused(&self, k: &UploadKey, summary: &[u8], error: &str) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE uploads SET parsed = 1, summary = ?5, parse_error = ?6
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, summary, error],
+            )
+            .map_err(ctx("set refused"))?;
+        Ok(())
+    }
+
     /// Stores a parsed trace's summary (JSON).
     pub fn set_parsed(&self, k: &UploadKey, summary: &[u8]) -> Result<()> {
         self.conn
@@ -533,7 +621,7 @@ impl Store {
         let mut rows = st.query([sweep_id]).map_err(ctx("summaries"))?;
         while let Some(r) = rows.next().map_err(ctx("summaries"))? {
             let row = Self::upload_row(r).map_err(ctx("summaries"))?;
-            let json: Vec<u8> = r.get(12).map_err(ctx("summaries"))?;
+            let json: Vec<u8> = r.get(14).map_err(ctx("summaries"))?;
             f(row, &json)?;
         }
         Ok(())

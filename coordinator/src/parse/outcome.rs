@@ -1,0 +1,200 @@
+//! What became of each point of a sweep: done, failed, missing or still pending, with why. The sweep's
+//! status counts these, its manifest lists them (`point_status`), and `coord sweep` fails when any point
+//! did not give data, so a sweep with failed points is never reported as a success.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use serde::Serialize;
+use tracefleet_proto::UpgradeLegacy;
+use tracefleet_proto::v1::AssignJob;
+
+use crate::store::{JobRow, JobState, UploadRow};
+
+/// Where a point stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointState {
+    /// At least one of its traces was read.
+    Done,
+    /// It failed for the last time (after its retries), or the job holding it failed.
+    Failed,
+    /// Its job ended, but no trace of it could be read (none written, or every one refused).
+    Missing,
+    /// Its job has not ended.
+    Pending,
+}
+
+impl PointState {
+    /// As `manifest.json` writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PointState::Done => "done",
+            PointState::Failed => "failed",
+            PointState::Missing => "missing",
+            PointState::Pending => "pending",
+        }
+    }
+}
+
+/// One point on one agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PointOutcome {
+    /// The point's id.
+    pub point: String,
+    /// The agent that ran it last.
+    pub agent: String,
+    /// Where it stands.
+    pub state: PointState,
+    /// Runs that failed (0 when it never failed).
+    pub attempts: u32,
+    /// Traces read.
+    pub traces: u32,
+    /// Why it failed or is missing; the refused traces' reasons; empty when done.
+    pub error: String,
+}
+
+/// The outcomes of a sweep's points, from its jobs, uploads and point failures `(point, attempts, last
+/// error)`; a point failed for the last time after `1 + retries` failed runs. A point is one outcome
+/// (judged by its last run, wherever a retry or a lost agent moved it), or with `each` one per agent.
+/// Ordered by point, agent.
+pub fn outcomes(
+    jobs: &[JobRow],
+    uploads: &[UploadRow],
+    failures: &[(String, u32, String)],
+    retries: u32,
+    each: bool,
+) -> Vec<PointOutcome> {
+    // Job ids are `{sweep}-j{n}`: by length, then text, is the order they were made in.
+    let mut ordered: Vec<&JobRow> = jobs.iter().filter(|j| j.state != JobState::Reassigned).collect();
+    ordered.sort_by(|a, b| (a.id.len(), &a.id).cmp(&(b.id.len(), &b.id)));
+    let mut runs: BTreeMap<(String, String), &JobRow> = BTreeMap::new();
+    for j in ordered {
+        let Ok(mut a) = AssignJob::decode(&j.assign[..]) else { continue };
+        a.upgrade_legacy();
+        for p in a.points {
+            let agent = if each { j.agent.clone() } else { String::new() };
+            runs.insert((p.point_id, agent), j);
+        }
+    }
+    let failed: BTreeMap<&str, (u32, &str)> = failures.iter().map(|(p, n, e)| (p.as_str(), (*n, e.as_str()))).collect();
+    let mut read: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    let mut refused: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for u in uploads.iter().filter(|u| u.complete && !u.superseded) {
+        let k = (u.key.point_id.as_str(), u.key.host.as_str());
+        if !u.parse_error.is_empty() {
+            refused.entry(k).or_default().push(&u.parse_error);
+        } else if u.parsed {
+            *read.entry(k).or_default() += 1;
+        }
+    }
+    runs.into_iter()
+        .map(|((point, _), job)| {
+            let agent = job.agent.clone();
+            let traces = read.get(&(point.as_str(), agent.as_str())).copied().unwrap_or(0);
+            let (attempts, last_error) = failed.get(point.as_str()).copied().unwrap_or((0, ""));
+            let refusals = refused.get(&(point.as_str(), agent.as_str())).map(|r| r.join("; ")).unwrap_or_default();
+            let (state, error) = if attempts > retries {
+                (PointState::Failed, last_error.to_string())
+            } else if traces > 0 {
+                (PointState::Done, refusals)
+            } else if job.state == JobState::Failed {
+                (PointState::Failed, first_line(&job.error).to_string())
+            } else if job.state.terminal() && attempts > 0 {
+                // It failed and could not be run again (no agent could take it).
+                (PointState::Failed, last_error.to_string())
+            } else if job.state.terminal() {
+                let why = if refusals.is_empty() {
+                    format!("job {} ended ({}) without a trace of it", job.id, job.state)
+                } else {
+                    format!("every trace was refused: {refusals}")
+                };
+                (PointState::Missing, why)
+            } else {
+                (PointState::Pending, String::new())
+            };
+            PointOutcome { point, agent, state, attempts, traces, error }
+        })
+        .collect()
+}
+
+/// The first line of a message (a workload's error, with its stderr tail after it).
+pub fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use tracefleet_proto::v1::Point;
+
+    use super::*;
+    use crate::store::UploadKey;
+
+    fn job(id: &str, agent: &str, points: &[&str], state: JobState, error: &str) -> JobRow {
+        let a = AssignJob {
+            job_id: id.into(),
+            points: points.iter().map(|p| Point { point_id: p.to_string(), ..Default::default() }).collect(),
+            ..Default::default()
+        };
+        JobRow {
+            id: id.into(),
+            sweep_id: "s".into(),
+            agent: agent.into(),
+            assign: a.encode_to_vec(),
+            state,
+            error: error.into(),
+        }
+    }
+
+    fn upload(point: &str, host: &str, name: &str, parse_error: &str) -> UploadRow {
+        UploadRow {
+            key: UploadKey { sweep_id: "s".into(), point_id: point.into(), host: host.into(), trace_name: name.into() },
+            raw_size: 1,
+            gpu: String::new(),
+            committed_raw: 1,
+            stored_bytes: 1,
+            complete: true,
+            sha256: String::new(),
+            parsed: true,
+            telemetry: None,
+            superseded: false,
+            parse_error: parse_error.into(),
+        }
+    }
+
+    #[test]
+    fn every_point_is_done_failed_missing_or_pending_with_why() {
+        let jobs = [
+            job("s-j0", "a", &["ok", "retried", "gave_up", "empty", "refused"], JobState::Done, ""),
+            job("s-j1", "b", &["crashed"], JobState::Failed, "driver exited with 1\n--- stderr ---\nboom"),
+            job("s-j2", "b", &["waiting"], JobState::Assigned, ""),
+            // "retried" failed on a and ran again on b.
+            job("s-j10", "b", &["retried"], JobState::Done, ""),
+        ];
+        let uploads = [
+            upload("ok", "a", "t0.json", ""),
+            upload("retried", "b", "t0.json", ""),
+            upload("refused", "a", "t0.json", "t0.json: not a Kineto trace (no traceEvents): a JSON object"),
+        ];
+        let failures =
+            [("retried".to_string(), 1, "oom".to_string()), ("gave_up".to_string(), 3, "oom again".to_string())];
+        let got: Vec<(String, PointState, String)> =
+            outcomes(&jobs, &uploads, &failures, 2, false).into_iter().map(|o| (o.point, o.state, o.error)).collect();
+        let want = [
+            ("crashed", PointState::Failed, "driver exited with 1"),
+            ("empty", PointState::Missing, "job s-j0 ended (done) without a trace of it"),
+            ("gave_up", PointState::Failed, "oom again"),
+            ("ok", PointState::Done, ""),
+            (
+                "refused",
+                PointState::Missing,
+                "every trace was refused: t0.json: not a Kineto trace (no traceEvents): a JSON object",
+            ),
+            ("retried", PointState::Done, ""),
+            ("waiting", PointState::Pending, ""),
+        ];
+        let want: Vec<(String, PointState, String)> =
+            want.iter().map(|(p, s, e)| (p.to_string(), *s, e.to_string())).collect();
+        assert_eq!(got, want);
+    }
+}

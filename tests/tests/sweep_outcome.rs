@@ -1,0 +1,104 @@
+//! A sweep never reports failure as success: every point that gave no data is listed at the end (point,
+//! agent, attempts, the error's first line), the manifest has every point's status, and `coord sweep`
+//! fails unless `--allow-failures`; a workload's traces count whatever their file name.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tracefleet_tests::{bin, fixture};
+
+fn sweep(dir: &Path, toml: &str, extra: &[&str]) -> (Output, serde_json::Value) {
+    let f = dir.join("sweep.toml");
+    std::fs::write(&f, toml).expect("write");
+    let out = dir.join("out");
+    let o = Command::new(bin("coord"))
+        .arg("sweep")
+        .arg(&f)
+        .args(["--local", "--data-dir"])
+        .arg(dir.join("state"))
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .output()
+        .expect("run");
+    let manifest = std::fs::read(out.join("manifest.json"))
+        .ok()
+        .and_then(|m| serde_json::from_slice(&m).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (o, manifest)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn replay(batch_sizes: &str) -> String {
+    format!(
+        "name = \"partial\"\nmode = \"decode\"\nbackend = \"replay\"\nbatch_sizes = {batch_sizes}\ninput_len = 128\n\
+         profile_steps = 3\n[replay]\ndir = \"{}\"\n",
+        fixture("h200-llama-1b").display()
+    )
+}
+
+#[test]
+fn points_without_data_are_listed_and_fail_the_command() {
+    // The fixtures hold batch 1 and 8, not 2 (as the README's decode.toml over 1..255 meets 124 times).
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (o, manifest) = sweep(tmp.path(), &replay("[1, 2, 8]"), &[]);
+    let all = text(&o);
+    assert!(!o.status.success(), "{all}");
+    assert!(all.contains("points 2/3 done, 1 failed"), "{all}");
+    assert!(
+        all.contains("point decode-bs2-in128 on ")
+            && all.contains(": failed after 3 failed runs: no traces for decode batch 2"),
+        "{all}"
+    );
+    assert!(all.contains("1 of 3 points gave no data"), "{all}");
+    let states: Vec<(String, String)> = manifest["point_status"]
+        .as_array()
+        .expect("point_status")
+        .iter()
+        .map(|p| (p["point"].as_str().unwrap_or("").to_string(), p["state"].as_str().unwrap_or("").to_string()))
+        .collect();
+    assert_eq!(
+        states,
+        [("decode-bs1-in128", "done"), ("decode-bs2-in128", "failed"), ("decode-bs8-in128", "done")]
+            .map(|(p, s)| (p.to_string(), s.to_string()))
+    );
+    // Accepted on request: the same listing, success.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (o, _) = sweep(tmp.path(), &replay("[1, 2, 8]"), &["--allow-failures"]);
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    assert!(all.contains("point decode-bs2-in128 on "), "{all}");
+}
+
+#[test]
+fn a_command_whose_every_point_fails_fails_the_sweep() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let toml = "name = \"broken\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [1, 2]\ninput_len = 8\n\
+                profile_steps = 1\n[command]\nrun = \"echo 'model not found' >&2; exit 1\"\n";
+    let (o, manifest) = sweep(tmp.path(), toml, &["--allow-failures"]);
+    let all = text(&o);
+    assert!(!o.status.success(), "no point gave data: not a success even with --allow-failures\n{all}");
+    assert!(all.contains("ended failed"), "{all}");
+    let failed: Vec<&serde_json::Value> =
+        manifest["point_status"].as_array().into_iter().flatten().filter(|p| p["state"] == "failed").collect();
+    assert_eq!(failed.len(), 2, "{manifest}");
+}
+
+#[test]
+fn a_command_workload_may_name_its_trace_files_as_it_likes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst");
+    let toml = format!(
+        "name = \"named\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [8]\ninput_len = 128\n\
+         profile_steps = 1\n[command]\nrun = \"cp {} {{out_dir}}/profile.json.zst; echo notes > {{out_dir}}/notes.txt\"\n",
+        src.display()
+    );
+    let (o, manifest) = sweep(tmp.path(), &toml, &[]);
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    assert!(all.contains("points 1/1 done"), "{all}");
+    assert_eq!(manifest["point_status"][0]["traces"], 1, "{manifest}");
+}
