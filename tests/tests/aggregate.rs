@@ -58,8 +58,8 @@ fn order_does_not_matter() {
 
     // And the written tables are byte-identical.
     let (d1, d2) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
-    write_results(d1.path(), &forward).expect("write");
-    write_results(d2.path(), &ba).expect("write");
+    write_results(d1.path(), &forward, Default::default()).expect("write");
+    write_results(d2.path(), &ba, Default::default()).expect("write");
     for f in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "ops.csv", "kernels.csv", "steps.csv"] {
         let x = std::fs::read(d1.path().join(f)).expect(f);
         let y = std::fs::read(d2.path().join(f)).expect(f);

@@ -12,10 +12,10 @@
 //! Files are written with the `csv` crate (RFC 4180: a field holding the delimiter, a quote or a line
 //! break is quoted, as kernel names like `elementwise_kernel<4, ...>` need); the `.tsv` files use tabs.
 //!
-//! When the aggregate holds several modes (decode and prefill), the seed tables of each mode go to a
-//! sub-folder named after the mode, since their columns have no mode; the full tables stay at the top.
+//! The seed tables' rows are keyed by batch size alone, so each (mode, input length[, host]) gets its own
+//! folder where the data holds several ([`Layout`], `group_dir`); the full tables stay at the top.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -37,18 +37,52 @@ const OPS: &str = "ops.csv";
 const KERNELS: &str = "kernels.csv";
 const STEPS: &str = "steps.csv";
 
-/// Writes every table into `dir` (created if needed) and returns the paths written.
-pub fn write_results(dir: &Path, agg: &Aggregate) -> io::Result<Vec<PathBuf>> {
+/// How the seed tables are split: they are keyed by batch size alone, so every other dimension of the
+/// data gets its own folder, or rows of different experiments would be averaged into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Layout {
+    /// One folder per host as well (sweeps with `placement = "each"`, whose purpose is comparing machines;
+    /// a spread sweep's points are one experiment over several hosts).
+    pub per_host: bool,
+}
+
+/// One group of seed tables: (mode, input length, host: empty unless split by host).
+type Group = (Option<Mode>, u32, String);
+
+/// The folder of a group's seed tables: `dir[/MODE][/inL][/HOST]`, each level only where the data holds
+/// more than one value of it (`decode/in128/gpu-node-1/op_times.tsv`; `in0` for an unknown length).
+fn group_dir(dir: &Path, groups: &BTreeSet<Group>, g: &Group) -> PathBuf {
+    let varies = |f: &dyn Fn(&Group) -> String| groups.iter().map(f).collect::<BTreeSet<_>>().len() > 1;
+    let mut sub = dir.to_path_buf();
+    if varies(&|x| mode_label::name(x.0).to_string()) {
+        sub.push(mode_label::name(g.0));
+    }
+    if varies(&|x| x.1.to_string()) {
+        sub.push(format!("in{}", g.1));
+    }
+    if varies(&|x| x.2.clone()) {
+        sub.push(&g.2);
+    }
+    sub
+}
+
+/// Writes every table into `dir` (created if needed) and returns the paths written: the full tables at
+/// the top, the seed tables once per (mode, input length[, host]) in `dir[/MODE][/inL][/HOST]`, a level
+/// only where the data holds more than one value of it.
+pub fn write_results(dir: &Path, agg: &Aggregate, layout: Layout) -> io::Result<Vec<PathBuf>> {
     fs::create_dir_all(dir)?;
     let mut written = Vec::new();
-    let modes = agg.modes();
-    for &mode in &modes {
-        let sub = if modes.len() > 1 { dir.join(mode_label::name(mode)) } else { dir.to_path_buf() };
+    let group_of = |k: &SeriesKey| -> Group {
+        (k.mode, k.input_len, if layout.per_host { k.host.clone() } else { String::new() })
+    };
+    let groups: BTreeSet<Group> = agg.categories.keys().map(group_of).collect();
+    for g in &groups {
+        let sub = group_dir(dir, &groups, g);
         fs::create_dir_all(&sub)?;
-        written.extend(write_seed(&sub, agg, mode)?);
+        written.extend(write_seed(&sub, agg, &|k: &SeriesKey| group_of(k) == *g)?);
     }
-    if modes.is_empty() {
-        written.extend(write_seed(dir, agg, None)?);
+    if groups.is_empty() {
+        written.extend(write_seed(dir, agg, &|_: &SeriesKey| false)?);
     }
     written.push(write_ops(dir, agg)?);
     written.push(write_kernels(dir, agg)?);
@@ -69,11 +103,12 @@ fn ms(ns: f64) -> String {
     format!("{:.6}", ns / 1e6)
 }
 
-/// Per batch size of one mode: the per-step category summaries merged across hosts, GPUs and input lengths.
-fn by_batch(agg: &Aggregate, mode: Option<Mode>) -> BTreeMap<u32, Vec<Summary>> {
+/// Per batch size of one group of series: the per-step category summaries merged across what the group
+/// does not split (GPUs, and hosts unless split by host).
+fn by_batch(agg: &Aggregate, in_group: &dyn Fn(&SeriesKey) -> bool) -> BTreeMap<u32, Vec<Summary>> {
     let mut out: BTreeMap<u32, Vec<Summary>> = BTreeMap::new();
     for (k, cats) in &agg.categories {
-        if k.mode != mode {
+        if !in_group(k) {
             continue;
         }
         let e = out.entry(k.batch_size).or_insert_with(|| vec![Summary::default(); 7]);
@@ -84,8 +119,8 @@ fn by_batch(agg: &Aggregate, mode: Option<Mode>) -> BTreeMap<u32, Vec<Summary>> 
     out
 }
 
-fn write_seed(dir: &Path, agg: &Aggregate, mode: Option<Mode>) -> io::Result<Vec<PathBuf>> {
-    let rows = by_batch(agg, mode);
+fn write_seed(dir: &Path, agg: &Aggregate, in_group: &dyn Fn(&SeriesKey) -> bool) -> io::Result<Vec<PathBuf>> {
+    let rows = by_batch(agg, in_group);
 
     let p_coarse = dir.join(OP_TIMES);
     let mut w = create(&p_coarse, b'\t')?;
@@ -126,7 +161,7 @@ fn write_seed(dir: &Path, agg: &Aggregate, mode: Option<Mode>) -> io::Result<Vec
     ])?;
     let mut per_bs: BTreeMap<u32, std::collections::BTreeSet<&crate::summary::LaunchConfig>> = BTreeMap::new();
     for (k, set) in &agg.configs {
-        if k.mode == mode {
+        if in_group(k) {
             per_bs.entry(k.batch_size).or_default().extend(set.iter());
         }
     }

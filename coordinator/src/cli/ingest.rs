@@ -125,7 +125,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             errors.join("\n  ")
         );
     }
-    let written = tables::write_results(&a.out, &agg).with_context(|| format!("writing {}", a.out.display()))?;
+    let written = tables::write_results(&a.out, &agg, tables::Layout::default())
+        .with_context(|| format!("writing {}", a.out.display()))?;
     let steps = agg.steps.len();
     eprintln!("ingested {read} traces, {steps} steps ({} files skipped); wrote:", skipped.len());
     for p in written {

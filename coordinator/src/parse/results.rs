@@ -157,7 +157,8 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     // Write into a fresh folder, then move it into place: readers never see half a result.
     let tmp = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
-    tables::write_results(&tmp, &agg).with_context(|| format!("writing {}", tmp.display()))?;
+    tables::write_results(&tmp, &agg, tables::Layout { per_host: each })
+        .with_context(|| format!("writing {}", tmp.display()))?;
 
     let used: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();
     let agents_json: Vec<serde_json::Value> = agents
