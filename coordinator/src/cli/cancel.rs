@@ -2,12 +2,12 @@
 
 use tracefleet_proto::v1::SweepRef;
 
-use super::client::{CoordinatorArg, connect, describe, runtime};
+use super::client::{CoordinatorArg, connect, describe, resolve, runtime};
 
 /// Arguments of `coord cancel`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The sweep to stop.
+    /// The sweep to stop: its id or name (the newest sweep of that name).
     sweep: String,
     #[command(flatten)]
     coordinator: CoordinatorArg,
@@ -17,7 +17,8 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
-        let s = c.cancel(SweepRef { sweep_id: a.sweep }).await?.into_inner();
+        let sweep_id = resolve(&mut c, &a.sweep).await?;
+        let s = c.cancel(SweepRef { sweep_id }).await?.into_inner();
         println!("{}", describe(&s));
         Ok(())
     })

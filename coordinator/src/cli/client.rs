@@ -1,7 +1,12 @@
 //! Talking to a coordinator from the command line.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
 use tonic::transport::Channel;
 use tracefleet_common::wire::MAX_MESSAGE_BYTES;
+use tracefleet_proto::v1::SweepRef;
 use tracefleet_proto::v1::sweeps_client::SweepsClient;
 
 /// The coordinator flags shared by client commands.
@@ -49,4 +54,109 @@ pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
         s.traces_refused,
         s.raw_bytes as f64 / 1e6
     )
+}
+
+/// The sweep an argument names: a sweep id, or a sweep name (the newest sweep of that name).
+///
+/// # Errors
+/// No sweep has that id or name (the message says how to list them), or the coordinator fails.
+pub async fn resolve(c: &mut SweepsClient<Channel>, arg: &str) -> anyhow::Result<String> {
+    let sweeps = c.list_sweeps(tracefleet_proto::v1::ListSweepsRequest {}).await?.into_inner().sweeps;
+    if let Some(s) = sweeps.iter().find(|s| s.sweep_id == arg).or_else(|| sweeps.iter().find(|s| s.name == arg)) {
+        return Ok(s.sweep_id.clone());
+    }
+    anyhow::bail!("no sweep with id or name {arg:?} on this coordinator (`coord sweeps` lists them)")
+}
+
+/// A file name the coordinator sent, as a path under `out`; refused when it would leave `out`.
+fn safe_join(out: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let rel = Path::new(name);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        anyhow::bail!("the coordinator sent an unsafe file name {name:?}");
+    }
+    Ok(out.join(rel))
+}
+
+/// Creates `p` (and its folder), naming it in the error.
+fn create(p: &Path) -> anyhow::Result<std::fs::File> {
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))
+}
+
+/// Downloads a finished sweep's result files into `out`; returns the files written.
+pub async fn download(c: &mut SweepsClient<Channel>, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut s = c.fetch_results(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
+    let mut files = Vec::new();
+    let mut open: Option<(PathBuf, std::fs::File)> = None;
+    while let Some(chunk) = s.message().await? {
+        let p = safe_join(out, &chunk.file)?;
+        if open.as_ref().is_none_or(|(q, _)| *q != p) {
+            open = Some((p.clone(), create(&p)?));
+        }
+        if let Some((_, f)) = open.as_mut() {
+            f.write_all(&chunk.data).with_context(|| format!("writing {}", p.display()))?;
+        }
+        if chunk.last {
+            files.push(p);
+            open = None;
+        }
+    }
+    Ok(files)
+}
+
+/// Downloads a finished sweep's raw traces into `out/traces/POINT/HOST/NAME.json.gz`, gzip-compressed
+/// JSON whatever the agent's file was (plain, gzip or zstd), which Perfetto, HTA and `coord analyze` open.
+/// Returns the files written.
+pub async fn download_traces(c: &mut SweepsClient<Channel>, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut s = c.fetch_traces(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
+    let mut files = Vec::new();
+    // The stored bytes are zstd frames of the agent's file: decoded into a temporary file as they come.
+    let mut open: Option<(String, PathBuf, zstd::stream::write::Decoder<'static, std::fs::File>)> = None;
+    while let Some(chunk) = s.message().await? {
+        if open.as_ref().is_none_or(|(name, ..)| *name != chunk.file) {
+            let tmp = safe_join(&out.join("traces"), &format!("{}.part", chunk.file))?;
+            let dec =
+                zstd::stream::write::Decoder::new(create(&tmp)?).with_context(|| format!("decoding {}", chunk.file))?;
+            open = Some((chunk.file.clone(), tmp, dec));
+        }
+        if let Some((name, _, dec)) = open.as_mut() {
+            dec.write_all(&chunk.data).with_context(|| format!("decoding {name}"))?;
+        }
+        if chunk.last
+            && let Some((name, tmp, mut dec)) = open.take()
+        {
+            dec.flush().with_context(|| format!("decoding {name}"))?;
+            drop(dec);
+            let base = name.trim_end_matches(".zst").trim_end_matches(".gz").trim_end_matches(".json");
+            let dest = safe_join(&out.join("traces"), &format!("{base}.json.gz"))?;
+            to_gzip(&tmp, &dest)?;
+            std::fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+            files.push(dest);
+        }
+    }
+    Ok(files)
+}
+
+/// Writes `src` (plain JSON, gzip or zstd, told by its first bytes) to `dest` as gzip.
+fn to_gzip(src: &Path, dest: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    let at = |what: &str, p: &Path| format!("{what} {}", p.display());
+    let mut magic = [0u8; 4];
+    let n = std::fs::File::open(src).and_then(|mut f| f.read(&mut magic)).with_context(|| at("reading", src))?;
+    let file = std::fs::File::open(src).with_context(|| at("reading", src))?;
+    if n >= 2 && magic[..2] == [0x1f, 0x8b] {
+        std::fs::copy(src, dest).with_context(|| at("writing", dest))?;
+        return Ok(());
+    }
+    let mut input: Box<dyn Read> = if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
+        Box::new(zstd::stream::read::Decoder::new(file).with_context(|| at("decoding", src))?)
+    } else {
+        Box::new(file)
+    };
+    let mut gz = flate2::write::GzEncoder::new(create(dest)?, flate2::Compression::default());
+    std::io::copy(&mut input, &mut gz).with_context(|| at("writing", dest))?;
+    gz.finish().with_context(|| at("writing", dest))?;
+    Ok(())
 }

@@ -3,11 +3,14 @@
 mod analyze;
 mod cancel;
 mod client;
+mod fetch;
 mod ingest;
 mod log_writer;
+mod rm;
 mod serve;
 mod status;
 mod sweep;
+mod sweeps;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -41,6 +44,12 @@ enum Command {
     Status(status::Args),
     /// Stop a sweep (the traces already parsed are kept as its results).
     Cancel(cancel::Args),
+    /// Download a finished sweep's results (and with --traces its raw traces as .json.gz).
+    Fetch(fetch::Args),
+    /// List every sweep, newest first.
+    Sweeps(sweeps::Args),
+    /// Delete a finished sweep's results and stored traces from the coordinator.
+    Rm(rm::Args),
 }
 
 /// Limits for reading traces, shared by the offline commands.
@@ -79,6 +88,9 @@ pub fn main() -> ExitCode {
         Command::Sweep(a) => sweep::run(a),
         Command::Status(a) => status::run(a),
         Command::Cancel(a) => cancel::run(a),
+        Command::Fetch(a) => fetch::run(a),
+        Command::Sweeps(a) => sweeps::run(a),
+        Command::Rm(a) => rm::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,12 +2,12 @@
 
 use tracefleet_proto::v1::{ListAgentsRequest, ListSweepsRequest, SweepRef};
 
-use super::client::{CoordinatorArg, connect, describe, runtime};
+use super::client::{CoordinatorArg, connect, describe, resolve, runtime};
 
 /// Arguments of `coord status`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A sweep id; without it, every sweep and every agent.
+    /// A sweep id or name (the newest sweep of that name); without it, every sweep and every agent.
     sweep: Option<String>,
     #[command(flatten)]
     coordinator: CoordinatorArg,
@@ -18,7 +18,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
         match a.sweep {
-            Some(id) => println!("{}", describe(&c.status(SweepRef { sweep_id: id }).await?.into_inner())),
+            Some(arg) => {
+                let sweep_id = resolve(&mut c, &arg).await?;
+                println!("{}", describe(&c.status(SweepRef { sweep_id }).await?.into_inner()))
+            }
             None => {
                 let sweeps = c.list_sweeps(ListSweepsRequest {}).await?.into_inner().sweeps;
                 println!("sweeps: {}", sweeps.len());

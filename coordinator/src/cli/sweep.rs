@@ -17,7 +17,7 @@ use tracefleet_proto::v1::{
     self, ListAgentsRequest, Point, ReplayBackend, SweepEventKind as Kind, SweepRef, SweepSpec,
 };
 
-use super::client::{CoordinatorArg, connect, describe};
+use super::client::{CoordinatorArg, connect, describe, download};
 use crate::parse::outcome::{PointState, first_line};
 use crate::server;
 use crate::state::{Config, Coordinator};
@@ -118,7 +118,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let s = sweep::parse(&text, &a.file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
+    let r = rt.block_on(async move {
         let addr = if a.local { start_local(&a.data_dir).await? } else { a.coordinator.coordinator.clone() };
         let mut c = connect(&addr, a.coordinator.tls_ca.as_deref()).await?;
         if a.local {
@@ -152,12 +152,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                     a.data_dir.join("coord").display()
                 );
             } else {
-                eprintln!("detached; the sweep goes on: coord status {id} --coordinator {addr}");
+                eprintln!(
+                    "detached; the sweep goes on: `coord status {id} --coordinator {addr}`, and when it ends \
+                     `coord fetch {id} --coordinator {addr}`"
+                );
+            }
+            eprintln!("Ctrl-C again within {} s cancels the sweep", SECOND_CTRL_C.as_secs());
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    let s = c.cancel(SweepRef { sweep_id: id.clone() }).await?.into_inner();
+                    eprintln!("cancelled: {}", describe(&s));
+                }
+                _ = tokio::time::sleep(SECOND_CTRL_C) => {}
             }
             return Ok(());
         };
         let out = a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir));
-        let files = fetch(&mut c, &id, &out).await?;
+        let files = download(&mut c, &id, &out).await?;
         let failed = summary(&status, &out, &files, t0.elapsed());
         if status.state() != v1::SweepState::Completed {
             bail!("sweep {id} ended {}", status.state().name().unwrap_or("in an unspecified state"));
@@ -171,7 +182,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
         Ok(())
-    })
+    });
+    // The embedded agent's workload runs on a blocking thread: do not wait for it after a detach.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    r
 }
 
 /// Starts an embedded coordinator and agent; returns the coordinator's address.
@@ -199,6 +213,9 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
     });
     Ok(addr.to_string())
 }
+
+/// How long a second Ctrl-C (which cancels the sweep) is waited for after the first (which detaches).
+const SECOND_CTRL_C: Duration = Duration::from_secs(3);
 
 /// How often progress is printed as a line when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -295,38 +312,6 @@ async fn follow(
             Kind::Unspecified | Kind::Assigned | Kind::Progress | Kind::JobDone | Kind::Reassigned => {}
         }
     }
-}
-
-/// Downloads the result files.
-async fn fetch(
-    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
-    id: &str,
-    out: &Path,
-) -> anyhow::Result<Vec<PathBuf>> {
-    let mut s = c.fetch_results(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
-    let mut files = Vec::new();
-    let mut open: Option<(PathBuf, std::fs::File)> = None;
-    while let Some(chunk) = s.message().await? {
-        let rel = Path::new(&chunk.file);
-        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            bail!("the coordinator sent an unsafe file name {:?}", chunk.file);
-        }
-        let p = out.join(rel);
-        if open.as_ref().is_none_or(|(q, _)| *q != p) {
-            if let Some(d) = p.parent() {
-                std::fs::create_dir_all(d)?;
-            }
-            open = Some((p.clone(), std::fs::File::create(&p)?));
-        }
-        if let Some((_, f)) = open.as_mut() {
-            std::io::Write::write_all(f, &chunk.data)?;
-        }
-        if chunk.last {
-            files.push(p);
-            open = None;
-        }
-    }
-    Ok(files)
 }
 
 /// A line about traces recorded while the GPU slowed itself down (they are not comparable with the

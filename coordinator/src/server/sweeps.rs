@@ -10,8 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracefleet_proto::v1::sweeps_server::Sweeps;
 use tracefleet_proto::v1::{
-    AgentInfo, ListAgentsRequest, ListAgentsResponse, Placement, ResultChunk, SubmitResponse, SweepEvent,
-    SweepEventKind, SweepRef, SweepSpec, SweepState, SweepStatus,
+    AgentInfo, DeleteSweepResponse, ListAgentsRequest, ListAgentsResponse, Placement, ResultChunk, SubmitResponse,
+    SweepEvent, SweepEventKind, SweepRef, SweepSpec, SweepState, SweepStatus,
 };
 
 use super::internal;
@@ -163,51 +163,135 @@ impl Sweeps for SweepService {
 
     async fn fetch_results(&self, req: Request<SweepRef>) -> Result<Response<Self::FetchResultsStream>, Status> {
         let id = req.into_inner().sweep_id;
-        let status = status_of(&self.0, &id)?;
-        if status.state() == SweepState::Running {
-            return Err(Status::failed_precondition(format!("sweep {id} is still running")));
-        }
+        ended(&self.0, &id)?;
         let dir = self.0.store().results_dir(&id);
-        let (tx, out) = mpsc::channel(8);
-        tokio::task::spawn_blocking(move || {
-            let mut files = Vec::new();
-            let mut stack = vec![dir.clone()];
-            while let Some(d) = stack.pop() {
-                let Ok(rd) = std::fs::read_dir(&d) else { continue };
-                for e in rd.flatten() {
-                    let p = e.path();
-                    if p.is_dir() {
-                        stack.push(p);
-                    } else {
-                        files.push(p);
-                    }
+        let mut files = Vec::new();
+        let mut stack = vec![dir.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else { continue };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let name = p.strip_prefix(&dir).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+                    files.push((p, name));
                 }
             }
-            files.sort();
-            for f in files {
-                let name = f.strip_prefix(&dir).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                let data = match std::fs::read(&f) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(Status::internal(format!("{}: {e}", f.display()))));
-                        return;
-                    }
-                };
-                let pieces: Vec<&[u8]> = if data.is_empty() { vec![&data[..]] } else { data.chunks(1 << 20).collect() };
-                let n = pieces.len();
-                for (i, piece) in pieces.into_iter().enumerate() {
-                    let chunk = ResultChunk {
-                        file: name.clone(),
-                        offset: (i << 20) as u64,
-                        data: piece.to_vec(),
-                        last: i + 1 == n,
-                    };
-                    if tx.blocking_send(Ok(chunk)).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
+        }
+        files.sort();
+        Ok(Response::new(stream_files(files)))
     }
+
+    type FetchTracesStream = Boxed<ResultChunk>;
+
+    async fn fetch_traces(&self, req: Request<SweepRef>) -> Result<Response<Self::FetchTracesStream>, Status> {
+        let id = req.into_inner().sweep_id;
+        ended(&self.0, &id)?;
+        let store = self.0.store();
+        let uploads = store.uploads_of_sweep(&id).map_err(internal)?;
+        let files = uploads
+            .iter()
+            .filter(|u| u.complete && !u.superseded)
+            .map(|u| {
+                let k = &u.key;
+                (store.trace_path(k), format!("{}/{}/{}.zst", k.point_id, k.host, k.trace_name))
+            })
+            .collect();
+        drop(store);
+        Ok(Response::new(stream_files(files)))
+    }
+
+    async fn delete_sweep(&self, req: Request<SweepRef>) -> Result<Response<DeleteSweepResponse>, Status> {
+        let id = req.into_inner().sweep_id;
+        ended(&self.0, &id)?;
+        let coord = self.0.clone();
+        let removed = tokio::task::spawn_blocking(move || -> Result<DeleteSweepResponse, Status> {
+            let (traces_dir, results_dir, traces) = {
+                let s = coord.store();
+                let traces = s.uploads_of_sweep(&id).map_err(internal)?.len() as u32;
+                (s.traces_dir(&id), s.results_dir(&id), traces)
+            };
+            let mut freed_bytes = 0;
+            for d in [&traces_dir, &results_dir, &results_dir.with_extension("partial")] {
+                freed_bytes += dir_bytes(d);
+                match std::fs::remove_dir_all(d) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(Status::internal(format!("removing {}: {e}", d.display()))),
+                }
+            }
+            // Files first, then the records: a failure half way leaves records that say what is left.
+            coord.store().delete_sweep(&id).map_err(internal)?;
+            Ok(DeleteSweepResponse { freed_bytes, traces })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(removed))
+    }
+}
+
+/// Refuses a sweep that is still running (its files are still being written).
+fn ended(coord: &Coordinator, id: &str) -> Result<(), Status> {
+    if status_of(coord, id)?.state() == SweepState::Running {
+        return Err(Status::failed_precondition(format!("sweep {id} is still running (coord cancel stops it)")));
+    }
+    Ok(())
+}
+
+/// Bytes of the files under `dir` (0 when it does not exist).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else { return 0 };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
+}
+
+/// Streams `(path, name)` files in pieces of at most 1 MiB, read as they are sent (a stored trace can be
+/// hundreds of MB); an unreadable file ends the stream with an error naming it.
+fn stream_files(files: Vec<(std::path::PathBuf, String)>) -> Boxed<ResultChunk> {
+    let (tx, out) = mpsc::channel(8);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        for (path, name) in files {
+            let fail = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+            let mut f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(fail(e)));
+                    return;
+                }
+            };
+            let mut offset = 0u64;
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n = 0;
+                // Fill the piece (a read may return less).
+                while n < buf.len() {
+                    match f.read(&mut buf[n..]) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) => {
+                            let _ = tx.blocking_send(Err(fail(e)));
+                            return;
+                        }
+                    }
+                }
+                buf.truncate(n);
+                let last = n < 1 << 20;
+                let chunk = ResultChunk { file: name.clone(), offset, data: buf, last };
+                offset += n as u64;
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+                if last {
+                    break;
+                }
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(out))
 }

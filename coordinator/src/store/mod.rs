@@ -250,6 +250,23 @@ impl Store {
             .map_err(ctx("sweep"))
     }
 
+    /// Deletes a sweep's records (uploads, jobs, point failures, the sweep) in one transaction; the caller
+    /// removes its files first. Returns whether it existed.
+    pub fn delete_sweep(&mut self, id: &str) -> Result<bool> {
+        let tx = self.conn.transaction().map_err(ctx("delete sweep"))?;
+        for table in ["uploads", "jobs", "point_failures"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE sweep_id = ?1"), [id]).map_err(ctx("delete sweep"))?;
+        }
+        let n = tx.execute("DELETE FROM sweeps WHERE id = ?1", [id]).map_err(ctx("delete sweep"))?;
+        tx.commit().map_err(ctx("delete sweep"))?;
+        Ok(n > 0)
+    }
+
+    /// The folder of a sweep's stored traces.
+    pub fn traces_dir(&self, sweep_id: &str) -> PathBuf {
+        self.dir.join("traces").join(sweep_id)
+    }
+
     /// Every sweep id, newest first.
     pub fn sweep_ids(&self) -> Result<Vec<String>> {
         let mut st =

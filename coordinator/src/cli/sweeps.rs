@@ -1,0 +1,23 @@
+//! `coord sweeps`: every sweep the coordinator knows, newest first, one line each.
+
+use tracefleet_proto::v1::ListSweepsRequest;
+
+use super::client::{CoordinatorArg, connect, describe, runtime};
+
+/// Arguments of `coord sweeps`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    coordinator: CoordinatorArg,
+}
+
+/// Runs `coord sweeps`.
+pub fn run(a: Args) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        for s in c.list_sweeps(ListSweepsRequest {}).await?.into_inner().sweeps {
+            println!("{}", describe(&s));
+        }
+        Ok(())
+    })
+}
