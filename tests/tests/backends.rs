@@ -8,7 +8,7 @@ use tonic::transport::Channel;
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::sweeps_client::SweepsClient;
 use tracefleet_proto::v1::{CommandBackend, GpuSettings, Point, SweepSpec, TorchBackend};
-use tracefleet_tests::procs::{Coord, Proc, agent, fetch, submit, wait_agents, wait_sweep};
+use tracefleet_tests::procs::{Coord, Proc, agent, agent_with, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::{fixture, read_json, workspace};
 
 /// A coordinator (points are not retried) with one connected agent, and a client.
@@ -164,7 +164,12 @@ async fn driver_traces_are_taken_when_announced() {
     let python = tmp.path().join("python");
     std::fs::write(&python, format!("#!/bin/sh\nexec python3 {} \"$@\"\n", fake.display())).expect("python");
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
-    let (coord, _a, mut c) = start(tmp.path(), "agent-d").await;
+    // GPU backends are scheduled only on agents with a GPU: this host's is assumed.
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let _a =
+        agent_with(&coord.addr, "agent-d", &tmp.path().join("spool"), &["--assume-gpu", "Test GPU"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
     let points = [1u32, 8].iter().map(|&bs| decode_point(bs)).collect();
     let spec = SweepSpec {
         name: "announced".into(),

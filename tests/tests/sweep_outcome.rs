@@ -102,3 +102,17 @@ fn a_command_workload_may_name_its_trace_files_as_it_likes() {
     assert!(all.contains("points 1/1 done"), "{all}");
     assert_eq!(manifest["point_status"][0]["traces"], 1, "{manifest}");
 }
+
+#[test]
+fn a_gpu_backend_is_refused_when_no_matching_agent_has_a_gpu() {
+    if std::process::Command::new("nvidia-smi").output().is_ok_and(|o| o.status.success()) {
+        return; // this host has a GPU: the embedded agent reports it
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let toml = "name = \"needs-gpu\"\nmode = \"decode\"\nbackend = \"vllm\"\nmodel = \"llama-3.2-1b\"\n\
+                batch_sizes = [1]\ninput_len = 8\noutput_len = 16\n";
+    let (o, _) = sweep(tmp.path(), toml, &[]);
+    let all = text(&o);
+    assert!(!o.status.success(), "{all}");
+    assert!(all.contains("the vllm backend needs a GPU, and no matching agent reports one"), "{all}");
+}

@@ -84,6 +84,8 @@ pub struct Agent {
     /// Jobs this agent finished, listed in every hello: a report sent just before the coordinator went
     /// down is not lost (ending a job twice is harmless). The most recent [`FINISHED_KEPT`] are kept.
     finished: Mutex<std::collections::VecDeque<String>>,
+    /// This process, in every hello (see `Hello.instance`).
+    instance: String,
     /// GPUs not running a job now (indices); empty on a host without GPUs.
     free_gpus: Mutex<Vec<u32>>,
     gpu_freed: tokio::sync::Notify,
@@ -114,6 +116,11 @@ impl Agent {
             session: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
             finished: Mutex::new(std::collections::VecDeque::new()),
+            instance: format!(
+                "{:x}-{:x}",
+                std::process::id(),
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+            ),
             free_gpus: Mutex::new(gpus),
             gpu_freed: tokio::sync::Notify::new(),
         }))
@@ -190,7 +197,15 @@ impl Agent {
         loop {
             match self.clone().session(&mut backoff).await {
                 Ok(()) => tracing::warn!("control stream closed by the coordinator"),
-                Err(e) => tracing::warn!("control stream: {e:#}"),
+                // Another agent has this name: retrying would not help, and both would report as one.
+                Err(e) => {
+                    if let Some(s) =
+                        e.downcast_ref::<tonic::Status>().filter(|s| s.code() == tonic::Code::AlreadyExists)
+                    {
+                        return Err(anyhow::anyhow!("{}", s.message()));
+                    }
+                    tracing::warn!("control stream: {e:#}");
+                }
             }
             *relock(&self.session) = None;
             tokio::time::sleep(backoff.next_delay()).await;
@@ -207,6 +222,7 @@ impl Agent {
             inventory: Some(self.inventory.clone()),
             running_jobs: relock(&self.running).keys().cloned().collect(),
             finished_jobs: relock(&self.finished).iter().cloned().collect(),
+            instance: self.instance.clone(),
         };
         tx.send(AgentMessage { msg: Some(Out::Hello(hello)) }).await?;
         let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();

@@ -42,6 +42,8 @@ pub struct Entry {
 #[derive(Debug, Clone)]
 pub struct Spool {
     root: PathBuf,
+    /// This process's hold on the folder: two agents on one spool would upload each other's traces.
+    _lock: std::sync::Arc<std::fs::File>,
 }
 
 impl Spool {
@@ -52,7 +54,23 @@ impl Spool {
         std::fs::create_dir_all(root.join("queue"))?;
         std::fs::create_dir_all(root.join("work"))?;
         std::fs::create_dir_all(root.join("failed"))?;
-        Ok(Self { root })
+        let path = root.join("lock");
+        let lock = std::fs::File::create(&path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "spool {} is in use by another agent process (it holds {}); give this one another --spool-dir",
+                        root.display(),
+                        path.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        Ok(Self { root, _lock: std::sync::Arc::new(lock) })
     }
 
     /// Where a job's workload writes its files (same file system as the queue, so adding is a rename).

@@ -34,8 +34,36 @@ pub async fn connect(addr: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Re
         None => None,
     };
     let endpoint = tracefleet_proto::endpoint(addr, pem.as_deref())?;
-    let ch = endpoint.connect().await.map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {addr}: {e}"))?;
+    let ch = endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {addr}: {}", why_unreachable(&e)))?;
     Ok(SweepsClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES))
+}
+
+/// Why a connection failed, and what to do about it: the transport's error chain, read for the causes
+/// people meet (nothing listening, a name that does not resolve, TLS, a timeout).
+fn why_unreachable(e: &tonic::transport::Error) -> String {
+    let mut chain = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = chain.to_lowercase();
+    let hint = if lower.contains("connection refused") {
+        "nothing listens there; start one with `coord serve`, or run the sweep in this process with `--local`"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service") {
+        "the host name does not resolve; check the address (--coordinator or TRACEFLEET_COORDINATOR)"
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        "the TLS handshake failed; an https:// coordinator needs --tls-ca with the CA that signed its certificate"
+    } else if lower.contains("timed out") || lower.contains("deadline") {
+        "no answer within 5 s; is the address right and the port open?"
+    } else {
+        "check the address, and that `coord serve` runs there"
+    };
+    format!("{hint} ({chain})")
 }
 
 /// A one-line status.

@@ -3,6 +3,7 @@
 
 use prost::Message;
 use tracefleet_common::sweep::Placement;
+use tracefleet_proto::v1::sweep_spec::Backend as SpecBackend;
 use tracefleet_proto::v1::{Mode, SweepEvent, SweepEventKind, SweepSpec, SweepState};
 
 use super::{ScheduleError, dispatch};
@@ -56,6 +57,18 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
         return Err(ScheduleError::NoAgent(format!(
             "no connected agent matches the sweep's selector ({wanted}); connected agents: {have}"
         )));
+    }
+    // The torch and vLLM backends run on a GPU: refused now, rather than failing every point on agents
+    // that have none.
+    if let Some(b @ (SpecBackend::Torch(_) | SpecBackend::Vllm(_))) = &spec.backend {
+        let name = if matches!(b, SpecBackend::Torch(_)) { "torch" } else { "vllm" };
+        let conns = coord.agents();
+        if !agents.iter().any(|a| conns.get(a).is_some_and(|c| !c.inventory.gpus.is_empty())) {
+            return Err(ScheduleError::NoAgent(format!(
+                "the {name} backend needs a GPU, and no matching agent reports one; connected agents: {}",
+                described.join("; ")
+            )));
+        }
     }
     let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
     // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs that its

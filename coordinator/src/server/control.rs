@@ -76,6 +76,18 @@ impl AgentControl for Control {
         if name.is_empty() || name.len() > 253 || name.contains('/') {
             return Err(Status::invalid_argument(format!("invalid agent name {name:?}")));
         }
+        // Two processes with one name would report as one agent: the second is refused while the first is
+        // connected (heard from within three heartbeats). The same process reconnecting is welcome.
+        let alive = Duration::from_millis(3 * u64::from(coord.cfg.heartbeat_ms));
+        if let Some(other) = coord.agents().get(&name)
+            && other.instance != hello.instance
+            && other.last_seen.elapsed() < alive
+        {
+            return Err(Status::already_exists(format!(
+                "agent name {name:?} is in use by another agent process connected to this coordinator; \
+                 start this one with another --name"
+            )));
+        }
         coord.store().upsert_agent(&name, &inventory.encode_to_vec()).map_err(internal)?;
         let (tx, rx) = mpsc::channel(256);
         let conn_id = coord.next_id();
@@ -95,6 +107,7 @@ impl AgentControl for Control {
                 inventory,
                 last_seen: Instant::now(),
                 running: hello.running_jobs.iter().cloned().collect(),
+                instance: hello.instance.clone(),
             },
         );
         for j in &hello.finished_jobs {

@@ -85,6 +85,29 @@ pub struct AgentConn {
     pub last_seen: Instant,
     /// Jobs it runs.
     pub running: HashSet<String>,
+    /// The agent process (`Hello.instance`).
+    pub instance: String,
+}
+
+/// Takes `dir/lock` (created, with the folder, if needed) for this process: one process per data dir, or
+/// two coordinators would write one database and one set of trace files. The lock (`flock`) goes with
+/// the process, however it ends.
+///
+/// # Errors
+/// Another process holds it (naming the folder), or the file cannot be created.
+pub fn lock_dir(dir: &std::path::Path, who: &str) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("lock");
+    let f = std::fs::File::create(&path).map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow::anyhow!(
+            "{} is in use by another {who} process (it holds {}); give this one another folder",
+            dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow::anyhow!("locking {}: {e}", path.display())),
+    }
 }
 
 /// State shared by the services and the parse workers.
@@ -105,6 +128,8 @@ pub struct Coordinator {
     /// Sweeps whose results are being written.
     completing: Mutex<HashSet<String>>,
     next_id: AtomicU64,
+    /// This process's hold on the data dir (see [`lock_dir`]).
+    _lock: std::fs::File,
 }
 
 pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,6 +140,7 @@ pub(crate) fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Coordinator {
     /// Opens the data dir.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
+        let lock = lock_dir(&cfg.data_dir, "coord")?;
         let store = Store::open(&cfg.data_dir)?;
         let (events, _) = broadcast::channel(4096);
         Ok(Arc::new(Self {
@@ -128,6 +154,7 @@ impl Coordinator {
             parse_queue: ParseQueue::default(),
             completing: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(1),
+            _lock: lock,
         }))
     }
 
