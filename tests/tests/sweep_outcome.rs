@@ -116,3 +116,66 @@ fn a_gpu_backend_is_refused_when_no_matching_agent_has_a_gpu() {
     assert!(!o.status.success(), "{all}");
     assert!(all.contains("the vllm backend needs a GPU, and no matching agent reports one"), "{all}");
 }
+
+#[test]
+fn off_a_terminal_progress_is_a_line_every_few_seconds() {
+    // 6 traces at 1.2 s each: about 7 s, past the first 5 s line. stderr is a pipe here.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let toml = replay("[1, 8]").replace("[replay]\n", "[replay]\ndelay_ms = 1200\n");
+    let (o, _) = sweep(tmp.path(), &toml, &[]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.lines().any(|l| l.starts_with("progress: ") && l.contains("/6 traces, 0 failures")), "{err}");
+}
+
+#[test]
+fn ctrl_c_on_a_local_sweep_stops_at_once_and_says_how_to_resume() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let f = tmp.path().join("slow.toml");
+    std::fs::write(
+        &f,
+        "name = \"slow\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [1]\ninput_len = 8\nprofile_steps = 1\n\
+         [command]\nrun = \"sleep 60\"\n",
+    )
+    .expect("write");
+    let mut child = Command::new(bin("coord"))
+        .arg("sweep")
+        .arg(&f)
+        .args(["--local", "--data-dir"])
+        .arg(tmp.path().join("state"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("1 points, submitted")) {
+        seen.push(rx.recv_timeout(std::time::Duration::from_secs(30)).expect("submitted"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10), "still running 10 s after Ctrl-C");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // The 3 s wait for a second Ctrl-C, not the workload's 60 s.
+    assert!(t0.elapsed() < std::time::Duration::from_secs(8));
+    seen.extend(rx.try_iter());
+    let err = seen.join("\n");
+    assert!(status.success(), "{err}");
+    assert!(
+        err.contains("stopped; the sweep's state is kept in") && err.contains("Ctrl-C again within 3 s cancels"),
+        "{err}"
+    );
+}

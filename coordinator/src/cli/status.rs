@@ -2,6 +2,8 @@
 
 use tracefleet_proto::v1::{ListAgentsRequest, ListSweepsRequest, SweepRef};
 
+use std::io::Write;
+
 use super::client::{CoordinatorArg, connect, describe, resolve, runtime};
 
 /// Arguments of `coord status`.
@@ -17,30 +19,33 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        // Errors of a write (a closed pipe) end the command, quietly for a pipe (see `cli::main`).
+        let mut out = std::io::stdout().lock();
         match a.sweep {
             Some(arg) => {
                 let sweep_id = resolve(&mut c, &arg).await?;
-                println!("{}", describe(&c.status(SweepRef { sweep_id }).await?.into_inner()))
+                writeln!(out, "{}", describe(&c.status(SweepRef { sweep_id }).await?.into_inner()))?;
             }
             None => {
                 let sweeps = c.list_sweeps(ListSweepsRequest {}).await?.into_inner().sweeps;
-                println!("sweeps: {}", sweeps.len());
+                writeln!(out, "sweeps: {}", sweeps.len())?;
                 for s in &sweeps {
-                    println!("  {}", describe(s));
+                    writeln!(out, "  {}", describe(s))?;
                 }
                 let agents = c.list_agents(ListAgentsRequest {}).await?.into_inner().agents;
-                println!("agents: {}", agents.len());
+                writeln!(out, "agents: {}", agents.len())?;
                 for ag in agents {
                     let inv = ag.inventory.unwrap_or_default();
                     let gpus: Vec<String> = inv.gpus.iter().map(|g| g.name.clone()).collect();
-                    println!(
+                    writeln!(
+                        out,
                         "  {:<20} {:<13} last seen {:>6} ms ago; GPUs: {}; running: {}",
                         inv.host,
                         if ag.connected { "connected" } else { "disconnected" },
                         ag.last_seen_ms_ago,
                         if gpus.is_empty() { "none".into() } else { gpus.join(", ") },
                         ag.running_jobs.join(", ")
-                    );
+                    )?;
                 }
             }
         }

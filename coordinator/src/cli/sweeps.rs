@@ -2,6 +2,8 @@
 
 use tracefleet_proto::v1::ListSweepsRequest;
 
+use std::io::Write;
+
 use super::client::{CoordinatorArg, connect, describe, runtime};
 
 /// Arguments of `coord sweeps`.
@@ -15,8 +17,10 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        // Errors of a write (a closed pipe) end the command, quietly for a pipe (see `cli::main`).
+        let mut out = std::io::stdout().lock();
         for s in c.list_sweeps(ListSweepsRequest {}).await?.into_inner().sweeps {
-            println!("{}", describe(&s));
+            writeln!(out, "{}", describe(&s))?;
         }
         Ok(())
     })
