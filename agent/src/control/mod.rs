@@ -101,7 +101,11 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Agent {
     /// Prepares an agent (no connection is made yet).
     pub fn new(cfg: AgentConfig, inventory: HostInventory) -> anyhow::Result<Arc<Self>> {
-        let spool = Spool::open(&cfg.spool_dir)?;
+        let spool = Spool::open(&cfg.spool_dir).map_err(|e| match e.kind() {
+            // The lock's message names the folder already.
+            std::io::ErrorKind::WouldBlock => anyhow::anyhow!("{e}"),
+            _ => anyhow::anyhow!("opening the spool {}: {e}", cfg.spool_dir.display()),
+        })?;
         let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
         let channel = tracefleet_proto::endpoint(&cfg.coordinator, cfg.tls_ca.as_deref())?.connect_lazy();
         let drivers: &[Driver] = if gpus.is_empty() { &[] } else { &cfg.warm_drivers };

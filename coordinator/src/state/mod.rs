@@ -141,7 +141,8 @@ impl Coordinator {
     /// Opens the data dir.
     pub fn open(cfg: Config) -> anyhow::Result<Arc<Self>> {
         let lock = lock_dir(&cfg.data_dir, "coord")?;
-        let store = Store::open(&cfg.data_dir)?;
+        let store = Store::open(&cfg.data_dir)
+            .map_err(|e| anyhow::anyhow!("opening the state database in {}: {e}", cfg.data_dir.display()))?;
         let (events, _) = broadcast::channel(4096);
         Ok(Arc::new(Self {
             upload_slots: Arc::new(Semaphore::new(cfg.max_inflight_uploads)),
