@@ -4,23 +4,14 @@
 
 use std::path::Path;
 
+mod common;
+use common::sources;
+
 /// The top-level modules, lowest first.
 const ORDER: [&str; 6] = ["store", "state", "parse", "schedule", "server", "cli"];
 
 fn rank(module: &str) -> Option<usize> {
     ORDER.iter().position(|m| *m == module)
-}
-
-/// `.rs` files under `dir`, recursively.
-fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
 }
 
 /// The modules named by `crate::NAME` in a line.

@@ -1,9 +1,13 @@
 //! Sweep states, job states, event kinds, placements and modes are enums; their words appear as string
-//! literals only where an enum converts to text (the SQL column in `store/states.rs`; the proto and common
-//! crates hold the others). A literal anywhere else is a state compared as a string again, and fails here
-//! with its file and line. JSON keys (`"trace": ...`) and comments are not states.
+//! literals only where an enum converts to text (the SQL columns in `store/states.rs`, the manifest's
+//! point states in `parse/outcome.rs`; the proto and common crates hold the others). A literal anywhere
+//! else is a state compared as a string again, and fails here with its file and line. JSON keys
+//! (`"trace": ...`) and comments are not states.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
+use common::sources;
 
 /// The words of every state and kind enum, as earlier versions spelled them.
 const WORDS: [&str; 21] = [
@@ -32,17 +36,6 @@ const WORDS: [&str; 21] = [
 
 /// Where the words may appear: the conversions to and from text.
 const CONVERSIONS: [&str; 2] = ["store/states.rs", "parse/outcome.rs"];
-
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).flatten() {
-        let p = entry.path();
-        if p.is_dir() {
-            sources(&p, out);
-        } else if p.extension().is_some_and(|e| e == "rs") {
-            out.push(p);
-        }
-    }
-}
 
 /// The state words used as string literals in `line` (not as JSON keys, not in a comment).
 fn literals(line: &str) -> Vec<&'static str> {

@@ -111,6 +111,35 @@ pub struct Store {
     dir: PathBuf,
 }
 
+/// Inserts the job `make` builds from its number in the sweep (`{sweep}-j{n}`), inside `tx`: counted and
+/// inserted in one transaction, the number is unique (jobs are never deleted alone).
+fn insert_next_job(
+    tx: &rusqlite::Transaction<'_>,
+    sweep_id: &str,
+    make: impl FnOnce(usize) -> Option<JobRow>,
+) -> Result<Option<JobRow>> {
+    let n: i64 = tx
+        .query_row("SELECT COUNT(*) FROM jobs WHERE sweep_id = ?1", [sweep_id], |r| r.get(0))
+        .map_err(ctx("next job"))?;
+    let Some(j) = make(n as usize) else { return Ok(None) };
+    tx.execute(
+        "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![j.id, j.sweep_id, j.agent, j.assign, j.state],
+    )
+    .map_err(ctx("insert job"))?;
+    Ok(Some(j))
+}
+
+/// Sets a host's traces of a point aside (kept on disk, left out of results), inside `tx`.
+fn supersede(tx: &rusqlite::Transaction<'_>, sweep_id: &str, point_id: &str, host: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
+        params![sweep_id, point_id, host],
+    )
+    .map_err(ctx("supersede"))?;
+    Ok(())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
@@ -360,24 +389,9 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(ctx("point failure"))?;
-        let mut inserted = None;
-        if attempts <= retries {
-            let n: i64 = tx
-                .query_row("SELECT COUNT(*) FROM jobs WHERE sweep_id = ?1", [sweep_id], |r| r.get(0))
-                .map_err(ctx("retry job"))?;
-            if let Some(j) = retry(n as usize) {
-                tx.execute(
-                    "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
-                    params![sweep_id, point_id, host],
-                )
-                .map_err(ctx("supersede"))?;
-                tx.execute(
-                    "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![j.id, j.sweep_id, j.agent, j.assign, j.state],
-                )
-                .map_err(ctx("insert job"))?;
-                inserted = Some(j);
-            }
+        let inserted = if attempts <= retries { insert_next_job(&tx, sweep_id, retry)? } else { None };
+        if inserted.is_some() {
+            supersede(&tx, sweep_id, point_id, host)?;
         }
         tx.commit().map_err(ctx("point failure"))?;
         Ok((attempts, inserted))
@@ -407,26 +421,9 @@ impl Store {
             return Ok((false, None));
         }
         for p in points {
-            tx.execute(
-                "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
-                params![sweep_id, p, host],
-            )
-            .map_err(ctx("supersede"))?;
+            supersede(&tx, sweep_id, p, host)?;
         }
-        let mut inserted = None;
-        if !points.is_empty() {
-            let n: i64 = tx
-                .query_row("SELECT COUNT(*) FROM jobs WHERE sweep_id = ?1", [sweep_id], |r| r.get(0))
-                .map_err(ctx("move job"))?;
-            if let Some(j) = make(n as usize) {
-                tx.execute(
-                    "INSERT INTO jobs(id, sweep_id, agent, assign, state) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![j.id, j.sweep_id, j.agent, j.assign, j.state],
-                )
-                .map_err(ctx("insert job"))?;
-                inserted = Some(j);
-            }
-        }
+        let inserted = if points.is_empty() { None } else { insert_next_job(&tx, sweep_id, make)? };
         tx.commit().map_err(ctx("move job"))?;
         Ok((true, inserted))
     }
