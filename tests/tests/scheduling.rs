@@ -27,6 +27,7 @@ async fn a_killed_agents_points_are_reassigned() {
     drop(doomed.take()); // SIGKILL
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
     assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+    assert_eq!((status.points_total, status.points_done), (4, 4), "the moved point counts once: {status:?}");
     let results = tmp.path().join("results");
     fetch(&mut c, &id, &results).await.expect("fetch");
     // Every point once: the same tables as one machine reading the same traces.

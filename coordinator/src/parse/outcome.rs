@@ -66,7 +66,9 @@ pub fn outcomes(
     each: bool,
 ) -> Vec<PointOutcome> {
     // Job ids are `{sweep}-j{n}`: by length, then text, is the order they were made in.
-    let mut ordered: Vec<&JobRow> = jobs.iter().filter(|j| j.state != JobState::Reassigned).collect();
+    // A moved job (a lost agent's) still holds the points it finished; the ones it did not are in a later
+    // job, which overrides it below.
+    let mut ordered: Vec<&JobRow> = jobs.iter().collect();
     ordered.sort_by(|a, b| (a.id.len(), &a.id).cmp(&(b.id.len(), &b.id)));
     let mut runs: BTreeMap<(String, String), &JobRow> = BTreeMap::new();
     for j in ordered {
@@ -170,10 +172,15 @@ mod tests {
             job("s-j2", "b", &["waiting"], JobState::Assigned, ""),
             // "retried" failed on a and ran again on b.
             job("s-j10", "b", &["retried"], JobState::Done, ""),
+            // Agent c was lost after "kept"; "moved" went on to b.
+            job("s-j11", "c", &["kept", "moved"], JobState::Reassigned, "agent c lost"),
+            job("s-j12", "b", &["moved"], JobState::Done, ""),
         ];
         let uploads = [
             upload("ok", "a", "t0.json", ""),
             upload("retried", "b", "t0.json", ""),
+            upload("kept", "c", "t0.json", ""),
+            upload("moved", "b", "t0.json", ""),
             upload("refused", "a", "t0.json", "t0.json: not a Kineto trace (no traceEvents): a JSON object"),
         ];
         let failures =
@@ -184,6 +191,8 @@ mod tests {
             ("crashed", PointState::Failed, "driver exited with 1"),
             ("empty", PointState::Missing, "job s-j0 ended (done) without a trace of it"),
             ("gave_up", PointState::Failed, "oom again"),
+            ("kept", PointState::Done, ""),
+            ("moved", PointState::Done, ""),
             ("ok", PointState::Done, ""),
             (
                 "refused",
