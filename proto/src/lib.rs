@@ -137,6 +137,17 @@ pub trait UpgradeLegacy {
     fn upgrade_legacy(&mut self);
 }
 
+/// Decodes a message stored by any coordinator version, with its legacy fields moved into the enums:
+/// the one way stored specs and assignments are read.
+///
+/// # Errors
+/// The bytes are not a valid encoding of `M`.
+pub fn decode_stored<M: prost::Message + Default + UpgradeLegacy>(bytes: &[u8]) -> Result<M, prost::DecodeError> {
+    let mut m = M::decode(bytes)?;
+    m.upgrade_legacy();
+    Ok(m)
+}
+
 #[allow(deprecated)] // reading the legacy fields is the point
 impl UpgradeLegacy for v1::Point {
     fn upgrade_legacy(&mut self) {

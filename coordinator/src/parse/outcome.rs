@@ -4,9 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use prost::Message;
 use serde::Serialize;
-use tracefleet_proto::UpgradeLegacy;
+use tracefleet_proto::decode_stored;
 use tracefleet_proto::v1::AssignJob;
 
 use crate::store::{JobRow, JobState, UploadRow};
@@ -72,8 +71,7 @@ pub fn outcomes(
     ordered.sort_by(|a, b| (a.id.len(), &a.id).cmp(&(b.id.len(), &b.id)));
     let mut runs: BTreeMap<(String, String), &JobRow> = BTreeMap::new();
     for j in ordered {
-        let Ok(mut a) = AssignJob::decode(&j.assign[..]) else { continue };
-        a.upgrade_legacy();
+        let Ok(a) = decode_stored::<AssignJob>(&j.assign) else { continue };
         for p in a.points {
             let agent = if each { j.agent.clone() } else { String::new() };
             runs.insert((p.point_id, agent), j);
@@ -127,6 +125,7 @@ pub fn first_line(s: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
     use tracefleet_proto::v1::Point;
 
     use super::*;

@@ -13,7 +13,7 @@ use tracefleet_common::summary::TraceSummary;
 use tracefleet_common::sweep::Placement;
 use tracefleet_common::tables;
 use tracefleet_common::telemetry::StepTelemetry;
-use tracefleet_proto::UpgradeLegacy;
+use tracefleet_proto::decode_stored;
 use tracefleet_proto::v1::{AssignJob, HostInventory, SweepEvent, SweepSpec, SweepState};
 
 use crate::state::Coordinator;
@@ -40,7 +40,7 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
         return Ok(());
     }
     let r = write_results(coord, sweep_id);
-    let spec = SweepSpec::decode(&sweep.spec[..]).unwrap_or_default();
+    let spec: SweepSpec = decode_stored(&sweep.spec).unwrap_or_default();
     let each = spec.placement() == tracefleet_proto::v1::Placement::Each;
     let failures = coord.store().point_failures(sweep_id)?;
     let points = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each);
@@ -101,8 +101,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         let (jobs, agents) = (s.jobs_of_sweep(sweep_id)?, s.agents()?);
         (sweep, jobs, agents, s.results_dir(sweep_id), s.dir().to_path_buf(), failures, uploads)
     };
-    let mut spec = SweepSpec::decode(&sweep.spec[..]).context("decoding the stored sweep spec")?;
-    spec.upgrade_legacy();
+    let spec: SweepSpec = decode_stored(&sweep.spec).context("decoding the stored sweep spec")?;
     let each = Placement::from(spec.placement()) == Placement::Each;
     let outcomes = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each);
     drop(uploads);
@@ -174,8 +173,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     let jobs_json: Vec<serde_json::Value> = jobs
         .iter()
         .map(|j| {
-            let mut a = AssignJob::decode(&j.assign[..]).unwrap_or_default();
-            a.upgrade_legacy();
+            let a: AssignJob = decode_stored(&j.assign).unwrap_or_default();
             serde_json::json!({
                 "job": j.id, "agent": j.agent, "state": j.state.as_str(), "error": j.error,
                 "points": a.points.iter().map(|p| p.point_id.clone()).collect::<Vec<_>>(),

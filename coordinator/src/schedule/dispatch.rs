@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use prost::Message;
 use tracefleet_common::sweep::Placement;
-use tracefleet_proto::UpgradeLegacy;
+use tracefleet_proto::decode_stored;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
 use tracefleet_proto::v1::{AssignJob, CoordinatorMessage, SweepEvent, SweepEventKind, SweepSpec};
 
@@ -49,8 +49,7 @@ pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Schedule
         if conn.running.len() >= slots {
             break;
         }
-        let mut assign = AssignJob::decode(&j.assign[..])?;
-        assign.upgrade_legacy();
+        let assign: AssignJob = decode_stored(&j.assign)?;
         // A full queue means the agent is not reading; the stream's end will bring it back.
         if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
             conn.running.insert(j.id.clone());
@@ -61,9 +60,7 @@ pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Schedule
 
 fn spec_of(coord: &Coordinator, sweep_id: &str) -> Option<SweepSpec> {
     let row = coord.store().sweep(sweep_id).ok().flatten()?;
-    let mut spec = SweepSpec::decode(&row.spec[..]).ok()?;
-    spec.upgrade_legacy();
-    Some(spec)
+    decode_stored(&row.spec).ok()
 }
 
 /// The matching agent with the fewest open jobs (ties: by name), other than `not`.
@@ -102,10 +99,7 @@ fn new_job(template: &AssignJob, n: usize, points: Vec<tracefleet_proto::v1::Poi
 /// [`Store::fail_point`]: crate::store::Store::fail_point
 pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, error: &str) {
     let spec = spec_of(coord, &job.sweep_id);
-    let template = AssignJob::decode(&job.assign[..]).ok().map(|mut t| {
-        t.upgrade_legacy();
-        t
-    });
+    let template: Option<AssignJob> = decode_stored(&job.assign).ok();
     let point = template.as_ref().and_then(|t| t.points.iter().find(|p| p.point_id == point_id).cloned());
     let target =
         spec.as_ref().and_then(|s| least_loaded(coord, s, Some(&job.agent)).or_else(|| least_loaded(coord, s, None)));
@@ -149,7 +143,7 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
         if since.elapsed() < grace {
             continue;
         }
-        let (Some(spec), Ok(assign)) = (spec_of(coord, &job.sweep_id), AssignJob::decode(&job.assign[..])) else {
+        let (Some(spec), Ok(assign)) = (spec_of(coord, &job.sweep_id), decode_stored::<AssignJob>(&job.assign)) else {
             continue;
         };
         if Placement::from(spec.placement()) == Placement::Each {

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracefleet_proto::decode_stored;
 use tracefleet_proto::v1::sweeps_server::Sweeps;
 use tracefleet_proto::v1::{
     AgentInfo, DeleteSweepResponse, ListAgentsRequest, ListAgentsResponse, Placement, ResultChunk, SubmitResponse,
@@ -32,7 +33,7 @@ pub(crate) fn status_of(coord: &Coordinator, id: &str) -> Result<SweepStatus, St
     let jobs = s.jobs_of_sweep(id).map_err(internal)?;
     let uploads = s.uploads_of_sweep(id).map_err(internal)?;
     let failures = s.point_failures(id).map_err(internal)?;
-    let each = SweepSpec::decode(&sweep.spec[..]).is_ok_and(|sp| sp.placement() == Placement::Each);
+    let each = decode_stored::<SweepSpec>(&sweep.spec).is_ok_and(|sp| sp.placement() == Placement::Each);
     let points = outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each);
     let count = |st: PointState| points.iter().filter(|p| p.state == st).count() as u32;
     Ok(SweepStatus {
