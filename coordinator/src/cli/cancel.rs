@@ -2,7 +2,7 @@
 
 use tracefleet_proto::v1::SweepRef;
 
-use super::client::{CoordinatorArg, connect, describe, resolve, runtime};
+use super::client::{CoordinatorArg, describe, resolve, runtime};
 
 /// Arguments of `coord cancel`.
 #[derive(Debug, clap::Args)]
@@ -16,7 +16,7 @@ pub struct Args {
 /// Runs `coord cancel`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        let mut c = a.coordinator.connect().await?;
         let sweep_id = resolve(&mut c, &a.sweep).await?;
         let s = c.cancel(SweepRef { sweep_id }).await?.into_inner();
         println!("{}", describe(&s));

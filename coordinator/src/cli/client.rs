@@ -22,6 +22,16 @@ pub struct CoordinatorArg {
     pub tls_ca: Option<std::path::PathBuf>,
 }
 
+impl CoordinatorArg {
+    /// A sweeps client connected to the coordinator these flags name (see [`connect`]).
+    ///
+    /// # Errors
+    /// As [`connect`].
+    pub async fn connect(&self) -> anyhow::Result<SweepsClient<Channel>> {
+        connect(&self.coordinator, self.tls_ca.as_deref()).await
+    }
+}
+
 /// A runtime for one client command (a few requests: one thread).
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::client::{CoordinatorArg, connect, download, download_traces, resolve, runtime};
+use super::client::{CoordinatorArg, download, download_traces, resolve, runtime};
 
 /// Arguments of `coord fetch`.
 #[derive(Debug, clap::Args)]
@@ -24,7 +24,7 @@ pub struct Args {
 /// Runs `coord fetch`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        let mut c = a.coordinator.connect().await?;
         let id = resolve(&mut c, &a.sweep).await?;
         let status = c.status(tracefleet_proto::v1::SweepRef { sweep_id: id.clone() }).await?.into_inner();
         let out = a.out.unwrap_or_else(|| PathBuf::from("results").join(&status.name));

@@ -3,7 +3,7 @@
 
 use tracefleet_proto::v1::SweepRef;
 
-use super::client::{CoordinatorArg, connect, resolve, runtime};
+use super::client::{CoordinatorArg, resolve, runtime};
 
 /// Arguments of `coord rm`.
 #[derive(Debug, clap::Args)]
@@ -17,7 +17,7 @@ pub struct Args {
 /// Runs `coord rm`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        let mut c = a.coordinator.connect().await?;
         let id = resolve(&mut c, &a.sweep).await?;
         let r =
             c.delete_sweep(SweepRef { sweep_id: id.clone() }).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;

@@ -4,7 +4,7 @@ use tracefleet_proto::v1::{ListAgentsRequest, ListSweepsRequest, SweepRef};
 
 use std::io::Write;
 
-use super::client::{CoordinatorArg, connect, describe, resolve, runtime};
+use super::client::{CoordinatorArg, describe, resolve, runtime};
 
 /// Arguments of `coord status`.
 #[derive(Debug, clap::Args)]
@@ -18,7 +18,7 @@ pub struct Args {
 /// Runs `coord status`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        let mut c = a.coordinator.connect().await?;
         // Errors of a write (a closed pipe) end the command, quietly for a pipe (see `cli::main`).
         let mut out = std::io::stdout().lock();
         match a.sweep {

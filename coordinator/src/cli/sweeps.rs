@@ -4,7 +4,7 @@ use tracefleet_proto::v1::ListSweepsRequest;
 
 use std::io::Write;
 
-use super::client::{CoordinatorArg, connect, describe, runtime};
+use super::client::{CoordinatorArg, describe, runtime};
 
 /// Arguments of `coord sweeps`.
 #[derive(Debug, clap::Args)]
@@ -16,7 +16,7 @@ pub struct Args {
 /// Runs `coord sweeps`.
 pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
-        let mut c = connect(&a.coordinator.coordinator, a.coordinator.tls_ca.as_deref()).await?;
+        let mut c = a.coordinator.connect().await?;
         // Errors of a write (a closed pipe) end the command, quietly for a pipe (see `cli::main`).
         let mut out = std::io::stdout().lock();
         for s in c.list_sweeps(ListSweepsRequest {}).await?.into_inner().sweeps {
