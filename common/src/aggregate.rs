@@ -28,6 +28,16 @@ pub struct SeriesKey {
     pub batch_size: u32,
     /// Prompt length in tokens (0 when unknown).
     pub input_len: u32,
+    /// Tensor-parallel size of the job (1: none). A job of `tp` ranks writes one trace per rank.
+    #[serde(default = "one")]
+    pub tp: u32,
+    /// The trace's rank within the job (0 without tensor parallelism).
+    #[serde(default)]
+    pub rank: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// One step row (`steps.csv`).
@@ -55,6 +65,27 @@ pub struct StepRow {
     /// Their summed duration, ns.
     #[serde(default)]
     pub graph_time: i64,
+    /// Replayed activities mapped exactly / by the gap rule / not at all (see `classify::graphs`).
+    #[serde(default)]
+    pub graph_mapped: [u32; 3],
+    /// The reference step the replays were mapped onto (empty: none).
+    #[serde(default)]
+    pub graph_reference: String,
+    /// Duration of the unattributed replayed activities, ns.
+    #[serde(default)]
+    pub graph_unattributed_time: i64,
+    /// Start of the step, ns on the trace's clock.
+    #[serde(default)]
+    pub start: i64,
+    /// Collective kernels of the step.
+    #[serde(default)]
+    pub collective_activities: u32,
+    /// Their summed duration, ns (part of `others`).
+    #[serde(default)]
+    pub collective_time: i64,
+    /// Start and end of each collective kernel, ns, in start order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collectives: Vec<[i64; 2]>,
 }
 
 impl StepRow {
@@ -98,7 +129,7 @@ pub struct Aggregate {
     /// Op statistics by (series, name, device side).
     pub ops: BTreeMap<(SeriesKey, String, bool), OpStats>,
     /// Kernel statistics by (series, kernel, category).
-    pub kernels: BTreeMap<(SeriesKey, String, Detail), KernelStats>,
+    pub kernels: BTreeMap<(SeriesKey, String, Category), KernelStats>,
     /// Distinct launch configurations by series.
     pub configs: BTreeMap<SeriesKey, BTreeSet<LaunchConfig>>,
     /// What the `others` category holds, by (series, op the time was attributed to; empty: no op).
@@ -107,6 +138,10 @@ pub struct Aggregate {
     /// The GPU's state during each trace's step(s), by (series, trace), when the agent recorded it.
     #[serde(default)]
     pub telemetry: BTreeMap<(SeriesKey, String), StepTelemetry>,
+    /// Eager reference steps recorded for CUDA-graph steps (by series, trace, step index): reported beside
+    /// the graph steps (`graph_reference.csv`), never counted in the series' statistics.
+    #[serde(default)]
+    pub references: BTreeMap<(SeriesKey, String, u32), StepRow>,
 }
 
 impl Aggregate {
@@ -114,22 +149,34 @@ impl Aggregate {
     /// without CUDA activities, or a step that launched nothing) is left out of the GPU statistics
     /// (categories, kernels, the ops' device time and step count): as a 0 ms step it would pull every GPU
     /// mean down. Its ops' calls and CPU times still count, and `checks::warnings` reports it.
+    ///
+    /// An eager reference step ([`StepSummary::reference`]) goes to [`Aggregate::references`] only.
     pub fn add_step(&mut self, series: &SeriesKey, trace: &str, s: &StepSummary) {
-        self.steps.insert(
-            (series.clone(), trace.to_string(), s.index),
-            StepRow {
-                step_name: s.name.clone(),
-                gpu_busy: s.gpu_busy,
-                gpu_time: s.gpu_time,
-                wall_span: s.wall_span,
-                kernel_count: s.kernel_count,
-                detail: s.detail,
-                detail_activities: s.detail_activities,
-                layers: s.layers,
-                graph_activities: s.graph_activities,
-                graph_time: s.graph_time,
-            },
-        );
+        let row = StepRow {
+            step_name: s.name.clone(),
+            gpu_busy: s.gpu_busy,
+            gpu_time: s.gpu_time,
+            wall_span: s.wall_span,
+            kernel_count: s.kernel_count,
+            detail: s.detail,
+            detail_activities: s.detail_activities,
+            layers: s.layers,
+            graph_activities: s.graph_activities,
+            graph_time: s.graph_time,
+            graph_mapped: [s.graph_exact, s.graph_inferred, s.graph_unattributed],
+            graph_reference: s.graph_reference.clone(),
+            graph_unattributed_time: s.graph_unattributed_time,
+            start: s.start,
+            collective_activities: s.collective_activities,
+            collective_time: s.collective_time,
+            collectives: s.collectives.clone(),
+        };
+        let key = (series.clone(), trace.to_string(), s.index);
+        if s.reference {
+            self.references.insert(key, row);
+            return;
+        }
+        self.steps.insert(key, row);
         if !s.has_gpu_activity() {
             for op in &s.ops {
                 let o = self.ops.entry((series.clone(), op.name.clone(), op.device)).or_default();
@@ -157,7 +204,7 @@ impl Aggregate {
             o.self_cpu += i128::from(op.self_cpu);
         }
         for k in &s.kernels {
-            let ks = self.kernels.entry((series.clone(), k.name.clone(), k.category)).or_default();
+            let ks = self.kernels.entry((series.clone(), k.name.clone(), Category::of(k))).or_default();
             ks.calls += k.calls;
             ks.per_step.add(k.total);
         }
@@ -176,6 +223,9 @@ impl Aggregate {
         }
         for (k, v) in &other.steps {
             self.steps.insert(k.clone(), v.clone());
+        }
+        for (k, v) in &other.references {
+            self.references.insert(k.clone(), v.clone());
         }
         for (k, v) in &other.categories {
             let mine = self.categories.entry(k.clone()).or_insert_with(|| vec![Summary::default(); 7]);
@@ -212,7 +262,45 @@ impl Aggregate {
     }
 }
 
+/// A kernel's category in the full tables: its detailed category, or `collective` for collective
+/// communication kernels (which the seed tables count in `others`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Category {
+    /// A detailed category.
+    Detail(Detail),
+    /// A collective (all-reduce, all-gather, ...); coarse `others`.
+    Collective,
+}
+
+impl Category {
+    /// The category of a kernel row.
+    pub fn of(k: &crate::summary::KernelRow) -> Self {
+        if k.collective { Category::Collective } else { Category::Detail(k.category) }
+    }
+
+    /// Name in the tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Detail(d) => d.name(),
+            Category::Collective => "collective",
+        }
+    }
+
+    /// The coarse category (op_times.tsv's column) it is counted in.
+    pub fn coarse(self) -> crate::classify::Coarse {
+        match self {
+            Category::Detail(d) => d.coarse(),
+            Category::Collective => crate::classify::Coarse::Others,
+        }
+    }
+}
+
 impl SeriesKey {
+    /// This series without its rank: the key the ranks of one tensor-parallel job share.
+    pub fn without_rank(&self) -> SeriesKey {
+        SeriesKey { rank: 0, ..self.clone() }
+    }
+
     /// The mode as the tables write it: `decode`, `prefill` or `unknown`.
     pub fn mode_label(&self) -> &'static str {
         mode_label::name(self.mode)

@@ -31,8 +31,11 @@ pub enum WarningKind {
     BatchMismatch,
     /// `others` holds more than half of the GPU time while attention or linear is 0.
     OthersDominant,
-    /// Kernels replayed by CUDA graphs are not attributed to the ops that captured them.
+    /// Kernels replayed by CUDA graphs are not attributed to the ops that captured them (no eager
+    /// reference step, or some did not map onto it).
     GraphReplays,
+    /// The ranks of a tensor-parallel job could not be merged, or their collectives not split.
+    Ranks,
     /// Steps without any GPU activity, left out of the GPU statistics.
     NoGpuActivity,
 }
@@ -88,8 +91,9 @@ pub struct OthersListing {
 /// A series as people read it: `decode batch 32, input 128 (local, NVIDIA H200)`.
 pub fn describe(s: &SeriesKey) -> String {
     let input = if s.input_len > 0 { format!(", input {}", s.input_len) } else { String::new() };
+    let tp = if s.tp > 1 { format!(", tp {} rank {}", s.tp, s.rank) } else { String::new() };
     format!(
-        "{} batch {}{input} ({}, {})",
+        "{} batch {}{input} ({}, {}{tp})",
         s.mode_label(),
         s.batch_size,
         s.host,
@@ -146,8 +150,10 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
         {
             note(WarningKind::OthersDominant, format!("{trace} step {index}"), others);
         }
-        if r.graph_activities > 0 {
-            note(WarningKind::GraphReplays, format!("{trace} step {index}"), r.graph_time);
+        let unattributed = if r.graph_reference.is_empty() { r.graph_activities } else { r.graph_mapped[2] };
+        if unattributed > 0 {
+            let time = if r.graph_reference.is_empty() { r.graph_time } else { r.graph_unattributed_time };
+            note(WarningKind::GraphReplays, format!("{trace} step {index}: {unattributed} of {}", r.graph_activities), time);
         }
         if !r.has_gpu_activity() {
             note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
@@ -176,11 +182,18 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
                 ),
                 WarningKind::GraphReplays => format!(
                     "{what}: kernels under graph replays: not attributed ({steps} of {of_steps} steps, {share:.0}% \
-                     of their GPU time, counted in `others`)"
+                     of their GPU time, counted in `others`; e.g. {example} replayed kernels; an eager reference \
+                     step of the same shape maps them, see docs/analysis.md)"
                 ),
+                // Filled in below, from the rank merge.
+                WarningKind::Ranks => String::new(),
             };
             Warning { kind, series, steps, of_steps, message }
         })
+        .chain(crate::ranks::merge(agg).problems.into_iter().map(|(series, message)| {
+            let of_steps = totals.get(&series).copied().unwrap_or(0);
+            Warning { kind: WarningKind::Ranks, series, steps: 0, of_steps, message }
+        }))
         .collect()
 }
 
@@ -188,7 +201,7 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
 pub fn others_listing(agg: &Aggregate, top: usize) -> Vec<OthersListing> {
     let mut kernels: BTreeMap<&SeriesKey, Vec<(&str, u64, i128)>> = BTreeMap::new();
     for ((series, name, cat), k) in &agg.kernels {
-        if *cat == Detail::Others {
+        if matches!(cat, crate::aggregate::Category::Detail(Detail::Others) | crate::aggregate::Category::Collective) {
             kernels.entry(series).or_default().push((name, k.calls, k.per_step.sum));
         }
     }
@@ -234,7 +247,7 @@ mod tests {
     use super::*;
 
     fn series(mode: &str, b: u32, l: u32) -> SeriesKey {
-        SeriesKey { host: "h".into(), gpu: "G".into(), mode: mode.parse().ok(), batch_size: b, input_len: l }
+        SeriesKey { host: "h".into(), gpu: "G".into(), mode: mode.parse().ok(), batch_size: b, input_len: l, tp: 1, rank: 0 }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod checks;
 pub mod classify;
 pub mod glob;
 pub mod layout;
+pub mod ranks;
 pub mod logging;
 pub mod stats;
 pub mod summary;

@@ -8,7 +8,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::classify::{Detail, Rules, classify_step};
+use std::sync::Arc;
+
+use crate::classify::graphs::{GraphReference, Mapping, ReferenceStep, UNATTRIBUTED_OP, map_replayed};
+use crate::classify::{Classified, Detail, Rules, classify_step};
 use crate::glob::Patterns;
 use crate::trace::key_averages::{KeyTotals, event_times, totals};
 use crate::trace::link::NONE;
@@ -27,6 +30,9 @@ pub struct AnalyzeOptions {
     /// Refuse a trace in which no annotation matches `step_patterns` (set when the user gave them: a trace
     /// without matches is otherwise read as one step).
     pub require_step_match: bool,
+    /// Eager reference steps for attributing CUDA-graph replays, from another trace; used for graph steps
+    /// whose own trace holds no eager step of their shape.
+    pub graph_reference: Option<Arc<GraphReference>>,
 }
 
 impl Default for AnalyzeOptions {
@@ -36,6 +42,7 @@ impl Default for AnalyzeOptions {
             rules: Rules::default(),
             step_patterns: steps::default_step_patterns(),
             require_step_match: false,
+            graph_reference: None,
         }
     }
 }
@@ -91,6 +98,9 @@ pub struct KernelRow {
     pub calls: u64,
     /// Summed duration, ns.
     pub total: i64,
+    /// A collective communication kernel (category `others`; the full tables call it `collective`).
+    #[serde(default)]
+    pub collective: bool,
 }
 
 /// The GPU time of a step's `others` category that one op was given (the op its activities were
@@ -114,6 +124,9 @@ pub struct StepSummary {
     pub name: String,
     /// Batch shape from a vLLM step name.
     pub vllm: Option<(u32, u32, u32, u32)>,
+    /// Start of the step's annotation, ns on the trace's clock (the ranks of a job on one host share it).
+    #[serde(default)]
+    pub start: i64,
     /// Union of GPU activity intervals, ns.
     pub gpu_busy: i64,
     /// Sum of GPU activity durations, ns.
@@ -146,6 +159,37 @@ pub struct StepSummary {
     /// Their summed duration, ns.
     #[serde(default)]
     pub graph_time: i64,
+    /// Replayed activities mapped exactly onto an eager reference step's (see `classify::graphs`).
+    #[serde(default)]
+    pub graph_exact: u32,
+    /// Replayed activities mapped by the gap rule.
+    #[serde(default)]
+    pub graph_inferred: u32,
+    /// Replayed activities not mapped (in `others`, under the op `(graph replay, unattributed)`), or all
+    /// of them when no reference step was found.
+    #[serde(default)]
+    pub graph_unattributed: u32,
+    /// Their summed duration, ns.
+    #[serde(default)]
+    pub graph_unattributed_time: i64,
+    /// The reference step used: `step N of this trace`, or the reference file; empty when none.
+    #[serde(default)]
+    pub graph_reference: String,
+    /// This step is the eager reference the driver recorded for the graph steps of its window: it is
+    /// reported apart and not counted in the series' statistics.
+    #[serde(default)]
+    pub reference: bool,
+    /// GPU activities of collective communication (all-reduce, all-gather, ...: their kernels and the
+    /// copies their ops make), part of `others`.
+    #[serde(default)]
+    pub collective_activities: u32,
+    /// Their summed duration, ns (wait for the other ranks included).
+    #[serde(default)]
+    pub collective_time: i64,
+    /// Start and end (ns, trace clock) of each collective kernel (copies left out: they do not wait), in
+    /// start order: merged across the ranks of a tensor-parallel job to split waiting from transfer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collectives: Vec<[i64; 2]>,
 }
 
 /// A launch configuration by ids and float bits: (name, grid, block, registers, [blocks/SM, warps/SM,
@@ -163,6 +207,12 @@ pub struct TraceSummary {
     pub events: u64,
     /// Steps in time order.
     pub steps: Vec<StepSummary>,
+    /// The process's rank in its distributed job (`distributedInfo.rank`), when the trace says.
+    #[serde(default)]
+    pub rank: Option<u32>,
+    /// The job's world size (`distributedInfo.world_size`).
+    #[serde(default)]
+    pub world_size: Option<u32>,
 }
 
 impl StepSummary {
@@ -207,6 +257,63 @@ pub fn summarize_file(path: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary
     Ok(summarize(&trace, opts))
 }
 
+/// The eager steps of a trace (steps with GPU activity and no CUDA-graph replays), as references for
+/// attributing another trace's graph replays (`--graph-reference`).
+///
+/// # Errors
+/// The file cannot be read or is not a trace; a trace without such steps is [`TraceError::NoSteps`].
+pub fn graph_reference_from_file(path: &Path, opts: &AnalyzeOptions) -> Result<GraphReference, TraceError> {
+    let t = Trace::open(path, &opts.limits)?;
+    let links = Links::new(&t);
+    let steps = steps::split(&t, &links, &opts.step_patterns);
+    let mut replayed = vec![false; steps.steps.len()];
+    for &i in &links.graph_replayed {
+        if let Some(r) = replayed.get_mut(steps.of_event[i as usize] as usize) {
+            *r = true;
+        }
+    }
+    let mut out = GraphReference { source: path.display().to_string(), steps: Vec::new() };
+    for ((step, events), replayed) in steps.steps.iter().zip(steps.events_by_step()).zip(replayed) {
+        let cls = classify_step(&t, &links, &events, &opts.rules);
+        if !replayed && !cls.activities.is_empty() {
+            out.steps.push(ReferenceStep::new(&t, &cls, &step.name, shape_tuple(step.vllm)));
+        }
+    }
+    if out.steps.is_empty() {
+        return Err(TraceError::NoSteps {
+            file: path.to_path_buf(),
+            patterns: "an eager step (GPU activity, no CUDA-graph replay)".to_string(),
+            seen: "only graph replays or no GPU activity".to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn shape_tuple(s: Option<steps::VllmStepShape>) -> Option<(u32, u32, u32, u32)> {
+    s.map(|s| (s.context_requests, s.context_tokens, s.generation_requests, s.generation_tokens))
+}
+
+/// One GPU activity of a step as the tables count it.
+struct Counted<'a> {
+    event: u32,
+    detail: Detail,
+    /// The op it is attributed to; empty for none.
+    op: &'a str,
+    collective: bool,
+}
+
+/// Graph-replay attribution results of one step.
+#[derive(Default)]
+struct GraphOutcome {
+    exact: u32,
+    inferred: u32,
+    unattributed: u32,
+    unattributed_time: i64,
+    reference: String,
+    /// The reference's decoder layers and its activities per category.
+    reference_layers: Option<(u32, [u32; 7])>,
+}
+
 /// Summarizes a parsed trace.
 pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     let links = Links::new(t);
@@ -217,39 +324,110 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         bytes: t.meta.bytes,
         events: t.meta.event_count,
         steps: Vec::new(),
+        rank: t.meta.rank,
+        world_size: t.meta.world_size,
     };
     let by_step = steps.events_by_step();
     // GPU activities replayed by CUDA graphs, per step: (count, summed ns).
     let mut graph_by_step = vec![(0u32, 0i64); steps.steps.len()];
+    let mut replayed = vec![false; if links.graph_replayed.is_empty() { 0 } else { t.events.len() }];
     for &i in &links.graph_replayed {
+        replayed[i as usize] = true;
         if let Some(g) = graph_by_step.get_mut(steps.of_event[i as usize] as usize) {
             g.0 += 1;
             g.1 += t.events[i as usize].dur;
         }
     }
+    let classified: Vec<Classified> =
+        by_step.iter().map(|events| classify_step(t, &links, events, &opts.rules)).collect();
+    // Eager steps of this trace that can serve as references for its graph steps (only in traces with
+    // replays): the driver's marked reference step first.
+    let mut local_refs: Vec<(usize, ReferenceStep)> = Vec::new();
+    if !links.graph_replayed.is_empty() {
+        for (si, (step, cls)) in steps.steps.iter().zip(&classified).enumerate() {
+            if graph_by_step[si].0 == 0 && !cls.activities.is_empty() {
+                local_refs.push((si, ReferenceStep::new(t, cls, &step.name, shape_tuple(step.vllm))));
+            }
+        }
+        local_refs.sort_by_key(|(si, _)| (!steps.steps[*si].reference, *si));
+    }
     for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
-        let si = si as u32;
-        let cls = classify_step(t, &links, events, &opts.rules);
-        let (graph_activities, graph_time) = graph_by_step.get(si as usize).copied().unwrap_or_default();
+        let cls = &classified[si];
+        let (graph_activities, graph_time) = graph_by_step.get(si).copied().unwrap_or_default();
+        let mut counted: Vec<Counted<'_>> = cls
+            .activities
+            .iter()
+            .map(|a| Counted {
+                event: a.event,
+                detail: a.detail,
+                op: if a.unit == NONE { "" } else { t.name(t.events[a.unit as usize].name) },
+                collective: a.collective,
+            })
+            .collect();
+        let mut linear_ops = cls.linear_ops;
+        let mut layers = cls.layers;
+        let mut graph = GraphOutcome::default();
+        if graph_activities > 0 {
+            let shape = shape_tuple(step.vllm);
+            let same = |r: &ReferenceStep| if shape.is_some() { r.shape == shape } else { r.name == step.name };
+            let reference = local_refs
+                .iter()
+                .find(|(_, r)| same(r))
+                .map(|(rsi, r)| (r, format!("step {rsi} of this trace")))
+                .or_else(|| {
+                    let g = opts.graph_reference.as_deref()?;
+                    g.find(&step.name, shape).map(|r| (r, g.source.clone()))
+                });
+            match reference {
+                Some((r, source)) => {
+                    graph.reference = source;
+                    for detail in attribute_replays(t, &replayed, &mut counted, r, &mut graph).into_values() {
+                        linear_ops[detail.index()] += 1;
+                    }
+                    let mut per_detail = [0u32; 7];
+                    for a in &r.activities {
+                        per_detail[a.detail.index()] += 1;
+                    }
+                    graph.reference_layers = Some((r.layers, per_detail));
+                }
+                None => {
+                    graph.unattributed = graph_activities;
+                    graph.unattributed_time = graph_time;
+                }
+            }
+        }
         let mut detail = [0i64; 7];
         let mut detail_activities = [0u32; 7];
-        let mut kernels: BTreeMap<(u32, Detail), (u64, i64)> = BTreeMap::new();
+        let mut kernels: BTreeMap<(u32, Detail, bool), (u64, i64)> = BTreeMap::new();
         // Distinct launch configurations, deduplicated on ids and bits before any string is made.
         let mut config_keys: rustc_hash::FxHashSet<ConfigKey> = Default::default();
         let mut intervals: Vec<(i64, i64)> = Vec::new();
+        let mut collectives: Vec<[i64; 2]> = Vec::new();
+        let mut collective_time = 0;
+        let mut collective_activities = 0;
         let mut kernel_count = 0;
-        let mut others_ops: BTreeMap<u32, (u32, i64)> = BTreeMap::new();
-        for &(a, d, op) in &cls.activities {
-            let e = &t.events[a as usize];
+        let mut others_ops: BTreeMap<&str, (u32, i64)> = BTreeMap::new();
+        for c in &counted {
+            let e = &t.events[c.event as usize];
+            let d = c.detail;
             if d == Detail::Others {
-                let o = others_ops.entry(if op == NONE { NONE } else { t.events[op as usize].name }).or_default();
+                let o = others_ops.entry(c.op).or_default();
                 o.0 += 1;
                 o.1 += e.dur;
+            }
+            if c.collective {
+                collective_activities += 1;
+                collective_time += e.dur;
+                // Kernels only: a rank waits for the others inside the collective's kernel; the copies
+                // around it (vLLM's custom all-reduce copies its input into the shared buffer) do not wait.
+                if e.cat == Category::Kernel {
+                    collectives.push([e.ts, e.end()]);
+                }
             }
             let pos = d.index();
             detail[pos] += e.dur;
             detail_activities[pos] += 1;
-            let k = kernels.entry((e.name, d)).or_default();
+            let k = kernels.entry((e.name, d, c.collective)).or_default();
             k.0 += 1;
             k.1 += e.dur;
             intervals.push((e.ts, e.end()));
@@ -261,6 +439,14 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
                 let floats = [ka.blocks_per_sm.to_bits(), ka.warps_per_sm.to_bits(), ka.occupancy_pct.to_bits()];
                 config_keys.insert((e.name, ka.grid, ka.block, ka.registers_per_thread, floats, d));
             }
+        }
+        collectives.sort_unstable();
+        // The reference's layers are the step's when every activity of the layers' categories found its
+        // counterpart (the same count in each of them).
+        if let Some((ref_layers, per_detail)) = graph.reference_layers
+            && Detail::ALL.iter().filter(|&&d| d != Detail::Others).all(|d| per_detail[d.index()] == detail_activities[d.index()])
+        {
+            layers = layers.max(ref_layers);
         }
         let configs: BTreeSet<LaunchConfig> = config_keys
             .into_iter()
@@ -300,41 +486,102 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             .collect();
         ops.sort_by(|a, b| (&a.name, a.device).cmp(&(&b.name, b.device)));
         out.steps.push(StepSummary {
-            index: si,
+            index: si as u32,
             name: step.name.clone(),
-            vllm: step.vllm.map(|s| (s.context_requests, s.context_tokens, s.generation_requests, s.generation_tokens)),
+            vllm: shape_tuple(step.vllm),
+            start: step.start,
             gpu_busy,
             gpu_time,
             wall_span: if first <= last { last - first } else { 0 },
             kernel_count,
             detail,
             detail_activities,
-            linear_ops: cls.linear_ops,
-            layers: cls.layers,
+            linear_ops,
+            layers,
             ops,
             kernels: kernels
                 .into_iter()
-                .map(|((name, category), (calls, total))| KernelRow {
+                .map(|((name, category, collective), (calls, total))| KernelRow {
                     name: t.name(name).to_string(),
                     category,
                     calls,
                     total,
+                    collective,
                 })
                 .collect(),
             configs: configs.into_iter().collect(),
             others_ops: others_ops
                 .into_iter()
-                .map(|(name, (activities, total))| UnitRow {
-                    op: if name == NONE { String::new() } else { t.name(name).to_string() },
-                    activities,
-                    total,
-                })
+                .map(|(op, (activities, total))| UnitRow { op: op.to_string(), activities, total })
                 .collect(),
             graph_activities,
             graph_time,
+            graph_exact: graph.exact,
+            graph_inferred: graph.inferred,
+            graph_unattributed: graph.unattributed,
+            graph_unattributed_time: graph.unattributed_time,
+            graph_reference: graph.reference,
+            reference: step.reference,
+            collective_activities,
+            collective_time,
+            collectives,
         });
     }
     out
+}
+
+/// Gives the replayed activities among `counted` the op and category of the reference activities they map
+/// to (see `classify::graphs`); unmapped ones go to `others` under [`UNATTRIBUTED_OP`]. Returns the
+/// distinct linear reference units mapped, with their category (for the step's linear-op counts).
+fn attribute_replays<'a>(
+    t: &Trace,
+    replayed: &[bool],
+    counted: &mut [Counted<'a>],
+    r: &'a ReferenceStep,
+    outcome: &mut GraphOutcome,
+) -> BTreeMap<u32, Detail> {
+    let mut order: Vec<usize> = (0..counted.len()).collect();
+    order.sort_by_key(|&k| (t.events[counted[k].event as usize].ts, counted[k].event));
+    let seq: Vec<(&str, bool)> = order
+        .iter()
+        .map(|&k| {
+            let e = counted[k].event as usize;
+            (t.name(t.events[e].name), replayed.get(e).copied().unwrap_or(false))
+        })
+        .collect();
+    let mut linear_units = BTreeMap::new();
+    for (pos, m) in map_replayed(&seq, r).into_iter().enumerate() {
+        let c = &mut counted[order[pos]];
+        let Some(m) = m else { continue };
+        let hit = match m {
+            Mapping::Exact(j) => {
+                outcome.exact += 1;
+                Some(j)
+            }
+            Mapping::Inferred(j) => {
+                outcome.inferred += 1;
+                Some(j)
+            }
+            Mapping::Unattributed => None,
+        };
+        match hit.map(|j| &r.activities[j]) {
+            Some(a) => {
+                c.detail = a.detail;
+                c.op = &a.op;
+                c.collective = a.collective;
+                if a.linear {
+                    linear_units.insert(a.unit, a.detail);
+                }
+            }
+            None => {
+                outcome.unattributed += 1;
+                outcome.unattributed_time += t.events[c.event as usize].dur;
+                c.detail = Detail::Others;
+                c.op = UNATTRIBUTED_OP;
+            }
+        }
+    }
+    linear_units
 }
 
 /// Length of the union of intervals.

@@ -18,6 +18,8 @@ fn summaries() -> Vec<(SeriesKey, String, TraceSummary)> {
                 mode: Some(tracefleet_common::sweep::Mode::Decode),
                 batch_size: bs,
                 input_len: 128,
+                tp: 1,
+                rank: 0,
             };
             out.push((key, rel, s));
         }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tracefleet_common::classify::Detail;
+use tracefleet_common::classify::graphs::UNATTRIBUTED_OP;
 use tracefleet_common::summary::{AnalyzeOptions, StepSummary, summarize};
 use tracefleet_common::trace::Trace;
 use tracefleet_tests::{bin, fixture, workspace};
@@ -328,7 +329,8 @@ fn a_sweep_says_what_it_could_not_attribute_and_which_steps_ran_another_batch() 
     assert!(
         stdout.contains(
             "NVIDIA H200): kernels under graph replays: not attributed (3 of 3 steps, 83% of their GPU time, \
-             counted in `others`)"
+             counted in `others`; e.g. logs_32/rank0.1795978179198830137.pt.trace.json.zst step 0: 196 of 196 \
+             replayed kernels; an eager reference step of the same shape maps them"
         ),
         "{stdout}"
     );
@@ -387,4 +389,91 @@ fn attention_stays_attention_when_the_projections_are_replayed_by_graphs() {
         assert_eq!(attention, 48, "FA3 kernel, its fill and the KV-cache write of 16 layers");
         assert_eq!(s.layers, 16);
     }
+}
+
+/// The graph fixture attributed through the eager fixture (same model, batch and shape) as reference.
+fn graph_steps_with_eager_reference() -> Vec<StepSummary> {
+    let opts = AnalyzeOptions::default();
+    let reference = tracefleet_common::summary::graph_reference_from_file(&trace_in(DECODE), &opts)
+        .expect("the eager fixture has eager steps");
+    let opts = AnalyzeOptions { graph_reference: Some(std::sync::Arc::new(reference)), ..opts };
+    let t = Trace::open(&trace_in(GRAPHS), &opts.limits).expect("fixture parses");
+    summarize(&t, &opts).steps
+}
+
+#[test]
+fn graph_replays_take_the_ops_of_an_eager_reference_step() {
+    let eager = steps(DECODE);
+    let graphs = graph_steps_with_eager_reference();
+    assert_eq!(graphs.len(), 3);
+    for (g, e) in graphs.iter().zip(&eager) {
+        // Every replayed kernel but one maps: 163 by name in place, 32 by the gap rule (FlashAttention's
+        // split-KV kernel and its combine kernel, in place of the eager run's unsplit kernel and its fill,
+        // both launched by the attention op), and the graph's own output copy (memcpy32_post) has no
+        // counterpart in an eager step: unattributed, in `others`.
+        assert_eq!((g.graph_activities, g.graph_exact, g.graph_inferred, g.graph_unattributed), (196, 163, 32, 1));
+        assert!(g.graph_reference.ends_with(".pt.trace.json.zst"), "{}", g.graph_reference);
+        // Per category of the decoder layers, the same kernel counts as the eager step of the same batch.
+        for d in Detail::ALL.into_iter().filter(|&d| d != Detail::Others) {
+            assert_eq!(g.detail_activities[d.index()], e.detail_activities[d.index()], "{d:?}");
+        }
+        assert_eq!(&g.detail_activities[..6], &[16, 16, 48, 16, 16, 32]);
+        // `others` differs by what the two steps do not share: the graph step launches 220 activities,
+        // the eager one 217 (its output copy, and host-side input preparation of its own).
+        let total = |s: &StepSummary| s.detail_activities.iter().sum::<u32>();
+        assert_eq!((total(g), total(e)), (220, 217));
+        assert_eq!(
+            g.detail_activities[Detail::Others.index()] - e.detail_activities[Detail::Others.index()],
+            total(g) - total(e)
+        );
+        assert!(g.detail[Detail::PagedAttention.index()] > 0 && g.detail[Detail::KqvProj.index()] > 0);
+        assert_eq!(g.layers, 16, "the reference's layers, every one of their kernels found");
+        // Four projections per layer and the LM head (eager, after the graph).
+        assert_eq!(g.linear_ops, [16, 0, 0, 16, 16, 16, 1]);
+        // Nothing is counted twice: the categories add up to the step's GPU time.
+        assert_eq!(g.detail.iter().sum::<i64>(), g.gpu_time);
+        let unattributed: Vec<_> = g.others_ops.iter().filter(|o| o.op == UNATTRIBUTED_OP).collect();
+        assert_eq!(unattributed.len(), 1);
+        assert_eq!((unattributed[0].activities, unattributed[0].total), (1, g.graph_unattributed_time));
+    }
+}
+
+#[test]
+fn ingest_with_a_graph_reference_reports_graph_against_eager_per_category() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("g");
+    let o = Command::new(bin("coord"))
+        .arg("ingest")
+        .arg(fixture(GRAPHS))
+        .arg("--graph-reference")
+        .arg(trace_in(DECODE))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run coord");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // One replayed kernel of 196 per step is unattributed, and that is said.
+    assert!(stderr.contains("kernels under graph replays: not attributed (3 of 3 steps, 0% of their GPU time"), "{stderr}");
+    assert!(!stderr.contains("`others` holds"), "{stderr}");
+    let table = std::fs::read_to_string(out.join("graph_reference.csv")).expect("graph_reference.csv");
+    let mut rdr = csv::Reader::from_reader(table.as_bytes());
+    let header = rdr.headers().expect("header").clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap_or_else(|| panic!("{name} in {header:?}"));
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), 7, "one row per category");
+    for r in &rows {
+        let num = |c: &str| r[col(c)].parse::<f64>().unwrap_or_else(|_| panic!("{c}: {:?}", &r[col(c)]));
+        assert_eq!((num("graph_steps"), num("reference_steps")), (3.0, 3.0));
+        assert!((num("graph_us") - num("eager_us") - num("difference_us")).abs() < 0.002, "{r:?}");
+        if &r[col("category")] != "others" {
+            assert_eq!(num("graph_kernels"), num("eager_kernels"), "{r:?}");
+        }
+    }
+    // FlashAttention's split-KV kernel plus its combine under graphs cost more than the unsplit one eager.
+    let attention = rows.iter().find(|r| &r[col("category")] == "paged_attention").expect("row");
+    assert!(attention[col("difference_us")].parse::<f64>().expect("number") > 0.0, "{attention:?}");
+    // The tables count the graph steps only (3), never the reference steps.
+    let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
+    assert_eq!(steps.lines().count(), 4);
 }

@@ -14,13 +14,27 @@ use super::{Detail, Rules};
 use crate::trace::link::{Links, NONE};
 use crate::trace::model::{Category, Trace};
 
+/// The category of one GPU activity of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Activity {
+    /// Event index.
+    pub event: u32,
+    /// Detailed category.
+    pub detail: Detail,
+    /// The op the activity was attributed to (its outermost collective, linear, attention or rope op, else
+    /// its top-level op); [`NONE`] when no op launched it.
+    pub unit: u32,
+    /// A collective communication kernel (by its op, or by its name when no op says): it is in `others`.
+    pub collective: bool,
+    /// Its unit is a linear op.
+    pub linear: bool,
+}
+
 /// The categories of one step's GPU activities.
 #[derive(Debug, Clone, Default)]
 pub struct Classified {
-    /// `(event index, category, unit op)` for every GPU activity of the step, in launch order. The unit
-    /// op is the op the activity was attributed to (its outermost linear, attention or rope op, else its
-    /// top-level op), [`NONE`] when no op launched it.
-    pub activities: Vec<(u32, Detail, u32)>,
+    /// Every GPU activity of the step, unit by unit in unit start order.
+    pub activities: Vec<Activity>,
     /// Number of linear ops in each detailed category (index: position in [`Detail::ALL`]).
     pub linear_ops: [u32; 7],
     /// Number of decoder layers found.
@@ -31,6 +45,7 @@ pub struct Classified {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Collective,
     Linear,
     Attention,
     AttentionCache,
@@ -114,12 +129,19 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
     }
 
     let mut out = Classified { layers: layers.len() as u32, from_modules, ..Default::default() };
+    // Kernel-name rules, matched once per distinct name.
+    let mut by_name: HashMap<u32, bool> = HashMap::new();
     for (u, d) in units.iter().zip(&detail) {
         if u.kind == Kind::Linear {
             out.linear_ops[d.index()] += 1;
         }
         for &a in &u.acts {
-            out.activities.push((a, *d, u.op));
+            let collective = u.kind == Kind::Collective
+                || (u.op == NONE || u.kind == Kind::Other) && {
+                    let name = t.events[a as usize].name;
+                    *by_name.entry(name).or_insert_with(|| rules.is_collective_kernel(t.name(name)))
+                };
+            out.activities.push(Activity { event: a, detail: *d, unit: u.op, collective, linear: u.kind == Kind::Linear });
         }
     }
     out
@@ -185,6 +207,10 @@ fn unit_of(
         return (Kind::Other, launcher);
     }
     let mut flags = |j: u32| memo.get(t, e_name(t, j), rules);
+    // A collective first: vLLM's row-parallel linear layers all-reduce right after their GEMM.
+    if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).collective) {
+        return (Kind::Collective, op);
+    }
     if let Some(&op) = chain.iter().rev().find(|&&j| flags(j).linear) {
         return (Kind::Linear, op);
     }
@@ -214,6 +240,7 @@ struct OpFlags {
     rope: bool,
     kv_cache: bool,
     attention_cache: bool,
+    collective: bool,
 }
 
 /// Rule matches by name id: each distinct op name is matched against the globs once per step.
@@ -230,6 +257,7 @@ impl RuleMemo {
                 rope: rules.is_rope(n),
                 kv_cache: rules.is_kv_cache(n),
                 attention_cache: rules.is_attention_cache(n),
+                collective: rules.is_collective(n),
             }
         })
     }

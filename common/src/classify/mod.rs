@@ -1,10 +1,11 @@
 //! Classification of GPU activity into the categories of the original tables, by attribution (the op that
 //! launched each kernel and its place in the decoder layer), not by kernel-name order.
 
+pub mod graphs;
 mod layers;
 mod rules;
 
-pub use layers::{Classified, classify_step};
+pub use layers::{Activity, Classified, classify_step};
 pub use rules::{Rules, RulesError};
 
 use serde::{Deserialize, Serialize};

@@ -48,6 +48,20 @@ pub struct OpRules {
     /// Ops that write the paged KV cache for the attention op (`paged_attention`).
     #[serde(default)]
     pub attention_cache: Patterns,
+    /// Collective communication ops (all-reduce, all-gather, ...): their kernels are `others` in the seed
+    /// tables and the `collective` category of the full tables, where the time spent waiting for the
+    /// other ranks is reported apart from the transfer.
+    #[serde(default)]
+    pub collective: Patterns,
+}
+
+/// Kernel-name patterns, for kernels whose launching op says nothing (or that no op launched).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelRules {
+    /// Collective communication kernels (NCCL's).
+    #[serde(default)]
+    pub collective: Patterns,
 }
 
 /// Module patterns.
@@ -71,6 +85,9 @@ pub struct Rules {
     /// Module patterns.
     #[serde(default)]
     pub modules: ModuleRules,
+    /// Kernel-name patterns.
+    #[serde(default)]
+    pub kernels: KernelRules,
 }
 
 impl Default for Rules {
@@ -119,6 +136,16 @@ impl Rules {
         self.ops.attention_cache.is_match(op)
     }
 
+    /// Is this op a collective communication op?
+    pub fn is_collective(&self, op: &str) -> bool {
+        self.ops.collective.is_match(op)
+    }
+
+    /// Is this kernel (by name) a collective communication kernel?
+    pub fn is_collective_kernel(&self, kernel: &str) -> bool {
+        self.kernels.collective.is_match(kernel)
+    }
+
     /// Is this module (class name, counter stripped) a decoder layer?
     pub fn is_decoder_layer(&self, module: &str) -> bool {
         self.modules.decoder_layer.is_match(module)
@@ -158,6 +185,11 @@ mod tests {
         assert!(r.is_attention_cache("_C_cache_ops::reshape_and_cache_flash"));
         assert!(r.is_decoder_layer(module_class("nn.Module: LlamaDecoderLayer_12")));
         assert!(r.is_rope_module(module_class("nn.Module: LlamaRotaryEmbedding_0")));
+        // vLLM's tensor-parallel all-reduce (custom or NCCL) and torch's c10d collectives.
+        assert!(r.is_collective("vllm::all_reduce") && r.is_collective("_C_custom_ar::all_reduce"));
+        assert!(r.is_collective("nccl:_all_gather_base") && r.is_collective("c10d::allreduce_"));
+        assert!(!r.is_collective("aten::linear") && !r.is_collective("aten::sum"));
+        assert!(r.is_collective_kernel("ncclDevKernel_AllReduce_Sum_bf16_RING_LL(ncclDevKernelArgsStorage<4096ul>)"));
     }
 
     #[test]

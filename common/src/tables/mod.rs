@@ -7,7 +7,13 @@
 //! - `kernel_dat.csv`: distinct kernel launch configurations per batch size with their category.
 //!
 //! Full tables (one row per series and name, with statistics over steps):
-//! - `ops.csv`, `kernels.csv`, `steps.csv`.
+//! - `ops.csv`, `kernels.csv`, `steps.csv`; `graph_reference.csv` where CUDA-graph steps were attributed
+//!   through eager reference steps recorded beside them (per category: graph, eager, difference).
+//!
+//! Tensor parallelism: every full table has `tp` and `rank` columns (one row per rank); `steps.csv` adds,
+//! per step of a tensor-parallel job, a row with rank `merged` (the slowest rank's view, see [`crate::ranks`]),
+//! and the seed tables of a tensor-parallel series are the means of those merged steps, with the time the
+//! collectives spent waiting for other ranks left out of `others`.
 //!
 //! Files are written with the `csv` crate (RFC 4180: a field holding the delimiter, a quote or a line
 //! break is quoted, as kernel names like `elementwise_kernel<4, ...>` need); the `.tsv` files use tabs.
@@ -20,8 +26,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::aggregate::{Aggregate, SeriesKey, mode_label};
+use crate::aggregate::{Aggregate, SeriesKey, StepRow, mode_label};
 use crate::classify::Detail;
+use crate::ranks::{self, Merged};
 use crate::stats::Summary;
 use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
@@ -30,6 +37,8 @@ use crate::telemetry::StepTelemetry;
 pub const SEED_FILES: [&str; 3] = [KERNEL_DAT, OP_TIMES, OP_TIMES_DETAILED];
 /// The full tables, written by [`write_results`].
 pub const FULL_FILES: [&str; 3] = [OPS, KERNELS, STEPS];
+/// Graph steps against their eager reference steps, written when there are any.
+pub const GRAPH_REFERENCE: &str = "graph_reference.csv";
 const KERNEL_DAT: &str = "kernel_dat.csv";
 const OP_TIMES: &str = "op_times.tsv";
 const OP_TIMES_DETAILED: &str = "op_times_detailed.tsv";
@@ -75,18 +84,22 @@ pub fn write_results(dir: &Path, agg: &Aggregate, layout: Layout) -> io::Result<
     let group_of = |k: &SeriesKey| -> Group {
         (k.mode, k.input_len, if layout.per_host { k.host.clone() } else { String::new() })
     };
+    let merged = ranks::merge(agg);
     let groups: BTreeSet<Group> = agg.categories.keys().map(group_of).collect();
     for g in &groups {
         let sub = group_dir(dir, &groups, g);
         fs::create_dir_all(&sub)?;
-        written.extend(write_seed(&sub, agg, &|k: &SeriesKey| group_of(k) == *g)?);
+        written.extend(write_seed(&sub, agg, &merged, &|k: &SeriesKey| group_of(k) == *g)?);
     }
     if groups.is_empty() {
-        written.extend(write_seed(dir, agg, &|_: &SeriesKey| false)?);
+        written.extend(write_seed(dir, agg, &merged, &|_: &SeriesKey| false)?);
     }
     written.push(write_ops(dir, agg)?);
     written.push(write_kernels(dir, agg)?);
-    written.push(write_steps(dir, agg)?);
+    written.push(write_steps(dir, agg, &merged)?);
+    if !agg.references.is_empty() {
+        written.push(write_graph_reference(dir, agg)?);
+    }
     Ok(written)
 }
 
@@ -104,11 +117,12 @@ fn ms(ns: f64) -> String {
 }
 
 /// Per batch size of one group of series: the per-step category summaries merged across what the group
-/// does not split (GPUs, and hosts unless split by host).
-fn by_batch(agg: &Aggregate, in_group: &dyn Fn(&SeriesKey) -> bool) -> BTreeMap<u32, Vec<Summary>> {
+/// does not split (GPUs, and hosts unless split by host). A tensor-parallel series counts its merged
+/// steps (one per step, the slowest rank's view without collective wait), not its ranks' steps.
+fn by_batch(agg: &Aggregate, merged: &Merged, in_group: &dyn Fn(&SeriesKey) -> bool) -> BTreeMap<u32, Vec<Summary>> {
     let mut out: BTreeMap<u32, Vec<Summary>> = BTreeMap::new();
     for (k, cats) in &agg.categories {
-        if !in_group(k) {
+        if !in_group(k) || k.tp > 1 {
             continue;
         }
         let e = out.entry(k.batch_size).or_insert_with(|| vec![Summary::default(); 7]);
@@ -116,11 +130,25 @@ fn by_batch(agg: &Aggregate, in_group: &dyn Fn(&SeriesKey) -> bool) -> BTreeMap<
             a.merge(b);
         }
     }
+    for m in &merged.steps {
+        if !in_group(&m.series) || !m.row.has_gpu_activity() {
+            continue;
+        }
+        let e = out.entry(m.series.batch_size).or_insert_with(|| vec![Summary::default(); 7]);
+        for d in Detail::ALL {
+            e[d.index()].add(m.row.detail[d.index()]);
+        }
+    }
     out
 }
 
-fn write_seed(dir: &Path, agg: &Aggregate, in_group: &dyn Fn(&SeriesKey) -> bool) -> io::Result<Vec<PathBuf>> {
-    let rows = by_batch(agg, in_group);
+fn write_seed(
+    dir: &Path,
+    agg: &Aggregate,
+    merged: &Merged,
+    in_group: &dyn Fn(&SeriesKey) -> bool,
+) -> io::Result<Vec<PathBuf>> {
+    let rows = by_batch(agg, merged, in_group);
 
     let p_coarse = dir.join(OP_TIMES);
     let mut w = create(&p_coarse, b'\t')?;
@@ -188,11 +216,19 @@ fn write_seed(dir: &Path, agg: &Aggregate, in_group: &dyn Fn(&SeriesKey) -> bool
     Ok(vec![p_kernels, p_coarse, p_detail])
 }
 
-const SERIES: [&str; 5] = ["host", "gpu", "mode", "batch_size", "input_len"];
+const SERIES: [&str; 7] = ["host", "gpu", "mode", "batch_size", "input_len", "tp", "rank"];
 const STATS: [&str; 8] = ["total_us", "min_us", "max_us", "mean_us", "std_us", "p50_us", "p90_us", "p99_us"];
 
-fn series_cols(k: &SeriesKey) -> [String; 5] {
-    [k.host.clone(), k.gpu.clone(), k.mode_label().into(), k.batch_size.to_string(), k.input_len.to_string()]
+fn series_cols(k: &SeriesKey) -> [String; 7] {
+    [
+        k.host.clone(),
+        k.gpu.clone(),
+        k.mode_label().into(),
+        k.batch_size.to_string(),
+        k.input_len.to_string(),
+        k.tp.to_string(),
+        k.rank.to_string(),
+    ]
 }
 
 fn stats_cols(s: &Summary) -> [String; 8] {
@@ -286,7 +322,59 @@ fn telemetry_cols(t: Option<&StepTelemetry>) -> [String; 10] {
     ]
 }
 
-fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
+/// Columns of `steps.csv` after the series and the telemetry.
+const STEP_EXTRA: [&str; 11] = [
+    "collective_activities",
+    "collective_us",
+    "collective_wait_us",
+    "collective_transfer_us",
+    "slowest_rank",
+    "rank_end_skew_us",
+    "graph_replayed",
+    "graph_exact",
+    "graph_inferred",
+    "graph_unattributed",
+    "graph_reference",
+];
+
+/// The columns of one step row from `step_name` to the per-category kernels.
+fn step_cols(trace: &str, step: &str, r: &StepRow) -> Vec<String> {
+    let mut coarse_ns = [0i64; 3];
+    for d in Detail::ALL {
+        coarse_ns[d.coarse().index()] += r.detail[d.index()];
+    }
+    let mut row = vec![
+        trace.to_string(),
+        step.to_string(),
+        r.step_name.clone(),
+        us(r.gpu_busy as f64),
+        us(r.gpu_time as f64),
+        us(r.wall_span as f64),
+        r.kernel_count.to_string(),
+        r.layers.to_string(),
+        us(coarse_ns[0] as f64),
+        us(coarse_ns[1] as f64),
+        us(coarse_ns[2] as f64),
+    ];
+    row.extend(r.detail.iter().map(|&v| us(v as f64)));
+    row.extend(r.detail_activities.iter().map(|v| v.to_string()));
+    row
+}
+
+fn graph_cols(r: &StepRow) -> [String; 5] {
+    if r.graph_activities == 0 {
+        return Default::default();
+    }
+    [
+        r.graph_activities.to_string(),
+        r.graph_mapped[0].to_string(),
+        r.graph_mapped[1].to_string(),
+        r.graph_mapped[2].to_string(),
+        r.graph_reference.clone(),
+    ]
+}
+
+fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<PathBuf> {
     let p = dir.join(STEPS);
     let mut w = create(&p, b',')?;
     let mut header: Vec<String> = SERIES.iter().map(|s| s.to_string()).collect();
@@ -309,30 +397,101 @@ fn write_steps(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_us", d.name())));
     header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())));
     header.extend(TELEMETRY.map(String::from));
+    header.extend(STEP_EXTRA.map(String::from));
     w.write_record(&header)?;
     for ((k, trace, step), r) in &agg.steps {
-        let mut coarse_ns = [0i64; 3];
-        for d in Detail::ALL {
-            coarse_ns[d.coarse().index()] += r.detail[d.index()];
-        }
         let mut row: Vec<String> = series_cols(k).into();
-        row.extend([
-            trace.clone(),
-            step.to_string(),
-            r.step_name.clone(),
-            us(r.gpu_busy as f64),
-            us(r.gpu_time as f64),
-            us(r.wall_span as f64),
-            r.kernel_count.to_string(),
-            r.layers.to_string(),
-            us(coarse_ns[0] as f64),
-            us(coarse_ns[1] as f64),
-            us(coarse_ns[2] as f64),
-        ]);
-        row.extend(r.detail.iter().map(|&v| us(v as f64)));
-        row.extend(r.detail_activities.iter().map(|v| v.to_string()));
+        row.extend(step_cols(trace, &step.to_string(), r));
         row.extend(telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone()))));
+        let split = merged.splits.get(&(k.clone(), trace.clone(), *step));
+        row.extend([
+            r.collective_activities.to_string(),
+            us(r.collective_time as f64),
+            split.map_or_else(String::new, |s| us(s.wait as f64)),
+            split.map_or_else(String::new, |s| us(s.transfer as f64)),
+            String::new(),
+            String::new(),
+        ]);
+        row.extend(graph_cols(r));
         w.write_record(&row)?;
+    }
+    // One row per merged step of a tensor-parallel job: rank `merged`, the slowest rank's view.
+    for m in &merged.steps {
+        let mut row: Vec<String> = series_cols(&m.series).into();
+        row[SERIES.len() - 1] = "merged".into();
+        let slow = m.slowest_rank as usize;
+        row.extend(step_cols(&m.traces[slow], &m.indexes[slow].to_string(), &m.row));
+        row.extend(telemetry_cols(agg.telemetry.get(&(SeriesKey { rank: m.slowest_rank, ..m.series.clone() }, m.traces[slow].clone()))));
+        row.extend([
+            m.row.collective_activities.to_string(),
+            us(m.row.collective_time as f64),
+            if m.split { us(m.ranks[slow].wait as f64) } else { String::new() },
+            if m.split { us(m.ranks[slow].transfer as f64) } else { String::new() },
+            m.slowest_rank.to_string(),
+            if m.split { us(m.end_skew as f64) } else { String::new() },
+        ]);
+        row.extend(graph_cols(&m.row));
+        w.write_record(&row)?;
+    }
+    w.flush()?;
+    Ok(p)
+}
+
+/// `graph_reference.csv`: per series and category, the mean per step of the graph steps that were mapped
+/// onto eager reference steps, the mean of those reference steps, and the difference (graph - eager), in
+/// µs and in activities.
+fn write_graph_reference(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
+    let p = dir.join(GRAPH_REFERENCE);
+    let mut w = create(&p, b',')?;
+    let mut header: Vec<&str> = SERIES.to_vec();
+    header.extend([
+        "category",
+        "graph_steps",
+        "reference_steps",
+        "graph_us",
+        "eager_us",
+        "difference_us",
+        "graph_kernels",
+        "eager_kernels",
+    ]);
+    w.write_record(&header)?;
+    // (sum ns, sum activities, steps) per category.
+    type Sums = ([i64; 7], [u64; 7], u64);
+    let add = |s: &mut Sums, r: &StepRow| {
+        for d in Detail::ALL {
+            s.0[d.index()] += r.detail[d.index()];
+            s.1[d.index()] += u64::from(r.detail_activities[d.index()]);
+        }
+        s.2 += 1;
+    };
+    let mut graph: BTreeMap<&SeriesKey, Sums> = BTreeMap::new();
+    for ((k, _, _), r) in &agg.steps {
+        if r.graph_activities > 0 && !r.graph_reference.is_empty() {
+            add(graph.entry(k).or_default(), r);
+        }
+    }
+    let mut eager: BTreeMap<&SeriesKey, Sums> = BTreeMap::new();
+    for ((k, _, _), r) in &agg.references {
+        add(eager.entry(k).or_default(), r);
+    }
+    let mean = |v: f64, n: u64| if n == 0 { 0.0 } else { v / n as f64 };
+    for (k, g) in &graph {
+        let e = eager.get(k).copied().unwrap_or_default();
+        for d in Detail::ALL {
+            let (gi, ei) = (mean(g.0[d.index()] as f64, g.2), mean(e.0[d.index()] as f64, e.2));
+            let mut row: Vec<String> = series_cols(k).into();
+            row.extend([
+                d.name().to_string(),
+                g.2.to_string(),
+                e.2.to_string(),
+                us(gi),
+                if e.2 == 0 { String::new() } else { us(ei) },
+                if e.2 == 0 { String::new() } else { us(gi - ei) },
+                format!("{:.2}", mean(g.1[d.index()] as f64, g.2)),
+                if e.2 == 0 { String::new() } else { format!("{:.2}", mean(e.1[d.index()] as f64, e.2)) },
+            ]);
+            w.write_record(&row)?;
+        }
     }
     w.flush()?;
     Ok(p)

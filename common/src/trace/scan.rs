@@ -92,6 +92,11 @@ pub struct TraceMeta {
     pub event_count: u64,
     /// Decompressed bytes read.
     pub bytes: u64,
+    /// `distributedInfo.rank`: this process's rank in a distributed job (torch writes it for every process
+    /// of an initialized process group; in vLLM, the tensor-parallel rank when pipeline parallelism is 1).
+    pub rank: Option<u32>,
+    /// `distributedInfo.world_size`.
+    pub world_size: Option<u32>,
 }
 
 /// Why a parse of one unit stopped.
@@ -796,6 +801,13 @@ fn keep_member(key: &[u8], raw: &[u8], meta: &mut TraceMeta) {
                         meta.devices.push((id, name.to_string()));
                     }
                 }
+            }
+        }
+        b"distributedInfo" => {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(raw) {
+                let get = |k: &str| v.get(k).and_then(serde_json::Value::as_u64).and_then(|n| u32::try_from(n).ok());
+                meta.rank = get("rank");
+                meta.world_size = get("world_size");
             }
         }
         b"traceName" => {

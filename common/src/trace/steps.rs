@@ -14,6 +14,11 @@ use crate::glob::Patterns;
 /// The default step patterns (globs on user-annotation names).
 pub const DEFAULT_STEP_PATTERNS: &[&str] = &["ProfilerStep#*", "execute_context_*", "execute_model*"];
 
+/// The `record_function` range the vLLM driver puts around the one step it runs with CUDA graphs off, as the
+/// reference for attributing the graph steps' replayed kernels (see `classify::graphs`). A step inside it
+/// is a reference step: it is not counted in the series' statistics.
+pub const EAGER_REFERENCE_MARK: &str = "tracefleet::eager_reference";
+
 /// [`DEFAULT_STEP_PATTERNS`], compiled.
 pub fn default_step_patterns() -> Patterns {
     // Constant patterns, covered by the tests of every trace fixture.
@@ -35,6 +40,8 @@ pub struct Step {
     /// The batch shape vLLM wrote into the step's annotation, or into the first annotation inside it
     /// (torch.profiler's schedule wraps vLLM's `execute_context_*` in its own `ProfilerStep#N`).
     pub vllm: Option<VllmStepShape>,
+    /// The step runs inside an [`EAGER_REFERENCE_MARK`] range.
+    pub reference: bool,
 }
 
 /// Steps and the step of every event.
@@ -103,12 +110,17 @@ pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
         of_event[i as usize] = if inherited == NONE && is_step(i) {
             let e = &t.events[i as usize];
             let name = t.name(e.name);
+            let reference = std::iter::successors(Some(p).filter(|&p| p != NONE), |&q| {
+                Some(links.parent[q as usize]).filter(|&q| q != NONE)
+            })
+            .any(|q| t.name(t.events[q as usize].name) == EAGER_REFERENCE_MARK);
             steps.push(Step {
                 name: name.to_string(),
                 annotation: i,
                 start: e.ts,
                 end: e.end(),
                 vllm: parse_vllm_step(name),
+                reference,
             });
             (steps.len() - 1) as u32
         } else {
@@ -126,7 +138,7 @@ pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
         let start = t.events.iter().map(|e| e.ts).min().unwrap_or(0);
         let end = t.events.iter().map(|e| e.end()).max().unwrap_or(0);
         return Steps {
-            steps: vec![Step { name: String::new(), annotation: NONE, start, end, vllm: None }],
+            steps: vec![Step { name: String::new(), annotation: NONE, start, end, vllm: None, reference: false }],
             of_event: vec![0; n],
         };
     }

@@ -42,6 +42,11 @@ pub struct Args {
     /// Classification rules (TOML); the built-in Llama-family rules by default.
     #[arg(long)]
     rules: Option<PathBuf>,
+    /// An eager trace of the same model and batch shapes, whose steps attribute the kernels that CUDA graphs
+    /// replay in the traces (graph steps whose own trace holds no eager step of their shape). Its steps are
+    /// written beside the graph steps in graph_reference.csv and not counted in the tables.
+    #[arg(long, value_name = "TRACE")]
+    graph_reference: Option<PathBuf>,
     /// Step annotation patterns (globs), replacing the defaults (ProfilerStep#*, execute_context_*, execute_model*).
     #[arg(long = "step-pattern")]
     step_patterns: Vec<String>,
@@ -77,6 +82,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         opts.step_patterns = Patterns::new(&a.step_patterns).context("--step-pattern")?;
         opts.require_step_match = true;
     }
+    let reference = match &a.graph_reference {
+        Some(path) => {
+            let r = tracefleet_common::summary::graph_reference_from_file(path, &opts)
+                .with_context(|| format!("--graph-reference {}", path.display()))?;
+            opts.graph_reference = Some(std::sync::Arc::new(r));
+            // Its eager steps, as the tables report them beside the graph steps.
+            let summary = summarize_file(path, &AnalyzeOptions { graph_reference: None, ..opts.clone() })?;
+            Some((path.display().to_string(), summary))
+        }
+        None => None,
+    };
     // Traces are found by content: every JSON file is read, and one that is not a Kineto trace is passed
     // over with the reason, like every other file the walk skips.
     let mut jobs = Vec::new();
@@ -124,6 +140,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             read + errors.len(),
             errors.join("\n  ")
         );
+    }
+    if let Some((source, summary)) = &reference {
+        add_reference_steps(&mut agg, source, summary);
     }
     let written = tables::write_results(&a.out, &agg, tables::Layout::default())
         .with_context(|| format!("writing {}", a.out.display()))?;
@@ -228,8 +247,27 @@ fn add_trace(agg: &mut Aggregate, a: &Args, job: &Job, summary: &TraceSummary) -
             mode,
             batch_size,
             input_len: hints.input_len.or(a.input_len).or(from_prefill).unwrap_or(0),
+            tp: summary.world_size.filter(|&n| n > 1).unwrap_or(1),
+            rank: if summary.world_size.is_some_and(|n| n > 1) { summary.rank.unwrap_or(0) } else { 0 },
         };
         agg.add_step(&series, &name, step);
     }
     Ok(())
+}
+
+/// Adds the eager steps of the `--graph-reference` trace as reference steps of every series whose graph
+/// steps were mapped onto them (same vLLM shape, or same name), for `graph_reference.csv`.
+fn add_reference_steps(agg: &mut Aggregate, source: &str, summary: &TraceSummary) {
+    let mapped: std::collections::BTreeSet<(SeriesKey, String)> = agg
+        .steps
+        .iter()
+        .filter(|(_, r)| r.graph_reference == source)
+        .map(|((k, _, _), r)| (k.clone(), r.step_name.clone()))
+        .collect();
+    for (series, name) in mapped {
+        for st in summary.steps.iter().filter(|s| s.graph_activities == 0 && s.name == name) {
+            let st = tracefleet_common::summary::StepSummary { reference: true, ..st.clone() };
+            agg.add_step(&series, source, &st);
+        }
+    }
 }

@@ -70,6 +70,8 @@ fn worker(coord: &Arc<Coordinator>) {
                     bytes: 0,
                     events: 0,
                     steps: Vec::new(),
+                    rank: None,
+                    world_size: None,
                 };
                 let why = e.to_string();
                 let _ = serde_json::to_vec(&empty).map(|j| coord.store().set_refused(&key, &j, &why));

@@ -121,6 +121,8 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
             mode: p.mode().known(),
             batch_size: p.batch_size,
             input_len: p.input_len,
+            tp: summary.world_size.filter(|&n| n > 1).unwrap_or(1),
+            rank: if summary.world_size.is_some_and(|n| n > 1) { summary.rank.unwrap_or(0) } else { 0 },
         };
         for st in &summary.steps {
             agg.add_step(&series, &u.key.trace_name, st);

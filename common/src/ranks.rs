@@ -1,0 +1,256 @@
+//! Tensor-parallel jobs: the ranks' traces merged into one view per step.
+//!
+//! Each rank of a job writes its own trace, and the ranks start a step at different moments (each
+//! process launches its own kernels); every collective then waits inside its kernel until the last rank
+//! arrives. A rank's collective time is therefore mostly waiting for the slower rank, and per-rank totals
+//! are not per-step costs. Per step, with the ranks' collective kernels matched in order:
+//!
+//! - **wait** of rank r in collective j = (latest start of j over the ranks) - (r's start of j), clamped
+//!   to r's duration of j: the time r's kernel spent before the last rank arrived;
+//! - **transfer** = the kernel's duration minus the wait: the exchange itself, once every rank is in;
+//! - the step's **merged view** is the slowest rank's: the rank with the most GPU time net of waiting
+//!   (the one the others waited for); its categories with its wait taken out of `others` are what the seed
+//!   tables report for a tensor-parallel series; its wait is reported apart (`collective_wait_us`).
+//!
+//! Clocks: the ranks of a job run on one host, and Kineto writes every process's timestamps on the host's
+//! clock, so the ranks' times compare directly. That is checked, not assumed: a collective whose kernels
+//! overlap on the ranks ends on every rank at the same moment (no rank finishes before the data of every
+//! rank has arrived), so the spread of the ranks' end times of each such collective is measured
+//! (`rank_end_skew_us`, the largest of the step); a spread above [`CLOCK_SKEW_LIMIT_NS`] is reported as a
+//! problem (the split is then not reliable). A collective whose kernels do not overlap on the ranks (one
+//! ended before another began) waited for nothing inside its kernel: it counts as transfer.
+//!
+//! Steps are matched across ranks per (series without rank, trace folder), in start order; the ranks must
+//! hold the same number of steps with the same names, else the folder is not merged and the reason is
+//! reported.
+
+use std::collections::BTreeMap;
+
+use crate::aggregate::{Aggregate, SeriesKey, StepRow};
+use crate::classify::Detail;
+
+/// The largest spread of the ranks' end times of one collective (ns) accepted as one clock: 20 µs. The
+/// ranks' custom all-reduce kernels of the shared H200 fixtures end within 0.5 µs of each other.
+pub const CLOCK_SKEW_LIMIT_NS: i64 = 20_000;
+
+/// One rank's share of a merged step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RankSplit {
+    /// Time its collective kernels spent waiting for the other ranks, ns.
+    pub wait: i64,
+    /// The rest of its collective kernels' time: the transfer, ns.
+    pub transfer: i64,
+}
+
+/// One step of a tensor-parallel job, merged over its ranks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergedStep {
+    /// The series (rank 0).
+    pub series: SeriesKey,
+    /// The traces of the ranks, by rank.
+    pub traces: Vec<String>,
+    /// The step's index in each rank's trace, by rank.
+    pub indexes: Vec<u32>,
+    /// The rank whose view this is (the most GPU time net of waiting).
+    pub slowest_rank: u32,
+    /// The slowest rank's row with its collective wait taken out of `others` (detail and coarse columns;
+    /// `gpu_time`, `gpu_busy` and `wall_span` are its own, wait included).
+    pub row: StepRow,
+    /// The split of every rank, by rank.
+    pub ranks: Vec<RankSplit>,
+    /// Whether the collectives could be matched (same count on every rank); without it the wait is 0.
+    pub split: bool,
+    /// The largest spread of the ranks' end times of one collective, ns.
+    pub end_skew: i64,
+}
+
+/// The merge of every tensor-parallel series of an aggregate.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Merged {
+    /// Merged steps, in series, folder and start order.
+    pub steps: Vec<MergedStep>,
+    /// Per rank step (series with rank, trace, index): its split.
+    pub splits: BTreeMap<(SeriesKey, String, u32), RankSplit>,
+    /// Why some steps were not merged or not split, by series (without rank).
+    pub problems: Vec<(SeriesKey, String)>,
+}
+
+impl Merged {
+    /// The merged steps of a series (keyed without rank).
+    pub fn of_series<'a>(&'a self, series: &'a SeriesKey) -> impl Iterator<Item = &'a MergedStep> + 'a {
+        self.steps.iter().filter(move |m| &m.series == series)
+    }
+}
+
+/// The folder part of a trace name (`p3/decode/logs_8/rank1.x.json` -> `p3/decode/logs_8`).
+fn folder(trace: &str) -> &str {
+    trace.rsplit_once('/').map_or("", |(d, _)| d)
+}
+
+type RankSteps<'a> = BTreeMap<u32, Vec<(&'a str, u32, &'a StepRow)>>;
+
+/// Merges the ranks of every series with `tp > 1`.
+pub fn merge(agg: &Aggregate) -> Merged {
+    let mut groups: BTreeMap<(SeriesKey, &str), RankSteps<'_>> = BTreeMap::new();
+    for ((k, trace, idx), row) in &agg.steps {
+        if k.tp > 1 {
+            groups.entry((k.without_rank(), folder(trace))).or_default().entry(k.rank).or_default().push((trace, *idx, row));
+        }
+    }
+    let mut out = Merged::default();
+    for ((series, dir), mut ranks) in groups {
+        let what = format!(
+            "{} {} batch {} (tp {}), folder '{}'",
+            series.host,
+            series.mode_label(),
+            series.batch_size,
+            series.tp,
+            dir
+        );
+        let have: Vec<u32> = ranks.keys().copied().collect();
+        if have != (0..series.tp).collect::<Vec<_>>() {
+            out.problems.push((series.clone(), format!("{what}: traces of ranks {have:?} of {}: ranks not merged", series.tp)));
+            continue;
+        }
+        for steps in ranks.values_mut() {
+            steps.sort_by_key(|(trace, idx, row)| (row.start, *trace, *idx));
+        }
+        let counts: Vec<usize> = ranks.values().map(Vec::len).collect();
+        if counts.iter().any(|&c| c != counts[0]) {
+            out.problems.push((series.clone(), format!("{what}: the ranks hold {counts:?} steps: ranks not merged")));
+            continue;
+        }
+        for i in 0..counts[0] {
+            let at: Vec<(&str, u32, &StepRow)> = ranks.values().map(|v| v[i]).collect();
+            if at.iter().any(|(_, _, r)| r.step_name != at[0].2.step_name) {
+                let names: Vec<&str> = at.iter().map(|(_, _, r)| r.step_name.as_str()).collect();
+                out.problems
+                    .push((series.clone(), format!("{what}: step {i} has different names on the ranks {names:?}: not merged")));
+                continue;
+            }
+            let m = merge_step(&series, &at, &what, i, &mut out.problems);
+            for (rank, ((trace, idx, _), split)) in at.iter().zip(&m.ranks).enumerate() {
+                out.splits.insert((SeriesKey { rank: rank as u32, ..series.clone() }, trace.to_string(), *idx), *split);
+            }
+            out.steps.push(m);
+        }
+    }
+    out
+}
+
+fn merge_step(
+    series: &SeriesKey,
+    at: &[(&str, u32, &StepRow)],
+    what: &str,
+    i: usize,
+    problems: &mut Vec<(SeriesKey, String)>,
+) -> MergedStep {
+    let n = at[0].2.collectives.len();
+    let split = at.iter().all(|(_, _, r)| r.collectives.len() == n);
+    let mut ranks = vec![RankSplit::default(); at.len()];
+    let mut end_skew = 0;
+    if split {
+        for j in 0..n {
+            let last_start = at.iter().map(|(_, _, r)| r.collectives[j][0]).max().unwrap_or(0);
+            let ends = at.iter().map(|(_, _, r)| r.collectives[j][1]);
+            let first_end = ends.clone().min().unwrap_or(0);
+            if first_end <= last_start {
+                // The ranks' kernels do not overlap: one ended before another began (NCCL's all-gather of
+                // the logits in the H200 fixtures), so no kernel waited inside for the others; it is all
+                // transfer.
+                continue;
+            }
+            end_skew = end_skew.max(ends.max().unwrap_or(0) - first_end);
+            for (s, (_, _, r)) in ranks.iter_mut().zip(at) {
+                let [start, end] = r.collectives[j];
+                s.wait += (last_start - start).clamp(0, end - start);
+            }
+        }
+        if end_skew > CLOCK_SKEW_LIMIT_NS {
+            problems.push((series.clone(), format!(
+                "{what}: step {i}: the ranks' end times of one collective differ by {:.1} µs (over {} µs): \
+                 their clocks may not agree, so the wait/transfer split is not reliable",
+                end_skew as f64 / 1e3,
+                CLOCK_SKEW_LIMIT_NS / 1000
+            )));
+        }
+    } else {
+        let counts: Vec<usize> = at.iter().map(|(_, _, r)| r.collectives.len()).collect();
+        problems.push((
+            series.clone(),
+            format!("{what}: step {i}: the ranks ran {counts:?} collective kernels: wait and transfer not split"),
+        ));
+    }
+    for (s, (_, _, r)) in ranks.iter_mut().zip(at) {
+        s.transfer = r.collective_time - s.wait;
+    }
+    let slowest = (0..at.len()).max_by_key(|&r| (at[r].2.gpu_time - ranks[r].wait, std::cmp::Reverse(r))).unwrap_or(0);
+    let mut row = at[slowest].2.clone();
+    row.detail[Detail::Others.index()] -= ranks[slowest].wait;
+    MergedStep {
+        series: series.clone(),
+        traces: at.iter().map(|(t, _, _)| t.to_string()).collect(),
+        indexes: at.iter().map(|(_, i, _)| *i).collect(),
+        slowest_rank: slowest as u32,
+        row,
+        ranks,
+        split,
+        end_skew,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: i64, gpu: i64, colls: &[[i64; 2]]) -> StepRow {
+        let ct: i64 = colls.iter().map(|c| c[1] - c[0]).sum();
+        let mut detail = [0; 7];
+        detail[Detail::Others.index()] = ct;
+        detail[Detail::KqvProj.index()] = gpu - ct;
+        StepRow {
+            step_name: "s".into(),
+            gpu_busy: gpu,
+            gpu_time: gpu,
+            wall_span: gpu,
+            kernel_count: 1,
+            detail,
+            detail_activities: [1; 7],
+            layers: 1,
+            graph_activities: 0,
+            graph_time: 0,
+            graph_mapped: [0; 3],
+            graph_reference: String::new(),
+            graph_unattributed_time: 0,
+            start,
+            collective_activities: colls.len() as u32,
+            collective_time: ct,
+            collectives: colls.to_vec(),
+        }
+    }
+
+    #[test]
+    fn the_early_rank_waits_and_the_late_rank_is_the_step() {
+        let series = SeriesKey {
+            host: "h".into(),
+            gpu: "g".into(),
+            mode: None,
+            batch_size: 1,
+            input_len: 0,
+            tp: 2,
+            rank: 0,
+        };
+        let mut agg = Aggregate::default();
+        // Rank 0 arrives at 100 and waits for rank 1 (arrives at 160); both end at 200.
+        agg.steps.insert((series.clone(), "d/rank0.json".into(), 0), row(0, 1000, &[[100, 200]]));
+        agg.steps.insert((SeriesKey { rank: 1, ..series.clone() }, "d/rank1.json".into(), 0), row(5, 900, &[[160, 200]]));
+        let m = merge(&agg);
+        assert!(m.problems.is_empty(), "{:?}", m.problems);
+        let s = &m.steps[0];
+        assert_eq!(s.ranks, vec![RankSplit { wait: 60, transfer: 40 }, RankSplit { wait: 0, transfer: 40 }]);
+        // Net of waiting: rank 0 940, rank 1 900: rank 0 is the slowest.
+        assert_eq!(s.slowest_rank, 0);
+        assert_eq!(s.row.detail[Detail::Others.index()], 40);
+        assert_eq!(s.end_skew, 0);
+    }
+}
