@@ -11,9 +11,15 @@ forward. The job's points run in turn on that engine:
   prefill: `warmup_steps` rounds of B fresh one-token requests, then, profiled, `profile_steps` rounds of B
            fresh requests, each prefilled in one step.
 
-Every profiled window is one trace file (vLLM's torch profiler, through `ProfilerConfig`) holding
-`profile_steps` steps, each annotated by vLLM as `execute_context_C(c)_generation_G(g)`; tracefleet splits
-the file by those annotations. Before a trace is announced, its annotations are checked: every profiled
+Every profiled window is one trace file per rank (vLLM's torch profiler, through `ProfilerConfig`; one
+rank unless `tensor_parallel` > 1) holding `profile_steps` steps, each annotated by vLLM as
+`execute_context_C(c)_generation_G(g)`; tracefleet splits the file by those annotations.
+
+With CUDA graphs, a decode window starts with one more step of the same batch run eagerly: graphs are
+turned off for that step only (the model runner's graph dispatcher answers "no graph" while the step runs,
+set in every worker through `collective_rpc`), and the step runs inside a `tracefleet::eager_reference`
+profiler range. The coordinator maps the kernels the graph steps replay onto that step's ops and leaves the
+step itself out of the tables (see docs/analysis.md, "CUDA graphs"). Before a trace is announced, its annotations are checked: every profiled
 step must be exactly B decodes (`execute_context_0(0)_generation_B(B)`) or B prefills of L tokens
 (`execute_context_B(B*L)_generation_0(0)`); otherwise the point fails with the steps that ran. Then the
 point's requests are dropped.
@@ -101,13 +107,16 @@ def load_job(path):
     job = read_job(path)
     warm = job.get("warmup_steps", 5)
     steps = job.get("profile_steps", 3)
+    tp = job.get("tensor_parallel") or 1
+    if isinstance(tp, bool) or not isinstance(tp, int) or tp < 1:
+        raise ValueError(f"'tensor_parallel' must be a whole number of GPUs, at least 1, not {tp!r}")
     for p in job["points"]:
         pid = p["point_id"]
         if p["mode"] == "decode":
-            # The first output token comes from the prefill; then warm-up and profiled steps one each. A
-            # request that reaches output_len stops, and the step after it would not hold B decodes.
-            # No output_len (or 0) means just enough.
-            need = 1 + warm + steps
+            # The first output token comes from the prefill; then warm-up and profiled steps one each (and
+            # the eager reference step under CUDA graphs). A request that reaches output_len stops, and the
+            # step after it would not hold B decodes. No output_len (or 0) means just enough.
+            need = 1 + warm + steps + reference_steps(job)
             out = p.get("output_len") or need
             if isinstance(out, bool) or not isinstance(out, int) or out < need:
                 raise ValueError(f"point {pid}: output_len {out!r} does not cover the prefill token, "
@@ -131,6 +140,11 @@ def load_job(path):
         raise ValueError(f"'max_model_len' {mml} is shorter than the job's longest sequence "
                          f"({longest} tokens: prompt plus output)")
     return job
+
+
+def reference_steps(job):
+    """Eager reference steps a decode window holds before its profiled steps: one under CUDA graphs."""
+    return 1 if job.get("cuda_graphs") else 0
 
 
 def token_budget(job):
@@ -189,8 +203,8 @@ def read_annotations(path):
 
 
 def check_steps(names, mode, batch_size, input_len, steps):
-    """None when `names` (a trace's step annotations) are exactly `steps` steps of the point's batch;
-    otherwise what ran instead."""
+    """None when `names` (a trace's step annotations) are exactly `steps` steps of the point's batch (the
+    eager reference step included, when the window has one); otherwise what ran instead."""
     want = expected_step(mode, batch_size, input_len)
     what = f"{batch_size} decodes" if mode == "decode" else f"{batch_size} prefills of {input_len} tokens"
     if len(names) != steps:
@@ -319,6 +333,7 @@ def build_engine(job, work_dir, prof_dir, oracle):
         enable_prefix_caching=False,
         async_scheduling=False,
         enforce_eager=not graphs,
+        tensor_parallel_size=int(job.get("tensor_parallel") or 1),
         compilation_config=compilation_config(graphs),
         profiler_config=profiler,
         disable_log_stats=True,
@@ -340,12 +355,49 @@ def build_engine(job, work_dir, prof_dir, oracle):
                          f"({'random weights' if dummy else 'weights from the folder'}), max_num_seqs {max_bs}, "
                          f"max_num_batched_tokens {budget}, max_model_len {max_len}, "
                          f"{'CUDA graphs (' + graph_mode + ') for ' + str(sorted(graphs)) if graphs else 'eager'}, "
+                         f"tensor parallel {int(job.get('tensor_parallel') or 1)}, "
                          f"KV cache {capacity if capacity else 'unknown'} tokens"))
     return engine, folder, capacity, budget
 
 
 class PointFailed(Exception):
     pass
+
+
+EAGER_REFERENCE_MARK = "tracefleet::eager_reference"
+
+
+def _eager_reference(worker, on):
+    """Runs in every worker (`collective_rpc`). With `on`, the worker's next steps run without CUDA graphs
+    (its model runner's graph dispatcher answers "no graph", as for a batch larger than every captured size;
+    the attention backend keeps the settings it has under graphs) inside a `tracefleet::eager_reference`
+    profiler range; without, both are undone. Returns what was done, for the log."""
+    import torch
+    w = getattr(worker, "worker", worker)
+    runner = getattr(w, "model_runner", None)
+    dispatcher = getattr(runner, "cudagraph_dispatcher", None)
+    if dispatcher is None:
+        raise RuntimeError(f"this vLLM's model runner ({type(runner).__name__}) has no cudagraph_dispatcher: "
+                           "an eager reference step cannot be run")
+    if not on:
+        for obj, name in ((dispatcher, "dispatch"), (w, "execute_model")):
+            obj.__dict__.pop(name, None)
+        return "graphs back on"
+    from vllm.config import CUDAGraphMode
+    from vllm.forward_context import BatchDescriptor
+
+    def no_graph(num_tokens, *args, **kwargs):
+        return CUDAGraphMode.NONE, BatchDescriptor(num_tokens)
+
+    execute = w.execute_model
+
+    def marked(*args, **kwargs):
+        with torch.profiler.record_function(EAGER_REFERENCE_MARK):
+            return execute(*args, **kwargs)
+
+    dispatcher.dispatch = no_graph
+    w.execute_model = marked
+    return "graphs off for the reference step"
 
 
 def run_job(job, work_dir):
@@ -360,6 +412,7 @@ def run_job(job, work_dir):
     vocab = vocab_size(folder)
     warm = int(job.get("warmup_steps", 5))
     steps = int(job.get("profile_steps", 3))
+    tp = int(job.get("tensor_parallel") or 1)
     serial = 0
     # Every request of the current point, so that none of them can join the next point's steps.
     added = []
@@ -385,27 +438,33 @@ def run_job(job, work_dir):
             engine.step()
         raise RuntimeError("the engine still holds unfinished requests after aborting them and 1000 steps")
 
-    def take_trace(pid, mode, bs, ilen):
-        """Checks the profiled window's steps, then moves its trace into the point's folder (the last
-        thing, so that only a checked trace is ever among the job's files)."""
+    def take_traces(pid, mode, bs, ilen, with_reference):
+        """Checks the profiled window's steps in every rank's trace, then moves the traces into the point's
+        folder (the last thing, so that only checked traces are ever among the job's files)."""
         found = sorted(glob.glob(os.path.join(prof_dir, "*.pt.trace.json*")))
-        if len(found) != 1:
-            raise PointFailed(f"vLLM's profiler wrote {len(found)} trace files, not one: {found}")
-        problem = check_steps(read_annotations(found[0]), mode, bs, ilen, steps)
-        if problem:
-            raise PointFailed(f"{problem}: not controlled batching, so the point's trace is dropped (the "
-                              f"engine did not schedule the batch as one: KV cache, token budget or sequence "
-                              f"length; the engine's settings are in the log)")
+        if len(found) != tp:
+            raise PointFailed(f"vLLM's profiler wrote {len(found)} trace files, not one per rank ({tp}): {found}")
+        for f in found:
+            problem = check_steps(read_annotations(f), mode, bs, ilen, steps + (1 if with_reference else 0))
+            if problem:
+                raise PointFailed(f"{os.path.basename(f)}: {problem}: not controlled batching, so the point's "
+                                  f"traces are dropped (the engine did not schedule the batch as one: KV cache, "
+                                  f"token budget or sequence length; the engine's settings are in the log)")
         printout = os.path.join(prof_dir, "profiler_out_0.txt")
         if oracle_dir and os.path.exists(printout):
             into = os.path.join(oracle_dir, str(job.get("sweep_id") or "sweep"))
             os.makedirs(into, exist_ok=True)
             shutil.move(printout, os.path.join(into, f"{pid}.txt"))
+        for extra in glob.glob(os.path.join(prof_dir, "profiler_out_*.txt")):
+            os.remove(extra)
         folder_out = os.path.join(out_root, pid, mode, f"logs_{bs}")
         os.makedirs(folder_out, exist_ok=True)
-        dst = os.path.join(folder_out, os.path.basename(found[0]))
-        os.replace(found[0], dst)
-        return dst
+        moved = []
+        for f in found:
+            dst = os.path.join(folder_out, os.path.basename(f))
+            os.replace(f, dst)
+            moved.append(dst)
+        return moved
 
     points = job["points"]
     for i, pt in enumerate(points):
@@ -417,7 +476,9 @@ def run_job(job, work_dir):
         try:
             # Tokens a sequence holds at most before it is dropped: its prompt, the tokens decoded while the
             # others were still prefilling, the prefill's token, warm-up and profiled steps.
-            held = ilen + (max_tokens - pt["output_len"] + 1 + warm + steps if mode == "decode" else 1)
+            with_reference = mode == "decode" and reference_steps(job) > 0
+            held = ilen + (max_tokens - pt["output_len"] + 1 + warm + steps + reference_steps(job)
+                           if mode == "decode" else 1)
             need = bs * held
             if capacity is not None and need > capacity:
                 raise PointFailed(f"{bs} sequences of {ilen} prompt tokens and their output need {need} "
@@ -438,6 +499,12 @@ def run_job(job, work_dir):
                     engine.step()
                 start = time.time()
                 engine.start_profile()
+                if with_reference:
+                    engine.collective_rpc(_eager_reference, args=(True,))
+                    try:
+                        engine.step()
+                    finally:
+                        engine.collective_rpc(_eager_reference, args=(False,))
                 for _ in range(steps):
                     engine.step()
                 engine.stop_profile()
@@ -457,8 +524,8 @@ def run_job(job, work_dir):
                     drop()
                 engine.stop_profile()
                 end = time.time()
-            path = take_trace(pid, mode, bs, ilen)
-            emit("trace", point=pid, path=path, step=0, steps=steps, start=start, end=end)
+            for path in take_traces(pid, mode, bs, ilen, with_reference):
+                emit("trace", point=pid, path=path, step=0, steps=steps, start=start, end=end)
         except Exception as e:  # one point failing (out of memory, a batch that did not fit) does not stop the others
             tail = traceback.format_exc().strip().splitlines()[-6:]
             message = str(e) if isinstance(e, PointFailed) else f"{type(e).__name__}: {e}"

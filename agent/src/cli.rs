@@ -36,11 +36,11 @@ struct Args {
     /// Serve only these GPUs (indices, e.g. 0,1); default: every GPU NVML reports.
     #[arg(long, value_parser = parse_gpus)]
     gpus: Option<GpuIndices>,
-    /// Report one GPU of this name when NVML sees none (AMD/ROCm hosts, containers without the NVML
-    /// library): GPU backends are only scheduled on agents that report a GPU. No telemetry or clock locking
-    /// for it.
+    /// Report a GPU of this name when NVML sees none (AMD/ROCm hosts, containers without the NVML
+    /// library): GPU backends are only scheduled on agents that report a GPU. Repeat it for several
+    /// GPUs (indices 0, 1, ...: tensor-parallel jobs hold several). No telemetry or clock locking for them.
     #[arg(long, value_name = "NAME")]
-    assume_gpu: Option<String>,
+    assume_gpu: Vec<String>,
     /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
     #[arg(long)]
     pause_uploads: bool,
@@ -130,10 +130,10 @@ pub fn main() -> ExitCode {
     }
     let mut inv = inventory::inventory(args.name.as_deref(), labels);
     inv.gpus = gpus;
-    if inv.gpus.is_empty()
-        && let Some(name) = args.assume_gpu.as_ref()
-    {
-        inv.gpus.push(tracefleet_proto::v1::GpuInfo { index: 0, name: name.clone(), ..Default::default() });
+    if inv.gpus.is_empty() {
+        for (index, name) in (0..).zip(&args.assume_gpu) {
+            inv.gpus.push(tracefleet_proto::v1::GpuInfo { index, name: name.clone(), ..Default::default() });
+        }
     }
     if args.print_inventory {
         let json = inventory::to_json(&inv);

@@ -153,7 +153,11 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
         let unattributed = if r.graph_reference.is_empty() { r.graph_activities } else { r.graph_mapped[2] };
         if unattributed > 0 {
             let time = if r.graph_reference.is_empty() { r.graph_time } else { r.graph_unattributed_time };
-            note(WarningKind::GraphReplays, format!("{trace} step {index}: {unattributed} of {}", r.graph_activities), time);
+            note(
+                WarningKind::GraphReplays,
+                format!("{trace} step {index}: {unattributed} of {}", r.graph_activities),
+                time,
+            );
         }
         if !r.has_gpu_activity() {
             note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
@@ -247,7 +251,15 @@ mod tests {
     use super::*;
 
     fn series(mode: &str, b: u32, l: u32) -> SeriesKey {
-        SeriesKey { host: "h".into(), gpu: "G".into(), mode: mode.parse().ok(), batch_size: b, input_len: l, tp: 1, rank: 0 }
+        SeriesKey {
+            host: "h".into(),
+            gpu: "G".into(),
+            mode: mode.parse().ok(),
+            batch_size: b,
+            input_len: l,
+            tp: 1,
+            rank: 0,
+        }
     }
 
     #[test]

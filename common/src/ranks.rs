@@ -94,7 +94,12 @@ pub fn merge(agg: &Aggregate) -> Merged {
     let mut groups: BTreeMap<(SeriesKey, &str), RankSteps<'_>> = BTreeMap::new();
     for ((k, trace, idx), row) in &agg.steps {
         if k.tp > 1 {
-            groups.entry((k.without_rank(), folder(trace))).or_default().entry(k.rank).or_default().push((trace, *idx, row));
+            groups
+                .entry((k.without_rank(), folder(trace)))
+                .or_default()
+                .entry(k.rank)
+                .or_default()
+                .push((trace, *idx, row));
         }
     }
     let mut out = Merged::default();
@@ -109,7 +114,8 @@ pub fn merge(agg: &Aggregate) -> Merged {
         );
         let have: Vec<u32> = ranks.keys().copied().collect();
         if have != (0..series.tp).collect::<Vec<_>>() {
-            out.problems.push((series.clone(), format!("{what}: traces of ranks {have:?} of {}: ranks not merged", series.tp)));
+            out.problems
+                .push((series.clone(), format!("{what}: traces of ranks {have:?} of {}: ranks not merged", series.tp)));
             continue;
         }
         for steps in ranks.values_mut() {
@@ -124,8 +130,10 @@ pub fn merge(agg: &Aggregate) -> Merged {
             let at: Vec<(&str, u32, &StepRow)> = ranks.values().map(|v| v[i]).collect();
             if at.iter().any(|(_, _, r)| r.step_name != at[0].2.step_name) {
                 let names: Vec<&str> = at.iter().map(|(_, _, r)| r.step_name.as_str()).collect();
-                out.problems
-                    .push((series.clone(), format!("{what}: step {i} has different names on the ranks {names:?}: not merged")));
+                out.problems.push((
+                    series.clone(),
+                    format!("{what}: step {i} has different names on the ranks {names:?}: not merged"),
+                ));
                 continue;
             }
             let m = merge_step(&series, &at, &what, i, &mut out.problems);
@@ -167,12 +175,15 @@ fn merge_step(
             }
         }
         if end_skew > CLOCK_SKEW_LIMIT_NS {
-            problems.push((series.clone(), format!(
-                "{what}: step {i}: the ranks' end times of one collective differ by {:.1} µs (over {} µs): \
+            problems.push((
+                series.clone(),
+                format!(
+                    "{what}: step {i}: the ranks' end times of one collective differ by {:.1} µs (over {} µs): \
                  their clocks may not agree, so the wait/transfer split is not reliable",
-                end_skew as f64 / 1e3,
-                CLOCK_SKEW_LIMIT_NS / 1000
-            )));
+                    end_skew as f64 / 1e3,
+                    CLOCK_SKEW_LIMIT_NS / 1000
+                ),
+            ));
         }
     } else {
         let counts: Vec<usize> = at.iter().map(|(_, _, r)| r.collectives.len()).collect();
@@ -231,19 +242,13 @@ mod tests {
 
     #[test]
     fn the_early_rank_waits_and_the_late_rank_is_the_step() {
-        let series = SeriesKey {
-            host: "h".into(),
-            gpu: "g".into(),
-            mode: None,
-            batch_size: 1,
-            input_len: 0,
-            tp: 2,
-            rank: 0,
-        };
+        let series =
+            SeriesKey { host: "h".into(), gpu: "g".into(), mode: None, batch_size: 1, input_len: 0, tp: 2, rank: 0 };
         let mut agg = Aggregate::default();
         // Rank 0 arrives at 100 and waits for rank 1 (arrives at 160); both end at 200.
         agg.steps.insert((series.clone(), "d/rank0.json".into(), 0), row(0, 1000, &[[100, 200]]));
-        agg.steps.insert((SeriesKey { rank: 1, ..series.clone() }, "d/rank1.json".into(), 0), row(5, 900, &[[160, 200]]));
+        agg.steps
+            .insert((SeriesKey { rank: 1, ..series.clone() }, "d/rank1.json".into(), 0), row(5, 900, &[[160, 200]]));
         let m = merge(&agg);
         assert!(m.problems.is_empty(), "{:?}", m.problems);
         let s = &m.steps[0];

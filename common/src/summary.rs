@@ -444,7 +444,10 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         // The reference's layers are the step's when every activity of the layers' categories found its
         // counterpart (the same count in each of them).
         if let Some((ref_layers, per_detail)) = graph.reference_layers
-            && Detail::ALL.iter().filter(|&&d| d != Detail::Others).all(|d| per_detail[d.index()] == detail_activities[d.index()])
+            && Detail::ALL
+                .iter()
+                .filter(|&&d| d != Detail::Others)
+                .all(|d| per_detail[d.index()] == detail_activities[d.index()])
         {
             layers = layers.max(ref_layers);
         }

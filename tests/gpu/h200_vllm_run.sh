@@ -13,6 +13,11 @@
 #   tests/gpu/h200_vllm_run.sh two   # one agent on both GPUs: the eager decode sweep sharded over them
 #       (one job per GPU), two points of the torch driver; then an agent on GPU 0 alone: the same vLLM
 #       sweep, for the comparison (same machine, same run).
+#   tests/gpu/h200_vllm_run.sh graphs   # two agents, one per GPU: the eager decode sweep on GPU 0 and the
+#       CUDA-graph decode sweep on GPU 1 (same 16 batch sizes, side by side); then compare_graphs.py
+#       (kernels per category, batch size by batch size) and the step checks of both.
+#   tests/gpu/h200_vllm_run.sh tp       # one agent with both GPUs: the tensor-parallel decode sweep
+#       (examples/vllm-decode-tp2.toml, 7 batch sizes), eager and with CUDA graphs; tp_summary.py of each.
 #
 # Clocks are never locked or changed (shared machine). Everything lands in $RESULTS_DIR.
 set -u
@@ -47,7 +52,49 @@ serve() {
   for _ in $(seq 50); do coord status >/dev/null 2>&1 && return 0; sleep 0.1; done
 }
 
-if [ "$PHASE" = one ]; then
+if [ "$PHASE" = graphs ]; then
+  nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw,driver_version --format=csv > "$W/gpus.csv"
+  python3 -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in ("vllm", "torch", "transformers")), sep=", ")' >> "$W/gpus.csv" 2>&1
+  serve
+  agent --coordinator 127.0.0.1:50051 --name h200-gpu0 --gpus 0 --warm-drivers vllm --spool-dir "$W/spool0" 2> "$W/agent0.log" &
+  agent --coordinator 127.0.0.1:50051 --name h200-gpu1 --gpus 1 --warm-drivers vllm --spool-dir "$W/spool1" 2> "$W/agent1.log" &
+  wait_agent h200-gpu0 && wait_agent h200-gpu1 || exit 1
+  sleep 15
+  sweep "eager decode sweep, 16 points, GPU 0" "$(spec examples/vllm-decode.toml vllm-decode h200-gpu0)" decode 420 &
+  E=$!
+  sweep "CUDA-graph decode sweep, 16 points, GPU 1" "$(spec examples/vllm-decode-graphs.toml vllm-decode-graphs h200-gpu1)" decode-graphs 420
+  wait $E
+  python3 tests/gpu/compare_graphs.py "$W/decode" "$W/decode-graphs" --markdown "$W/graphs_vs_eager.md" > "$W/compare_graphs.json" 2>&1
+  log "compare_graphs: exit $?"
+  python3 tests/gpu/check_vllm_results.py "$W/decode" --layers 16 > "$W/check-decode.json" 2>&1; log "step checks decode: exit $?"
+  python3 tests/gpu/check_vllm_results.py "$W/decode-graphs" --layers 16 --graphs > "$W/check-decode-graphs.json" 2>&1
+  log "step checks decode-graphs: exit $?"
+  grep -h "engine ready\|point_failed\|failed\|graphs off\|Error" "$W"/agent*.log | head -40 > "$W/agent_notes.txt"
+  tail -n 40 "$W"/agent0.log "$W"/agent1.log "$W"/coord.log > "$W/tails.txt" 2>&1
+  cp "$W/tails.txt" "$OUTD/tails.txt"
+  tar czf "$OUTD/graphs.tgz" -C "$W" --exclude='*.zst' decode decode-graphs decode.txt decode-graphs.txt timing.txt gpus.csv \
+    compare_graphs.json graphs_vs_eager.md check-decode.json check-decode-graphs.json agent_notes.txt tails.txt 2>/dev/null
+elif [ "$PHASE" = tp ]; then
+  serve
+  # Tensor-parallel jobs start their own driver (waiting drivers hold one GPU each).
+  agent --coordinator 127.0.0.1:50051 --name h200-tp2 --no-warm-driver --spool-dir "$W/spool-tp" 2> "$W/agent-tp.log" &
+  wait_agent h200-tp2 || exit 1
+  sweep "tensor-parallel (2 GPUs) eager decode sweep, 7 points" "$(spec examples/vllm-decode-tp2.toml vllm-decode-tp2 h200-tp2)" decode-tp2 280
+  sed 's/^cuda_graphs = false/cuda_graphs = true/' examples/vllm-decode-tp2.toml > "$W/tp2-graphs.toml"
+  sweep "tensor-parallel (2 GPUs) CUDA-graph decode sweep, 7 points" "$(spec "$W/tp2-graphs.toml" vllm-decode-tp2-graphs h200-tp2)" decode-tp2-graphs 250
+  for r in decode-tp2 decode-tp2-graphs; do
+    python3 tests/gpu/tp_summary.py "$W/$r" --markdown "$W/$r.md" > "$W/tp-$r.json" 2>&1; log "tp summary $r: exit $?"
+  done
+  python3 tests/gpu/check_vllm_results.py "$W/decode-tp2" --layers 16 > "$W/check-decode-tp2.json" 2>&1; log "step checks decode-tp2: exit $?"
+  python3 tests/gpu/check_vllm_results.py "$W/decode-tp2-graphs" --layers 16 --graphs > "$W/check-decode-tp2-graphs.json" 2>&1
+  log "step checks decode-tp2-graphs: exit $?"
+  grep -h "engine ready\|point_failed\|failed\|Error" "$W"/agent-tp.log | head -40 > "$W/agent_notes_tp.txt"
+  tail -n 60 "$W"/agent-tp.log "$W"/coord.log > "$W/tails_tp.txt" 2>&1
+  cp "$W/tails_tp.txt" "$OUTD/tails_tp.txt"
+  tar czf "$OUTD/tp.tgz" -C "$W" --exclude='*.zst' decode-tp2 decode-tp2-graphs decode-tp2.txt decode-tp2-graphs.txt \
+    decode-tp2.md decode-tp2-graphs.md tp-decode-tp2.json tp-decode-tp2-graphs.json check-decode-tp2.json \
+    check-decode-tp2-graphs.json agent_notes_tp.txt tails_tp.txt timing.txt 2>/dev/null
+elif [ "$PHASE" = one ]; then
   nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw,driver_version --format=csv > "$W/gpus.csv"
   python3 -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in ("vllm", "torch", "transformers")), sep=", ")' >> "$W/gpus.csv" 2>&1
   NGPU=$(nvidia-smi -L | wc -l)

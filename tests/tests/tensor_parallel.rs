@@ -6,7 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
+use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::{Point, SweepSpec, VllmBackend};
+use tracefleet_tests::procs::{Coord, agent_with, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::{bin, fixture};
 
 const EAGER: &str = "h200-vllm-0.25/tp2-decode-eager/logs_32";
@@ -20,21 +24,22 @@ fn ingest(dir: &str, out: &Path) -> String {
     stderr
 }
 
+/// One CSV row: column -> value.
+type Row = BTreeMap<String, String>;
+
 /// Rows of a CSV file as maps from column to value.
-fn rows(path: &Path) -> Vec<BTreeMap<String, String>> {
+fn rows(path: &Path) -> Vec<Row> {
     let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let header: Vec<String> = r.headers().expect("header").iter().map(String::from).collect();
-    r.records()
-        .map(|rec| header.iter().cloned().zip(rec.expect("row").iter().map(String::from)).collect())
-        .collect()
+    r.records().map(|rec| header.iter().cloned().zip(rec.expect("row").iter().map(String::from)).collect()).collect()
 }
 
-fn num(row: &BTreeMap<String, String>, col: &str) -> f64 {
+fn num(row: &Row, col: &str) -> f64 {
     row.get(col).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{col} in {row:?}"))
 }
 
 /// Checks the merged view of one two-rank fixture; returns (per-rank rows, merged rows).
-fn check_merge(dir: &str, steps: usize) -> (Vec<BTreeMap<String, String>>, Vec<BTreeMap<String, String>>) {
+fn check_merge(dir: &str, steps: usize) -> (Vec<Row>, Vec<Row>) {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("out");
     let stderr = ingest(dir, &out);
@@ -55,12 +60,12 @@ fn check_merge(dir: &str, steps: usize) -> (Vec<BTreeMap<String, String>>, Vec<B
     }
     for m in &merged {
         // The two ranks' rows of this step (the fixtures' ranks hold their steps at the same indexes).
-        let of_step: Vec<&BTreeMap<String, String>> = ranks.iter().filter(|r| r["step"] == m["step"]).collect();
+        let of_step: Vec<&Row> = ranks.iter().filter(|r| r["step"] == m["step"]).collect();
         assert_eq!(of_step.len(), 2);
         let slowest = of_step.iter().find(|r| r["rank"] == m["slowest_rank"]).expect("the slowest rank's row");
         assert_eq!(slowest["trace"], m["trace"]);
         // The step's time is the slowest rank's: the most GPU time net of waiting for the other.
-        let net = |r: &BTreeMap<String, String>| num(r, "gpu_time_us") - num(r, "collective_wait_us");
+        let net = |r: &Row| num(r, "gpu_time_us") - num(r, "collective_wait_us");
         assert!(of_step.iter().all(|r| net(r) <= net(slowest)), "{of_step:?}");
         assert_eq!(num(m, "gpu_time_us"), num(slowest, "gpu_time_us"));
         // The merged view leaves the wait out of `others` and keeps the transfer.
@@ -103,4 +108,107 @@ fn prefill_ranks_merge_and_the_seed_tables_use_the_merged_steps() {
     for (k, col) in ["attention_us", "linear_us", "others_us"].iter().enumerate() {
         assert!((line[k + 1] * 1000.0 - num(&merged[0], col)).abs() < 0.01, "{col}: {line:?} {:?}", merged[0]);
     }
+}
+
+/// A stand-in for the vLLM driver that checks what a tensor-parallel job is given (its GPUs, its
+/// tensor_parallel) and writes, per point, the two ranks' traces of the real two-GPU fixture.
+const FAKE_TP_DRIVER: &str = r#"
+import json, os, subprocess, sys, time
+job = json.load(open(sys.argv[sys.argv.index("--job") + 1]))
+src = "@FIXTURES@"
+def emit(**kw):
+    print(json.dumps(kw), flush=True)
+for p in job["points"]:
+    emit(event="point_started", point=p["point_id"])
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if job.get("tensor_parallel") != 2 or gpus != "0,1":
+        emit(event="point_failed", point=p["point_id"], error=f"tensor_parallel {job.get('tensor_parallel')}, GPUs {gpus}")
+        continue
+    folder = os.path.join(job["out_dir"], p["point_id"], p["mode"], f"logs_{p['batch_size']}")
+    os.makedirs(folder, exist_ok=True)
+    for f in sorted(os.listdir(src)):
+        path = os.path.join(folder, f[:-len(".zst")])
+        start = time.time()
+        subprocess.run(["zstd", "-dqf", os.path.join(src, f), "-o", path], check=True)
+        emit(event="trace", point=p["point_id"], path=path, step=0, start=start, end=time.time())
+"#;
+
+fn vllm_spec(python: &Path, tp: u32) -> SweepSpec {
+    SweepSpec {
+        name: "tp".into(),
+        points: vec![Point {
+            point_id: "decode-bs32".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
+            batch_size: 32,
+            input_len: 256,
+            ..Default::default()
+        }],
+        profile_steps: 3,
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
+        backend: Some(Backend::Vllm(VllmBackend {
+            model: "llama-3.2-1b".into(),
+            python: python.display().to_string(),
+            tensor_parallel: tp,
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tensor_parallel_sweep_holds_two_gpus_per_job_and_merges_its_ranks() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let fake = tmp.path().join("fake_driver.py");
+    std::fs::write(&fake, FAKE_TP_DRIVER.replace("@FIXTURES@", &fixture(EAGER).display().to_string())).expect("fake");
+    let python = tmp.path().join("python");
+    std::fs::write(&python, format!("#!/bin/sh\nexec python3 {} \"$@\"\n", fake.display())).expect("python");
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let mut c = coord.client().await.expect("client");
+
+    // One GPU: a sweep of tensor_parallel = 2 is refused at submission, and says why.
+    let one = agent_with(&coord.addr, "one-gpu", &tmp.path().join("s1"), &["--assume-gpu", "Test GPU"]).expect("agent");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let refused = submit(&mut c, vllm_spec(&python, 2)).await.expect_err("refused");
+    let msg = format!("{refused:#}");
+    assert!(
+        msg.contains("with 2 GPUs for one job (tensor_parallel = 2)") && msg.contains("one-gpu (Test GPU)"),
+        "{msg}"
+    );
+    drop(one);
+
+    // Two GPUs: the job holds both, and both ranks' traces are uploaded and merged per step.
+    let _two = agent_with(
+        &coord.addr,
+        "two-gpus",
+        &tmp.path().join("s2"),
+        &["--assume-gpu", "NVIDIA H200", "--assume-gpu", "NVIDIA H200"],
+    )
+    .expect("agent");
+    let mut found = false;
+    for _ in 0..100 {
+        let agents = c.list_agents(tracefleet_proto::v1::ListAgentsRequest {}).await.expect("agents").into_inner();
+        let up = |name: &str| {
+            agents.agents.iter().any(|a| a.connected && a.inventory.as_ref().is_some_and(|i| i.host == name))
+        };
+        if up("two-gpus") && !up("one-gpu") {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(found, "the two-GPU agent is connected and the one-GPU agent gone");
+    let id = submit(&mut c, vllm_spec(&python, 2)).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(90)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+    assert_eq!((status.traces_parsed, status.points_failed), (2, 0), "{status:?}");
+    let out = tmp.path().join("out");
+    fetch(&mut c, &id, &out).await.expect("fetch");
+    let all = rows(&out.join("steps.csv"));
+    let count = |rank: &str| all.iter().filter(|r| r["rank"] == rank).count();
+    assert_eq!((count("0"), count("1"), count("merged")), (3, 3, 3), "{all:?}");
+    assert!(all.iter().all(|r| r["tp"] == "2" && r["host"] == "two-gpus"));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
+    assert_eq!(manifest["sweep"]["backend_settings"]["tensor_parallel"], 2, "{manifest}");
 }

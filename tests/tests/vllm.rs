@@ -454,7 +454,10 @@ fn ingest_with_a_graph_reference_reports_graph_against_eager_per_category() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     // One replayed kernel of 196 per step is unattributed, and that is said.
-    assert!(stderr.contains("kernels under graph replays: not attributed (3 of 3 steps, 0% of their GPU time"), "{stderr}");
+    assert!(
+        stderr.contains("kernels under graph replays: not attributed (3 of 3 steps, 0% of their GPU time"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("`others` holds"), "{stderr}");
     let table = std::fs::read_to_string(out.join("graph_reference.csv")).expect("graph_reference.csv");
     let mut rdr = csv::Reader::from_reader(table.as_bytes());

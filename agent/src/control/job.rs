@@ -99,8 +99,16 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         fail("", format!("creating {}: {e}", out_dir.display()), String::new());
         return;
     }
-    // One job per GPU: the job holds a GPU (CUDA_VISIBLE_DEVICES) for its whole run.
-    let gpu = agent.acquire_gpu().await;
+    // A job holds its GPUs (CUDA_VISIBLE_DEVICES) for its whole run: one, or its tensor-parallel size.
+    let need = crate::workload::gpus_of(&job);
+    let have = agent.inventory.gpus.len();
+    if have > 0 && need > have {
+        fail("", format!("the job needs {need} GPUs (tensor_parallel) and this agent has {have}"), String::new());
+        return;
+    }
+    let gpus = agent.acquire_gpus(need).await;
+    // Clocks, telemetry and the GPU name are those of the job's first GPU.
+    let gpu = gpus.first().copied();
     let lock_mhz = job.gpu.map_or(0, |g| g.lock_clocks_mhz);
     let clock_lock = if lock_mhz > 0 {
         // NVML calls block: keep them off the async workers.
@@ -114,7 +122,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                 Some(l)
             }
             Err(e) => {
-                agent.release_gpu(gpu);
+                agent.release_gpus(&gpus);
                 fail("", e, String::new());
                 return;
             }
@@ -126,8 +134,8 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let job_start_ns = now_ns();
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let announces = backend.announces_traces();
-    let (j, d) = (job.clone(), out_dir.clone());
-    let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, gpu, &ev_tx, &cancel));
+    let (j, d, g) = (job.clone(), out_dir.clone(), gpus.clone());
+    let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, &g, &ev_tx, &cancel));
 
     let mut watcher = Watcher::default();
     let mut uploads: JoinSet<(String, UploadOutcome)> = JoinSet::new();
@@ -237,12 +245,12 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     // Stopping the sampler joins its thread and resetting clocks calls NVML: both block. Clocks go back to
     // their defaults before the GPU is free for the next job.
     let _ = tokio::task::spawn_blocking(move || drop((sampler, clock_lock))).await;
-    if gpu.is_some() {
+    for &g in &gpus {
         // The next job on this GPU finds a driver with its imports done (started before the GPU is free,
         // so that job cannot miss it).
-        agent.warm.fill(gpu);
+        agent.warm.fill(Some(g));
     }
-    agent.release_gpu(gpu);
+    agent.release_gpus(&gpus);
     let _ = std::fs::remove_dir_all(&out_dir);
     let _ = std::fs::remove_dir_all(out_dir.with_extension("driver"));
     match result {

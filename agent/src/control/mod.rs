@@ -130,15 +130,24 @@ impl Agent {
         }))
     }
 
-    /// Takes a free GPU for a job (waits while all are busy); `None` on a host without GPUs.
-    pub async fn acquire_gpu(&self) -> Option<u32> {
+    /// Takes `n` free GPUs for a job, all at once (waits while fewer are free); none on a host without
+    /// GPUs. `n` above the host's GPUs is the caller's to refuse (it would wait for ever).
+    pub async fn acquire_gpus(&self, n: usize) -> Vec<u32> {
         if self.inventory.gpus.is_empty() {
-            return None;
+            return Vec::new();
         }
         loop {
             let notified = self.gpu_freed.notified();
-            if let Some(g) = relock(&self.free_gpus).pop() {
-                return Some(g);
+            {
+                let mut free = relock(&self.free_gpus);
+                if free.len() >= n {
+                    // Lowest indexes first: a job's GPUs are then neighbours where the host numbers them so.
+                    free.sort_unstable_by(|a, b| b.cmp(a));
+                    let at = free.len() - n;
+                    let mut taken = free.split_off(at);
+                    taken.sort_unstable();
+                    return taken;
+                }
             }
             notified.await;
         }
@@ -151,11 +160,11 @@ impl Agent {
         }
     }
 
-    /// Gives a GPU back.
-    pub fn release_gpu(&self, gpu: Option<u32>) {
-        if let Some(g) = gpu {
-            relock(&self.free_gpus).push(g);
-            self.gpu_freed.notify_one();
+    /// Gives GPUs back.
+    pub fn release_gpus(&self, gpus: &[u32]) {
+        if !gpus.is_empty() {
+            relock(&self.free_gpus).extend_from_slice(gpus);
+            self.gpu_freed.notify_waiters();
         }
     }
 

@@ -35,7 +35,7 @@ impl Backend for CommandTemplate {
         &self,
         job: &AssignJob,
         out_dir: &Path,
-        gpu: Option<u32>,
+        gpus: &[u32],
         events: &mpsc::Sender<WorkloadEvent>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError> {
@@ -55,7 +55,7 @@ impl Backend for CommandTemplate {
             let line = expand(&self.run, p, job, &dir);
             let mut cmd = Command::new("sh");
             cmd.arg("-c").arg(&line);
-            super::set_gpu(&mut cmd, gpu);
+            super::set_gpus(&mut cmd, gpus);
             if let Err(e) = process::run(cmd, &format!("command for {}", p.point_id), events, cancel) {
                 let _ = events.blocking_send(WorkloadEvent::PointFailed {
                     point_id: p.point_id.clone(),

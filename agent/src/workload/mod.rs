@@ -24,11 +24,20 @@ use tokio::sync::{mpsc, watch};
 use tracefleet_proto::v1::AssignJob;
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 
-/// Gives a workload process GPU `gpu` (none: leaves the environment alone). NVML numbers GPUs by PCI bus;
-/// CUDA is told to do the same, so telemetry reads the GPU the job runs on.
-pub fn set_gpu(cmd: &mut std::process::Command, gpu: Option<u32>) {
-    if let Some(g) = gpu {
-        cmd.env("CUDA_VISIBLE_DEVICES", g.to_string()).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+/// Gives a workload process the GPUs `gpus` (none: leaves the environment alone). NVML numbers GPUs by PCI
+/// bus; CUDA is told to do the same, so telemetry reads the GPU the job runs on.
+pub fn set_gpus(cmd: &mut std::process::Command, gpus: &[u32]) {
+    if !gpus.is_empty() {
+        let list: Vec<String> = gpus.iter().map(u32::to_string).collect();
+        cmd.env("CUDA_VISIBLE_DEVICES", list.join(",")).env("CUDA_DEVICE_ORDER", "PCI_BUS_ID");
+    }
+}
+
+/// GPUs a job holds: its vLLM tensor-parallel size, else one.
+pub fn gpus_of(job: &AssignJob) -> usize {
+    match &job.backend {
+        Some(JobBackend::Vllm(v)) => v.tensor_parallel.max(1) as usize,
+        _ => 1,
     }
 }
 
@@ -83,13 +92,13 @@ pub trait Backend: Send + Sync {
         false
     }
 
-    /// Runs every point of `job`, writing trace files under `out_dir/<point_id>/`. Blocking; returns when
-    /// the workload has ended (or `cancel` became true).
+    /// Runs every point of `job` on `gpus` (empty on a host without GPUs), writing trace files under
+    /// `out_dir/<point_id>/`. Blocking; returns when the workload has ended (or `cancel` became true).
     fn run(
         &self,
         job: &AssignJob,
         out_dir: &Path,
-        gpu: Option<u32>,
+        gpus: &[u32],
         events: &mpsc::Sender<WorkloadEvent>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError>;
@@ -110,6 +119,7 @@ pub fn backend_for(job: &AssignJob, python: &str, warm: &Arc<WarmPool>) -> Resul
             cuda_graphs: false,
             max_model_len: 0,
             gpu_memory_utilization: 0.0,
+            tensor_parallel: 1,
             warm: Some(warm.clone()),
         })),
         Some(JobBackend::Vllm(v)) => Ok(Box::new(PythonDriver {
@@ -121,6 +131,7 @@ pub fn backend_for(job: &AssignJob, python: &str, warm: &Arc<WarmPool>) -> Resul
             cuda_graphs: v.cuda_graphs,
             max_model_len: v.max_model_len,
             gpu_memory_utilization: v.gpu_memory_utilization,
+            tensor_parallel: v.tensor_parallel.max(1),
             warm: Some(warm.clone()),
         })),
         Some(JobBackend::Command(c)) => Ok(Box::new(CommandTemplate { run: c.run.clone() })),

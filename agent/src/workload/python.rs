@@ -76,6 +76,8 @@ pub struct PythonDriver {
     pub max_model_len: u32,
     /// The engine's gpu_memory_utilization (vLLM); 0: vLLM's default.
     pub gpu_memory_utilization: f64,
+    /// Tensor-parallel size (vLLM): the GPUs the job holds.
+    pub tensor_parallel: u32,
     /// Waiting drivers to hand the job to (torch), instead of starting a fresh interpreter.
     pub warm: Option<Arc<WarmPool>>,
 }
@@ -93,6 +95,7 @@ impl PythonDriver {
             "cuda_graphs": self.cuda_graphs,
             "max_model_len": self.max_model_len,
             "gpu_memory_utilization": self.gpu_memory_utilization,
+            "tensor_parallel": self.tensor_parallel.max(1),
             "warmup_steps": job.warmup_steps,
             "profile_steps": job.profile_steps.max(1),
             "profiler": {
@@ -125,12 +128,12 @@ impl PythonDriver {
     }
 
     /// Writes the driver and the job file next to the output folder; returns the command to run.
-    pub fn command(&self, job: &AssignJob, out_dir: &Path, gpu: Option<u32>) -> std::io::Result<Command> {
+    pub fn command(&self, job: &AssignJob, out_dir: &Path, gpus: &[u32]) -> std::io::Result<Command> {
         let job_path = self.write_job(job, out_dir)?;
         let script = self.driver.write(&out_dir.with_extension("driver"))?;
         let mut cmd = Command::new(self.python());
         cmd.arg(&script).arg("--job").arg(&job_path).env("PYTHONUNBUFFERED", "1");
-        super::set_gpu(&mut cmd, gpu);
+        super::set_gpus(&mut cmd, gpus);
         Ok(cmd)
     }
 }
@@ -144,7 +147,7 @@ impl Backend for PythonDriver {
         &self,
         job: &AssignJob,
         out_dir: &Path,
-        gpu: Option<u32>,
+        gpus: &[u32],
         events: &mpsc::Sender<WorkloadEvent>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError> {
@@ -154,14 +157,15 @@ impl Backend for PythonDriver {
             message: format!("preparing the {name} driver: {e}"),
             stderr_tail: String::new(),
         };
-        if let Some(warm) = &self.warm {
+        // Waiting drivers hold one GPU each: a job on several GPUs starts its own.
+        if let Some(warm) = self.warm.as_ref().filter(|_| gpus.len() <= 1) {
             let job_path = self.write_job(job, out_dir).map_err(failed)?;
-            if let Some(child) = warm.take(self.driver, gpu, self.python(), &job_path) {
+            if let Some(child) = warm.take(self.driver, gpus.first().copied(), self.python(), &job_path) {
                 let _ = events.blocking_send(WorkloadEvent::Log(format!("running on a warm {name} driver")));
                 return process::supervise(child, &label, events, cancel);
             }
         }
-        let cmd = self.command(job, out_dir, gpu).map_err(failed)?;
+        let cmd = self.command(job, out_dir, gpus).map_err(failed)?;
         process::run(cmd, &label, events, cancel)
     }
 }
@@ -199,6 +203,7 @@ mod tests {
                 cuda_graphs: true,
                 max_model_len: 512,
                 gpu_memory_utilization: 0.8,
+                tensor_parallel: 1,
                 ..Default::default()
             })),
             ..Default::default()
@@ -215,6 +220,7 @@ mod tests {
             cuda_graphs: true,
             max_model_len: 512,
             gpu_memory_utilization: 0.8,
+            tensor_parallel: 1,
             warm: None,
         };
         let f = d.job_file(&job, Path::new("/w/out"));

@@ -60,7 +60,7 @@ impl Backend for Replay {
         &self,
         job: &AssignJob,
         out_dir: &Path,
-        _gpu: Option<u32>,
+        _gpus: &[u32],
         events: &mpsc::Sender<WorkloadEvent>,
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError> {

@@ -90,7 +90,7 @@ impl WarmPool {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        super::set_gpu(&mut cmd, gpu);
+        super::set_gpus(&mut cmd, gpu.as_slice());
         cmd.spawn()
     }
 

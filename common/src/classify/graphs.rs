@@ -218,8 +218,21 @@ mod tests {
 
     #[test]
     fn a_gap_over_two_ops_or_none_is_unattributed() {
-        let r = reference(&[("a", Detail::Others, 1), ("x", Detail::Others, 2), ("y", Detail::Others, 3), ("b", Detail::Others, 4)]);
+        let r = reference(&[
+            ("a", Detail::Others, 1),
+            ("x", Detail::Others, 2),
+            ("y", Detail::Others, 3),
+            ("b", Detail::Others, 4),
+        ]);
         let m = map_replayed(&[("a", true), ("z", true), ("b", true), ("extra", true)], &r);
-        assert_eq!(m, vec![Some(Mapping::Exact(0)), Some(Mapping::Unattributed), Some(Mapping::Exact(3)), Some(Mapping::Unattributed)]);
+        assert_eq!(
+            m,
+            vec![
+                Some(Mapping::Exact(0)),
+                Some(Mapping::Unattributed),
+                Some(Mapping::Exact(3)),
+                Some(Mapping::Unattributed)
+            ]
+        );
     }
 }

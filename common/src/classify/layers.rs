@@ -141,7 +141,13 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
                     let name = t.events[a as usize].name;
                     *by_name.entry(name).or_insert_with(|| rules.is_collective_kernel(t.name(name)))
                 };
-            out.activities.push(Activity { event: a, detail: *d, unit: u.op, collective, linear: u.kind == Kind::Linear });
+            out.activities.push(Activity {
+                event: a,
+                detail: *d,
+                unit: u.op,
+                collective,
+                linear: u.kind == Kind::Linear,
+            });
         }
     }
     out

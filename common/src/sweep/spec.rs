@@ -183,6 +183,8 @@ pub struct VllmTable {
     pub max_model_len: Option<u32>,
     /// The engine's `gpu_memory_utilization`, a fraction in (0, 1]; `None`: vLLM's default (0.9).
     pub gpu_memory_utilization: Option<f64>,
+    /// Tensor-parallel size: GPUs of one agent per job (one trace per rank); `None`: 1.
+    pub tensor_parallel: Option<u32>,
 }
 
 /// vLLM model dtypes (`[vllm] dtype`).
@@ -297,7 +299,7 @@ const TORCH: &[&str] = &["python", "dtype", "attention"];
 const GPU: &[&str] = &["lock_clocks_mhz"];
 /// Torch attention choices (`[torch] attention`).
 pub const ATTENTION: &[&str] = &["flash", "cudnn", "auto"];
-const VLLM: &[&str] = &["python", "cuda_graphs", "dtype", "max_model_len", "gpu_memory_utilization"];
+const VLLM: &[&str] = &["python", "cuda_graphs", "dtype", "max_model_len", "gpu_memory_utilization", "tensor_parallel"];
 const COMMAND: &[&str] = &["run"];
 const RANGE: &[&str] = &["from", "to", "step"];
 /// Largest batch size or length accepted (a typo guard, not a hardware limit).
@@ -670,6 +672,7 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
                 "gpu_memory_utilization" => {
                     vllm.gpu_memory_utilization = c.fraction(v, "vllm.gpu_memory_utilization");
                 }
+                "tensor_parallel" => vllm.tensor_parallel = c.int(v, "vllm.tensor_parallel", 1),
                 _ => {}
             }
         }
@@ -679,6 +682,13 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         c.unknown_keys(t, GPU, "of [gpu]");
         if let Some((_, v)) = t.iter().find(|(k, _)| k.get_ref() == "lock_clocks_mhz") {
             match c.int(v, "gpu.lock_clocks_mhz", 1) {
+                Some(_) if vllm.tensor_parallel.is_some_and(|n| n > 1) => c.err(
+                    v.span(),
+                    "`gpu.lock_clocks_mhz` is not supported with `vllm.tensor_parallel` above 1 (the agent locks \
+                     the clocks of one GPU per job)"
+                        .to_string(),
+                    None,
+                ),
                 Some(mhz) if (100..=5000).contains(&mhz) => gpu.lock_clocks_mhz = Some(mhz),
                 Some(mhz) => c.err(
                     v.span(),
@@ -908,7 +918,7 @@ profile_steps = 0
         let base =
             "name = \"v\"\nmode = \"decode\"\nbackend = \"vllm\"\nmodel = \"llama-3.2-1b\"\nbatch_sizes = [1, 8]\n";
         let ok = parse(
-            &format!("{base}output_len = 16\n[vllm]\ncuda_graphs = true\ndtype = \"bfloat16\"\nmax_model_len = 512\ngpu_memory_utilization = 0.85\n"),
+            &format!("{base}output_len = 16\n[vllm]\ncuda_graphs = true\ndtype = \"bfloat16\"\nmax_model_len = 512\ngpu_memory_utilization = 0.85\ntensor_parallel = 2\n"),
             "v.toml",
         )
         .expect("valid");
@@ -920,8 +930,13 @@ profile_steps = 0
                 dtype: "bfloat16".into(),
                 max_model_len: Some(512),
                 gpu_memory_utilization: Some(0.85),
+                tensor_parallel: Some(2),
             }
         );
+        // One GPU's clocks are locked per job: not with tensor parallelism.
+        let e = parse(&format!("{base}[vllm]\ntensor_parallel = 2\n[gpu]\nlock_clocks_mhz = 1980\n"), "v.toml")
+            .expect_err("refused");
+        assert!(e.diagnostics[0].message.contains("not supported with `vllm.tensor_parallel` above 1"), "{e:?}");
         // Defaults: output_len 100 covers 1 + 5 warm-up + 3 profiled steps.
         assert_eq!(parse(base, "v.toml").expect("valid").vllm, VllmTable::default());
 

@@ -322,7 +322,7 @@ fn telemetry_cols(t: Option<&StepTelemetry>) -> [String; 10] {
     ]
 }
 
-/// Columns of `steps.csv` after the series and the telemetry.
+/// Columns of `steps.csv` between the per-category kernels and the telemetry.
 const STEP_EXTRA: [&str; 11] = [
     "collective_activities",
     "collective_us",
@@ -396,13 +396,12 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<PathB
     );
     header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_us", d.name())));
     header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())));
-    header.extend(TELEMETRY.map(String::from));
     header.extend(STEP_EXTRA.map(String::from));
+    header.extend(TELEMETRY.map(String::from));
     w.write_record(&header)?;
     for ((k, trace, step), r) in &agg.steps {
         let mut row: Vec<String> = series_cols(k).into();
         row.extend(step_cols(trace, &step.to_string(), r));
-        row.extend(telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone()))));
         let split = merged.splits.get(&(k.clone(), trace.clone(), *step));
         row.extend([
             r.collective_activities.to_string(),
@@ -413,6 +412,7 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<PathB
             String::new(),
         ]);
         row.extend(graph_cols(r));
+        row.extend(telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone()))));
         w.write_record(&row)?;
     }
     // One row per merged step of a tensor-parallel job: rank `merged`, the slowest rank's view.
@@ -421,7 +421,6 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<PathB
         row[SERIES.len() - 1] = "merged".into();
         let slow = m.slowest_rank as usize;
         row.extend(step_cols(&m.traces[slow], &m.indexes[slow].to_string(), &m.row));
-        row.extend(telemetry_cols(agg.telemetry.get(&(SeriesKey { rank: m.slowest_rank, ..m.series.clone() }, m.traces[slow].clone()))));
         row.extend([
             m.row.collective_activities.to_string(),
             us(m.row.collective_time as f64),
@@ -431,6 +430,8 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<PathB
             if m.split { us(m.end_skew as f64) } else { String::new() },
         ]);
         row.extend(graph_cols(&m.row));
+        let of_slowest = (SeriesKey { rank: m.slowest_rank, ..m.series.clone() }, m.traces[slow].clone());
+        row.extend(telemetry_cols(agg.telemetry.get(&of_slowest)));
         w.write_record(&row)?;
     }
     w.flush()?;

@@ -85,6 +85,7 @@ pub fn to_spec(s: &Sweep, source: &str, base: &Path) -> SweepSpec {
             dtype: s.vllm.dtype.clone(),
             max_model_len: s.vllm.max_model_len.unwrap_or(0),
             gpu_memory_utilization: s.vllm.gpu_memory_utilization.unwrap_or(0.0),
+            tensor_parallel: s.vllm.tensor_parallel.unwrap_or(1),
         })),
         sweep::Backend::Command => {
             Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run: s.command.clone().unwrap_or_default() }))

@@ -75,6 +75,7 @@ fn backend_settings(spec: &SweepSpec) -> serde_json::Value {
             "dtype": if v.dtype.is_empty() { "auto" } else { &v.dtype },
             "max_model_len": v.max_model_len,
             "gpu_memory_utilization": v.gpu_memory_utilization,
+            "tensor_parallel": v.tensor_parallel.max(1),
             "python": v.python,
         }),
         Some(Backend::Torch(t)) => serde_json::json!({
@@ -108,6 +109,11 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     let points: BTreeMap<String, tracefleet_proto::v1::Point> =
         spec.points.iter().map(|p| (p.point_id.clone(), p.clone())).collect();
 
+    // A tensor-parallel sweep's traces are its ranks' (their distributedInfo says which).
+    let tensor_parallel = match &spec.backend {
+        Some(tracefleet_proto::v1::sweep_spec::Backend::Vllm(v)) => v.tensor_parallel.max(1),
+        _ => 1,
+    };
     let mut agg = Aggregate::default();
     let mut per_point: BTreeMap<(String, String), Vec<serde_json::Value>> = BTreeMap::new();
     let mut throttled = Vec::new();
@@ -121,7 +127,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
             mode: p.mode().known(),
             batch_size: p.batch_size,
             input_len: p.input_len,
-            tp: summary.world_size.filter(|&n| n > 1).unwrap_or(1),
+            tp: summary.world_size.filter(|&n| n > 1).unwrap_or(1).max(tensor_parallel),
             rank: if summary.world_size.is_some_and(|n| n > 1) { summary.rank.unwrap_or(0) } else { 0 },
         };
         for st in &summary.steps {

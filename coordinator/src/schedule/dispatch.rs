@@ -15,18 +15,28 @@ use super::ScheduleError;
 use crate::state::Coordinator;
 use crate::store::{JobRow, JobState};
 
-/// Connected agents that match a sweep's selector, sorted.
+/// The GPUs of an agent that a sweep's GPU selector matches (all without a selector).
+pub fn matching_gpus(spec: &SweepSpec, conn: &crate::state::AgentConn) -> usize {
+    conn.inventory
+        .gpus
+        .iter()
+        .filter(|g| {
+            spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name).unwrap_or(false)
+        })
+        .count()
+}
+
+/// Connected agents that match a sweep's selector, sorted. A sweep whose jobs hold several GPUs (tensor
+/// parallelism) matches only agents with that many matching GPUs.
 pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
+    let per_job = super::gpus_per_job(spec);
     let mut v: Vec<String> = coord
         .agents()
         .iter()
         .filter(|(name, a)| {
             (spec.agents.is_empty() || spec.agents.contains(name))
-                && (spec.gpu_glob.is_empty()
-                    || a.inventory
-                        .gpus
-                        .iter()
-                        .any(|g| tracefleet_common::glob::matches(&spec.gpu_glob, &g.name).unwrap_or(false)))
+                && (spec.gpu_glob.is_empty() || matching_gpus(spec, a) > 0)
+                && (per_job == 1 || matching_gpus(spec, a) >= per_job)
                 && spec.labels.iter().all(|(k, v)| a.inventory.labels.get(k) == Some(v))
         })
         .map(|(n, _)| n.clone())
@@ -35,24 +45,33 @@ pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
     v
 }
 
-/// Sends an agent its next jobs: one at a time per GPU (at least one), oldest sweep first, so several
-/// sweeps queue up instead of sharing a GPU.
+/// Sends an agent its next jobs while it has free GPUs (a job holds one, or its tensor-parallel size; an
+/// agent without GPUs runs one job at a time), oldest sweep first, so several sweeps queue up instead of
+/// sharing a GPU.
 pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), ScheduleError> {
     let jobs = coord.store().open_jobs_of_agent(agent)?;
     let mut agents = coord.agents();
     let Some(conn) = agents.get_mut(agent) else { return Ok(()) };
-    let slots = conn.inventory.gpus.len().max(1);
+    let gpus = conn.inventory.gpus.len().max(1);
+    let mut held = 0;
+    let mut waiting = Vec::new();
     for j in jobs {
+        let assign: AssignJob = decode_stored(&j.assign)?;
+        let need = super::job_gpus(&assign).min(gpus);
         if conn.running.contains(&j.id) {
-            continue;
+            held += need;
+        } else {
+            waiting.push((j.id, assign, need));
         }
-        if conn.running.len() >= slots {
+    }
+    for (id, assign, need) in waiting {
+        if held + need > gpus {
             break;
         }
-        let assign: AssignJob = decode_stored(&j.assign)?;
         // A full queue means the agent is not reading; the stream's end will bring it back.
         if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
-            conn.running.insert(j.id.clone());
+            conn.running.insert(id);
+            held += need;
         }
     }
     Ok(())

@@ -39,6 +39,22 @@ fn weight(p: &Point) -> u64 {
     u64::from(p.batch_size) * u64::from(tokens)
 }
 
+/// GPUs one job of the sweep holds: its vLLM tensor-parallel size, else 1.
+pub fn gpus_per_job(spec: &SweepSpec) -> usize {
+    match &spec.backend {
+        Some(SpecBackend::Vllm(v)) => v.tensor_parallel.max(1) as usize,
+        _ => 1,
+    }
+}
+
+/// GPUs a job holds (see [`gpus_per_job`]).
+pub fn job_gpus(job: &AssignJob) -> usize {
+    match &job.backend {
+        Some(JobBackend::Vllm(v)) => v.tensor_parallel.max(1) as usize,
+        _ => 1,
+    }
+}
+
 /// The job backend of a sweep's backend.
 pub fn job_backend(spec: &SweepSpec) -> Option<JobBackend> {
     Some(match spec.backend.clone()? {

@@ -37,6 +37,7 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
     }
     let placement = Placement::from(spec.placement());
     let agents = dispatch::matching_agents(coord, &spec);
+    let per_job = super::gpus_per_job(&spec);
     let described = {
         let conns = coord.agents();
         let mut described: Vec<String> = conns
@@ -54,8 +55,14 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
     if agents.is_empty() {
         let wanted = format!("hosts {:?}, gpu {:?}, labels {:?}", spec.agents, spec.gpu_glob, spec.labels);
         let have = if described.is_empty() { "none".to_string() } else { described.join("; ") };
+        // A tensor-parallel job holds that many GPUs of one agent.
+        let gpus = if per_job > 1 {
+            format!(" with {per_job} GPUs for one job (tensor_parallel = {per_job})")
+        } else {
+            String::new()
+        };
         return Err(ScheduleError::NoAgent(format!(
-            "no connected agent matches the sweep's selector ({wanted}); connected agents: {have}"
+            "no connected agent matches the sweep's selector ({wanted}){gpus}; connected agents: {have}"
         )));
     }
     // The torch and vLLM backends run on a GPU: refused now, rather than failing every point on agents
@@ -71,14 +78,11 @@ pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleEr
         }
     }
     let id = format!("sw{:x}{:02}", now_ms(), coord.next_id() % 100);
-    // Each agent runs one job per GPU (at least one): a sweep uses all of a host's GPUs that its
-    // selector matches.
+    // Each agent runs one job per GPU (per `tensor_parallel` GPUs; at least one): a sweep uses all of a
+    // host's GPUs that its selector matches.
     let slots: Vec<(String, usize)> = {
         let conns = coord.agents();
-        let matching = |g: &tracefleet_proto::v1::GpuInfo| {
-            spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name).unwrap_or(false)
-        };
-        let slots_of = |c: &crate::state::AgentConn| c.inventory.gpus.iter().filter(|g| matching(g)).count().max(1);
+        let slots_of = |c: &crate::state::AgentConn| (dispatch::matching_gpus(&spec, c) / per_job).max(1);
         agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, slots_of))).collect()
     };
     let jobs = super::plan(&id, &spec, &slots, placement);
