@@ -369,35 +369,43 @@ EAGER_REFERENCE_MARK = "tracefleet::eager_reference"
 
 def _eager_reference(worker, on):
     """Runs in every worker (`collective_rpc`). With `on`, the worker's next steps run without CUDA graphs
-    (its model runner's graph dispatcher answers "no graph", as for a batch larger than every captured size;
+    (its model runner's graph dispatch answers "no graph", as for a batch larger than every captured size;
     the attention backend keeps the settings it has under graphs) inside a `tracefleet::eager_reference`
-    profiler range; without, both are undone. Returns what was done, for the log."""
+    profiler range; without, both are undone. Handles vLLM's V1 model runner (`cudagraph_dispatcher`) and
+    its V2 runner (`cudagraph_manager`, the default in 0.25). Returns what was done, for the log."""
+    import dataclasses
     import torch
     w = getattr(worker, "worker", worker)
     runner = getattr(w, "model_runner", None)
     dispatcher = getattr(runner, "cudagraph_dispatcher", None)
-    if dispatcher is None:
-        raise RuntimeError(f"this vLLM's model runner ({type(runner).__name__}) has no cudagraph_dispatcher: "
-                           "an eager reference step cannot be run")
+    manager = getattr(runner, "cudagraph_manager", None)
+    target = dispatcher if dispatcher is not None else manager
+    if target is None:
+        raise RuntimeError(f"this vLLM's model runner ({type(runner).__module__}.{type(runner).__name__}) has "
+                           "neither a cudagraph_dispatcher nor a cudagraph_manager: an eager reference step "
+                           "cannot be run")
     if not on:
-        for obj, name in ((dispatcher, "dispatch"), (w, "execute_model")):
+        for obj, name in ((target, "dispatch"), (w, "execute_model")):
             obj.__dict__.pop(name, None)
         return "graphs back on"
     from vllm.config import CUDAGraphMode
-    from vllm.forward_context import BatchDescriptor
-
-    def no_graph(num_tokens, *args, **kwargs):
-        return CUDAGraphMode.NONE, BatchDescriptor(num_tokens)
-
+    dispatch = target.dispatch
+    if dispatcher is not None:
+        def no_graph(*args, **kwargs):
+            _, descriptor = dispatch(*args, **kwargs)
+            return CUDAGraphMode.NONE, descriptor
+    else:
+        def no_graph(*args, **kwargs):
+            return dataclasses.replace(dispatch(*args, **kwargs), cg_mode=CUDAGraphMode.NONE)
     execute = w.execute_model
 
     def marked(*args, **kwargs):
         with torch.profiler.record_function(EAGER_REFERENCE_MARK):
             return execute(*args, **kwargs)
 
-    dispatcher.dispatch = no_graph
+    target.dispatch = no_graph
     w.execute_model = marked
-    return "graphs off for the reference step"
+    return f"graphs off for the reference step ({type(target).__name__})"
 
 
 def run_job(job, work_dir):

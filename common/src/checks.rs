@@ -153,11 +153,18 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
         let unattributed = if r.graph_reference.is_empty() { r.graph_activities } else { r.graph_mapped[2] };
         if unattributed > 0 {
             let time = if r.graph_reference.is_empty() { r.graph_time } else { r.graph_unattributed_time };
-            note(
-                WarningKind::GraphReplays,
-                format!("{trace} step {index}: {unattributed} of {}", r.graph_activities),
-                time,
-            );
+            let example = if r.graph_reference.is_empty() {
+                format!(
+                    "{trace} step {index}: {unattributed} replayed kernels and no eager reference step of its shape"
+                )
+            } else {
+                format!(
+                    "{trace} step {index}: {unattributed} of {} replayed kernels without a counterpart in the eager \
+                     reference step",
+                    r.graph_activities
+                )
+            };
+            note(WarningKind::GraphReplays, example, time);
         }
         if !r.has_gpu_activity() {
             note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
@@ -186,8 +193,7 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
                 ),
                 WarningKind::GraphReplays => format!(
                     "{what}: kernels under graph replays: not attributed ({steps} of {of_steps} steps, {share:.0}% \
-                     of their GPU time, counted in `others`; e.g. {example} replayed kernels; an eager reference \
-                     step of the same shape maps them, see docs/analysis.md)"
+                     of their GPU time, counted in `others`; e.g. {example}; see docs/analysis.md, CUDA graphs)"
                 ),
                 // Filled in below, from the rank merge.
                 WarningKind::Ranks => String::new(),

@@ -9,8 +9,9 @@
 //!   to r's duration of j: the time r's kernel spent before the last rank arrived;
 //! - **transfer** = the kernel's duration minus the wait: the exchange itself, once every rank is in;
 //! - the step's **merged view** is the slowest rank's: the rank with the most GPU time net of waiting
-//!   (the one the others waited for); its categories with its wait taken out of `others` are what the seed
-//!   tables report for a tensor-parallel series; its wait is reported apart (`collective_wait_us`).
+//!   (the one the others waited for); its GPU time and categories with its wait taken out (of `others`)
+//!   are what the seed tables report for a tensor-parallel series; its wait is reported apart
+//!   (`collective_wait_us`).
 //!
 //! Clocks: the ranks of a job run on one host, and Kineto writes every process's timestamps on the host's
 //! clock, so the ranks' times compare directly. That is checked, not assumed: a collective whose kernels
@@ -53,8 +54,8 @@ pub struct MergedStep {
     pub indexes: Vec<u32>,
     /// The rank whose view this is (the most GPU time net of waiting).
     pub slowest_rank: u32,
-    /// The slowest rank's row with its collective wait taken out of `others` (detail and coarse columns;
-    /// `gpu_time`, `gpu_busy` and `wall_span` are its own, wait included).
+    /// The slowest rank's row with its collective wait taken out of `others` and `gpu_time` (so the
+    /// categories still add up to the GPU time); `gpu_busy` and `wall_span` are its own, wait included.
     pub row: StepRow,
     /// The split of every rank, by rank.
     pub ranks: Vec<RankSplit>,
@@ -198,6 +199,7 @@ fn merge_step(
     let slowest = (0..at.len()).max_by_key(|&r| (at[r].2.gpu_time - ranks[r].wait, std::cmp::Reverse(r))).unwrap_or(0);
     let mut row = at[slowest].2.clone();
     row.detail[Detail::Others.index()] -= ranks[slowest].wait;
+    row.gpu_time -= ranks[slowest].wait;
     MergedStep {
         series: series.clone(),
         traces: at.iter().map(|(t, _, _)| t.to_string()).collect(),

@@ -56,13 +56,21 @@ if [ "$PHASE" = graphs ]; then
   nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw,driver_version --format=csv > "$W/gpus.csv"
   python3 -c 'import importlib.metadata as m; print(*(f"{p} {m.version(p)}" for p in ("vllm", "torch", "transformers")), sep=", ")' >> "$W/gpus.csv" 2>&1
   serve
+  NGPU=$(nvidia-smi -L | wc -l)
+  # One agent per GPU; on a one-GPU host both sweeps run on GPU 0, one after the other.
+  G1=h200-gpu1
   agent --coordinator 127.0.0.1:50051 --name h200-gpu0 --gpus 0 --warm-drivers vllm --spool-dir "$W/spool0" 2> "$W/agent0.log" &
-  agent --coordinator 127.0.0.1:50051 --name h200-gpu1 --gpus 1 --warm-drivers vllm --spool-dir "$W/spool1" 2> "$W/agent1.log" &
-  wait_agent h200-gpu0 && wait_agent h200-gpu1 || exit 1
+  if [ "$NGPU" -ge 2 ]; then
+    agent --coordinator 127.0.0.1:50051 --name h200-gpu1 --gpus 1 --warm-drivers vllm --spool-dir "$W/spool1" 2> "$W/agent1.log" &
+  else
+    G1=h200-gpu0
+  fi
+  wait_agent h200-gpu0 && wait_agent $G1 || exit 1
   sleep 15
-  sweep "eager decode sweep, 16 points, GPU 0" "$(spec examples/vllm-decode.toml vllm-decode h200-gpu0)" decode 420 &
+  sweep "eager decode sweep, 16 points, $G1 (GPU 0)" "$(spec examples/vllm-decode.toml vllm-decode h200-gpu0)" decode 420 &
   E=$!
-  sweep "CUDA-graph decode sweep, 16 points, GPU 1" "$(spec examples/vllm-decode-graphs.toml vllm-decode-graphs h200-gpu1)" decode-graphs 420
+  [ "$NGPU" -ge 2 ] || wait $E
+  sweep "CUDA-graph decode sweep, 16 points, $G1" "$(spec examples/vllm-decode-graphs.toml vllm-decode-graphs $G1)" decode-graphs 420
   wait $E
   python3 tests/gpu/compare_graphs.py "$W/decode" "$W/decode-graphs" --markdown "$W/graphs_vs_eager.md" > "$W/compare_graphs.json" 2>&1
   log "compare_graphs: exit $?"
@@ -70,7 +78,7 @@ if [ "$PHASE" = graphs ]; then
   python3 tests/gpu/check_vllm_results.py "$W/decode-graphs" --layers 16 --graphs > "$W/check-decode-graphs.json" 2>&1
   log "step checks decode-graphs: exit $?"
   grep -h "engine ready\|point_failed\|failed\|graphs off\|Error" "$W"/agent*.log | head -40 > "$W/agent_notes.txt"
-  tail -n 40 "$W"/agent0.log "$W"/agent1.log "$W"/coord.log > "$W/tails.txt" 2>&1
+  tail -n 40 "$W"/agent*.log "$W"/coord.log > "$W/tails.txt" 2>&1
   cp "$W/tails.txt" "$OUTD/tails.txt"
   tar czf "$OUTD/graphs.tgz" -C "$W" --exclude='*.zst' decode decode-graphs decode.txt decode-graphs.txt timing.txt gpus.csv \
     compare_graphs.json graphs_vs_eager.md check-decode.json check-decode-graphs.json agent_notes.txt tails.txt 2>/dev/null
@@ -91,6 +99,9 @@ elif [ "$PHASE" = tp ]; then
   grep -h "engine ready\|point_failed\|failed\|Error" "$W"/agent-tp.log | head -40 > "$W/agent_notes_tp.txt"
   tail -n 60 "$W"/agent-tp.log "$W"/coord.log > "$W/tails_tp.txt" 2>&1
   cp "$W/tails_tp.txt" "$OUTD/tails_tp.txt"
+  # The stored traces of both ranks (zstd), for analysing them again elsewhere.
+  (cd "$W/coord" && find traces -path '*/h200-tp2/*' -name '*.zst' | tar cf "$OUTD/traces-tp.tar" -T -)
+  [ "$(stat -c %s "$OUTD/traces-tp.tar")" -lt 30000000 ] || { log "traces-tp.tar too large to bring back"; rm -f "$OUTD/traces-tp.tar"; }
   tar czf "$OUTD/tp.tgz" -C "$W" --exclude='*.zst' decode-tp2 decode-tp2-graphs decode-tp2.txt decode-tp2-graphs.txt \
     decode-tp2.md decode-tp2-graphs.md tp-decode-tp2.json tp-decode-tp2-graphs.json check-decode-tp2.json \
     check-decode-tp2-graphs.json agent_notes_tp.txt tails_tp.txt timing.txt 2>/dev/null
