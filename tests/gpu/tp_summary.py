@@ -73,7 +73,7 @@ def main(argv):
             ranks = sorted({k for r in out for k in r["ranks"]})
             f.write("| batch | steps | " + " | ".join(
                 f"rank {k} GPU µs | rank {k} collective µs (wait + transfer)" for k in ranks)
-                + " | merged GPU µs | merged attention | merged linear | merged others (no wait) | wait (slowest rank) | slowest rank | max end skew µs |\n")
+                + " | merged GPU µs | merged attention | merged linear | merged others (no wait) | wait (slowest rank) | slowest rank | end skew µs (median per step, largest step) |\n")
             f.write("|" + "---:|" * (2 + 2 * len(ranks) + 7) + "\n")
             for r in out:
                 m = r["merged"]
