@@ -67,7 +67,7 @@ if [ "$PHASE" = graphs ]; then
   fi
   wait_agent h200-gpu0 && wait_agent $G1 || exit 1
   sleep 15
-  sweep "eager decode sweep, 16 points, $G1 (GPU 0)" "$(spec examples/vllm-decode.toml vllm-decode h200-gpu0)" decode 420 &
+  sweep "eager decode sweep, 16 points, h200-gpu0 (GPU 0)" "$(spec examples/vllm-decode.toml vllm-decode h200-gpu0)" decode 420 &
   E=$!
   [ "$NGPU" -ge 2 ] || wait $E
   sweep "CUDA-graph decode sweep, 16 points, $G1" "$(spec examples/vllm-decode-graphs.toml vllm-decode-graphs $G1)" decode-graphs 420

@@ -214,3 +214,29 @@ async fn a_tensor_parallel_sweep_holds_two_gpus_per_job_and_merges_its_ranks() {
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).expect("manifest")).expect("json");
     assert_eq!(manifest["sweep"]["backend_settings"]["tensor_parallel"], 2, "{manifest}");
 }
+
+#[test]
+fn graph_steps_of_both_ranks_map_onto_their_reference_steps_and_merge() {
+    // tracefleet's own vLLM driver, two H200s, full CUDA graphs: each rank's window starts with the eager
+    // reference step, which attributes that rank's replayed kernels and is left out of the tables.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let stderr = ingest("h200-vllm-0.25/tracefleet-tp2-decode-graphs/logs_32", &out);
+    assert!(!stderr.contains("ranks not merged") && !stderr.contains("not split"), "{stderr}");
+    let all = rows(&out.join("steps.csv"));
+    let count = |rank: &str| all.iter().filter(|r| r["rank"] == rank).count();
+    assert_eq!((count("0"), count("1"), count("merged")), (3, 3, 3), "the reference steps are not counted");
+    for r in &all {
+        // 230 replayed kernels per step: all but the graph's own output copy map onto the reference step.
+        assert_eq!(
+            (num(r, "graph_replayed"), num(r, "graph_exact"), num(r, "graph_unattributed")),
+            (230.0, 229.0, 1.0)
+        );
+        assert_eq!(r["graph_reference"], "step 0 of this trace");
+        assert_eq!(num(r, "layers"), 16.0);
+        assert!(num(r, "attention_us") > 0.0 && num(r, "linear_us") > 0.0);
+    }
+    let reference = rows(&out.join("graph_reference.csv"));
+    assert_eq!(reference.len(), 2 * 7, "one row per rank and category");
+    assert!(reference.iter().all(|r| r["reference_steps"] == "1" && r["graph_steps"] == "3"));
+}
