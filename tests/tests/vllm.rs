@@ -480,3 +480,62 @@ fn ingest_with_a_graph_reference_reports_graph_against_eager_per_category() {
     let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
     assert_eq!(steps.lines().count(), 4);
 }
+
+#[test]
+fn piecewise_graph_replays_between_eager_attention_map_onto_the_reference() {
+    // vLLM's piecewise CUDA graphs replay the layers' work and leave attention eager between the graph
+    // pieces. Made from the eager decode trace: every kernel of the projections and rope is turned into a
+    // replay of its step's `cudaGraphLaunch` (its correlation, no External id); attention stays eager
+    // between them. The eager trace itself is the reference.
+    let eager = steps(DECODE);
+    let mut t = Trace::open(&trace_in(DECODE), &Default::default()).expect("fixture parses");
+    let replayed_kinds: std::collections::HashSet<String> = eager[0]
+        .kernels
+        .iter()
+        .filter(|k| !matches!(k.category, Detail::PagedAttention | Detail::Others))
+        .map(|k| k.name.clone())
+        .collect();
+    let launch_name = t.names.len() as u32;
+    t.names.push("cudaGraphLaunch".into());
+    // One graph launch per step, right after the step's annotation starts; a kernel is that step's replay
+    // when it ran after the annotation's start and before the next one's.
+    let mut steps_at: Vec<(i64, u32)> =
+        t.events.iter().filter(|e| t.name(e.name).starts_with("execute_context_")).map(|e| (e.ts, e.thread)).collect();
+    steps_at.sort_unstable();
+    let launch = |k: usize| 0x7fff_0000 + k as u32;
+    let mut replayed = 0;
+    for e in t.events.iter_mut() {
+        if e.cat == tracefleet_common::trace::Category::Kernel && replayed_kinds.contains(&*t.names[e.name as usize]) {
+            let k = steps_at.partition_point(|&(s, _)| s <= e.ts);
+            assert!(k > 0, "a layer kernel before the first step");
+            e.correlation = launch(k - 1);
+            e.external_id = 0;
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0);
+    for (k, &(ts, thread)) in steps_at.iter().enumerate() {
+        t.events.push(tracefleet_common::trace::Event {
+            ts: ts + 1,
+            dur: 1,
+            external_id: 0,
+            correlation: launch(k),
+            name: launch_name,
+            thread,
+            kernel: u32::MAX,
+            cat: tracefleet_common::trace::Category::Runtime,
+        });
+    }
+    let opts = AnalyzeOptions::default();
+    let reference = tracefleet_common::summary::graph_reference_from_file(&trace_in(DECODE), &opts).expect("eager");
+    let opts = AnalyzeOptions { graph_reference: Some(std::sync::Arc::new(reference)), ..opts };
+    let graphs = summarize(&t, &opts).steps;
+    for (g, e) in graphs.iter().zip(&eager) {
+        // Per layer: qkv, rope, o_proj, gate_up and down_proj with its split-K reduction.
+        assert_eq!(g.graph_activities, 16 * 6);
+        assert_eq!((g.graph_exact, g.graph_inferred, g.graph_unattributed), (g.graph_activities, 0, 0));
+        assert_eq!(g.detail_activities, e.detail_activities, "every category as in the eager step");
+        assert_eq!(g.detail, e.detail, "and the same time: these are the same kernels");
+        assert_eq!(g.layers, 16);
+    }
+}
