@@ -508,10 +508,12 @@ def run_job(job, work_dir):
                 start = time.time()
                 engine.start_profile()
                 if with_reference:
-                    engine.collective_rpc(_eager_reference, args=(True,))
                     try:
+                        engine.collective_rpc(_eager_reference, args=(True,))
                         engine.step()
                     finally:
+                        # Undoing is harmless where nothing was done: a worker whose patch failed half-way
+                        # is not left running eager inside the mark.
                         engine.collective_rpc(_eager_reference, args=(False,))
                 for _ in range(steps):
                     engine.step()

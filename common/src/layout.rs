@@ -127,8 +127,27 @@ pub fn hints(root: &Path, path: &Path) -> PathHints {
     h
 }
 
+/// The rank a trace's file name gives (`rank1.1796006197748389129.pt.trace.json`, `worker_rank0.json`), for
+/// traces without `distributedInfo`: the digits after the last `rank` in the name, when a non-digit or the
+/// end follows them.
+pub fn rank_hint(path: &str) -> Option<u32> {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let (_, after) = name.rsplit_once("rank")?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn rank_from_the_file_name() {
+        assert_eq!(rank_hint("d/logs_8/rank1.1796006197748389129.pt.trace.json.zst"), Some(1));
+        assert_eq!(rank_hint("worker_rank12.json"), Some(12));
+        assert_eq!(rank_hint("d/rank3/trace.json"), None);
+        assert_eq!(rank_hint("trace_0.json"), None);
+    }
+
     use super::*;
 
     #[test]

@@ -116,7 +116,7 @@ pub fn merge(agg: &Aggregate) -> Merged {
         let have: Vec<u32> = ranks.keys().copied().collect();
         if have != (0..series.tp).collect::<Vec<_>>() {
             out.problems
-                .push((series.clone(), format!("{what}: traces of ranks {have:?} of {}: ranks not merged", series.tp)));
+                .push((series.clone(), format!("{what}: traces of ranks {have:?} of {}: ranks not merged (left out of the seed tables; each rank's rows are in the full tables)", series.tp)));
             continue;
         }
         for steps in ranks.values_mut() {
@@ -124,22 +124,30 @@ pub fn merge(agg: &Aggregate) -> Merged {
         }
         let counts: Vec<usize> = ranks.values().map(Vec::len).collect();
         if counts.iter().any(|&c| c != counts[0]) {
-            out.problems.push((series.clone(), format!("{what}: the ranks hold {counts:?} steps: ranks not merged")));
+            out.problems.push((series.clone(), format!("{what}: the ranks hold {counts:?} steps: ranks not merged (left out of the seed tables; each rank's rows are in the full tables)")));
+            continue;
+        }
+        // Steps pair up in start order only if every pair has the same name; one that does not means the
+        // ranks' steps are not aligned, and nothing after it would pair right either.
+        let name = |v: &Vec<(&str, u32, &StepRow)>, i: usize| v[i].2.step_name.clone();
+        let first = ranks.values().next().cloned().unwrap_or_default();
+        if let Some(i) = (0..counts[0]).find(|&i| ranks.values().any(|v| name(v, i) != name(&first, i))) {
+            let names: Vec<String> = ranks.values().map(|v| name(v, i)).collect();
+            out.problems.push((
+                series.clone(),
+                format!("{what}: step {i} has different names on the ranks {names:?}: ranks not merged (left out of the seed tables; each rank's rows are in the full tables)"),
+            ));
             continue;
         }
         for i in 0..counts[0] {
             let at: Vec<(&str, u32, &StepRow)> = ranks.values().map(|v| v[i]).collect();
-            if at.iter().any(|(_, _, r)| r.step_name != at[0].2.step_name) {
-                let names: Vec<&str> = at.iter().map(|(_, _, r)| r.step_name.as_str()).collect();
-                out.problems.push((
-                    series.clone(),
-                    format!("{what}: step {i} has different names on the ranks {names:?}: not merged"),
-                ));
-                continue;
-            }
             let m = merge_step(&series, &at, &what, i, &mut out.problems);
-            for (rank, ((trace, idx, _), split)) in at.iter().zip(&m.ranks).enumerate() {
-                out.splits.insert((SeriesKey { rank: rank as u32, ..series.clone() }, trace.to_string(), *idx), *split);
+            // Per-rank splits only where they were computed: no row says "no wait" for an unsplit step.
+            if m.split {
+                for (rank, ((trace, idx, _), split)) in at.iter().zip(&m.ranks).enumerate() {
+                    out.splits
+                        .insert((SeriesKey { rank: rank as u32, ..series.clone() }, trace.to_string(), *idx), *split);
+                }
             }
             out.steps.push(m);
         }
@@ -163,13 +171,15 @@ fn merge_step(
             let last_start = at.iter().map(|(_, _, r)| r.collectives[j][0]).max().unwrap_or(0);
             let ends = at.iter().map(|(_, _, r)| r.collectives[j][1]);
             let first_end = ends.clone().min().unwrap_or(0);
+            // Every collective, overlapping or not: a clock offset larger than the kernels would leave
+            // none overlapping, and must still show.
+            spreads.push(ends.max().unwrap_or(0) - first_end);
             if first_end <= last_start {
                 // The ranks' kernels do not overlap: one ended before another began (NCCL's all-gather of
                 // the logits in the H200 fixtures), so no kernel waited inside for the others; it is all
                 // transfer.
                 continue;
             }
-            spreads.push(ends.max().unwrap_or(0) - first_end);
             for (s, (_, _, r)) in ranks.iter_mut().zip(at) {
                 let [start, end] = r.collectives[j];
                 s.wait += (last_start - start).clamp(0, end - start);
@@ -281,5 +291,34 @@ mod tests {
         assert_eq!(m.steps[0].end_skew, 50_000);
         assert_eq!(m.problems.len(), 1, "{:?}", m.problems);
         assert!(m.problems[0].1.contains("differ by 50.0 µs (median, over 20 µs)"), "{:?}", m.problems);
+
+        // An offset larger than the kernels leaves none overlapping: still seen, and nothing is waiting.
+        let short0: Vec<[i64; 2]> = (0..5).map(|j| [j * 1_000_000, j * 1_000_000 + 10_000]).collect();
+        let short1: Vec<[i64; 2]> = short0.iter().map(|c| [c[0] + 150_000, c[1] + 150_000]).collect();
+        agg.steps.insert((series.clone(), "d/rank0.json".into(), 0), row(0, 10_000_000, &short0));
+        agg.steps
+            .insert((SeriesKey { rank: 1, ..series.clone() }, "d/rank1.json".into(), 0), row(0, 10_000_000, &short1));
+        let m = merge(&agg);
+        assert_eq!(m.steps[0].end_skew, 150_000);
+        assert!(m.steps[0].ranks.iter().all(|r| r.wait == 0));
+        assert_eq!(m.problems.len(), 1, "{:?}", m.problems);
+    }
+
+    #[test]
+    fn ranks_whose_steps_do_not_pair_by_name_are_not_merged() {
+        let series =
+            SeriesKey { host: "h".into(), gpu: "g".into(), mode: None, batch_size: 1, input_len: 0, tp: 2, rank: 0 };
+        let mut agg = Aggregate::default();
+        for (i, names) in [("a", "a"), ("b", "x"), ("c", "c")].iter().enumerate() {
+            let mut r0 = row(i as i64 * 100, 1000, &[[10, 20]]);
+            r0.step_name = names.0.into();
+            let mut r1 = row(i as i64 * 100, 1000, &[[10, 20]]);
+            r1.step_name = names.1.into();
+            agg.steps.insert((series.clone(), "d/rank0.json".into(), i as u32), r0);
+            agg.steps.insert((SeriesKey { rank: 1, ..series.clone() }, "d/rank1.json".into(), i as u32), r1);
+        }
+        let m = merge(&agg);
+        assert!(m.steps.is_empty() && m.splits.is_empty());
+        assert!(m.problems[0].1.contains("step 1 has different names"), "{:?}", m.problems);
     }
 }

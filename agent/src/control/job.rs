@@ -110,6 +110,12 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     // Clocks, telemetry and the GPU name are those of the job's first GPU.
     let gpu = gpus.first().copied();
     let lock_mhz = job.gpu.map_or(0, |g| g.lock_clocks_mhz);
+    if lock_mhz > 0 && gpus.len() > 1 {
+        // The lock is one GPU's; sweep files refuse it with tensor parallelism, other clients too.
+        agent.release_gpus(&gpus);
+        fail("", "locking clocks is not supported for a job on several GPUs (tensor_parallel)".into(), String::new());
+        return;
+    }
     let clock_lock = if lock_mhz > 0 {
         // NVML calls block: keep them off the async workers.
         let (allowed, host) = (agent.cfg.allow_clock_locking, agent.inventory.host.clone());

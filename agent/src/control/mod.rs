@@ -87,7 +87,7 @@ pub struct Agent {
     /// This process, in every hello (see `Hello.instance`).
     instance: String,
     /// GPUs not running a job now (indices); empty on a host without GPUs.
-    free_gpus: Mutex<Vec<u32>>,
+    free_gpus: Mutex<GpuQueue>,
     gpu_freed: tokio::sync::Notify,
 }
 
@@ -96,6 +96,13 @@ const FINISHED_KEPT: usize = 1000;
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The agent's free GPUs and the line of jobs waiting for them (tickets served in order).
+struct GpuQueue {
+    free: Vec<u32>,
+    next_ticket: u64,
+    serving: u64,
 }
 
 impl Agent {
@@ -125,27 +132,37 @@ impl Agent {
                 std::process::id(),
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
             ),
-            free_gpus: Mutex::new(gpus),
+            free_gpus: Mutex::new(GpuQueue { free: gpus, next_ticket: 0, serving: 0 }),
             gpu_freed: tokio::sync::Notify::new(),
         }))
     }
 
-    /// Takes `n` free GPUs for a job, all at once (waits while fewer are free); none on a host without
-    /// GPUs. `n` above the host's GPUs is the caller's to refuse (it would wait for ever).
+    /// Takes `n` free GPUs for a job, all at once; none on a host without GPUs. Jobs are served in the
+    /// order they asked: a job waiting for two GPUs is not overtaken by later one-GPU jobs. `n` above the
+    /// host's GPUs is the caller's to refuse (it would wait for ever).
     pub async fn acquire_gpus(&self, n: usize) -> Vec<u32> {
         if self.inventory.gpus.is_empty() {
             return Vec::new();
         }
+        let ticket = {
+            let mut q = relock(&self.free_gpus);
+            q.next_ticket += 1;
+            q.next_ticket - 1
+        };
         loop {
             let notified = self.gpu_freed.notified();
             {
-                let mut free = relock(&self.free_gpus);
-                if free.len() >= n {
+                let mut q = relock(&self.free_gpus);
+                if q.serving == ticket && q.free.len() >= n {
                     // Lowest indexes first: a job's GPUs are then neighbours where the host numbers them so.
-                    free.sort_unstable_by(|a, b| b.cmp(a));
-                    let at = free.len() - n;
-                    let mut taken = free.split_off(at);
+                    q.free.sort_unstable_by(|a, b| b.cmp(a));
+                    let at = q.free.len() - n;
+                    let mut taken = q.free.split_off(at);
                     taken.sort_unstable();
+                    q.serving += 1;
+                    drop(q);
+                    // The next in line may fit in what is left.
+                    self.gpu_freed.notify_waiters();
                     return taken;
                 }
             }
@@ -163,7 +180,7 @@ impl Agent {
     /// Gives GPUs back.
     pub fn release_gpus(&self, gpus: &[u32]) {
         if !gpus.is_empty() {
-            relock(&self.free_gpus).extend_from_slice(gpus);
+            relock(&self.free_gpus).free.extend_from_slice(gpus);
             self.gpu_freed.notify_waiters();
         }
     }

@@ -14,7 +14,8 @@
 //!    with a minimal edit script (Myers' diff, the `similar` crate).
 //! 3. *Mapping*: a replayed activity aligned with a reference activity of the same name takes that
 //!    activity's op and category (**exact**). Replayed activities in a gap between two aligned runs take
-//!    the op of the reference activities in the opposite gap when those were all launched by one op
+//!    the op of the reference activities in the opposite gap when those were all launched by one op (gaps
+//!    with an aligned run on both sides only)
 //!    (**inferred**: e.g. FlashAttention's split-KV kernel and its combine kernel where a reference run
 //!    with other settings had the unsplit kernel and a fill, both from the attention op). Every other
 //!    replayed activity is **unattributed**: it stays in `others` under [`UNATTRIBUTED_OP`], and is
@@ -125,9 +126,13 @@ pub fn map_replayed(step: &[(&str, bool)], reference: &ReferenceStep) -> Vec<Opt
     let mut out: Vec<Option<Mapping>> =
         step.iter().map(|&(_, replayed)| replayed.then_some(Mapping::Unattributed)).collect();
     // Gaps: the old and new ranges between two equal runs (a delete, an insert, or both, or a replace).
-    let mut gap: Option<(std::ops::Range<usize>, std::ops::Range<usize>)> = None;
-    let close = |gap: &mut Option<(std::ops::Range<usize>, std::ops::Range<usize>)>, out: &mut Vec<Option<Mapping>>| {
-        let Some((o, n)) = gap.take() else { return };
+    // Only a gap with an aligned run on both sides is inferred: at either end of the step nothing bounds
+    // what faces what.
+    type Gap = (std::ops::Range<usize>, std::ops::Range<usize>);
+    let mut gap: Option<Gap> = None;
+    let mut seen_equal = false;
+    let infer = |gap: Gap, out: &mut Vec<Option<Mapping>>| {
+        let (o, n) = gap;
         if o.is_empty() || n.is_empty() {
             return;
         }
@@ -144,7 +149,10 @@ pub fn map_replayed(step: &[(&str, bool)], reference: &ReferenceStep) -> Vec<Opt
     for op in &ops {
         let (tag, o, n) = op.as_tag_tuple();
         if tag == similar::DiffTag::Equal {
-            close(&mut gap, &mut out);
+            if let Some(g) = gap.take().filter(|_| seen_equal) {
+                infer(g, &mut out);
+            }
+            seen_equal = true;
             for (k, j) in n.enumerate() {
                 if out[j].is_some() {
                     out[j] = Some(Mapping::Exact(o.start + k));
@@ -157,7 +165,6 @@ pub fn map_replayed(step: &[(&str, bool)], reference: &ReferenceStep) -> Vec<Opt
             });
         }
     }
-    close(&mut gap, &mut out);
     out
 }
 
@@ -234,5 +241,9 @@ mod tests {
                 Some(Mapping::Unattributed)
             ]
         );
+        // A gap at either end is bounded on one side only: not inferred, even facing one op.
+        let r = reference(&[("x", Detail::Others, 1), ("a", Detail::KqvProj, 2), ("y", Detail::Others, 3)]);
+        let m = map_replayed(&[("p", true), ("a", true), ("q", true)], &r);
+        assert_eq!(m, vec![Some(Mapping::Unattributed), Some(Mapping::Exact(1)), Some(Mapping::Unattributed)]);
     }
 }

@@ -55,11 +55,11 @@ pub struct Layout {
     pub per_host: bool,
 }
 
-/// One group of seed tables: (mode, input length, host: empty unless split by host).
-type Group = (Option<Mode>, u32, String);
+/// One group of seed tables: (mode, input length, tensor-parallel size, host: empty unless split by host).
+type Group = (Option<Mode>, u32, u32, String);
 
-/// The folder of a group's seed tables: `dir[/MODE][/inL][/HOST]`, each level only where the data holds
-/// more than one value of it (`decode/in128/gpu-node-1/op_times.tsv`; `in0` for an unknown length).
+/// The folder of a group's seed tables: `dir[/MODE][/inL][/tpN][/HOST]`, each level only where the data
+/// holds more than one value of it (`decode/in128/gpu-node-1/op_times.tsv`; `in0` for an unknown length).
 fn group_dir(dir: &Path, groups: &BTreeSet<Group>, g: &Group) -> PathBuf {
     let varies = |f: &dyn Fn(&Group) -> String| groups.iter().map(f).collect::<BTreeSet<_>>().len() > 1;
     let mut sub = dir.to_path_buf();
@@ -69,8 +69,11 @@ fn group_dir(dir: &Path, groups: &BTreeSet<Group>, g: &Group) -> PathBuf {
     if varies(&|x| x.1.to_string()) {
         sub.push(format!("in{}", g.1));
     }
-    if varies(&|x| x.2.clone()) {
-        sub.push(&g.2);
+    if varies(&|x| x.2.to_string()) {
+        sub.push(format!("tp{}", g.2));
+    }
+    if varies(&|x| x.3.clone()) {
+        sub.push(&g.3);
     }
     sub
 }
@@ -82,7 +85,7 @@ pub fn write_results(dir: &Path, agg: &Aggregate, layout: Layout) -> io::Result<
     fs::create_dir_all(dir)?;
     let mut written = Vec::new();
     let group_of = |k: &SeriesKey| -> Group {
-        (k.mode, k.input_len, if layout.per_host { k.host.clone() } else { String::new() })
+        (k.mode, k.input_len, k.tp, if layout.per_host { k.host.clone() } else { String::new() })
     };
     let merged = ranks::merge(agg);
     let groups: BTreeSet<Group> = agg.categories.keys().map(group_of).collect();

@@ -126,10 +126,14 @@ pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
         } else {
             let e = &t.events[i as usize];
             if let Some(s) = steps.get_mut(inherited as usize)
-                && s.vllm.is_none()
                 && e.cat == Category::UserAnnotation
             {
-                s.vllm = parse_vllm_step(t.name(e.name));
+                if s.vllm.is_none() {
+                    s.vllm = parse_vllm_step(t.name(e.name));
+                }
+                // The mark inside the step (torch.profiler's schedule wraps the window's steps in its own
+                // `ProfilerStep#N`, the step, around the mark and vLLM's annotation).
+                s.reference |= t.name(e.name) == EAGER_REFERENCE_MARK;
             }
             inherited
         };

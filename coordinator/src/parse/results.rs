@@ -128,7 +128,12 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
             batch_size: p.batch_size,
             input_len: p.input_len,
             tp: summary.world_size.filter(|&n| n > 1).unwrap_or(1).max(tensor_parallel),
-            rank: if summary.world_size.is_some_and(|n| n > 1) { summary.rank.unwrap_or(0) } else { 0 },
+            // Without distributedInfo, the rank the file name gives (vLLM names them rankN.*).
+            rank: if summary.world_size.is_some_and(|n| n > 1) || tensor_parallel > 1 {
+                summary.rank.or_else(|| tracefleet_common::layout::rank_hint(&u.key.trace_name)).unwrap_or(0)
+            } else {
+                0
+            },
         };
         for st in &summary.steps {
             agg.add_step(&series, &u.key.trace_name, st);

@@ -53,14 +53,21 @@ pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Schedule
     let mut agents = coord.agents();
     let Some(conn) = agents.get_mut(agent) else { return Ok(()) };
     let gpus = conn.inventory.gpus.len().max(1);
+    let need_of = |assign: &AssignJob| super::job_gpus(assign).min(gpus);
+    // Every job the agent still runs holds its GPUs, including one cancelled or moved here that has not
+    // ended there yet (its row is no longer open).
     let mut held = 0;
+    for id in &conn.running {
+        held += match coord.store().job(id)? {
+            Some(row) => decode_stored::<AssignJob>(&row.assign).map_or(1, |a| need_of(&a)),
+            None => 1,
+        };
+    }
     let mut waiting = Vec::new();
     for j in jobs {
-        let assign: AssignJob = decode_stored(&j.assign)?;
-        let need = super::job_gpus(&assign).min(gpus);
-        if conn.running.contains(&j.id) {
-            held += need;
-        } else {
+        if !conn.running.contains(&j.id) {
+            let assign: AssignJob = decode_stored(&j.assign)?;
+            let need = need_of(&assign);
             waiting.push((j.id, assign, need));
         }
     }
