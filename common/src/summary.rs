@@ -297,9 +297,27 @@ fn shape_tuple(s: Option<steps::VllmStepShape>) -> Option<(u32, u32, u32, u32)> 
 struct Counted<'a> {
     event: u32,
     detail: Detail,
-    /// The op it is attributed to; empty for none.
-    op: &'a str,
+    /// The op it is attributed to.
+    op: OpName<'a>,
     collective: bool,
+}
+
+/// The op an activity is attributed to: an op of the trace (by name id; [`NONE`] for none), or a name
+/// from elsewhere (a reference step's op).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum OpName<'a> {
+    Id(u32),
+    Ref(&'a str),
+}
+
+impl<'a> OpName<'a> {
+    fn resolve(self, t: &'a Trace) -> &'a str {
+        match self {
+            OpName::Id(NONE) => "",
+            OpName::Id(id) => t.name(id),
+            OpName::Ref(s) => s,
+        }
+    }
 }
 
 /// Graph-replay attribution results of one step.
@@ -338,21 +356,27 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             g.1 += t.events[i as usize].dur;
         }
     }
-    let classified: Vec<Classified> =
-        by_step.iter().map(|events| classify_step(t, &links, events, &opts.rules)).collect();
     // Eager steps of this trace that can serve as references for its graph steps (only in traces with
-    // replays): the driver's marked reference step first.
+    // replays): the driver's marked reference step first. Their classification is kept for the loop below;
+    // without replays each step is classified there, one at a time.
     let mut local_refs: Vec<(usize, ReferenceStep)> = Vec::new();
+    let mut classified: Vec<Option<Classified>> = Vec::new();
     if !links.graph_replayed.is_empty() {
-        for (si, (step, cls)) in steps.steps.iter().zip(&classified).enumerate() {
+        for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
+            let cls = classify_step(t, &links, events, &opts.rules);
             if graph_by_step[si].0 == 0 && !cls.activities.is_empty() {
-                local_refs.push((si, ReferenceStep::new(t, cls, &step.name, shape_tuple(step.vllm))));
+                local_refs.push((si, ReferenceStep::new(t, &cls, &step.name, shape_tuple(step.vllm))));
             }
+            classified.push(Some(cls));
         }
         local_refs.sort_by_key(|(si, _)| (!steps.steps[*si].reference, *si));
     }
     for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
-        let cls = &classified[si];
+        let cls = match classified.get_mut(si).and_then(Option::take) {
+            Some(c) => c,
+            None => classify_step(t, &links, events, &opts.rules),
+        };
+        let cls = &cls;
         let (graph_activities, graph_time) = graph_by_step.get(si).copied().unwrap_or_default();
         let mut counted: Vec<Counted<'_>> = cls
             .activities
@@ -360,7 +384,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             .map(|a| Counted {
                 event: a.event,
                 detail: a.detail,
-                op: if a.unit == NONE { "" } else { t.name(t.events[a.unit as usize].name) },
+                op: if a.unit == NONE { OpName::Id(NONE) } else { OpName::Id(t.events[a.unit as usize].name) },
                 collective: a.collective,
             })
             .collect();
@@ -406,7 +430,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         let mut collective_time = 0;
         let mut collective_activities = 0;
         let mut kernel_count = 0;
-        let mut others_ops: BTreeMap<&str, (u32, i64)> = BTreeMap::new();
+        // By name id (no string compared per activity), names resolved once at the end.
+        let mut others_ops: rustc_hash::FxHashMap<OpName<'_>, (u32, i64)> = Default::default();
         for c in &counted {
             let e = &t.events[c.event as usize];
             let d = c.detail;
@@ -513,10 +538,19 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
                 })
                 .collect(),
             configs: configs.into_iter().collect(),
-            others_ops: others_ops
-                .into_iter()
-                .map(|(op, (activities, total))| UnitRow { op: op.to_string(), activities, total })
-                .collect(),
+            others_ops: {
+                // One row per name: an op of this trace and a reference step's op can share one.
+                let mut by_name: BTreeMap<&str, (u32, i64)> = BTreeMap::new();
+                for (op, (activities, total)) in others_ops {
+                    let row = by_name.entry(op.resolve(t)).or_default();
+                    row.0 += activities;
+                    row.1 += total;
+                }
+                by_name
+                    .into_iter()
+                    .map(|(op, (activities, total))| UnitRow { op: op.to_string(), activities, total })
+                    .collect()
+            },
             graph_activities,
             graph_time,
             graph_exact: graph.exact,
@@ -570,7 +604,7 @@ fn attribute_replays<'a>(
         match hit.map(|j| &r.activities[j]) {
             Some(a) => {
                 c.detail = a.detail;
-                c.op = &a.op;
+                c.op = OpName::Ref(&a.op);
                 c.collective = a.collective;
                 if a.linear {
                     linear_units.insert(a.unit, a.detail);
@@ -580,7 +614,7 @@ fn attribute_replays<'a>(
                 outcome.unattributed += 1;
                 outcome.unattributed_time += t.events[c.event as usize].dur;
                 c.detail = Detail::Others;
-                c.op = UNATTRIBUTED_OP;
+                c.op = OpName::Ref(UNATTRIBUTED_OP);
             }
         }
     }
