@@ -291,3 +291,30 @@ fn keep_going_writes_the_tables_of_the_readable_traces_and_still_fails() {
     assert!(err.contains("trace_1.json at byte") && err.contains("the tables hold the other 1"), "{err}");
     assert!(out.join("op_times.tsv").exists());
 }
+
+#[test]
+fn many_events_sharing_one_timestamp_fold_like_torch_in_linear_time() {
+    // 50k ops of one name with the same start and duration on one thread nest into one chain (torch's
+    // rule), and torch's _remove_dup_nodes folds a chain of same-name only children into one event. The
+    // fold used to rescan every later event per fold (quadratic: 100k such events took 10 s); it is
+    // linear now (docs/benchmarks.md: 1M events in under half a second in a release build).
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("same_ts.json");
+    let n = 50_000;
+    let mut text = String::from("{\"traceEvents\":[");
+    for i in 0..n {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(&format!(
+            "{{\"ph\":\"X\",\"cat\":\"cpu_op\",\"name\":\"aten::add\",\"pid\":1,\"tid\":1,\"ts\":100,\"dur\":5,\"args\":{{\"External id\":{}}}}}",
+            i + 1
+        ));
+    }
+    text.push_str("]}");
+    std::fs::write(&path, text).expect("write");
+    let rows = table(&path);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (count, cpu, self_cpu, _, _) = rows["aten::add"];
+    assert_eq!((count, cpu, self_cpu), (1, 5.0, 5.0));
+}
