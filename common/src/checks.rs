@@ -144,13 +144,13 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
         let coarse =
             |c: Coarse| -> i64 { Detail::ALL.iter().filter(|d| d.coarse() == c).map(|d| r.detail[d.index()]).sum() };
         let others = r.detail[Detail::Others.index()];
+        let unattributed = if r.graph_reference.is_empty() { r.graph_activities } else { r.graph_mapped[2] };
         if r.gpu_time > 0
             && others as f64 > OTHERS_SHARE * r.gpu_time as f64
             && (coarse(Coarse::Attention) == 0 || coarse(Coarse::Linear) == 0)
         {
             note(WarningKind::OthersDominant, format!("{trace} step {index}"), others);
         }
-        let unattributed = if r.graph_reference.is_empty() { r.graph_activities } else { r.graph_mapped[2] };
         if unattributed > 0 {
             let time = if r.graph_reference.is_empty() { r.graph_time } else { r.graph_unattributed_time };
             let example = if r.graph_reference.is_empty() {
@@ -170,6 +170,9 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
             note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
         }
     }
+    // Series whose `others` may come from unattributed graph replays rather than from the rules.
+    let with_replays: std::collections::BTreeSet<SeriesKey> =
+        found.keys().filter(|(k, _)| *k == WarningKind::GraphReplays).map(|(_, s)| s.clone()).collect();
     found
         .into_iter()
         .map(|((kind, series), (steps, example, time, gpu))| {
@@ -180,6 +183,11 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
                 WarningKind::BatchMismatch => format!(
                     "{what}: {steps} of {of_steps} steps ran another batch than the series' (e.g. {example}); \
                      their times are not the series' times"
+                ),
+                WarningKind::OthersDominant if with_replays.contains(&series) => format!(
+                    "{what}: in {steps} of {of_steps} steps `others` holds {share:.0}% of the GPU time while \
+                     attention or linear is 0 (e.g. {example}): kernels replayed by CUDA graphs are not attributed \
+                     (see the graph_replays warning)"
                 ),
                 WarningKind::OthersDominant => format!(
                     "{what}: in {steps} of {of_steps} steps `others` holds {share:.0}% of the GPU time while \

@@ -30,6 +30,10 @@ use std::collections::BTreeMap;
 use crate::aggregate::{Aggregate, SeriesKey, StepRow};
 use crate::classify::Detail;
 
+/// The largest difference between the ranks' starts of one step (ns) for them to be one job's step: 1 s.
+/// The ranks of the H200 runs start a decode step at most 30 ms apart (eager, launch-bound).
+pub const SAME_WINDOW_NS: i64 = 1_000_000_000;
+
 /// The largest median spread of the ranks' end times of a step's collectives (ns) accepted as one clock:
 /// 20 µs. The ranks' custom all-reduce kernels of the shared H200 fixtures end within 0.5 µs of each other.
 pub const CLOCK_SKEW_LIMIT_NS: i64 = 20_000;
@@ -61,6 +65,9 @@ pub struct MergedStep {
     pub ranks: Vec<RankSplit>,
     /// Whether the collectives could be matched (same count on every rank); without it the wait is 0.
     pub split: bool,
+    /// Split, and the clock check passed: the step counts in the seed tables. Otherwise the merged row
+    /// is written, a problem says why, and the seed tables leave it out.
+    pub trusted: bool,
     /// The median over the step's collectives of the spread of the ranks' end times, ns (the clock check).
     pub end_skew: i64,
 }
@@ -104,19 +111,29 @@ pub fn merge(agg: &Aggregate) -> Merged {
         }
     }
     let mut out = Merged::default();
+    const LEFT_OUT: &str = "ranks not merged; these steps are left out of the seed tables (each rank's rows are in \
+                            the full tables)";
     for ((series, dir), mut ranks) in groups {
-        let what = format!(
-            "{} {} batch {} (tp {}), folder '{}'",
-            series.host,
-            series.mode_label(),
-            series.batch_size,
-            series.tp,
-            dir
-        );
-        let have: Vec<u32> = ranks.keys().copied().collect();
-        if have != (0..series.tp).collect::<Vec<_>>() {
-            out.problems
-                .push((series.clone(), format!("{what}: traces of ranks {have:?} of {}: ranks not merged (left out of the seed tables; each rank's rows are in the full tables)", series.tp)));
+        // Where: the folder, or the traces themselves when they sit at the top of what was read.
+        let place = if dir.is_empty() {
+            let mut traces: Vec<&str> = ranks.values().flatten().map(|(t, _, _)| *t).collect();
+            traces.sort_unstable();
+            traces.dedup();
+            traces.join(", ")
+        } else {
+            format!("folder {dir}")
+        };
+        let what =
+            format!("{} {} batch {} (tp {}), {place}", series.host, series.mode_label(), series.batch_size, series.tp);
+        let missing: Vec<u32> = (0..series.tp).filter(|r| !ranks.contains_key(r)).collect();
+        let extra: Vec<u32> = ranks.keys().copied().filter(|&r| r >= series.tp).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            let why = if missing.is_empty() {
+                format!("traces of ranks {extra:?}, beyond the job's {} ranks", series.tp)
+            } else {
+                format!("no trace of rank(s) {missing:?} of {}", series.tp)
+            };
+            out.problems.push((series.clone(), format!("{what}: {why}: {LEFT_OUT}")));
             continue;
         }
         for steps in ranks.values_mut() {
@@ -124,18 +141,34 @@ pub fn merge(agg: &Aggregate) -> Merged {
         }
         let counts: Vec<usize> = ranks.values().map(Vec::len).collect();
         if counts.iter().any(|&c| c != counts[0]) {
-            out.problems.push((series.clone(), format!("{what}: the ranks hold {counts:?} steps: ranks not merged (left out of the seed tables; each rank's rows are in the full tables)")));
+            out.problems.push((series.clone(), format!("{what}: the ranks hold {counts:?} steps: {LEFT_OUT}")));
             continue;
         }
-        // Steps pair up in start order only if every pair has the same name; one that does not means the
-        // ranks' steps are not aligned, and nothing after it would pair right either.
+        // Steps pair up in start order only if every pair has the same name and starts within
+        // SAME_WINDOW_NS (the ranks of one job run one window together); one that does not means the
+        // ranks' steps are not aligned (or not one job's), and nothing after it would pair right either.
         let name = |v: &Vec<(&str, u32, &StepRow)>, i: usize| v[i].2.step_name.clone();
         let first = ranks.values().next().cloned().unwrap_or_default();
         if let Some(i) = (0..counts[0]).find(|&i| ranks.values().any(|v| name(v, i) != name(&first, i))) {
             let names: Vec<String> = ranks.values().map(|v| name(v, i)).collect();
             out.problems.push((
                 series.clone(),
-                format!("{what}: step {i} has different names on the ranks {names:?}: ranks not merged (left out of the seed tables; each rank's rows are in the full tables)"),
+                format!("{what}: step {i} has different names on the ranks {names:?}: {LEFT_OUT}"),
+            ));
+            continue;
+        }
+        let apart = |i: usize| {
+            let starts = ranks.values().map(|v| v[i].2.start);
+            starts.clone().max().unwrap_or(0) - starts.min().unwrap_or(0)
+        };
+        if let Some(i) = (0..counts[0]).find(|&i| apart(i) > SAME_WINDOW_NS) {
+            out.problems.push((
+                series.clone(),
+                format!(
+                    "{what}: step {i} starts {:.3} s apart on the ranks (over {} s): not one job's steps: {LEFT_OUT}",
+                    apart(i) as f64 / 1e9,
+                    SAME_WINDOW_NS / 1_000_000_000
+                ),
             ));
             continue;
         }
@@ -196,7 +229,7 @@ fn merge_step(
                 series.clone(),
                 format!(
                     "{what}: step {i}: the ranks' end times of its collectives differ by {:.1} µs (median, over {} \
-                     µs): their clocks may not agree, so the wait/transfer split is not reliable",
+                     µs): their clocks may not agree, so the wait/transfer split is not reliable (the step is left out of the seed tables)",
                     end_skew as f64 / 1e3,
                     CLOCK_SKEW_LIMIT_NS / 1000
                 ),
@@ -206,7 +239,10 @@ fn merge_step(
         let counts: Vec<usize> = at.iter().map(|(_, _, r)| r.collectives.len()).collect();
         problems.push((
             series.clone(),
-            format!("{what}: step {i}: the ranks ran {counts:?} collective kernels: wait and transfer not split"),
+            format!(
+                "{what}: step {i}: the ranks ran {counts:?} collective kernels: wait and transfer not split (the step \
+                 is left out of the seed tables)"
+            ),
         ));
     }
     for (s, (_, _, r)) in ranks.iter_mut().zip(at) {
@@ -216,6 +252,7 @@ fn merge_step(
     let mut row = at[slowest].2.clone();
     row.detail[Detail::Others.index()] -= ranks[slowest].wait;
     row.gpu_time -= ranks[slowest].wait;
+    row.collective_time -= ranks[slowest].wait;
     MergedStep {
         series: series.clone(),
         traces: at.iter().map(|(t, _, _)| t.to_string()).collect(),
@@ -225,6 +262,7 @@ fn merge_step(
         ranks,
         split,
         end_skew,
+        trusted: split && end_skew <= CLOCK_SKEW_LIMIT_NS,
     }
 }
 

@@ -272,7 +272,7 @@ pub fn graph_reference_from_file(path: &Path, opts: &AnalyzeOptions) -> Result<G
             *r = true;
         }
     }
-    let mut out = GraphReference { source: path.display().to_string(), steps: Vec::new() };
+    let mut out = GraphReference { source: path.display().to_string(), rank: t.meta.rank, steps: Vec::new() };
     for ((step, events), replayed) in steps.steps.iter().zip(steps.events_by_step()).zip(replayed) {
         let cls = classify_step(&t, &links, &events, &opts.rules);
         if !replayed && !cls.activities.is_empty() {
@@ -280,11 +280,7 @@ pub fn graph_reference_from_file(path: &Path, opts: &AnalyzeOptions) -> Result<G
         }
     }
     if out.steps.is_empty() {
-        return Err(TraceError::NoSteps {
-            file: path.to_path_buf(),
-            patterns: "an eager step (GPU activity, no CUDA-graph replay)".to_string(),
-            seen: "only graph replays or no GPU activity".to_string(),
-        });
+        return Err(TraceError::NoEagerSteps { file: path.to_path_buf() });
     }
     Ok(out)
 }
@@ -399,7 +395,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
                 .find(|(_, r)| same(r))
                 .map(|(rsi, r)| (r, format!("step {rsi} of this trace")))
                 .or_else(|| {
-                    let g = opts.graph_reference.as_deref()?;
+                    // Another rank's reference step ran other kernels (its shard): only the same rank's.
+                    let g = opts.graph_reference.as_deref().filter(|g| g.rank.is_none() || g.rank == t.meta.rank)?;
                     g.find(&step.name, shape).map(|r| (r, g.source.clone()))
                 });
             match reference {

@@ -16,9 +16,14 @@ use tracefleet_tests::{bin, fixture};
 const EAGER: &str = "h200-vllm-0.25/tp2-decode-eager/logs_32";
 const PREFILL: &str = "h200-vllm-0.25/tp2-prefill-eager/logs_8";
 
-/// `coord ingest DIR --out OUT`; returns stderr.
+/// `coord ingest FIXTURE --out OUT`; returns stderr.
 fn ingest(dir: &str, out: &Path) -> String {
-    let o = Command::new(bin("coord")).arg("ingest").arg(fixture(dir)).arg("--out").arg(out).output().expect("coord");
+    ingest_path(&fixture(dir), out)
+}
+
+/// `coord ingest PATH --out OUT`; returns stderr.
+fn ingest_path(path: &Path, out: &Path) -> String {
+    let o = Command::new(bin("coord")).arg("ingest").arg(path).arg("--out").arg(out).output().expect("coord");
     let stderr = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(o.status.success(), "coord ingest failed: {stderr}");
     stderr
@@ -239,4 +244,42 @@ fn graph_steps_of_both_ranks_map_onto_their_reference_steps_and_merge() {
     let reference = rows(&out.join("graph_reference.csv"));
     assert_eq!(reference.len(), 2 * 7, "one row per rank and category");
     assert!(reference.iter().all(|r| r["reference_steps"] == "1" && r["graph_steps"] == "3"));
+}
+
+#[test]
+fn ranks_of_two_runs_in_one_folder_are_not_merged_and_stay_out_of_the_seed_tables() {
+    // Rank 0 of the eager run and rank 1 of the CUDA-graph run: same series, steps 43 s apart.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mixed = tmp.path().join("mixed/logs_32");
+    std::fs::create_dir_all(&mixed).expect("mkdir");
+    for (dir, rank) in [(EAGER, "rank0"), ("h200-vllm-0.25/tp2-decode-cudagraph/logs_32", "rank1")] {
+        let f = std::fs::read_dir(fixture(dir))
+            .expect("fixture")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(rank)))
+            .expect("the rank's trace");
+        std::fs::copy(&f, mixed.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let out = tmp.path().join("out");
+    let stderr = ingest_path(&tmp.path().join("mixed"), &out);
+    assert!(
+        stderr.contains("starts") && stderr.contains("s apart on the ranks (over 1 s): not one job's steps"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("folder logs_32"), "{stderr}");
+    let all = rows(&out.join("steps.csv"));
+    assert!(all.iter().all(|r| r["rank"] != "merged"), "no merged row");
+    let seed = std::fs::read_to_string(out.join("op_times.tsv")).expect("op_times.tsv");
+    assert_eq!(seed.lines().count(), 1, "only the header: {seed}");
+
+    // One rank alone: said, with the trace's name.
+    let one = tmp.path().join("one/logs_32");
+    std::fs::create_dir_all(&one).expect("mkdir");
+    for e in std::fs::read_dir(&mixed).expect("dir").filter_map(Result::ok) {
+        if e.file_name().to_string_lossy().starts_with("rank0") {
+            std::fs::copy(e.path(), one.join(e.file_name())).expect("copy");
+        }
+    }
+    let stderr = ingest_path(&one, &tmp.path().join("out1"));
+    assert!(stderr.contains("no trace of rank(s) [1] of 2") && stderr.contains("rank0."), "{stderr}");
 }

@@ -539,3 +539,62 @@ fn piecewise_graph_replays_between_eager_attention_map_onto_the_reference() {
         assert_eq!(g.layers, 16);
     }
 }
+
+#[test]
+fn a_graph_reference_that_does_not_fit_is_said_and_one_among_the_inputs_is_not_counted() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(bin("coord")).arg("ingest").args(args).output().expect("coord");
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    // A prefill trace as the reference of decode graph steps: no shape fits, and the warning says what it holds.
+    let (ok, err) = run(&[
+        fixture(GRAPHS).as_os_str(),
+        "--graph-reference".as_ref(),
+        trace_in(PREFILL).as_os_str(),
+        "--out".as_ref(),
+        tmp.path().join("a").as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(
+            "3 steps with CUDA-graph replays found no eager step of their shape (or rank) there; it holds \
+                      execute_context_8(4096)_generation_0(0)"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("kernels replayed by CUDA graphs are not attributed (see the graph_replays warning)"),
+        "{err}"
+    );
+    // A graph trace as its own reference: refused, once, with the file.
+    let (ok, err) = run(&[
+        fixture(GRAPHS).as_os_str(),
+        "--graph-reference".as_ref(),
+        trace_in(GRAPHS).as_os_str(),
+        "--out".as_ref(),
+        tmp.path().join("b").as_os_str(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--graph-reference: ") && err.contains("no eager step to use as a reference"), "{err}");
+    assert_eq!(err.matches(".pt.trace.json.zst").count(), 1, "the file named once: {err}");
+    // The reference in the same folder as the graph trace: skipped as an input, used as the reference.
+    let both = tmp.path().join("both/logs_32");
+    std::fs::create_dir_all(&both).expect("mkdir");
+    for f in [trace_in(GRAPHS), trace_in(DECODE)] {
+        std::fs::copy(&f, both.join(f.file_name().expect("name"))).expect("copy");
+    }
+    let reference = both.join(trace_in(DECODE).file_name().expect("name"));
+    let out = tmp.path().join("c");
+    let (ok, err) = run(&[
+        tmp.path().join("both").as_os_str(),
+        "--graph-reference".as_ref(),
+        reference.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("the --graph-reference trace: reported in graph_reference.csv, not counted"), "{err}");
+    let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
+    assert_eq!(steps.lines().count(), 4, "the 3 graph steps only: {steps}");
+}

@@ -89,6 +89,8 @@ impl ReferenceStep {
 pub struct GraphReference {
     /// Where the steps came from (a path), for messages.
     pub source: String,
+    /// The rank of the trace they came from (`distributedInfo`), if it says: they serve that rank only.
+    pub rank: Option<u32>,
     /// The steps.
     pub steps: Vec<ReferenceStep>,
 }

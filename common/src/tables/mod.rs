@@ -134,7 +134,8 @@ fn by_batch(agg: &Aggregate, merged: &Merged, in_group: &dyn Fn(&SeriesKey) -> b
         }
     }
     for m in &merged.steps {
-        if !in_group(&m.series) || !m.row.has_gpu_activity() {
+        // A step whose wait could not be told from compute is not a per-step cost (ranks::MergedStep).
+        if !in_group(&m.series) || !m.row.has_gpu_activity() || !m.trusted {
             continue;
         }
         let e = out.entry(m.series.batch_size).or_insert_with(|| vec![Summary::default(); 7]);

@@ -73,6 +73,12 @@ pub enum TraceError {
         /// What the file looks like instead.
         what: String,
     },
+    /// A trace given as the eager reference for CUDA-graph steps holds no eager step.
+    #[error("{file}: no eager step to use as a reference (every step replays CUDA graphs or has no GPU activity)")]
+    NoEagerSteps {
+        /// The file.
+        file: PathBuf,
+    },
     /// Step patterns were given and no annotation of the trace matches them: reading the trace as one
     /// step would merge its steps into one (times N).
     #[error("{file}: no annotation matches the step patterns {patterns}; its annotations include {seen}")]

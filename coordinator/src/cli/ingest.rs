@@ -84,12 +84,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let reference = match &a.graph_reference {
         Some(path) => {
+            // The error names the file already.
             let r = tracefleet_common::summary::graph_reference_from_file(path, &opts)
-                .with_context(|| format!("--graph-reference {}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("--graph-reference: {e}"))?;
+            let shapes: Vec<String> =
+                r.steps.iter().map(|s| s.name.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             opts.graph_reference = Some(std::sync::Arc::new(r));
             // Its eager steps, as the tables report them beside the graph steps.
-            let summary = summarize_file(path, &AnalyzeOptions { graph_reference: None, ..opts.clone() })?;
-            Some((path.display().to_string(), summary))
+            let summary = summarize_file(path, &AnalyzeOptions { graph_reference: None, ..opts.clone() })
+                .map_err(|e| anyhow::anyhow!("--graph-reference: {e}"))?;
+            Some((path.clone(), summary, shapes))
         }
         None => None,
     };
@@ -103,6 +107,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let root = if explicit { d.parent().unwrap_or(Path::new(".")).to_path_buf() } else { d.clone() };
         jobs.extend(found.files.into_iter().map(|path| Job { root: root.clone(), path, explicit }));
         skipped.extend(found.skipped);
+    }
+    // The reference trace among the inputs: its steps are the graph steps' reference, not data.
+    if let Some((reference, ..)) = &reference {
+        let same = |p: &Path| match (p.canonicalize(), reference.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        jobs.retain(|j| {
+            let is = same(&j.path);
+            if is {
+                skipped.push((
+                    j.path.clone(),
+                    "the --graph-reference trace: reported in graph_reference.csv, not counted".into(),
+                ));
+            }
+            !is
+        });
     }
     let threads = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let results = parse_all(&jobs, &opts, threads);
@@ -141,8 +162,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             errors.join("\n  ")
         );
     }
-    if let Some((source, summary)) = &reference {
-        add_reference_steps(&mut agg, source, summary);
+    if let Some((path, summary, shapes)) = &reference {
+        let source = path.display().to_string();
+        add_reference_steps(&mut agg, &source, summary);
+        let unmatched = agg.steps.values().filter(|r| r.graph_activities > 0 && r.graph_reference.is_empty()).count();
+        if unmatched > 0 {
+            eprintln!(
+                "warning: --graph-reference {source}: {unmatched} steps with CUDA-graph replays found no eager step \
+                 of their shape (or rank) there; it holds {}",
+                shapes.join(", ")
+            );
+        }
     }
     let written = tables::write_results(&a.out, &agg, tables::Layout::default())
         .with_context(|| format!("writing {}", a.out.display()))?;
