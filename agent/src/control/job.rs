@@ -106,7 +106,16 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         fail("", format!("the job needs {need} GPUs (tensor_parallel) and this agent has {have}"), String::new());
         return;
     }
-    let gpus = agent.acquire_gpus(need).await;
+    // A job cancelled while it waits for GPUs ends there (its place in line is given up).
+    let mut cancelled = cancel.clone();
+    let gpus = tokio::select! {
+        g = agent.acquire_gpus(need) => g,
+        _ = cancelled.wait_for(|c| *c) => {
+            tracing::info!(job = %job.job_id, "cancelled while waiting for {need} GPUs");
+            agent.report_done(&job.job_id, 0);
+            return;
+        }
+    };
     // Clocks, telemetry and the GPU name are those of the job's first GPU.
     let gpu = gpus.first().copied();
     let lock_mhz = job.gpu.map_or(0, |g| g.lock_clocks_mhz);

@@ -103,6 +103,37 @@ struct GpuQueue {
     free: Vec<u32>,
     next_ticket: u64,
     serving: u64,
+    /// Tickets whose job stopped waiting (cancelled): skipped when their turn comes.
+    abandoned: std::collections::BTreeSet<u64>,
+}
+
+impl GpuQueue {
+    /// Moves past abandoned tickets at the head of the line.
+    fn skip_abandoned(&mut self) {
+        while self.abandoned.remove(&self.serving) {
+            self.serving += 1;
+        }
+    }
+}
+
+/// A place in the GPU line; dropped before it was served (the waiting job was cancelled), it gives the
+/// place up so that the jobs behind it are not held.
+struct Ticket<'a> {
+    agent: &'a Agent,
+    number: u64,
+    served: bool,
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        if !self.served {
+            let mut q = relock(&self.agent.free_gpus);
+            q.abandoned.insert(self.number);
+            q.skip_abandoned();
+            drop(q);
+            self.agent.gpu_freed.notify_waiters();
+        }
+    }
 }
 
 impl Agent {
@@ -132,34 +163,37 @@ impl Agent {
                 std::process::id(),
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
             ),
-            free_gpus: Mutex::new(GpuQueue { free: gpus, next_ticket: 0, serving: 0 }),
+            free_gpus: Mutex::new(GpuQueue { free: gpus, next_ticket: 0, serving: 0, abandoned: Default::default() }),
             gpu_freed: tokio::sync::Notify::new(),
         }))
     }
 
     /// Takes `n` free GPUs for a job, all at once; none on a host without GPUs. Jobs are served in the
     /// order they asked: a job waiting for two GPUs is not overtaken by later one-GPU jobs. `n` above the
-    /// host's GPUs is the caller's to refuse (it would wait for ever).
+    /// host's GPUs is the caller's to refuse (it would wait for ever). Dropping the future while it waits
+    /// (a cancelled job) gives its place up.
     pub async fn acquire_gpus(&self, n: usize) -> Vec<u32> {
         if self.inventory.gpus.is_empty() {
             return Vec::new();
         }
-        let ticket = {
+        let mut ticket = {
             let mut q = relock(&self.free_gpus);
             q.next_ticket += 1;
-            q.next_ticket - 1
+            Ticket { agent: self, number: q.next_ticket - 1, served: false }
         };
         loop {
             let notified = self.gpu_freed.notified();
             {
                 let mut q = relock(&self.free_gpus);
-                if q.serving == ticket && q.free.len() >= n {
+                if q.serving == ticket.number && q.free.len() >= n {
                     // Lowest indexes first: a job's GPUs are then neighbours where the host numbers them so.
                     q.free.sort_unstable_by(|a, b| b.cmp(a));
                     let at = q.free.len() - n;
                     let mut taken = q.free.split_off(at);
                     taken.sort_unstable();
                     q.serving += 1;
+                    q.skip_abandoned();
+                    ticket.served = true;
                     drop(q);
                     // The next in line may fit in what is left.
                     self.gpu_freed.notify_waiters();
