@@ -349,3 +349,56 @@ impl Agent {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn two_gpu_agent(dir: &std::path::Path) -> Arc<Agent> {
+        let cfg = AgentConfig { warm_drivers: Vec::new(), ..AgentConfig::new("127.0.0.1:9", dir.to_path_buf()) };
+        let gpus = (0..2)
+            .map(|index| tracefleet_proto::v1::GpuInfo { index, name: "G".into(), ..Default::default() })
+            .collect();
+        let inventory = HostInventory { host: "t".into(), gpus, ..Default::default() };
+        Agent::new(cfg, inventory).expect("agent")
+    }
+
+    #[tokio::test]
+    async fn gpus_go_in_order_and_an_abandoned_place_does_not_hold_the_line() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let agent = two_gpu_agent(dir.path());
+        let first = agent.acquire_gpus(1).await;
+        // A two-GPU job waits for the second GPU; a one-GPU job asking later must not overtake it.
+        let a = agent.clone();
+        let two = tokio::spawn(async move { a.acquire_gpus(2).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let a = agent.clone();
+        let later = tokio::spawn(async move { a.acquire_gpus(1).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!two.is_finished() && !later.is_finished(), "one GPU is free, but the two-GPU job is first");
+        agent.release_gpus(&first);
+        let both = two.await.expect("two");
+        assert_eq!(both, vec![0, 1]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!later.is_finished());
+        agent.release_gpus(&both);
+        let one = later.await.expect("later");
+        assert_eq!(one.len(), 1);
+        agent.release_gpus(&one);
+
+        // A waiting job that is cancelled (its future dropped) gives its place up.
+        let held = agent.acquire_gpus(2).await;
+        let a = agent.clone();
+        let cancelled = tokio::spawn(async move { a.acquire_gpus(2).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let a = agent.clone();
+        let behind = tokio::spawn(async move { a.acquire_gpus(1).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        cancelled.abort();
+        let _ = cancelled.await;
+        agent.release_gpus(&held);
+        let got = tokio::time::timeout(Duration::from_secs(5), behind).await.expect("not held").expect("behind");
+        assert_eq!(got.len(), 1);
+    }
+}
