@@ -77,7 +77,7 @@ pub struct StepRow {
     /// Start of the step, ns on the trace's clock.
     #[serde(default)]
     pub start: i64,
-    /// Collective kernels of the step.
+    /// Collective GPU activities of the step (see [`StepSummary::collective_activities`]).
     #[serde(default)]
     pub collective_activities: u32,
     /// Their summed duration, ns (part of `others`).
