@@ -264,8 +264,16 @@ pub fn summarize_file(path: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary
 /// The file cannot be read or is not a trace; a trace without such steps is [`TraceError::NoSteps`].
 pub fn graph_reference_from_file(path: &Path, opts: &AnalyzeOptions) -> Result<GraphReference, TraceError> {
     let t = Trace::open(path, &opts.limits)?;
-    let links = Links::new(&t);
-    let steps = steps::split(&t, &links, &opts.step_patterns);
+    graph_reference(&t, path, opts)
+}
+
+/// The eager steps of a parsed trace read from `path`, as [`graph_reference_from_file`] gives them.
+///
+/// # Errors
+/// [`TraceError::NoEagerSteps`] when the trace has none.
+pub fn graph_reference(t: &Trace, path: &Path, opts: &AnalyzeOptions) -> Result<GraphReference, TraceError> {
+    let links = Links::new(t);
+    let steps = steps::split(t, &links, &opts.step_patterns);
     let mut replayed = vec![false; steps.steps.len()];
     for &i in &links.graph_replayed {
         if let Some(r) = replayed.get_mut(steps.of_event[i as usize] as usize) {
@@ -274,9 +282,9 @@ pub fn graph_reference_from_file(path: &Path, opts: &AnalyzeOptions) -> Result<G
     }
     let mut out = GraphReference { source: path.display().to_string(), rank: t.meta.rank, steps: Vec::new() };
     for ((step, events), replayed) in steps.steps.iter().zip(steps.events_by_step()).zip(replayed) {
-        let cls = classify_step(&t, &links, &events, &opts.rules);
+        let cls = classify_step(t, &links, &events, &opts.rules);
         if !replayed && !cls.activities.is_empty() {
-            out.steps.push(ReferenceStep::new(&t, &cls, &step.name, shape_tuple(step.vllm)));
+            out.steps.push(ReferenceStep::new(t, &cls, &step.name, shape_tuple(step.vllm)));
         }
     }
     if out.steps.is_empty() {

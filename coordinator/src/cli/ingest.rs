@@ -11,7 +11,7 @@ use tracefleet_common::checks;
 use tracefleet_common::classify::Rules;
 use tracefleet_common::glob::Patterns;
 use tracefleet_common::layout;
-use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize_file};
+use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize, summarize_file};
 use tracefleet_common::sweep::Mode;
 use tracefleet_common::tables;
 use tracefleet_common::trace::TraceError;
@@ -84,15 +84,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let reference = match &a.graph_reference {
         Some(path) => {
-            // The error names the file already.
-            let r = tracefleet_common::summary::graph_reference_from_file(path, &opts)
+            // Read once: its eager steps are the reference, and its summary is reported beside the graph
+            // steps. The errors name the file already.
+            let trace = tracefleet_common::trace::Trace::open(path, &opts.limits)
+                .map_err(|e| anyhow::anyhow!("--graph-reference: {e}"))?;
+            let r = tracefleet_common::summary::graph_reference(&trace, path, &opts)
                 .map_err(|e| anyhow::anyhow!("--graph-reference: {e}"))?;
             let shapes: Vec<String> =
                 r.steps.iter().map(|s| s.name.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
             opts.graph_reference = Some(std::sync::Arc::new(r));
-            // Its eager steps, as the tables report them beside the graph steps.
-            let summary = summarize_file(path, &AnalyzeOptions { graph_reference: None, ..opts.clone() })
-                .map_err(|e| anyhow::anyhow!("--graph-reference: {e}"))?;
+            let summary = summarize(&trace, &AnalyzeOptions { graph_reference: None, ..opts.clone() });
             Some((path.clone(), summary, shapes))
         }
         None => None,
