@@ -47,6 +47,21 @@ struct Args {
     /// CA certificate (PEM) to trust when the coordinator is https://.
     #[arg(long, env = "TRACEFLEET_TLS_CA", value_name = "PEM", value_parser = read_pem)]
     tls_ca: Option<Pem>,
+    /// This agent's certificate (PEM), signed by the coordinator's client CA; its Common Name must be
+    /// the agent's --name and its Organization `tracefleet:agent` (`coord certs init` makes them).
+    #[arg(long, env = "TRACEFLEET_TLS_CERT", value_name = "PEM", value_parser = read_pem, requires = "tls_key")]
+    tls_cert: Option<Pem>,
+    /// This agent's private key (PEM).
+    #[arg(long, env = "TRACEFLEET_TLS_KEY", value_name = "PEM", value_parser = read_pem, requires = "tls_cert")]
+    tls_key: Option<Pem>,
+    /// Let sweeps run `command` backends here (their command runs with this agent's rights). Off by
+    /// default: such jobs fail with a message naming this flag.
+    #[arg(long)]
+    allow_command: bool,
+    /// Let sweeps run the Python drivers with this interpreter (besides --python); repeat for several.
+    /// By default a sweep naming another interpreter fails with a message naming this flag.
+    #[arg(long, value_name = "PATH")]
+    allow_python: Vec<String>,
     /// Let sweeps lock GPU clocks (`[gpu] lock_clocks_mhz`; needs root). Off by default: locking changes
     /// the GPU for everyone using it.
     #[arg(long)]
@@ -146,7 +161,12 @@ pub fn main() -> ExitCode {
         upload_threads: args.upload_threads,
         python: args.python,
         pause_uploads: args.pause_uploads,
-        tls_ca: args.tls_ca.map(|p| p.0),
+        tls: tracefleet_proto::ClientTls {
+            ca: args.tls_ca.map(|p| p.0),
+            identity: args.tls_cert.zip(args.tls_key).map(|(c, k)| (c.0, k.0)),
+        },
+        allow_command: args.allow_command,
+        allow_python: args.allow_python,
         allow_clock_locking: args.allow_clock_locking,
         telemetry_interval: std::time::Duration::from_millis(args.telemetry_interval_ms),
         warm_drivers: if args.no_warm_driver { Vec::new() } else { args.warm_drivers },

@@ -20,22 +20,82 @@ pub fn url(addr: &str) -> String {
     if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") }
 }
 
+/// What a client trusts and presents over TLS (PEM bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA certificate(s) that sign the coordinator's certificate.
+    pub ca: Option<Vec<u8>>,
+    /// This client's certificate chain and private key, for a coordinator that requires one (mutual
+    /// TLS: agents and operators).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    /// Whether any TLS setting is given.
+    pub fn is_set(&self) -> bool {
+        self.ca.is_some() || self.identity.is_some()
+    }
+}
+
 /// The endpoint of a coordinator at `addr` (`host:port`, `http://...` or `https://...`), as the agent
 /// and the CLI dial it: a 5 s connect timeout, HTTP/2 keep-alives every 10 s (a dead peer is noticed in
-/// 20 s), and with `tls_ca` (PEM) TLS trusting that CA.
+/// 20 s), and TLS with `tls`'s CA and client certificate when given.
 ///
 /// # Errors
 /// `addr` is not a valid URI, or the TLS settings are refused.
-pub fn endpoint(addr: &str, tls_ca: Option<&[u8]>) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+pub fn endpoint(addr: &str, tls: &ClientTls) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
     let mut e = tonic::transport::Endpoint::from_shared(url(addr))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
-    if let Some(ca) = tls_ca {
-        let tls = tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca));
-        e = e.tls_config(tls)?;
+    if tls.is_set() {
+        let mut cfg = tonic::transport::ClientTlsConfig::new();
+        if let Some(ca) = &tls.ca {
+            cfg = cfg.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &tls.identity {
+            cfg = cfg.identity(tonic::transport::Identity::from_pem(cert, key));
+        }
+        e = e.tls_config(cfg)?;
     }
     Ok(e)
+}
+
+/// What to do about a failed connection or call, for the mistakes people make with TLS and identities,
+/// read from the error's whole text (its chain) and its gRPC code when there is one; `None` when the
+/// error says enough by itself.
+pub fn connection_hint(code: Option<tonic::Code>, text: &str) -> Option<&'static str> {
+    let t = text.to_lowercase();
+    let has = |words: &[&str]| words.iter().any(|w| t.contains(w));
+    if has(&["frame_size", "frame size", "frame with invalid size"]) {
+        // A TLS record read as an HTTP/2 frame: the other side speaks TLS.
+        return Some("the coordinator speaks TLS: dial https:// with --tls-ca, --tls-cert and --tls-key");
+    }
+    if has(&["invalidcontenttype", "corrupt message"]) {
+        return Some("the coordinator speaks plain text (it runs with --insecure): dial http://, not https://");
+    }
+    if has(&["unknownissuer", "unknown issuer", "invalid peer certificate"]) {
+        return Some("the coordinator's certificate is not signed by the CA given with --tls-ca");
+    }
+    if has(&["certificaterequired", "certificate required"]) || code == Some(tonic::Code::Unauthenticated) {
+        return Some(
+            "the coordinator requires a client certificate: pass --tls-cert and --tls-key (`coord certs init` \
+             makes a set to try)",
+        );
+    }
+    if has(&["badcertificate", "bad certificate", "unknownca", "unknown ca", "decrypterror"]) {
+        return Some("the coordinator does not accept this client certificate: it must be signed by its --client-ca");
+    }
+    if code == Some(tonic::Code::PermissionDenied) && t.contains("role") {
+        return Some("use a certificate with the role the message names (its Organization)");
+    }
+    if has(&["operation was canceled", "connection reset", "broken pipe", "connection closed"]) {
+        return Some(
+            "the coordinator closed the connection: if it uses TLS, dial https:// with --tls-ca, --tls-cert and \
+             --tls-key; otherwise it stopped or restarted",
+        );
+    }
+    None
 }
 
 /// The sweep file's mode on the wire.

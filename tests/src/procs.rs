@@ -105,6 +105,10 @@ impl Coord {
         ])
         .arg(data_dir)
         .args(extra);
+        // Plain text unless the test gives TLS files.
+        if !extra.contains(&"--tls-cert") {
+            cmd.arg("--insecure");
+        }
         let (proc, line) = spawn(cmd, "coord", Some("coord serving on"))?;
         let line = line.unwrap_or_default();
         let addr = serving_addr(&line).unwrap_or_default();

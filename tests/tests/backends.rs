@@ -8,13 +8,14 @@ use tonic::transport::Channel;
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::sweeps_client::SweepsClient;
 use tracefleet_proto::v1::{CommandBackend, GpuSettings, Point, SweepSpec, TorchBackend};
-use tracefleet_tests::procs::{Coord, Proc, agent, agent_with, fetch, submit, wait_agents, wait_sweep};
+use tracefleet_tests::procs::{Coord, Proc, agent_with, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::{fixture, read_json, workspace};
 
 /// A coordinator (points are not retried) with one connected agent, and a client.
 async fn start(tmp: &std::path::Path, agent_name: &str) -> (Coord, Proc, SweepsClient<Channel>) {
     let coord = Coord::start(&tmp.join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let a = agent(&coord.addr, agent_name, &tmp.join("spool")).expect("agent");
+    // This agent runs sweeps' commands (a real agent only with the flag; see agent_policy.rs).
+    let a = agent_with(&coord.addr, agent_name, &tmp.join("spool"), &["--allow-command"]).expect("agent");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 1).await.expect("agent");
     (coord, a, c)
@@ -166,8 +167,14 @@ async fn driver_traces_are_taken_when_announced() {
     std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     // GPU backends are scheduled only on agents with a GPU: this host's is assumed.
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let _a =
-        agent_with(&coord.addr, "agent-d", &tmp.path().join("spool"), &["--assume-gpu", "Test GPU"]).expect("agent");
+    let allow = python.display().to_string();
+    let _a = agent_with(
+        &coord.addr,
+        "agent-d",
+        &tmp.path().join("spool"),
+        &["--assume-gpu", "Test GPU", "--allow-python", &allow],
+    )
+    .expect("agent");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 1).await.expect("agent");
     let points = [1u32, 8].iter().map(|&bs| decode_point(bs)).collect();

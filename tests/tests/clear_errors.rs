@@ -74,7 +74,7 @@ async fn a_name_or_a_folder_in_use_is_refused() {
     // A second coordinator on the first one's data dir.
     let (status, err) = exits(spawn(
         Command::new(bin("coord"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir"])
+            .args(["serve", "--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir"])
             .arg(&data),
     ));
     assert!(!status.success(), "{err}");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::{CommandBackend, Mode, Placement, Point, SweepEventKind, SweepRef, SweepSpec, SweepState};
-use tracefleet_tests::procs::{Coord, agent, fetch, submit, wait_agents, wait_sweep};
+use tracefleet_tests::procs::{Coord, agent_with, fetch, submit, wait_agents, wait_sweep};
 
 const POINTS: u32 = 16;
 const SWEEPS: usize = 20;
@@ -17,8 +17,8 @@ const SWEEPS: usize = 20;
 async fn concurrent_point_failures_are_each_retried_or_reported_exactly_once() {
     let tmp = tempfile::tempdir().expect("tmp");
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");
-    let _a = agent(&coord.addr, "agent-a", &tmp.path().join("a")).expect("agent a");
-    let _b = agent(&coord.addr, "agent-b", &tmp.path().join("b")).expect("agent b");
+    let _a = agent_with(&coord.addr, "agent-a", &tmp.path().join("a"), &["--allow-command"]).expect("agent a");
+    let _b = agent_with(&coord.addr, "agent-b", &tmp.path().join("b"), &["--allow-command"]).expect("agent b");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 2).await.expect("agents");
     for round in 0..SWEEPS {

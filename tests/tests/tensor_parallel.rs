@@ -189,7 +189,14 @@ async fn a_tensor_parallel_sweep_holds_two_gpus_per_job_and_merges_its_ranks() {
         &coord.addr,
         "two-gpus",
         &tmp.path().join("s2"),
-        &["--assume-gpu", "NVIDIA H200", "--assume-gpu", "NVIDIA H200"],
+        &[
+            "--assume-gpu",
+            "NVIDIA H200",
+            "--assume-gpu",
+            "NVIDIA H200",
+            "--allow-python",
+            &python.display().to_string(),
+        ],
     )
     .expect("agent");
     let mut found = false;

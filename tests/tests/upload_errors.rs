@@ -12,18 +12,26 @@ use tracefleet_common::wire::{self, CHUNK_RAW_BYTES};
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::trace_upload_client::TraceUploadClient;
 use tracefleet_proto::v1::{
-    Point, ReplayBackend, SweepSpec, UploadChunk, UploadFinish, UploadId, UploadOpen, WriteRequest, WriteResponse,
+    Point, ReplayBackend, SweepRef, SweepSpec, UploadChunk, UploadFinish, UploadId, UploadOpen, WriteRequest,
+    WriteResponse,
 };
 use tracefleet_tests::procs::{Coord, Proc, agent, submit, wait_agents};
 
-/// A coordinator with one agent and a sweep to upload into (its replay folder is empty, so the agent's
-/// own job ends at once; the sweep id is what matters here).
+/// A coordinator with one agent and a running sweep to upload into: the agent's job (`{sweep}-j0`, point
+/// `p`) replays one trace and then waits 10 minutes, so the sweep stays open while the test uploads as
+/// that job.
 async fn setup(tmp: &std::path::Path, extra: &[&str]) -> (Coord, Proc, String) {
     let coord = Coord::start(&tmp.join("coord"), "127.0.0.1:0", extra).expect("coord");
     let a = agent(&coord.addr, "agent-x", &tmp.join("spool")).expect("agent");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 1).await.expect("agent");
-    std::fs::create_dir_all(tmp.join("empty")).expect("mkdir");
+    let replay = tmp.join("replay/decode/logs_1");
+    std::fs::create_dir_all(&replay).expect("mkdir");
+    std::fs::copy(
+        tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst"),
+        replay.join("trace_0.json.zst"),
+    )
+    .expect("copy");
     let spec = SweepSpec {
         name: "uploads".into(),
         points: vec![Point {
@@ -35,15 +43,31 @@ async fn setup(tmp: &std::path::Path, extra: &[&str]) -> (Coord, Proc, String) {
             ..Default::default()
         }],
         placement: tracefleet_proto::v1::Placement::Spread.into(),
-        backend: Some(Backend::Replay(ReplayBackend { dir: tmp.join("empty").display().to_string(), delay_ms: 0 })),
+        backend: Some(Backend::Replay(ReplayBackend {
+            dir: tmp.join("replay").display().to_string(),
+            delay_ms: 600_000,
+        })),
         ..Default::default()
     };
     let id = submit(&mut c, spec).await.expect("submit");
+    // The agent's own trace is in before the test's uploads (the counts below are the test's plus one).
+    let t0 = std::time::Instant::now();
+    while c.status(SweepRef { sweep_id: id.clone() }).await.expect("status").into_inner().traces_uploaded < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the agent's trace did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     (coord, a, id)
 }
 
+/// An upload of point `p` by the agent's job.
 fn id(sweep: &str, name: &str) -> UploadId {
-    UploadId { sweep_id: sweep.into(), point_id: "p".into(), host: "h".into(), trace_name: name.into() }
+    UploadId {
+        sweep_id: sweep.into(),
+        point_id: "p".into(),
+        host: "agent-x".into(),
+        trace_name: name.into(),
+        job_id: format!("{sweep}-j0"),
+    }
 }
 
 fn raw_trace(n: usize) -> Vec<u8> {
@@ -89,7 +113,7 @@ async fn bad_chunks_are_refused_and_stored_data_stays_intact() {
     let (coord, _agent, sweep) = setup(tmp.path(), &["--commit-every-bytes", "1"]).await;
     let mut c = client(&coord).await;
     let raw = raw_trace(3 * CHUNK_RAW_BYTES + 12345);
-    let uid = id(&sweep, "decode/logs_1/trace_0.json");
+    let uid = id(&sweep, "test/trace_up.json");
     let cut = |k: usize| &raw[k * CHUNK_RAW_BYTES..((k + 1) * CHUNK_RAW_BYTES).min(raw.len())];
     let req = |o: Option<UploadOpen>, ch: Option<UploadChunk>, f: Option<UploadFinish>| WriteRequest {
         open: o,
@@ -159,7 +183,7 @@ async fn bad_chunks_are_refused_and_stored_data_stays_intact() {
         .await
         .expect("again");
     assert!(r.complete && r.duplicate);
-    assert_eq!(coord.metric("tracefleet_uploads_completed_total"), 1.0);
+    assert_eq!(coord.metric("tracefleet_uploads_completed_total"), 2.0, "the agent's trace and this one");
     assert_eq!(coord.metric("tracefleet_uploads_duplicate_total"), 1.0);
 
     // Unknown sweep, missing open, unsafe name.
@@ -171,12 +195,7 @@ async fn bad_chunks_are_refused_and_stored_data_stays_intact() {
     assert_eq!(e.code(), Code::InvalidArgument);
 
     // The stored trace is intact: the bytes on disk decompress to exactly what was sent.
-    let path = std::fs::read_dir(tmp.path().join(format!("coord/traces/{sweep}/h/p")))
-        .expect("stored")
-        .flatten()
-        .next()
-        .expect("one file")
-        .path();
+    let path = tmp.path().join(format!("coord/traces/{sweep}/agent-x/p/test%2Ftrace_up.json.zst"));
     let back = zstd::decode_all(&std::fs::read(path).expect("read")[..]).expect("zstd");
     assert!(back == raw, "stored bytes differ");
 }
@@ -200,4 +219,102 @@ async fn uploads_beyond_the_limit_get_a_retry_hint() {
     assert!(coord.metric("tracefleet_uploads_rejected_total") >= 1.0);
     drop(tx);
     let _ = pending.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_time_out_and_one_agent_cannot_take_every_slot() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let limits = ["--upload-first-message-ms", "300", "--upload-idle-ms", "500", "--max-uploads-per-agent", "2"];
+    let (coord, _agent, sweep) = setup(tmp.path(), &limits).await;
+    let c = client(&coord).await;
+
+    // 300 streams that never send a first message (more than the 256 upload slots): each is ended after
+    // 300 ms with DEADLINE_EXCEEDED, and none holds a slot meanwhile.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let (tx, rx) = tokio::sync::mpsc::channel::<WriteRequest>(1);
+        let mut cc = c.clone();
+        idle.push((tx, tokio::spawn(async move { cc.write(ReceiverStream::new(rx)).await })));
+    }
+    let mut c2 = c.clone();
+    let raw = raw_trace(1000);
+    let uid = id(&sweep, "during-idle.json");
+    let r = write(
+        &mut c2,
+        vec![
+            WriteRequest { open: open(uid.clone(), raw.len()), chunk: Some(chunk(0, 0, &raw)), finish: None },
+            WriteRequest {
+                open: None,
+                chunk: None,
+                finish: Some(UploadFinish { sha256: wire::sha256(&raw).to_vec() }),
+            },
+        ],
+    )
+    .await
+    .expect("an upload goes through while idle streams wait");
+    assert!(r.complete);
+    for (tx, task) in idle {
+        let e = task.await.expect("join").expect_err("an idle stream is ended");
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+        assert!(e.message().contains("no first message within 300 ms"), "{}", e.message());
+        drop(tx);
+    }
+
+    // One agent may hold two streams; a third is refused with a retry hint. A stream that goes silent
+    // after its open is ended after 500 ms, its bytes committed.
+    let mut held = Vec::new();
+    for k in 0..2 {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let uid = id(&sweep, &format!("held-{k}.json"));
+        tx.send(WriteRequest { open: open(uid, raw.len()), chunk: Some(chunk(0, 0, &raw[..500])), finish: None })
+            .await
+            .expect("send");
+        let mut cc = c.clone();
+        held.push((tx, tokio::spawn(async move { cc.write(ReceiverStream::new(rx)).await })));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let e = write(&mut c2, vec![WriteRequest { open: open(id(&sweep, "third.json"), 10), chunk: None, finish: None }])
+        .await
+        .expect_err("a third stream of one agent");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("agent \"agent-x\" has 2 uploads in flight"), "{}", e.message());
+    assert_eq!(e.metadata().get("retry-after-ms").and_then(|v| v.to_str().ok()), Some("500"));
+    for (tx, task) in held {
+        let e = task.await.expect("join").expect_err("a silent stream is ended");
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+        drop(tx);
+    }
+    assert_eq!(committed(&mut c2, &id(&sweep, "held-0.json")).await, (500, false), "the silent stream's bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_names_that_once_shared_a_file_are_stored_apart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (coord, _agent, sweep) = setup(tmp.path(), &[]).await;
+    let mut c = client(&coord).await;
+    // `x/y.json` and `x__y.json` were both stored as `x__y.json.zst`: one trace overwrote the other.
+    let names = ["x/y.json", "x__y.json", "x%2Fy.json"];
+    let bodies: Vec<Vec<u8>> = (0..3).map(|k| raw_trace(2000 + 100 * k)).collect();
+    for (name, raw) in names.iter().zip(&bodies) {
+        let uid = id(&sweep, name);
+        let r = write(
+            &mut c,
+            vec![
+                WriteRequest { open: open(uid.clone(), raw.len()), chunk: Some(chunk(0, 0, raw)), finish: None },
+                WriteRequest {
+                    open: None,
+                    chunk: None,
+                    finish: Some(UploadFinish { sha256: wire::sha256(raw).to_vec() }),
+                },
+            ],
+        )
+        .await
+        .expect("upload");
+        assert!(r.complete && !r.duplicate, "{name}: {r:?}");
+    }
+    let dir = tmp.path().join(format!("coord/traces/{sweep}/agent-x/p"));
+    for (file, raw) in ["x%2Fy.json.zst", "x__y.json.zst", "x%252Fy.json.zst"].iter().zip(&bodies) {
+        let back = zstd::decode_all(&std::fs::read(dir.join(file)).expect(file)[..]).expect("zstd");
+        assert!(&back == raw, "{file} holds its own trace");
+    }
 }

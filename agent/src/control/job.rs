@@ -64,7 +64,7 @@ fn spawn_upload(uploads: &mut JoinSet<(String, UploadOutcome)>, agent: &Arc<Agen
             UploadOutcome::Complete { .. } => {
                 let _ = a.spool.remove(&entry);
             }
-            UploadOutcome::Refused(_) => {
+            UploadOutcome::Refused(_) | UploadOutcome::Superseded(_) => {
                 let _ = a.spool.fail(&entry);
             }
         }
@@ -87,7 +87,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         fail("", format!("point {} has no mode (decode or prefill)", p.point_id), String::new());
         return;
     }
-    let backend = match backend_for(&job, &agent.cfg.python, &agent.warm) {
+    let backend = match backend_for(&job, &agent.cfg.policy(), &agent.warm) {
         Ok(b) => b,
         Err(e) => {
             fail("", e.message, e.stderr_tail);
@@ -237,6 +237,8 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                     UploadOutcome::Refused(m) => {
                         fail(&point, format!("upload refused: {m}"), String::new());
                     }
+                    // The coordinator has moved the point on: nothing to report; it cancels the job.
+                    UploadOutcome::Superseded(m) => tracing::warn!(job = %job.job_id, point = %point, "{m}"),
                 }
             }
             agent.send(Out::Progress(JobProgress {

@@ -35,8 +35,12 @@ pub struct AgentConfig {
     pub python: String,
     /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
     pub pause_uploads: bool,
-    /// CA certificate (PEM) to trust for an https:// coordinator.
-    pub tls_ca: Option<Vec<u8>>,
+    /// TLS towards the coordinator: the CA to trust, and this agent's certificate and key (PEM).
+    pub tls: tracefleet_proto::ClientTls,
+    /// Run sweeps' `command` backends (`--allow-command`).
+    pub allow_command: bool,
+    /// Interpreters other than `python` that sweeps may name (`--allow-python`).
+    pub allow_python: Vec<String>,
     /// Honour sweeps' `[gpu] lock_clocks_mhz` (off: such jobs are refused).
     pub allow_clock_locking: bool,
     /// GPU telemetry reading interval; zero turns telemetry off.
@@ -46,6 +50,15 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// What sweeps may run here.
+    pub fn policy(&self) -> crate::workload::RunPolicy {
+        crate::workload::RunPolicy {
+            python: self.python.clone(),
+            allow_command: self.allow_command,
+            allow_python: self.allow_python.clone(),
+        }
+    }
+
     /// Uploads at once unless told otherwise.
     pub const UPLOAD_THREADS: usize = 2;
     /// The drivers' interpreter unless told otherwise.
@@ -62,7 +75,9 @@ impl AgentConfig {
             upload_threads: Self::UPLOAD_THREADS,
             python: Self::PYTHON.into(),
             pause_uploads: false,
-            tls_ca: None,
+            tls: tracefleet_proto::ClientTls::default(),
+            allow_command: false,
+            allow_python: Vec::new(),
             allow_clock_locking: false,
             telemetry_interval: std::time::Duration::from_millis(Self::TELEMETRY_INTERVAL_MS),
             warm_drivers: Driver::ALL.to_vec(),
@@ -145,7 +160,7 @@ impl Agent {
             _ => anyhow::anyhow!("opening the spool {}: {e}", cfg.spool_dir.display()),
         })?;
         let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
-        let channel = tracefleet_proto::endpoint(&cfg.coordinator, cfg.tls_ca.as_deref())?.connect_lazy();
+        let channel = tracefleet_proto::endpoint(&cfg.coordinator, &cfg.tls)?.connect_lazy();
         let drivers: &[Driver] = if gpus.is_empty() { &[] } else { &cfg.warm_drivers };
         let warm = WarmPool::new(&cfg.spool_dir.join("warm"), &cfg.python, drivers);
         Ok(Arc::new(Self {
@@ -250,7 +265,7 @@ impl Agent {
                     UploadOutcome::Complete { .. } => {
                         let _ = a.spool.remove(&e);
                     }
-                    UploadOutcome::Refused(m) => {
+                    UploadOutcome::Refused(m) | UploadOutcome::Superseded(m) => {
                         tracing::warn!(trace = %e.meta.trace_name, "refused by the coordinator: {m}");
                         let _ = a.spool.fail(&e);
                     }
@@ -261,14 +276,26 @@ impl Agent {
         loop {
             match self.clone().session(&mut backoff).await {
                 Ok(()) => tracing::warn!("control stream closed by the coordinator"),
-                // Another agent has this name: retrying would not help, and both would report as one.
                 Err(e) => {
-                    if let Some(s) =
-                        e.downcast_ref::<tonic::Status>().filter(|s| s.code() == tonic::Code::AlreadyExists)
-                    {
-                        return Err(anyhow::anyhow!("{}", s.message()));
+                    // Another agent has this name, or the certificate does not let this agent act as its
+                    // --name: retrying would not help (and two agents would report as one).
+                    let status = e.downcast_ref::<tonic::Status>();
+                    if let Some(s) = status.filter(|s| {
+                        matches!(
+                            s.code(),
+                            tonic::Code::AlreadyExists | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                        )
+                    }) {
+                        let hint = tracefleet_proto::connection_hint(Some(s.code()), s.message());
+                        return Err(match hint {
+                            Some(h) => anyhow::anyhow!("{} ({h})", s.message()),
+                            None => anyhow::anyhow!("{}", s.message()),
+                        });
                     }
-                    tracing::warn!("control stream: {e:#}");
+                    match tracefleet_proto::connection_hint(status.map(tonic::Status::code), &format!("{e:#}")) {
+                        Some(h) => tracing::warn!("control stream: {e:#} ({h})"),
+                        None => tracing::warn!("control stream: {e:#}"),
+                    }
                 }
             }
             *relock(&self.session) = None;

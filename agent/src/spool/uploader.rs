@@ -14,7 +14,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracefleet_common::wire::{self, CHUNK_RAW_BYTES, MAX_MESSAGE_BYTES, Sha256};
 use tracefleet_proto::v1::trace_upload_client::TraceUploadClient;
-use tracefleet_proto::v1::{UploadChunk, UploadFinish, UploadId, UploadOpen, WriteRequest};
+use tracefleet_proto::v1::{UploadChunk, UploadFinish, UploadId, UploadOpen, WriteRequest, WriteStatus};
 
 use super::EntryMeta;
 use crate::backoff::Backoff;
@@ -29,6 +29,9 @@ pub enum UploadOutcome {
     },
     /// The coordinator refused it for good (bad data, unknown sweep, ...).
     Refused(String),
+    /// Its job no longer runs its point (reassigned while this agent was away, or the point failed here
+    /// and runs again elsewhere): the trace is not counted, and the job should stop.
+    Superseded(String),
 }
 
 /// Uploads spooled traces over one gRPC channel, on a bounded number of compression threads.
@@ -36,6 +39,13 @@ pub enum UploadOutcome {
 pub struct Uploader {
     channel: Channel,
     threads: Arc<Semaphore>,
+}
+
+/// Whether the coordinator refused the upload because its job no longer runs the point (the
+/// `tracefleet-refusal: superseded` metadata of its FAILED_PRECONDITION).
+fn superseded(s: &Status) -> bool {
+    s.code() == Code::FailedPrecondition
+        && s.metadata().get("tracefleet-refusal").and_then(|v| v.to_str().ok()) == Some("superseded")
 }
 
 /// Whether a status is worth retrying.
@@ -65,15 +75,24 @@ impl Uploader {
 
     /// Uploads until the coordinator has the trace, retrying transient failures with backoff (and
     /// resuming at the committed offset each time). Gives up only on a permanent refusal.
+    /// The backoff starts over whenever an attempt moved the committed offset: a link that breaks often
+    /// but lets bytes through makes steady progress instead of waiting longer each time.
     pub async fn upload(&self, path: &Path, meta: &EntryMeta) -> UploadOutcome {
         let _slot = self.threads.acquire().await;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut preconditions = 0;
+        let mut committed = None;
         loop {
-            match self.attempt(path, meta).await {
+            match self.attempt(path, meta, &mut committed).await {
                 Ok(o) => return o,
-                Err(s) if !transient(&s) => return UploadOutcome::Refused(format!("{:?}: {}", s.code(), s.message())),
-                Err(s) => {
+                Err((s, _)) if superseded(&s) => return UploadOutcome::Superseded(s.message().to_string()),
+                Err((s, _)) if !transient(&s) => {
+                    return UploadOutcome::Refused(format!("{:?}: {}", s.code(), s.message()));
+                }
+                Err((s, progressed)) => {
+                    if progressed {
+                        backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+                    }
                     if s.code() == Code::FailedPrecondition {
                         preconditions += 1;
                         if preconditions >= 3 {
@@ -93,15 +112,36 @@ impl Uploader {
         }
     }
 
-    async fn attempt(&self, path: &Path, meta: &EntryMeta) -> Result<UploadOutcome, Status> {
+    /// One attempt; on failure, also whether the committed offset moved since the last attempt
+    /// (`committed` carries it from one attempt to the next).
+    async fn attempt(
+        &self,
+        path: &Path,
+        meta: &EntryMeta,
+        committed: &mut Option<u64>,
+    ) -> Result<UploadOutcome, (Status, bool)> {
         let id = UploadId {
             sweep_id: meta.sweep_id.clone(),
             point_id: meta.point_id.clone(),
             host: meta.host.clone(),
             trace_name: meta.trace_name.clone(),
+            job_id: meta.job_id.clone(),
         };
         let mut client = self.client();
-        let st = client.query_write_status(id.clone()).await?.into_inner();
+        let st = client.query_write_status(id.clone()).await.map_err(|s| (s, false))?.into_inner();
+        let progressed = committed.is_some_and(|c| st.committed_offset > c);
+        *committed = Some(st.committed_offset);
+        Self::stream(&mut client, path, id, meta, &st).await.map_err(|s| (s, progressed))
+    }
+
+    /// Streams the trace from where `st` says the coordinator stands.
+    async fn stream(
+        client: &mut TraceUploadClient<Channel>,
+        path: &Path,
+        id: UploadId,
+        meta: &EntryMeta,
+        st: &WriteStatus,
+    ) -> Result<UploadOutcome, Status> {
         if st.complete {
             return Ok(UploadOutcome::Complete { duplicate: true });
         }

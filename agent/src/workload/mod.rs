@@ -104,15 +104,54 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), WorkloadError>;
 }
 
-/// The backend an assignment asks for; `python` is the agent's `--python` (a backend table's wins);
-/// torch and vLLM jobs go to a waiting driver of `warm` when there is one.
-pub fn backend_for(job: &AssignJob, python: &str, warm: &Arc<WarmPool>) -> Result<Box<dyn Backend>, WorkloadError> {
-    let py = |own: &str| if own.is_empty() { python.to_string() } else { own.to_string() };
+/// What this agent lets sweeps run, whoever submits them (the agent's owner decides, not the sweep): the
+/// replay backend and the Python drivers always, the drivers under the agent's own `--python` or an
+/// interpreter listed with `--allow-python`; a `command` backend only with `--allow-command`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunPolicy {
+    /// The agent's own interpreter (`--python`).
+    pub python: String,
+    /// Run `command` backends (`--allow-command`).
+    pub allow_command: bool,
+    /// Other interpreters sweeps may name (`--allow-python`).
+    pub allow_python: Vec<String>,
+}
+
+impl RunPolicy {
+    /// The interpreter for a backend that asks for `asked` (empty: the agent's own).
+    ///
+    /// # Errors
+    /// `asked` is neither the agent's own interpreter nor listed with `--allow-python`.
+    fn python_for(&self, asked: &str) -> Result<String, WorkloadError> {
+        if asked.is_empty() || asked == self.python || self.allow_python.iter().any(|p| p == asked) {
+            return Ok(if asked.is_empty() { self.python.clone() } else { asked.to_string() });
+        }
+        Err(WorkloadError {
+            message: format!(
+                "this agent runs its drivers with {} and will not run the sweep's python {asked:?}; start the \
+                 agent with --allow-python {asked} to allow it",
+                self.python
+            ),
+            stderr_tail: String::new(),
+        })
+    }
+}
+
+/// The backend an assignment asks for, if `policy` allows it; torch and vLLM jobs go to a waiting driver
+/// of `warm` when there is one.
+///
+/// # Errors
+/// The job names no backend, or one `policy` refuses (the message says which flag allows it).
+pub fn backend_for(
+    job: &AssignJob,
+    policy: &RunPolicy,
+    warm: &Arc<WarmPool>,
+) -> Result<Box<dyn Backend>, WorkloadError> {
     match &job.backend {
         Some(JobBackend::Replay(r)) => Ok(Box::new(Replay::new(r))),
         Some(JobBackend::Torch(t)) => Ok(Box::new(PythonDriver {
             driver: Driver::Torch,
-            python: py(&t.python),
+            python: policy.python_for(&t.python)?,
             model: t.model.clone(),
             dtype: if t.dtype.is_empty() { "bfloat16".into() } else { t.dtype.clone() },
             attention: t.attention.clone(),
@@ -124,7 +163,7 @@ pub fn backend_for(job: &AssignJob, python: &str, warm: &Arc<WarmPool>) -> Resul
         })),
         Some(JobBackend::Vllm(v)) => Ok(Box::new(PythonDriver {
             driver: Driver::Vllm,
-            python: py(&v.python),
+            python: policy.python_for(&v.python)?,
             model: v.model.clone(),
             dtype: if v.dtype.is_empty() { "auto".into() } else { v.dtype.clone() },
             attention: String::new(),
@@ -134,7 +173,13 @@ pub fn backend_for(job: &AssignJob, python: &str, warm: &Arc<WarmPool>) -> Resul
             tensor_parallel: v.tensor_parallel.max(1),
             warm: Some(warm.clone()),
         })),
-        Some(JobBackend::Command(c)) => Ok(Box::new(CommandTemplate { run: c.run.clone() })),
+        Some(JobBackend::Command(c)) if policy.allow_command => Ok(Box::new(CommandTemplate { run: c.run.clone() })),
+        Some(JobBackend::Command(_)) => Err(WorkloadError {
+            message: "this agent does not run `command` backends (a sweep's command runs with the agent's \
+                      rights); start the agent with --allow-command to allow them"
+                .into(),
+            stderr_tail: String::new(),
+        }),
         None => Err(WorkloadError { message: "the job names no backend".into(), stderr_tail: String::new() }),
     }
 }

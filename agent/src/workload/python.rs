@@ -209,7 +209,13 @@ mod tests {
             ..Default::default()
         };
         let warm = Arc::new(WarmPool::new(Path::new("/nonexistent"), "python3", &[]));
-        let Ok(backend) = super::super::backend_for(&job, "python3", &warm) else { panic!("a vLLM backend") };
+        let Ok(backend) = super::super::backend_for(
+            &job,
+            &super::super::RunPolicy { python: "python3".into(), ..Default::default() },
+            &warm,
+        ) else {
+            panic!("a vLLM backend")
+        };
         assert!(backend.announces_traces());
         let d = PythonDriver {
             driver: Driver::Vllm,

@@ -19,16 +19,38 @@ pub struct CoordinatorArg {
     pub coordinator: String,
     /// CA certificate (PEM) to trust for https:// coordinators.
     #[arg(long, env = "TRACEFLEET_TLS_CA")]
-    pub tls_ca: Option<std::path::PathBuf>,
+    pub tls_ca: Option<PathBuf>,
+    /// Your client certificate (PEM) for a coordinator that requires one (mutual TLS): an operator's
+    /// (Organization `tracefleet:operator`) to submit, cancel, fetch and delete sweeps.
+    #[arg(long, env = "TRACEFLEET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "TRACEFLEET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl CoordinatorArg {
     /// A sweeps client connected to the coordinator these flags name (see [`connect`]).
     ///
     /// # Errors
-    /// As [`connect`].
+    /// As [`connect`], or a TLS file that cannot be read.
     pub async fn connect(&self) -> anyhow::Result<SweepsClient<Channel>> {
-        connect(&self.coordinator, self.tls_ca.as_deref()).await
+        connect(&self.coordinator, &self.tls()?).await
+    }
+
+    /// The TLS files these flags name, read.
+    ///
+    /// # Errors
+    /// A file that cannot be read, named.
+    pub fn tls(&self) -> anyhow::Result<tracefleet_proto::ClientTls> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        Ok(tracefleet_proto::ClientTls {
+            ca: self.tls_ca.as_deref().map(read).transpose()?,
+            identity: match (&self.tls_cert, &self.tls_key) {
+                (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+                _ => None,
+            },
+        })
     }
 }
 
@@ -37,13 +59,9 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-/// A connected sweeps client; with a CA, over TLS.
-pub async fn connect(addr: &str, tls_ca: Option<&std::path::Path>) -> anyhow::Result<SweepsClient<Channel>> {
-    let pem = match tls_ca {
-        Some(ca) => Some(std::fs::read(ca).map_err(|e| anyhow::anyhow!("reading {}: {e}", ca.display()))?),
-        None => None,
-    };
-    let endpoint = tracefleet_proto::endpoint(addr, pem.as_deref())?;
+/// A connected sweeps client; over TLS when `tls` says so.
+pub async fn connect(addr: &str, tls: &tracefleet_proto::ClientTls) -> anyhow::Result<SweepsClient<Channel>> {
+    let endpoint = tracefleet_proto::endpoint(addr, tls)?;
     let ch = endpoint
         .connect()
         .await
@@ -66,8 +84,11 @@ fn why_unreachable(e: &tonic::transport::Error) -> String {
         "nothing listens there; start one with `coord serve`, or run the sweep in this process with `--local`"
     } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service") {
         "the host name does not resolve; check the address (--coordinator or TRACEFLEET_COORDINATOR)"
+    } else if let Some(h) = tracefleet_proto::connection_hint(None, &chain) {
+        h
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        "the TLS handshake failed; an https:// coordinator needs --tls-ca with the CA that signed its certificate"
+        "the TLS handshake failed; an https:// coordinator needs --tls-ca with the CA that signed its \
+         certificate, and --tls-cert/--tls-key with a certificate its client CA signed"
     } else if lower.contains("timed out") || lower.contains("deadline") {
         "no answer within 5 s; is the address right and the port open?"
     } else {
@@ -91,7 +112,11 @@ pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
         s.traces_parsed,
         s.traces_refused,
         s.raw_bytes as f64 / 1e6
-    )
+    ) + &if s.traces_set_aside > 0 {
+        format!("; {} set aside (their point ran again elsewhere)", s.traces_set_aside)
+    } else {
+        String::new()
+    }
 }
 
 /// The sweep an argument names: a sweep id, or a sweep name (the newest sweep of that name).

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod cancel;
+mod certs;
 mod client;
 mod fetch;
 mod ingest;
@@ -50,6 +51,8 @@ enum Command {
     Sweeps(sweeps::Args),
     /// Delete a finished sweep's results and stored traces from the coordinator.
     Rm(rm::Args),
+    /// Make certificates for mutual TLS: a CA, the coordinator's, agents' and an operator's.
+    Certs(certs::Args),
 }
 
 /// Limits for reading traces, shared by the offline commands.
@@ -91,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::Fetch(a) => fetch::run(a),
         Command::Sweeps(a) => sweeps::run(a),
         Command::Rm(a) => rm::run(a),
+        Command::Certs(a) => certs::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,6 +102,13 @@ pub fn main() -> ExitCode {
         Err(e) if e.chain().any(broken_pipe) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
+            // Failed calls (a connection that failed outright carries its hint already).
+            let status = e.chain().find_map(|c| c.downcast_ref::<tonic::Status>());
+            if let Some(hint) =
+                status.and_then(|s| tracefleet_proto::connection_hint(Some(s.code()), &format!("{e:#}")))
+            {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -3,14 +3,15 @@
 use std::path::PathBuf;
 
 use crate::server;
-use crate::state::{Config, Coordinator};
+use crate::state::{Config, Coordinator, TlsFiles};
 
 /// Arguments of `coord serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// gRPC address (agents and the CLI connect here).
-    #[arg(long, default_value = "0.0.0.0:50051")]
-    listen: String,
+    /// gRPC address (agents and the CLI connect here). Default: 0.0.0.0:50051 with TLS, 127.0.0.1:50051
+    /// with --insecure.
+    #[arg(long)]
+    listen: Option<String>,
     /// State database, stored traces and results.
     #[arg(long)]
     data_dir: PathBuf,
@@ -26,6 +27,22 @@ pub struct Args {
     /// Raw bytes of an upload between two commits (sync to disk, then database).
     #[arg(long, default_value_t = Config::COMMIT_EVERY_BYTES)]
     commit_every_bytes: u64,
+    /// Longest time (ms) between two commits of an upload that is receiving bytes; a stream that breaks
+    /// is committed at once.
+    #[arg(long, default_value_t = Config::COMMIT_EVERY_MS)]
+    commit_every_ms: u64,
+    /// Time (ms) an upload stream may take to send its first message.
+    #[arg(long, default_value_t = Config::UPLOAD_FIRST_MESSAGE_MS)]
+    upload_first_message_ms: u64,
+    /// Time (ms) an upload stream may stay silent between messages before it is ended (and committed).
+    #[arg(long, default_value_t = Config::UPLOAD_IDLE_MS)]
+    upload_idle_ms: u64,
+    /// Upload streams one agent may have open at once; more are refused with a retry hint.
+    #[arg(long, default_value_t = Config::MAX_UPLOADS_PER_AGENT)]
+    max_uploads_per_agent: usize,
+    /// Hours an agent not heard from stays listed (`coord status`); then it is forgotten.
+    #[arg(long, default_value_t = Config::AGENT_EXPIRY_HOURS)]
+    agent_expiry_hours: u64,
     /// Memory budget of the parse workers together, MiB (a parse needs about a quarter of the trace's
     /// size); keeps the coordinator's memory bounded whatever the number of cores and trace sizes.
     #[arg(long, default_value_t = Config::PARSE_MEMORY_MB)]
@@ -36,12 +53,22 @@ pub struct Args {
     /// How long an agent may be away (ms) before its unfinished points go to other agents.
     #[arg(long, default_value_t = Config::REASSIGN_AFTER_MS)]
     reassign_after_ms: u64,
-    /// TLS certificate chain (PEM); with --tls-key, agents and clients connect with https://.
-    #[arg(long, requires = "tls_key")]
+    /// The coordinator's certificate chain (PEM). With --tls-key and --client-ca: mutual TLS 1.3; agents and
+    /// operators connect to https:// with certificates signed by the client CA (`coord certs init`
+    /// makes a set). Files are read again when they change.
+    #[arg(long, requires_all = ["tls_key", "client_ca"])]
     tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[arg(long, requires = "tls_cert")]
+    /// The coordinator's private key (PEM).
+    #[arg(long, requires_all = ["tls_cert", "client_ca"])]
     tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) that signs agent and operator certificates; their Common Name names them,
+    /// their Organization gives the role (tracefleet:agent, tracefleet:operator).
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    client_ca: Option<PathBuf>,
+    /// Serve plain text with no authentication: anyone who reaches the port can submit sweeps that
+    /// agents run. For a trusted network or a laptop only; a warning is logged at every start.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
+    insecure: bool,
     /// Heartbeat interval asked of agents, ms.
     #[arg(long, default_value_t = Config::HEARTBEAT_MS)]
     heartbeat_ms: u32,
@@ -55,19 +82,38 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     cfg.max_inflight_uploads = a.max_inflight_uploads.max(1);
     cfg.commit_every_bytes = a.commit_every_bytes.max(1);
+    cfg.commit_every = std::time::Duration::from_millis(a.commit_every_ms.max(1));
+    cfg.upload_first_message_timeout = std::time::Duration::from_millis(a.upload_first_message_ms.max(1));
+    cfg.upload_idle_timeout = std::time::Duration::from_millis(a.upload_idle_ms.max(1));
+    cfg.max_uploads_per_agent = a.max_uploads_per_agent.max(1);
+    cfg.agent_expiry = std::time::Duration::from_secs(a.agent_expiry_hours.saturating_mul(3600));
     cfg.heartbeat_ms = a.heartbeat_ms.max(50);
     cfg.parse_memory_bytes = a.parse_memory_mb.max(16) << 20;
     cfg.point_retries = a.point_retries;
-    if let (Some(c), Some(k)) = (&a.tls_cert, &a.tls_key) {
-        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()));
-        cfg.tls = Some((read(c)?, read(k)?));
+    match (a.tls_cert, a.tls_key, a.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => {
+            let files = TlsFiles { cert, key, client_ca };
+            // Read now, so that a bad file stops the start with its name.
+            files.load()?;
+            cfg.tls = Some(files);
+        }
+        _ if a.insecure => tracing::warn!(
+            "serving plain text without authentication (--insecure): anyone who reaches the port can submit \
+             sweeps that agents run; use --tls-cert, --tls-key and --client-ca on a shared network"
+        ),
+        _ => anyhow::bail!(
+            "coord serve needs mutual TLS (--tls-cert, --tls-key and --client-ca; `coord certs init DIR` makes a \
+             set to try) or, on a trusted network, --insecure for plain text without authentication"
+        ),
     }
     cfg.reassign_after_ms = a.reassign_after_ms;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let tls = if cfg.tls.is_some() { " with TLS" } else { "" };
+    let cfg_tls = cfg.tls.is_some();
+    let tls = if cfg_tls { " with mutual TLS" } else { " in plain text (--insecure)" };
     rt.block_on(async move {
         let coord = Coordinator::open(cfg)?;
-        let (listener, addr) = server::bind(&a.listen).await?;
+        let listen = a.listen.unwrap_or_else(|| if cfg_tls { "0.0.0.0:50051" } else { "127.0.0.1:50051" }.to_string());
+        let (listener, addr) = server::bind(&listen).await?;
         let metrics = if a.metrics_listen == "off" { None } else { Some(server::bind(&a.metrics_listen).await?) };
         match &metrics {
             Some((_, m)) => tracing::info!("coord serving on {addr} (metrics on http://{m}/metrics){tls}"),

@@ -120,8 +120,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let s = sweep::parse(&text, &a.file.display().to_string()).map_err(|e| anyhow::anyhow!("{e}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let r = rt.block_on(async move {
-        let addr = if a.local { start_local(&a.data_dir).await? } else { a.coordinator.coordinator.clone() };
-        let mut c = connect(&addr, a.coordinator.tls_ca.as_deref()).await?;
+        let addr = if a.local { start_local(&a.data_dir, &s).await? } else { a.coordinator.coordinator.clone() };
+        let tls = if a.local { tracefleet_proto::ClientTls::default() } else { a.coordinator.tls()? };
+        let mut c = connect(&addr, &tls).await?;
         if a.local {
             // The in-process agent connects within moments.
             let t0 = Instant::now();
@@ -189,8 +190,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     r
 }
 
-/// Starts an embedded coordinator and agent; returns the coordinator's address.
-async fn start_local(data: &Path) -> anyhow::Result<String> {
+/// Starts an embedded coordinator (plain text on a loopback port of its own, for this run) and agent, the
+/// agent allowed to run what this sweep file asks (its command, its interpreter): the user runs it
+/// themselves. Returns the coordinator's address.
+async fn start_local(data: &Path, s: &sweep::Sweep) -> anyhow::Result<String> {
     let coord = Coordinator::open(Config::new(data.join("coord")))?;
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     tokio::spawn(async move {
@@ -202,6 +205,8 @@ async fn start_local(data: &Path) -> anyhow::Result<String> {
     // with --allow-clock-locking does), and a one-shot local sweep has nothing to warm up ahead of.
     let cfg = tracefleet_agent::control::AgentConfig {
         warm_drivers: Vec::new(),
+        allow_command: s.backend == sweep::Backend::Command,
+        allow_python: [&s.torch.python, &s.vllm.python].into_iter().filter(|p| !p.is_empty()).cloned().collect(),
         ..tracefleet_agent::control::AgentConfig::new(addr.to_string(), data.join("agent"))
     };
     let mut inv = tracefleet_agent::inventory::inventory(None, Default::default());
@@ -220,6 +225,47 @@ const SECOND_CTRL_C: Duration = Duration::from_secs(3);
 
 /// How often progress is printed as a line when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// How long `coord sweep` keeps trying to reach a coordinator that went away (restarted, network) before
+/// it gives up; the sweep goes on either way.
+const RECONNECT_FOR: Duration = Duration::from_secs(600);
+
+type SweepsClient = tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>;
+
+/// Reaches the coordinator again after the progress stream broke and re-attaches to sweep `id`: its status
+/// and a new progress stream, or the status alone once it has ended. Retries with backoff for
+/// [`RECONNECT_FOR`] (the channel reconnects by itself; each try is one status call).
+async fn reattach(
+    c: &mut SweepsClient,
+    id: &str,
+) -> anyhow::Result<(v1::SweepStatus, Option<tonic::Streaming<v1::SweepEvent>>)> {
+    let t0 = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let st = c.status(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
+            if st.state() != v1::SweepState::Running {
+                return Ok::<_, tonic::Status>((st, None));
+            }
+            let watch = c.watch(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
+            // It may have ended between the two calls: a status after the watch began misses nothing.
+            let st = c.status(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
+            let watch = (st.state() == v1::SweepState::Running).then_some(watch);
+            Ok((st, watch))
+        };
+        match attempt.await {
+            Ok(r) => return Ok(r),
+            Err(e) if e.code() == tonic::Code::NotFound => bail!("sweep {id} is no longer on the coordinator"),
+            Err(e) if t0.elapsed() >= RECONNECT_FOR => {
+                bail!("the coordinator has been unreachable for {} s: {}", RECONNECT_FOR.as_secs(), e.message())
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
 
 /// Shows progress until the sweep ends (Some(status)) or the user presses Ctrl-C (None).
 async fn follow(
@@ -240,12 +286,14 @@ async fn follow(
     let mut failures = 0u32;
     // Off a terminal (CI, nohup, a pipe) the bars are not drawn: a line every few seconds instead.
     let plain = !std::io::stderr().is_terminal();
+    // A line above the bars; off a terminal the bars are hidden and would swallow it.
+    let say = |bar: &ProgressBar, line: String| if plain { eprintln!("{line}") } else { bar.println(line) };
     let mut tick = tokio::time::interval(PLAIN_PROGRESS_EVERY);
     tick.tick().await;
     let (t0, mut bytes) = (Instant::now(), 0u64);
     loop {
         let ev = tokio::select! {
-            ev = watch.message() => ev?,
+            ev = watch.message() => ev,
             _ = tick.tick(), if plain => {
                 let done = overall.position();
                 let secs = t0.elapsed().as_secs_f64();
@@ -265,7 +313,26 @@ async fn follow(
                 return Ok(None);
             }
         };
-        let Some(ev) = ev else { bail!("the coordinator closed the progress stream") };
+        let ev = match ev {
+            Ok(Some(ev)) => ev,
+            // The coordinator restarted or the network broke: the sweep goes on there; find it again.
+            broken => {
+                let why = match broken {
+                    Err(e) => e.message().to_string(),
+                    _ => "the progress stream closed".to_string(),
+                };
+                say(&overall, format!("lost the coordinator ({why}); reconnecting"));
+                let (st, w) = reattach(c, id).await?;
+                overall.set_position(u64::from(st.traces_uploaded));
+                let Some(w) = w else {
+                    overall.finish();
+                    return Ok(Some(st));
+                };
+                say(&overall, format!("re-attached to sweep {id}: {}", describe(&st)));
+                watch = w;
+                continue;
+            }
+        };
         if !ev.agent.is_empty() && !lines.contains_key(&ev.agent) {
             let pb = multi.add(ProgressBar::new_spinner());
             pb.set_style(ProgressStyle::with_template("  {prefix:<16} {msg}").map_err(|e| anyhow::anyhow!("{e}"))?);
@@ -286,12 +353,8 @@ async fn follow(
             }
             Kind::JobFailed | Kind::ParseFailed | Kind::PointFailed | Kind::PointRetry => {
                 failures += 1;
-                overall.println(format!(
-                    "failure on {} {}: {}",
-                    ev.agent,
-                    ev.point_id,
-                    ev.message.lines().next().unwrap_or("")
-                ));
+                let first = ev.message.lines().next().unwrap_or("");
+                say(&overall, format!("failure on {} {}: {first}", ev.agent, ev.point_id));
                 overall.set_message(format!("{failures} failures"));
             }
             Kind::Completed | Kind::Failed | Kind::Cancelled => {

@@ -13,6 +13,7 @@ use tracefleet_proto::v1::{SweepEvent, SweepEventKind};
 pub use results::complete_if_done;
 
 use crate::state::{Coordinator, parse_cost};
+use crate::store::UploadKey;
 
 /// Refills the queue from the database and starts the workers; then finishes sweeps that were complete
 /// when the coordinator stopped.
@@ -33,13 +34,40 @@ pub fn start(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How long a trace whose result could not be stored waits before it is parsed again.
+const STORE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Puts a trace back in the parse queue after a storage error, [`STORE_RETRY_DELAY`] later, so that a
+/// sweep ends once the disk has room again, without a restart. (One sleeping thread per waiting trace:
+/// storage errors are rare and the parse workers must not sleep.)
+fn retry_later(coord: &Arc<Coordinator>, key: UploadKey, why: &str) {
+    tracing::warn!(
+        sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name,
+        "storing the parse result failed: {why}; parsing again in {} s", STORE_RETRY_DELAY.as_secs()
+    );
+    coord.metrics.parse_store_retries.inc_by(1);
+    let c = coord.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(STORE_RETRY_DELAY);
+        c.parse_queue.push(key);
+    });
+}
+
 fn worker(coord: &Arc<Coordinator>) {
     let opts = AnalyzeOptions::default();
     loop {
         let key = coord.parse_queue.pop();
         let (path, raw) = {
             let s = coord.store();
-            (s.trace_path(&key), s.upload(&key).ok().flatten().map_or(0, |u| u.raw_size))
+            let path = s.trace_path(&key);
+            (path, s.upload(&key).ok().flatten().map_or(0, |u| u.raw_size))
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(e) => {
+                retry_later(coord, key, &e.to_string());
+                continue;
+            }
         };
         // Memory-aware admission: however many workers, parses in flight fit the memory budget.
         let admitted = coord.parse_queue.admit(parse_cost(raw), coord.cfg.parse_memory_bytes);
@@ -49,17 +77,13 @@ fn worker(coord: &Arc<Coordinator>) {
         let secs = t0.elapsed().as_secs_f64();
         coord.metrics.parse_seconds_total.inc_by(secs);
         coord.metrics.parse_seconds.observe(secs);
-        let message = match result {
+        let stored = match &result {
             Ok(summary) => {
                 coord.metrics.traces_parsed.inc_by(1);
                 coord.metrics.parsed_bytes.inc_by(summary.bytes);
-                match serde_json::to_vec(&summary) {
-                    Ok(json) => match coord.store().set_parsed(&key, &json) {
-                        Ok(()) => None,
-                        Err(e) => Some(e.to_string()),
-                    },
-                    Err(e) => Some(e.to_string()),
-                }
+                serde_json::to_vec(summary)
+                    .map_err(|e| e.to_string())
+                    .and_then(|json| coord.store().set_parsed(&key, &json).map_err(|e| e.to_string()))
             }
             Err(e) => {
                 coord.metrics.parse_failures.inc_by(1);
@@ -73,11 +97,18 @@ fn worker(coord: &Arc<Coordinator>) {
                     rank: None,
                     world_size: None,
                 };
-                let why = e.to_string();
-                let _ = serde_json::to_vec(&empty).map(|j| coord.store().set_refused(&key, &j, &why));
-                Some(why)
+                serde_json::to_vec(&empty)
+                    .map_err(|e| e.to_string())
+                    .and_then(|j| coord.store().set_refused(&key, &j, &e.to_string()).map_err(|e| e.to_string()))
             }
         };
+        if let Err(why) = stored {
+            // The database could not take the result (a full disk, say): not the trace's fault, so it is
+            // neither refused nor forgotten; it is parsed again later.
+            retry_later(coord, key, &why);
+            continue;
+        }
+        let message = result.err().map(|e| e.to_string());
         if let Some(m) = message {
             tracing::warn!(sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name, "refused: {m}");
             coord.publish(SweepEvent {

@@ -39,7 +39,18 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
     if !coord.begin_completion(sweep_id) {
         return Ok(());
     }
-    let r = write_results(coord, sweep_id);
+    // Whatever happens below, the sweep can be completed again later.
+    let _completing = Completing(coord, sweep_id);
+    let r = match write_results(coord, sweep_id) {
+        Err(e) if storage_full(&e) => {
+            // Not the sweep's fault: it stays running and the results are written again once there is
+            // room (the watchdog retries sweeps listed here).
+            coord.results_pending(sweep_id, true);
+            return Err(e.context("the disk is full; the results will be written again when there is room"));
+        }
+        r => r,
+    };
+    coord.results_pending(sweep_id, false);
     let spec: SweepSpec = decode_stored(&sweep.spec).unwrap_or_default();
     let each = spec.placement() == tracefleet_proto::v1::Placement::Each;
     let failures = coord.store().point_failures(sweep_id)?;
@@ -52,8 +63,11 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
     } else {
         SweepState::Completed
     };
-    coord.store().finish_sweep(sweep_id, state)?;
-    coord.end_completion(sweep_id);
+    if let Err(e) = coord.store().finish_sweep(sweep_id, state) {
+        // The database could not record the end (a full disk): try again later.
+        coord.results_pending(sweep_id, true);
+        return Err(anyhow::Error::new(e).context("recording the sweep's end; it will be tried again"));
+    }
     coord.publish(SweepEvent {
         sweep_id: sweep_id.to_string(),
         kind: state.end_event().unwrap_or_default().into(),
@@ -64,6 +78,30 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
         ..Default::default()
     });
     r.map(|_| ())
+}
+
+/// Whether an error comes from a full disk or quota (ENOSPC, EDQUOT): the condition passes, so the work is
+/// tried again rather than failed.
+pub(crate) fn storage_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        let sqlite_full = c
+            .downcast_ref::<rusqlite::Error>()
+            .is_some_and(|r| r.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull));
+        let io_full = c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+                || matches!(io.raw_os_error(), Some(28 | 122)) // ENOSPC, EDQUOT on Linux
+        });
+        sqlite_full || io_full
+    })
+}
+
+/// Ends a sweep's completion when dropped, however the completion went.
+struct Completing<'a>(&'a Coordinator, &'a str);
+
+impl Drop for Completing<'_> {
+    fn drop(&mut self) {
+        self.0.end_completion(self.1);
+    }
 }
 
 /// The settings of the sweep's backend that shape what ran (a command backend's command included).

@@ -130,7 +130,7 @@ pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, erro
     let target =
         spec.as_ref().and_then(|s| least_loaded(coord, s, Some(&job.agent)).or_else(|| least_loaded(coord, s, None)));
     let retry = |n: usize| Some(new_job(template.as_ref()?, n, vec![point.clone()?], target.as_ref()?));
-    let recorded = coord.store().fail_point(&job.sweep_id, point_id, &job.agent, error, coord.cfg.point_retries, retry);
+    let recorded = coord.store().fail_point(job, point_id, error, coord.cfg.point_retries, retry);
     let (attempts, retried) = match recorded {
         Ok(r) => r,
         Err(e) => {

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracefleet_proto::v1::agent_control_server::AgentControl;
 use tracefleet_proto::v1::agent_message::Msg as In;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
-use tracefleet_proto::v1::{AgentMessage, CoordinatorMessage, SweepEvent, SweepEventKind, Welcome};
+use tracefleet_proto::v1::{AgentMessage, CancelJob, CoordinatorMessage, SweepEvent, SweepEventKind, Welcome};
 
 use super::internal;
 use crate::parse::complete_if_done;
@@ -66,16 +66,28 @@ impl AgentControl for Control {
 
     async fn session(&self, req: Request<Streaming<AgentMessage>>) -> Result<Response<OutStream>, Status> {
         let coord = self.0.clone();
+        let caller = super::auth::caller(&req);
         let mut inbound = req.into_inner();
         let first = inbound.message().await?.ok_or_else(|| Status::invalid_argument("empty control stream"))?;
         let Some(In::Hello(hello)) = first.msg else {
             return Err(Status::invalid_argument("the first control message must be hello"));
         };
         let inventory = hello.inventory.unwrap_or_default();
+        // Inventories are stored and listed to every client: a bounded size keeps one agent from making
+        // `ListAgents` answers (and the database) grow without end.
+        let size = inventory.encoded_len();
+        if size > crate::state::Config::MAX_INVENTORY_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the agent's inventory is {size} bytes; at most {} are accepted (fewer labels?)",
+                crate::state::Config::MAX_INVENTORY_BYTES
+            )));
+        }
         let name = inventory.host.clone();
         if name.is_empty() || name.len() > 253 || name.contains('/') {
             return Err(Status::invalid_argument(format!("invalid agent name {name:?}")));
         }
+        // Under mutual TLS an agent is who its certificate says.
+        super::auth::check_acts_as(caller.as_ref(), "agent name", &name)?;
         // Two processes with one name would report as one agent: the second is refused while the first is
         // connected (heard from within three heartbeats). The same process reconnecting is welcome.
         let alive = Duration::from_millis(3 * u64::from(coord.cfg.heartbeat_ms));
@@ -99,16 +111,32 @@ impl AgentControl for Control {
                 })),
             })
             .await;
+        // Jobs the agent still runs that are no longer its (moved while it was away, cancelled): it is
+        // told to stop them; their uploads are refused as superseded.
+        let mut running = std::collections::HashSet::new();
+        for j in &hello.running_jobs {
+            let row = coord.store().job(j).map_err(internal)?;
+            match row {
+                Some(r) if r.agent == name && r.state == JobState::Assigned => {
+                    running.insert(j.clone());
+                }
+                other => {
+                    let reason = match other {
+                        Some(r) if r.state == JobState::Reassigned => {
+                            format!("job {j} was reassigned while this agent was away ({})", r.error)
+                        }
+                        Some(r) => format!("job {j} has ended ({})", r.state),
+                        None => format!("job {j} is unknown to this coordinator"),
+                    };
+                    tracing::info!(agent = %name, "telling the agent to stop: {reason}");
+                    let cancel = CancelJob { job_id: j.clone(), reason };
+                    let _ = tx.send(CoordinatorMessage { msg: Some(Out::Cancel(cancel)) }).await;
+                }
+            }
+        }
         coord.agents().insert(
             name.clone(),
-            AgentConn {
-                conn_id,
-                tx,
-                inventory,
-                last_seen: Instant::now(),
-                running: hello.running_jobs.iter().cloned().collect(),
-                instance: hello.instance.clone(),
-            },
+            AgentConn { conn_id, tx, inventory, last_seen: Instant::now(), running, instance: hello.instance.clone() },
         );
         for j in &hello.finished_jobs {
             end_job(&coord, &name, j, JobState::Done, "", "");
@@ -188,6 +216,23 @@ pub async fn watchdog(coord: Arc<Coordinator>) {
         let c = coord.clone();
         seen = tokio::task::spawn_blocking(move || {
             crate::schedule::dispatch::reassign_lost(&c, &mut seen);
+            // Agents gone longer than the expiry are forgotten (their jobs and traces stay).
+            let connected: std::collections::HashSet<String> = c.agents().keys().cloned().collect();
+            let before = crate::store::now_ms()
+                .saturating_sub(i64::try_from(c.cfg.agent_expiry.as_millis()).unwrap_or(i64::MAX));
+            match c.store().expire_agents(before, &connected) {
+                Ok(gone) if !gone.is_empty() => {
+                    tracing::info!("forgot agents not heard from in {:?}: {gone:?}", c.cfg.agent_expiry)
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("expiring agents: {e}"),
+            }
+            // Results that waited for disk space: try again.
+            for sweep in c.pending_results() {
+                if let Err(e) = complete_if_done(&c, &sweep) {
+                    tracing::warn!(sweep = %sweep, "writing the results: {e:#}");
+                }
+            }
             seen
         })
         .await

@@ -1,9 +1,11 @@
 //! The gRPC server (agent control, trace upload, sweeps) and the Prometheus endpoint: thin adapters over
 //! the shared state (`state`), the scheduler (`schedule`) and the parse pool (`parse`).
 
+pub mod auth;
 mod control;
 mod metrics;
 mod sweeps;
+pub mod tls;
 mod upload;
 
 use std::net::SocketAddr;
@@ -63,22 +65,32 @@ pub async fn serve(
     let sweeps = SweepsServer::new(sweeps::SweepService(coord.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some((cert, key)) = &coord.cfg.tls {
-        let identity = tonic::transport::Identity::from_pem(cert, key);
-        builder = builder.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
-    }
-    builder
+    let mode = if coord.cfg.tls.is_some() { auth::AuthMode::MutualTls } else { auth::AuthMode::Insecure };
+    let router = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
+        // Streams one connection may open at once: uploads run a few per agent, and the per-agent and
+        // global upload limits answer the rest.
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .layer(auth::AuthLayer(mode))
         .add_service(health_service)
         .add_service(control)
         .add_service(upload)
-        .add_service(sweeps)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-        .await?;
+        .add_service(sweeps);
+    match &coord.cfg.tls {
+        Some(files) => {
+            let cfg = files.load()?;
+            router.serve_with_incoming(tls::incoming(listener, files.clone(), cfg)).await?;
+        }
+        None => {
+            router.serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)).await?;
+        }
+    }
     Ok(())
 }
+
+/// HTTP/2 streams one connection may have open at once.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 /// Binds a listener, resolving `host:port`.
 pub async fn bind(addr: &str) -> anyhow::Result<(tokio::net::TcpListener, SocketAddr)> {

@@ -48,9 +48,10 @@ pub(crate) fn status_of(coord: &Coordinator, id: &str) -> Result<SweepStatus, St
         jobs_total: jobs.len() as u32,
         jobs_done: jobs.iter().filter(|j| j.state == JobState::Done).count() as u32,
         jobs_failed: jobs.iter().filter(|j| j.state == JobState::Failed).count() as u32,
-        traces_uploaded: uploads.iter().filter(|u| u.complete).count() as u32,
-        traces_parsed: uploads.iter().filter(|u| u.parsed).count() as u32,
-        raw_bytes: uploads.iter().filter(|u| u.complete).map(|u| u.raw_size).sum(),
+        traces_uploaded: uploads.iter().filter(|u| u.complete && !u.superseded).count() as u32,
+        traces_parsed: uploads.iter().filter(|u| u.parsed && !u.superseded).count() as u32,
+        raw_bytes: uploads.iter().filter(|u| u.complete && !u.superseded).map(|u| u.raw_size).sum(),
+        traces_set_aside: uploads.iter().filter(|u| u.complete && u.superseded).count() as u32,
     })
 }
 
@@ -196,9 +197,10 @@ impl Sweeps for SweepService {
             .filter(|u| u.complete && !u.superseded)
             .map(|u| {
                 let k = &u.key;
-                (store.trace_path(k), format!("{}/{}/{}.zst", k.point_id, k.host, k.trace_name))
+                Ok((store.trace_path(k)?, format!("{}/{}/{}.zst", k.point_id, k.host, k.trace_name)))
             })
-            .collect();
+            .collect::<Result<_, crate::store::StoreError>>()
+            .map_err(internal)?;
         drop(store);
         Ok(Response::new(stream_files(files)))
     }

@@ -29,6 +29,12 @@ pub struct Metrics {
     pub raw_bytes: Counter,
     /// Chunks refused (bad CRC, frame, gap, ...).
     pub chunks_rejected: Counter,
+    /// Upload streams that ended without their finish (link broken, agent gone, timed out); what had
+    /// arrived intact was committed.
+    pub uploads_broken: Counter,
+    /// Uploads refused for who sent them: not the agent of the job, a point outside the job, a job that
+    /// was reassigned or retried elsewhere.
+    pub uploads_refused: Counter,
     /// Traces parsed.
     pub traces_parsed: Counter,
     /// Raw bytes parsed.
@@ -37,6 +43,8 @@ pub struct Metrics {
     pub parse_seconds_total: Counter<f64, AtomicU64>,
     /// Traces that failed to parse.
     pub parse_failures: Counter,
+    /// Parse results the database could not take (a full disk), queued again.
+    pub parse_store_retries: Counter,
     /// Seconds to parse one trace.
     pub parse_seconds: Histogram,
     /// Seconds from an upload's finish request to its acknowledgement (commit, SHA-256 check, record).
@@ -68,10 +76,13 @@ impl Default for Metrics {
             wire_bytes: Counter::default(),
             raw_bytes: Counter::default(),
             chunks_rejected: Counter::default(),
+            uploads_broken: Counter::default(),
+            uploads_refused: Counter::default(),
             traces_parsed: Counter::default(),
             parsed_bytes: Counter::default(),
             parse_seconds_total: Counter::default(),
             parse_failures: Counter::default(),
+            parse_store_retries: Counter::default(),
             parse_seconds,
             upload_ack_seconds,
             parse_mb_per_second: Gauge::default(),
@@ -95,8 +106,23 @@ impl Default for Metrics {
         r.register("tracefleet_upload_wire_bytes", "Compressed chunk bytes received.", m.wire_bytes.clone());
         r.register("tracefleet_upload_raw_bytes", "Raw trace bytes received.", m.raw_bytes.clone());
         r.register("tracefleet_chunks_rejected", "Chunks refused.", m.chunks_rejected.clone());
+        r.register(
+            "tracefleet_uploads_broken",
+            "Upload streams ended before their finish (what arrived was committed).",
+            m.uploads_broken.clone(),
+        );
+        r.register(
+            "tracefleet_uploads_refused",
+            "Uploads refused for their sender (not the job's agent, point or a superseded job).",
+            m.uploads_refused.clone(),
+        );
         r.register("tracefleet_traces_parsed", "Traces parsed.", m.traces_parsed.clone());
         r.register("tracefleet_parse_failures", "Traces that failed to parse.", m.parse_failures.clone());
+        r.register(
+            "tracefleet_parse_store_retries",
+            "Parse results the database could not store (full disk), parsed again later.",
+            m.parse_store_retries.clone(),
+        );
         r.register("tracefleet_parsed_bytes", "Raw bytes parsed.", m.parsed_bytes.clone());
         r.register(
             "tracefleet_parse_seconds",

@@ -5,18 +5,20 @@
 
 mod metrics;
 mod parse_queue;
+mod tls_files;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tracefleet_proto::v1::{CoordinatorMessage, HostInventory, SweepEvent};
 
 pub use metrics::Metrics;
 pub use parse_queue::{ParseQueue, parse_cost};
+pub use tls_files::TlsFiles;
 
 use crate::store::{Store, UploadKey};
 
@@ -31,6 +33,16 @@ pub struct Config {
     pub max_inflight_uploads: usize,
     /// Raw bytes between commits (sync + database) of an upload.
     pub commit_every_bytes: u64,
+    /// Longest time between two commits of an upload that is receiving bytes.
+    pub commit_every: Duration,
+    /// How long an upload stream may take to send its first message.
+    pub upload_first_message_timeout: Duration,
+    /// How long an upload stream may stay silent between two messages.
+    pub upload_idle_timeout: Duration,
+    /// Upload streams one agent may have open at once.
+    pub max_uploads_per_agent: usize,
+    /// How long an agent not heard from is remembered (listed by `coord status`).
+    pub agent_expiry: Duration,
     /// Heartbeat interval asked of agents.
     pub heartbeat_ms: u32,
     /// Memory the parse workers may use together (estimated per trace from its size).
@@ -39,8 +51,9 @@ pub struct Config {
     pub point_retries: u32,
     /// How long an agent may be away before its unfinished points go to other agents.
     pub reassign_after_ms: u64,
-    /// TLS certificate chain and private key (PEM); plain HTTP/2 without.
-    pub tls: Option<(Vec<u8>, Vec<u8>)>,
+    /// Mutual TLS: the coordinator's certificate and key, and the CA of client certificates; plain
+    /// HTTP/2 with nobody identified without (`--insecure`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -48,6 +61,18 @@ impl Config {
     pub const MAX_INFLIGHT_UPLOADS: usize = 256;
     /// Raw bytes between two commits of an upload.
     pub const COMMIT_EVERY_BYTES: u64 = 8 << 20;
+    /// Longest time between two commits of an upload, ms.
+    pub const COMMIT_EVERY_MS: u64 = 1000;
+    /// Time allowed for an upload stream's first message, ms.
+    pub const UPLOAD_FIRST_MESSAGE_MS: u64 = 10_000;
+    /// Time allowed between two messages of an upload stream, ms.
+    pub const UPLOAD_IDLE_MS: u64 = 60_000;
+    /// Upload streams one agent may have open at once (agents run 2 by default).
+    pub const MAX_UPLOADS_PER_AGENT: usize = 16;
+    /// Hours an agent not heard from is remembered.
+    pub const AGENT_EXPIRY_HOURS: u64 = 168;
+    /// Largest agent inventory (encoded `HostInventory`) accepted in a hello, bytes.
+    pub const MAX_INVENTORY_BYTES: usize = 64 << 10;
     /// Heartbeat interval asked of agents, ms.
     pub const HEARTBEAT_MS: u32 = 2000;
     /// Parse memory budget, MiB.
@@ -64,6 +89,11 @@ impl Config {
             parse_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_inflight_uploads: Self::MAX_INFLIGHT_UPLOADS,
             commit_every_bytes: Self::COMMIT_EVERY_BYTES,
+            commit_every: Duration::from_millis(Self::COMMIT_EVERY_MS),
+            upload_first_message_timeout: Duration::from_millis(Self::UPLOAD_FIRST_MESSAGE_MS),
+            upload_idle_timeout: Duration::from_millis(Self::UPLOAD_IDLE_MS),
+            max_uploads_per_agent: Self::MAX_UPLOADS_PER_AGENT,
+            agent_expiry: Duration::from_secs(Self::AGENT_EXPIRY_HOURS * 3600),
             heartbeat_ms: Self::HEARTBEAT_MS,
             parse_memory_bytes: Self::PARSE_MEMORY_MB << 20,
             point_retries: Self::POINT_RETRIES,
@@ -123,10 +153,14 @@ pub struct Coordinator {
     pub upload_slots: Arc<Semaphore>,
     /// Uploads being written now (one writer per trace).
     pub active_uploads: Mutex<HashSet<UploadKey>>,
+    /// Upload streams open now, per agent (host).
+    uploads_per_agent: Arc<Mutex<HashMap<String, usize>>>,
     /// Traces waiting to be parsed.
     pub parse_queue: ParseQueue,
     /// Sweeps whose results are being written.
     completing: Mutex<HashSet<String>>,
+    /// Sweeps whose results could not be written for lack of disk space (tried again by the watchdog).
+    results_pending: Mutex<HashSet<String>>,
     next_id: AtomicU64,
     /// This process's hold on the data dir (see [`lock_dir`]).
     _lock: std::fs::File,
@@ -152,8 +186,10 @@ impl Coordinator {
             events,
             metrics: Metrics::default(),
             active_uploads: Mutex::new(HashSet::new()),
+            uploads_per_agent: Arc::default(),
             parse_queue: ParseQueue::default(),
             completing: Mutex::new(HashSet::new()),
+            results_pending: Mutex::new(HashSet::new()),
             next_id: AtomicU64::new(1),
             _lock: lock,
         }))
@@ -188,7 +224,52 @@ impl Coordinator {
         relock(&self.completing).remove(sweep);
     }
 
+    /// Notes (or clears) that a sweep's results wait for disk space.
+    pub(crate) fn results_pending(&self, sweep: &str, pending: bool) {
+        let mut p = relock(&self.results_pending);
+        if pending {
+            p.insert(sweep.to_string());
+        } else {
+            p.remove(sweep);
+        }
+    }
+
+    /// Sweeps whose results wait for disk space.
+    pub(crate) fn pending_results(&self) -> Vec<String> {
+        relock(&self.results_pending).iter().cloned().collect()
+    }
+
     pub(crate) fn active_uploads(&self) -> MutexGuard<'_, HashSet<UploadKey>> {
         relock(&self.active_uploads)
+    }
+
+    /// One of `host`'s upload slots (at most `max_uploads_per_agent` at once), given back on drop;
+    /// `None` when all are taken.
+    pub(crate) fn agent_upload_slot(&self, host: &str) -> Option<AgentUploadSlot> {
+        let mut m = relock(&self.uploads_per_agent);
+        let n = m.entry(host.to_string()).or_insert(0);
+        if *n >= self.cfg.max_uploads_per_agent {
+            return None;
+        }
+        *n += 1;
+        Some(AgentUploadSlot { map: self.uploads_per_agent.clone(), host: host.to_string() })
+    }
+}
+
+/// An agent's upload slot (see [`Coordinator::agent_upload_slot`]).
+pub(crate) struct AgentUploadSlot {
+    map: Arc<Mutex<HashMap<String, usize>>>,
+    host: String,
+}
+
+impl Drop for AgentUploadSlot {
+    fn drop(&mut self) {
+        let mut m = relock(&self.map);
+        if let Some(n) = m.get_mut(&self.host) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.host);
+            }
+        }
     }
 }

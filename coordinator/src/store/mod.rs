@@ -130,14 +130,35 @@ fn insert_next_job(
     Ok(Some(j))
 }
 
-/// Sets a host's traces of a point aside (kept on disk, left out of results), inside `tx`.
-fn supersede(tx: &rusqlite::Transaction<'_>, sweep_id: &str, point_id: &str, host: &str) -> Result<()> {
+/// Sets a host's traces of a point aside (kept on disk, left out of results), inside `tx`, and records
+/// that `job_id` no longer runs the point: its later uploads for it are refused.
+fn supersede(tx: &rusqlite::Transaction<'_>, sweep_id: &str, point_id: &str, host: &str, job_id: &str) -> Result<()> {
     tx.execute(
         "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
         params![sweep_id, point_id, host],
     )
     .map_err(ctx("supersede"))?;
+    tx.execute(
+        "INSERT INTO superseded_points(sweep_id, point_id, job_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![sweep_id, point_id, job_id],
+    )
+    .map_err(ctx("supersede"))?;
     Ok(())
+}
+
+/// The file name (under the point's folder) of a trace: `%` and `/` percent-encoded, so that two trace
+/// names never share a file (`x/y` is `x%2Fy.zst`, `x%2Fy` is `x%252Fy.zst`, `x__y` is `x__y.zst`).
+pub fn stored_file_name(trace_name: &str) -> String {
+    let mut out = String::with_capacity(trace_name.len() + 4);
+    for c in trace_name.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out.push_str(".zst");
+    out
 }
 
 /// Milliseconds since the Unix epoch.
@@ -175,7 +196,10 @@ impl Store {
                 PRIMARY KEY (sweep_id, point_id, host, trace_name));
              CREATE TABLE IF NOT EXISTS point_failures (
                 sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL,
-                PRIMARY KEY (sweep_id, point_id));",
+                PRIMARY KEY (sweep_id, point_id));
+             CREATE TABLE IF NOT EXISTS superseded_points (
+                sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, job_id TEXT NOT NULL,
+                PRIMARY KEY (sweep_id, point_id, job_id));",
         )
         .map_err(ctx("schema"))?;
         // State written before step telemetry existed gains the column (NULL: no telemetry).
@@ -193,6 +217,16 @@ impl Store {
             conn.execute_batch("ALTER TABLE uploads ADD COLUMN parse_error TEXT NOT NULL DEFAULT ''")
                 .map_err(ctx("schema"))?;
         }
+        // ... the job that uploads each trace (uploads are bound to jobs), and the stored file's name
+        // (empty: a row from before names were encoded injectively, whose file has the old name).
+        for (col, decl) in [("job_id", "TEXT NOT NULL DEFAULT ''"), ("file", "TEXT NOT NULL DEFAULT ''")] {
+            let has: bool = conn
+                .query_row("SELECT COUNT(*) FROM pragma_table_info('uploads') WHERE name = ?1", [col], |r| r.get(0))
+                .map_err(ctx("schema"))?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE uploads ADD COLUMN {col} {decl}")).map_err(ctx("schema"))?;
+            }
+        }
         Ok(Self { conn, dir: dir.to_path_buf() })
     }
 
@@ -201,14 +235,28 @@ impl Store {
         &self.dir
     }
 
-    /// Where the stored (zstd-framed) bytes of an upload live.
-    pub fn trace_path(&self, k: &UploadKey) -> PathBuf {
-        self.dir
-            .join("traces")
-            .join(&k.sweep_id)
-            .join(&k.host)
-            .join(&k.point_id)
-            .join(format!("{}.zst", k.trace_name.replace('/', "__")))
+    /// The folder of a point's traces from one host.
+    fn point_dir(&self, k: &UploadKey) -> PathBuf {
+        self.dir.join("traces").join(&k.sweep_id).join(&k.host).join(&k.point_id)
+    }
+
+    /// Where the stored (zstd-framed) bytes of an upload live: [`stored_file_name`] in its point's folder,
+    /// or, for a row written before names were encoded injectively, the old name (`/` as `__`).
+    pub fn trace_path(&self, k: &UploadKey) -> Result<PathBuf> {
+        let file: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT file FROM uploads WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(ctx("trace path"))?;
+        Ok(self.point_dir(k).join(match file {
+            Some(f) if !f.is_empty() => f,
+            Some(_) => format!("{}.zst", k.trace_name.replace('/', "__")),
+            None => stored_file_name(&k.trace_name),
+        }))
     }
 
     /// Where a sweep's results go.
@@ -236,6 +284,22 @@ impl Store {
             .map_err(ctx("agents"))?;
         let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(ctx("agents"))?;
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("agents"))
+    }
+
+    /// Forgets agents last heard from before `before_ms` (ms since the epoch), except those in `keep`
+    /// (connected now); returns their names.
+    pub fn expire_agents(&self, before_ms: i64, keep: &std::collections::HashSet<String>) -> Result<Vec<String>> {
+        let old: Vec<String> = {
+            let mut st =
+                self.conn.prepare("SELECT name FROM agents WHERE last_seen_ms < ?1").map_err(ctx("expire agents"))?;
+            let rows = st.query_map([before_ms], |r| r.get(0)).map_err(ctx("expire agents"))?;
+            rows.collect::<rusqlite::Result<_>>().map_err(ctx("expire agents"))?
+        };
+        let gone: Vec<String> = old.into_iter().filter(|n| !keep.contains(n)).collect();
+        for n in &gone {
+            self.conn.execute("DELETE FROM agents WHERE name = ?1", [n]).map_err(ctx("expire agents"))?;
+        }
+        Ok(gone)
     }
 
     /// Inserts a sweep and its jobs in one transaction.
@@ -360,21 +424,22 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("jobs of agent"))
     }
 
-    /// Records one more failure of a point (on `host`) and, while it has failed at most `retries` times,
-    /// sets its partial traces from `host` aside and inserts the job that runs it again, all in one
+    /// Records one more failure of a point in `job` and, while it has failed at most `retries` times,
+    /// sets the job's partial traces of it aside (the job no longer runs it) and inserts the job that runs
+    /// it again, all in one
     /// transaction: a failure is never recorded without its retry, nor a retry lost to a failure at the
     /// same moment. `retry` makes the new job from its number in the sweep (`{sweep}-j{n}`: unique, since
     /// it is counted and inserted in the same transaction and jobs are never deleted alone); `None`: no
     /// agent can take it. Returns the attempts so far and the job inserted.
     pub fn fail_point(
         &mut self,
-        sweep_id: &str,
+        job: &JobRow,
         point_id: &str,
-        host: &str,
         error: &str,
         retries: u32,
         retry: impl FnOnce(usize) -> Option<JobRow>,
     ) -> Result<(u32, Option<JobRow>)> {
+        let (sweep_id, host) = (job.sweep_id.as_str(), job.agent.as_str());
         let tx = self.conn.transaction().map_err(ctx("point failure"))?;
         tx.execute(
             "INSERT INTO point_failures(sweep_id, point_id, attempts, error) VALUES (?1, ?2, 1, ?3)
@@ -391,7 +456,7 @@ impl Store {
             .map_err(ctx("point failure"))?;
         let inserted = if attempts <= retries { insert_next_job(&tx, sweep_id, retry)? } else { None };
         if inserted.is_some() {
-            supersede(&tx, sweep_id, point_id, host)?;
+            supersede(&tx, sweep_id, point_id, host, &job.id)?;
         }
         tx.commit().map_err(ctx("point failure"))?;
         Ok((attempts, inserted))
@@ -421,7 +486,7 @@ impl Store {
             return Ok((false, None));
         }
         for p in points {
-            supersede(&tx, sweep_id, p, host)?;
+            supersede(&tx, sweep_id, p, host, job_id)?;
         }
         let inserted = if points.is_empty() { None } else { insert_next_job(&tx, sweep_id, make)? };
         tx.commit().map_err(ctx("move job"))?;
@@ -517,26 +582,49 @@ impl Store {
             .map_err(ctx("upload"))
     }
 
-    /// The upload's row, created at offset 0 if new. A repeated open keeps the first declared size. A
-    /// trace that was set aside (its point is run again on the same host) starts over: the new run's data
-    /// replaces it.
-    pub fn open_upload(&self, k: &UploadKey, raw_size: u64, gpu: &str, telemetry: Option<&[u8]>) -> Result<UploadRow> {
+    /// The upload's row for `job_id`, created at offset 0 if new. A repeated open keeps the first declared
+    /// size. A trace set aside by an earlier job (the point runs again on the same host, as `job_id`)
+    /// starts over: the new run's data replaces it. The caller has checked that `job_id` runs the point
+    /// (a superseded job never gets here).
+    pub fn open_upload(
+        &self,
+        k: &UploadKey,
+        job_id: &str,
+        raw_size: u64,
+        gpu: &str,
+        telemetry: Option<&[u8]>,
+    ) -> Result<UploadRow> {
+        let file = stored_file_name(&k.trace_name);
         self.conn
             .execute(
                 "UPDATE uploads SET raw_size = ?5, gpu = ?6, committed_raw = 0, stored_bytes = 0, complete = 0,
-                 sha256 = '', parsed = 0, summary = NULL, superseded = 0, telemetry = ?7
-                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND superseded = 1",
-                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu, telemetry],
+                 sha256 = '', parsed = 0, summary = NULL, superseded = 0, telemetry = ?7, job_id = ?8,
+                 parse_error = '', file = CASE WHEN file = '' THEN file ELSE ?9 END
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND superseded = 1
+                   AND job_id <> ?8",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu, telemetry, job_id, file],
             )
             .map_err(ctx("open upload"))?;
         self.conn
             .execute(
-                "INSERT INTO uploads(sweep_id, point_id, host, trace_name, raw_size, gpu, telemetry)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu, telemetry],
+                "INSERT INTO uploads(sweep_id, point_id, host, trace_name, raw_size, gpu, telemetry, job_id, file)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, raw_size as i64, gpu, telemetry, job_id, file],
             )
             .map_err(ctx("open upload"))?;
         self.upload(k)?.ok_or(StoreError { what: "open upload", source: rusqlite::Error::QueryReturnedNoRows })
+    }
+
+    /// Whether `job_id` was relieved of `point_id` (the point failed there and runs again, or the job
+    /// was reassigned).
+    pub fn point_superseded(&self, sweep_id: &str, point_id: &str, job_id: &str) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM superseded_points WHERE sweep_id = ?1 AND point_id = ?2 AND job_id = ?3",
+                params![sweep_id, point_id, job_id],
+                |r| r.get(0),
+            )
+            .map_err(ctx("point superseded"))
     }
 
     /// Commits an offset: the caller has synced the stored file up to `stored_bytes`.
@@ -557,7 +645,8 @@ impl Store {
             .conn
             .execute(
                 "UPDATE uploads SET complete = 1, sha256 = ?5
-                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 0",
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 0
+                   AND superseded = 0",
                 params![k.sweep_id, k.point_id, k.host, k.trace_name, sha256],
             )
             .map_err(ctx("complete upload"))?;
@@ -655,7 +744,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         {
             let s = Store::open(d.path()).expect("open");
-            let u = s.open_upload(&key(), 100, "gpu", Some(b"tele")).expect("open upload");
+            let u = s.open_upload(&key(), "j1", 100, "gpu", Some(b"tele")).expect("open upload");
             assert_eq!((u.committed_raw, u.complete), (0, false));
             s.commit_upload(&key(), 60, 10).expect("commit");
             assert!(s.complete_upload(&key(), "ab").expect("complete"));

@@ -44,10 +44,20 @@ fn start_coord(coord: &Path, data: &Path, taskset: Option<&str>) -> anyhow::Resu
         }
         None => Command::new(coord),
     };
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--data-dir"])
-        .arg(data)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
+    cmd.args([
+        "serve",
+        "--insecure",
+        "--max-uploads-per-agent",
+        "1024",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "off",
+        "--data-dir",
+    ])
+    .arg(data)
+    .stderr(Stdio::piped())
+    .stdout(Stdio::null());
     let mut child = cmd.spawn().context("starting coord")?;
     let stderr = child.stderr.take().context("stderr")?;
     let (addr, lines) =

@@ -51,7 +51,17 @@ async fn run_one(
     let base = std::env::temp_dir().join(format!("bench-sweep-{}-{agents}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let mut coord = Command::new(bins.join("coord"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "off", "--heartbeat-ms", "500", "--data-dir"])
+        .args([
+            "serve",
+            "--insecure",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+            "--heartbeat-ms",
+            "500",
+            "--data-dir",
+        ])
         .arg(base.join("coord"))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

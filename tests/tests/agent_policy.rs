@@ -1,0 +1,80 @@
+//! What an agent runs is its owner's decision: a sweep's `command` backend runs only on an agent started
+//! with `--allow-command`, and a Python driver under another interpreter than the agent's own only when
+//! `--allow-python` lists it. A refusal reaches the sweep as the point's failure, naming the flag.
+
+use std::time::Duration;
+
+use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::{CommandBackend, Point, SweepSpec, SweepState, TorchBackend};
+use tracefleet_tests::procs::{Coord, agent_with, fetch, submit, wait_agents, wait_sweep};
+
+fn one_point(backend: Backend) -> SweepSpec {
+    SweepSpec {
+        name: "policy".into(),
+        points: vec![Point {
+            point_id: "p".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
+            batch_size: 1,
+            input_len: 8,
+            output_len: 0,
+            ..Default::default()
+        }],
+        profile_steps: 1,
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
+        backend: Some(backend),
+        ..Default::default()
+    }
+}
+
+/// Runs `spec` to its end; returns the final state and the point's error from the manifest.
+async fn outcome(coord: &Coord, spec: SweepSpec, results: &std::path::Path) -> (SweepState, String) {
+    let mut c = coord.client().await.expect("client");
+    let id = submit(&mut c, spec).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    fetch(&mut c, &id, results).await.expect("fetch");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("manifest.json")).expect("manifest")).expect("json");
+    let error = manifest["point_status"][0]["error"].as_str().unwrap_or_default().to_string();
+    (status.state(), error)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_commands_and_other_interpreters_only_when_its_owner_allows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    // A GPU is assumed so that the torch sweep is scheduled here (it is refused before anything runs).
+    let _agent =
+        agent_with(&coord.addr, "plain", &tmp.path().join("spool"), &["--assume-gpu", "Test GPU"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+
+    let marker = tmp.path().join("ran");
+    let cmd = Backend::Command(CommandBackend { run: format!("touch {}", marker.display()) });
+    let (state, error) = outcome(&coord, one_point(cmd), &tmp.path().join("r1")).await;
+    assert_eq!(state, SweepState::Failed);
+    assert!(error.contains("does not run `command` backends") && error.contains("--allow-command"), "{error}");
+    assert!(!marker.exists(), "the command must not have run");
+
+    let torch = Backend::Torch(TorchBackend {
+        model: "llama-3.2-1b".into(),
+        python: "/opt/elsewhere/bin/python3".into(),
+        ..Default::default()
+    });
+    let (state, error) = outcome(&coord, one_point(torch), &tmp.path().join("r2")).await;
+    assert_eq!(state, SweepState::Failed);
+    assert!(
+        error.contains("will not run the sweep's python \"/opt/elsewhere/bin/python3\"")
+            && error.contains("--allow-python /opt/elsewhere/bin/python3"),
+        "{error}"
+    );
+
+    // The owner allows commands: the same sweep runs.
+    let coord2 = Coord::start(&tmp.path().join("coord2"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let _allowed =
+        agent_with(&coord2.addr, "allowed", &tmp.path().join("spool2"), &["--allow-command"]).expect("agent");
+    let mut c2 = coord2.client().await.expect("client");
+    wait_agents(&mut c2, 1).await.expect("agent");
+    let cmd = Backend::Command(CommandBackend { run: format!("touch {}", marker.display()) });
+    let _ = outcome(&coord2, one_point(cmd), &tmp.path().join("r3")).await;
+    assert!(marker.exists(), "an allowed command runs");
+}
