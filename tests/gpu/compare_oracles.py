@@ -2,7 +2,7 @@
 """Compares `coord analyze --json` of every stored trace with torch's key_averages() of the same step.
 
 Usage: compare_oracles.py COORD_TRACES_DIR ORACLE_DIR HOST
-Stored traces: COORD_TRACES_DIR/<sweep>/<host>/<point>/<mode>__logs_<bs>__trace_<step>.json.zst
+Stored traces: COORD_TRACES_DIR/<sweep>/<host>/<point>/<mode>%2Flogs_<bs>%2Ftrace_<step>.json.zst
 Oracles:       ORACLE_DIR/<point>__<step>.json
 Prints a JSON summary: traces and rows compared, rows outside tolerance (count exact; device times within
 0.1% or 0.01 us; CPU times within 1% or 0.01 us), and the largest differences.

@@ -35,7 +35,7 @@ sweep() {
 
 nvidia-smi --query-gpu=index,name,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu,power.draw,driver_version --format=csv > "$W/gpus.csv"
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' >> "$W/gpus.csv"
-coord serve --listen 127.0.0.1:50051 --metrics-listen off --data-dir "$W/coord" 2> "$W/coord.log" &
+coord serve --insecure --listen 127.0.0.1:50051 --metrics-listen off --data-dir "$W/coord" 2> "$W/coord.log" &
 sleep 0.5
 
 agent --coordinator 127.0.0.1:50051 --name gpu-host --spool-dir "$W/spool" 2> "$W/agent.log" &

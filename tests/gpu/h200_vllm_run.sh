@@ -48,7 +48,7 @@ sweep() {
 }
 serve() {
   coord status >/dev/null 2>&1 && return 0
-  coord serve --listen 127.0.0.1:50051 --metrics-listen off --point-retries 0 --data-dir "$W/coord" 2>> "$W/coord.log" &
+  coord serve --insecure --listen 127.0.0.1:50051 --metrics-listen off --point-retries 0 --data-dir "$W/coord" 2>> "$W/coord.log" &
   for _ in $(seq 50); do coord status >/dev/null 2>&1 && return 0; sleep 0.1; done
 }
 

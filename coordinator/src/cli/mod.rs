@@ -98,8 +98,9 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // The reader went away (`coord analyze ... | head`): nothing to say to it, and not our failure.
-        Err(e) if e.chain().any(broken_pipe) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`coord analyze ... | head`): nothing to say to it, and not our
+        // failure. A broken pipe on the network (the coordinator closed the connection) is a failure.
+        Err(e) if e.chain().any(broken_pipe) && !e.chain().any(network) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             // Failed calls (a connection that failed outright carries its hint already).
@@ -112,6 +113,11 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Whether an error comes from talking to the coordinator (a call or the connection).
+fn network(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.is::<tonic::Status>() || e.is::<tonic::transport::Error>()
 }
 
 /// Whether an error is a write to a pipe whose reader has gone (directly, or inside a JSON writer's).
