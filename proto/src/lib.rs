@@ -91,8 +91,8 @@ pub fn connection_hint(code: Option<tonic::Code>, text: &str) -> Option<&'static
     }
     if has(&["operation was canceled", "connection reset", "broken pipe", "connection closed"]) {
         return Some(
-            "the coordinator closed the connection: if it uses TLS, dial https:// with --tls-ca, --tls-cert and \
-             --tls-key; otherwise it stopped or restarted",
+            "the coordinator closed the connection: a TLS coordinator needs https://, --tls-ca and a client \
+             certificate it accepts (--tls-cert, --tls-key); otherwise it stopped or restarted",
         );
     }
     None

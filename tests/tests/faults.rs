@@ -10,7 +10,7 @@ use std::time::Duration;
 use tracefleet_proto::v1::sweep_spec::Backend;
 use tracefleet_proto::v1::{Point, ReplayBackend, SweepSpec};
 use tracefleet_tests::bin;
-use tracefleet_tests::procs::{Coord, agent, fetch, submit, wait_agents, wait_sweep};
+use tracefleet_tests::procs::{Coord, agent, agent_with, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::proxy::Proxy;
 use tracefleet_tests::sweeps::{assert_same_as_ingest, replay_tree, spec};
 
@@ -359,4 +359,50 @@ async fn a_full_disk_stalls_a_sweep_without_loss_and_it_ends_once_there_is_room(
     fetch(&mut c, &id, &results).await.expect("fetch");
     assert_same_as_ingest(&results, &replay);
     eprintln!("full disk: {} parse results stored again later", coord.metric("tracefleet_parse_store_retries_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_mid_job_runs_its_points_again_and_one_run_is_counted() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
+    let spool = tmp.path().join("spool");
+    let a = agent_with(&coord.addr, "agent-r", &spool, &["--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    // Each step's trace gets a name of its run (as vLLM's files carry a timestamp): two runs of the point
+    // would be two sets of traces, both counted, if the second were not a new job.
+    let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
+    let run =
+        format!("for k in 1 2 3; do zstd -dq -f {} -o {{out_dir}}/trace_$$_$k.json; sleep 1; done", src.display());
+    let spec = SweepSpec {
+        name: "restart".into(),
+        points: vec![Point {
+            point_id: "bs1".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
+            batch_size: 1,
+            input_len: 128,
+            ..Default::default()
+        }],
+        profile_steps: 3,
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
+        backend: Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run })),
+        ..Default::default()
+    };
+    let id = submit(&mut c, spec).await.expect("submit");
+    let sref = || tracefleet_proto::v1::SweepRef { sweep_id: id.clone() };
+    let t0 = std::time::Instant::now();
+    while c.status(sref()).await.expect("status").into_inner().traces_uploaded < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no trace arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(a); // SIGKILL mid-job; the same agent comes back on the same spool
+    let _a = agent_with(&coord.addr, "agent-r", &spool, &["--allow-command"]).expect("agent again");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+    assert_eq!(status.traces_uploaded, 3, "one run's three traces: {status:?}");
+    assert!(status.traces_set_aside >= 1, "the first run's traces are set aside: {status:?}");
+    let results = tmp.path().join("results");
+    fetch(&mut c, &id, &results).await.expect("fetch");
+    let steps = std::fs::read_to_string(results.join("steps.csv")).expect("steps");
+    assert_eq!(steps.lines().count() - 1, 3, "three steps, once each");
 }

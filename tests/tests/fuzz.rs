@@ -37,8 +37,8 @@ fn limits() -> ReadLimits {
 fn check_trace(bytes: Vec<u8>) {
     let name = Path::new("fuzz.json");
     let limits = limits();
-    let parsed = TraceReader::from_reader(Cursor::new(bytes), name, limits.clone())
-        .and_then(|mut r| Trace::read(&mut r, &limits));
+    let parsed =
+        TraceReader::from_reader(Cursor::new(bytes), name, limits).and_then(|mut r| Trace::read(&mut r, &limits));
     match parsed {
         Ok(t) => {
             let _ = summarize(&t, &AnalyzeOptions::default());

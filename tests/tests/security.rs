@@ -209,15 +209,39 @@ async fn mutual_tls_binds_names_and_roles_and_refuses_forgeries() {
     // Mistakes people make get a message that says what to do.
     let plain = format!("http://{}", coord.addr);
     let (ok, err) = run(Command::new(bin("coord")).args(["sweeps", "--coordinator", &plain]));
-    assert!(!ok && err.contains("the coordinator speaks TLS"), "plain text to TLS: {err}");
+    // (The coordinator's TLS alert reads as a bad frame, or the connection is already closed: both say
+    // to dial https://.)
+    assert!(!ok && err.contains("hint:") && err.contains("https://"), "plain text to TLS: {err}");
     let (ok, err) =
         run(Command::new(bin("coord")).args(["sweeps", "--coordinator", &url, "--tls-ca"]).arg(pki.dir.join("ca.pem")));
-    assert!(!ok && err.contains("requires a client certificate"), "no client certificate: {err}");
+    // (The refusal comes after the handshake under TLS 1.3: the client sees an alert or a closed connection.)
+    assert!(!ok && err.contains("hint:") && err.contains("client certificate"), "no client certificate: {err}");
     let (ok, err) = run(Command::new(bin("coord"))
         .args(["sweeps", "--coordinator", &url, "--tls-ca"])
         .arg(other.dir.join("ca.pem"))
         .args(["--tls-cert", &pki.path("operator.pem"), "--tls-key", &pki.path("operator-key.pem")]));
     assert!(!ok && err.contains("not signed by the CA given with --tls-ca"), "wrong CA: {err}");
+
+    // An agent dialling the TLS coordinator in plain text logs what to do (and keeps trying).
+    let mut plain_agent = Command::new(bin("agent"))
+        .args(["--coordinator", &plain, "--name", "agent-a", "--spool-dir"])
+        .arg(tmp.path().join("plain-agent"))
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("agent");
+    let stderr = plain_agent.stderr.take().expect("stderr");
+    let hint = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("control stream") && l.contains("https://") && l.contains("--tls-ca"))
+    });
+    let found = tokio::time::timeout(Duration::from_secs(20), hint).await;
+    let _ = plain_agent.kill();
+    let _ = plain_agent.wait();
+    assert!(matches!(found, Ok(Ok(Some(_)))), "the plain-text agent never said to use https:// and --tls-ca");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,4 +289,39 @@ async fn plain_text_needs_insecure_and_certificates_reload_when_their_files_chan
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(ask(&first).await.is_err(), "the old CA's clients are no longer accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_tls_1_3_is_spoken() {
+    use rustls_pki_types::pem::PemObject;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = Pki::init(&tmp.path().join("pki"), &[]).expect("certificates");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &strs(&pki.serve_flags())).expect("coord");
+    let handshake = |versions: &'static [&'static rustls::SupportedProtocolVersion]| {
+        let (pki_dir, addr) = (pki.dir.clone(), coord.addr.clone());
+        async move {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pki_types::CertificateDer::pem_file_iter(pki_dir.join("ca.pem"))? {
+                roots.add(c?)?;
+            }
+            let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(pki_dir.join("operator.pem"))?
+                .collect::<Result<_, _>>()?;
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_file(pki_dir.join("operator-key.pem"))?;
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(versions)?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(chain, key)?;
+            let tcp = tokio::net::TcpStream::connect(&addr).await?;
+            let name = rustls_pki_types::ServerName::try_from("localhost")?;
+            let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg)).connect(name, tcp).await?;
+            anyhow::Ok(tls.get_ref().1.protocol_version())
+        }
+    };
+    static TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    static TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+    let v13 = handshake(&TLS13).await.expect("TLS 1.3 is served");
+    assert_eq!(v13, Some(rustls::ProtocolVersion::TLSv1_3));
+    let e = handshake(&TLS12).await.expect_err("TLS 1.2 is refused");
+    assert!(format!("{e:#}").to_lowercase().contains("protocol"), "{e:#}");
 }

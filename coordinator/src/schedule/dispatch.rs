@@ -47,39 +47,89 @@ pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
 
 /// Sends an agent its next jobs while it has free GPUs (a job holds one, or its tensor-parallel size; an
 /// agent without GPUs runs one job at a time), oldest sweep first, so several sweeps queue up instead of
-/// sharing a GPU.
+/// sharing a GPU. A job that was sent to an earlier process of this agent (it restarted, and does not run
+/// the job any more) is not sent again: its unfinished points become a new job for this agent
+/// ([`rerun_after_restart`]), so that the traces of two runs of a point are never counted together.
 pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), ScheduleError> {
     let jobs = coord.store().open_jobs_of_agent(agent)?;
-    let mut agents = coord.agents();
-    let Some(conn) = agents.get_mut(agent) else { return Ok(()) };
-    let gpus = conn.inventory.gpus.len().max(1);
-    let need_of = |assign: &AssignJob| super::job_gpus(assign).min(gpus);
-    // Every job the agent still runs holds its GPUs, including one cancelled or moved here that has not
-    // ended there yet (its row is no longer open).
-    let mut held = 0;
-    for id in &conn.running {
-        held += match coord.store().job(id)? {
-            Some(row) => decode_stored::<AssignJob>(&row.assign).map_or(1, |a| need_of(&a)),
-            None => 1,
-        };
-    }
-    let mut waiting = Vec::new();
-    for j in jobs {
-        if !conn.running.contains(&j.id) {
+    let mut restarted = Vec::new();
+    {
+        let mut agents = coord.agents();
+        let Some(conn) = agents.get_mut(agent) else { return Ok(()) };
+        let gpus = conn.inventory.gpus.len().max(1);
+        let need_of = |assign: &AssignJob| super::job_gpus(assign).min(gpus);
+        // Every job the agent still runs holds its GPUs, including one cancelled or moved here that has
+        // not ended there yet (its row is no longer open).
+        let mut held = 0;
+        for id in &conn.running {
+            held += match coord.store().job(id)? {
+                Some(row) => decode_stored::<AssignJob>(&row.assign).map_or(1, |a| need_of(&a)),
+                None => 1,
+            };
+        }
+        let mut waiting = Vec::new();
+        for j in jobs {
+            if conn.running.contains(&j.id) {
+                continue;
+            }
+            let sent_to = coord.store().job_sent_to(&j.id)?;
+            if !sent_to.is_empty() && !conn.instance.is_empty() && sent_to != conn.instance {
+                restarted.push(j);
+                continue;
+            }
             let assign: AssignJob = decode_stored(&j.assign)?;
             let need = need_of(&assign);
             waiting.push((j.id, assign, need));
         }
+        for (id, assign, need) in waiting {
+            if held + need > gpus {
+                break;
+            }
+            // A full queue means the agent is not reading; the stream's end will bring it back.
+            if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
+                coord.store().mark_sent(&id, &conn.instance)?;
+                conn.running.insert(id);
+                held += need;
+            }
+        }
     }
-    for (id, assign, need) in waiting {
-        if held + need > gpus {
-            break;
+    if !restarted.is_empty() {
+        for j in &restarted {
+            rerun_after_restart(coord, j)?;
         }
-        // A full queue means the agent is not reading; the stream's end will bring it back.
-        if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
-            conn.running.insert(id);
-            held += need;
-        }
+        // The new jobs (never sent) go out now.
+        return send_assignments(coord, agent);
+    }
+    Ok(())
+}
+
+/// A job whose agent restarted while running it: its unfinished points (fewer complete traces than
+/// profile steps) become a new job for the same agent, and the old job ends as reassigned, its traces of
+/// those points set aside and its further uploads refused (the restarted agent may still upload what the
+/// earlier process left in its spool).
+fn rerun_after_restart(coord: &Coordinator, job: &JobRow) -> Result<(), ScheduleError> {
+    let assign: AssignJob = decode_stored(&job.assign)?;
+    let want = assign.profile_steps.max(1);
+    let remaining: Vec<_> = assign
+        .points
+        .iter()
+        .filter(|p| coord.store().complete_traces(&job.sweep_id, &p.point_id, &job.agent).unwrap_or(0) < want)
+        .cloned()
+        .collect();
+    let reason = format!("agent {} restarted while running it; {} points run again", job.agent, remaining.len());
+    let ids: Vec<String> = remaining.iter().map(|p| p.point_id.clone()).collect();
+    let make = |n: usize| Some(new_job(&assign, n, remaining, &job.agent));
+    let (moved, new) = coord.store().move_job(&job.id, &job.sweep_id, &job.agent, &ids, &reason, make)?;
+    if moved {
+        tracing::warn!(job = %job.id, "{reason}");
+        coord.publish(SweepEvent {
+            sweep_id: job.sweep_id.clone(),
+            kind: SweepEventKind::Reassigned.into(),
+            agent: job.agent.clone(),
+            job_id: new.map(|n| n.id).unwrap_or_default(),
+            message: reason,
+            ..Default::default()
+        });
     }
     Ok(())
 }

@@ -219,12 +219,18 @@ impl Store {
         }
         // ... the job that uploads each trace (uploads are bound to jobs), and the stored file's name
         // (empty: a row from before names were encoded injectively, whose file has the old name).
-        for (col, decl) in [("job_id", "TEXT NOT NULL DEFAULT ''"), ("file", "TEXT NOT NULL DEFAULT ''")] {
+        // ... and the agent process each job was last sent to (a restarted agent runs it again as a new
+        // job, so that two runs of one point are never counted together).
+        let added = [("uploads", "job_id"), ("uploads", "file"), ("jobs", "sent_to")]
+            .map(|(table, col)| (table, col, "TEXT NOT NULL DEFAULT ''"));
+        for (table, col, decl) in added {
             let has: bool = conn
-                .query_row("SELECT COUNT(*) FROM pragma_table_info('uploads') WHERE name = ?1", [col], |r| r.get(0))
+                .query_row(&format!("SELECT COUNT(*) FROM pragma_table_info('{table}') WHERE name = ?1"), [col], |r| {
+                    r.get(0)
+                })
                 .map_err(ctx("schema"))?;
             if !has {
-                conn.execute_batch(&format!("ALTER TABLE uploads ADD COLUMN {col} {decl}")).map_err(ctx("schema"))?;
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {col} {decl}")).map_err(ctx("schema"))?;
             }
         }
         Ok(Self { conn, dir: dir.to_path_buf() })
@@ -534,6 +540,23 @@ impl Store {
             .query_row("SELECT id, sweep_id, agent, assign, state, error FROM jobs WHERE id = ?1", [id], Self::job_row)
             .optional()
             .map_err(ctx("job"))
+    }
+
+    /// The agent process (`Hello.instance`) a job was last sent to; empty when it was never sent.
+    pub fn job_sent_to(&self, id: &str) -> Result<String> {
+        self.conn
+            .query_row("SELECT sent_to FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(ctx("job sent to"))
+    }
+
+    /// Records that a job was sent to the agent process `instance`.
+    pub fn mark_sent(&self, id: &str, instance: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE jobs SET sent_to = ?2 WHERE id = ?1", params![id, instance])
+            .map_err(ctx("mark sent"))?;
+        Ok(())
     }
 
     /// Ends a job (only an assigned one: a late report does not change an ended job).
