@@ -406,3 +406,44 @@ async fn an_agent_restarted_mid_job_runs_its_points_again_and_one_run_is_counted
     let steps = std::fs::read_to_string(results.join("steps.csv")).expect("steps");
     assert_eq!(steps.lines().count() - 1, 3, "three steps, once each");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_runs_traces_are_not_counted_with_its_retry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");
+    let _a = agent_with(&coord.addr, "agent-a", &tmp.path().join("a"), &["--allow-command"]).expect("agent a");
+    let _b = agent_with(&coord.addr, "agent-b", &tmp.path().join("b"), &["--allow-command"]).expect("agent b");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 2).await.expect("agents");
+    // The first run writes one trace and fails; the retry (on the other agent) writes all three.
+    let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
+    let marker = tmp.path().join("failed-once");
+    let run = format!(
+        "if [ ! -e {m} ]; then touch {m}; zstd -dq -f {s} -o {{out_dir}}/trace_$$_1.json; sleep 1; exit 3; fi; \
+         for k in 1 2 3; do zstd -dq -f {s} -o {{out_dir}}/trace_$$_$k.json; done",
+        m = marker.display(),
+        s = src.display()
+    );
+    let spec = SweepSpec {
+        name: "retry".into(),
+        points: vec![Point {
+            point_id: "bs1".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
+            batch_size: 1,
+            input_len: 128,
+            ..Default::default()
+        }],
+        profile_steps: 3,
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
+        backend: Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run })),
+        ..Default::default()
+    };
+    let id = submit(&mut c, spec).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+    assert_eq!(status.traces_uploaded, 3, "the retry's three traces only: {status:?}");
+    let results = tmp.path().join("results");
+    fetch(&mut c, &id, &results).await.expect("fetch");
+    let steps = std::fs::read_to_string(results.join("steps.csv")).expect("steps");
+    assert_eq!(steps.lines().count() - 1, 3, "three steps, once each");
+}

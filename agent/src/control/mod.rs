@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub tls: tracefleet_proto::ClientTls,
     /// Run sweeps' `command` backends (`--allow-command`).
     pub allow_command: bool,
+    /// Run this one command template only (the agent `coord sweep --local` embeds).
+    pub only_command: Option<String>,
     /// Interpreters other than `python` that sweeps may name (`--allow-python`).
     pub allow_python: Vec<String>,
     /// Honour sweeps' `[gpu] lock_clocks_mhz` (off: such jobs are refused).
@@ -55,6 +57,7 @@ impl AgentConfig {
         crate::workload::RunPolicy {
             python: self.python.clone(),
             allow_command: self.allow_command,
+            only_command: self.only_command.clone(),
             allow_python: self.allow_python.clone(),
         }
     }
@@ -77,6 +80,7 @@ impl AgentConfig {
             pause_uploads: false,
             tls: tracefleet_proto::ClientTls::default(),
             allow_command: false,
+            only_command: None,
             allow_python: Vec::new(),
             allow_clock_locking: false,
             telemetry_interval: std::time::Duration::from_millis(Self::TELEMETRY_INTERVAL_MS),

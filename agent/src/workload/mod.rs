@@ -113,6 +113,8 @@ pub struct RunPolicy {
     pub python: String,
     /// Run `command` backends (`--allow-command`).
     pub allow_command: bool,
+    /// Run this one command template, and no other (the agent `coord sweep --local` embeds).
+    pub only_command: Option<String>,
     /// Other interpreters sweeps may name (`--allow-python`).
     pub allow_python: Vec<String>,
 }
@@ -173,7 +175,9 @@ pub fn backend_for(
             tensor_parallel: v.tensor_parallel.max(1),
             warm: Some(warm.clone()),
         })),
-        Some(JobBackend::Command(c)) if policy.allow_command => Ok(Box::new(CommandTemplate { run: c.run.clone() })),
+        Some(JobBackend::Command(c)) if policy.allow_command || policy.only_command.as_ref() == Some(&c.run) => {
+            Ok(Box::new(CommandTemplate { run: c.run.clone() }))
+        }
         Some(JobBackend::Command(_)) => Err(WorkloadError {
             message: "this agent does not run `command` backends (a sweep's command runs with the agent's \
                       rights); start the agent with --allow-command to allow them"

@@ -205,7 +205,9 @@ async fn start_local(data: &Path, s: &sweep::Sweep) -> anyhow::Result<String> {
     // with --allow-clock-locking does), and a one-shot local sweep has nothing to warm up ahead of.
     let cfg = tracefleet_agent::control::AgentConfig {
         warm_drivers: Vec::new(),
-        allow_command: s.backend == sweep::Backend::Command,
+        // This sweep's command only, not commands in general: the embedded coordinator is plain text on
+        // loopback, reachable by other local users for the sweep's duration.
+        only_command: s.command.clone().filter(|_| s.backend == sweep::Backend::Command),
         allow_python: [&s.torch.python, &s.vllm.python].into_iter().filter(|p| !p.is_empty()).cloned().collect(),
         ..tracefleet_agent::control::AgentConfig::new(addr.to_string(), data.join("agent"))
     };
@@ -256,6 +258,10 @@ async fn reattach(
         match attempt.await {
             Ok(r) => return Ok(r),
             Err(e) if e.code() == tonic::Code::NotFound => bail!("sweep {id} is no longer on the coordinator"),
+            // Trying again would not help.
+            Err(e) if matches!(e.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
+                return Err(e.into());
+            }
             Err(e) if t0.elapsed() >= RECONNECT_FOR => {
                 bail!("the coordinator has been unreachable for {} s: {}", RECONNECT_FOR.as_secs(), e.message())
             }

@@ -37,30 +37,34 @@ pub fn start(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
 /// How long a trace whose result could not be stored waits before it is parsed again.
 const STORE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Puts a trace back in the parse queue after a storage error, [`STORE_RETRY_DELAY`] later, so that a
-/// sweep ends once the disk has room again, without a restart. (One sleeping thread per waiting trace:
-/// storage errors are rare and the parse workers must not sleep.)
+/// Puts a trace back in the parse queue after a storage error, [`STORE_RETRY_DELAY`] later (the watchdog
+/// releases it), so that a sweep ends once the disk has room again, without a restart.
 fn retry_later(coord: &Arc<Coordinator>, key: UploadKey, why: &str) {
     tracing::warn!(
         sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name,
         "storing the parse result failed: {why}; parsing again in {} s", STORE_RETRY_DELAY.as_secs()
     );
     coord.metrics.parse_store_retries.inc_by(1);
-    let c = coord.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(STORE_RETRY_DELAY);
-        c.parse_queue.push(key);
-    });
+    coord.parse_queue.push_later(key, STORE_RETRY_DELAY);
 }
 
 fn worker(coord: &Arc<Coordinator>) {
     let opts = AnalyzeOptions::default();
     loop {
         let key = coord.parse_queue.pop();
-        let (path, raw) = {
+        let (path, row) = {
             let s = coord.store();
-            let path = s.trace_path(&key);
-            (path, s.upload(&key).ok().flatten().map_or(0, |u| u.raw_size))
+            (s.trace_path(&key), s.upload(&key))
+        };
+        let raw = match row {
+            Ok(Some(u)) if u.complete => u.raw_size,
+            // Started over since it was queued (its point runs again here): the new bytes queue their
+            // own parse when they are complete.
+            Ok(_) => continue,
+            Err(e) => {
+                retry_later(coord, key, &e.to_string());
+                continue;
+            }
         };
         let path = match path {
             Ok(p) => p,

@@ -50,7 +50,7 @@ pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
 /// sharing a GPU. A job that was sent to an earlier process of this agent (it restarted, and does not run
 /// the job any more) is not sent again: its unfinished points become a new job for this agent
 /// ([`rerun_after_restart`]), so that the traces of two runs of a point are never counted together.
-pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), ScheduleError> {
+pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), ScheduleError> {
     let jobs = coord.store().open_jobs_of_agent(agent)?;
     let mut restarted = Vec::new();
     {
@@ -107,7 +107,7 @@ pub fn send_assignments(coord: &Coordinator, agent: &str) -> Result<(), Schedule
 /// profile steps) become a new job for the same agent, and the old job ends as reassigned, its traces of
 /// those points set aside and its further uploads refused (the restarted agent may still upload what the
 /// earlier process left in its spool).
-fn rerun_after_restart(coord: &Coordinator, job: &JobRow) -> Result<(), ScheduleError> {
+fn rerun_after_restart(coord: &Arc<Coordinator>, job: &JobRow) -> Result<(), ScheduleError> {
     let assign: AssignJob = decode_stored(&job.assign)?;
     let want = assign.profile_steps.max(1);
     let remaining: Vec<_> = assign
@@ -120,6 +120,20 @@ fn rerun_after_restart(coord: &Coordinator, job: &JobRow) -> Result<(), Schedule
     let ids: Vec<String> = remaining.iter().map(|p| p.point_id.clone()).collect();
     let make = |n: usize| Some(new_job(&assign, n, remaining, &job.agent));
     let (moved, new) = coord.store().move_job(&job.id, &job.sweep_id, &job.agent, &ids, &reason, make)?;
+    if moved && new.is_none() {
+        // Every point had its traces: nothing runs again, and the sweep may be complete now (off the
+        // caller's thread: writing results reads and writes files).
+        let (c, sweep) = (coord.clone(), job.sweep_id.clone());
+        let finish = move || {
+            if let Err(e) = crate::parse::complete_if_done(&c, &sweep) {
+                tracing::error!(sweep = %sweep, "writing the results: {e:#}");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(finish)),
+            Err(_) => finish(),
+        }
+    }
     if moved {
         tracing::warn!(job = %job.id, "{reason}");
         coord.publish(SweepEvent {
@@ -177,11 +191,17 @@ pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, erro
     let spec = spec_of(coord, &job.sweep_id);
     let template: Option<AssignJob> = decode_stored(&job.assign).ok();
     let point = template.as_ref().and_then(|t| t.points.iter().find(|p| p.point_id == point_id).cloned());
+    if point.is_none() {
+        tracing::warn!(job = %job.id, "ignoring a failure of {point_id:?}, which is not a point of the job");
+        return;
+    }
     let target =
         spec.as_ref().and_then(|s| least_loaded(coord, s, Some(&job.agent)).or_else(|| least_loaded(coord, s, None)));
     let retry = |n: usize| Some(new_job(template.as_ref()?, n, vec![point.clone()?], target.as_ref()?));
     let recorded = coord.store().fail_point(job, point_id, error, coord.cfg.point_retries, retry);
     let (attempts, retried) = match recorded {
+        // The job had ended (reassigned, cancelled): its point runs elsewhere already.
+        Ok((0, _)) => return,
         Ok(r) => r,
         Err(e) => {
             tracing::error!(sweep = %job.sweep_id, "recording a failure of {point_id}: {e}");

@@ -15,7 +15,7 @@ use crate::store::{JobRow, JobState, SweepRow, now_ms};
 /// Errors: `Invalid` for a spec that cannot run (no points, no backend, bad or repeated point ids, an
 /// unknown placement), `NoAgent` when no connected agent matches its selector (with the agents there
 /// are), `Store` when the state store fails.
-pub fn submit(coord: &Coordinator, spec: SweepSpec) -> Result<String, ScheduleError> {
+pub fn submit(coord: &std::sync::Arc<Coordinator>, spec: SweepSpec) -> Result<String, ScheduleError> {
     if spec.points.is_empty() {
         return Err(ScheduleError::Invalid("a sweep needs at least one point".into()));
     }

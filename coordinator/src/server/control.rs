@@ -83,9 +83,11 @@ impl AgentControl for Control {
             )));
         }
         let name = inventory.host.clone();
-        if name.is_empty() || name.len() > 253 || name.contains('/') {
-            return Err(Status::invalid_argument(format!("invalid agent name {name:?}")));
+        // The name is the uploads' host too: the same rules as an upload id's fields.
+        if name.len() > 253 {
+            return Err(Status::invalid_argument(format!("invalid agent name {name:?}: longer than 253 bytes")));
         }
+        super::upload::check_field("agent name", &name, false)?;
         // Under mutual TLS an agent is who its certificate says.
         super::auth::check_acts_as(caller.as_ref(), "agent name", &name)?;
         // Two processes with one name would report as one agent: the second is refused while the first is
@@ -130,7 +132,9 @@ impl AgentControl for Control {
                     };
                     tracing::info!(agent = %name, "telling the agent to stop: {reason}");
                     let cancel = CancelJob { job_id: j.clone(), reason };
-                    let _ = tx.send(CoordinatorMessage { msg: Some(Out::Cancel(cancel)) }).await;
+                    // Not awaited: nobody reads the stream before this call returns (a full queue drops
+                    // the message; the agent's uploads for the job are refused all the same).
+                    let _ = tx.try_send(CoordinatorMessage { msg: Some(Out::Cancel(cancel)) });
                 }
             }
         }
@@ -174,8 +178,9 @@ impl AgentControl for Control {
                         } else {
                             format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
                         };
-                        // The store's guard is dropped here: it must not live across the await below.
-                        let job = c.store().job(&f.job_id);
+                        // The store's guard is dropped here: it must not live across the await below. Only
+                        // the job's own agent reports its failures.
+                        let job = c.store().job(&f.job_id).map(|j| j.filter(|j| j.agent == name));
                         if f.point_id.is_empty() {
                             end_job(&c, &name, &f.job_id, JobState::Failed, "", &msg);
                         } else if let Ok(Some(job)) = job {
@@ -194,7 +199,8 @@ impl AgentControl for Control {
                     }
                 }
             }
-            // Forget this connection (unless the agent already reconnected).
+            // Forget this connection (unless the agent already reconnected); its expiry counts from now.
+            let _ = c.store().touch_agent(&name);
             let mut agents = c.agents();
             if agents.get(&name).is_some_and(|a| a.conn_id == conn_id) {
                 agents.remove(&name);
@@ -227,7 +233,8 @@ pub async fn watchdog(coord: Arc<Coordinator>) {
                 Ok(_) => {}
                 Err(e) => tracing::warn!("expiring agents: {e}"),
             }
-            // Results that waited for disk space: try again.
+            // Parses whose result could not be stored, and results that waited for disk space: again.
+            c.parse_queue.release_due();
             for sweep in c.pending_results() {
                 if let Err(e) = complete_if_done(&c, &sweep) {
                     tracing::warn!(sweep = %sweep, "writing the results: {e:#}");

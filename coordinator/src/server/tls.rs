@@ -19,6 +19,8 @@ use crate::state::TlsFiles;
 pub const RELOAD_EVERY: Duration = Duration::from_secs(5);
 /// How long a client may take to complete its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; further connections wait in the kernel's accept queue.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// Accepts connections on `listener` and completes their TLS handshakes (each in its own task, within
 /// [`HANDSHAKE_TIMEOUT`], so a slow client holds up no one); yields the established streams. A failed
@@ -31,8 +33,11 @@ pub fn incoming(
     let current = Arc::new(RwLock::new(initial));
     tokio::spawn(reload(files, current.clone()));
     let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
+            // A flood of connections that never finish their handshake holds at most this many tasks.
+            let Ok(permit) = handshakes.clone().acquire_owned().await else { return };
             let (tcp, peer) = match listener.accept().await {
                 Ok(c) => c,
                 Err(e) => {
@@ -48,6 +53,7 @@ pub fn incoming(
             let cfg = current.read().unwrap_or_else(|e| e.into_inner()).clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(cfg).accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;

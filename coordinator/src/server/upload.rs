@@ -30,7 +30,7 @@ use crate::store::{JobState, UploadKey};
 pub struct Upload(pub Arc<Coordinator>);
 
 /// Checks one id field: non-empty, bounded, and safe to use in a file name.
-fn check_field(field: &str, v: &str, slash_ok: bool) -> Result<(), Status> {
+pub(crate) fn check_field(field: &str, v: &str, slash_ok: bool) -> Result<(), Status> {
     let bad = v.is_empty()
         || v.len() > 512
         || v.contains('\0')
@@ -50,6 +50,13 @@ pub(crate) fn key_of(id: Option<UploadId>) -> Result<UploadKey, Status> {
     check_field("point_id", &id.point_id, false)?;
     check_field("host", &id.host, false)?;
     check_field("trace_name", &id.trace_name, true)?;
+    // Stored as one file name ("/" encoded): within the file system's 255 bytes, with room for a prefix.
+    if crate::store::stored_file_name(&id.trace_name).len() > 250 {
+        return Err(Status::invalid_argument(format!(
+            "trace name {:?} is too long to store (at most about 240 bytes, a / counting 3)",
+            id.trace_name
+        )));
+    }
     Ok(UploadKey { sweep_id: id.sweep_id, point_id: id.point_id, host: id.host, trace_name: id.trace_name })
 }
 
@@ -395,11 +402,13 @@ async fn write_stream(
                 )));
             }
             let fresh = coord.store().complete_upload(&key, &wire::hex(&digest)).map_err(internal)?;
-            if !fresh && coord.store().upload(&key).map_err(internal)?.is_some_and(|r| r.superseded) {
-                // Set aside while it was uploading (its point moved): not counted.
+            if !fresh && !coord.store().upload(&key).map_err(internal)?.is_some_and(|r| r.complete) {
+                // Its point moved, its job was reassigned or the sweep ended while it was uploading: not
+                // counted (the bytes stay on disk, set aside).
                 coord.metrics.uploads_refused.inc_by(1);
                 return Err(superseded(format!(
-                    "point {} of job {job_id} runs elsewhere now; this trace is not counted",
+                    "point {} of job {job_id} no longer runs here (moved, reassigned, or the sweep ended); \
+                     this trace is not counted",
                     key.point_id
                 )));
             }
@@ -459,6 +468,8 @@ impl TraceUpload for Upload {
         }
         let row = self.0.store().upload(&key).map_err(internal)?;
         Ok(Response::new(match row {
+            // Set aside (an earlier run of the point): this run's upload starts over, at its open.
+            Some(r) if r.superseded => WriteStatus { committed_offset: 0, complete: false },
             Some(r) if r.complete => WriteStatus { committed_offset: r.raw_size, complete: true },
             Some(r) => WriteStatus { committed_offset: r.committed_raw, complete: false },
             None => WriteStatus { committed_offset: 0, complete: false },

@@ -14,6 +14,8 @@ pub struct ParseQueue {
     /// Bytes of parse memory in use (estimated), against the budget.
     in_use: Mutex<u64>,
     freed: Condvar,
+    /// Traces to queue again once their time has come (their result could not be stored).
+    later: Mutex<Vec<(std::time::Instant, UploadKey)>>,
 }
 
 /// Estimated peak memory of parsing a trace of `raw` bytes: the engine keeps about a quarter of the
@@ -27,6 +29,25 @@ impl ParseQueue {
     pub fn push(&self, k: UploadKey) {
         self.q.lock().unwrap_or_else(|e| e.into_inner()).push_back(k);
         self.ready.notify_one();
+    }
+
+    /// Queues a trace again after `delay` (see [`ParseQueue::release_due`]).
+    pub fn push_later(&self, k: UploadKey, delay: std::time::Duration) {
+        self.later.lock().unwrap_or_else(|e| e.into_inner()).push((std::time::Instant::now() + delay, k));
+    }
+
+    /// Queues the traces whose delay has passed; the watchdog calls it every heartbeat interval.
+    pub fn release_due(&self) {
+        let now = std::time::Instant::now();
+        let due: Vec<UploadKey> = {
+            let mut later = self.later.lock().unwrap_or_else(|e| e.into_inner());
+            let (due, wait): (Vec<_>, Vec<_>) = later.drain(..).partition(|(at, _)| *at <= now);
+            *later = wait;
+            due.into_iter().map(|(_, k)| k).collect()
+        };
+        for k in due {
+            self.push(k);
+        }
     }
 
     /// Waiting traces.

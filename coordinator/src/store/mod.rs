@@ -292,6 +292,14 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("agents"))
     }
 
+    /// Records that an agent was heard from now (its connection ends: the expiry counts from here).
+    pub fn touch_agent(&self, name: &str) -> Result<()> {
+        self.conn
+            .execute("UPDATE agents SET last_seen_ms = ?2 WHERE name = ?1", params![name, now_ms()])
+            .map_err(ctx("touch agent"))?;
+        Ok(())
+    }
+
     /// Forgets agents last heard from before `before_ms` (ms since the epoch), except those in `keep`
     /// (connected now); returns their names.
     pub fn expire_agents(&self, before_ms: i64, keep: &std::collections::HashSet<String>) -> Result<Vec<String>> {
@@ -447,6 +455,15 @@ impl Store {
     ) -> Result<(u32, Option<JobRow>)> {
         let (sweep_id, host) = (job.sweep_id.as_str(), job.agent.as_str());
         let tx = self.conn.transaction().map_err(ctx("point failure"))?;
+        // A late report from a job that has ended (reassigned, cancelled) changes nothing: the point runs
+        // elsewhere already.
+        let state: Option<JobState> = tx
+            .query_row("SELECT state FROM jobs WHERE id = ?1", [&job.id], |r| r.get(0))
+            .optional()
+            .map_err(ctx("point failure"))?;
+        if state != Some(JobState::Assigned) {
+            return Ok((0, None));
+        }
         tx.execute(
             "INSERT INTO point_failures(sweep_id, point_id, attempts, error) VALUES (?1, ?2, 1, ?3)
              ON CONFLICT(sweep_id, point_id) DO UPDATE SET attempts = attempts + 1, error = excluded.error",
@@ -617,7 +634,21 @@ impl Store {
         gpu: &str,
         telemetry: Option<&[u8]>,
     ) -> Result<UploadRow> {
-        let file = stored_file_name(&k.trace_name);
+        let mut file = stored_file_name(&k.trace_name);
+        // A data dir from before the injective names may hold a trace under this file name already (`x/y`
+        // was stored as `x__y.zst`): the new one gets a name of its own.
+        let taken: bool = self
+            .conn
+            .query_row(
+                "SELECT COUNT(*) FROM uploads WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name <> ?4
+                   AND file = '' AND replace(trace_name, '/', '__') || '.zst' = ?5",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, file],
+                |r| r.get(0),
+            )
+            .map_err(ctx("open upload"))?;
+        if taken {
+            file = format!("~{file}");
+        }
         self.conn
             .execute(
                 "UPDATE uploads SET raw_size = ?5, gpu = ?6, committed_raw = 0, stored_bytes = 0, complete = 0,
@@ -662,15 +693,30 @@ impl Store {
         Ok(())
     }
 
-    /// Marks an upload complete with its SHA-256; false when it already was.
+    /// Marks an upload complete with its SHA-256, in one statement that checks again what the upload's
+    /// open checked: the row is not set aside, its job was not relieved of the point nor reassigned, and
+    /// the sweep runs (any of these may have changed while the bytes arrived). False when it was already
+    /// complete or is no longer wanted (the caller tells which from the row).
     pub fn complete_upload(&self, k: &UploadKey, sha256: &str) -> Result<bool> {
         let n = self
             .conn
             .execute(
                 "UPDATE uploads SET complete = 1, sha256 = ?5
                  WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 0
-                   AND superseded = 0",
-                params![k.sweep_id, k.point_id, k.host, k.trace_name, sha256],
+                   AND superseded = 0
+                   AND NOT EXISTS (SELECT 1 FROM superseded_points sp WHERE sp.sweep_id = uploads.sweep_id
+                                   AND sp.point_id = uploads.point_id AND sp.job_id = uploads.job_id)
+                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = uploads.job_id AND j.state = ?6)
+                   AND EXISTS (SELECT 1 FROM sweeps s WHERE s.id = uploads.sweep_id AND s.state = ?7)",
+                params![
+                    k.sweep_id,
+                    k.point_id,
+                    k.host,
+                    k.trace_name,
+                    sha256,
+                    JobState::Reassigned,
+                    SqlSweepState(SweepState::Running)
+                ],
             )
             .map_err(ctx("complete upload"))?;
         Ok(n > 0)
@@ -682,19 +728,20 @@ impl Store {
         self.conn
             .execute(
                 "UPDATE uploads SET parsed = 1, summary = ?5, parse_error = ?6
-                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4",
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 1",
                 params![k.sweep_id, k.point_id, k.host, k.trace_name, summary, error],
             )
             .map_err(ctx("set refused"))?;
         Ok(())
     }
 
-    /// Stores a parsed trace's summary (JSON).
+    /// Stores a parsed trace's summary (JSON). Like [`Store::set_refused`], only for a complete upload: a
+    /// row that started over (its point runs again here) waits for its new bytes' own parse.
     pub fn set_parsed(&self, k: &UploadKey, summary: &[u8]) -> Result<()> {
         self.conn
             .execute(
-                "UPDATE uploads SET parsed = 1, summary = ?5
-                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4",
+                "UPDATE uploads SET parsed = 1, summary = ?5, parse_error = ''
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 1",
                 params![k.sweep_id, k.point_id, k.host, k.trace_name, summary],
             )
             .map_err(ctx("set parsed"))?;
