@@ -809,11 +809,58 @@ mod tests {
         UploadKey { sweep_id: "s".into(), point_id: "p".into(), host: "h".into(), trace_name: "t.json".into() }
     }
 
+    fn running_sweep() -> SweepRow {
+        SweepRow {
+            id: "s".into(),
+            name: "n".into(),
+            spec: Vec::new(),
+            state: SweepState::Running,
+            created_ms: 0,
+            finished_ms: 0,
+        }
+    }
+
+    fn job(id: &str) -> JobRow {
+        JobRow {
+            id: id.into(),
+            sweep_id: "s".into(),
+            agent: "h".into(),
+            assign: Vec::new(),
+            state: JobState::Assigned,
+            error: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_upload_is_not_completed_once_its_job_no_longer_runs_its_point() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut s = Store::open(d.path()).expect("open");
+        s.insert_sweep(&running_sweep(), &[job("j1")]).expect("sweep");
+        // Opened while j1 ran the point; then the point failed there and runs again as j2.
+        s.open_upload(&key(), "j1", 100, "gpu", None).expect("open upload");
+        s.commit_upload(&key(), 100, 10).expect("commit");
+        let (attempts, retry) =
+            s.fail_point(&job("j1"), "p", "boom", 2, |n| Some(job(&format!("j{}", n + 1)))).expect("fail");
+        assert_eq!((attempts, retry.map(|j| j.id)), (1, Some("j2".to_string())));
+        assert!(!s.complete_upload(&key(), "ab").expect("complete"), "a superseded run's trace is not completed");
+        // A late failure report from a job that has ended changes nothing.
+        s.end_job("j1", JobState::Reassigned, "moved").expect("end");
+        assert_eq!(s.fail_point(&job("j1"), "p", "late", 2, |_| None).expect("late").0, 0);
+        // The new run of the point starts the row over and completes it; an ended sweep takes nothing.
+        let other = UploadKey { trace_name: "u.json".into(), ..key() };
+        s.open_upload(&key(), "j2", 100, "gpu", None).expect("rerun");
+        assert!(s.complete_upload(&key(), "cd").expect("complete"));
+        s.open_upload(&other, "j2", 100, "gpu", None).expect("open");
+        s.finish_sweep("s", SweepState::Cancelled).expect("finish");
+        assert!(!s.complete_upload(&other, "ef").expect("complete"), "the sweep has ended");
+    }
+
     #[test]
     fn upload_lifecycle_survives_reopen() {
         let d = tempfile::tempdir().expect("tmp");
         {
-            let s = Store::open(d.path()).expect("open");
+            let mut s = Store::open(d.path()).expect("open");
+            s.insert_sweep(&running_sweep(), &[]).expect("sweep");
             let u = s.open_upload(&key(), "j1", 100, "gpu", Some(b"tele")).expect("open upload");
             assert_eq!((u.committed_raw, u.complete), (0, false));
             s.commit_upload(&key(), 60, 10).expect("commit");
