@@ -44,16 +44,17 @@ struct Args {
     /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
     #[arg(long)]
     pause_uploads: bool,
-    /// CA certificate (PEM) to trust when the coordinator is https://.
-    #[arg(long, env = "TRACEFLEET_TLS_CA", value_name = "PEM", value_parser = read_pem)]
-    tls_ca: Option<Pem>,
+    /// CA certificate (PEM) to trust when the coordinator is https://. The TLS files are read again at
+    /// every connection, so rotated certificates are used without a restart.
+    #[arg(long, env = "TRACEFLEET_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
     /// This agent's certificate (PEM), signed by the coordinator's client CA; its Common Name must be
     /// the agent's --name and its Organization `tracefleet:agent` (`coord certs init` makes them).
-    #[arg(long, env = "TRACEFLEET_TLS_CERT", value_name = "PEM", value_parser = read_pem, requires = "tls_key")]
-    tls_cert: Option<Pem>,
+    #[arg(long, env = "TRACEFLEET_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<std::path::PathBuf>,
     /// This agent's private key (PEM).
-    #[arg(long, env = "TRACEFLEET_TLS_KEY", value_name = "PEM", value_parser = read_pem, requires = "tls_cert")]
-    tls_key: Option<Pem>,
+    #[arg(long, env = "TRACEFLEET_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Let sweeps run `command` backends here (their command runs with this agent's rights). Off by
     /// default: such jobs fail with a message naming this flag.
     #[arg(long)]
@@ -95,14 +96,6 @@ struct GpuIndices(Vec<u32>);
 
 fn parse_gpus(s: &str) -> Result<GpuIndices, String> {
     crate::gpu::parse_indices(s).map(GpuIndices)
-}
-
-/// A PEM file's bytes (`--tls-ca`), read while the arguments are parsed so a bad path is a usage error.
-#[derive(Debug, Clone)]
-struct Pem(Vec<u8>);
-
-fn read_pem(path: &str) -> Result<Pem, String> {
-    std::fs::read(path).map(Pem).map_err(|e| format!("reading {path}: {e}"))
 }
 
 fn parse_driver(s: &str) -> Result<Driver, String> {
@@ -157,14 +150,19 @@ pub fn main() -> ExitCode {
     }
     // clap requires --coordinator unless --print-inventory, which returned above.
     let coordinator = args.coordinator.unwrap_or_default();
+    let tls = args.tls_ca.map(|ca| crate::tls::TlsFiles { ca, identity: args.tls_cert.zip(args.tls_key) });
+    // The files are read at every connection; read them once now, so that a bad one stops the start.
+    if let Some(files) = &tls
+        && let Err(e) = files.client_config()
+    {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cfg = AgentConfig {
         upload_threads: args.upload_threads,
         python: args.python,
         pause_uploads: args.pause_uploads,
-        tls: tracefleet_proto::ClientTls {
-            ca: args.tls_ca.map(|p| p.0),
-            identity: args.tls_cert.zip(args.tls_key).map(|(c, k)| (c.0, k.0)),
-        },
+        tls: tls.clone(),
         allow_command: args.allow_command,
         allow_python: args.allow_python,
         allow_clock_locking: args.allow_clock_locking,

@@ -5,6 +5,7 @@
 //! - [`workload`]: backends that run a job's points and write trace files (replay, torch, vLLM, command).
 //! - [`gpu`]: NVML inventory; one job per GPU.
 //! - [`spool`]: the on-disk queue, the finished-file watcher and the resumable uploader.
+//! - [`tls`]: mutual TLS towards the coordinator, its files read again at every connection.
 //! - [`cli`]: the `agent` command; [`inventory`]: what the host reports; [`backoff`]: reconnect delays.
 
 pub mod backoff;
@@ -13,4 +14,5 @@ pub mod control;
 pub mod gpu;
 pub mod inventory;
 pub mod spool;
+pub mod tls;
 pub mod workload;

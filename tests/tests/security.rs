@@ -325,3 +325,54 @@ async fn only_tls_1_3_is_spoken() {
     let e = handshake(&TLS12).await.expect_err("TLS 1.2 is refused");
     assert!(format!("{e:#}").to_lowercase().contains("protocol"), "{e:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_picks_up_rotated_certificates_without_a_restart() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let first = Pki::init(&tmp.path().join("first"), &["agent-a"]).expect("first");
+    let second = Pki::init(&tmp.path().join("second"), &["agent-a"]).expect("second");
+    let live = Pki { dir: tmp.path().join("live") };
+    let files = ["coordinator.pem", "coordinator-key.pem", "ca.pem", "agents/agent-a.pem", "agents/agent-a-key.pem"];
+    let install = |from: &Pki| {
+        std::fs::create_dir_all(live.dir.join("agents")).expect("mkdir");
+        for f in files {
+            // Written whole, then renamed over the old file, as a secret volume is updated.
+            let tmpf = live.dir.join(format!("{f}.new"));
+            std::fs::copy(from.dir.join(f), &tmpf).expect("copy");
+            std::fs::rename(&tmpf, live.dir.join(f)).expect("rename");
+        }
+    };
+    install(&first);
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").to_string()
+    };
+    let data = tmp.path().join("coord");
+    let coord = Coord::start(&data, &addr, &strs(&live.serve_flags())).expect("coord");
+    let url = https_url(&coord.addr);
+    let _agent =
+        agent_with(&url, "agent-a", &tmp.path().join("a"), &strs(&live.agent_flags("agent-a"))).expect("agent");
+    let connected = |pki: &Pki| {
+        let (dir, url) = (pki.dir.clone(), url.clone());
+        async move {
+            let ch = Pki { dir }.channel(&url, Some(("operator.pem", "operator-key.pem"))).await?;
+            let r = SweepsClient::new(ch).list_agents(ListAgentsRequest {}).await?.into_inner();
+            anyhow::Ok(r.agents.iter().any(|a| a.connected))
+        }
+    };
+    let t0 = Instant::now();
+    while !connected(&first).await.unwrap_or(false) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the agent did not connect");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both sides' files rotate to another CA; the coordinator restarts (its connections drop) and the
+    // agent, still running, reconnects with its new files.
+    install(&second);
+    drop(coord);
+    let _coord = Coord::start(&data, &addr, &strs(&live.serve_flags())).expect("restart");
+    let t0 = Instant::now();
+    while !connected(&second).await.unwrap_or(false) {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the agent did not reconnect with its rotated certificate");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -35,8 +35,9 @@ pub struct AgentConfig {
     pub python: String,
     /// Hold uploads until each job's workload has ended (to measure the agent's effect on the GPU).
     pub pause_uploads: bool,
-    /// TLS towards the coordinator: the CA to trust, and this agent's certificate and key (PEM).
-    pub tls: tracefleet_proto::ClientTls,
+    /// TLS towards an `https://` coordinator: the CA to trust, and this agent's certificate and key (read
+    /// again at every connection).
+    pub tls: Option<crate::tls::TlsFiles>,
     /// Run sweeps' `command` backends (`--allow-command`).
     pub allow_command: bool,
     /// Run this one command template only (the agent `coord sweep --local` embeds).
@@ -78,7 +79,7 @@ impl AgentConfig {
             upload_threads: Self::UPLOAD_THREADS,
             python: Self::PYTHON.into(),
             pause_uploads: false,
-            tls: tracefleet_proto::ClientTls::default(),
+            tls: None,
             allow_command: false,
             only_command: None,
             allow_python: Vec::new(),
@@ -164,7 +165,11 @@ impl Agent {
             _ => anyhow::anyhow!("opening the spool {}: {e}", cfg.spool_dir.display()),
         })?;
         let gpus: Vec<u32> = inventory.gpus.iter().map(|g| g.index).collect();
-        let channel = tracefleet_proto::endpoint(&cfg.coordinator, &cfg.tls)?.connect_lazy();
+        let url = tracefleet_proto::url(&cfg.coordinator);
+        let channel = match &cfg.tls {
+            Some(files) if url.starts_with("https://") => crate::tls::channel(&url, files.clone())?,
+            _ => tracefleet_proto::endpoint(&cfg.coordinator, &tracefleet_proto::ClientTls::default())?.connect_lazy(),
+        };
         let drivers: &[Driver] = if gpus.is_empty() { &[] } else { &cfg.warm_drivers };
         let warm = WarmPool::new(&cfg.spool_dir.join("warm"), &cfg.python, drivers);
         Ok(Arc::new(Self {
