@@ -131,6 +131,24 @@ fn decode_tree(dir: &Path) -> std::path::PathBuf {
     all
 }
 
+/// A sweep of one decode point (batch 1, 3 steps) run by a command.
+fn one_command_point(name: &str, run: String) -> SweepSpec {
+    SweepSpec {
+        name: name.into(),
+        points: vec![Point {
+            point_id: "bs1".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
+            batch_size: 1,
+            input_len: 128,
+            ..Default::default()
+        }],
+        profile_steps: 3,
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
+        backend: Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run })),
+        ..Default::default()
+    }
+}
+
 /// The decode points of the H200 spec.
 fn decode_spec(replay: &Path, delay_ms: u32) -> SweepSpec {
     let mut s = spec(replay, delay_ms);
@@ -374,20 +392,7 @@ async fn an_agent_restarted_mid_job_runs_its_points_again_and_one_run_is_counted
     let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
     let run =
         format!("for k in 1 2 3; do zstd -dq -f {} -o {{out_dir}}/trace_$$_$k.json; sleep 1; done", src.display());
-    let spec = SweepSpec {
-        name: "restart".into(),
-        points: vec![Point {
-            point_id: "bs1".into(),
-            mode: tracefleet_proto::v1::Mode::Decode.into(),
-            batch_size: 1,
-            input_len: 128,
-            ..Default::default()
-        }],
-        profile_steps: 3,
-        placement: tracefleet_proto::v1::Placement::Spread.into(),
-        backend: Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run })),
-        ..Default::default()
-    };
+    let spec = one_command_point("restart", run);
     let id = submit(&mut c, spec).await.expect("submit");
     let sref = || tracefleet_proto::v1::SweepRef { sweep_id: id.clone() };
     let t0 = std::time::Instant::now();
@@ -424,20 +429,7 @@ async fn a_failed_runs_traces_are_not_counted_with_its_retry() {
         m = marker.display(),
         s = src.display()
     );
-    let spec = SweepSpec {
-        name: "retry".into(),
-        points: vec![Point {
-            point_id: "bs1".into(),
-            mode: tracefleet_proto::v1::Mode::Decode.into(),
-            batch_size: 1,
-            input_len: 128,
-            ..Default::default()
-        }],
-        profile_steps: 3,
-        placement: tracefleet_proto::v1::Placement::Spread.into(),
-        backend: Some(Backend::Command(tracefleet_proto::v1::CommandBackend { run })),
-        ..Default::default()
-    };
+    let spec = one_command_point("retry", run);
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
     assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");

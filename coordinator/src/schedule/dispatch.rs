@@ -103,19 +103,24 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
     Ok(())
 }
 
+/// The points of a job with fewer complete traces from its agent than the job's profile steps.
+fn unfinished_points(coord: &Coordinator, job: &JobRow, assign: &AssignJob) -> Vec<tracefleet_proto::v1::Point> {
+    let want = assign.profile_steps.max(1);
+    assign
+        .points
+        .iter()
+        .filter(|p| coord.store().complete_traces(&job.sweep_id, &p.point_id, &job.agent).unwrap_or(0) < want)
+        .cloned()
+        .collect()
+}
+
 /// A job whose agent restarted while running it: its unfinished points (fewer complete traces than
 /// profile steps) become a new job for the same agent, and the old job ends as reassigned, its traces of
 /// those points set aside and its further uploads refused (the restarted agent may still upload what the
 /// earlier process left in its spool).
 fn rerun_after_restart(coord: &Arc<Coordinator>, job: &JobRow) -> Result<(), ScheduleError> {
     let assign: AssignJob = decode_stored(&job.assign)?;
-    let want = assign.profile_steps.max(1);
-    let remaining: Vec<_> = assign
-        .points
-        .iter()
-        .filter(|p| coord.store().complete_traces(&job.sweep_id, &p.point_id, &job.agent).unwrap_or(0) < want)
-        .cloned()
-        .collect();
+    let remaining = unfinished_points(coord, job, &assign);
     let reason = format!("agent {} restarted while running it; {} points run again", job.agent, remaining.len());
     let ids: Vec<String> = remaining.iter().map(|p| p.point_id.clone()).collect();
     let make = |n: usize| Some(new_job(&assign, n, remaining, &job.agent));
@@ -246,13 +251,7 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
             continue;
         }
         let Some(target) = least_loaded(coord, &spec, Some(&job.agent)) else { continue };
-        let want = assign.profile_steps.max(1);
-        let remaining: Vec<_> = assign
-            .points
-            .iter()
-            .filter(|p| coord.store().complete_traces(&job.sweep_id, &p.point_id, &job.agent).unwrap_or(0) < want)
-            .cloned()
-            .collect();
+        let remaining = unfinished_points(coord, &job, &assign);
         let reason = format!(
             "agent {} lost for {} ms; {} points moved to {target}",
             job.agent,
