@@ -376,3 +376,63 @@ async fn an_agent_picks_up_rotated_certificates_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_may_use_a_token_instead_of_a_certificate() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = Pki::init(&tmp.path().join("pki"), &["agent-a"]).expect("certificates");
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "# operators\nalice 0123456789abcdef0123456789\n").expect("tokens");
+    let mut flags = pki.serve_flags();
+    flags.extend(["--operator-tokens".to_string(), tokens.display().to_string()]);
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &strs(&flags)).expect("coord");
+    let url = https_url(&coord.addr);
+    let _a = agent_with(&url, "agent-a", &tmp.path().join("a"), &strs(&pki.agent_flags("agent-a"))).expect("agent");
+    let token = tmp.path().join("alice.token");
+    std::fs::write(&token, "0123456789abcdef0123456789\n").expect("token");
+    let ca = pki.path("ca.pem");
+    let cli = |args: &[&str], token_file: &std::path::Path| {
+        run(Command::new(bin("coord"))
+            .args(args)
+            .args(["--coordinator", &url, "--tls-ca", &ca, "--token-file"])
+            .arg(token_file))
+    };
+    // A sweep end to end with the token alone (no client certificate).
+    let replay = replay_tree(tmp.path());
+    let file = tmp.path().join("s.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"token\"\nmode = \"decode\"\nbackend = \"replay\"\nbatch_sizes = [1, 8]\nprofile_steps = 3\n[replay]\ndir = \"{}\"\n",
+            replay.display()
+        ),
+    )
+    .expect("write");
+    let out = tmp.path().join("out");
+    let (ok, err) = cli(&["sweep", &file.display().to_string(), "--out", &out.display().to_string()], &token);
+    assert!(ok, "{err}");
+    assert!(out.join("op_times.tsv").exists());
+    // A token the coordinator does not know: UNAUTHENTICATED, said so.
+    let wrong = tmp.path().join("wrong.token");
+    std::fs::write(&wrong, "not-a-token-of-this-coordinator\n").expect("token");
+    let (ok, err) = cli(&["sweeps"], &wrong);
+    assert!(!ok && err.contains("the operator token is not one of this coordinator's"), "{err}");
+    // Neither token nor certificate: UNAUTHENTICATED.
+    let (ok, err) = run(Command::new(bin("coord")).args(["sweeps", "--coordinator", &url, "--tls-ca", &ca]));
+    assert!(!ok && err.contains("no client certificate or operator token"), "{err}");
+    // A token never makes an agent.
+    let ch = pki.channel(&url, None).await.expect("channel");
+    let mut control = AgentControlClient::with_interceptor(ch, |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert("authorization", "Bearer 0123456789abcdef0123456789".parse().expect("header"));
+        Ok(r)
+    });
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let hello = Hello {
+        inventory: Some(HostInventory { host: "alice".into(), ..Default::default() }),
+        instance: "t".into(),
+        ..Default::default()
+    };
+    tx.send(AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue");
+    let e = control.session(ReceiverStream::new(rx)).await.expect_err("a token holder is not an agent");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+}

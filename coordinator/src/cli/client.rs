@@ -27,15 +27,59 @@ pub struct CoordinatorArg {
     /// The client certificate's private key (PEM).
     #[arg(long, env = "TRACEFLEET_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// A file holding an operator token (for a coordinator started with --operator-tokens), sent as
+    /// `authorization: Bearer TOKEN` instead of an operator certificate.
+    #[arg(long, env = "TRACEFLEET_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
 }
+
+/// Adds the operator token, when there is one, to every call.
+#[derive(Debug, Clone, Default)]
+pub struct Token(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl Token {
+    /// The token in `path` (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    /// The file cannot be read, is empty, or holds characters a header cannot carry.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let token = text.trim();
+        anyhow::ensure!(!token.is_empty(), "{} holds no token", path.display());
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{}: the token holds characters a header cannot carry", path.display()))?;
+        Ok(Self(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for Token {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A sweeps client as the CLI uses it: its channel, and its token (if any) on every call.
+pub type Client = SweepsClient<tonic::service::interceptor::InterceptedService<Channel, Token>>;
 
 impl CoordinatorArg {
     /// A sweeps client connected to the coordinator these flags name (see [`connect`]).
     ///
     /// # Errors
     /// As [`connect`], or a TLS file that cannot be read.
-    pub async fn connect(&self) -> anyhow::Result<SweepsClient<Channel>> {
-        connect(&self.coordinator, &self.tls()?).await
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        connect(&self.coordinator, &self.tls()?, self.token()?).await
+    }
+
+    /// The operator token these flags name, if any.
+    ///
+    /// # Errors
+    /// As [`Token::from_file`].
+    pub fn token(&self) -> anyhow::Result<Token> {
+        self.token_file.as_deref().map_or(Ok(Token::default()), Token::from_file)
     }
 
     /// The TLS files these flags name, read.
@@ -59,14 +103,14 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-/// A connected sweeps client; over TLS when `tls` says so.
-pub async fn connect(addr: &str, tls: &tracefleet_proto::ClientTls) -> anyhow::Result<SweepsClient<Channel>> {
+/// A connected sweeps client; over TLS when `tls` says so, with `token` on every call.
+pub async fn connect(addr: &str, tls: &tracefleet_proto::ClientTls, token: Token) -> anyhow::Result<Client> {
     let endpoint = tracefleet_proto::endpoint(addr, tls)?;
     let ch = endpoint
         .connect()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the coordinator at {addr}: {}", why_unreachable(&e)))?;
-    Ok(SweepsClient::new(ch).max_decoding_message_size(MAX_MESSAGE_BYTES))
+    Ok(SweepsClient::with_interceptor(ch, token).max_decoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 /// Why a connection failed, and what to do about it: the transport's error chain, read for the causes
@@ -123,7 +167,7 @@ pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
 ///
 /// # Errors
 /// No sweep has that id or name (the message says how to list them), or the coordinator fails.
-pub async fn resolve(c: &mut SweepsClient<Channel>, arg: &str) -> anyhow::Result<String> {
+pub async fn resolve(c: &mut Client, arg: &str) -> anyhow::Result<String> {
     let sweeps = c.list_sweeps(tracefleet_proto::v1::ListSweepsRequest {}).await?.into_inner().sweeps;
     if let Some(s) = sweeps.iter().find(|s| s.sweep_id == arg).or_else(|| sweeps.iter().find(|s| s.name == arg)) {
         return Ok(s.sweep_id.clone());
@@ -149,7 +193,7 @@ fn create(p: &Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Downloads a finished sweep's result files into `out`; returns the files written.
-pub async fn download(c: &mut SweepsClient<Channel>, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub async fn download(c: &mut Client, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut s = c.fetch_results(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
     let mut files = Vec::new();
     let mut open: Option<(PathBuf, std::fs::File)> = None;
@@ -172,7 +216,7 @@ pub async fn download(c: &mut SweepsClient<Channel>, id: &str, out: &Path) -> an
 /// Downloads a finished sweep's raw traces into `out/traces/POINT/HOST/NAME.json.gz`, gzip-compressed
 /// JSON whatever the agent's file was (plain, gzip or zstd), which Perfetto, HTA and `coord analyze` open.
 /// Returns the files written.
-pub async fn download_traces(c: &mut SweepsClient<Channel>, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub async fn download_traces(c: &mut Client, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut s = c.fetch_traces(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
     let mut files = Vec::new();
     // The stored bytes are zstd frames of the agent's file: decoded into a temporary file as they come.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::server;
-use crate::state::{Config, Coordinator, TlsFiles};
+use crate::state::{Config, Coordinator, OperatorTokens, TlsFiles};
 
 /// Arguments of `coord serve`.
 #[derive(Debug, clap::Args)]
@@ -65,6 +65,12 @@ pub struct Args {
     /// their Organization gives the role (tracefleet:agent, tracefleet:operator).
     #[arg(long, requires_all = ["tls_cert", "tls_key"])]
     client_ca: Option<PathBuf>,
+    /// A file of operator tokens (`NAME TOKEN` per line, `#` comments), for organisations that prefer
+    /// tokens to operator certificates: a call with `authorization: Bearer TOKEN` acts as operator NAME
+    /// (`coord ... --token-file`). Clients may then connect without a certificate; agents still need one.
+    /// Read again when it changes.
+    #[arg(long, requires = "tls_cert", value_name = "FILE")]
+    operator_tokens: Option<PathBuf>,
     /// Serve plain text with no authentication: anyone who reaches the port can submit sweeps that
     /// agents run. For a trusted network or a laptop only; a warning is logged at every start.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key", "client_ca"])]
@@ -92,7 +98,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     cfg.point_retries = a.point_retries;
     match (a.tls_cert, a.tls_key, a.client_ca) {
         (Some(cert), Some(key), Some(client_ca)) => {
-            let files = TlsFiles { cert, key, client_ca };
+            if let Some(p) = &a.operator_tokens {
+                cfg.operator_tokens = Some(std::sync::Arc::new(OperatorTokens::load(p)?));
+            }
+            let files = TlsFiles { cert, key, client_ca, allow_no_client_cert: a.operator_tokens.is_some() };
             // Read now, so that a bad file stops the start with its name.
             files.load()?;
             cfg.tls = Some(files);

@@ -121,8 +121,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let r = rt.block_on(async move {
         let addr = if a.local { start_local(&a.data_dir, &s).await? } else { a.coordinator.coordinator.clone() };
-        let tls = if a.local { tracefleet_proto::ClientTls::default() } else { a.coordinator.tls()? };
-        let mut c = connect(&addr, &tls).await?;
+        let (tls, token) = if a.local {
+            (tracefleet_proto::ClientTls::default(), super::client::Token::default())
+        } else {
+            (a.coordinator.tls()?, a.coordinator.token()?)
+        };
+        let mut c = connect(&addr, &tls, token).await?;
         if a.local {
             // The in-process agent connects within moments.
             let t0 = Instant::now();
@@ -232,7 +236,7 @@ const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// it gives up; the sweep goes on either way.
 const RECONNECT_FOR: Duration = Duration::from_secs(600);
 
-type SweepsClient = tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>;
+type SweepsClient = super::client::Client;
 
 /// Reaches the coordinator again after the progress stream broke and re-attaches to sweep `id`: its status
 /// and a new progress stream, or the status alone once it has ended. Retries with backoff for
@@ -275,7 +279,7 @@ async fn reattach(
 
 /// Shows progress until the sweep ends (Some(status)) or the user presses Ctrl-C (None).
 async fn follow(
-    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
+    c: &mut SweepsClient,
     id: &str,
     expected: u64,
 ) -> anyhow::Result<Option<tracefleet_proto::v1::SweepStatus>> {

@@ -11,14 +11,19 @@
 //! | `Sweeps/Status`, `Watch`, `ListSweeps`, `ListAgents` | agent or operator |
 //! | `grpc.health.v1.Health/*` | anyone with a valid certificate |
 //!
-//! Without TLS (`coord serve --insecure`) nobody is identified and every call is allowed.
+//! With `--operator-tokens`, a call may instead carry `authorization: Bearer TOKEN`: a token of the file
+//! gives the operator role (never the agent's) under the token's name. Without TLS (`coord serve
+//! --insecure`) nobody is identified and every call is allowed.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use crate::state::OperatorTokens;
 
 /// The Organization value that makes a certificate an agent's.
 pub const AGENT_ROLE: &str = "tracefleet:agent";
@@ -86,18 +91,45 @@ pub fn caller_of(cert_der: &[u8]) -> Result<Caller, String> {
     Ok(Caller { name, agent: orgs.contains(&AGENT_ROLE), operator: orgs.contains(&OPERATOR_ROLE) })
 }
 
+/// The bearer token of a request's `authorization` header.
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers.get(http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
 /// Decides a call: the caller to hand on (`None` under `--insecure`), or the refusal.
-fn authorize(mode: AuthMode, path: &str, ext: &http::Extensions) -> Result<Option<Caller>, Status> {
+fn authorize(
+    mode: AuthMode,
+    tokens: Option<&OperatorTokens>,
+    path: &str,
+    headers: &http::HeaderMap,
+    ext: &http::Extensions,
+) -> Result<Option<Caller>, Status> {
     if mode == AuthMode::Insecure {
         return Ok(None);
     }
     let need = need_of(path).ok_or_else(|| Status::permission_denied(format!("{path} is not served here")))?;
-    let cert = ext
-        .get::<TlsConnectInfo<TcpConnectInfo>>()
-        .and_then(|i| i.peer_certs())
-        .and_then(|c| c.first().cloned())
-        .ok_or_else(|| Status::unauthenticated("no client certificate: connect with --tls-cert and --tls-key"))?;
-    let caller = caller_of(&cert).map_err(Status::unauthenticated)?;
+    let cert =
+        ext.get::<TlsConnectInfo<TcpConnectInfo>>().and_then(|i| i.peer_certs()).and_then(|c| c.first().cloned());
+    let by_token = match (bearer(headers), tokens) {
+        (Some(t), Some(tokens)) => Some(
+            tokens
+                .name_of(t)
+                .ok_or_else(|| Status::unauthenticated("the operator token is not one of this coordinator's"))?,
+        ),
+        (Some(_), None) => return Err(Status::unauthenticated("this coordinator takes no operator tokens")),
+        (None, _) => None,
+    };
+    let mut caller = match (cert, by_token) {
+        (Some(cert), _) => caller_of(&cert).map_err(Status::unauthenticated)?,
+        (None, Some(name)) => Caller { name, agent: false, operator: false },
+        (None, None) => {
+            return Err(Status::unauthenticated(
+                "no client certificate or operator token: connect with --tls-cert and --tls-key (or --token-file)",
+            ));
+        }
+    };
+    // A valid token makes its bearer an operator (never an agent).
+    caller.operator |= bearer(headers).is_some();
     let allowed = match need {
         Need::Anyone => true,
         Need::Agent => caller.agent,
@@ -138,14 +170,19 @@ pub fn check_acts_as(caller: Option<&Caller>, what: &str, name: &str) -> Result<
 }
 
 /// The tower layer that authorizes every call (see the module docs).
-#[derive(Debug, Clone, Copy)]
-pub struct AuthLayer(pub AuthMode);
+#[derive(Debug, Clone)]
+pub struct AuthLayer {
+    /// How callers are authenticated.
+    pub mode: AuthMode,
+    /// Operator tokens, when the coordinator takes them.
+    pub tokens: Option<Arc<OperatorTokens>>,
+}
 
 impl<S> tower::Layer<S> for AuthLayer {
     type Service = Authorize<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authorize { inner, mode: self.0 }
+        Authorize { inner, mode: self.mode, tokens: self.tokens.clone() }
     }
 }
 
@@ -154,6 +191,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 pub struct Authorize<S> {
     inner: S,
     mode: AuthMode,
+    tokens: Option<Arc<OperatorTokens>>,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for Authorize<S>
@@ -171,7 +209,7 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        match authorize(self.mode, req.uri().path(), req.extensions()) {
+        match authorize(self.mode, self.tokens.as_deref(), req.uri().path(), req.headers(), req.extensions()) {
             Ok(caller) => {
                 if let Some(c) = caller {
                     req.extensions_mut().insert(c);
@@ -199,9 +237,10 @@ mod tests {
 
     #[test]
     fn insecure_mode_lets_everything_through_unidentified() {
-        let ext = http::Extensions::new();
-        assert_eq!(authorize(AuthMode::Insecure, "/tracefleet.v1.Sweeps/Submit", &ext).ok(), Some(None));
-        let refused = authorize(AuthMode::MutualTls, "/tracefleet.v1.Sweeps/Submit", &ext);
+        let (ext, headers) = (http::Extensions::new(), http::HeaderMap::new());
+        let submit = "/tracefleet.v1.Sweeps/Submit";
+        assert_eq!(authorize(AuthMode::Insecure, None, submit, &headers, &ext).ok(), Some(None));
+        let refused = authorize(AuthMode::MutualTls, None, submit, &headers, &ext);
         assert_eq!(refused.err().map(|s| s.code()), Some(tonic::Code::Unauthenticated));
     }
 }

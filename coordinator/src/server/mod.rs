@@ -56,6 +56,19 @@ pub async fn serve(
         tokio::spawn(metrics::serve(coord.clone(), l));
     }
     tokio::spawn(control::watchdog(coord.clone()));
+    if let Some(tokens) = coord.cfg.operator_tokens.clone() {
+        // The token file is read again when it changes (as the certificates are).
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(tls::RELOAD_EVERY).await;
+                match tokens.reload_if_changed() {
+                    Ok(true) => tracing::info!("operator tokens reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!("reloading the operator tokens: {e}; the previous ones stay in use"),
+                }
+            }
+        });
+    }
     let control = AgentControlServer::new(control::Control(coord.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -72,7 +85,7 @@ pub async fn serve(
         // Streams one connection may open at once: uploads run a few per agent, and the per-agent and
         // global upload limits answer the rest.
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-        .layer(auth::AuthLayer(mode))
+        .layer(auth::AuthLayer { mode, tokens: coord.cfg.operator_tokens.clone() })
         .add_service(health_service)
         .add_service(control)
         .add_service(upload)

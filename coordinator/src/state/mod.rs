@@ -6,6 +6,7 @@
 mod metrics;
 mod parse_queue;
 mod tls_files;
+mod tokens;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use tracefleet_proto::v1::{CoordinatorMessage, HostInventory, SweepEvent};
 pub use metrics::Metrics;
 pub use parse_queue::{ParseQueue, parse_cost};
 pub use tls_files::TlsFiles;
+pub use tokens::OperatorTokens;
 
 use crate::store::{Store, UploadKey};
 
@@ -54,6 +56,8 @@ pub struct Config {
     /// Mutual TLS: the coordinator's certificate and key, and the CA of client certificates; plain
     /// HTTP/2 with nobody identified without (`--insecure`).
     pub tls: Option<TlsFiles>,
+    /// Operator tokens (`--operator-tokens`), accepted besides operator certificates.
+    pub operator_tokens: Option<Arc<OperatorTokens>>,
 }
 
 impl Config {
@@ -99,6 +103,7 @@ impl Config {
             point_retries: Self::POINT_RETRIES,
             reassign_after_ms: Self::REASSIGN_AFTER_MS,
             tls: None,
+            operator_tokens: None,
         }
     }
 }

@@ -19,6 +19,9 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// CA certificate(s) that client certificates must chain to.
     pub client_ca: PathBuf,
+    /// Let clients connect without a certificate (operator tokens are on; the authorization layer
+    /// still requires a certificate or a token for every call).
+    pub allow_no_client_cert: bool,
 }
 
 /// A TLS setting that cannot be used, naming the file.
@@ -65,9 +68,11 @@ impl TlsFiles {
             roots.add(ca).map_err(|e| file_error(&self.client_ca, e))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .map_err(|e| file_error(&self.client_ca, e))?;
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
+        if self.allow_no_client_cert {
+            verifier = verifier.allow_unauthenticated();
+        }
+        let verifier = verifier.build().map_err(|e| file_error(&self.client_ca, e))?;
         let mut cfg = ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsError::Rustls(e.to_string()))?
