@@ -74,13 +74,20 @@ impl CoordinatorArg {
         connect(&self.coordinator, &self.tls()?, self.token()?).await
     }
 
-    /// The operator token these flags name, if any.
+    /// The operator token these flags name, if any; only for an https:// coordinator (a token sent in
+    /// plain text is a token given away).
     ///
     /// # Errors
-    /// As [`Token::from_file`].
+    /// As [`Token::from_file`], or a token with a plain-text address.
     pub fn token(&self) -> anyhow::Result<Token> {
-        self.token_file.as_deref().map_or(Ok(Token::default()), Token::from_file)
+        let Some(path) = self.token_file.as_deref() else { return Ok(Token::default()) };
+        anyhow::ensure!(
+            tracefleet_proto::url(&self.coordinator).starts_with("https://"),
+            "--token-file needs an https:// coordinator: the token would cross the network in plain text"
+        );
+        Token::from_file(path)
     }
+
 
     /// The TLS files these flags name, read.
     ///
