@@ -88,7 +88,6 @@ impl CoordinatorArg {
         Token::from_file(path)
     }
 
-
     /// The TLS files these flags name, read.
     ///
     /// # Errors

@@ -104,6 +104,17 @@ async fn connect_agent(pki: &Path, url: &str, i: usize) -> anyhow::Result<SimAge
     let hello = Hello { inventory: Some(inv), instance: format!("bench-{i}"), ..Default::default() };
     tx.send(AgentMessage { msg: Some(Msg::Hello(hello)) }).await?;
     let inbound = AgentControlClient::new(channel.clone()).session(ReceiverStream::new(rx)).await?.into_inner();
+    // Heartbeats, as a real agent sends them: an agent silent for three intervals is dropped.
+    let beat = tx.clone();
+    tokio::spawn(async move {
+        for seq in 1.. {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let hb = tracefleet_proto::v1::Heartbeat { seq, spooled_traces: 0 };
+            if beat.send(AgentMessage { msg: Some(Msg::Heartbeat(hb)) }).await.is_err() {
+                return;
+            }
+        }
+    });
     Ok(SimAgent { name, uploader: Uploader::new(channel, 2), tx, inbound })
 }
 
@@ -121,7 +132,7 @@ async fn serve_jobs(
             latencies.lock().unwrap_or_else(|e| e.into_inner()).extend(lat);
         }
     }
-    Ok(())
+    bail!("{}: the coordinator ended the control stream", a.name)
 }
 
 async fn upload_job(
@@ -207,15 +218,29 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let t0 = Instant::now();
+        // 16 handshakes at a time.
         let mut sims = Vec::new();
-        for i in 0..agents {
-            sims.push(connect_agent(&pki, &url, i).await?);
+        for chunk in (0..agents).collect::<Vec<_>>().chunks(16) {
+            let connecting: Vec<_> = chunk
+                .iter()
+                .map(|&i| {
+                    let (pki, url) = (pki.clone(), url.clone());
+                    tokio::spawn(async move { connect_agent(&pki, &url, i).await })
+                })
+                .collect();
+            for c in connecting {
+                sims.push(c.await??);
+            }
         }
         let connect_s = t0.elapsed().as_secs_f64();
         let tls = ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(std::fs::read(pki.join("ca.pem"))?))
             .identity(Identity::from_pem(std::fs::read(pki.join("operator.pem"))?, std::fs::read(pki.join("operator-key.pem"))?));
         let mut op = SweepsClient::new(Endpoint::from_shared(url.clone())?.tls_config(tls)?.connect().await?);
+        let listed = op.list_agents(tracefleet_proto::v1::ListAgentsRequest {}).await?.into_inner().agents;
+        if listed.iter().filter(|a| a.connected).count() != agents {
+            bail!("{} of {agents} agents connected", listed.iter().filter(|a| a.connected).count());
+        }
         let (rss0, fds0) = rss_and_fds(pid);
         println!(
             "## Fleet benchmark: {agents} agents (one process, one mutual-TLS connection each), {traces} traces of {:.1} MB per agent per sweep, {} cores\n",
