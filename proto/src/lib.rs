@@ -75,7 +75,13 @@ pub fn connection_hint(code: Option<tonic::Code>, text: &str) -> Option<&'static
         return Some("the coordinator speaks plain text (it runs with --insecure): dial http://, not https://");
     }
     if has(&["unknownissuer", "unknown issuer", "invalid peer certificate"]) {
-        return Some("the coordinator's certificate is not signed by the CA given with --tls-ca");
+        return Some(
+            "the coordinator's certificate is not signed by a CA this client trusts: pass --tls-ca with the CA \
+             that signed it",
+        );
+    }
+    if has(&["operator token"]) {
+        return Some("check the token file against the coordinator's --operator-tokens file");
     }
     if has(&["certificaterequired", "certificate required"]) || code == Some(tonic::Code::Unauthenticated) {
         return Some(

@@ -212,6 +212,18 @@ async fn mutual_tls_binds_names_and_roles_and_refuses_forgeries() {
     // (The coordinator's TLS alert reads as a bad frame, or the connection is already closed: both say
     // to dial https://.)
     assert!(!ok && err.contains("hint:") && err.contains("https://"), "plain text to TLS: {err}");
+    // The same mistake with `coord sweep`: the same hint.
+    let file = tmp.path().join("hint.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "name = \"h\"\nmode = \"decode\"\nbackend = \"replay\"\nbatch_sizes = [1]\n[replay]\ndir = \"{}\"\n",
+            replay.display()
+        ),
+    )
+    .expect("write");
+    let (ok, err) = run(Command::new(bin("coord")).arg("sweep").arg(&file).args(["--coordinator", &plain]));
+    assert!(!ok && err.contains("hint:") && err.contains("https://"), "coord sweep, plain text to TLS: {err}");
     let (ok, err) =
         run(Command::new(bin("coord")).args(["sweeps", "--coordinator", &url, "--tls-ca"]).arg(pki.dir.join("ca.pem")));
     // (The refusal comes after the handshake under TLS 1.3: the client sees an alert or a closed connection.)
@@ -220,7 +232,7 @@ async fn mutual_tls_binds_names_and_roles_and_refuses_forgeries() {
         .args(["sweeps", "--coordinator", &url, "--tls-ca"])
         .arg(other.dir.join("ca.pem"))
         .args(["--tls-cert", &pki.path("operator.pem"), "--tls-key", &pki.path("operator-key.pem")]));
-    assert!(!ok && err.contains("not signed by the CA given with --tls-ca"), "wrong CA: {err}");
+    assert!(!ok && err.contains("not signed by a CA this client trusts"), "wrong CA: {err}");
 
     // An agent dialling the TLS coordinator in plain text logs what to do (and keeps trying).
     let mut plain_agent = Command::new(bin("agent"))
@@ -417,6 +429,9 @@ async fn operators_may_use_a_token_instead_of_a_certificate() {
     std::fs::write(&wrong, "not-a-token-of-this-coordinator\n").expect("token");
     let (ok, err) = cli(&["sweeps"], &wrong);
     assert!(!ok && err.contains("the operator token is not one of this coordinator's"), "{err}");
+    assert!(err.contains("hint: check the token file"), "{err}");
+    // No raw gRPC debug text in what people read.
+    assert!(!err.contains("code: '") && !err.contains("source: Some"), "{err}");
     // Neither token nor certificate: UNAUTHENTICATED.
     let (ok, err) = run(Command::new(bin("coord")).args(["sweeps", "--coordinator", &url, "--tls-ca", &ca]));
     assert!(!ok && err.contains("no client certificate or operator token"), "{err}");

@@ -102,7 +102,7 @@ pub fn main() -> ExitCode {
         // failure. A broken pipe on the network (the coordinator closed the connection) is a failure.
         Err(e) if e.chain().any(broken_pipe) && !e.chain().any(network) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             // Failed calls (a connection that failed outright carries its hint already).
             let status = e.chain().find_map(|c| c.downcast_ref::<tonic::Status>());
             if let Some(hint) =
@@ -113,6 +113,37 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error's message for people: its contexts, then a failed call's message and the causes under it
+/// (a gRPC status's own text carries its code and debug fields, which say nothing more).
+fn message(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for c in e.chain() {
+        if let Some(s) = c.downcast_ref::<tonic::Status>() {
+            parts.push(s.message().to_string());
+            let mut cause = std::error::Error::source(s);
+            while let Some(x) = cause {
+                parts.push(x.to_string());
+                cause = x.source();
+            }
+            break;
+        }
+        parts.push(c.to_string());
+    }
+    // Causes often repeat their inner error's text.
+    parts.dedup();
+    let mut out = String::new();
+    for p in parts {
+        if !out.is_empty() && out.ends_with(p.as_str()) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&p);
+    }
+    out
 }
 
 /// Whether an error comes from talking to the coordinator (a call or the connection).

@@ -19,8 +19,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut c = a.coordinator.connect().await?;
         let id = resolve(&mut c, &a.sweep).await?;
-        let r =
-            c.delete_sweep(SweepRef { sweep_id: id.clone() }).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let r = c.delete_sweep(SweepRef { sweep_id: id.clone() }).await?;
         let r = r.into_inner();
         println!("removed sweep {id}: {} stored traces, {:.1} MB freed", r.traces, r.freed_bytes as f64 / 1e6);
         Ok(())

@@ -106,6 +106,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             files.load()?;
             cfg.tls = Some(files);
         }
+        _ if a.insecure && a.operator_tokens.is_some() => anyhow::bail!(
+            "--operator-tokens needs mutual TLS (--tls-cert, --tls-key, --client-ca): a token sent in plain text is a \
+             token given away"
+        ),
         _ if a.insecure => tracing::warn!(
             "serving plain text without authentication (--insecure): anyone who reaches the port can submit \
              sweeps that agents run; use --tls-cert, --tls-key and --client-ca on a shared network"

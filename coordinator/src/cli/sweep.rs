@@ -142,7 +142,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let spec = to_spec(&s, &text, &base);
         let n_points = spec.points.len();
         let expected = n_points as u64 * u64::from(s.profile_steps.max(1));
-        let id = c.submit(spec).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner().sweep_id;
+        let id = c.submit(spec).await?.into_inner().sweep_id;
         eprintln!("sweep {id} ({}): {n_points} points, submitted to {}", s.name, url(&addr));
         if a.detach {
             eprintln!("detached; follow it with: coord status {id} --coordinator {addr}");

@@ -124,7 +124,8 @@ fn authorize(
         (None, Some(name)) => Caller { name, agent: false, operator: false },
         (None, None) => {
             return Err(Status::unauthenticated(
-                "no client certificate or operator token: connect with --tls-cert and --tls-key (or --token-file)",
+                "no client certificate or operator token: agents and operators connect with --tls-cert and \
+                 --tls-key (operators may use --token-file instead where the coordinator takes tokens)",
             ));
         }
     };

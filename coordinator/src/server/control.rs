@@ -99,7 +99,7 @@ impl AgentControl for Control {
         {
             return Err(Status::already_exists(format!(
                 "agent name {name:?} is in use by another agent process connected to this coordinator; \
-                 start this one with another --name"
+                 start this one with another --name (under mutual TLS, with that name's certificate)"
             )));
         }
         coord.store().upsert_agent(&name, &inventory.encode_to_vec()).map_err(internal)?;
