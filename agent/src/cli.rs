@@ -18,7 +18,7 @@ struct Args {
     /// Coordinator address (host:port, http://host:port or https://host:port).
     #[arg(long, env = "TRACEFLEET_COORDINATOR", required_unless_present = "print_inventory")]
     coordinator: Option<String>,
-    /// Name of this agent (default: the host name).
+    /// Name of this agent (default: its certificate's Common Name with --tls-cert, else the host name).
     #[arg(long)]
     name: Option<String>,
     /// Folder for traces waiting to be uploaded.
@@ -136,7 +136,19 @@ pub fn main() -> ExitCode {
     if let Some(n) = note {
         tracing::warn!("{n}");
     }
-    let mut inv = inventory::inventory(args.name.as_deref(), labels);
+    // Under mutual TLS the agent is who its certificate says: that is its name unless told otherwise.
+    let name = match (&args.name, &args.tls_cert) {
+        (Some(n), _) => Some(n.clone()),
+        (None, Some(cert)) => match crate::tls::common_name(cert) {
+            Ok(cn) => Some(cn),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        (None, None) => None,
+    };
+    let mut inv = inventory::inventory(name.as_deref(), labels);
     inv.gpus = gpus;
     if inv.gpus.is_empty() {
         for (index, name) in (0..).zip(&args.assume_gpu) {

@@ -68,6 +68,21 @@ impl TlsFiles {
     }
 }
 
+/// The Common Name of the first certificate in a PEM file (an agent's name under mutual TLS).
+///
+/// # Errors
+/// The file is unreadable, holds no certificate, or its certificate has no Common Name.
+pub fn common_name(path: &std::path::Path) -> std::io::Result<String> {
+    let der = CertificateDer::pem_file_iter(path)
+        .map_err(|e| read_err(path, e))?
+        .next()
+        .ok_or_else(|| read_err(path, "no PEM certificate in the file"))?
+        .map_err(|e| read_err(path, e))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| read_err(path, e))?;
+    let cn = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok().map(str::to_string));
+    cn.ok_or_else(|| read_err(path, "the certificate has no Common Name (CN) to name the agent"))
+}
+
 /// A connector that opens TCP, then TLS with the files as they are now.
 #[derive(Debug, Clone)]
 struct ReloadingTls {

@@ -78,3 +78,30 @@ async fn an_agent_runs_commands_and_other_interpreters_only_when_its_owner_allow
     let _ = outcome(&coord2, one_point(cmd), &tmp.path().join("r3")).await;
     assert!(marker.exists(), "an allowed command runs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coord_sweep_names_the_refused_job_and_the_flag() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let _agent = agent_with(&coord.addr, "plain", &tmp.path().join("spool"), &[]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let file = tmp.path().join("cmd.toml");
+    std::fs::write(
+        &file,
+        "name = \"cmd\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [1, 2]\ninput_len = 8\nprofile_steps = 1\n\
+         [command]\nrun = \"true\"\n",
+    )
+    .expect("write");
+    let o = std::process::Command::new(tracefleet_tests::bin("coord"))
+        .arg("sweep")
+        .arg(&file)
+        .args(["--coordinator", &coord.addr, "--out"])
+        .arg(tmp.path().join("out"))
+        .output()
+        .expect("coord sweep");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    let line = err.lines().find(|l| l.starts_with("failure on plain ")).unwrap_or_default();
+    assert!(line.contains(" job ") && line.contains("--allow-command"), "{err}");
+}

@@ -451,3 +451,31 @@ async fn operators_may_use_a_token_instead_of_a_certificate() {
     let e = control.session(ReceiverStream::new(rx)).await.expect_err("a token holder is not an agent");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_a_name_takes_its_certificates() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = Pki::init(&tmp.path().join("pki"), &["gpu-node-7"]).expect("certificates");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &strs(&pki.serve_flags())).expect("coord");
+    let url = https_url(&coord.addr);
+    let mut child = Command::new(bin("agent"))
+        .args(["--coordinator", &url, "--spool-dir"])
+        .arg(tmp.path().join("spool"))
+        .args(pki.agent_flags("gpu-node-7"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("agent");
+    let ch = pki.channel(&url, Some(("operator.pem", "operator-key.pem"))).await.expect("operator");
+    let mut op = SweepsClient::new(ch);
+    let t0 = Instant::now();
+    loop {
+        let agents = op.list_agents(ListAgentsRequest {}).await.expect("list").into_inner().agents;
+        if agents.iter().any(|a| a.connected && a.inventory.as_ref().is_some_and(|i| i.host == "gpu-node-7")) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(30), "no agent named after its certificate: {agents:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

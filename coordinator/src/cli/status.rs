@@ -44,7 +44,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                         if ag.connected { "connected" } else { "disconnected" },
                         ag.last_seen_ms_ago,
                         if gpus.is_empty() { "none".into() } else { gpus.join(", ") },
-                        ag.running_jobs.join(", ")
+                        if ag.running_jobs.is_empty() { "none".into() } else { ag.running_jobs.join(", ") }
                     )?;
                 }
             }

@@ -364,7 +364,9 @@ async fn follow(
             Kind::JobFailed | Kind::ParseFailed | Kind::PointFailed | Kind::PointRetry => {
                 failures += 1;
                 let first = ev.message.lines().next().unwrap_or("");
-                say(&overall, format!("failure on {} {}: {first}", ev.agent, ev.point_id));
+                // A failure of a whole job (refused before it ran, say) names the job.
+                let what = if ev.point_id.is_empty() { format!("job {}", ev.job_id) } else { ev.point_id.clone() };
+                say(&overall, format!("failure on {} {what}: {first}", ev.agent));
                 overall.set_message(format!("{failures} failures"));
             }
             Kind::Completed | Kind::Failed | Kind::Cancelled => {
