@@ -14,6 +14,23 @@ use tracefleet_tests::procs::{Coord, agent, agent_with, fetch, submit, wait_agen
 use tracefleet_tests::proxy::Proxy;
 use tracefleet_tests::sweeps::{assert_same_as_ingest, replay_tree, spec};
 
+/// Fetches a one-point sweep's results into `results`: its stored trace is `trace` bit for bit (SHA-256 in
+/// the manifest), and `steps.csv` has each of its `steps` steps once.
+async fn assert_stored_once(
+    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
+    id: &str,
+    results: &Path,
+    trace: &Path,
+    steps: u64,
+) {
+    fetch(c, id, results).await.expect("fetch");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("manifest.json")).expect("manifest")).expect("json");
+    assert_eq!(manifest["points"][0]["files"][0]["sha256"].as_str(), Some(sha256_hex(trace).as_str()));
+    let rows = std::fs::read_to_string(results.join("steps.csv")).expect("steps");
+    assert_eq!(rows.lines().count() as u64 - 1, steps, "every step once");
+}
+
 fn sha256_hex(p: &Path) -> String {
     let bytes = std::fs::read(p).expect("read");
     tracefleet_common::wire::hex(&tracefleet_common::wire::sha256(&bytes))
@@ -62,13 +79,8 @@ async fn cut_upload_resumes_at_the_committed_offset() {
     assert!(coord.metric("tracefleet_upload_raw_bytes_total") < raw * 1.5, "most bytes were sent once");
 
     // The stored trace is the file, bit for bit, and counts once.
-    let results = tmp.path().join("results");
-    fetch(&mut c, &id, &results).await.expect("fetch");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(results.join("manifest.json")).expect("manifest")).expect("json");
-    assert_eq!(manifest["points"][0]["files"][0]["sha256"].as_str(), Some(sha256_hex(&trace).as_str()));
-    let steps = std::fs::read_to_string(results.join("steps.csv")).expect("steps");
-    assert_eq!(steps.lines().count() - 1, 32, "4 copies x 8 steps, once each");
+    // 4 copies x 8 steps, once each.
+    assert_stored_once(&mut c, &id, &tmp.path().join("results"), &trace, 32).await;
 
     // Uploading the finished trace again is answered "complete" and counted once.
     let channel =
@@ -241,13 +253,7 @@ async fn a_link_cut_every_300_kb_still_delivers_the_whole_sweep() {
     assert!(coord.metric("tracefleet_uploads_broken_total") >= 1.0);
     // Bytes sent again after cuts stay a small share: each break commits what arrived.
     assert!(coord.metric("tracefleet_upload_raw_bytes_total") < raw as f64 * 1.5, "most bytes were sent once");
-    let results = tmp.path().join("results");
-    fetch(&mut c, &id, &results).await.expect("fetch");
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(results.join("manifest.json")).expect("manifest")).expect("json");
-    assert_eq!(manifest["points"][0]["files"][0]["sha256"].as_str(), Some(sha256_hex(&trace).as_str()));
-    let steps = std::fs::read_to_string(results.join("steps.csv")).expect("steps");
-    assert_eq!(steps.lines().count() as u64 - 1, 8 * copies, "every step once");
+    assert_stored_once(&mut c, &id, &tmp.path().join("results"), &trace, 8 * copies).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,18 @@ async fn wait_connected(c: &mut SweepsClient<tonic::transport::Channel>, n: usiz
     }
 }
 
+/// A control stream that says hello as `host` (instance `instance`) and nothing more.
+fn hello_stream(host: &str, instance: &str) -> ReceiverStream<AgentMessage> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let hello = Hello {
+        inventory: Some(HostInventory { host: host.into(), ..Default::default() }),
+        instance: instance.into(),
+        ..Default::default()
+    };
+    tx.try_send(AgentMessage { msg: Some(Msg::Hello(hello)) }).expect("queue");
+    ReceiverStream::new(rx)
+}
+
 /// One upload open, as its own stream; the coordinator's answer.
 async fn open_upload(
     c: &mut TraceUploadClient<tonic::transport::Channel>,
@@ -114,27 +126,13 @@ async fn mutual_tls_binds_names_and_roles_and_refuses_forgeries() {
 
     // An operator's certificate cannot act as an agent: no control stream, no uploads.
     let mut op_control = AgentControlClient::new(operator.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let hello = Hello {
-        inventory: Some(HostInventory { host: "operator".into(), ..Default::default() }),
-        instance: "x".into(),
-        ..Default::default()
-    };
-    tx.send(AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue");
-    let e = op_control.session(ReceiverStream::new(rx)).await.expect_err("an operator is not an agent");
+    let e = op_control.session(hello_stream("operator", "x")).await.expect_err("an operator is not an agent");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("needs the tracefleet:agent role"), "{}", e.message());
 
     // A raw client with agent-b's certificate saying hello as agent-a: refused, agent-a keeps its session.
     let mut forged = AgentControlClient::new(agent_ch.clone());
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let hello = Hello {
-        inventory: Some(HostInventory { host: "agent-a".into(), ..Default::default() }),
-        instance: "impostor".into(),
-        ..Default::default()
-    };
-    tx.send(AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue");
-    let e = forged.session(ReceiverStream::new(rx)).await.expect_err("impostor");
+    let e = forged.session(hello_stream("agent-a", "impostor")).await.expect_err("impostor");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("not the certificate's identity \"agent-b\""), "{}", e.message());
 
@@ -441,14 +439,7 @@ async fn operators_may_use_a_token_instead_of_a_certificate() {
         r.metadata_mut().insert("authorization", "Bearer 0123456789abcdef0123456789".parse().expect("header"));
         Ok(r)
     });
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let hello = Hello {
-        inventory: Some(HostInventory { host: "alice".into(), ..Default::default() }),
-        instance: "t".into(),
-        ..Default::default()
-    };
-    tx.send(AgentMessage { msg: Some(Msg::Hello(hello)) }).await.expect("queue");
-    let e = control.session(ReceiverStream::new(rx)).await.expect_err("a token holder is not an agent");
+    let e = control.session(hello_stream("alice", "t")).await.expect_err("a token holder is not an agent");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 }
 
