@@ -86,6 +86,15 @@ async fn coord_sweep_names_the_refused_job_and_the_flag() {
     let _agent = agent_with(&coord.addr, "plain", &tmp.path().join("spool"), &[]).expect("agent");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 1).await.expect("agent");
+    // The agent is busy for ~2 s with another sweep, so that the command sweep's job is refused after
+    // `coord sweep` follows it (a refusal at once could end the sweep before its progress stream opens).
+    let replay = tracefleet_tests::sweeps::replay_tree(tmp.path());
+    let mut busy = one_point(Backend::Replay(tracefleet_proto::v1::ReplayBackend {
+        dir: replay.display().to_string(),
+        delay_ms: 700,
+    }));
+    busy.profile_steps = 3;
+    submit(&mut c, busy).await.expect("busy sweep");
     let file = tmp.path().join("cmd.toml");
     std::fs::write(
         &file,
