@@ -398,6 +398,8 @@ async fn operators_may_use_a_token_instead_of_a_certificate() {
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &strs(&flags)).expect("coord");
     let url = https_url(&coord.addr);
     let _a = agent_with(&url, "agent-a", &tmp.path().join("a"), &strs(&pki.agent_flags("agent-a"))).expect("agent");
+    let operator = pki.channel(&url, Some(("operator.pem", "operator-key.pem"))).await.expect("operator");
+    wait_connected(&mut SweepsClient::new(operator), 1).await;
     let token = tmp.path().join("alice.token");
     std::fs::write(&token, "0123456789abcdef0123456789\n").expect("token");
     let ca = pki.path("ca.pem");
