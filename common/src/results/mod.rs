@@ -1,0 +1,469 @@
+//! Reading a results directory back: the full tables (`steps.csv`, `kernels.csv`, `ops.csv`,
+//! `roofline.csv` when present) and `manifest.json`, as the derived outputs (report, latency models, diff)
+//! need them.
+//!
+//! Everything derived is computed from the files, not from the in-memory aggregate, so `coord report DIR`
+//! and `coord diff A B` give what a sweep gives at its end, on results copied from anywhere. Columns are
+//! found by header name (older results without `tp`/`rank` read as tp 1, rank 0); a missing required
+//! column or a value that does not parse is an error naming the file, the line and the column.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::classify::Detail;
+
+/// Why a results directory could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// A file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A CSV file is malformed or lacks a column.
+    #[error("{path}, line {line}: {message}")]
+    Table {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (1 = the header).
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// `steps.csv` is missing: the directory holds no results.
+    #[error("{0}: no steps.csv here; is this a results directory (`coord sweep --out`, `coord ingest --out`)?")]
+    NotResults(PathBuf),
+}
+
+/// Which series a row belongs to, as the tables write it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Series {
+    /// Host.
+    pub host: String,
+    /// GPU name.
+    pub gpu: String,
+    /// `decode`, `prefill` or `unknown`.
+    pub mode: String,
+    /// Sequences per step.
+    pub batch_size: u32,
+    /// Prompt length, tokens (0: unknown).
+    pub input_len: u32,
+    /// Tensor-parallel size.
+    pub tp: u32,
+    /// Rank (`0`, `1`, ... or `merged`).
+    pub rank: String,
+}
+
+impl Series {
+    /// Tokens per step: the batch size for decode (one new token per sequence), batch × input length
+    /// for prefill.
+    pub fn tokens(&self) -> u64 {
+        if self.mode == "prefill" {
+            u64::from(self.batch_size) * u64::from(self.input_len.max(1))
+        } else {
+            u64::from(self.batch_size)
+        }
+    }
+
+    /// The series without its batch size: the curve a point of this series lies on.
+    pub fn curve(&self) -> Curve {
+        Curve {
+            host: self.host.clone(),
+            gpu: self.gpu.clone(),
+            mode: self.mode.clone(),
+            input_len: if self.mode == "prefill" { 0 } else { self.input_len },
+            tp: self.tp,
+            rank: self.rank.clone(),
+        }
+    }
+}
+
+/// A series without its batch size (and, for prefill, without its input length, since prefill curves
+/// run over tokens): what one plotted line or one latency model covers.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Curve {
+    /// Host.
+    pub host: String,
+    /// GPU name.
+    pub gpu: String,
+    /// Mode.
+    pub mode: String,
+    /// Input length for decode curves, 0 for prefill.
+    pub input_len: u32,
+    /// Tensor-parallel size.
+    pub tp: u32,
+    /// Rank.
+    pub rank: String,
+}
+
+impl Curve {
+    /// A short label: `host · mode` plus `in128`, `tp2 rank merged` where they say something.
+    pub fn label(&self) -> String {
+        let mut s = format!("{} · {}", self.host, self.mode);
+        if self.input_len > 0 {
+            s.push_str(&format!(" in{}", self.input_len));
+        }
+        if self.tp > 1 {
+            s.push_str(&format!(" tp{} rank {}", self.tp, self.rank));
+        }
+        s
+    }
+
+    /// What the x axis of this curve is: `batch size` for decode, `tokens` for prefill.
+    pub fn x_name(&self) -> &'static str {
+        if self.mode == "prefill" { "tokens" } else { "batch size" }
+    }
+}
+
+/// One row of `steps.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    /// Series.
+    pub series: Series,
+    /// Trace file (relative to the sweep's store).
+    pub trace: String,
+    /// Step index within the trace.
+    pub step: u32,
+    /// GPU busy time (union of activities), µs.
+    pub gpu_busy_us: f64,
+    /// Sum of GPU activity durations, µs.
+    pub gpu_time_us: f64,
+    /// GPU time per detailed category, µs, in [`Detail::ALL`] order.
+    pub detail_us: [f64; 7],
+    /// SM clock range during the step, MHz (None: not recorded).
+    pub sm_clock_mhz: Option<(u32, u32)>,
+    /// Throttled during the step (None: not recorded).
+    pub throttled: Option<bool>,
+    /// Throttle reasons as written (empty: none or not recorded).
+    pub throttle_reasons: String,
+}
+
+impl StepRecord {
+    /// GPU time of a coarse category (`attention`, `linear`, `others`), µs.
+    pub fn coarse_us(&self, coarse: crate::classify::Coarse) -> f64 {
+        Detail::ALL.iter().filter(|d| d.coarse() == coarse).map(|d| self.detail_us[d.index()]).sum()
+    }
+}
+
+/// One row of `kernels.csv`: a kernel's time per step over the series' steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelRecord {
+    /// Series.
+    pub series: Series,
+    /// Kernel name.
+    pub kernel: String,
+    /// Detailed category.
+    pub category: String,
+    /// Steps the statistics are over.
+    pub steps: u64,
+    /// Launches over all steps.
+    pub calls: u64,
+    /// Mean time per step, µs.
+    pub mean_us: f64,
+    /// Standard deviation of the time per step, µs.
+    pub std_us: f64,
+}
+
+/// One row of `ops.csv` (device-side rows and CPU ops alike).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpRecord {
+    /// Series.
+    pub series: Series,
+    /// Op name.
+    pub name: String,
+    /// `cpu` or `device`.
+    pub side: String,
+    /// Calls over all steps.
+    pub calls: u64,
+    /// Steps.
+    pub steps: u64,
+    /// Mean device time per step (children included), µs.
+    pub mean_us: f64,
+    /// Its standard deviation, µs.
+    pub std_us: f64,
+    /// FLOPs per call by the op's shape model (None: no model or no shapes).
+    pub flops_per_call: Option<f64>,
+    /// Bytes moved per call by the model.
+    pub bytes_per_call: Option<f64>,
+    /// Achieved TFLOP/s over the modelled calls.
+    pub achieved_tflops: Option<f64>,
+    /// Achieved GB/s over the modelled calls.
+    pub achieved_gbps: Option<f64>,
+    /// `memory` or `compute` (empty: no model).
+    pub bound: String,
+}
+
+/// One row of `roofline.csv`: a detailed category's modelled work per step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RooflineRecord {
+    /// Series.
+    pub series: Series,
+    /// Detailed category.
+    pub category: String,
+    /// FLOPs per step.
+    pub flops: f64,
+    /// Bytes moved per step.
+    pub bytes: f64,
+    /// Device time of the modelled ops per step, µs.
+    pub time_us: f64,
+    /// Achieved TFLOP/s.
+    pub achieved_tflops: f64,
+    /// Achieved GB/s.
+    pub achieved_gbps: f64,
+    /// The GPU's peak TFLOP/s used (dense, the ops' data type).
+    pub peak_tflops: f64,
+    /// The GPU's peak memory bandwidth, GB/s.
+    pub peak_gbps: f64,
+    /// `memory` or `compute`.
+    pub bound: String,
+}
+
+/// A results directory read back.
+#[derive(Debug, Clone, Default)]
+pub struct Results {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `steps.csv` rows of single ranks (tensor-parallel jobs: the `merged` rows, see [`Results::steps_for_curves`]).
+    pub steps: Vec<StepRecord>,
+    /// `kernels.csv` rows.
+    pub kernels: Vec<KernelRecord>,
+    /// `ops.csv` rows (empty when the file was left out).
+    pub ops: Vec<OpRecord>,
+    /// `roofline.csv` rows (empty when absent).
+    pub roofline: Vec<RooflineRecord>,
+    /// `manifest.json`, when present and valid JSON.
+    pub manifest: Option<serde_json::Value>,
+}
+
+impl Results {
+    /// Reads `dir`. `steps.csv` is required; the other files are read when present.
+    ///
+    /// Errors: [`ResultsError::NotResults`] without `steps.csv`; [`ResultsError::Table`] for a malformed
+    /// row (file, line, column); [`ResultsError::Io`].
+    pub fn read(dir: &Path) -> Result<Self, ResultsError> {
+        let steps_path = dir.join("steps.csv");
+        if !steps_path.is_file() {
+            return Err(ResultsError::NotResults(dir.to_path_buf()));
+        }
+        let mut r = Results { dir: dir.to_path_buf(), ..Default::default() };
+        read_table(&steps_path, |row| {
+            r.steps.push(StepRecord {
+                series: row.series()?,
+                trace: row.str("trace")?.to_string(),
+                step: row.num("step")?,
+                gpu_busy_us: row.num("gpu_busy_us")?,
+                gpu_time_us: row.num("gpu_time_us")?,
+                detail_us: {
+                    let mut d = [0f64; 7];
+                    for c in Detail::ALL {
+                        d[c.index()] = row.num(&format!("detail_{}_us", c.name()))?;
+                    }
+                    d
+                },
+                sm_clock_mhz: match (row.opt_num::<u32>("sm_clock_mhz_min")?, row.opt_num::<u32>("sm_clock_mhz_max")?) {
+                    (Some(a), Some(b)) => Some((a, b)),
+                    _ => None,
+                },
+                throttled: row.opt_num::<u8>("throttled")?.map(|v| v != 0),
+                throttle_reasons: row.opt_str("throttle_reasons").to_string(),
+            });
+            Ok(())
+        })?;
+        let kernels_path = dir.join("kernels.csv");
+        if kernels_path.is_file() {
+            read_table(&kernels_path, |row| {
+                r.kernels.push(KernelRecord {
+                    series: row.series()?,
+                    kernel: row.str("kernel")?.to_string(),
+                    category: row.str("category")?.to_string(),
+                    steps: row.num("steps")?,
+                    calls: row.num("calls")?,
+                    mean_us: row.num("mean_us")?,
+                    std_us: row.num("std_us")?,
+                });
+                Ok(())
+            })?;
+        }
+        let ops_path = dir.join("ops.csv");
+        if ops_path.is_file() {
+            read_table(&ops_path, |row| {
+                r.ops.push(OpRecord {
+                    series: row.series()?,
+                    name: row.str("name")?.to_string(),
+                    side: row.str("side")?.to_string(),
+                    calls: row.num("calls")?,
+                    steps: row.num("steps")?,
+                    mean_us: row.num("mean_us")?,
+                    std_us: row.num("std_us")?,
+                    flops_per_call: row.opt_num("flops_per_call")?,
+                    bytes_per_call: row.opt_num("bytes_per_call")?,
+                    achieved_tflops: row.opt_num("achieved_tflops")?,
+                    achieved_gbps: row.opt_num("achieved_gbps")?,
+                    bound: row.opt_str("bound").to_string(),
+                });
+                Ok(())
+            })?;
+        }
+        let roofline_path = dir.join("roofline.csv");
+        if roofline_path.is_file() {
+            read_table(&roofline_path, |row| {
+                r.roofline.push(RooflineRecord {
+                    series: row.series()?,
+                    category: row.str("category")?.to_string(),
+                    flops: row.num("flops_per_step")?,
+                    bytes: row.num("bytes_per_step")?,
+                    time_us: row.num("time_us_per_step")?,
+                    achieved_tflops: row.num("achieved_tflops")?,
+                    achieved_gbps: row.num("achieved_gbps")?,
+                    peak_tflops: row.num("peak_tflops")?,
+                    peak_gbps: row.num("peak_gbps")?,
+                    bound: row.str("bound")?.to_string(),
+                });
+                Ok(())
+            })?;
+        }
+        let manifest = dir.join("manifest.json");
+        if let Ok(text) = fs::read_to_string(&manifest) {
+            r.manifest = serde_json::from_str(&text).ok();
+        }
+        Ok(r)
+    }
+
+    /// The step rows that stand for one step of their series: single-rank rows, and for tensor-parallel
+    /// jobs the `merged` rows (the slowest rank's view) instead of each rank's.
+    pub fn steps_for_curves(&self) -> impl Iterator<Item = &StepRecord> {
+        self.steps.iter().filter(|s| if s.series.tp > 1 { s.series.rank == "merged" } else { true })
+    }
+
+    /// The curves of the results, in order.
+    pub fn curves(&self) -> Vec<Curve> {
+        let mut c: Vec<Curve> = self.steps_for_curves().map(|s| s.series.curve()).collect();
+        c.sort();
+        c.dedup();
+        c
+    }
+
+    /// Per curve and x (batch size or tokens), the step rows of that point.
+    pub fn points(&self) -> BTreeMap<Curve, BTreeMap<u64, Vec<&StepRecord>>> {
+        let mut out: BTreeMap<Curve, BTreeMap<u64, Vec<&StepRecord>>> = BTreeMap::new();
+        for s in self.steps_for_curves() {
+            out.entry(s.series.curve()).or_default().entry(s.series.tokens()).or_default().push(s);
+        }
+        out
+    }
+}
+
+/// One CSV row with its header, for reading columns by name with errors that say where.
+pub struct Row<'a> {
+    path: &'a Path,
+    line: u64,
+    headers: &'a BTreeMap<String, usize>,
+    record: &'a csv::StringRecord,
+}
+
+impl Row<'_> {
+    fn err(&self, message: String) -> ResultsError {
+        ResultsError::Table { path: self.path.to_path_buf(), line: self.line, message }
+    }
+
+    /// The text of a required column.
+    pub fn str(&self, col: &str) -> Result<&str, ResultsError> {
+        let i = *self.headers.get(col).ok_or_else(|| self.err(format!("no column `{col}` in the header")))?;
+        self.record.get(i).ok_or_else(|| self.err(format!("the row has no field for column `{col}`")))
+    }
+
+    /// The text of an optional column (empty when the column is absent).
+    pub fn opt_str(&self, col: &str) -> &str {
+        self.headers.get(col).and_then(|&i| self.record.get(i)).unwrap_or("")
+    }
+
+    /// A required number.
+    pub fn num<T: std::str::FromStr>(&self, col: &str) -> Result<T, ResultsError> {
+        let v = self.str(col)?;
+        v.trim().parse().map_err(|_| self.err(format!("column `{col}`: `{v}` is not a number")))
+    }
+
+    /// An optional number: None when the column is absent or the field empty.
+    pub fn opt_num<T: std::str::FromStr>(&self, col: &str) -> Result<Option<T>, ResultsError> {
+        let v = self.opt_str(col).trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        v.parse().map(Some).map_err(|_| self.err(format!("column `{col}`: `{v}` is not a number")))
+    }
+
+    /// The series columns (`tp` and `rank` optional: tables written before tensor parallelism).
+    pub fn series(&self) -> Result<Series, ResultsError> {
+        Ok(Series {
+            host: self.str("host")?.to_string(),
+            gpu: self.str("gpu")?.to_string(),
+            mode: self.str("mode")?.to_string(),
+            batch_size: self.num("batch_size")?,
+            input_len: self.num("input_len")?,
+            tp: self.opt_num("tp")?.unwrap_or(1),
+            rank: match self.opt_str("rank") {
+                "" => "0".to_string(),
+                r => r.to_string(),
+            },
+        })
+    }
+}
+
+/// Calls `f` on every data row of the CSV file at `path`.
+pub fn read_table(path: &Path, mut f: impl FnMut(&Row<'_>) -> Result<(), ResultsError>) -> Result<(), ResultsError> {
+    let io = |source| ResultsError::Io { path: path.to_path_buf(), source };
+    let file = fs::File::open(path).map_err(io)?;
+    let mut rd = csv::ReaderBuilder::new().from_reader(std::io::BufReader::new(file));
+    let table =
+        |line: u64, e: csv::Error| ResultsError::Table { path: path.to_path_buf(), line, message: e.to_string() };
+    let headers: BTreeMap<String, usize> =
+        rd.headers().map_err(|e| table(1, e))?.iter().enumerate().map(|(i, h)| (h.to_string(), i)).collect();
+    let mut record = csv::StringRecord::new();
+    let mut line = 1;
+    loop {
+        line += 1;
+        match rd.read_record(&mut record) {
+            Ok(false) => return Ok(()),
+            Ok(true) => f(&Row { path, line, headers: &headers, record: &record })?,
+            Err(e) => return Err(table(line, e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_committed_h200_results() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/results/h200-vllm/decode");
+        let r = Results::read(&dir).expect("readable");
+        assert_eq!(r.steps.len(), 48);
+        assert_eq!(r.curves().len(), 1);
+        let points = r.points();
+        let (_, by_x) = points.iter().next().expect("one curve");
+        assert_eq!(
+            by_x.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256]
+        );
+        assert!(by_x.values().all(|v| v.len() == 3));
+        assert!(!r.kernels.is_empty() && !r.ops.is_empty());
+        assert!(r.manifest.is_some());
+    }
+
+    #[test]
+    fn a_bad_number_names_the_file_line_and_column() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(
+            dir.path().join("steps.csv"),
+            "host,gpu,mode,batch_size,input_len,trace,step,gpu_busy_us,gpu_time_us\nh,g,decode,x1,128,t,0,1,1\n",
+        )
+        .expect("write");
+        let e = Results::read(dir.path()).expect_err("bad batch size").to_string();
+        assert!(e.contains("steps.csv, line 2") && e.contains("`batch_size`") && e.contains("x1"), "{e}");
+    }
+}
