@@ -22,6 +22,7 @@ pub mod checks;
 pub mod classify;
 pub mod glob;
 pub mod html;
+pub mod latency;
 pub mod layout;
 pub mod logging;
 pub mod ranks;
