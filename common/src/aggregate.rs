@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Detail;
+use crate::roofline::{DType, WorkSums};
 use crate::stats::Summary;
 use crate::summary::{LaunchConfig, StepSummary};
 use crate::sweep::Mode;
@@ -108,6 +109,10 @@ pub struct OpStats {
     pub cpu: i128,
     /// Self CPU time, ns, summed.
     pub self_cpu: i128,
+    /// Modelled FLOPs and bytes of the calls that have a FLOP model, per data type (see
+    /// [`crate::roofline`]).
+    #[serde(default)]
+    pub work: BTreeMap<DType, WorkSums>,
 }
 
 /// Statistics of one kernel (name and category) over steps.
@@ -142,6 +147,9 @@ pub struct Aggregate {
     /// the graph steps (`graph_reference.csv`), never counted in the series' statistics.
     #[serde(default)]
     pub references: BTreeMap<(SeriesKey, String, u32), StepRow>,
+    /// Modelled work of the outermost modelled op calls by (series, detailed category, data type).
+    #[serde(default)]
+    pub roofline: BTreeMap<(SeriesKey, Detail, DType), WorkSums>,
 }
 
 impl Aggregate {
@@ -203,6 +211,14 @@ impl Aggregate {
             o.cpu += i128::from(op.cpu);
             o.self_cpu += i128::from(op.self_cpu);
         }
+        for (name, dtype, w) in &s.work.ops {
+            // An op call is a host event: its row is the `cpu` side one.
+            let o = self.ops.entry((series.clone(), name.clone(), false)).or_default();
+            o.work.entry(*dtype).or_default().merge(w);
+        }
+        for (d, dtype, w) in &s.work.categories {
+            self.roofline.entry((series.clone(), *d, *dtype)).or_default().merge(w);
+        }
         for k in &s.kernels {
             let ks = self.kernels.entry((series.clone(), k.name.clone(), Category::of(k))).or_default();
             ks.calls += k.calls;
@@ -240,6 +256,12 @@ impl Aggregate {
             o.self_device += v.self_device;
             o.cpu += v.cpu;
             o.self_cpu += v.self_cpu;
+            for (dt, w) in &v.work {
+                o.work.entry(*dt).or_default().merge(w);
+            }
+        }
+        for (k, v) in &other.roofline {
+            self.roofline.entry(k.clone()).or_default().merge(v);
         }
         for (k, v) in &other.kernels {
             let ks = self.kernels.entry(k.clone()).or_default();

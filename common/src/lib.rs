@@ -27,6 +27,7 @@ pub mod layout;
 pub mod logging;
 pub mod ranks;
 pub mod results;
+pub mod roofline;
 pub mod stats;
 pub mod summary;
 pub mod sweep;

@@ -190,6 +190,9 @@ pub struct StepSummary {
     /// start order: merged across the ranks of a tensor-parallel job to split waiting from transfer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collectives: Vec<[i64; 2]>,
+    /// FLOPs and bytes of the step's op calls that have a FLOP model (see [`crate::roofline`]).
+    #[serde(default)]
+    pub work: crate::roofline::StepWork,
 }
 
 /// A launch configuration by ids and float bits: (name, grid, block, registers, [blocks/SM, warps/SM,
@@ -505,6 +508,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             }
         }
         let rows = totals(t, &times, events.iter().map(|&i| i as usize));
+        let activities: Vec<(u32, Detail)> = counted.iter().map(|c| (c.event, c.detail)).collect();
+        let work = crate::roofline::step_work(t, &links, &times, events, &activities);
         let mut ops: Vec<OpRow> = rows
             .iter()
             .map(|(&(name, device), r): (&(u32, bool), &KeyTotals)| OpRow {
@@ -567,6 +572,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             collective_activities,
             collective_time,
             collectives,
+            work,
         });
     }
     out

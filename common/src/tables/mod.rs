@@ -29,14 +29,23 @@ use std::path::{Path, PathBuf};
 use crate::aggregate::{Aggregate, SeriesKey, StepRow, mode_label};
 use crate::classify::Detail;
 use crate::ranks::{self, Merged};
+use crate::roofline::{DType, PeakOverride, WorkSums};
 use crate::stats::Summary;
 use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
 
+pub mod parquet;
+pub mod table;
+
+pub use table::{Kind, Table, Value};
+
 /// The original experiment's tables, per mode, written by [`write_results`].
 pub const SEED_FILES: [&str; 3] = [KERNEL_DAT, OP_TIMES, OP_TIMES_DETAILED];
-/// The full tables, written by [`write_results`].
+/// The full tables, written by [`write_results`] as CSV and beside each its Parquet twin
+/// ([`PARQUET_FILES`]).
 pub const FULL_FILES: [&str; 3] = [OPS, KERNELS, STEPS];
+/// The Parquet twins of the full tables: the same rows and columns, typed.
+pub const PARQUET_FILES: [&str; 3] = ["ops.parquet", "kernels.parquet", "steps.parquet"];
 /// Graph steps against their eager reference steps, written when there are any.
 pub const GRAPH_REFERENCE: &str = "graph_reference.csv";
 const KERNEL_DAT: &str = "kernel_dat.csv";
@@ -45,14 +54,19 @@ const OP_TIMES_DETAILED: &str = "op_times_detailed.tsv";
 const OPS: &str = "ops.csv";
 const KERNELS: &str = "kernels.csv";
 const STEPS: &str = "steps.csv";
+/// Per-category roofline, written when any op call had a FLOP model.
+pub const ROOFLINE: &str = "roofline.csv";
 
 /// How the seed tables are split: they are keyed by batch size alone, so every other dimension of the
 /// data gets its own folder, or rows of different experiments would be averaged into one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Layout {
     /// One folder per host as well (sweeps with `placement = "each"`, whose purpose is comparing machines;
     /// a spread sweep's points are one experiment over several hosts).
     pub per_host: bool,
+    /// The GPU peaks the roofline columns compare with: the table's for the GPU's name, with these
+    /// overrides (`--peak-tflops`, `--peak-gbps`).
+    pub peaks: PeakOverride,
 }
 
 /// One group of seed tables: (mode, input length, tensor-parallel size, host: empty unless split by host).
@@ -97,9 +111,12 @@ pub fn write_results(dir: &Path, agg: &Aggregate, layout: Layout) -> io::Result<
     if groups.is_empty() {
         written.extend(write_seed(dir, agg, &merged, &|_: &SeriesKey| false)?);
     }
-    written.push(write_ops(dir, agg)?);
-    written.push(write_kernels(dir, agg)?);
-    written.push(write_steps(dir, agg, &merged)?);
+    written.extend(write_ops(dir, agg, &layout.peaks)?);
+    written.extend(write_kernels(dir, agg)?);
+    written.extend(write_steps(dir, agg, &merged)?);
+    if !agg.roofline.is_empty() {
+        written.push(write_roofline(dir, agg, &layout.peaks)?);
+    }
     if !agg.references.is_empty() {
         written.push(write_graph_reference(dir, agg)?);
     }
@@ -223,223 +240,337 @@ fn write_seed(
 const SERIES: [&str; 7] = ["host", "gpu", "mode", "batch_size", "input_len", "tp", "rank"];
 const STATS: [&str; 8] = ["total_us", "min_us", "max_us", "mean_us", "std_us", "p50_us", "p90_us", "p99_us"];
 
-fn series_cols(k: &SeriesKey) -> [String; 7] {
-    [
-        k.host.clone(),
-        k.gpu.clone(),
+/// µs with the CSV's 3 decimals.
+const US: Kind = Kind::Float(3);
+
+/// A table whose first columns are the series; `rank` is text in every table (`merged` rows of
+/// tensor-parallel steps), so the tables join on it.
+fn series_table() -> Table {
+    let mut t = Table::new();
+    for c in SERIES {
+        let kind = if matches!(c, "batch_size" | "input_len" | "tp") { Kind::Int } else { Kind::Str };
+        t.col(c, kind);
+    }
+    t
+}
+
+fn series_cols(k: &SeriesKey) -> Vec<Value> {
+    vec![
+        k.host.clone().into(),
+        k.gpu.clone().into(),
         k.mode_label().into(),
-        k.batch_size.to_string(),
-        k.input_len.to_string(),
-        k.tp.to_string(),
-        k.rank.to_string(),
+        k.batch_size.into(),
+        k.input_len.into(),
+        k.tp.into(),
+        k.rank.to_string().into(),
     ]
 }
 
-fn stats_cols(s: &Summary) -> [String; 8] {
+fn usv(ns: impl Into<f64>) -> Value {
+    Value::Float(ns.into() / 1000.0)
+}
+
+fn stats_cols(s: &Summary) -> [Value; 8] {
     [
-        us(s.sum as f64),
-        us(s.min as f64),
-        us(s.max as f64),
-        us(s.mean()),
-        us(s.std()),
-        us(s.quantile(0.5)),
-        us(s.quantile(0.9)),
-        us(s.quantile(0.99)),
+        usv(s.sum as f64),
+        usv(s.min as f64),
+        usv(s.max as f64),
+        usv(s.mean()),
+        usv(s.std()),
+        usv(s.quantile(0.5)),
+        usv(s.quantile(0.9)),
+        usv(s.quantile(0.99)),
     ]
 }
 
-fn write_ops(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
-    let p = dir.join(OPS);
-    let mut w = create(&p, b',')?;
-    let mut header: Vec<&str> = SERIES.to_vec();
-    header.extend(["name", "side", "steps", "calls"]);
-    header.extend(STATS);
-    header.extend(["self_device_total_us", "cpu_total_us", "self_cpu_total_us"]);
-    w.write_record(&header)?;
+/// Writes a full table as `NAME.csv` and `NAME.parquet`; returns both paths.
+fn write_both(dir: &Path, csv_name: &str, t: &Table) -> io::Result<[PathBuf; 2]> {
+    let c = dir.join(csv_name);
+    t.write_csv(&c, b',')?;
+    let p = c.with_extension("parquet");
+    parquet::write_parquet(t, &p)?;
+    Ok([c, p])
+}
+
+/// Roofline columns of `ops.csv` (empty for ops without a FLOP model; see [`crate::roofline`]).
+const ROOFLINE_COLS: [(&str, Kind); 11] = [
+    ("dtype", Kind::Str),
+    ("modeled_calls", Kind::Int),
+    ("flops_per_call", Kind::Float(0)),
+    ("bytes_per_call", Kind::Float(0)),
+    ("arithmetic_intensity", Kind::Float(3)),
+    ("achieved_tflops", Kind::Float(3)),
+    ("achieved_gbps", Kind::Float(1)),
+    ("peak_tflops", Kind::Float(1)),
+    ("peak_gbps", Kind::Float(0)),
+    ("bound", Kind::Str),
+    ("of_roof", Kind::Float(4)),
+];
+
+/// The roofline columns for modelled work of `dtype` on `gpu` (all empty without work).
+fn roofline_cols(w: Option<(DType, &WorkSums)>, gpu: &str, peaks: &PeakOverride) -> Vec<Value> {
+    let Some((dtype, w)) = w.filter(|(_, w)| w.calls > 0) else { return vec![Value::Null; ROOFLINE_COLS.len()] };
+    let against = peaks.resolve(gpu).and_then(|p| w.against(&p, dtype));
+    vec![
+        dtype.name().into(),
+        w.calls.into(),
+        Value::Float(w.flops as f64 / w.calls as f64),
+        Value::Float(w.bytes as f64 / w.calls as f64),
+        w.intensity().into(),
+        w.tflops().into(),
+        w.gbps().into(),
+        against.map(|a| a.peak_tflops).into(),
+        against.map(|a| a.peak_gbps).into(),
+        against.map(|a| a.bound.name().to_string()).into(),
+        against.map(|a| a.of_roof).into(),
+    ]
+}
+
+/// An op's work over its data types: the sums, under the type with the most FLOPs (whose peak it is
+/// compared with).
+fn op_work(work: &BTreeMap<DType, WorkSums>) -> Option<(DType, WorkSums)> {
+    let (&dtype, _) = work.iter().max_by_key(|(d, w)| (w.flops, std::cmp::Reverse(**d)))?;
+    let mut all = WorkSums::default();
+    for w in work.values() {
+        all.merge(w);
+    }
+    Some((dtype, all))
+}
+
+fn write_ops(dir: &Path, agg: &Aggregate, peaks: &PeakOverride) -> io::Result<[PathBuf; 2]> {
+    let mut t = series_table();
+    t.col("name", Kind::Str).col("side", Kind::Str).col("steps", Kind::Int).col("calls", Kind::Int);
+    for s in STATS {
+        t.col(s, US);
+    }
+    t.col("self_device_total_us", US).col("cpu_total_us", US).col("self_cpu_total_us", US);
+    for (c, kind) in ROOFLINE_COLS {
+        t.opt(c, kind);
+    }
     for ((k, name, device), o) in &agg.ops {
-        let mut row: Vec<String> = series_cols(k).into();
+        let mut row = series_cols(k);
         row.extend([
-            name.clone(),
+            name.clone().into(),
             if *device { "device" } else { "cpu" }.into(),
-            o.device.count.to_string(),
-            o.calls.to_string(),
+            o.device.count.into(),
+            o.calls.into(),
         ]);
         row.extend(stats_cols(&o.device));
-        row.extend([us(o.self_device as f64), us(o.cpu as f64), us(o.self_cpu as f64)]);
-        w.write_record(&row)?;
+        row.extend([usv(o.self_device as f64), usv(o.cpu as f64), usv(o.self_cpu as f64)]);
+        let work = op_work(&o.work);
+        row.extend(roofline_cols(work.as_ref().map(|(d, w)| (*d, w)), &k.gpu, peaks));
+        t.push(row);
     }
-    w.flush()?;
-    Ok(p)
+    write_both(dir, OPS, &t)
 }
 
-fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
-    let p = dir.join(KERNELS);
-    let mut w = create(&p, b',')?;
-    let mut header: Vec<&str> = SERIES.to_vec();
-    header.extend(["kernel", "category", "coarse", "steps", "calls"]);
-    header.extend(STATS);
-    w.write_record(&header)?;
+fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<[PathBuf; 2]> {
+    let mut t = series_table();
+    t.col("kernel", Kind::Str)
+        .col("category", Kind::Str)
+        .col("coarse", Kind::Str)
+        .col("steps", Kind::Int)
+        .col("calls", Kind::Int);
+    for s in STATS {
+        t.col(s, US);
+    }
     for ((k, name, cat), s) in &agg.kernels {
-        let mut row: Vec<String> = series_cols(k).into();
+        let mut row = series_cols(k);
         row.extend([
-            name.clone(),
+            name.clone().into(),
             cat.name().into(),
             cat.coarse().name().into(),
-            s.per_step.count.to_string(),
-            s.calls.to_string(),
+            s.per_step.count.into(),
+            s.calls.into(),
         ]);
         row.extend(stats_cols(&s.per_step));
-        w.write_record(&row)?;
+        t.push(row);
     }
-    w.flush()?;
+    write_both(dir, KERNELS, &t)
+}
+
+/// `roofline.csv`: per series, detailed category and data type, the outermost modelled op calls' work
+/// per step against the GPU's peaks. Written when any op had a FLOP model.
+fn write_roofline(dir: &Path, agg: &Aggregate, peaks: &PeakOverride) -> io::Result<PathBuf> {
+    let mut t = series_table();
+    t.col("category", Kind::Str).col("dtype", Kind::Str).col("steps", Kind::Int).col("calls_per_step", Kind::Float(2));
+    t.col("flops_per_step", Kind::Float(0)).col("bytes_per_step", Kind::Float(0)).col("time_us_per_step", US);
+    t.col("arithmetic_intensity", Kind::Float(3))
+        .col("achieved_tflops", Kind::Float(3))
+        .col("achieved_gbps", Kind::Float(1));
+    t.opt("peak_tflops", Kind::Float(1))
+        .opt("peak_gbps", Kind::Float(0))
+        .opt("bound", Kind::Str)
+        .opt("of_roof", Kind::Float(4));
+    for ((k, d, dtype), w) in &agg.roofline {
+        let steps = agg.categories.get(k).and_then(|c| c.first()).map_or(0, |s| s.count);
+        if steps == 0 || w.calls == 0 {
+            continue;
+        }
+        let n = steps as f64;
+        let against = peaks.resolve(&k.gpu).and_then(|p| w.against(&p, *dtype));
+        let mut row = series_cols(k);
+        row.extend([
+            d.name().into(),
+            dtype.name().into(),
+            steps.into(),
+            Value::Float(w.calls as f64 / n),
+            Value::Float(w.flops as f64 / n),
+            Value::Float(w.bytes as f64 / n),
+            usv(w.time_ns as f64 / n),
+            Value::Float(w.intensity().unwrap_or(0.0)),
+            Value::Float(w.tflops().unwrap_or(0.0)),
+            Value::Float(w.gbps().unwrap_or(0.0)),
+            against.map(|a| a.peak_tflops).into(),
+            against.map(|a| a.peak_gbps).into(),
+            against.map(|a| a.bound.name().to_string()).into(),
+            against.map(|a| a.of_roof).into(),
+        ]);
+        t.push(row);
+    }
+    let p = dir.join(ROOFLINE);
+    t.write_csv(&p, b',')?;
     Ok(p)
 }
 
 /// GPU telemetry columns of `steps.csv` (empty when the trace has none: `coord ingest`, replayed traces,
 /// hosts without NVML). A trace of several steps repeats its trace's values on each step row.
-const TELEMETRY: [&str; 10] = [
-    "sm_clock_mhz_min",
-    "sm_clock_mhz_max",
-    "mem_clock_mhz_min",
-    "mem_clock_mhz_max",
-    "temperature_c_max",
-    "power_w_mean",
-    "power_w_max",
-    "throttle_reasons",
-    "throttled",
-    "telemetry_samples",
+const TELEMETRY: [(&str, Kind); 10] = [
+    ("sm_clock_mhz_min", Kind::Int),
+    ("sm_clock_mhz_max", Kind::Int),
+    ("mem_clock_mhz_min", Kind::Int),
+    ("mem_clock_mhz_max", Kind::Int),
+    ("temperature_c_max", Kind::Int),
+    ("power_w_mean", Kind::Float(1)),
+    ("power_w_max", Kind::Float(1)),
+    ("throttle_reasons", Kind::Str),
+    ("throttled", Kind::Int),
+    ("telemetry_samples", Kind::Int),
 ];
 
-fn telemetry_cols(t: Option<&StepTelemetry>) -> [String; 10] {
-    let Some(t) = t else { return Default::default() };
-    [
-        t.sm_clock_mhz_min.to_string(),
-        t.sm_clock_mhz_max.to_string(),
-        t.mem_clock_mhz_min.to_string(),
-        t.mem_clock_mhz_max.to_string(),
-        t.temperature_c_max.to_string(),
-        format!("{:.1}", t.power_w_mean),
-        format!("{:.1}", t.power_w_max),
-        t.reason_names(),
-        u8::from(t.throttled()).to_string(),
-        t.samples.to_string(),
+fn telemetry_cols(t: Option<&StepTelemetry>) -> Vec<Value> {
+    let Some(t) = t else { return vec![Value::Null; TELEMETRY.len()] };
+    vec![
+        t.sm_clock_mhz_min.into(),
+        t.sm_clock_mhz_max.into(),
+        t.mem_clock_mhz_min.into(),
+        t.mem_clock_mhz_max.into(),
+        t.temperature_c_max.into(),
+        Value::Float(t.power_w_mean),
+        Value::Float(t.power_w_max),
+        t.reason_names().into(),
+        u64::from(t.throttled()).into(),
+        t.samples.into(),
     ]
 }
 
-/// Columns of `steps.csv` between the per-category kernels and the telemetry.
-const STEP_EXTRA: [&str; 11] = [
-    "collective_activities",
-    "collective_us",
-    "collective_wait_us",
-    "collective_transfer_us",
-    "slowest_rank",
-    "rank_end_skew_us",
-    "graph_replayed",
-    "graph_exact",
-    "graph_inferred",
-    "graph_unattributed",
-    "graph_reference",
+/// Columns of `steps.csv` between the per-category kernels and the telemetry (all may be empty).
+const STEP_EXTRA: [(&str, Kind); 11] = [
+    ("collective_activities", Kind::Int),
+    ("collective_us", US),
+    ("collective_wait_us", US),
+    ("collective_transfer_us", US),
+    ("slowest_rank", Kind::Int),
+    ("rank_end_skew_us", US),
+    ("graph_replayed", Kind::Int),
+    ("graph_exact", Kind::Int),
+    ("graph_inferred", Kind::Int),
+    ("graph_unattributed", Kind::Int),
+    ("graph_reference", Kind::Str),
 ];
 
-/// The columns of one step row from `step_name` to the per-category kernels.
-fn step_cols(trace: &str, step: &str, r: &StepRow) -> Vec<String> {
+/// The columns of one step row from `trace` to the per-category kernels.
+fn step_cols(trace: &str, step: u32, r: &StepRow) -> Vec<Value> {
     let mut coarse_ns = [0i64; 3];
     for d in Detail::ALL {
         coarse_ns[d.coarse().index()] += r.detail[d.index()];
     }
-    let mut row = vec![
-        trace.to_string(),
-        step.to_string(),
-        r.step_name.clone(),
-        us(r.gpu_busy as f64),
-        us(r.gpu_time as f64),
-        us(r.wall_span as f64),
-        r.kernel_count.to_string(),
-        r.layers.to_string(),
-        us(coarse_ns[0] as f64),
-        us(coarse_ns[1] as f64),
-        us(coarse_ns[2] as f64),
+    let mut row: Vec<Value> = vec![
+        trace.into(),
+        step.into(),
+        r.step_name.clone().into(),
+        usv(r.gpu_busy as f64),
+        usv(r.gpu_time as f64),
+        usv(r.wall_span as f64),
+        r.kernel_count.into(),
+        r.layers.into(),
+        usv(coarse_ns[0] as f64),
+        usv(coarse_ns[1] as f64),
+        usv(coarse_ns[2] as f64),
     ];
-    row.extend(r.detail.iter().map(|&v| us(v as f64)));
-    row.extend(r.detail_activities.iter().map(|v| v.to_string()));
+    row.extend(r.detail.iter().map(|&v| usv(v as f64)));
+    row.extend(r.detail_activities.iter().map(|&v| Value::from(v)));
     row
 }
 
-fn graph_cols(r: &StepRow) -> [String; 5] {
+fn graph_cols(r: &StepRow) -> [Value; 5] {
     if r.graph_activities == 0 {
-        return Default::default();
+        return [Value::Null, Value::Null, Value::Null, Value::Null, Value::Null];
     }
     [
-        r.graph_activities.to_string(),
-        r.graph_mapped[0].to_string(),
-        r.graph_mapped[1].to_string(),
-        r.graph_mapped[2].to_string(),
-        r.graph_reference.clone(),
+        r.graph_activities.into(),
+        r.graph_mapped[0].into(),
+        r.graph_mapped[1].into(),
+        r.graph_mapped[2].into(),
+        r.graph_reference.clone().into(),
     ]
 }
 
-fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<PathBuf> {
-    let p = dir.join(STEPS);
-    let mut w = create(&p, b',')?;
-    let mut header: Vec<String> = SERIES.iter().map(|s| s.to_string()).collect();
-    header.extend(
-        [
-            "trace",
-            "step",
-            "step_name",
-            "gpu_busy_us",
-            "gpu_time_us",
-            "wall_span_us",
-            "kernel_count",
-            "layers",
-            "attention_us",
-            "linear_us",
-            "others_us",
-        ]
-        .map(String::from),
-    );
-    header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_us", d.name())));
-    header.extend(Detail::ALL.iter().map(|d| format!("detail_{}_kernels", d.name())));
-    header.extend(STEP_EXTRA.map(String::from));
-    header.extend(TELEMETRY.map(String::from));
-    w.write_record(&header)?;
+fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<[PathBuf; 2]> {
+    let mut t = series_table();
+    t.col("trace", Kind::Str).col("step", Kind::Int).col("step_name", Kind::Str);
+    t.col("gpu_busy_us", US).col("gpu_time_us", US).col("wall_span_us", US);
+    t.col("kernel_count", Kind::Int).col("layers", Kind::Int);
+    t.col("attention_us", US).col("linear_us", US).col("others_us", US);
+    for d in Detail::ALL {
+        t.col(format!("detail_{}_us", d.name()), US);
+    }
+    for d in Detail::ALL {
+        t.col(format!("detail_{}_kernels", d.name()), Kind::Int);
+    }
+    for (c, kind) in STEP_EXTRA {
+        t.opt(c, kind);
+    }
+    for (c, kind) in TELEMETRY {
+        t.opt(c, kind);
+    }
     for ((k, trace, step), r) in &agg.steps {
-        let mut row: Vec<String> = series_cols(k).into();
-        row.extend(step_cols(trace, &step.to_string(), r));
+        let mut row = series_cols(k);
+        row.extend(step_cols(trace, *step, r));
         let split = merged.splits.get(&(k.clone(), trace.clone(), *step));
         row.extend([
-            r.collective_activities.to_string(),
-            us(r.collective_time as f64),
-            split.map_or_else(String::new, |s| us(s.wait as f64)),
-            split.map_or_else(String::new, |s| us(s.transfer as f64)),
-            String::new(),
-            String::new(),
+            r.collective_activities.into(),
+            usv(r.collective_time as f64),
+            split.map(|s| s.wait as f64 / 1000.0).into(),
+            split.map(|s| s.transfer as f64 / 1000.0).into(),
+            Value::Null,
+            Value::Null,
         ]);
         row.extend(graph_cols(r));
         row.extend(telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone()))));
-        w.write_record(&row)?;
+        t.push(row);
     }
     // One row per merged step of a tensor-parallel job: rank `merged`, the slowest rank's view.
     for m in &merged.steps {
-        let mut row: Vec<String> = series_cols(&m.series).into();
+        let mut row = series_cols(&m.series);
         row[SERIES.len() - 1] = "merged".into();
         let slow = m.slowest_rank as usize;
-        row.extend(step_cols(&m.traces[slow], &m.indexes[slow].to_string(), &m.row));
+        row.extend(step_cols(&m.traces[slow], m.indexes[slow], &m.row));
+        let split = |v: i64| if m.split { usv(v as f64) } else { Value::Null };
         row.extend([
-            m.row.collective_activities.to_string(),
-            us(m.row.collective_time as f64),
-            if m.split { us(m.ranks[slow].wait as f64) } else { String::new() },
-            if m.split { us(m.ranks[slow].transfer as f64) } else { String::new() },
-            m.slowest_rank.to_string(),
-            if m.split { us(m.end_skew as f64) } else { String::new() },
+            m.row.collective_activities.into(),
+            usv(m.row.collective_time as f64),
+            split(m.ranks[slow].wait),
+            split(m.ranks[slow].transfer),
+            m.slowest_rank.into(),
+            split(m.end_skew),
         ]);
         row.extend(graph_cols(&m.row));
         let of_slowest = (SeriesKey { rank: m.slowest_rank, ..m.series.clone() }, m.traces[slow].clone());
         row.extend(telemetry_cols(agg.telemetry.get(&of_slowest)));
-        w.write_record(&row)?;
+        t.push(row);
     }
-    w.flush()?;
-    Ok(p)
+    write_both(dir, STEPS, &t)
 }
 
 /// `graph_reference.csv`: per series and category, the mean per step of the graph steps that were mapped
@@ -484,7 +615,14 @@ fn write_graph_reference(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
         let e = eager.get(k).copied().unwrap_or_default();
         for d in Detail::ALL {
             let (gi, ei) = (mean(g.0[d.index()] as f64, g.2), mean(e.0[d.index()] as f64, e.2));
-            let mut row: Vec<String> = series_cols(k).into();
+            let mut row: Vec<String> = series_cols(k)
+                .iter()
+                .map(|v| match v {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    _ => String::new(),
+                })
+                .collect();
             row.extend([
                 d.name().to_string(),
                 g.2.to_string(),

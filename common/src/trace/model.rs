@@ -152,6 +152,9 @@ pub struct Trace {
     pub flow_events: u64,
     /// Events dropped because they had no start time.
     pub dropped: u64,
+    /// The modelled work (FLOPs, bytes) of CPU ops with a FLOP model and recorded shapes, by event index
+    /// (see [`crate::roofline`]). Empty for traces recorded without `record_shapes`.
+    pub work: HashMap<u32, crate::roofline::OpWork>,
 }
 
 impl Trace {
@@ -242,6 +245,12 @@ impl Builder {
             }
             _ => u32::MAX,
         };
+        if cat == Category::CpuOp
+            && let Some(raw) = &ev.shapes
+            && let Some(w) = crate::roofline::op_work(&ev.name, raw)
+        {
+            self.trace.work.insert(self.trace.events.len() as u32, w);
+        }
         let name = self.intern(&ev.name);
         let correlation = fold_id(if cat == Category::Module { ev.python_id } else { ev.correlation }.unwrap_or(0));
         self.trace.events.push(Event {

@@ -79,6 +79,21 @@ pub struct RawEvent<'a> {
     pub python_parent_id: Option<i64>,
     /// Kernel launch configuration, when the event has `grid`.
     pub kernel: Option<KernelArgs>,
+    /// The raw JSON of `args["Input Dims"]`, `args["Input type"]` and `args["Concrete Inputs"]`
+    /// (`record_shapes`), unparsed: the model builder parses them only for ops with a FLOP model, so the
+    /// other ops' shapes cost a skip, as before.
+    pub shapes: Option<RawShapes<'a>>,
+}
+
+/// The unparsed shape arguments of a CPU op (JSON text of each value; empty when absent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RawShapes<'a> {
+    /// `Input Dims`: one array of sizes per input (`[]` for scalars, a list of arrays for tensor lists).
+    pub dims: &'a [u8],
+    /// `Input type`: one dtype string per input (`c10::BFloat16`, `float`, `Scalar`, ...).
+    pub types: &'a [u8],
+    /// `Concrete Inputs`: the values of scalar inputs as strings.
+    pub concrete: &'a [u8],
 }
 
 /// Trace-level metadata found outside `traceEvents`.
@@ -260,6 +275,14 @@ impl<'a> Cur<'a> {
             b'-' | b'0'..=b'9' => self.skip_number(),
             _ => bad(self.i, format!("expected a JSON value, found {}", kind_of(c))),
         }
+    }
+
+    /// Skips a value and returns its text.
+    fn raw_value(&mut self) -> PResult<&'a [u8]> {
+        self.ws()?;
+        let start = self.i;
+        self.skip_value()?;
+        Ok(&self.b[start..self.i])
     }
 
     fn literal(&mut self, lit: &[u8]) -> PResult<()> {
@@ -556,6 +579,9 @@ impl<'a> Cur<'a> {
                     let v = self.float()?;
                     ev.kernel.get_or_insert_with(KernelArgs::default).occupancy_pct = v.unwrap_or(0.0) as f32;
                 }
+                b"Input Dims" => ev.shapes.get_or_insert_with(RawShapes::default).dims = self.raw_value()?,
+                b"Input type" => ev.shapes.get_or_insert_with(RawShapes::default).types = self.raw_value()?,
+                b"Concrete Inputs" => ev.shapes.get_or_insert_with(RawShapes::default).concrete = self.raw_value()?,
                 _ => self.skip_value()?,
             }
             if !self.next_member(b'}')? {

@@ -61,6 +61,8 @@ pub struct Args {
     #[arg(long)]
     stats: bool,
     #[command(flatten)]
+    peaks: super::peaks::PeakArgs,
+    #[command(flatten)]
     limits: LimitArgs,
 }
 
@@ -175,8 +177,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let written = tables::write_results(&a.out, &agg, tables::Layout::default())
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    let written =
+        tables::write_results(&a.out, &agg, tables::Layout { peaks: a.peaks.overrides(), ..Default::default() })
+            .with_context(|| format!("writing {}", a.out.display()))?;
     let steps = agg.steps.len();
     eprintln!("ingested {read} traces, {steps} steps ({} files skipped); wrote:", skipped.len());
     for p in written {

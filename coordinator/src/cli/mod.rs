@@ -7,6 +7,7 @@ mod client;
 mod fetch;
 mod ingest;
 mod log_writer;
+mod peaks;
 mod rm;
 mod serve;
 mod status;

@@ -207,7 +207,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     // Write into a fresh folder, then move it into place: readers never see half a result.
     let tmp = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
-    tables::write_results(&tmp, &agg, tables::Layout { per_host: each })
+    tables::write_results(&tmp, &agg, tables::Layout { per_host: each, ..Default::default() })
         .with_context(|| format!("writing {}", tmp.display()))?;
 
     let used: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.agent.as_str()).collect();

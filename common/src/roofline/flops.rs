@@ -1,0 +1,426 @@
+//! FLOP and byte models of single op calls, from the shapes the profiler records (`record_shapes`:
+//! `Input Dims`, `Input type`, `Concrete Inputs`).
+//!
+//! Conventions (the usual ones of roofline analysis, e.g. Williams, Waterman & Patterson, "Roofline: an
+//! insightful visual performance model", CACM 2009; PyTorch's own `torch.utils.flop_counter` counts the
+//! same 2·m·k·n for a GEMM):
+//! - a multiply-add is 2 FLOPs: a GEMM of `[m, k] × [k, n]` is `2·m·k·n`; a bias adds `m·n`.
+//! - bytes moved are the compulsory traffic: every input tensor read once and the output written once
+//!   (`elements × element size`). Caches can only make real traffic smaller and re-reads larger, so the
+//!   achieved bandwidth reported is of this minimum.
+//! - attention is `2·d` FLOPs per (query, key) pair for `Q·Kᵀ` and `2·d_v` for `P·V` per head (the
+//!   softmax's few FLOPs per pair are left out, as FlashAttention's papers do); a causal mask keeps, per
+//!   sequence of `q` queries at the end of `k` keys, `q·k − q·(q−1)/2` pairs.
+//!
+//! Ops without a model here (elementwise ops, norms, vLLM's fused kernels...) are left out of the
+//! roofline and listed as such.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trace::scan::RawShapes;
+
+/// Element type of an op's main inputs, as far as the peak to compare with goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// bfloat16 or float16: the tensor-core peak.
+    Bf16,
+    /// float32: the CUDA-core (non-tensor) peak; torch runs fp32 matmuls without TF32 by default.
+    Fp32,
+    /// 8-bit floats: the FP8 tensor peak.
+    Fp8,
+}
+
+impl DType {
+    /// Column value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bf16 => "bf16",
+            DType::Fp32 => "fp32",
+            DType::Fp8 => "fp8",
+        }
+    }
+}
+
+/// The modelled work of one op call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpWork {
+    /// Floating-point operations.
+    pub flops: u64,
+    /// Bytes read and written (compulsory traffic).
+    pub bytes: u64,
+    /// Data type of the main inputs.
+    pub dtype: DType,
+}
+
+/// Whether an op has a model here: checked before any shape is parsed, so other ops cost nothing.
+pub fn has_model(name: &str) -> bool {
+    matches!(
+        name,
+        "aten::mm"
+            | "aten::addmm"
+            | "aten::bmm"
+            | "aten::baddbmm"
+            | "aten::linear"
+            | "aten::matmul"
+            | "aten::scaled_dot_product_attention"
+            | "aten::_scaled_dot_product_flash_attention"
+            | "aten::_scaled_dot_product_efficient_attention"
+            | "aten::_scaled_dot_product_cudnn_attention"
+            | "_vllm_fa3_C::fwd"
+            | "vllm_flash_attn_c::varlen_fwd"
+            | "_vllm_fa2_C::varlen_fwd"
+    )
+}
+
+/// The parsed shape arguments of one call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Shapes {
+    /// Sizes per input (empty for scalars and tensor lists).
+    pub dims: Vec<Vec<u64>>,
+    /// dtype string per input.
+    pub types: Vec<String>,
+    /// Concrete value per input (`""` for tensors).
+    pub concrete: Vec<String>,
+}
+
+impl Shapes {
+    /// Parses the raw JSON; None when `Input Dims` is absent or malformed (the call is then not modelled:
+    /// a trace is never refused for its shapes).
+    pub fn parse(raw: &RawShapes<'_>) -> Option<Self> {
+        let dims: Vec<serde_json::Value> = serde_json::from_slice(raw.dims).ok()?;
+        let dims = dims
+            .iter()
+            .map(|d| match d.as_array() {
+                // A tensor's sizes; a tensor list (an array of arrays) or a scalar gives no sizes.
+                Some(a) if a.iter().all(serde_json::Value::is_u64) => {
+                    a.iter().filter_map(serde_json::Value::as_u64).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        let strings = |raw: &[u8]| -> Vec<String> {
+            serde_json::from_slice::<Vec<serde_json::Value>>(raw)
+                .map(|v| v.into_iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect())
+                .unwrap_or_default()
+        };
+        Some(Shapes { dims, types: strings(raw.types), concrete: strings(raw.concrete) })
+    }
+
+    fn dim(&self, i: usize) -> Option<&[u64]> {
+        self.dims.get(i).map(Vec::as_slice).filter(|d| !d.is_empty())
+    }
+
+    fn elem_size(&self, i: usize) -> Option<(u64, DType)> {
+        elem(self.types.get(i)?)
+    }
+
+    fn flag(&self, i: usize) -> bool {
+        self.concrete.get(i).is_some_and(|v| v == "True")
+    }
+
+    fn int(&self, i: usize) -> Option<u64> {
+        self.concrete.get(i)?.parse().ok()
+    }
+}
+
+/// Size in bytes and peak class of a dtype as the profiler writes it.
+fn elem(t: &str) -> Option<(u64, DType)> {
+    Some(match t {
+        "c10::BFloat16" | "c10::Half" => (2, DType::Bf16),
+        "float" => (4, DType::Fp32),
+        "c10::Float8_e4m3fn" | "c10::Float8_e5m2" | "c10::Float8_e4m3fnuz" | "c10::Float8_e5m2fnuz" => (1, DType::Fp8),
+        _ => return None,
+    })
+}
+
+fn numel(d: &[u64]) -> u64 {
+    d.iter().product()
+}
+
+/// The work of one call of `name` with these shapes; None when the op has no model or its shapes do not
+/// fit it (missing dims, unknown dtype, inconsistent sizes).
+pub fn model(name: &str, s: &Shapes) -> Option<OpWork> {
+    match name {
+        "aten::mm" => gemm(s, 0, 1, None),
+        "aten::addmm" => gemm(s, 1, 2, Some(0)),
+        "aten::bmm" => batched(s, 0, 1, None),
+        "aten::baddbmm" => batched(s, 1, 2, Some(0)),
+        "aten::matmul" => matmul(s),
+        "aten::linear" => linear(s),
+        "aten::scaled_dot_product_attention" => sdpa(s, 5),
+        "aten::_scaled_dot_product_flash_attention" => sdpa(s, 4),
+        "aten::_scaled_dot_product_efficient_attention" | "aten::_scaled_dot_product_cudnn_attention" => sdpa(s, 6),
+        "_vllm_fa3_C::fwd" => vllm_fa3(s),
+        "vllm_flash_attn_c::varlen_fwd" | "_vllm_fa2_C::varlen_fwd" => vllm_fa2(s),
+        _ => None,
+    }
+}
+
+/// `[m, k] × [k, n]` (+ bias).
+fn gemm(s: &Shapes, a: usize, b: usize, bias: Option<usize>) -> Option<OpWork> {
+    let (x, w) = (s.dim(a)?, s.dim(b)?);
+    let ([m, k], [k2, n]) = (<[u64; 2]>::try_from(x).ok()?, <[u64; 2]>::try_from(w).ok()?);
+    if k != k2 {
+        return None;
+    }
+    let (size, dtype) = s.elem_size(a)?;
+    let bias_elems = bias.and_then(|i| s.dim(i)).map_or(0, numel);
+    let bias_flops = if bias_elems > 0 { m * n } else { 0 };
+    Some(OpWork { flops: 2 * m * k * n + bias_flops, bytes: (m * k + k * n + m * n + bias_elems) * size, dtype })
+}
+
+/// `[b, m, k] × [b, k, n]` (+ bias).
+fn batched(s: &Shapes, a: usize, b: usize, bias: Option<usize>) -> Option<OpWork> {
+    let (x, w) = (s.dim(a)?, s.dim(b)?);
+    let ([bt, m, k], [bt2, k2, n]) = (<[u64; 3]>::try_from(x).ok()?, <[u64; 3]>::try_from(w).ok()?);
+    if k != k2 || bt != bt2 {
+        return None;
+    }
+    let (size, dtype) = s.elem_size(a)?;
+    let bias_elems = bias.and_then(|i| s.dim(i)).map_or(0, numel);
+    let bias_flops = if bias_elems > 0 { bt * m * n } else { 0 };
+    Some(OpWork {
+        flops: 2 * bt * m * k * n + bias_flops,
+        bytes: (bt * (m * k + k * n + m * n) + bias_elems) * size,
+        dtype,
+    })
+}
+
+/// `torch.matmul` with its broadcasting: a 1-D left operand is a row, a 1-D right one a column, leading
+/// dimensions broadcast.
+fn matmul(s: &Shapes) -> Option<OpWork> {
+    let (a, b) = (s.dim(0)?, s.dim(1)?);
+    let (size, dtype) = s.elem_size(0)?;
+    let (a_batch, m, k) = match a {
+        [k] => (&[][..], 1, *k),
+        [batch @ .., m, k] => (batch, *m, *k),
+        [] => return None,
+    };
+    let (b_batch, k2, n) = match b {
+        [k] => (&[][..], *k, 1),
+        [batch @ .., k, n] => (batch, *k, *n),
+        [] => return None,
+    };
+    if k != k2 {
+        return None;
+    }
+    let batch = broadcast(a_batch, b_batch)?;
+    Some(OpWork { flops: 2 * batch * m * k * n, bytes: (numel(a) + numel(b) + batch * m * n) * size, dtype })
+}
+
+/// The element count of two leading-dimension lists broadcast together (None if they do not broadcast).
+fn broadcast(a: &[u64], b: &[u64]) -> Option<u64> {
+    let n = a.len().max(b.len());
+    let mut out = 1u64;
+    for i in 0..n {
+        let x = if i < n - a.len() { 1 } else { a[i - (n - a.len())] };
+        let y = if i < n - b.len() { 1 } else { b[i - (n - b.len())] };
+        let d = match (x, y) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+        out = out.checked_mul(d)?;
+    }
+    Some(out)
+}
+
+/// `F.linear(x[..., k], W[n, k], bias[n]?)`.
+fn linear(s: &Shapes) -> Option<OpWork> {
+    let (x, w) = (s.dim(0)?, s.dim(1)?);
+    let (&k, lead) = x.split_last()?;
+    let [n, k2] = <[u64; 2]>::try_from(w).ok()?;
+    if k != k2 {
+        return None;
+    }
+    let m: u64 = numel(lead);
+    let (size, dtype) = s.elem_size(0)?;
+    let bias = s.dim(2).map_or(0, numel);
+    let bias_flops = if bias > 0 { m * n } else { 0 };
+    Some(OpWork { flops: 2 * m * k * n + bias_flops, bytes: (m * k + n * k + m * n + bias) * size, dtype })
+}
+
+/// Query/key pairs of one sequence of `q` queries over `k` keys, causal or not (a causal mask aligns the
+/// queries with the last keys, as torch's `is_causal` and FlashAttention do for decode and prefill).
+fn pairs(q: u64, k: u64, causal: bool) -> u64 {
+    if causal && q > 1 {
+        let q = q.min(k);
+        q * k - q * (q - 1) / 2
+    } else {
+        q * k
+    }
+}
+
+/// SDPA and its backends: `q[b, hq, lq, d]`, `k[b, hkv, lk, d]`, `v[b, hkv, lk, dv]`; `is_causal` at
+/// `causal_at` in the concrete inputs.
+fn sdpa(s: &Shapes, causal_at: usize) -> Option<OpWork> {
+    let [b, hq, lq, d] = <[u64; 4]>::try_from(s.dim(0)?).ok()?;
+    let [b2, hkv, lk, d2] = <[u64; 4]>::try_from(s.dim(1)?).ok()?;
+    let [b3, hkv2, lk2, dv] = <[u64; 4]>::try_from(s.dim(2)?).ok()?;
+    if b != b2 || b != b3 || d != d2 || hkv != hkv2 || lk != lk2 {
+        return None;
+    }
+    let (size, dtype) = s.elem_size(0)?;
+    let p = pairs(lq, lk, s.flag(causal_at));
+    Some(OpWork {
+        flops: 2 * b * hq * p * (d + dv),
+        bytes: (b * hq * lq * d + b * hkv * lk * (d + dv) + b * hq * lq * dv) * size,
+        dtype,
+    })
+}
+
+/// vLLM's FlashAttention-3 call (`_vllm_fa3_C::fwd`): `q[total_q, hq, d]`, a paged KV cache
+/// `[blocks, block_size, hkv, d]`, `cu_seqlens_q[batch + 1]` (input 7), `max_seqlen_q` and
+/// `max_seqlen_k` as concrete inputs 12 and 13, `is_causal` at 24. The shapes give only the longest
+/// key length, so every sequence is taken at `max_seqlen_k`: exact under controlled batching (all
+/// sequences equal), an upper bound otherwise.
+fn vllm_fa3(s: &Shapes) -> Option<OpWork> {
+    let [total_q, hq, d] = <[u64; 3]>::try_from(s.dim(0)?).ok()?;
+    let cache = s.dim(1)?;
+    let hkv = *cache.get(cache.len().checked_sub(2)?)?;
+    let batch = s.dim(7).and_then(|c| c.first().copied()).map(|n| n.saturating_sub(1)).filter(|&b| b > 0)?;
+    let lk = s.int(13)?;
+    let q_len = total_q / batch;
+    let (size, dtype) = s.elem_size(0)?;
+    let p = batch * pairs(q_len, lk, s.flag(24));
+    Some(OpWork { flops: 2 * hq * p * (d + d), bytes: (2 * total_q * hq * d + 2 * batch * lk * hkv * d) * size, dtype })
+}
+
+/// vLLM's FlashAttention-2 varlen call: `q[total_q, hq, d]`, paged cache at inputs 1 and 2,
+/// `cu_seqlens_q` at 4, `max_seqlen_q`/`max_seqlen_k` at 7 and 8, `is_causal` at 11 (vLLM's
+/// `vllm_flash_attn` binding). Same approximation as [`vllm_fa3`].
+fn vllm_fa2(s: &Shapes) -> Option<OpWork> {
+    let [total_q, hq, d] = <[u64; 3]>::try_from(s.dim(0)?).ok()?;
+    let cache = s.dim(1)?;
+    let hkv = *cache.get(cache.len().checked_sub(2)?)?;
+    let batch = s.dim(4).and_then(|c| c.first().copied()).map(|n| n.saturating_sub(1)).filter(|&b| b > 0)?;
+    let lk = s.int(8)?;
+    let q_len = total_q / batch;
+    let (size, dtype) = s.elem_size(0)?;
+    let p = batch * pairs(q_len, lk, s.flag(11));
+    Some(OpWork { flops: 2 * hq * p * (d + d), bytes: (2 * total_q * hq * d + 2 * batch * lk * hkv * d) * size, dtype })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shapes(dims: &str, types: &str, concrete: &str) -> Shapes {
+        Shapes::parse(&RawShapes { dims: dims.as_bytes(), types: types.as_bytes(), concrete: concrete.as_bytes() })
+            .expect("valid shapes")
+    }
+
+    #[test]
+    fn a_decode_projection_gemm_at_batch_1() {
+        // Llama-3.2-1B's q_proj at batch 1, as the H200 fixture records it.
+        let s = shapes("[[1, 2048], [2048, 2048]]", "[\"c10::BFloat16\", \"c10::BFloat16\"]", "[\"\", \"\"]");
+        let w = model("aten::mm", &s).expect("modelled");
+        assert_eq!(w.flops, 2 * 2048 * 2048);
+        // The weight dominates: 2048·2048 + 2048 + 2048 elements of 2 bytes.
+        assert_eq!(w.bytes, (2048 * 2048 + 2 * 2048) * 2);
+        assert_eq!(w.dtype, DType::Bf16);
+        // Intensity ≈ 1 FLOP/byte: far below any GPU's ridge point, so memory-bound.
+        assert!((w.flops as f64 / w.bytes as f64 - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn linear_with_leading_dims_and_bias() {
+        let s = shapes(
+            "[[4, 128, 2048], [8192, 2048], [8192]]",
+            "[\"c10::BFloat16\", \"c10::BFloat16\", \"c10::BFloat16\"]",
+            "[\"\", \"\", \"\"]",
+        );
+        let w = model("aten::linear", &s).expect("modelled");
+        let m = 4 * 128;
+        assert_eq!(w.flops, 2 * m * 2048 * 8192 + m * 8192);
+        assert_eq!(w.bytes, (m * 2048 + 8192 * 2048 + m * 8192 + 8192) * 2);
+    }
+
+    #[test]
+    fn addmm_bmm_and_matmul_broadcasting() {
+        let s = shapes(
+            "[[3072], [32, 2048], [2048, 3072], [], []]",
+            "[\"c10::Half\", \"c10::Half\", \"c10::Half\", \"Scalar\", \"Scalar\"]",
+            "[]",
+        );
+        let w = model("aten::addmm", &s).expect("modelled");
+        assert_eq!(w.flops, 2 * 32 * 2048 * 3072 + 32 * 3072);
+        assert_eq!(w.bytes, (3072 + 32 * 2048 + 2048 * 3072 + 32 * 3072) * 2);
+
+        // The rotary frequencies of the HF model: a float bmm [1, 32, 1] × [1, 1, 1].
+        let s = shapes("[[1, 32, 1], [1, 1, 1]]", "[\"float\", \"float\"]", "[\"\", \"\"]");
+        let w = model("aten::bmm", &s).expect("modelled");
+        assert_eq!((w.flops, w.bytes, w.dtype), (2 * 32, (32 + 1 + 32) * 4, DType::Fp32));
+
+        // [8, 1, 16, 64] × [64, 32] broadcasts to batch 8: 8·16 rows.
+        let s = shapes("[[8, 1, 16, 64], [64, 32]]", "[\"c10::BFloat16\", \"c10::BFloat16\"]", "[]");
+        let w = model("aten::matmul", &s).expect("modelled");
+        assert_eq!(w.flops, 2 * 8 * 16 * 64 * 32);
+        assert_eq!(w.bytes, (8 * 16 * 64 + 64 * 32 + 8 * 16 * 32) * 2);
+        // Vector × matrix.
+        let s = shapes("[[64], [64, 32]]", "[\"float\", \"float\"]", "[]");
+        assert_eq!(model("aten::matmul", &s).expect("modelled").flops, 2 * 64 * 32);
+        // Mismatched inner dimensions are not modelled.
+        let s = shapes("[[8, 64], [32, 32]]", "[\"float\", \"float\"]", "[]");
+        assert_eq!(model("aten::matmul", &s), None);
+    }
+
+    #[test]
+    fn sdpa_decode_and_causal_prefill() {
+        // The fixture's decode step at batch 1: one query over 134 keys, 32 query heads on 8 KV heads.
+        let s = shapes(
+            "[[1, 32, 1, 64], [1, 8, 134, 64], [1, 8, 134, 64], [], [], [], [], []]",
+            "[\"c10::BFloat16\", \"c10::BFloat16\", \"c10::BFloat16\", \"\", \"Scalar\", \"Scalar\", \"Scalar\", \"Scalar\"]",
+            "[\"\", \"\", \"\", \"\", \"0.\", \"False\", \"0.125\", \"True\"]",
+        );
+        let w = model("aten::scaled_dot_product_attention", &s).expect("modelled");
+        assert_eq!(w.flops, 2 * 32 * 134 * (64 + 64));
+        assert_eq!(w.bytes, (32 * 64 + 8 * 134 * 128 + 32 * 64) * 2);
+        // Causal prefill of 128 tokens: 128·129/2 pairs per head.
+        let s = shapes(
+            "[[2, 32, 128, 64], [2, 8, 128, 64], [2, 8, 128, 64], [], [], [], [], []]",
+            "[\"c10::BFloat16\", \"c10::BFloat16\", \"c10::BFloat16\", \"\", \"Scalar\", \"Scalar\", \"Scalar\", \"Scalar\"]",
+            "[\"\", \"\", \"\", \"\", \"0.\", \"True\", \"0.125\", \"True\"]",
+        );
+        let w = model("aten::scaled_dot_product_attention", &s).expect("modelled");
+        assert_eq!(w.flops, 2 * 2 * 32 * (128 * 129 / 2) * 128);
+    }
+
+    #[test]
+    fn vllm_flash_attention_3_decode() {
+        // From the vLLM fixture: 32 sequences, one query each, max_seqlen_k 260, paged cache of 16-token blocks.
+        let mut dims = vec!["[]".to_string(); 37];
+        dims[0] = "[32, 32, 64]".into();
+        dims[1] = "[108292, 16, 8, 64]".into();
+        dims[2] = "[108292, 16, 8, 64]".into();
+        dims[7] = "[33]".into();
+        let mut types = vec!["\"\"".to_string(); 37];
+        types[0] = "\"c10::BFloat16\"".into();
+        let mut concrete = vec!["\"\"".to_string(); 37];
+        concrete[12] = "\"1\"".into();
+        concrete[13] = "\"260\"".into();
+        concrete[24] = "\"True\"".into();
+        let s = shapes(
+            &format!("[{}]", dims.join(",")),
+            &format!("[{}]", types.join(",")),
+            &format!("[{}]", concrete.join(",")),
+        );
+        let w = model("_vllm_fa3_C::fwd", &s).expect("modelled");
+        assert_eq!(w.flops, 2 * 32 * (32 * 260) * 128);
+        assert_eq!(w.bytes, (2 * 32 * 32 * 64 + 2 * 32 * 260 * 8 * 64) * 2);
+    }
+
+    #[test]
+    fn unknown_ops_and_bad_shapes_have_no_model() {
+        let s = shapes("[[1, 2048]]", "[\"c10::BFloat16\"]", "[\"\"]");
+        assert!(!has_model("aten::silu"));
+        assert_eq!(model("aten::silu", &s), None);
+        assert_eq!(model("aten::mm", &s), None);
+        assert!(Shapes::parse(&RawShapes { dims: b"not json", types: b"", concrete: b"" }).is_none());
+        // An unknown dtype is not modelled rather than guessed.
+        let s = shapes("[[2, 2], [2, 2]]", "[\"c10::complex<float>\", \"c10::complex<float>\"]", "[]");
+        assert_eq!(model("aten::mm", &s), None);
+    }
+}
