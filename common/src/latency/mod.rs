@@ -5,11 +5,13 @@
 //!
 //! - [`fit`]: the piecewise-linear fit, its knee search and the selection rule (BIC).
 //! - [`build`] fits every target of every curve; [`write_models`] writes `models.json`.
+//! - [`vidur`]: the per-point times as Vidur profiling CSVs ([`write_vidur`]).
 //!
 //! Every model is fitted on per-step points (each step of each x), in µs per step, so the fit sees the
 //! steps' noise; kernels, whose table holds only per-point statistics, give one point (the mean) per x.
 
 pub mod fit;
+pub mod vidur;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use crate::classify::{Coarse, Detail};
 use crate::results::{Curve, Results};
 
 pub use fit::fit;
+pub use vidur::write_vidur;
 
 /// How many kernels per curve get a model: the slowest at the curve's largest x.
 pub const TOP_KERNELS: usize = 10;
