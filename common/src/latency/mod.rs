@@ -262,13 +262,14 @@ mod tests {
                 };
                 let name: String = m.name.chars().take(60).collect();
                 println!(
-                    "  {:<8} {:<60} x={:<3} R²={:.4} knee={:<8} held-out={} slope={:.3}→{:.3} µs/x",
+                    "  {:<8} {:<60} x={:<3} R²={:.4} knee={:<8} held-out={} a={:.1} µs slope={:.3}→{:.3} µs/x",
                     format!("{:?}", m.target),
                     name,
                     m.points,
                     f.r2,
                     f.knee.map_or("-".to_string(), |k| k.to_string()),
                     f.held_out_error.map_or("-".to_string(), |e| format!("{:.1}%", 100.0 * e)),
+                    f.intercept_us,
                     f.slope_us,
                     f.slope_after_us,
                 );
