@@ -20,6 +20,7 @@
 pub mod aggregate;
 pub mod checks;
 pub mod classify;
+pub mod derived;
 pub mod glob;
 pub mod html;
 pub mod latency;

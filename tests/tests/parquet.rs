@@ -49,7 +49,10 @@ fn same_table(dir: &Path, name: &str) -> BTreeMap<String, Physical> {
                 Field::Double(v) => {
                     let decimals = text.split('.').nth(1).map_or(0, str::len) as i32;
                     let csv_value: f64 = text.parse().unwrap_or_else(|_| panic!("{at}: `{text}` is not a number"));
-                    assert!((v - csv_value).abs() <= 0.5 * 10f64.powi(-decimals) * (1.0 + 1e-9) + 1e-12, "{at}: {v} vs `{text}`");
+                    assert!(
+                        (v - csv_value).abs() <= 0.5 * 10f64.powi(-decimals) * (1.0 + 1e-9) + 1e-12,
+                        "{at}: {v} vs `{text}`"
+                    );
                 }
                 other => panic!("{at}: unexpected Parquet field {other:?} (type {ty:?})"),
             }
@@ -124,7 +127,10 @@ fn decode_gemms_at_batch_1_are_memory_bound_on_the_h200() {
 fn peak_overrides_change_the_comparison_not_the_achieved_values() {
     let dir = tempfile::tempdir().expect("tempdir");
     let torch = fixture("h200-llama-1b/decode/logs_1");
-    ingest(&[torch.to_str().expect("utf-8"), "--batch-size", "1", "--peak-gbps", "1000", "--peak-tflops", "10"], dir.path());
+    ingest(
+        &[torch.to_str().expect("utf-8"), "--batch-size", "1", "--peak-gbps", "1000", "--peak-tflops", "10"],
+        dir.path(),
+    );
     let (header, rows) = csv_rows(&dir.path().join("roofline.csv"));
     let col = |n: &str| header.iter().position(|h| h == n).unwrap_or_else(|| panic!("no column {n}"));
     let r = rows.iter().find(|r| r[col("category")] == "gated_up_proj").expect("row");
@@ -135,7 +141,9 @@ fn peak_overrides_change_the_comparison_not_the_achieved_values() {
 /// against the CSVs. Runs where Python has either (`.ci/run` installs DuckDB); says so where not.
 #[test]
 fn duckdb_or_pandas_read_the_parquet_tables() {
-    let has = |m: &str| Command::new("python3").args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success());
+    let has = |m: &str| {
+        Command::new("python3").args(["-c", &format!("import {m}")]).output().is_ok_and(|o| o.status.success())
+    };
     if !has("duckdb") && !(has("pandas") && has("pyarrow")) {
         eprintln!("skipped: neither duckdb nor pandas with pyarrow is installed for python3 (pip install duckdb)");
         return;

@@ -289,6 +289,9 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     });
     let text = serde_json::to_string_pretty(&manifest)?;
     std::fs::write(tmp.join("manifest.json"), text + "\n")?;
+    // Models, Vidur profiles and the report, from the tables just written (a full disk is retried like
+    // the tables).
+    tracefleet_common::derived::write_derived(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).with_context(|| format!("moving results into {}", dir.display()))?;
     Ok(dir)
