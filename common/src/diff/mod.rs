@@ -3,9 +3,11 @@
 //! is significant.
 //!
 //! A change is **significant** when all three hold:
-//! - Welch's t-test on the steps of the point gives a Holm-adjusted p-value below `alpha` (Holm over
-//!   every tested row of the comparison, categories and kernels together: with hundreds of rows, some
-//!   raw p-values are small by chance);
+//! - Welch's t-test on the steps of the point gives a Holm-adjusted p-value below `alpha`: Holm over the
+//!   rows of the comparison (categories and kernels together) whose change passes the two size thresholds
+//!   below, since with hundreds of rows some raw p-values are small by chance. Rows too small to count
+//!   are left out of the correction: they can never be significant, and counting hundreds of unchanged
+//!   kernels would leave a t-test over 3 steps no power for the rows that did change;
 //! - `|change_pct| >= min_change_pct`: two runs of the same sweep on a real GPU differ systematically by
 //!   a few percent (clocks, temperature, neighbours), which a t-test over 3 steps reads as real;
 //! - `|change_us| >= min_change_us`: a relative change of a tiny kernel is no effect on the step.
@@ -201,7 +203,8 @@ pub struct Row {
     pub t: Option<f64>,
     /// Two-sided p-value of Welch's t-test.
     pub p: Option<f64>,
-    /// The p-value after Holm's correction over all tested rows.
+    /// The p-value after Holm's correction (None: not in the correction, the change is below a size
+    /// threshold or there is no test).
     pub p_adjusted: Option<f64>,
     /// Significant by the rule of [`DiffOptions`].
     pub significant: bool,
@@ -267,7 +270,8 @@ pub struct RunInfo {
 pub struct Summary {
     /// Rows compared (every metric at every point on both sides).
     pub rows: usize,
-    /// Rows with a t-test (both sides 2 steps or more): the m of Holm's correction.
+    /// Rows in Holm's correction (its m): with a t-test (both sides 2 steps or more) and a change that
+    /// passes both size thresholds.
     pub tested: usize,
     /// Significant rows.
     pub significant: usize,
@@ -316,8 +320,8 @@ impl Diff {
     /// The rule of significance in one sentence, for headers.
     pub fn rule(&self) -> String {
         format!(
-            "significant (*): Welch's t-test p < {} after Holm's correction over {} tested rows, |change| >= {}% and >= {} µs",
-            self.options.alpha, self.summary.tested, self.options.min_change_pct, self.options.min_change_us
+            "significant (*): |change| >= {}% and >= {} µs, and Welch's t-test p < {} after Holm's correction over those {} rows",
+            self.options.min_change_pct, self.options.min_change_us, self.options.alpha, self.summary.tested
         )
     }
 

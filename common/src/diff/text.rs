@@ -42,14 +42,15 @@ pub fn p_value(p: Option<f64>) -> String {
     }
 }
 
-/// The cells of one row: x, A, B, change µs, change %, adjusted p, mark.
-fn cells(r: &Row) -> [String; 7] {
+/// The cells of one row: x, A, B, change µs, change %, p, adjusted p, mark.
+fn cells(r: &Row) -> [String; 8] {
     [
         r.x.to_string(),
         side(r.mean_a, r.std_a, r.n_a),
         side(r.mean_b, r.std_b, r.n_b),
         signed_us(r.change_us),
         pct(r),
+        p_value(r.p),
         p_value(r.p_adjusted),
         if r.significant { "*".to_string() } else { String::new() },
     ]
@@ -90,15 +91,15 @@ pub fn render(d: &Diff) -> String {
 
     let groups: Vec<&Group> = d.groups.iter().filter(|g| shown(g)).collect();
     let x_name = d.curves.first().map(|c| c.x_name.as_str()).unwrap_or("x");
-    let head = [x_name, "A", "B", "change µs", "change", "p (Holm)", ""].map(str::to_string);
-    let all: Vec<[String; 7]> = groups.iter().flat_map(|g| g.rows.iter().map(cells)).collect();
-    let mut width = [0usize; 7];
+    let head = [x_name, "A", "B", "change µs", "change", "p", "p (Holm)", ""].map(str::to_string);
+    let all: Vec<[String; 8]> = groups.iter().flat_map(|g| g.rows.iter().map(cells)).collect();
+    let mut width = [0usize; 8];
     for c in all.iter().chain(std::iter::once(&head)) {
         for (w, s) in width.iter_mut().zip(c) {
             *w = (*w).max(s.chars().count());
         }
     }
-    let line = |out: &mut String, c: &[String; 7]| {
+    let line = |out: &mut String, c: &[String; 8]| {
         let mut l = String::from("  ");
         for (i, (s, w)) in c.iter().zip(width).enumerate() {
             let pad = w.saturating_sub(s.chars().count());
@@ -106,7 +107,7 @@ pub fn render(d: &Diff) -> String {
                 l.push_str("  ");
             }
             // Numbers right-aligned, the mark left.
-            if i == 6 {
+            if i == 7 {
                 l.push_str(s);
             } else {
                 l.push_str(&" ".repeat(pad));
