@@ -10,6 +10,7 @@
 //! - [`summary`]: one trace → per-step summaries; [`aggregate`]: merging them in any order;
 //!   [`stats`]: mergeable distributions; [`tables`]: the result files; [`checks`]: what readers must be
 //!   told (warnings, what `others` holds); [`telemetry`]: GPU readings per step.
+//! - [`diff`]: two results directories compared per category and kernel, with significance.
 //! - [`sweep`]: sweep files (schema, validation, points); [`layout`]: what a results tree's paths say;
 //!   [`glob`]: glob matching for rule files; [`wire`]: upload chunk framing shared by agent and coordinator;
 //!   [`logging`]: the log subscriber both binaries install.
@@ -21,6 +22,7 @@ pub mod aggregate;
 pub mod checks;
 pub mod classify;
 pub mod derived;
+pub mod diff;
 pub mod glob;
 pub mod html;
 pub mod latency;

@@ -4,6 +4,7 @@ mod analyze;
 mod cancel;
 mod certs;
 mod client;
+mod diff;
 mod fetch;
 mod ingest;
 mod log_writer;
@@ -38,6 +39,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Reduce a results tree of traces to kernel_dat.csv, op_times.tsv, op_times_detailed.tsv and the full tables.
     Ingest(ingest::Args),
+    /// Compare two results directories per category and kernel, with noise and significance; writes diff.html.
+    Diff(diff::Args),
     /// Run the coordinator: agents connect, upload traces; sweeps are parsed and merged as traces land.
     Serve(serve::Args),
     /// Run a sweep file: validate, submit, follow progress, write the results.
@@ -88,6 +91,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Ingest(a) => ingest::run(a),
+        Command::Diff(a) => diff::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Status(a) => status::run(a),
