@@ -111,3 +111,58 @@ fn a_side_that_is_not_results_is_named() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--alpha = 2"));
 }
+
+/// The JSON of `coord diff A B --json` on two committed result directories.
+fn diff_json(a: &str, b: &str) -> serde_json::Value {
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = coord_diff(a, b, out.path(), &["--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("JSON on stdout")
+}
+
+/// (metric kind, name, category, significant rows) of every group with a significant row.
+fn significant_groups(d: &serde_json::Value) -> Vec<(String, String, String, u64)> {
+    let groups = d["groups"].as_array().expect("groups");
+    groups
+        .iter()
+        .filter(|g| g["significant_rows"].as_u64().unwrap_or(0) > 0)
+        .map(|g| {
+            let m = &g["metric"];
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            (s(&m["kind"]), s(&m["name"]), s(&m["category"]), g["significant_rows"].as_u64().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Two runs of the same 16-point decode sweep on the H200 (docs/results/h200-analysis, runs A and B, one
+/// after the other): no category and no kernel changed significantly.
+#[test]
+fn two_gpu_runs_of_one_sweep_show_no_significant_change() {
+    let d = diff_json("h200-analysis/decode-a", "h200-analysis/decode-b");
+    assert_eq!(d["summary"]["points_compared"], 16);
+    assert!(d["summary"]["rows"].as_u64().unwrap_or(0) > 700, "kernels compared too: {}", d["summary"]);
+    assert_eq!(significant_groups(&d), vec![], "{}", d["summary"]);
+}
+
+/// The same sweep with `[torch] attention = "cudnn"` instead of FlashAttention: attention (its category,
+/// its kernels, and the whole step that holds it) changes significantly; no other category does.
+#[test]
+fn cudnn_attention_shows_the_attention_change_and_no_other_category() {
+    let d = diff_json("h200-analysis/decode-a", "h200-analysis/decode-cudnn");
+    let sig = significant_groups(&d);
+    let category = |name: &str| sig.iter().find(|(k, n, ..)| k != "kernel" && n == name).map(|g| g.3);
+    assert_eq!(category("paged_attention"), Some(16), "{sig:?}");
+    assert_eq!(category("attention"), Some(16), "{sig:?}");
+    for (kind, name, _, _) in &sig {
+        if kind != "kernel" {
+            assert!(matches!(name.as_str(), "paged_attention" | "attention" | "gpu_time"), "{kind} {name}: {sig:?}");
+        }
+    }
+    // FlashAttention's kernel is gone at every batch size, cuDNN's appeared.
+    let flash = sig.iter().find(|(k, n, ..)| k == "kernel" && n.contains("flash_fwd_kernel")).expect("flash kernel");
+    assert_eq!((flash.2.as_str(), flash.3), ("paged_attention", 16));
+    assert!(sig.iter().any(|(k, n, c, _)| k == "kernel" && n.starts_with("cudnn_generated_fort_native_sdpa") && c == "paged_attention"));
+    // The largest effects are attention's.
+    let first = &d["groups"][0]["metric"];
+    assert_eq!(first["category"], "paged_attention", "{first}");
+}
