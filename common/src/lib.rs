@@ -26,6 +26,7 @@ pub mod latency;
 pub mod layout;
 pub mod logging;
 pub mod ranks;
+pub mod report;
 pub mod results;
 pub mod stats;
 pub mod summary;
