@@ -100,7 +100,8 @@ padding:0 1em;color:#222}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;bo
 h3{font-size:1em}table{border-collapse:collapse;font-size:12px;margin:.5em 0}th,td{border:1px solid #ddd;\
 padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3;\
 cursor:pointer;position:sticky;top:0}td.l{text-align:left}.hi{background:#fde2e1}.ok{background:#e3f4e1}\
-.plots{display:flex;flex-wrap:wrap;gap:8px}.plots figure{margin:0}figcaption{font-size:12px;color:#555}\
+.plots{display:flex;flex-wrap:wrap;gap:8px}.plots figure{margin:0;display:table}figcaption{font-size:12px;color:#555;\
+display:table-caption;caption-side:bottom}\
 nav a{margin-right:1em}.note{color:#555;font-size:13px}pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px}";
 
 /// Sorts a table by the clicked column: numeric by `data-v` where cells have it, else by text.

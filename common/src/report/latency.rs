@@ -69,8 +69,10 @@ pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
          curve (machine and shape); dots are the means of the point's steps. Where a latency model is fitted, \
          its piecewise-linear fit is the line and its knee the triangle; otherwise the dots are joined.",
     );
-    for (axis, curves) in ctx.by_axis() {
-        if ctx.by_axis().len() > 1 {
+    let axes = ctx.by_axis();
+    let several = axes.len() > 1;
+    for (axis, curves) in axes {
+        if several {
             page.heading(&format!("Against {axis}"));
         }
         let mut figs = Vec::new();

@@ -134,27 +134,12 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(a + (b - a) * (pos - lo as f64))
 }
 
-/// A kernel name short enough for a table cell or a legend: no `void`, no parameter list, and at most
-/// `max` characters (the tables' CSV files keep the full names).
+/// A kernel name short enough for a table cell or a legend: for C++ names no return type and no
+/// parameter list, and at most `max` characters (the tables' CSV files keep the full names).
 fn short_name(name: &str, max: usize) -> String {
-    let s = name.trim().strip_prefix("void ").unwrap_or(name.trim());
-    // The parameter list is the last top-level parenthesis group; template arguments may hold
-    // parentheses of their own, so depth counts `<>` as well.
-    let mut depth = 0i32;
-    let mut cut = s.len();
-    for (i, ch) in s.char_indices() {
-        match ch {
-            '<' => depth += 1,
-            '>' => depth -= 1,
-            // Only C++ names carry a parameter list: `Memcpy DtoH (Device -> Pinned)` keeps its own.
-            '(' if depth == 0 && i > 0 && (s[..i].contains("::") || name.trim().starts_with("void ")) => {
-                cut = i;
-                break;
-            }
-            _ => {}
-        }
-    }
-    let s = s[..cut].trim_end();
+    let s = name.trim();
+    let cpp = s.contains("::") || s.starts_with("void ");
+    let s = if cpp && s.ends_with(')') { strip_cpp(s) } else { s };
     if s.chars().count() <= max {
         s.to_string()
     } else {
@@ -162,4 +147,40 @@ fn short_name(name: &str, max: usize) -> String {
         t.push('…');
         t
     }
+}
+
+/// `ret ns::f<T>(args)` → `ns::f<T>`. Template arguments may hold parentheses and comparisons
+/// (`enable_if<(((8)>(0)))...>`), so angle brackets count only outside parentheses.
+fn strip_cpp(s: &str) -> &str {
+    // The parameter list: the parenthesis matching the final one.
+    let mut depth = 0i32;
+    let mut open = None;
+    for (i, ch) in s.char_indices().rev() {
+        match ch {
+            ')' => depth += 1,
+            '(' => {
+                depth -= 1;
+                if depth == 0 {
+                    open = Some(i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let Some(open) = open.filter(|&i| i > 0) else { return s };
+    let head = s[..open].trim_end();
+    // The return type ends at the last space outside every bracket.
+    let (mut paren, mut angle, mut start) = (0i32, 0i32, 0usize);
+    for (i, ch) in head.char_indices() {
+        match ch {
+            '(' => paren += 1,
+            ')' => paren -= 1,
+            '<' if paren == 0 => angle += 1,
+            '>' if paren == 0 => angle -= 1,
+            ' ' if paren == 0 && angle == 0 => start = i + 1,
+            _ => {}
+        }
+    }
+    head.get(start..).filter(|t| !t.is_empty()).unwrap_or(head)
 }

@@ -172,6 +172,7 @@ struct LegendEntry {
     text: String,
     color: RGBColor,
     line: bool,
+    marker: Marker,
 }
 
 /// Lays entries out in rows across `width`: (row, x) per entry, and the number of rows.
@@ -202,10 +203,19 @@ fn draw_legend<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, entries: &[Leg
     let (pos, _) = legend_layout(entries, w);
     for (e, (row, x)) in entries.iter().zip(pos) {
         let (x, y) = (x as i32, (row * LEGEND_ROW + 4) as i32);
+        let mid = (x + 11, y + 6);
         if e.line {
             area.draw(&PathElement::new(vec![(x, y + 6), (x + 22, y + 6)], e.color.stroke_width(2))).map_err(err)?;
-        } else {
-            area.draw(&Rectangle::new([(x + 4, y + 1), (x + 16, y + 11)], e.color.filled())).map_err(err)?;
+        }
+        match e.marker {
+            Marker::None if !e.line => {
+                area.draw(&Rectangle::new([(x + 4, y + 1), (x + 16, y + 11)], e.color.filled())).map_err(err)?
+            }
+            Marker::None => {}
+            Marker::Dot => area.draw(&Circle::new(mid, 4, e.color.filled())).map_err(err)?,
+            Marker::Ring => area.draw(&Circle::new(mid, 4, e.color.stroke_width(2))).map_err(err)?,
+            Marker::Cross => area.draw(&Cross::new(mid, 4, e.color.stroke_width(2))).map_err(err)?,
+            Marker::Triangle => area.draw(&TriangleMarker::new(mid, 5, e.color.filled())).map_err(err)?,
         }
         area.draw(&Text::new(e.text.clone(), (x + 26, y), (FONT, LABEL_SIZE).into_font().color(&BLACK)))
             .map_err(err)?;
@@ -263,7 +273,12 @@ pub fn xy(p: &XyPlot) -> Result<String, PlotError> {
         .series
         .iter()
         .filter_map(|s| {
-            s.label.as_ref().map(|t| LegendEntry { text: t.clone(), color: s.color, line: s.marker == Marker::None })
+            s.label.as_ref().map(|t| LegendEntry {
+                text: t.clone(),
+                color: s.color,
+                line: s.line || !s.segments.is_empty() || s.marker == Marker::None,
+                marker: s.marker,
+            })
         })
         .collect();
     let (w, h) = p.size;
@@ -298,7 +313,8 @@ pub fn xy(p: &XyPlot) -> Result<String, PlotError> {
             .y_label_formatter(&yl)
             .label_style((FONT, LABEL_SIZE))
             .axis_desc_style((FONT, LABEL_SIZE))
-            .light_line_style(RGBColor(240, 240, 240))
+            .max_light_lines(2)
+            .light_line_style(RGBColor(242, 242, 242))
             .bold_line_style(RGBColor(215, 215, 215))
             .draw()
             .map_err(err)?;
@@ -354,8 +370,11 @@ pub struct StackedBars {
 
 /// Draws [`StackedBars`] as an SVG document.
 pub fn stacked_bars(p: &StackedBars) -> Result<String, PlotError> {
-    let legend: Vec<LegendEntry> =
-        p.parts.iter().map(|(t, c, _)| LegendEntry { text: t.clone(), color: *c, line: false }).collect();
+    let legend: Vec<LegendEntry> = p
+        .parts
+        .iter()
+        .map(|(t, c, _)| LegendEntry { text: t.clone(), color: *c, line: false, marker: Marker::None })
+        .collect();
     let (w, h) = p.size;
     let lh = legend_height(&legend, w);
     let n = p.bars.len();
@@ -392,7 +411,8 @@ pub fn stacked_bars(p: &StackedBars) -> Result<String, PlotError> {
             .y_label_formatter(&yl)
             .label_style((FONT, LABEL_SIZE))
             .axis_desc_style((FONT, LABEL_SIZE))
-            .light_line_style(RGBColor(240, 240, 240))
+            .max_light_lines(2)
+            .light_line_style(RGBColor(242, 242, 242))
             .bold_line_style(RGBColor(215, 215, 215))
             .draw()
             .map_err(err)?;

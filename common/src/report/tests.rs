@@ -254,6 +254,18 @@ fn kernel_names_are_shortened_without_losing_copies() {
     assert_eq!(short_name("void vllm::f<int, (int)3>(float*, int)", 80), "vllm::f<int, (int)3>");
     assert_eq!(short_name("Memcpy DtoH (Device -> Pinned)", 80), "Memcpy DtoH (Device -> Pinned)");
     assert_eq!(short_name("_gumbel_sample_kernel", 8), "_gumbel…");
+    assert_eq!(
+        short_name(
+            "std::enable_if<(((8)>(0)))&&vllm::_typeConvert<c10::BFloat16>::exists, void>::type \
+             vllm::fused_add_rms_norm_kernel<c10::BFloat16, 8, true>(c10::BFloat16*, long, float)",
+            80
+        ),
+        "vllm::fused_add_rms_norm_kernel<c10::BFloat16, 8, true>"
+    );
+    assert_eq!(
+        short_name("void at::native::(anonymous namespace)::k<(int)2>(at::A (*)(int))", 80),
+        "at::native::(anonymous namespace)::k<(int)2>"
+    );
     assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.5), Some(2.0));
     assert_eq!(quantile(&[1.0, 2.0, 3.0], 0.9), Some(2.8));
     assert_eq!(quantile(&[], 0.9), None);

@@ -7,6 +7,7 @@ mod client;
 mod fetch;
 mod ingest;
 mod log_writer;
+mod report;
 mod rm;
 mod serve;
 mod status;
@@ -37,6 +38,8 @@ enum Command {
     Analyze(analyze::Args),
     /// Reduce a results tree of traces to kernel_dat.csv, op_times.tsv, op_times_detailed.tsv and the full tables.
     Ingest(ingest::Args),
+    /// Write report.html for a results directory: one self-contained page of plots and tables.
+    Report(report::Args),
     /// Run the coordinator: agents connect, upload traces; sweeps are parsed and merged as traces land.
     Serve(serve::Args),
     /// Run a sweep file: validate, submit, follow progress, write the results.
@@ -87,6 +90,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(a) => analyze::run(a),
         Command::Ingest(a) => ingest::run(a),
+        Command::Report(a) => report::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Status(a) => status::run(a),
