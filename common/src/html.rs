@@ -120,27 +120,27 @@ impl Page {
     /// Starts a section (`<h2>` with an anchor, listed in the page's navigation).
     pub fn section(&mut self, id: &str, heading: &str) {
         self.sections.push((id.to_string(), heading.to_string()));
-        let _ = write!(self.body, "<h2 id=\"{}\">{}</h2>\n", escape(id), escape(heading));
+        let _ = writeln!(self.body, "<h2 id=\"{}\">{}</h2>", escape(id), escape(heading));
     }
 
     /// A sub-heading.
     pub fn heading(&mut self, text: &str) {
-        let _ = write!(self.body, "<h3>{}</h3>\n", escape(text));
+        let _ = writeln!(self.body, "<h3>{}</h3>", escape(text));
     }
 
     /// A paragraph of text.
     pub fn paragraph(&mut self, text: &str) {
-        let _ = write!(self.body, "<p>{}</p>\n", escape(text));
+        let _ = writeln!(self.body, "<p>{}</p>", escape(text));
     }
 
     /// A note in smaller type.
     pub fn note(&mut self, text: &str) {
-        let _ = write!(self.body, "<p class=\"note\">{}</p>\n", escape(text));
+        let _ = writeln!(self.body, "<p class=\"note\">{}</p>", escape(text));
     }
 
     /// Preformatted text.
     pub fn pre(&mut self, text: &str) {
-        let _ = write!(self.body, "<pre>{}</pre>\n", escape(text));
+        let _ = writeln!(self.body, "<pre>{}</pre>", escape(text));
     }
 
     /// A row of figures: (caption, SVG document) each. The SVG is inlined as it is: it must come from a
@@ -148,7 +148,7 @@ impl Page {
     pub fn figures(&mut self, figures: &[(String, String)]) {
         self.body.push_str("<div class=\"plots\">\n");
         for (caption, svg) in figures {
-            let _ = write!(self.body, "<figure>{}<figcaption>{}</figcaption></figure>\n", svg, escape(caption));
+            let _ = writeln!(self.body, "<figure>{}<figcaption>{}</figcaption></figure>", svg, escape(caption));
         }
         self.body.push_str("</div>\n");
     }

@@ -2,11 +2,13 @@
 //! logarithmic axes, and stacked bars. Every plot carries its legend below the chart (never over the
 //! data), and text uses the generic `sans-serif` family, so the page needs no font files.
 //!
-//! Logarithmic axes are drawn as linear axes over log2 or log10 of the values, labelled with the
-//! values themselves: that keeps the ticks on powers of two (batch sizes 1, 2, 4 … 256) where plotters'
-//! own log scale would label powers of ten only.
+//! Logarithmic axes are drawn as linear axes over log2 or log10 of the values, with ticks chosen here
+//! and labelled with the values themselves: powers of two for batch sizes and tokens (1, 2, 4 … 256),
+//! 1, 2 and 5 times the powers of ten for the roofline, where plotters' own log scale would label
+//! powers of ten only (and a range within one decade not at all).
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 
 /// A plot that could not be drawn (the plotting backend's message).
@@ -43,16 +45,103 @@ impl Scale {
         t.is_finite().then_some(t)
     }
 
-    /// A tick label for a position on the drawn axis.
+    /// A tick label for a position on the drawn axis: the value it stands for.
     fn label(self, t: f64) -> String {
         match self {
             Scale::Linear | Scale::LinearFit => short_number(t),
-            // Only whole exponents are labelled: a tick at 2^1.5 would read as an odd batch size.
-            Scale::Log2 | Scale::Log10 if (t - t.round()).abs() > 1e-6 => String::new(),
-            Scale::Log2 => short_number(2f64.powf(t.round())),
-            Scale::Log10 => short_number(10f64.powf(t.round())),
+            Scale::Log2 => short_number(2f64.powf(t)),
+            Scale::Log10 => short_number(10f64.powf(t)),
         }
     }
+
+    /// Tick positions on the drawn axis over `lo..hi`: round values for linear axes; whole powers of two,
+    /// or 1, 2 and 5 times the powers of ten, for log axes (thinned when there are many), and round
+    /// values in between where the range is too narrow to hold two of those.
+    fn ticks(self, lo: f64, hi: f64) -> Vec<f64> {
+        let inside = |v: &f64| *v >= lo - 1e-9 && *v <= hi + 1e-9;
+        let thin = |v: Vec<f64>, most: usize| -> Vec<f64> {
+            let step = v.len().div_ceil(most.max(1)).max(1);
+            v.into_iter().step_by(step).collect()
+        };
+        let ticks = match self {
+            Scale::Linear | Scale::LinearFit => return linear_ticks(lo, hi, 6),
+            Scale::Log2 => {
+                let v: Vec<f64> = (lo.ceil() as i64..=hi.floor() as i64).map(|k| k as f64).collect();
+                thin(v, 10)
+            }
+            Scale::Log10 => {
+                let mut v: Vec<f64> = Vec::new();
+                for k in lo.floor() as i64..=hi.ceil() as i64 {
+                    for m in [1.0f64, 2.0, 5.0] {
+                        v.push(k as f64 + m.log10());
+                    }
+                }
+                v.retain(inside);
+                if v.len() > 10 {
+                    v.retain(|t| (t - t.round()).abs() < 1e-9);
+                    v = thin(v, 10);
+                }
+                v
+            }
+        };
+        if ticks.len() >= 2 {
+            return ticks;
+        }
+        // A narrow range: round values of the data themselves, placed on the log axis.
+        let (base, a, b) = match self {
+            Scale::Log2 => (2f64, 2f64.powf(lo), 2f64.powf(hi)),
+            _ => (10f64, 10f64.powf(lo), 10f64.powf(hi)),
+        };
+        linear_ticks(a, b, 5).into_iter().filter(|v| *v > 0.0).map(|v| v.log(base)).filter(inside).collect()
+    }
+}
+
+/// A linear axis over `lo..hi` whose ticks are given (plotters' `with_key_points` on an `f64` range
+/// cannot take label formatters in 0.3).
+struct TickAxis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for TickAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        if self.hi <= self.lo {
+            return (limit.0 + limit.1) / 2;
+        }
+        let f = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + (f64::from(limit.1 - limit.0) * f).round() as i32
+    }
+
+    fn key_points<H: plotters::coord::ranged1d::KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        // Bold grid lines at the ticks, no light ones.
+        if hint.weight().allow_light_points() { Vec::new() } else { self.ticks.clone() }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// Round ticks (1, 2, 2.5 or 5 times a power of ten apart) over `lo..hi`, about `n` of them.
+fn linear_ticks(lo: f64, hi: f64, n: usize) -> Vec<f64> {
+    if hi <= lo || !lo.is_finite() || !hi.is_finite() {
+        return vec![lo];
+    }
+    let raw = (hi - lo) / n.max(1) as f64;
+    let p = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0].iter().map(|m| m * p).find(|s| *s >= raw).unwrap_or(10.0 * p);
+    let mut v = Vec::new();
+    let mut t = (lo / step).ceil() * step;
+    while t <= hi + step * 1e-9 && v.len() < 100 {
+        // Snap to the step so labels print round (0.30000000000000004 → 0.3).
+        v.push((t / step).round() * step);
+        t += step;
+    }
+    v
 }
 
 /// A number for a tick or legend: few digits, no trailing zeros.
@@ -299,7 +388,10 @@ pub fn xy(p: &XyPlot) -> Result<String, PlotError> {
             .margin(8)
             .x_label_area_size(40)
             .y_label_area_size(58)
-            .build_cartesian_2d(x0..x1, y0..y1)
+            .build_cartesian_2d(
+                TickAxis { lo: x0, hi: x1, ticks: p.x_scale.ticks(x0, x1) },
+                TickAxis { lo: y0, hi: y1, ticks: p.y_scale.ticks(y0, y1) },
+            )
             .map_err(err)?;
         let xl = |t: &f64| p.x_scale.label(*t);
         let yl = |t: &f64| p.y_scale.label(*t);
@@ -307,15 +399,11 @@ pub fn xy(p: &XyPlot) -> Result<String, PlotError> {
             .configure_mesh()
             .x_desc(p.x_desc.as_str())
             .y_desc(p.y_desc.as_str())
-            .x_labels(if matches!(p.x_scale, Scale::Log2 | Scale::Log10) { 16 } else { 8 })
-            .y_labels(if matches!(p.y_scale, Scale::Log2 | Scale::Log10) { 16 } else { 6 })
             .x_label_formatter(&xl)
             .y_label_formatter(&yl)
             .label_style((FONT, LABEL_SIZE))
             .axis_desc_style((FONT, LABEL_SIZE))
-            .max_light_lines(2)
-            .light_line_style(RGBColor(242, 242, 242))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .bold_line_style(RGBColor(225, 225, 225))
             .draw()
             .map_err(err)?;
         for s in &p.series {
@@ -437,8 +525,15 @@ mod tests {
     #[test]
     fn log_axes_label_whole_exponents_only() {
         assert_eq!(Scale::Log2.label(8.0), "256");
-        assert_eq!(Scale::Log2.label(8.5), "");
         assert_eq!(Scale::Log10.label(-1.0), "0.1");
+        assert_eq!(Scale::Log2.ticks(-0.2, 8.2), (0..=8).map(f64::from).collect::<Vec<_>>());
+        let t: Vec<String> = Scale::Log10.ticks(2.0, 3.1).into_iter().map(|t| Scale::Log10.label(t)).collect();
+        assert_eq!(t, ["100", "200", "500", "1000"]);
+        // Narrower than two powers of two: round values between.
+        let t = Scale::Log2.ticks(7.9, 8.3);
+        assert!(t.len() >= 2 && t.iter().all(|t| (7.9..=8.3).contains(t)), "{t:?}");
+        assert!(t.iter().all(|t| 2f64.powf(*t).round() % 10.0 == 0.0), "{t:?}");
+        assert_eq!(linear_ticks(0.0, 2650.0, 6), [0.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0]);
         assert_eq!(Scale::Log2.to_axis(0.0), None);
         assert_eq!(short_number(1234.0), "1234");
         assert_eq!(short_number(12.5), "12.5");
