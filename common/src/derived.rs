@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::latency;
+use crate::report::{self, ReportError};
 use crate::results::{Results, ResultsError};
 
 /// Why the derived outputs could not be written.
@@ -16,6 +17,9 @@ pub enum DerivedError {
     /// The tables could not be read back.
     #[error(transparent)]
     Results(#[from] ResultsError),
+    /// The report could not be written.
+    #[error(transparent)]
+    Report(#[from] ReportError),
     /// A file could not be written.
     #[error("writing into {dir}: {source}")]
     Io {
@@ -30,7 +34,9 @@ impl DerivedError {
     /// The I/O error underneath, if any (a full disk is retried by the coordinator).
     pub fn io(&self) -> Option<&std::io::Error> {
         match self {
-            DerivedError::Io { source, .. } | DerivedError::Results(ResultsError::Io { source, .. }) => Some(source),
+            DerivedError::Io { source, .. }
+            | DerivedError::Results(ResultsError::Io { source, .. })
+            | DerivedError::Report(ReportError::Io { source, .. }) => Some(source),
             _ => None,
         }
     }
@@ -43,5 +49,6 @@ pub fn write_derived(dir: &Path) -> Result<Vec<PathBuf>, DerivedError> {
     let models = latency::build(&results);
     let mut written = vec![latency::write_models(dir, &models).map_err(io)?];
     written.extend(latency::vidur::write_vidur(dir, &results).map_err(io)?);
+    written.push(report::write(dir, &results, &models)?);
     Ok(written)
 }

@@ -100,7 +100,8 @@ padding:0 1em;color:#222}h1{font-size:1.5em}h2{font-size:1.2em;margin-top:2em;bo
 h3{font-size:1em}table{border-collapse:collapse;font-size:12px;margin:.5em 0}th,td{border:1px solid #ddd;\
 padding:2px 6px;text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3;\
 cursor:pointer;position:sticky;top:0}td.l{text-align:left}.hi{background:#fde2e1}.ok{background:#e3f4e1}\
-.plots{display:flex;flex-wrap:wrap;gap:8px}.plots figure{margin:0}figcaption{font-size:12px;color:#555}\
+.plots{display:flex;flex-wrap:wrap;gap:8px}.plots figure{margin:0;display:table}figcaption{font-size:12px;color:#555;\
+display:table-caption;caption-side:bottom}\
 nav a{margin-right:1em}.note{color:#555;font-size:13px}pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:12px}";
 
 /// Sorts a table by the clicked column: numeric by `data-v` where cells have it, else by text.
@@ -119,27 +120,27 @@ impl Page {
     /// Starts a section (`<h2>` with an anchor, listed in the page's navigation).
     pub fn section(&mut self, id: &str, heading: &str) {
         self.sections.push((id.to_string(), heading.to_string()));
-        let _ = write!(self.body, "<h2 id=\"{}\">{}</h2>\n", escape(id), escape(heading));
+        let _ = writeln!(self.body, "<h2 id=\"{}\">{}</h2>", escape(id), escape(heading));
     }
 
     /// A sub-heading.
     pub fn heading(&mut self, text: &str) {
-        let _ = write!(self.body, "<h3>{}</h3>\n", escape(text));
+        let _ = writeln!(self.body, "<h3>{}</h3>", escape(text));
     }
 
     /// A paragraph of text.
     pub fn paragraph(&mut self, text: &str) {
-        let _ = write!(self.body, "<p>{}</p>\n", escape(text));
+        let _ = writeln!(self.body, "<p>{}</p>", escape(text));
     }
 
     /// A note in smaller type.
     pub fn note(&mut self, text: &str) {
-        let _ = write!(self.body, "<p class=\"note\">{}</p>\n", escape(text));
+        let _ = writeln!(self.body, "<p class=\"note\">{}</p>", escape(text));
     }
 
     /// Preformatted text.
     pub fn pre(&mut self, text: &str) {
-        let _ = write!(self.body, "<pre>{}</pre>\n", escape(text));
+        let _ = writeln!(self.body, "<pre>{}</pre>", escape(text));
     }
 
     /// A row of figures: (caption, SVG document) each. The SVG is inlined as it is: it must come from a
@@ -147,7 +148,7 @@ impl Page {
     pub fn figures(&mut self, figures: &[(String, String)]) {
         self.body.push_str("<div class=\"plots\">\n");
         for (caption, svg) in figures {
-            let _ = write!(self.body, "<figure>{}<figcaption>{}</figcaption></figure>\n", svg, escape(caption));
+            let _ = writeln!(self.body, "<figure>{}<figcaption>{}</figcaption></figure>", svg, escape(caption));
         }
         self.body.push_str("</div>\n");
     }

@@ -29,6 +29,7 @@ pub mod latency;
 pub mod layout;
 pub mod logging;
 pub mod ranks;
+pub mod report;
 pub mod results;
 pub mod roofline;
 pub mod stats;

@@ -161,7 +161,9 @@ fn cudnn_attention_shows_the_attention_change_and_no_other_category() {
     // FlashAttention's kernel is gone at every batch size, cuDNN's appeared.
     let flash = sig.iter().find(|(k, n, ..)| k == "kernel" && n.contains("flash_fwd_kernel")).expect("flash kernel");
     assert_eq!((flash.2.as_str(), flash.3), ("paged_attention", 16));
-    assert!(sig.iter().any(|(k, n, c, _)| k == "kernel" && n.starts_with("cudnn_generated_fort_native_sdpa") && c == "paged_attention"));
+    assert!(sig.iter().any(|(k, n, c, _)| k == "kernel"
+        && n.starts_with("cudnn_generated_fort_native_sdpa")
+        && c == "paged_attention"));
     // The largest effects are attention's.
     let first = &d["groups"][0]["metric"];
     assert_eq!(first["category"], "paged_attention", "{first}");

@@ -195,6 +195,8 @@ pub struct OpRecord {
     pub achieved_gbps: Option<f64>,
     /// `memory` or `compute` (empty: no model).
     pub bound: String,
+    /// Data type the op was compared with (`bf16`, `fp32`, `fp8`; empty: no model).
+    pub dtype: String,
 }
 
 /// One row of `roofline.csv`: a detailed category's modelled work per step.
@@ -220,6 +222,8 @@ pub struct RooflineRecord {
     pub peak_gbps: f64,
     /// `memory` or `compute`.
     pub bound: String,
+    /// Data type of the ops (`bf16`, `fp32`, `fp8`).
+    pub dtype: String,
 }
 
 /// A results directory read back.
@@ -304,6 +308,7 @@ impl Results {
                     achieved_tflops: row.opt_num("achieved_tflops")?,
                     achieved_gbps: row.opt_num("achieved_gbps")?,
                     bound: row.opt_str("bound").to_string(),
+                    dtype: row.opt_str("dtype").to_string(),
                 });
                 Ok(())
             })?;
@@ -319,9 +324,11 @@ impl Results {
                     time_us: row.num("time_us_per_step")?,
                     achieved_tflops: row.num("achieved_tflops")?,
                     achieved_gbps: row.num("achieved_gbps")?,
-                    peak_tflops: row.num("peak_tflops")?,
-                    peak_gbps: row.num("peak_gbps")?,
-                    bound: row.str("bound")?.to_string(),
+                    // Empty for a GPU without known peaks.
+                    peak_tflops: row.opt_num("peak_tflops")?.unwrap_or(0.0),
+                    peak_gbps: row.opt_num("peak_gbps")?.unwrap_or(0.0),
+                    bound: row.opt_str("bound").to_string(),
+                    dtype: row.opt_str("dtype").to_string(),
                 });
                 Ok(())
             })?;
@@ -331,6 +338,38 @@ impl Results {
             r.manifest = serde_json::from_str(&text).ok();
         }
         Ok(r)
+    }
+
+    /// Sets the roofline rows and the ops' `bound` against other peaks (`coord report --peak-tflops
+    /// --peak-gbps`): the achieved values stay, the peaks and what bounds each op are worked out again.
+    /// Rows whose GPU has no known peak and no override keep what the tables said.
+    pub fn with_peaks(&mut self, peaks: &crate::roofline::PeakOverride) {
+        use crate::roofline::DType;
+        let dtype = |s: &str| match s {
+            "fp32" => DType::Fp32,
+            "fp8" => DType::Fp8,
+            _ => DType::Bf16,
+        };
+        let assess = |gpu: &str, dt: &str, intensity: f64| {
+            let p = peaks.resolve(gpu)?;
+            let t = p.tflops(dtype(dt))?;
+            let bound = if intensity < t * 1e3 / p.gbps { "memory" } else { "compute" };
+            Some((t, p.gbps, bound.to_string()))
+        };
+        for r in &mut self.roofline {
+            let intensity = if r.bytes > 0.0 { r.flops / r.bytes } else { 0.0 };
+            if let Some((t, g, b)) = assess(&r.series.gpu, &r.dtype, intensity) {
+                (r.peak_tflops, r.peak_gbps, r.bound) = (t, g, b);
+            }
+        }
+        for o in &mut self.ops {
+            let (Some(f), Some(b)) = (o.flops_per_call, o.bytes_per_call) else { continue };
+            if b > 0.0
+                && let Some((_, _, bound)) = assess(&o.series.gpu, &o.dtype, f / b)
+            {
+                o.bound = bound;
+            }
+        }
     }
 
     /// The step rows that stand for one step of their series: single-rank rows, and for tensor-parallel

@@ -9,6 +9,7 @@ mod fetch;
 mod ingest;
 mod log_writer;
 mod peaks;
+mod report;
 mod rm;
 mod serve;
 mod status;
@@ -41,6 +42,8 @@ enum Command {
     Ingest(ingest::Args),
     /// Compare two results directories per category and kernel, with noise and significance; writes diff.html.
     Diff(diff::Args),
+    /// Write report.html for a results directory: one self-contained page of plots and tables.
+    Report(report::Args),
     /// Run the coordinator: agents connect, upload traces; sweeps are parsed and merged as traces land.
     Serve(serve::Args),
     /// Run a sweep file: validate, submit, follow progress, write the results.
@@ -92,6 +95,7 @@ pub fn main() -> ExitCode {
         Command::Analyze(a) => analyze::run(a),
         Command::Ingest(a) => ingest::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Report(a) => report::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Sweep(a) => sweep::run(a),
         Command::Status(a) => status::run(a),

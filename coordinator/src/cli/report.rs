@@ -1,0 +1,47 @@
+//! `coord report RESULTS_DIR [--out FILE]`: one self-contained HTML page about a results directory (and,
+//! written into the directory, the latency models and Vidur profiles beside it, as a sweep writes them).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tracefleet_common::latency;
+use tracefleet_common::report;
+use tracefleet_common::results::Results;
+
+/// Arguments of `coord report`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Results directory (`coord sweep --out`, `coord fetch`, `coord ingest --out`): steps.csv, and
+    /// kernels.csv, ops.csv, roofline.csv, manifest.json where present.
+    results_dir: PathBuf,
+    /// Where to write the page (default: RESULTS_DIR/report.html, with models.json and vidur/ refreshed
+    /// beside it).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    peaks: super::peaks::PeakArgs,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let dir = &a.results_dir;
+    let mut results = Results::read(dir).with_context(|| format!("reading results in {}", dir.display()))?;
+    if a.peaks.peak_tflops.is_some() || a.peaks.peak_gbps.is_some() {
+        results.with_peaks(&a.peaks.overrides());
+    }
+    let models = latency::build(&results);
+    let path = match &a.out {
+        Some(file) => {
+            std::fs::write(file, report::render(&results, &models))
+                .with_context(|| format!("writing the report of {} to {}", dir.display(), file.display()))?;
+            file.clone()
+        }
+        None => {
+            let io = |e: std::io::Error| anyhow::Error::new(e).context(format!("writing into {}", dir.display()));
+            latency::write_models(dir, &models).map_err(io)?;
+            latency::write_vidur(dir, &results).map_err(io)?;
+            report::write(dir, &results, &models).with_context(|| format!("writing the report of {}", dir.display()))?
+        }
+    };
+    println!("{}", path.display());
+    Ok(())
+}
