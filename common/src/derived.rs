@@ -43,8 +43,11 @@ impl DerivedError {
 }
 
 /// Reads the tables in `dir` and writes the derived outputs beside them; returns the paths written.
-pub fn write_derived(dir: &Path) -> Result<Vec<PathBuf>, DerivedError> {
-    let results = Results::read(dir)?;
+/// `final_dir` is where the directory will be read from (the coordinator writes into a temporary folder
+/// and moves it into place): the report names that one.
+pub fn write_derived(dir: &Path, final_dir: &Path) -> Result<Vec<PathBuf>, DerivedError> {
+    let mut results = Results::read(dir)?;
+    results.dir = final_dir.to_path_buf();
     let io = |source| DerivedError::Io { dir: dir.to_path_buf(), source };
     let models = latency::build(&results);
     let mut written = vec![latency::write_models(dir, &models).map_err(io)?];

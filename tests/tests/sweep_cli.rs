@@ -36,6 +36,46 @@ fn local_sweep_writes_every_result_file() {
     }
     let op_times = std::fs::read_to_string(out.join("op_times.tsv")).expect("op_times");
     assert_eq!(op_times.lines().count(), 5, "{op_times}");
+    // What the tables give besides: Parquet, the roofline (the fixtures recorded shapes), the latency
+    // models, Vidur's profiles and the report.
+    for f in [
+        "ops.parquet",
+        "kernels.parquet",
+        "steps.parquet",
+        "roofline.csv",
+        "models.json",
+        "vidur/mlp.csv",
+        "vidur/attention.csv",
+        "report.html",
+    ] {
+        let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
+        assert!(len > 0, "{f} missing or empty");
+    }
+    let models = tracefleet_tests::read_json(&out.join("models.json")).expect("models.json");
+    let curves = models["curves"].as_array().expect("curves");
+    assert_eq!(curves.len(), 1, "{models}");
+    let fitted = curves[0]["models"].as_array().expect("models").iter().filter(|m| !m["fit"].is_null()).count();
+    assert!(fitted >= 11, "every category, coarse category and the whole step is fitted: {models}");
+    // The report of the README's example: one self-contained page with every plot.
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    let external = tracefleet_common::html::external_references(&html);
+    assert!(external.is_empty(), "external references: {external:?}");
+    assert!(!html.contains("plot failed"), "a plot failed");
+    let section = |id: &str| {
+        let start = html.find(&format!("<h2 id=\"{id}\"")).unwrap_or_else(|| panic!("no section {id}"));
+        let rest = &html[start + 4..];
+        rest[..rest.find("<h2 ").unwrap_or(rest.len())].to_string()
+    };
+    let svgs = |id: &str| section(id).matches("<svg").count();
+    // 11 latency plots: the whole step, 7 detailed and 3 coarse categories, each with its fit.
+    assert_eq!(svgs("latency"), 11);
+    for d in tracefleet_common::classify::Detail::ALL {
+        assert!(section("latency").contains(&format!("<figcaption>{}", d.name())), "no plot of {}", d.name());
+    }
+    assert!(section("latency").contains("R²"), "the fits' R² in the captions");
+    assert!(svgs("breakdown") >= 1 && svgs("kernels") >= 1 && svgs("spread") >= 1);
+    // The fixtures' shapes give a roofline plot per plotted batch size.
+    assert!(svgs("roofline") >= 1, "roofline plots");
 }
 
 #[test]

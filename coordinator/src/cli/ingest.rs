@@ -177,9 +177,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
         }
     }
-    let written =
+    let mut written =
         tables::write_results(&a.out, &agg, tables::Layout { peaks: a.peaks.overrides(), ..Default::default() })
             .with_context(|| format!("writing {}", a.out.display()))?;
+    // Models, Vidur profiles and the report, from the tables just written.
+    written.extend(
+        tracefleet_common::derived::write_derived(&a.out, &a.out)
+            .with_context(|| format!("writing {}", a.out.display()))?,
+    );
     let steps = agg.steps.len();
     eprintln!("ingested {read} traces, {steps} steps ({} files skipped); wrote:", skipped.len());
     for p in written {

@@ -291,7 +291,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     std::fs::write(tmp.join("manifest.json"), text + "\n")?;
     // Models, Vidur profiles and the report, from the tables just written (a full disk is retried like
     // the tables).
-    tracefleet_common::derived::write_derived(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    tracefleet_common::derived::write_derived(&tmp, &dir).with_context(|| format!("writing {}", tmp.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).with_context(|| format!("moving results into {}", dir.display()))?;
     Ok(dir)
