@@ -150,6 +150,10 @@ pub struct Aggregate {
     /// Modelled work of the outermost modelled op calls by (series, detailed category, data type).
     #[serde(default)]
     pub roofline: BTreeMap<(SeriesKey, Detail, DType), WorkSums>,
+    /// Steps with any modelled op call, by series: what `roofline.csv`'s per-step values divide by (a step
+    /// replayed from a CUDA graph launches no op and would dilute them).
+    #[serde(default)]
+    pub roofline_steps: BTreeMap<SeriesKey, u64>,
 }
 
 impl Aggregate {
@@ -219,6 +223,9 @@ impl Aggregate {
         for (d, dtype, w) in &s.work.categories {
             self.roofline.entry((series.clone(), *d, *dtype)).or_default().merge(w);
         }
+        if !s.work.categories.is_empty() {
+            *self.roofline_steps.entry(series.clone()).or_default() += 1;
+        }
         for k in &s.kernels {
             let ks = self.kernels.entry((series.clone(), k.name.clone(), Category::of(k))).or_default();
             ks.calls += k.calls;
@@ -262,6 +269,9 @@ impl Aggregate {
         }
         for (k, v) in &other.roofline {
             self.roofline.entry(k.clone()).or_default().merge(v);
+        }
+        for (k, v) in &other.roofline_steps {
+            *self.roofline_steps.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &other.kernels {
             let ks = self.kernels.entry(k.clone()).or_default();

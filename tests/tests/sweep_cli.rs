@@ -51,6 +51,12 @@ fn local_sweep_writes_every_result_file() {
         let len = std::fs::metadata(out.join(f)).map(|m| m.len()).unwrap_or(0);
         assert!(len > 0, "{f} missing or empty");
     }
+    // Vidur's times are per decoder layer: every step of the fixtures has its 16 layers.
+    let mut vidur = csv::Reader::from_path(out.join("vidur/mlp.csv")).expect("mlp.csv");
+    let col = vidur.headers().expect("header").iter().position(|h| h == "num_layers").expect("num_layers");
+    let rows: Vec<csv::StringRecord> = vidur.records().map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), 4, "one row per batch size");
+    assert!(rows.iter().all(|r| &r[col] == "16"), "per-layer times: {rows:?}");
     let models = tracefleet_tests::read_json(&out.join("models.json")).expect("models.json");
     let curves = models["curves"].as_array().expect("curves");
     assert_eq!(curves.len(), 1, "{models}");

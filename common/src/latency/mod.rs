@@ -95,7 +95,7 @@ pub struct CurveModels {
     pub gpu: String,
     /// Mode.
     pub mode: String,
-    /// Input length (decode), 0 for prefill.
+    /// Input length (prompt tokens; 0: unknown).
     pub input_len: u32,
     /// Tensor-parallel size.
     pub tp: u32,

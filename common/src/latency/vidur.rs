@@ -20,7 +20,7 @@
 //! batch × input length for prefill). Columns: the stats of `attn_pre_proj`, `attn_rope`,
 //! `attn_post_proj`, `mlp_up_proj`, `mlp_down_proj`, `others`; then `num_tokens`,
 //! `num_tensor_parallel_workers` (tp), and, beyond Vidur's columns, `num_layers`, `steps` (steps the
-//! statistics are over), `host`, `gpu`, `mode`, `input_len` (0 for prefill curves), `rank`.
+//! statistics are over), `host`, `gpu`, `mode`, `input_len`, `rank`.
 //!
 //! **`attention.csv`**: one row per curve, batch size and context: decode rows have `batch_size`,
 //! `kv_cache_size` = input length (the prompt already in the cache), `prefill_chunk_size` 0,
@@ -42,7 +42,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::classify::Detail;
-use crate::results::{Curve, Results, Series, StepRecord, read_table};
+use crate::results::{Curve, Results, Series, StepRecord};
 
 /// The folder (under the directory given) the CSVs are written to.
 pub const VIDUR_DIR: &str = "vidur";
@@ -125,20 +125,10 @@ fn stat_columns<'a>(ops: impl Iterator<Item = &'a str>) -> Vec<String> {
 /// A step's identity in `steps.csv`.
 type StepKey = (Series, String, u32);
 
-/// The `layers` column of `steps.csv` per step (empty when the file or the column is missing, or a value
-/// does not parse: the times then stay per step).
+/// The `layers` of every step row (read with the tables, so a sweep's derived outputs see the steps
+/// being written, not a directory that does not exist yet).
 fn layer_counts(results: &Results) -> BTreeMap<StepKey, u32> {
-    let mut out = BTreeMap::new();
-    let read = read_table(&results.dir.join("steps.csv"), |row| {
-        if let Some(layers) = row.opt_num::<u32>("layers")? {
-            out.insert((row.series()?, row.str("trace")?.to_string(), row.num("step")?), layers);
-        }
-        Ok(())
-    });
-    if read.is_err() {
-        out.clear();
-    }
-    out
+    results.steps.iter().map(|s| ((s.series.clone(), s.trace.clone(), s.step), s.layers)).collect()
 }
 
 /// The divisor for a step: its layer count, 1 when unknown or 0.
@@ -321,8 +311,11 @@ mod tests {
 
     #[test]
     fn without_a_layer_count_times_stay_per_step() {
+        // Tables without layer counts (older ones, or steps where no decoder layer was found).
         let mut results = committed("h200-vllm/prefill");
-        results.dir = PathBuf::from("/nonexistent");
+        for s in &mut results.steps {
+            s.layers = 0;
+        }
         let out = tempfile::tempdir().expect("tempdir");
         let files = write_vidur(out.path(), &results).expect("written");
         let (_, rows) = read_csv(&files[0]);

@@ -55,14 +55,26 @@ pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
          left of its ridge an op is memory-bound. % of roof is achieved TFLOP/s over the roof at the point's \
          intensity.",
     );
-    // Peaks per series, from roofline.csv (ops.csv does not carry them).
+    // The roof drawn per series: its BF16/FP16 peaks (the tensor-core roof most modelled work runs
+    // under), else the first row's. Each row's "% of roof" uses the peaks of its own data type.
     let mut peaks: HashMap<&Series, (f64, f64)> = HashMap::new();
-    for c in &r.roofline {
-        peaks.entry(&c.series).or_insert((c.peak_tflops, c.peak_gbps));
+    for c in r.roofline.iter().filter(|c| c.peak_tflops > 0.0 && c.peak_gbps > 0.0) {
+        if c.dtype == "bf16" || c.dtype.is_empty() {
+            peaks.insert(&c.series, (c.peak_tflops, c.peak_gbps));
+        } else {
+            peaks.entry(&c.series).or_insert((c.peak_tflops, c.peak_gbps));
+        }
     }
-    let pct = |series: &Series, i: f64, t: f64| -> Cell {
-        match peaks.get(series) {
-            Some(&(pt, pg)) if roof(i, pt, pg) > 0.0 => Cell::num(t / roof(i, pt, pg) * 100.0, 1),
+    for o in &r.ops {
+        if let (Some(t), Some(g)) = (o.peak_tflops, o.peak_gbps)
+            && o.dtype == "bf16"
+        {
+            peaks.entry(&o.series).or_insert((t, g));
+        }
+    }
+    let pct = |peak: Option<(f64, f64)>, i: f64, t: f64| -> Cell {
+        match peak {
+            Some((pt, pg)) if roof(i, pt, pg) > 0.0 => Cell::num(t / roof(i, pt, pg) * 100.0, 1),
             _ => Cell::text(""),
         }
     };
@@ -150,7 +162,7 @@ pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
                     Cell::num(i, 1),
                     Cell::num(t, 2),
                     o.achieved_gbps.map(|g| Cell::num(g, 0)).unwrap_or_else(|| Cell::text("")),
-                    pct(&o.series, i, t),
+                    pct(o.peak_tflops.zip(o.peak_gbps), i, t),
                     Cell::text(o.bound.clone()),
                 ]);
             }
@@ -185,7 +197,7 @@ pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
                 Cell::num(i, 1),
                 Cell::num(c.achieved_tflops, 2),
                 Cell::num(c.achieved_gbps, 0),
-                pct(&c.series, i, c.achieved_tflops),
+                pct((c.peak_tflops > 0.0).then_some((c.peak_tflops, c.peak_gbps)), i, c.achieved_tflops),
                 Cell::text(c.bound.clone()),
             ]);
         }

@@ -75,15 +75,14 @@ impl Series {
             host: self.host.clone(),
             gpu: self.gpu.clone(),
             mode: self.mode.clone(),
-            input_len: if self.mode == "prefill" { 0 } else { self.input_len },
+            input_len: self.input_len,
             tp: self.tp,
             rank: self.rank.clone(),
         }
     }
 }
 
-/// A series without its batch size (and, for prefill, without its input length, since prefill curves
-/// run over tokens): what one plotted line or one latency model covers.
+/// A series without its batch size: what one plotted line or one latency model covers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Curve {
     /// Host.
@@ -92,7 +91,8 @@ pub struct Curve {
     pub gpu: String,
     /// Mode.
     pub mode: String,
-    /// Input length for decode curves, 0 for prefill.
+    /// Input length (prompt tokens; 0: unknown). Prefill curves run over tokens (batch × input length)
+    /// and are kept apart per input length, so no two shapes with the same token count share a point.
     pub input_len: u32,
     /// Tensor-parallel size.
     pub tp: u32,
@@ -134,6 +134,8 @@ pub struct StepRecord {
     pub gpu_time_us: f64,
     /// GPU time per detailed category, µs, in [`Detail::ALL`] order.
     pub detail_us: [f64; 7],
+    /// Decoder layers found in the step (0: none found, or tables without the column).
+    pub layers: u32,
     /// SM clock range during the step, MHz (None: not recorded).
     pub sm_clock_mhz: Option<(u32, u32)>,
     /// Throttled during the step (None: not recorded).
@@ -197,6 +199,10 @@ pub struct OpRecord {
     pub bound: String,
     /// Data type the op was compared with (`bf16`, `fp32`, `fp8`; empty: no model).
     pub dtype: String,
+    /// The compute peak it was compared with, TFLOP/s (None: no model or no known peak).
+    pub peak_tflops: Option<f64>,
+    /// The bandwidth peak it was compared with, GB/s.
+    pub peak_gbps: Option<f64>,
 }
 
 /// One row of `roofline.csv`: a detailed category's modelled work per step.
@@ -231,7 +237,8 @@ pub struct RooflineRecord {
 pub struct Results {
     /// The directory.
     pub dir: PathBuf,
-    /// `steps.csv` rows of single ranks (tensor-parallel jobs: the `merged` rows, see [`Results::steps_for_curves`]).
+    /// Every `steps.csv` row: each rank's, and for tensor-parallel jobs the `merged` rows too
+    /// ([`Results::steps_for_curves`] picks one row per step).
     pub steps: Vec<StepRecord>,
     /// `kernels.csv` rows.
     pub kernels: Vec<KernelRecord>,
@@ -268,6 +275,7 @@ impl Results {
                     }
                     d
                 },
+                layers: row.opt_num("layers")?.unwrap_or(0),
                 sm_clock_mhz: match (row.opt_num::<u32>("sm_clock_mhz_min")?, row.opt_num::<u32>("sm_clock_mhz_max")?) {
                     (Some(a), Some(b)) => Some((a, b)),
                     _ => None,
@@ -309,6 +317,8 @@ impl Results {
                     achieved_gbps: row.opt_num("achieved_gbps")?,
                     bound: row.opt_str("bound").to_string(),
                     dtype: row.opt_str("dtype").to_string(),
+                    peak_tflops: row.opt_num("peak_tflops")?,
+                    peak_gbps: row.opt_num("peak_gbps")?,
                 });
                 Ok(())
             })?;
@@ -322,8 +332,8 @@ impl Results {
                     flops: row.num("flops_per_step")?,
                     bytes: row.num("bytes_per_step")?,
                     time_us: row.num("time_us_per_step")?,
-                    achieved_tflops: row.num("achieved_tflops")?,
-                    achieved_gbps: row.num("achieved_gbps")?,
+                    achieved_tflops: row.opt_num("achieved_tflops")?.unwrap_or(0.0),
+                    achieved_gbps: row.opt_num("achieved_gbps")?.unwrap_or(0.0),
                     // Empty for a GPU without known peaks.
                     peak_tflops: row.opt_num("peak_tflops")?.unwrap_or(0.0),
                     peak_gbps: row.opt_num("peak_gbps")?.unwrap_or(0.0),
@@ -334,8 +344,18 @@ impl Results {
             })?;
         }
         let manifest = dir.join("manifest.json");
-        if let Ok(text) = fs::read_to_string(&manifest) {
-            r.manifest = serde_json::from_str(&text).ok();
+        match fs::read_to_string(&manifest) {
+            Ok(text) => {
+                let v = serde_json::from_str(&text).map_err(|e| ResultsError::Table {
+                    path: manifest.clone(),
+                    line: e.line() as u64,
+                    message: format!("not valid JSON: {e}"),
+                })?;
+                r.manifest = Some(v);
+            }
+            // Results from `coord ingest` have no manifest.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(ResultsError::Io { path: manifest, source }),
         }
         Ok(r)
     }
@@ -365,9 +385,9 @@ impl Results {
         for o in &mut self.ops {
             let (Some(f), Some(b)) = (o.flops_per_call, o.bytes_per_call) else { continue };
             if b > 0.0
-                && let Some((_, _, bound)) = assess(&o.series.gpu, &o.dtype, f / b)
+                && let Some((t, g, bound)) = assess(&o.series.gpu, &o.dtype, f / b)
             {
-                o.bound = bound;
+                (o.peak_tflops, o.peak_gbps, o.bound) = (Some(t), Some(g), bound);
             }
         }
     }

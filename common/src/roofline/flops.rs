@@ -134,12 +134,23 @@ fn elem(t: &str) -> Option<(u64, DType)> {
     })
 }
 
-fn numel(d: &[u64]) -> u64 {
-    d.iter().product()
+/// The product of `xs`, None on overflow: sizes come from the trace, and a corrupt or hostile one must not
+/// wrap (release) or panic (debug).
+fn prod(xs: &[u64]) -> Option<u64> {
+    xs.iter().try_fold(1u64, |a, &x| a.checked_mul(x))
+}
+
+/// The sum of `xs`, None on overflow.
+fn sum(xs: &[u64]) -> Option<u64> {
+    xs.iter().try_fold(0u64, |a, &x| a.checked_add(x))
+}
+
+fn numel(d: &[u64]) -> Option<u64> {
+    prod(d)
 }
 
 /// The work of one call of `name` with these shapes; None when the op has no model or its shapes do not
-/// fit it (missing dims, unknown dtype, inconsistent sizes).
+/// fit it (missing dims, unknown dtype, inconsistent sizes, sizes whose products overflow 64 bits).
 pub fn model(name: &str, s: &Shapes) -> Option<OpWork> {
     match name {
         "aten::mm" => gemm(s, 0, 1, None),
@@ -157,6 +168,15 @@ pub fn model(name: &str, s: &Shapes) -> Option<OpWork> {
     }
 }
 
+/// A product of a batch of `[m, k] × [k, n]` GEMMs plus an optional bias of `bias_elems` elements.
+fn gemm_work(batch: u64, m: u64, k: u64, n: u64, bias_elems: u64, size: u64, dtype: DType) -> Option<OpWork> {
+    let out = prod(&[batch, m, n])?;
+    let bias_flops = if bias_elems > 0 { out } else { 0 };
+    let flops = prod(&[2, batch, m, k, n])?.checked_add(bias_flops)?;
+    let elems = sum(&[prod(&[batch, m, k])?, prod(&[batch, k, n])?, out, bias_elems])?;
+    Some(OpWork { flops, bytes: elems.checked_mul(size)?, dtype })
+}
+
 /// `[m, k] × [k, n]` (+ bias).
 fn gemm(s: &Shapes, a: usize, b: usize, bias: Option<usize>) -> Option<OpWork> {
     let (x, w) = (s.dim(a)?, s.dim(b)?);
@@ -165,9 +185,11 @@ fn gemm(s: &Shapes, a: usize, b: usize, bias: Option<usize>) -> Option<OpWork> {
         return None;
     }
     let (size, dtype) = s.elem_size(a)?;
-    let bias_elems = bias.and_then(|i| s.dim(i)).map_or(0, numel);
-    let bias_flops = if bias_elems > 0 { m * n } else { 0 };
-    Some(OpWork { flops: 2 * m * k * n + bias_flops, bytes: (m * k + k * n + m * n + bias_elems) * size, dtype })
+    let bias_elems = match bias.and_then(|i| s.dim(i)) {
+        Some(d) => numel(d)?,
+        None => 0,
+    };
+    gemm_work(1, m, k, n, bias_elems, size, dtype)
 }
 
 /// `[b, m, k] × [b, k, n]` (+ bias).
@@ -178,13 +200,11 @@ fn batched(s: &Shapes, a: usize, b: usize, bias: Option<usize>) -> Option<OpWork
         return None;
     }
     let (size, dtype) = s.elem_size(a)?;
-    let bias_elems = bias.and_then(|i| s.dim(i)).map_or(0, numel);
-    let bias_flops = if bias_elems > 0 { bt * m * n } else { 0 };
-    Some(OpWork {
-        flops: 2 * bt * m * k * n + bias_flops,
-        bytes: (bt * (m * k + k * n + m * n) + bias_elems) * size,
-        dtype,
-    })
+    let bias_elems = match bias.and_then(|i| s.dim(i)) {
+        Some(d) => numel(d)?,
+        None => 0,
+    };
+    gemm_work(bt, m, k, n, bias_elems, size, dtype)
 }
 
 /// `torch.matmul` with its broadcasting: a 1-D left operand is a row, a 1-D right one a column, leading
@@ -206,7 +226,8 @@ fn matmul(s: &Shapes) -> Option<OpWork> {
         return None;
     }
     let batch = broadcast(a_batch, b_batch)?;
-    Some(OpWork { flops: 2 * batch * m * k * n, bytes: (numel(a) + numel(b) + batch * m * n) * size, dtype })
+    let elems = sum(&[numel(a)?, numel(b)?, prod(&[batch, m, n])?])?;
+    Some(OpWork { flops: prod(&[2, batch, m, k, n])?, bytes: elems.checked_mul(size)?, dtype })
 }
 
 /// The element count of two leading-dimension lists broadcast together (None if they do not broadcast).
@@ -235,26 +256,35 @@ fn linear(s: &Shapes) -> Option<OpWork> {
     if k != k2 {
         return None;
     }
-    let m: u64 = numel(lead);
     let (size, dtype) = s.elem_size(0)?;
-    let bias = s.dim(2).map_or(0, numel);
-    let bias_flops = if bias > 0 { m * n } else { 0 };
-    Some(OpWork { flops: 2 * m * k * n + bias_flops, bytes: (m * k + n * k + m * n + bias) * size, dtype })
+    let bias = match s.dim(2) {
+        Some(d) => numel(d)?,
+        None => 0,
+    };
+    gemm_work(1, numel(lead)?, k, n, bias, size, dtype)
 }
 
-/// Query/key pairs of one sequence of `q` queries over `k` keys, causal or not (a causal mask aligns the
-/// queries with the last keys, as torch's `is_causal` and FlashAttention do for decode and prefill).
-fn pairs(q: u64, k: u64, causal: bool) -> u64 {
-    if causal && q > 1 {
+/// Query/key pairs of one sequence of `q` queries over `k` keys. `bottom_right`: a causal mask aligns the
+/// queries with the last keys (FlashAttention's rule: decode's one query sees every key); otherwise with
+/// the first keys (torch's SDPA `is_causal`, documented as upper-left: query i sees keys 0..=i). Equal
+/// for prefill (q = k).
+fn pairs(q: u64, k: u64, causal: bool, bottom_right: bool) -> Option<u64> {
+    if !causal {
+        return q.checked_mul(k);
+    }
+    if bottom_right {
         let q = q.min(k);
-        q * k - q * (q - 1) / 2
+        // Σ over the last q rows: k − q + 1 … k keys.
+        q.checked_mul(k)?.checked_sub(q.checked_mul(q.saturating_sub(1))? / 2)
     } else {
-        q * k
+        let m = q.min(k);
+        // Rows 0..m see 1..=m keys; rows past k see all k.
+        (m.checked_mul(m + 1)? / 2).checked_add((q - m).checked_mul(k)?)
     }
 }
 
 /// SDPA and its backends: `q[b, hq, lq, d]`, `k[b, hkv, lk, d]`, `v[b, hkv, lk, dv]`; `is_causal` at
-/// `causal_at` in the concrete inputs.
+/// `causal_at` in the concrete inputs (upper-left, as torch defines it).
 fn sdpa(s: &Shapes, causal_at: usize) -> Option<OpWork> {
     let [b, hq, lq, d] = <[u64; 4]>::try_from(s.dim(0)?).ok()?;
     let [b2, hkv, lk, d2] = <[u64; 4]>::try_from(s.dim(1)?).ok()?;
@@ -263,44 +293,46 @@ fn sdpa(s: &Shapes, causal_at: usize) -> Option<OpWork> {
         return None;
     }
     let (size, dtype) = s.elem_size(0)?;
-    let p = pairs(lq, lk, s.flag(causal_at));
-    Some(OpWork {
-        flops: 2 * b * hq * p * (d + dv),
-        bytes: (b * hq * lq * d + b * hkv * lk * (d + dv) + b * hq * lq * dv) * size,
-        dtype,
-    })
+    let p = pairs(lq, lk, s.flag(causal_at), false)?;
+    let elems = sum(&[prod(&[b, hq, lq, d])?, prod(&[b, hkv, lk, d.checked_add(dv)?])?, prod(&[b, hq, lq, dv])?])?;
+    Some(OpWork { flops: prod(&[2, b, hq, p, d.checked_add(dv)?])?, bytes: elems.checked_mul(size)?, dtype })
+}
+
+/// Paged FlashAttention: `batch` sequences of `total_q / batch` queries over `lk` keys each.
+fn paged(total_q: u64, hq: u64, hkv: u64, d: u64, batch: u64, lk: u64, causal: bool, size: u64, dtype: DType) -> Option<OpWork> {
+    let q_len = total_q / batch;
+    let p = batch.checked_mul(pairs(q_len, lk, causal, true)?)?;
+    // q read and the output written; K and V of lk tokens per sequence read.
+    let elems = sum(&[prod(&[2, total_q, hq, d])?, prod(&[2, batch, lk, hkv, d])?])?;
+    Some(OpWork { flops: prod(&[2, hq, p, 2, d])?, bytes: elems.checked_mul(size)?, dtype })
 }
 
 /// vLLM's FlashAttention-3 call (`_vllm_fa3_C::fwd`): `q[total_q, hq, d]`, a paged KV cache
-/// `[blocks, block_size, hkv, d]`, `cu_seqlens_q[batch + 1]` (input 7), `max_seqlen_q` and
-/// `max_seqlen_k` as concrete inputs 12 and 13, `is_causal` at 24. The shapes give only the longest
-/// key length, so every sequence is taken at `max_seqlen_k`: exact under controlled batching (all
-/// sequences equal), an upper bound otherwise.
+/// `[blocks, block_size, hkv, d]`, `cu_seqlens_q[batch + 1]` (input 7), `max_seqlen_k` as concrete input
+/// 13, `is_causal` at 24. The shapes give only the longest key length and the mean query length, so every
+/// sequence is taken at `max_seqlen_k` with `total_q / batch` queries: exact under controlled batching
+/// (all sequences of a step alike), an estimate otherwise (sequences of different lengths mixed, as with
+/// chunked prefill beside decodes).
 fn vllm_fa3(s: &Shapes) -> Option<OpWork> {
     let [total_q, hq, d] = <[u64; 3]>::try_from(s.dim(0)?).ok()?;
     let cache = s.dim(1)?;
     let hkv = *cache.get(cache.len().checked_sub(2)?)?;
     let batch = s.dim(7).and_then(|c| c.first().copied()).map(|n| n.saturating_sub(1)).filter(|&b| b > 0)?;
-    let lk = s.int(13)?;
-    let q_len = total_q / batch;
     let (size, dtype) = s.elem_size(0)?;
-    let p = batch * pairs(q_len, lk, s.flag(24));
-    Some(OpWork { flops: 2 * hq * p * (d + d), bytes: (2 * total_q * hq * d + 2 * batch * lk * hkv * d) * size, dtype })
+    paged(total_q, hq, hkv, d, batch, s.int(13)?, s.flag(24), size, dtype)
 }
 
-/// vLLM's FlashAttention-2 varlen call: `q[total_q, hq, d]`, paged cache at inputs 1 and 2,
-/// `cu_seqlens_q` at 4, `max_seqlen_q`/`max_seqlen_k` at 7 and 8, `is_causal` at 11 (vLLM's
-/// `vllm_flash_attn` binding). Same approximation as [`vllm_fa3`].
+/// vLLM's FlashAttention-2 varlen call (`varlen_fwd(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k,
+/// leftpad_k, block_table, alibi_slopes, max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale,
+/// zero_tensors, is_causal, ...)`): `q[total_q, hq, d]`, paged cache at input 1, `cu_seqlens_q` at 4,
+/// `max_seqlen_k` at 11, `is_causal` at 15. Same estimate as [`vllm_fa3`].
 fn vllm_fa2(s: &Shapes) -> Option<OpWork> {
     let [total_q, hq, d] = <[u64; 3]>::try_from(s.dim(0)?).ok()?;
     let cache = s.dim(1)?;
     let hkv = *cache.get(cache.len().checked_sub(2)?)?;
     let batch = s.dim(4).and_then(|c| c.first().copied()).map(|n| n.saturating_sub(1)).filter(|&b| b > 0)?;
-    let lk = s.int(8)?;
-    let q_len = total_q / batch;
     let (size, dtype) = s.elem_size(0)?;
-    let p = batch * pairs(q_len, lk, s.flag(11));
-    Some(OpWork { flops: 2 * hq * p * (d + d), bytes: (2 * total_q * hq * d + 2 * batch * lk * hkv * d) * size, dtype })
+    paged(total_q, hq, hkv, d, batch, s.int(11)?, s.flag(15), size, dtype)
 }
 
 #[cfg(test)]
@@ -410,6 +442,68 @@ mod tests {
         let w = model("_vllm_fa3_C::fwd", &s).expect("modelled");
         assert_eq!(w.flops, 2 * 32 * (32 * 260) * 128);
         assert_eq!(w.bytes, (2 * 32 * 32 * 64 + 2 * 32 * 260 * 8 * 64) * 2);
+    }
+
+    /// Builds the shapes of a call with `n` inputs: dims, types and concrete values at given positions.
+    fn call(n: usize, dims: &[(usize, &str)], types: &[(usize, &str)], concrete: &[(usize, &str)]) -> Shapes {
+        let mut d = vec!["[]".to_string(); n];
+        let mut t = vec!["\"\"".to_string(); n];
+        let mut c = vec!["\"\"".to_string(); n];
+        for (i, v) in dims {
+            d[*i] = v.to_string();
+        }
+        for (i, v) in types {
+            t[*i] = format!("\"{v}\"");
+        }
+        for (i, v) in concrete {
+            c[*i] = format!("\"{v}\"");
+        }
+        shapes(&format!("[{}]", d.join(",")), &format!("[{}]", t.join(",")), &format!("[{}]", c.join(",")))
+    }
+
+    #[test]
+    fn vllm_flash_attention_2_varlen_decode_and_prefill() {
+        // varlen_fwd(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table,
+        // alibi_slopes, max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale, zero_tensors, is_causal, ...)
+        let decode = call(
+            20,
+            &[(0, "[16, 32, 128]"), (1, "[4000, 16, 8, 128]"), (2, "[4000, 16, 8, 128]"), (4, "[17]"), (8, "[16, 64]")],
+            &[(0, "c10::BFloat16")],
+            &[(10, "1"), (11, "1000"), (15, "True")],
+        );
+        let w = model("_vllm_fa2_C::varlen_fwd", &decode).expect("modelled");
+        assert_eq!(w.flops, 2 * 32 * (16 * 1000) * (128 + 128));
+        assert_eq!(w.bytes, (2 * 16 * 32 * 128 + 2 * 16 * 1000 * 8 * 128) * 2);
+        // Prefill: 2 sequences of 512 queries over their own 512 keys, causal: 512·513/2 pairs each.
+        let prefill = call(
+            20,
+            &[(0, "[1024, 32, 128]"), (1, "[4000, 16, 8, 128]"), (4, "[3]")],
+            &[(0, "c10::BFloat16")],
+            &[(11, "512"), (15, "True")],
+        );
+        let w = model("vllm_flash_attn_c::varlen_fwd", &prefill).expect("modelled");
+        assert_eq!(w.flops, 2 * 32 * (2 * 512 * 513 / 2) * 256);
+    }
+
+    #[test]
+    fn torch_causal_masks_are_upper_left() {
+        // 4 queries over 6 keys with is_causal: torch's mask lets query i see keys 0..=i: 1+2+3+4 pairs.
+        assert_eq!(pairs(4, 6, true, false), Some(10));
+        // FlashAttention's bottom-right mask: query i sees keys 0..=i+2: 3+4+5+6.
+        assert_eq!(pairs(4, 6, true, true), Some(18));
+        // Equal lengths agree; no mask is every pair.
+        assert_eq!(pairs(5, 5, true, false), pairs(5, 5, true, true));
+        assert_eq!(pairs(4, 6, false, false), Some(24));
+    }
+
+    #[test]
+    fn sizes_whose_work_overflows_are_not_modelled() {
+        let huge = u64::MAX / 2;
+        let s = shapes(&format!("[[{huge}, 2048], [2048, 2048]]"), "[\"c10::BFloat16\", \"c10::BFloat16\"]", "[]");
+        assert_eq!(model("aten::mm", &s), None);
+        let s = shapes(&format!("[[{huge}, 4, 2048], [2048, 2048]]"), "[\"c10::BFloat16\", \"c10::BFloat16\"]", "[]");
+        assert_eq!(model("aten::linear", &s), None);
+        assert_eq!(model("aten::matmul", &s), None);
     }
 
     #[test]

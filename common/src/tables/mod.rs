@@ -390,20 +390,21 @@ fn write_kernels(dir: &Path, agg: &Aggregate) -> io::Result<[PathBuf; 2]> {
 }
 
 /// `roofline.csv`: per series, detailed category and data type, the outermost modelled op calls' work
-/// per step against the GPU's peaks. Written when any op had a FLOP model.
+/// per step (over the steps with any modelled call: `steps`) against the GPU's peaks. Written when any op
+/// had a FLOP model; intensity and rates are empty without bytes or time.
 fn write_roofline(dir: &Path, agg: &Aggregate, peaks: &PeakOverride) -> io::Result<PathBuf> {
     let mut t = series_table();
     t.col("category", Kind::Str).col("dtype", Kind::Str).col("steps", Kind::Int).col("calls_per_step", Kind::Float(2));
     t.col("flops_per_step", Kind::Float(0)).col("bytes_per_step", Kind::Float(0)).col("time_us_per_step", US);
-    t.col("arithmetic_intensity", Kind::Float(3))
-        .col("achieved_tflops", Kind::Float(3))
-        .col("achieved_gbps", Kind::Float(1));
+    t.opt("arithmetic_intensity", Kind::Float(3))
+        .opt("achieved_tflops", Kind::Float(3))
+        .opt("achieved_gbps", Kind::Float(1));
     t.opt("peak_tflops", Kind::Float(1))
         .opt("peak_gbps", Kind::Float(0))
         .opt("bound", Kind::Str)
         .opt("of_roof", Kind::Float(4));
     for ((k, d, dtype), w) in &agg.roofline {
-        let steps = agg.categories.get(k).and_then(|c| c.first()).map_or(0, |s| s.count);
+        let steps = agg.roofline_steps.get(k).copied().unwrap_or(0);
         if steps == 0 || w.calls == 0 {
             continue;
         }
@@ -418,9 +419,9 @@ fn write_roofline(dir: &Path, agg: &Aggregate, peaks: &PeakOverride) -> io::Resu
             Value::Float(w.flops as f64 / n),
             Value::Float(w.bytes as f64 / n),
             usv(w.time_ns as f64 / n),
-            Value::Float(w.intensity().unwrap_or(0.0)),
-            Value::Float(w.tflops().unwrap_or(0.0)),
-            Value::Float(w.gbps().unwrap_or(0.0)),
+            w.intensity().into(),
+            w.tflops().into(),
+            w.gbps().into(),
             against.map(|a| a.peak_tflops).into(),
             against.map(|a| a.peak_gbps).into(),
             against.map(|a| a.bound.name().to_string()).into(),

@@ -197,6 +197,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
              no vLLM prefill step name, no --input-len"
         );
     }
+    let peaks = a.peaks.overrides();
+    let unknown: std::collections::BTreeSet<&str> =
+        agg.roofline.keys().map(|(s, ..)| s.gpu.as_str()).filter(|g| peaks.resolve(g).is_none()).collect();
+    for gpu in unknown {
+        eprintln!(
+            "warning: no peaks known for GPU `{gpu}`: the roofline's achieved rates are written, their peak, bound \
+             and of_roof columns are empty; give both --peak-tflops and --peak-gbps"
+        );
+    }
     let warnings = checks::warnings(&agg);
     for w in &warnings {
         eprintln!("warning: {}", w.message);

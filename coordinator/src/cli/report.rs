@@ -28,6 +28,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.peaks.peak_tflops.is_some() || a.peaks.peak_gbps.is_some() {
         results.with_peaks(&a.peaks.overrides());
     }
+    let unknown: std::collections::BTreeSet<&str> =
+        results.roofline.iter().filter(|r| r.peak_tflops <= 0.0).map(|r| r.series.gpu.as_str()).collect();
+    for gpu in unknown {
+        eprintln!(
+            "warning: no peaks known for GPU `{gpu}`: the roofline shows achieved rates without a roof; give both \
+             --peak-tflops and --peak-gbps"
+        );
+    }
     let models = latency::build(&results);
     let path = match &a.out {
         Some(file) => {

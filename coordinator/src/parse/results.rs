@@ -289,9 +289,17 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     });
     let text = serde_json::to_string_pretty(&manifest)?;
     std::fs::write(tmp.join("manifest.json"), text + "\n")?;
-    // Models, Vidur profiles and the report, from the tables just written (a full disk is retried like
-    // the tables).
-    tracefleet_common::derived::write_derived(&tmp, &dir).with_context(|| format!("writing {}", tmp.display()))?;
+    // Models, Vidur profiles and the report, from the tables just written. A full disk is retried like
+    // the tables; any other failure leaves the tables in place and is said in the log and in
+    // `derived_error.txt` beside them (`coord report DIR` writes them again).
+    if let Err(e) = tracefleet_common::derived::write_derived(&tmp, &dir) {
+        let e = anyhow::Error::new(e).context(format!("writing the models and report of {}", dir.display()));
+        if storage_full(&e) {
+            return Err(e);
+        }
+        tracing::error!(sweep = sweep_id, "{e:#}");
+        std::fs::write(tmp.join("derived_error.txt"), format!("{e:#}\n"))?;
+    }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).with_context(|| format!("moving results into {}", dir.display()))?;
     Ok(dir)
