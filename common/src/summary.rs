@@ -353,6 +353,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         world_size: t.meta.world_size,
     };
     let by_step = steps.events_by_step();
+    let outer = crate::roofline::outermost_modelled(t, &links);
     // GPU activities replayed by CUDA graphs, per step: (count, summed ns).
     let mut graph_by_step = vec![(0u32, 0i64); steps.steps.len()];
     let mut replayed = vec![false; if links.graph_replayed.is_empty() { 0 } else { t.events.len() }];
@@ -509,7 +510,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         }
         let rows = totals(t, &times, events.iter().map(|&i| i as usize));
         let activities: Vec<(u32, Detail)> = counted.iter().map(|c| (c.event, c.detail)).collect();
-        let work = crate::roofline::step_work(t, &links, &times, events, &activities);
+        let work = crate::roofline::step_work(t, &links, &times, &outer, events, &activities);
         let mut ops: Vec<OpRow> = rows
             .iter()
             .map(|(&(name, device), r): (&(u32, bool), &KeyTotals)| OpRow {

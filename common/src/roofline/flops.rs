@@ -87,24 +87,11 @@ pub struct Shapes {
 impl Shapes {
     /// Parses the raw JSON; None when `Input Dims` is absent or malformed (the call is then not modelled:
     /// a trace is never refused for its shapes).
+    ///
+    /// A small parser of its own rather than `serde_json::Value`: it runs for every modelled call (a few
+    /// hundred per step) on the parse path, and these arrays hold only integers, arrays and plain strings.
     pub fn parse(raw: &RawShapes<'_>) -> Option<Self> {
-        let dims: Vec<serde_json::Value> = serde_json::from_slice(raw.dims).ok()?;
-        let dims = dims
-            .iter()
-            .map(|d| match d.as_array() {
-                // A tensor's sizes; a tensor list (an array of arrays) or a scalar gives no sizes.
-                Some(a) if a.iter().all(serde_json::Value::is_u64) => {
-                    a.iter().filter_map(serde_json::Value::as_u64).collect()
-                }
-                _ => Vec::new(),
-            })
-            .collect();
-        let strings = |raw: &[u8]| -> Vec<String> {
-            serde_json::from_slice::<Vec<serde_json::Value>>(raw)
-                .map(|v| v.into_iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect())
-                .unwrap_or_default()
-        };
-        Some(Shapes { dims, types: strings(raw.types), concrete: strings(raw.concrete) })
+        Some(Shapes { dims: parse_dims(raw.dims)?, types: parse_strings(raw.types), concrete: parse_strings(raw.concrete) })
     }
 
     fn dim(&self, i: usize) -> Option<&[u64]> {
@@ -122,6 +109,127 @@ impl Shapes {
     fn int(&self, i: usize) -> Option<u64> {
         self.concrete.get(i)?.parse().ok()
     }
+}
+
+/// `[[1, 2048], [], [[1, 2], [3]], ...]`: each element's sizes; a scalar (`[]`), a tensor list (nested
+/// arrays) or anything else gives no sizes. None when the text is not such an array.
+fn parse_dims(b: &[u8]) -> Option<Vec<Vec<u64>>> {
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return None;
+    }
+    i += 1;
+    let mut out = Vec::new();
+    loop {
+        i = skip_ws(b, i);
+        match b.get(i)? {
+            b']' => return Some(out),
+            b',' => i += 1,
+            b'[' => {
+                let (sizes, next) = parse_sizes(b, i)?;
+                out.push(sizes);
+                i = next;
+            }
+            _ => {
+                // Not an array (a null, a number): no sizes; skip to the next element.
+                out.push(Vec::new());
+                while !matches!(b.get(i)?, b',' | b']') {
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
+/// One element of `Input Dims` starting at `b[i] == '['`: its integers, or nothing for a nested array or
+/// a size that is not a non-negative integer; returns the position after its closing bracket.
+fn parse_sizes(b: &[u8], mut i: usize) -> Option<(Vec<u64>, usize)> {
+    i += 1;
+    let mut sizes = Vec::new();
+    let mut plain = true;
+    let mut depth = 1;
+    while depth > 0 {
+        match b.get(i)? {
+            b'[' => {
+                plain = false;
+                depth += 1;
+                i += 1;
+            }
+            b']' => {
+                depth -= 1;
+                i += 1;
+            }
+            c if c.is_ascii_digit() && depth == 1 => {
+                let start = i;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                match std::str::from_utf8(&b[start..i]).ok().and_then(|t| t.parse().ok()) {
+                    Some(v) => sizes.push(v),
+                    None => plain = false,
+                }
+            }
+            b',' | b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            _ => {
+                plain = false;
+                i += 1;
+            }
+        }
+    }
+    Some((if plain { sizes } else { Vec::new() }, i))
+}
+
+/// The strings of a JSON array (`["c10::BFloat16", "", "0.125"]`); an escaped string is read with
+/// serde_json; any other value in the array gives an empty string. Empty when the text is no array.
+fn parse_strings(b: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'[') {
+        return out;
+    }
+    i += 1;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b']' => break,
+            b'"' => {
+                let start = i;
+                i += 1;
+                let mut escaped = false;
+                while let Some(&c) = b.get(i) {
+                    i += 1;
+                    match c {
+                        b'\\' => {
+                            escaped = true;
+                            i += 1;
+                        }
+                        b'"' => break,
+                        _ => {}
+                    }
+                }
+                let text = b.get(start..i.min(b.len())).unwrap_or_default();
+                out.push(if escaped {
+                    serde_json::from_slice::<String>(text).unwrap_or_default()
+                } else {
+                    String::from_utf8_lossy(text.get(1..text.len().saturating_sub(1)).unwrap_or_default()).into_owned()
+                });
+            }
+            b',' | b' ' | b'\n' | b'\r' | b'\t' => i += 1,
+            _ => {
+                out.push(String::new());
+                while b.get(i).is_some_and(|c| !matches!(c, b',' | b']')) {
+                    i += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+        i += 1;
+    }
+    i
 }
 
 /// Size in bytes and peak class of a dtype as the profiler writes it.
@@ -507,12 +615,58 @@ mod tests {
     }
 
     #[test]
+    fn shapes_parse_like_json() {
+        let s = shapes(
+            r#"[[32, 2048], [], [[1, 2], [3]], null, [-1, 4], [2.5]]"#,
+            r#"["c10::BFloat16", "Scalar", "TensorList", 7, "a\"b", ""]"#,
+            r#"["", "0.125"]"#,
+        );
+        assert_eq!(s.dims, vec![vec![32, 2048], vec![], vec![], vec![], vec![], vec![]]);
+        assert_eq!(s.types, ["c10::BFloat16", "Scalar", "TensorList", "", "a\"b", ""].map(String::from));
+        assert_eq!(s.concrete, ["", "0.125"].map(String::from));
+    }
+
+    /// Shapes come from the trace: cut, mutated or random text is never a panic, and a model either
+    /// fits or is left out.
+    #[test]
+    fn mangled_shapes_never_panic() {
+        let sample = br#"[[32, 32, 64], [108292, 16, 8, 64], [], [33], ["x"], [[1, 2]], 5, null, "s\"t"]"#;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..20_000 {
+            let mut b = sample.to_vec();
+            match round % 3 {
+                0 => b.truncate((next() as usize) % (b.len() + 1)),
+                1 => {
+                    for _ in 0..4 {
+                        let i = (next() as usize) % b.len();
+                        b[i] = b"[]\",\\0123456789 -.en"[(next() as usize) % 20];
+                    }
+                }
+                _ => b = (0..(next() % 64)).map(|_| next() as u8).collect(),
+            }
+            let raw = RawShapes { dims: &b, types: &b, concrete: &b };
+            if let Some(s) = Shapes::parse(&raw) {
+                for name in ["aten::mm", "aten::linear", "aten::matmul", "_vllm_fa3_C::fwd", "aten::scaled_dot_product_attention"] {
+                    let _ = model(name, &s);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn unknown_ops_and_bad_shapes_have_no_model() {
         let s = shapes("[[1, 2048]]", "[\"c10::BFloat16\"]", "[\"\"]");
         assert!(!has_model("aten::silu"));
         assert_eq!(model("aten::silu", &s), None);
         assert_eq!(model("aten::mm", &s), None);
         assert!(Shapes::parse(&RawShapes { dims: b"not json", types: b"", concrete: b"" }).is_none());
+        assert!(Shapes::parse(&RawShapes { dims: b"[[1, 2", types: b"", concrete: b"" }).is_none());
         // An unknown dtype is not modelled rather than guessed.
         let s = shapes("[[2, 2], [2, 2]]", "[\"c10::complex<float>\", \"c10::complex<float>\"]", "[]");
         assert_eq!(model("aten::mm", &s), None);

@@ -140,10 +140,11 @@ pub fn step_work(
     t: &Trace,
     links: &Links,
     times: &EventTimes,
+    outer: &[u32],
     events: &[u32],
     activities: &[(u32, Detail)],
 ) -> StepWork {
-    if t.work.is_empty() {
+    if t.work.is_empty() || outer.is_empty() {
         return StepWork::default();
     }
     let mut ops: BTreeMap<(u32, DType), WorkSums> = BTreeMap::new();
@@ -154,15 +155,12 @@ pub fn step_work(
         }
         ops.entry((t.events[i as usize].name, w.dtype)).or_default().add(w, times.device[i as usize]);
     }
-    // The outermost modelled op above each activity, and the GPU time per category under it.
-    let outermost = |i: u32| -> Option<u32> { links.ancestors(t, i).filter(|j| t.work.contains_key(j)).last() };
+    // The GPU time per category under each outermost modelled op.
     let mut under: FxHashMap<u32, [i64; 7]> = FxHashMap::default();
     for &(a, d) in activities {
         let launcher = links.launcher[a as usize];
-        if launcher == NONE {
-            continue;
-        }
-        if let Some(op) = outermost(launcher) {
+        let Some(&op) = outer.get(launcher as usize) else { continue };
+        if op != NONE {
             under.entry(op).or_default()[d.index()] += t.events[a as usize].dur;
         }
     }
@@ -181,6 +179,28 @@ pub fn step_work(
         ops: ops.into_iter().map(|((n, dt), s)| (t.name(n).to_string(), dt, s)).collect(),
         categories: categories.into_iter().map(|((d, dt), s)| (d, dt, s)).collect(),
     }
+}
+
+/// For every event, the outermost op call with modelled work among it and its host ancestors ([`NONE`]:
+/// none), computed once per trace in one pass over the host tree in torch's order (parents first), so a
+/// step's activities find theirs without walking up. Empty when the trace has no modelled work.
+pub fn outermost_modelled(t: &Trace, links: &Links) -> Vec<u32> {
+    if t.work.is_empty() {
+        return Vec::new();
+    }
+    let mut outer = vec![NONE; t.events.len()];
+    for &i in &links.host_order {
+        let p = links.parent[i as usize];
+        let above = if p == NONE { NONE } else { outer[p as usize] };
+        outer[i as usize] = if above != NONE {
+            above
+        } else if t.work.contains_key(&i) {
+            i
+        } else {
+            NONE
+        };
+    }
+    outer
 }
 
 /// The modelled work of an op call if it has a FLOP model and readable shapes (called while a trace is

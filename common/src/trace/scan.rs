@@ -579,6 +579,13 @@ impl<'a> Cur<'a> {
                     let v = self.float()?;
                     ev.kernel.get_or_insert_with(KernelArgs::default).occupancy_pct = v.unwrap_or(0.0) as f32;
                 }
+                // Kept only for ops with a FLOP model (Kineto writes `name` before `args`; when it comes
+                // after, the shapes are kept and the model builder decides).
+                b"Input Dims" | b"Input type" | b"Concrete Inputs"
+                    if !ev.name.is_empty() && !crate::roofline::flops::has_model(&ev.name) =>
+                {
+                    self.skip_value()?
+                }
                 b"Input Dims" => ev.shapes.get_or_insert_with(RawShapes::default).dims = self.raw_value()?,
                 b"Input type" => ev.shapes.get_or_insert_with(RawShapes::default).types = self.raw_value()?,
                 b"Concrete Inputs" => ev.shapes.get_or_insert_with(RawShapes::default).concrete = self.raw_value()?,
