@@ -81,7 +81,7 @@ impl DiffOptions {
     /// Checks the ranges: `alpha` in (0, 1), the two minimum changes finite and not negative.
     pub fn validate(&self) -> Result<(), DiffError> {
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
-            return Err(DiffError::Option { name: "--alpha", value: self.alpha, why: "must be between 0 and 1" });
+            return Err(DiffError::Option { name: "--alpha", value: self.alpha, why: "must be above 0 and below 1" });
         }
         for (name, value) in [("--min-change-pct", self.min_change_pct), ("--min-change-us", self.min_change_us)] {
             if !(value.is_finite() && value >= 0.0) {
@@ -320,7 +320,7 @@ impl Diff {
     /// The rule of significance in one sentence, for headers.
     pub fn rule(&self) -> String {
         format!(
-            "significant (*): |change| >= {}% and >= {} µs, and Welch's t-test p < {} after Holm's correction over those {} rows",
+            "significant (*): |change| >= {}% and >= {} µs, and Welch's t-test p < {} after Holm's correction over the {} rows that pass both sizes (`-` in p (Holm): below a size, not tested)",
             self.options.min_change_pct, self.options.min_change_us, self.options.alpha, self.summary.tested
         )
     }

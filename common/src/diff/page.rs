@@ -22,8 +22,10 @@ fn latency_plot(title: &str, x_name: &str, a: &[(f64, f64)], b: &[(f64, f64)]) -
     let xs = || a.iter().chain(b).map(|p| p.0).filter(|x| *x > 0.0);
     let x_min = xs().fold(f64::INFINITY, f64::min);
     let x_max = xs().fold(0f64, f64::max);
-    let (x_min, x_max) = if x_min.is_finite() && x_max > x_min { (x_min, x_max) } else { (1.0, 2.0) };
-    let y_max = a.iter().chain(b).map(|p| p.1).fold(0f64, f64::max).max(1e-3) * 1.1;
+    let (x_min, x_max) =
+        if x_min.is_finite() && x_max.is_finite() && x_max > x_min { (x_min, x_max) } else { (1.0, 2.0) };
+    // Finite values only: plotters never ends computing ticks over an infinite range.
+    let y_max = a.iter().chain(b).map(|p| p.1).filter(|v| v.is_finite()).fold(0f64, f64::max).max(1e-3) * 1.1;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (400, 270)).into_drawing_area();
@@ -71,7 +73,7 @@ fn effects_chart(d: &Diff, top: &[&Group]) -> Result<String, DiffError> {
     let title = "largest effects";
     let err = plot_error(title);
     let n = top.len() as i32;
-    let x_max = top.iter().map(|g| g.effect_us).fold(0f64, f64::max).max(1e-3) * 1.05;
+    let x_max = top.iter().map(|g| g.effect_us).filter(|v| v.is_finite()).fold(0f64, f64::max).max(1e-3) * 1.05;
     let labels: Vec<String> = top
         .iter()
         .map(|g| {

@@ -9,9 +9,10 @@
 //!   per x; weighted, a few percent).
 //! - **Knee search.** For a fixed `k` the model is linear in `a, b, c` and is solved by weighted least
 //!   squares. `k` is searched over a grid: every distinct x and every midpoint between neighbouring
-//!   distinct x, keeping only knees with at least two distinct x on each side (counting an x equal to `k`
-//!   on both). A segment resting on a single x would pass through that x's mean whatever the data, which
-//!   fits noise at the ends of the range rather than a change of regime. The knee with the smallest
+//!   distinct x, keeping only knees with at least three distinct x on each side (counting an x equal to
+//!   `k` on both). A segment resting on one or two x passes through their means whatever the data, which
+//!   fits noise (or a kernel switch at one batch size) rather than a change of regime; so a knee needs at
+//!   least 5 distinct x, and a sweep of 4 batch sizes is fitted with one line. The knee with the smallest
 //!   weighted residual sum of squares (RSS) wins.
 //! - **Selection (BIC).** The hinge is kept only when it lowers the Bayesian information criterion
 //!   `n·ln(RSS/n) + p·ln(n)` (weighted RSS, `n` points) below the single line's, with `p = 2` for the line and `p = 4` for the hinge
@@ -133,17 +134,17 @@ fn relative_weights(pts: &[(f64, f64)]) -> Vec<f64> {
     idx.into_iter().map(|i| 1.0 / means[i].max(floor).powi(2)).collect()
 }
 
-/// Knees to try: distinct x and midpoints between neighbours, with at least two distinct x on each side
-/// (an x equal to the knee counting on both sides).
+/// Knees to try: distinct x and midpoints between neighbours, with at least three distinct x on each
+/// side (an x equal to the knee counting on both sides).
 fn knee_candidates(xs: &[f64]) -> Vec<f64> {
     let mut out = Vec::new();
     for (i, w) in xs.windows(2).enumerate() {
         // x index i is the left end of this window; x = xs[i] has i+1 x at or below it and len−i at or
-        // above it; the midpoint has i+1 below and len−i−1 above (which must be 2 or more).
-        if i >= 1 && xs.len() - i >= 2 {
+        // above it; the midpoint has i+1 below and len−i−1 above (which must be 3 or more).
+        if i >= 2 && xs.len() - i >= 3 {
             out.push(w[0]);
         }
-        if i >= 1 && xs.len() - i > 2 {
+        if i >= 2 && xs.len() - i > 3 {
             out.push((w[0] + w[1]) / 2.0);
         }
     }
@@ -403,9 +404,11 @@ mod tests {
     }
 
     #[test]
-    fn knee_candidates_keep_two_x_each_side() {
+    fn knee_candidates_keep_three_x_each_side() {
         assert_eq!(knee_candidates(&[1.0, 2.0]), Vec::<f64>::new());
-        assert_eq!(knee_candidates(&[1.0, 2.0, 3.0]), vec![2.0]);
-        assert_eq!(knee_candidates(&[1.0, 2.0, 4.0, 8.0]), vec![2.0, 3.0, 4.0]);
+        // Four batch sizes (the replay example): one line, no knee.
+        assert_eq!(knee_candidates(&[1.0, 8.0, 32.0, 128.0]), Vec::<f64>::new());
+        assert_eq!(knee_candidates(&[1.0, 2.0, 4.0, 8.0, 16.0]), vec![4.0]);
+        assert_eq!(knee_candidates(&[1.0, 2.0, 4.0, 8.0, 16.0, 32.0]), vec![4.0, 6.0, 8.0]);
     }
 }

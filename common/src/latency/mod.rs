@@ -304,7 +304,7 @@ mod tests {
             let r2 = |t: Target, name: &str| c.get(t, name).and_then(|m| m.fit.as_ref()).map(|f| f.r2).expect("fitted");
             let step_like = ["kqv_proj", "rope", "o_proj", "gated_up_proj", "down_proj"];
             for d in Detail::ALL {
-                let min = if path.ends_with("decode") && step_like.contains(&d.name()) { 0.8 } else { 0.99 };
+                let min = if path.ends_with("decode") && step_like.contains(&d.name()) { 0.7 } else { 0.99 };
                 assert!(
                     r2(Target::Category, d.name()) > min,
                     "{path} {}: R² {}",

@@ -470,7 +470,9 @@ pub fn stacked_bars(p: &StackedBars) -> Result<String, PlotError> {
         (0..n).map(|i| p.parts.iter().map(|(_, _, v)| v.get(i).copied().unwrap_or(0.0).max(0.0)).sum()).collect();
     svg(w, h + lh, |root| {
         let (chart_area, legend_area) = root.split_vertically(h);
-        let ymax = totals.iter().copied().fold(0.0, f64::max);
+        // Non-finite values are refused when results are read; kept off the axis here too, since plotters
+        // never ends computing ticks over an infinite range.
+        let ymax = totals.iter().copied().filter(|v| v.is_finite()).fold(0.0, f64::max);
         let ymax = if ymax > 0.0 { ymax * 1.05 } else { 1.0 };
         let mut chart = ChartBuilder::on(&chart_area)
             .caption(&p.title, (FONT, 16))

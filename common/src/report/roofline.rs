@@ -176,6 +176,7 @@ pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
             "curve",
             "x",
             "category",
+            "dtype",
             "GFLOP/step",
             "MB/step",
             "µs/step",
@@ -191,6 +192,7 @@ pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
                 Cell::text(c.series.curve().label()),
                 Cell::int(c.series.tokens()),
                 Cell::text(c.category.clone()),
+                Cell::text(c.dtype.clone()),
                 Cell::num(c.flops / 1e9, 3),
                 Cell::num(c.bytes / 1e6, 2),
                 Cell::num(c.time_us, 1),
@@ -225,7 +227,11 @@ fn unmodelled(page: &mut Page, ctx: &Ctx<'_>) {
     let mut t = Table::new(["curve", "x", "op", "side", "µs/step", "calls/step"]);
     for (curve, x) in &largest {
         let mut top: Vec<&OpRecord> =
-            r.ops.iter().filter(|o| o.series.curve() == *curve && o.series.tokens() == *x && o.mean_us > 0.0).collect();
+            // Op calls only (`cpu` rows): kernels and copies (`device` rows) never have a FLOP model.
+            r.ops
+                .iter()
+                .filter(|o| o.series.curve() == *curve && o.series.tokens() == *x && o.mean_us > 0.0 && o.side == "cpu")
+                .collect();
         top.sort_by(|a, b| b.mean_us.total_cmp(&a.mean_us));
         for o in top.into_iter().take(TOP_OPS).filter(|o| o.flops_per_call.is_none()) {
             t.row(vec![

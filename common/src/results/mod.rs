@@ -256,6 +256,12 @@ impl Results {
     /// Errors: [`ResultsError::NotResults`] without `steps.csv`; [`ResultsError::Table`] for a malformed
     /// row (file, line, column); [`ResultsError::Io`].
     pub fn read(dir: &Path) -> Result<Self, ResultsError> {
+        if !dir.exists() {
+            return Err(ResultsError::Io {
+                path: dir.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            });
+        }
         let steps_path = dir.join("steps.csv");
         if !steps_path.is_file() {
             return Err(ResultsError::NotResults(dir.to_path_buf()));
@@ -266,12 +272,12 @@ impl Results {
                 series: row.series()?,
                 trace: row.str("trace")?.to_string(),
                 step: row.num("step")?,
-                gpu_busy_us: row.num("gpu_busy_us")?,
-                gpu_time_us: row.num("gpu_time_us")?,
+                gpu_busy_us: row.value("gpu_busy_us")?,
+                gpu_time_us: row.value("gpu_time_us")?,
                 detail_us: {
                     let mut d = [0f64; 7];
                     for c in Detail::ALL {
-                        d[c.index()] = row.num(&format!("detail_{}_us", c.name()))?;
+                        d[c.index()] = row.value(&format!("detail_{}_us", c.name()))?;
                     }
                     d
                 },
@@ -294,8 +300,8 @@ impl Results {
                     category: row.str("category")?.to_string(),
                     steps: row.num("steps")?,
                     calls: row.num("calls")?,
-                    mean_us: row.num("mean_us")?,
-                    std_us: row.num("std_us")?,
+                    mean_us: row.value("mean_us")?,
+                    std_us: row.value("std_us")?,
                 });
                 Ok(())
             })?;
@@ -309,16 +315,16 @@ impl Results {
                     side: row.str("side")?.to_string(),
                     calls: row.num("calls")?,
                     steps: row.num("steps")?,
-                    mean_us: row.num("mean_us")?,
-                    std_us: row.num("std_us")?,
-                    flops_per_call: row.opt_num("flops_per_call")?,
-                    bytes_per_call: row.opt_num("bytes_per_call")?,
-                    achieved_tflops: row.opt_num("achieved_tflops")?,
-                    achieved_gbps: row.opt_num("achieved_gbps")?,
+                    mean_us: row.value("mean_us")?,
+                    std_us: row.value("std_us")?,
+                    flops_per_call: row.opt_value("flops_per_call")?,
+                    bytes_per_call: row.opt_value("bytes_per_call")?,
+                    achieved_tflops: row.opt_value("achieved_tflops")?,
+                    achieved_gbps: row.opt_value("achieved_gbps")?,
                     bound: row.opt_str("bound").to_string(),
                     dtype: row.opt_str("dtype").to_string(),
-                    peak_tflops: row.opt_num("peak_tflops")?,
-                    peak_gbps: row.opt_num("peak_gbps")?,
+                    peak_tflops: row.opt_value("peak_tflops")?,
+                    peak_gbps: row.opt_value("peak_gbps")?,
                 });
                 Ok(())
             })?;
@@ -329,14 +335,14 @@ impl Results {
                 r.roofline.push(RooflineRecord {
                     series: row.series()?,
                     category: row.str("category")?.to_string(),
-                    flops: row.num("flops_per_step")?,
-                    bytes: row.num("bytes_per_step")?,
-                    time_us: row.num("time_us_per_step")?,
-                    achieved_tflops: row.opt_num("achieved_tflops")?.unwrap_or(0.0),
-                    achieved_gbps: row.opt_num("achieved_gbps")?.unwrap_or(0.0),
+                    flops: row.value("flops_per_step")?,
+                    bytes: row.value("bytes_per_step")?,
+                    time_us: row.value("time_us_per_step")?,
+                    achieved_tflops: row.opt_value("achieved_tflops")?.unwrap_or(0.0),
+                    achieved_gbps: row.opt_value("achieved_gbps")?.unwrap_or(0.0),
                     // Empty for a GPU without known peaks.
-                    peak_tflops: row.opt_num("peak_tflops")?.unwrap_or(0.0),
-                    peak_gbps: row.opt_num("peak_gbps")?.unwrap_or(0.0),
+                    peak_tflops: row.opt_value("peak_tflops")?.unwrap_or(0.0),
+                    peak_gbps: row.opt_value("peak_gbps")?.unwrap_or(0.0),
                     bound: row.opt_str("bound").to_string(),
                     dtype: row.opt_str("dtype").to_string(),
                 });
@@ -431,7 +437,11 @@ impl Row<'_> {
 
     /// The text of a required column.
     pub fn str(&self, col: &str) -> Result<&str, ResultsError> {
-        let i = *self.headers.get(col).ok_or_else(|| self.err(format!("no column `{col}` in the header")))?;
+        let i = *self.headers.get(col).ok_or_else(|| ResultsError::Table {
+            path: self.path.to_path_buf(),
+            line: 1,
+            message: format!("no column `{col}` in the header"),
+        })?;
         self.record.get(i).ok_or_else(|| self.err(format!("the row has no field for column `{col}`")))
     }
 
@@ -443,7 +453,23 @@ impl Row<'_> {
     /// A required number.
     pub fn num<T: std::str::FromStr>(&self, col: &str) -> Result<T, ResultsError> {
         let v = self.str(col)?;
-        v.trim().parse().map_err(|_| self.err(format!("column `{col}`: `{v}` is not a number")))
+        v.trim().parse().map_err(|_| self.err(format!("column `{col}`: `{v}` is not a number of its type")))
+    }
+
+    /// A required measurement (time, count of FLOPs or bytes, rate): a finite number ≥ 0. An infinite,
+    /// NaN or negative value is refused here: it would poison every mean, fit and plot axis after it.
+    pub fn value(&self, col: &str) -> Result<f64, ResultsError> {
+        let v: f64 = self.num(col)?;
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(self.err(format!("column `{col}`: `{}` is not a finite number >= 0", self.str(col)?)))
+        }
+    }
+
+    /// An optional measurement: None when absent or empty, else as [`Row::value`].
+    pub fn opt_value(&self, col: &str) -> Result<Option<f64>, ResultsError> {
+        if self.opt_str(col).trim().is_empty() { Ok(None) } else { self.value(col).map(Some) }
     }
 
     /// An optional number: None when the column is absent or the field empty.
@@ -452,7 +478,7 @@ impl Row<'_> {
         if v.is_empty() {
             return Ok(None);
         }
-        v.parse().map(Some).map_err(|_| self.err(format!("column `{col}`: `{v}` is not a number")))
+        v.parse().map(Some).map_err(|_| self.err(format!("column `{col}`: `{v}` is not a number of its type")))
     }
 
     /// The series columns (`tp` and `rank` optional: tables written before tensor parallelism).
@@ -512,6 +538,21 @@ mod tests {
         assert!(by_x.values().all(|v| v.len() == 3));
         assert!(!r.kernels.is_empty() && !r.ops.is_empty());
         assert!(r.manifest.is_some());
+    }
+
+    #[test]
+    fn infinite_nan_and_negative_times_are_refused() {
+        for bad in ["inf", "1e400", "NaN", "-500"] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut d = String::from("host,gpu,mode,batch_size,input_len,trace,step,gpu_busy_us,gpu_time_us");
+            for c in Detail::ALL {
+                d.push_str(&format!(",detail_{}_us", c.name()));
+            }
+            d.push_str(&format!("\nh,g,decode,1,128,t,0,1,{bad},1,1,1,1,1,1,1\n"));
+            fs::write(dir.path().join("steps.csv"), d).expect("write");
+            let e = Results::read(dir.path()).expect_err(bad).to_string();
+            assert!(e.contains("line 2") && e.contains("`gpu_time_us`") && e.contains("finite number >= 0"), "{e}");
+        }
     }
 
     #[test]

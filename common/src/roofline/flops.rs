@@ -91,7 +91,11 @@ impl Shapes {
     /// A small parser of its own rather than `serde_json::Value`: it runs for every modelled call (a few
     /// hundred per step) on the parse path, and these arrays hold only integers, arrays and plain strings.
     pub fn parse(raw: &RawShapes<'_>) -> Option<Self> {
-        Some(Shapes { dims: parse_dims(raw.dims)?, types: parse_strings(raw.types), concrete: parse_strings(raw.concrete) })
+        Some(Shapes {
+            dims: parse_dims(raw.dims)?,
+            types: parse_strings(raw.types),
+            concrete: parse_strings(raw.concrete),
+        })
     }
 
     fn dim(&self, i: usize) -> Option<&[u64]> {
@@ -407,7 +411,17 @@ fn sdpa(s: &Shapes, causal_at: usize) -> Option<OpWork> {
 }
 
 /// Paged FlashAttention: `batch` sequences of `total_q / batch` queries over `lk` keys each.
-fn paged(total_q: u64, hq: u64, hkv: u64, d: u64, batch: u64, lk: u64, causal: bool, size: u64, dtype: DType) -> Option<OpWork> {
+fn paged(
+    total_q: u64,
+    hq: u64,
+    hkv: u64,
+    d: u64,
+    batch: u64,
+    lk: u64,
+    causal: bool,
+    size: u64,
+    dtype: DType,
+) -> Option<OpWork> {
     let q_len = total_q / batch;
     let p = batch.checked_mul(pairs(q_len, lk, causal, true)?)?;
     // q read and the output written; K and V of lk tokens per sequence read.
@@ -652,7 +666,13 @@ mod tests {
             }
             let raw = RawShapes { dims: &b, types: &b, concrete: &b };
             if let Some(s) = Shapes::parse(&raw) {
-                for name in ["aten::mm", "aten::linear", "aten::matmul", "_vllm_fa3_C::fwd", "aten::scaled_dot_product_attention"] {
+                for name in [
+                    "aten::mm",
+                    "aten::linear",
+                    "aten::matmul",
+                    "_vllm_fa3_C::fwd",
+                    "aten::scaled_dot_product_attention",
+                ] {
                     let _ = model(name, &s);
                 }
             }

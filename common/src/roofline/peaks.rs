@@ -70,7 +70,13 @@ const TABLE: &[(&str, Peak)] = &[
 ];
 
 const fn p(name: &'static str, bf16: f64, fp32: f64, fp8: bool, gbps: f64) -> Peak {
-    Peak { name, bf16_tflops: bf16, fp32_tflops: Some(fp32), fp8_tflops: if fp8 { Some(2.0 * bf16) } else { None }, gbps }
+    Peak {
+        name,
+        bf16_tflops: bf16,
+        fp32_tflops: Some(fp32),
+        fp8_tflops: if fp8 { Some(2.0 * bf16) } else { None },
+        gbps,
+    }
 }
 
 /// The peaks of the GPU named `gpu` (NVML's or the trace's `deviceProperties` name), None when unknown.

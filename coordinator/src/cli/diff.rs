@@ -59,5 +59,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     out.flush()?;
     // stdout holds the comparison (JSON stays parseable); where the page went is a message.
     eprintln!("wrote {}", page.display());
+    if d.summary.points_compared == 0 {
+        eprintln!(
+            "warning: A and B have no point in common (mode, input length, tensor parallelism, rank, batch size): \
+             nothing was compared"
+        );
+    }
     Ok(())
 }

@@ -37,7 +37,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     let models = latency::build(&results);
+    if results.steps.is_empty() {
+        eprintln!("warning: {}: steps.csv has no rows: the report has nothing to show", dir.display());
+    }
     let path = match &a.out {
+        // A directory gets report.html inside it.
+        Some(d) if d.is_dir() => {
+            let file = d.join("report.html");
+            std::fs::write(&file, report::render(&results, &models))
+                .with_context(|| format!("writing the report of {} to {}", dir.display(), file.display()))?;
+            file
+        }
         Some(file) => {
             std::fs::write(file, report::render(&results, &models))
                 .with_context(|| format!("writing the report of {} to {}", dir.display(), file.display()))?;
