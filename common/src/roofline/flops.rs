@@ -274,8 +274,8 @@ pub fn model(name: &str, s: &Shapes) -> Option<OpWork> {
         "aten::scaled_dot_product_attention" => sdpa(s, 5),
         "aten::_scaled_dot_product_flash_attention" => sdpa(s, 4),
         "aten::_scaled_dot_product_efficient_attention" | "aten::_scaled_dot_product_cudnn_attention" => sdpa(s, 6),
-        "_vllm_fa3_C::fwd" => vllm_fa3(s),
-        "vllm_flash_attn_c::varlen_fwd" | "_vllm_fa2_C::varlen_fwd" => vllm_fa2(s),
+        "_vllm_fa3_C::fwd" => vllm_flash(s, 7, 13, 24),
+        "vllm_flash_attn_c::varlen_fwd" | "_vllm_fa2_C::varlen_fwd" => vllm_flash(s, 4, 11, 15),
         _ => None,
     }
 }
@@ -410,51 +410,30 @@ fn sdpa(s: &Shapes, causal_at: usize) -> Option<OpWork> {
     Some(OpWork { flops: prod(&[2, b, hq, p, d.checked_add(dv)?])?, bytes: elems.checked_mul(size)?, dtype })
 }
 
-/// Paged FlashAttention: `batch` sequences of `total_q / batch` queries over `lk` keys each.
-fn paged(
-    total_q: u64,
-    hq: u64,
-    hkv: u64,
-    d: u64,
-    batch: u64,
-    lk: u64,
-    causal: bool,
-    size: u64,
-    dtype: DType,
-) -> Option<OpWork> {
-    let q_len = total_q / batch;
-    let p = batch.checked_mul(pairs(q_len, lk, causal, true)?)?;
+/// vLLM's paged FlashAttention calls: `q[total_q, hq, d]` (input 0), a paged KV cache
+/// `[blocks, block_size, hkv, d]` (input 1), `cu_seqlens_q[batch + 1]` at `cu_seqlens_at`, `max_seqlen_k`
+/// as the concrete input at `max_k_at`, `is_causal` at `causal_at` (FlashAttention's bottom-right mask).
+/// The shapes give only the longest key length and the mean query length, so every sequence is taken
+/// at `max_seqlen_k` with `total_q / batch` queries: exact under controlled batching (all sequences of a
+/// step alike), an estimate otherwise (sequences of different lengths mixed, as with chunked prefill
+/// beside decodes).
+///
+/// Positions, from vLLM's bindings: FlashAttention 3 (`_vllm_fa3_C::fwd`) 7, 13, 24; FlashAttention 2
+/// (`varlen_fwd(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k, leftpad_k, block_table,
+/// alibi_slopes, max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale, zero_tensors, is_causal, ...)`)
+/// 4, 11, 15.
+fn vllm_flash(s: &Shapes, cu_seqlens_at: usize, max_k_at: usize, causal_at: usize) -> Option<OpWork> {
+    let [total_q, hq, d] = <[u64; 3]>::try_from(s.dim(0)?).ok()?;
+    let cache = s.dim(1)?;
+    let hkv = *cache.get(cache.len().checked_sub(2)?)?;
+    let batch =
+        s.dim(cu_seqlens_at).and_then(|c| c.first().copied()).map(|n| n.saturating_sub(1)).filter(|&b| b > 0)?;
+    let lk = s.int(max_k_at)?;
+    let (size, dtype) = s.elem_size(0)?;
+    let p = batch.checked_mul(pairs(total_q / batch, lk, s.flag(causal_at), true)?)?;
     // q read and the output written; K and V of lk tokens per sequence read.
     let elems = sum(&[prod(&[2, total_q, hq, d])?, prod(&[2, batch, lk, hkv, d])?])?;
     Some(OpWork { flops: prod(&[2, hq, p, 2, d])?, bytes: elems.checked_mul(size)?, dtype })
-}
-
-/// vLLM's FlashAttention-3 call (`_vllm_fa3_C::fwd`): `q[total_q, hq, d]`, a paged KV cache
-/// `[blocks, block_size, hkv, d]`, `cu_seqlens_q[batch + 1]` (input 7), `max_seqlen_k` as concrete input
-/// 13, `is_causal` at 24. The shapes give only the longest key length and the mean query length, so every
-/// sequence is taken at `max_seqlen_k` with `total_q / batch` queries: exact under controlled batching
-/// (all sequences of a step alike), an estimate otherwise (sequences of different lengths mixed, as with
-/// chunked prefill beside decodes).
-fn vllm_fa3(s: &Shapes) -> Option<OpWork> {
-    let [total_q, hq, d] = <[u64; 3]>::try_from(s.dim(0)?).ok()?;
-    let cache = s.dim(1)?;
-    let hkv = *cache.get(cache.len().checked_sub(2)?)?;
-    let batch = s.dim(7).and_then(|c| c.first().copied()).map(|n| n.saturating_sub(1)).filter(|&b| b > 0)?;
-    let (size, dtype) = s.elem_size(0)?;
-    paged(total_q, hq, hkv, d, batch, s.int(13)?, s.flag(24), size, dtype)
-}
-
-/// vLLM's FlashAttention-2 varlen call (`varlen_fwd(q, k, v, out, cu_seqlens_q, cu_seqlens_k, seqused_k,
-/// leftpad_k, block_table, alibi_slopes, max_seqlen_q, max_seqlen_k, p_dropout, softmax_scale,
-/// zero_tensors, is_causal, ...)`): `q[total_q, hq, d]`, paged cache at input 1, `cu_seqlens_q` at 4,
-/// `max_seqlen_k` at 11, `is_causal` at 15. Same estimate as [`vllm_fa3`].
-fn vllm_fa2(s: &Shapes) -> Option<OpWork> {
-    let [total_q, hq, d] = <[u64; 3]>::try_from(s.dim(0)?).ok()?;
-    let cache = s.dim(1)?;
-    let hkv = *cache.get(cache.len().checked_sub(2)?)?;
-    let batch = s.dim(4).and_then(|c| c.first().copied()).map(|n| n.saturating_sub(1)).filter(|&b| b > 0)?;
-    let (size, dtype) = s.elem_size(0)?;
-    paged(total_q, hq, hkv, d, batch, s.int(11)?, s.flag(15), size, dtype)
 }
 
 #[cfg(test)]
