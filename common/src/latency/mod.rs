@@ -3,7 +3,7 @@
 //! piecewise-linear with its breakpoint (the knee between memory-bound and compute-bound) found
 //! automatically. Written as `models.json`; drawn over the points in the report.
 //!
-//! - [`fit`]: the piecewise-linear fit, its knee search and the selection rule (BIC).
+//! - [`mod@fit`]: the piecewise-linear fit, its knee search and the selection rule (BIC).
 //! - [`build`] fits every target of every curve; [`write_models`] writes `models.json`.
 //! - [`vidur`]: the per-point times as Vidur profiling CSVs ([`write_vidur`]).
 //!
