@@ -11,8 +11,9 @@ use crate::classify::Detail;
 use crate::html::{Cell, Page, Table};
 use crate::results::{Curve, OpRecord, RooflineRecord, Series};
 
-/// Points drawn per curve (smallest, largest and evenly between, by position).
-const REPRESENTATIVE: usize = 4;
+/// Roofline plots per curve: one per batch size (or token count) up to this many; beyond, this many
+/// spread over the range (smallest, largest and evenly between, by position).
+const REPRESENTATIVE: usize = 16;
 /// Ops listed per point and among those without a model.
 const TOP_OPS: usize = 15;
 const OP_COLOR: RGBColor = RGBColor(110, 110, 110);
