@@ -18,6 +18,11 @@ pub struct Args {
     /// Prometheus metrics address (`GET /metrics`); "off" to disable.
     #[arg(long, default_value = "0.0.0.0:9464")]
     metrics_listen: String,
+    /// An address serving only the gRPC health check (`grpc.health.v1`), in plain text and without
+    /// authentication, for probes that cannot present a client certificate (Kubernetes' gRPC probes).
+    /// Off by default.
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<String>,
     /// Parse worker threads (default: one per core).
     #[arg(long)]
     parse_workers: Option<usize>,
@@ -132,6 +137,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Some((_, m)) => tracing::info!("coord serving on {addr} (metrics on http://{m}/metrics){tls}"),
             None => tracing::info!("coord serving on {addr}{tls}"),
         }
-        server::serve(coord, listener, metrics.map(|(l, _)| l)).await
+        let health = match &a.health_listen {
+            Some(h) => {
+                let (l, addr) = server::bind(h).await?;
+                tracing::info!("health check (grpc.health.v1, plain text) on {addr}");
+                Some(l)
+            }
+            None => None,
+        };
+        server::serve(coord, listener, metrics.map(|(l, _)| l), health).await
     })
 }

@@ -201,7 +201,7 @@ async fn start_local(data: &Path, s: &sweep::Sweep) -> anyhow::Result<String> {
     let coord = Coordinator::open(Config::new(data.join("coord")))?;
     let (listener, addr) = server::bind("127.0.0.1:0").await?;
     tokio::spawn(async move {
-        if let Err(e) = server::serve(coord, listener, None).await {
+        if let Err(e) = server::serve(coord, listener, None, None).await {
             tracing::error!("embedded coordinator: {e:#}");
         }
     });

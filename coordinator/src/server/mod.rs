@@ -37,11 +37,13 @@ impl From<ScheduleError> for Status {
     }
 }
 
-/// Serves gRPC on `listener` (and metrics on `metrics`) until the process is stopped.
+/// Serves gRPC on `listener` (and metrics on `metrics`, and the plain-text health check alone on
+/// `health_listener`) until the process is stopped.
 pub async fn serve(
     coord: Arc<Coordinator>,
     listener: tokio::net::TcpListener,
     metrics_listener: Option<tokio::net::TcpListener>,
+    health_listener: Option<tokio::net::TcpListener>,
 ) -> anyhow::Result<()> {
     // grpc.health.v1: the whole server and each service are NOT_SERVING until the store is open (it is,
     // by now) and the parse pool runs with its queue refilled from the store.
@@ -54,6 +56,20 @@ pub async fn serve(
     health.set_service_status("", tonic_health::ServingStatus::Serving).await;
     if let Some(l) = metrics_listener {
         tokio::spawn(metrics::serve(coord.clone(), l));
+    }
+    if let Some(l) = health_listener {
+        // grpc.health.v1 alone, in plain text and without authentication: Kubernetes' gRPC probes present
+        // no client certificate. It says only whether the coordinator serves.
+        let health = health_service.clone();
+        tokio::spawn(async move {
+            let r = tonic::transport::Server::builder()
+                .add_service(health)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(l))
+                .await;
+            if let Err(e) = r {
+                tracing::error!("the health check listener stopped: {e}");
+            }
+        });
     }
     tokio::spawn(control::watchdog(coord.clone()));
     if let Some(tokens) = coord.cfg.operator_tokens.clone() {
