@@ -90,7 +90,7 @@ say "a client without a certificate is refused"
 sed 's/^name = "h200-replay-decode"/name = "netns-rehearsal"/' examples/replay.toml > "$W/sweep.toml"
 ip netns exec tf-coord "$COORD" sweep "$W/sweep.toml" "${op[@]}" --out "$W/results" > "$W/sweep.txt" 2>&1 || {
   cat "$W/sweep.txt"; tail -5 "$W"/*.log; exit 1; }
-sed 's/^/    /' "$W/sweep.txt" | tail -6
+grep -vE '^ {2,}' "$W/sweep.txt" | sed 's/^/    /'
 python3 - "$W/results/manifest.json" <<'PY'
 import json, sys
 m = json.load(open(sys.argv[1]))
