@@ -24,6 +24,11 @@ struct Args {
     /// Folder for traces waiting to be uploaded.
     #[arg(long, default_value = "/var/lib/tracefleet/spool")]
     spool_dir: PathBuf,
+    /// Cap on the spool, MiB: a job starts only while the spool holds less (traces not yet uploaded, refused
+    /// ones kept for inspection, running jobs' files); a job assigned over it fails saying so. One job's
+    /// traces can take the spool past the cap. Default: no cap.
+    #[arg(long, value_name = "MIB")]
+    spool_max_mb: Option<u64>,
     /// Labels, k=v,k2=v2, used by sweep agent selectors.
     #[arg(long, default_value = "", value_parser = inventory::parse_labels)]
     labels: Labels,
@@ -180,6 +185,7 @@ pub fn main() -> ExitCode {
         allow_clock_locking: args.allow_clock_locking,
         telemetry_interval: std::time::Duration::from_millis(args.telemetry_interval_ms),
         warm_drivers: if args.no_warm_driver { Vec::new() } else { args.warm_drivers },
+        spool_max_bytes: args.spool_max_mb.map(|mb| mb.saturating_mul(1 << 20)),
         ..AgentConfig::new(coordinator, args.spool_dir)
     };
     let run = || -> anyhow::Result<()> {

@@ -114,3 +114,24 @@ async fn coord_sweep_names_the_refused_job_and_the_flag() {
     let line = err.lines().find(|l| l.starts_with("failure on plain ")).unwrap_or_default();
     assert!(line.contains(" job ") && line.contains("--allow-command"), "{err}");
 }
+
+/// `--spool-max-mb`: an agent whose spool holds more than its cap (traces the coordinator has not taken)
+/// starts no job; the point fails saying why, and nothing runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_over_its_cap_starts_no_job() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    // 2 MiB already waiting in the spool (a refused trace kept for inspection), against a 1 MiB cap.
+    let spool = tmp.path().join("spool");
+    std::fs::create_dir_all(spool.join("failed")).expect("spool");
+    std::fs::write(spool.join("failed").join("old.json.zst"), vec![7u8; 2 << 20]).expect("fill");
+    let _agent = agent_with(&coord.addr, "full", &spool, &["--spool-max-mb", "1", "--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let marker = tmp.path().join("ran");
+    let cmd = Backend::Command(CommandBackend { run: format!("touch {}", marker.display()) });
+    let (state, error) = outcome(&coord, one_point(cmd), &tmp.path().join("r")).await;
+    assert_eq!(state, SweepState::Failed);
+    assert!(error.contains("spool holds 2 MB") && error.contains("--spool-max-mb 1"), "{error}");
+    assert!(!marker.exists(), "the job must not have run");
+}

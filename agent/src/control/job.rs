@@ -94,6 +94,29 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             return;
         }
     };
+    // A spool over its cap (traces the coordinator has not taken, e.g. while it is unreachable) starts no
+    // job: more traces would only pile up on the node's disk.
+    if let Some(cap) = agent.cfg.spool_max_bytes {
+        let spool = agent.spool.clone();
+        match tokio::task::spawn_blocking(move || spool.bytes()).await {
+            Ok(Ok(held)) if held >= cap => {
+                fail(
+                    "",
+                    format!(
+                        "the agent's spool holds {} MB, at or over its cap (--spool-max-mb {}): no job starts until \
+                         its traces are uploaded (is the coordinator reachable?)",
+                        held >> 20,
+                        cap >> 20
+                    ),
+                    String::new(),
+                );
+                return;
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("measuring the spool: {e}"),
+            Err(e) => tracing::warn!("measuring the spool: {e}"),
+        }
+    }
     let out_dir = agent.spool.work_dir(&job.job_id);
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
         fail("", format!("creating {}: {e}", out_dir.display()), String::new());

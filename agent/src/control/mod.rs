@@ -50,6 +50,8 @@ pub struct AgentConfig {
     pub telemetry_interval: std::time::Duration,
     /// The drivers kept waiting on each GPU with their imports done (empty: none).
     pub warm_drivers: Vec<Driver>,
+    /// A job starts only while the spool holds less than this many bytes (None: no cap).
+    pub spool_max_bytes: Option<u64>,
 }
 
 impl AgentConfig {
@@ -86,6 +88,7 @@ impl AgentConfig {
             allow_clock_locking: false,
             telemetry_interval: std::time::Duration::from_millis(Self::TELEMETRY_INTERVAL_MS),
             warm_drivers: Driver::ALL.to_vec(),
+            spool_max_bytes: None,
         }
     }
 }

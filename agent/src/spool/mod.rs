@@ -73,6 +73,25 @@ impl Spool {
         Ok(Self { root, _lock: std::sync::Arc::new(lock) })
     }
 
+    /// Bytes the spool holds: traces waiting for upload, refused ones kept for inspection, jobs' work
+    /// folders.
+    pub fn bytes(&self) -> std::io::Result<u64> {
+        fn walk(dir: &Path) -> std::io::Result<u64> {
+            let mut total = 0;
+            for e in std::fs::read_dir(dir)? {
+                let e = e?;
+                let t = e.file_type()?;
+                if t.is_dir() {
+                    total += walk(&e.path())?;
+                } else if t.is_file() {
+                    total += e.metadata()?.len();
+                }
+            }
+            Ok(total)
+        }
+        walk(&self.root)
+    }
+
     /// Where a job's workload writes its files (same file system as the queue, so adding is a rename).
     pub fn work_dir(&self, job_id: &str) -> PathBuf {
         self.root.join("work").join(job_id)
