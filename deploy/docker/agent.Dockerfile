@@ -17,7 +17,10 @@ RUN cargo build --release --locked --bin agent \
 FROM ${RUNTIME_IMAGE}
 COPY --from=build /src/target/release/agent /usr/local/bin/agent
 # Unprivileged by default (the clock-locking overlay runs it as root); Hugging Face and torch caches go to
-# HOME, a writable emptyDir in the DaemonSet.
-ENV HOME=/tmp
+# HOME, a writable emptyDir in the DaemonSet. torch's compile cache asks for the user's name (getpass), which
+# fails for a UID without a passwd entry: give 65532 one.
+RUN echo 'tracefleet:x:65532:65532:tracefleet agent:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'tracefleet:x:65532:' >> /etc/group
+ENV HOME=/tmp USER=tracefleet LOGNAME=tracefleet
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/agent"]
