@@ -307,15 +307,10 @@ const ROOFLINE_COLS: [(&str, Kind); 11] = [
     ("of_roof", Kind::Float(4)),
 ];
 
-/// The roofline columns for modelled work of `dtype` on `gpu` (all empty without work).
-fn roofline_cols(w: Option<(DType, &WorkSums)>, gpu: &str, peaks: &PeakOverride) -> Vec<Value> {
-    let Some((dtype, w)) = w.filter(|(_, w)| w.calls > 0) else { return vec![Value::Null; ROOFLINE_COLS.len()] };
-    let against = peaks.resolve(gpu).and_then(|p| w.against(&p, dtype));
-    vec![
-        dtype.name().into(),
-        w.calls.into(),
-        Value::Float(w.flops as f64 / w.calls as f64),
-        Value::Float(w.bytes as f64 / w.calls as f64),
+/// The rates and the comparison with the GPU's peaks, shared by `ops.csv` and `roofline.csv`:
+/// intensity, TFLOP/s, GB/s, then peak TFLOP/s, peak GB/s, bound and of_roof (empty without a peak).
+fn rate_cols(w: &WorkSums, against: Option<crate::roofline::Against>) -> [Value; 7] {
+    [
         w.intensity().into(),
         w.tflops().into(),
         w.gbps().into(),
@@ -324,6 +319,20 @@ fn roofline_cols(w: Option<(DType, &WorkSums)>, gpu: &str, peaks: &PeakOverride)
         against.map(|a| a.bound.name().to_string()).into(),
         against.map(|a| a.of_roof).into(),
     ]
+}
+
+/// The roofline columns for modelled work of `dtype` on `gpu` (all empty without work).
+fn roofline_cols(w: Option<(DType, &WorkSums)>, gpu: &str, peaks: &PeakOverride) -> Vec<Value> {
+    let Some((dtype, w)) = w.filter(|(_, w)| w.calls > 0) else { return vec![Value::Null; ROOFLINE_COLS.len()] };
+    let against = peaks.resolve(gpu).and_then(|p| w.against(&p, dtype));
+    let mut cols = vec![
+        dtype.name().into(),
+        w.calls.into(),
+        Value::Float(w.flops as f64 / w.calls as f64),
+        Value::Float(w.bytes as f64 / w.calls as f64),
+    ];
+    cols.extend(rate_cols(w, against));
+    cols
 }
 
 /// An op's work over its data types: the sums, under the type with the most FLOPs (whose peak it is
@@ -419,14 +428,8 @@ fn write_roofline(dir: &Path, agg: &Aggregate, peaks: &PeakOverride) -> io::Resu
             Value::Float(w.flops as f64 / n),
             Value::Float(w.bytes as f64 / n),
             usv(w.time_ns as f64 / n),
-            w.intensity().into(),
-            w.tflops().into(),
-            w.gbps().into(),
-            against.map(|a| a.peak_tflops).into(),
-            against.map(|a| a.peak_gbps).into(),
-            against.map(|a| a.bound.name().to_string()).into(),
-            against.map(|a| a.of_roof).into(),
         ]);
+        row.extend(rate_cols(w, against));
         t.push(row);
     }
     let p = dir.join(ROOFLINE);
