@@ -108,6 +108,20 @@ pub struct CurveModels {
 }
 
 impl CurveModels {
+    /// The models of `curve` (its fields copied flat, as `models.json` lays them out).
+    pub fn new(curve: &Curve, models: Vec<Model>) -> Self {
+        CurveModels {
+            host: curve.host.clone(),
+            gpu: curve.gpu.clone(),
+            mode: curve.mode.clone(),
+            input_len: curve.input_len,
+            tp: curve.tp,
+            rank: curve.rank.clone(),
+            x: curve.x_name().to_string(),
+            models,
+        }
+    }
+
     /// The curve these models are of.
     pub fn curve(&self) -> Curve {
         Curve {
@@ -162,16 +176,7 @@ pub fn build(results: &Results) -> Models {
                     models.push(model(Target::Kernel, name, &pts));
                 }
             }
-            CurveModels {
-                host: curve.host.clone(),
-                gpu: curve.gpu.clone(),
-                mode: curve.mode.clone(),
-                input_len: curve.input_len,
-                tp: curve.tp,
-                rank: curve.rank.clone(),
-                x: curve.x_name().to_string(),
-                models,
-            }
+            CurveModels::new(&curve, models)
         })
         .collect();
     Models { curves }

@@ -218,16 +218,10 @@ fn a_fitted_model_is_drawn_with_its_knee_and_r2() {
         held_out_error: Some(0.02),
     };
     let models = Models {
-        curves: vec![CurveModels {
-            host: curve.host.clone(),
-            gpu: curve.gpu.clone(),
-            mode: curve.mode.clone(),
-            input_len: curve.input_len,
-            tp: curve.tp,
-            rank: curve.rank.clone(),
-            x: curve.x_name().to_string(),
-            models: vec![Model { target: Target::Total, name: "gpu_time".into(), points: 16, fit: Some(fit) }],
-        }],
+        curves: vec![CurveModels::new(
+            &curve,
+            vec![Model { target: Target::Total, name: "gpu_time".into(), points: 16, fit: Some(fit) }],
+        )],
     };
     let html = report_of(&dir, &models);
     let latency = section(&html, "latency");
