@@ -33,6 +33,9 @@ pub struct AnalyzeOptions {
     /// Eager reference steps for attributing CUDA-graph replays, from another trace; used for graph steps
     /// whose own trace holds no eager step of their shape.
     pub graph_reference: Option<Arc<GraphReference>>,
+    /// Threads one trace may be read on (see [`crate::trace::parallel`]; traces under twice
+    /// [`crate::trace::parallel::MIN_PIECE_BYTES`] always use one). Default 1.
+    pub parse_jobs: usize,
 }
 
 impl Default for AnalyzeOptions {
@@ -43,6 +46,7 @@ impl Default for AnalyzeOptions {
             step_patterns: steps::default_step_patterns(),
             require_step_match: false,
             graph_reference: None,
+            parse_jobs: 1,
         }
     }
 }
@@ -237,7 +241,7 @@ impl StepSummary {
 
 /// Reads and summarizes one trace file.
 pub fn summarize_file(path: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary, TraceError> {
-    let trace = Trace::open(path, &opts.limits)?;
+    let trace = crate::trace::parallel::open(path, &opts.limits, opts.parse_jobs)?;
     if opts.require_step_match {
         let annotation = |e: &&crate::trace::Event| matches!(e.cat, Category::UserAnnotation | Category::CpuOp);
         if !trace.events.iter().filter(annotation).any(|e| opts.step_patterns.is_match(trace.name(e.name))) {

@@ -11,7 +11,7 @@
 //! - A child with the parent's name that is the parent's only child is folded into the parent.
 //! - Rows are keyed by name and by host/device side (a `record_function` has both).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
@@ -220,7 +220,7 @@ pub type RowKey = (u32, bool);
 
 /// Sums per-event metrics into rows, over the given events.
 pub fn totals(t: &Trace, times: &EventTimes, events: impl IntoIterator<Item = usize>) -> HashMap<RowKey, KeyTotals> {
-    let mut rows: HashMap<RowKey, KeyTotals> = HashMap::new();
+    let mut rows: HashMap<RowKey, KeyTotals> = HashMap::default();
     for i in events {
         let e = &t.events[i];
         if !times.counted[i] {

@@ -1,7 +1,7 @@
 //! Linking: the host-side call tree (by time containment on each thread, as torch builds it), which op
 //! launched each GPU activity, and the `nn.Module` frame that encloses each op.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use super::model::{Category, Trace};
 
@@ -160,7 +160,7 @@ fn enclosing_op(t: &Trace, parent: &[u32], i: u32) -> Option<u32> {
 /// Nests events (already sorted by start, longest first) per thread with a stack, calling `link(child,
 /// parent)` for each event that lies inside another. A partial overlap is no nesting, as in torch.
 fn nest(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32, mut link: impl FnMut(u32, u32)) {
-    let mut stacks: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut stacks: HashMap<u32, Vec<u32>> = HashMap::default();
     for &i in sorted {
         let e = &t.events[i as usize];
         let stack = stacks.entry(thread(i)).or_default();
@@ -181,8 +181,8 @@ fn nest(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32, mut link: impl F
 /// op or annotation, on any thread, that is open at its start: the op whose correlation id was current when
 /// the profiler paid that overhead.
 fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
-    let mut out = HashMap::new();
-    let mut stacks: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut out = HashMap::default();
+    let mut stacks: HashMap<u32, Vec<u32>> = HashMap::default();
     for &i in sorted {
         let e = &t.events[i as usize];
         match e.cat {

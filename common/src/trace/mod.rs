@@ -5,8 +5,12 @@ pub mod error;
 pub mod key_averages;
 pub mod link;
 pub mod model;
+pub mod parallel;
 pub mod reader;
 pub mod scan;
+// SIMD loads need `unsafe`: allowed in this module only (the workspace denies it everywhere else).
+#[allow(unsafe_code)]
+mod structural;
 
 pub use error::{Location, TraceError};
 pub use key_averages::{KeyAverage, key_averages};

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::error::TraceError;
 use super::reader::{ReadLimits, TraceReader};
-use super::scan::{KernelArgs, RawEvent, RawId, TraceMeta, scan};
+use super::scan::{KernelArgs, Part, RawEvent, RawId, Scanned, TraceMeta, scan, scan_part};
 
 /// Index of an interned string in [`Trace::names`].
 pub type NameId = u32;
@@ -45,23 +45,25 @@ pub enum Category {
 }
 
 impl Category {
-    /// Maps a Kineto `cat` string.
-    pub fn from_cat(cat: &str) -> Self {
+    /// Maps a Kineto `cat` string (as bytes: the scanner hands text over unconverted).
+    pub fn from_cat(cat: &[u8]) -> Self {
         match cat {
-            "cpu_op" | "Operator" => Category::CpuOp,
-            "user_annotation" => Category::UserAnnotation,
+            b"cpu_op" | b"Operator" => Category::CpuOp,
+            b"user_annotation" => Category::UserAnnotation,
             // Other accelerators' runtimes are host calls like CUDA's (torch: DeviceType.CPU), and their time
             // is not the launching op's self CPU time.
-            "cuda_runtime" | "Runtime" | "xpu_runtime" | "mtia_runtime" | "privateuse1_runtime" => Category::Runtime,
-            "cuda_driver" | "privateuse1_driver" => Category::Driver,
-            "overhead" => Category::Overhead,
-            "python_function" => Category::Module,
+            b"cuda_runtime" | b"Runtime" | b"xpu_runtime" | b"mtia_runtime" | b"privateuse1_runtime" => {
+                Category::Runtime
+            }
+            b"cuda_driver" | b"privateuse1_driver" => Category::Driver,
+            b"overhead" => Category::Overhead,
+            b"python_function" => Category::Module,
             // MTIA's command-processor events are its kernels.
-            "kernel" | "Kernel" | "mtia_ccp_events" => Category::Kernel,
-            "gpu_memcpy" | "Memcpy" => Category::Memcpy,
-            "gpu_memset" | "Memset" => Category::Memset,
-            "gpu_user_annotation" => Category::GpuAnnotation,
-            "cuda_sync" => Category::Sync,
+            b"kernel" | b"Kernel" | b"mtia_ccp_events" => Category::Kernel,
+            b"gpu_memcpy" | b"Memcpy" => Category::Memcpy,
+            b"gpu_memset" | b"Memset" => Category::Memset,
+            b"gpu_user_annotation" => Category::GpuAnnotation,
+            b"cuda_sync" => Category::Sync,
             _ => Category::Other,
         }
     }
@@ -173,6 +175,75 @@ impl Trace {
         Ok(t)
     }
 
+    /// Parses one piece of a trace split for parallel reading ([`super::parallel`]).
+    pub(crate) fn read_part(
+        reader: &mut TraceReader,
+        limits: &ReadLimits,
+        part: Part,
+    ) -> Result<(Self, Scanned), TraceError> {
+        let mut b = Builder::default();
+        let scanned = scan_part(reader, limits, part, |ev| b.push(ev))?;
+        let mut t = b.trace;
+        t.meta = scanned.meta.clone();
+        Ok((t, scanned))
+    }
+
+    /// Appends the next piece of the same trace: its events after these, its names, threads and kernels
+    /// merged into these tables (ids renumbered), its counts added.
+    pub(crate) fn append(&mut self, other: Trace) {
+        let mut names: HashMap<Box<str>, NameId> =
+            self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as NameId)).collect();
+        let name_ids: Vec<NameId> = other
+            .names
+            .into_iter()
+            .map(|n| {
+                let next = self.names.len() as NameId;
+                *names.entry(n.clone()).or_insert_with(|| {
+                    self.names.push(n);
+                    next
+                })
+            })
+            .collect();
+        let remap = |t: &Tid| match t {
+            Tid::Str(id) => Tid::Str(name_ids[*id as usize]),
+            other => other.clone(),
+        };
+        let mut threads: HashMap<(Tid, Tid), u32> =
+            self.threads.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let thread_ids: Vec<u32> = other
+            .threads
+            .iter()
+            .map(|(p, t)| {
+                let key = (remap(p), remap(t));
+                let next = self.threads.len() as u32;
+                *threads.entry(key.clone()).or_insert_with(|| {
+                    self.threads.push(key);
+                    next
+                })
+            })
+            .collect();
+        let kernels = self.kernels.len() as u32;
+        self.kernels.extend(other.kernels);
+        let events = self.events.len() as u32;
+        self.work.extend(other.work.into_iter().map(|(k, w)| (k + events, w)));
+        self.events.extend(other.events.into_iter().map(|mut e| {
+            e.name = name_ids[e.name as usize];
+            e.thread = thread_ids[e.thread as usize];
+            if e.kernel != u32::MAX {
+                e.kernel += kernels;
+            }
+            e
+        }));
+        self.flow_events += other.flow_events;
+        self.dropped += other.dropped;
+        let m = other.meta;
+        self.meta.event_count += m.event_count;
+        self.meta.devices.extend(m.devices);
+        self.meta.trace_name = self.meta.trace_name.take().or(m.trace_name);
+        self.meta.rank = self.meta.rank.or(m.rank);
+        self.meta.world_size = self.meta.world_size.or(m.world_size);
+    }
+
     /// The string of an interned name.
     pub fn name(&self, id: NameId) -> &str {
         &self.names[id as usize]
@@ -188,17 +259,18 @@ impl Trace {
 #[derive(Default)]
 struct Builder {
     trace: Trace,
-    names: HashMap<Box<str>, NameId>,
+    names: HashMap<Box<[u8]>, NameId>,
     threads: HashMap<(Tid, Tid), u32>,
 }
 
 impl Builder {
-    fn intern(&mut self, s: &str) -> NameId {
+    /// The id of a name, given as the scanner's bytes (valid UTF-8: the scanner checked them).
+    fn intern(&mut self, s: &[u8]) -> NameId {
         if let Some(&id) = self.names.get(s) {
             return id;
         }
         let id = self.trace.names.len() as NameId;
-        self.trace.names.push(s.into());
+        self.trace.names.push(String::from_utf8_lossy(s).into());
         self.names.insert(s.into(), id);
         id
     }
@@ -207,7 +279,7 @@ impl Builder {
         match id {
             RawId::None => Tid::None,
             RawId::Int(v) => Tid::Int(*v),
-            RawId::Str(s) => Tid::Str(self.intern(s)),
+            RawId::Str(s) => Tid::Str(self.intern(s.as_bytes())),
         }
     }
 
@@ -222,7 +294,7 @@ impl Builder {
         }
         let cat = Category::from_cat(&ev.cat);
         // Python frames: only nn.Module frames are kept (they give module paths).
-        if cat == Category::Module && !ev.name.starts_with("nn.Module: ") {
+        if cat == Category::Module && !ev.name.starts_with(b"nn.Module: ") {
             return;
         }
         if cat == Category::Other {
@@ -247,7 +319,8 @@ impl Builder {
         };
         if cat == Category::CpuOp
             && let Some(raw) = &ev.shapes
-            && let Some(w) = crate::roofline::op_work(&ev.name, raw)
+            && let Ok(name) = std::str::from_utf8(&ev.name)
+            && let Some(w) = crate::roofline::op_work(name, raw)
         {
             self.trace.work.insert(self.trace.events.len() as u32, w);
         }

@@ -12,7 +12,36 @@
 use std::borrow::Cow;
 
 use super::error::{Location, TraceError};
+use super::model::Category;
 use super::reader::{ReadLimits, TraceReader};
+use super::structural::Index;
+
+/// Searchers for the `args` keys read from host events (see `Cur::take_args`).
+struct Keys {
+    external_id: memchr::memmem::Finder<'static>,
+    correlation: memchr::memmem::Finder<'static>,
+    python_id: memchr::memmem::Finder<'static>,
+    input_dims: memchr::memmem::Finder<'static>,
+    input_type: memchr::memmem::Finder<'static>,
+    concrete_inputs: memchr::memmem::Finder<'static>,
+}
+
+static KEYS: std::sync::LazyLock<Keys> = std::sync::LazyLock::new(|| {
+    let f = |needle: &'static [u8]| memchr::memmem::Finder::new(needle);
+    Keys {
+        external_id: f(b"\"External id\""),
+        correlation: f(b"\"correlation\""),
+        python_id: f(b"\"Python id\""),
+        input_dims: f(b"\"Input Dims\""),
+        input_type: f(b"\"Input type\""),
+        concrete_inputs: f(b"\"Concrete Inputs\""),
+    }
+});
+
+/// [`crate::roofline::flops::has_model`] of a name given as bytes.
+fn has_model(name: &[u8]) -> bool {
+    std::str::from_utf8(name).is_ok_and(crate::roofline::flops::has_model)
+}
 
 /// Initial size of the chunk buffer.
 const CHUNK: usize = 1 << 20;
@@ -53,10 +82,11 @@ pub struct KernelArgs {
 pub struct RawEvent<'a> {
     /// First byte of `ph` (`X`, `i`, `s`, `f`, `M`, ...), 0 when absent.
     pub ph: u8,
-    /// `cat`, empty when absent.
-    pub cat: Cow<'a, str>,
-    /// `name`, empty when absent.
-    pub name: Cow<'a, str>,
+    /// `cat`, empty when absent. Text as bytes: the scanner checks the UTF-8 of everything it reads (all
+    /// at once for an ASCII buffer), so converting each string again would be wasted.
+    pub cat: Cow<'a, [u8]>,
+    /// `name`, empty when absent (bytes of UTF-8 text, as `cat`).
+    pub name: Cow<'a, [u8]>,
     /// `pid`.
     pub pid: RawId<'a>,
     /// `tid`.
@@ -112,6 +142,8 @@ pub struct TraceMeta {
     pub rank: Option<u32>,
     /// `distributedInfo.world_size`.
     pub world_size: Option<u32>,
+    /// Whether the document is a top-level array of events rather than an object.
+    pub in_top_array: bool,
 }
 
 /// Why a parse of one unit stopped.
@@ -125,10 +157,12 @@ enum Stop {
 
 type PResult<T> = Result<T, Stop>;
 
-/// A cursor over one contiguous slice.
+/// A cursor over the scanner's buffer (`b` is all of its filled part; positions are offsets in it).
 struct Cur<'a> {
     b: &'a [u8],
     i: usize,
+    /// Stage one's bit index of `b`.
+    idx: &'a Index,
 }
 
 fn bad<T>(i: usize, msg: impl Into<String>) -> PResult<T> {
@@ -174,17 +208,14 @@ impl<'a> Cur<'a> {
     #[inline]
     fn string(&mut self) -> PResult<Cow<'a, str>> {
         let start = self.i + 1;
-        let rest = self.b.get(start..).ok_or(Stop::Incomplete)?;
-        match memchr::memchr2(b'"', b'\\', rest) {
-            None => Err(Stop::Incomplete),
-            Some(n) if rest[n] == b'"' => {
-                self.i = start + n + 1;
-                match std::str::from_utf8(&rest[..n]) {
-                    Ok(s) => Ok(Cow::Borrowed(s)),
-                    Err(e) => bad(start + e.valid_up_to(), "invalid UTF-8 in string"),
-                }
-            }
-            Some(_) => self.escaped_string(start),
+        let close = self.idx.next_quote(start).ok_or(Stop::Incomplete)?;
+        if self.idx.any_backslash(start, close) {
+            return self.escaped_string(start);
+        }
+        self.i = close + 1;
+        match std::str::from_utf8(&self.b[start..close]) {
+            Ok(s) => Ok(Cow::Borrowed(s)),
+            Err(e) => bad(start + e.valid_up_to(), "invalid UTF-8 in string"),
         }
     }
 
@@ -249,18 +280,8 @@ impl<'a> Cur<'a> {
     /// Skips a string whose opening quote is at `self.i`.
     #[inline]
     fn skip_string(&mut self) -> PResult<()> {
-        let mut i = self.i + 1;
-        loop {
-            let rest = self.b.get(i..).ok_or(Stop::Incomplete)?;
-            match memchr::memchr2(b'"', b'\\', rest) {
-                None => return Err(Stop::Incomplete),
-                Some(n) if rest[n] == b'"' => {
-                    self.i = i + n + 1;
-                    return Ok(());
-                }
-                Some(n) => i += n + 2,
-            }
-        }
+        self.i = self.idx.next_quote(self.i + 1).ok_or(Stop::Incomplete)? + 1;
+        Ok(())
     }
 
     /// Skips any JSON value starting at the next non-blank byte.
@@ -316,32 +337,11 @@ impl<'a> Cur<'a> {
         Ok(())
     }
 
-    /// Skips an object or array, tracking nesting and strings, without looking at its content.
+    /// Skips an object or array without looking at its content: the index counts its brackets.
+    #[inline]
     fn skip_container(&mut self) -> PResult<()> {
-        let mut depth = 0usize;
-        let mut i = self.i;
-        let b = self.b;
-        while i < b.len() {
-            match b[i] {
-                b'"' => {
-                    self.i = i;
-                    self.skip_string()?;
-                    i = self.i;
-                    continue;
-                }
-                b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
-                    depth -= 1;
-                    if depth == 0 {
-                        self.i = i + 1;
-                        return Ok(());
-                    }
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        Err(Stop::Incomplete)
+        self.i = self.idx.skip_container(self.i).ok_or(Stop::Incomplete)?;
+        Ok(())
     }
 
     /// An integer that must fit in i64; `None` (value skipped) when the value is not a number.
@@ -352,6 +352,24 @@ impl<'a> Cur<'a> {
             return Ok(None);
         }
         let start = self.i;
+        // Fast path: up to 18 digits (no overflow possible) ended by a byte that cannot continue a number.
+        let neg = c == b'-';
+        let mut j = start + usize::from(neg);
+        let mut v: i64 = 0;
+        while j < self.b.len() && self.b[j].is_ascii_digit() && j - start < 18 {
+            v = v * 10 + i64::from(self.b[j] - b'0');
+            j += 1;
+        }
+        let digits = j - start - usize::from(neg);
+        match self.b.get(j) {
+            None => return Err(Stop::Incomplete),
+            Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') => {}
+            Some(_) if digits > 0 => {
+                self.i = j;
+                return Ok(Some(if neg { -v } else { v }));
+            }
+            Some(_) => {}
+        }
         let end = self.number_end()?;
         let text = &self.b[start..end];
         self.i = end;
@@ -427,17 +445,15 @@ impl<'a> Cur<'a> {
             return bad(self.i, format!("expected an object key, found {}", kind_of(c)));
         }
         let start = self.i + 1;
-        let rest = self.b.get(start..).ok_or(Stop::Incomplete)?;
-        let k: Cow<'a, [u8]> = match memchr::memchr2(b'"', b'\\', rest) {
-            None => return Err(Stop::Incomplete),
-            Some(n) if rest[n] == b'"' => {
-                self.i = start + n + 1;
-                Cow::Borrowed(&rest[..n])
-            }
-            Some(_) => match self.escaped_string(start)? {
+        let close = self.idx.next_quote(start).ok_or(Stop::Incomplete)?;
+        let k: Cow<'a, [u8]> = if self.idx.any_backslash(start, close) {
+            match self.escaped_string(start)? {
                 Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
                 Cow::Owned(s) => Cow::Owned(s.into_bytes()),
-            },
+            }
+        } else {
+            self.i = close + 1;
+            Cow::Borrowed(&self.b[start..close])
         };
         self.expect(b':', "':' after an object key")?;
         Ok(k)
@@ -471,38 +487,131 @@ impl<'a> Cur<'a> {
             self.i += 1;
             return Ok(ev);
         }
+        let mut args = None;
         loop {
             let k = self.key()?;
             match &*k {
-                b"ph" => {
-                    if self.ws()? == b'"' {
-                        ev.ph = self.string()?.as_bytes().first().copied().unwrap_or(0);
-                    } else {
-                        self.skip_value()?;
-                    }
-                }
+                b"ph" => ev.ph = self.opt_string()?.first().copied().unwrap_or(0),
                 b"cat" => ev.cat = self.opt_string()?,
                 b"name" => ev.name = self.opt_string()?,
                 b"pid" => ev.pid = self.raw_id()?,
                 b"tid" => ev.tid = self.raw_id()?,
                 b"ts" => ev.ts_ns = self.micros_as_ns()?,
                 b"dur" => ev.dur_ns = self.micros_as_ns()?,
-                b"args" => self.args(&mut ev)?,
+                // Read once `cat` and `name` are known, whatever the order of the keys (Kineto writes
+                // `args` last; exporters that sort keys put it first).
+                b"args" if self.ws()? == b'{' => {
+                    let at = self.i;
+                    self.skip_container()?;
+                    args = Some((at, self.i));
+                }
                 _ => self.skip_value()?,
             }
             if !self.next_member(b'}')? {
-                return Ok(ev);
+                break;
             }
+        }
+        if let Some((from, to)) = args {
+            let after = self.i;
+            self.take_args(&mut ev, from, to)?;
+            self.i = after;
+        }
+        Ok(ev)
+    }
+
+    /// Reads from the `args` object at `from..to` what the engine uses of this kind of event. Host events
+    /// need one or two ids out of many arguments: those are found with a substring search and checked to be
+    /// keys of `args` itself ([`Index::opens_string_in`]); GPU events, whose arguments are mostly wanted,
+    /// and any `args` with escapes, are read member by member.
+    fn take_args(&mut self, ev: &mut RawEvent<'a>, from: usize, to: usize) -> PResult<()> {
+        if ev.ph != b'X' {
+            return Ok(()); // flows, instants and metadata: nothing of their args is used
+        }
+        let cat = Category::from_cat(&ev.cat);
+        let walk = match cat {
+            Category::Other => return Ok(()),
+            Category::Module if !ev.name.starts_with(b"nn.Module: ") => return Ok(()),
+            Category::Kernel | Category::Memcpy | Category::Memset | Category::GpuAnnotation | Category::Sync => true,
+            _ => self.idx.any_backslash(from, to),
+        };
+        self.i = from;
+        if walk {
+            return self.args(ev);
+        }
+        ev.external_id = self.find_int(from, to, &KEYS.external_id)?;
+        match cat {
+            Category::Module => ev.python_id = self.find_int(from, to, &KEYS.python_id)?,
+            _ => ev.correlation = self.find_int(from, to, &KEYS.correlation)?,
+        }
+        if cat == Category::CpuOp && has_model(&ev.name) {
+            let mut shapes = RawShapes::default();
+            let mut found = false;
+            for (finder, slot) in [
+                (&KEYS.input_dims, &mut shapes.dims),
+                (&KEYS.input_type, &mut shapes.types),
+                (&KEYS.concrete_inputs, &mut shapes.concrete),
+            ] {
+                if let Some(v) = self.find_key(from, to, finder)? {
+                    self.i = v;
+                    *slot = self.raw_value()?;
+                    found = true;
+                }
+            }
+            if found {
+                ev.shapes = Some(shapes);
+            }
+        }
+        Ok(())
+    }
+
+    /// The position of the value of the member of the object at `from..to` whose key `finder` searches
+    /// for (its text with quotes, unescaped); the last such member, as a parser that reads every member
+    /// would keep.
+    fn find_key(&mut self, from: usize, to: usize, finder: &memchr::memmem::Finder<'static>) -> PResult<Option<usize>> {
+        let hay = &self.b[from..to];
+        let mut at = 0;
+        let mut found = None;
+        while let Some(p) = finder.find(&hay[at..]) {
+            let q = from + at + p;
+            at += p + 1;
+            if self.idx.opens_string_in(from, q) {
+                self.i = q + finder.needle().len();
+                if self.ws()? == b':' {
+                    found = Some(self.i + 1);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// [`Self::find_key`], read as an integer id.
+    fn find_int(&mut self, from: usize, to: usize, finder: &memchr::memmem::Finder<'static>) -> PResult<Option<i64>> {
+        match self.find_key(from, to, finder)? {
+            Some(v) => {
+                self.i = v;
+                self.int()
+            }
+            None => Ok(None),
         }
     }
 
-    fn opt_string(&mut self) -> PResult<Cow<'a, str>> {
-        if self.ws()? == b'"' {
-            self.string()
-        } else {
+    /// A string's bytes (unescaped; UTF-8 is checked for the whole step by the caller of [`step`]), or
+    /// empty when the value is not a string.
+    fn opt_string(&mut self) -> PResult<Cow<'a, [u8]>> {
+        if self.ws()? != b'"' {
             self.skip_value()?;
-            Ok(Cow::Borrowed(""))
+            return Ok(Cow::Borrowed(b""));
         }
+        let start = self.i + 1;
+        let close = self.idx.next_quote(start).ok_or(Stop::Incomplete)?;
+        if self.idx.any_backslash(start, close) {
+            return Ok(match self.escaped_string(start)? {
+                Cow::Borrowed(s) => Cow::Borrowed(s.as_bytes()),
+                Cow::Owned(s) => Cow::Owned(s.into_bytes()),
+            });
+        }
+        self.i = close + 1;
+        Ok(Cow::Borrowed(&self.b[start..close]))
     }
 
     fn dims(&mut self) -> PResult<Option<[u32; 3]>> {
@@ -579,13 +688,9 @@ impl<'a> Cur<'a> {
                     let v = self.float()?;
                     ev.kernel.get_or_insert_with(KernelArgs::default).occupancy_pct = v.unwrap_or(0.0) as f32;
                 }
-                // Kept only for ops with a FLOP model (Kineto writes `name` before `args`; when it comes
-                // after, the shapes are kept and the model builder decides).
-                b"Input Dims" | b"Input type" | b"Concrete Inputs"
-                    if !ev.name.is_empty() && !crate::roofline::flops::has_model(&ev.name) =>
-                {
-                    self.skip_value()?
-                }
+                // Kept only for ops with a FLOP model (`args` is read after the event's other members, so
+                // the name is known).
+                b"Input Dims" | b"Input type" | b"Concrete Inputs" if !has_model(&ev.name) => self.skip_value()?,
                 b"Input Dims" => ev.shapes.get_or_insert_with(RawShapes::default).dims = self.raw_value()?,
                 b"Input type" => ev.shapes.get_or_insert_with(RawShapes::default).types = self.raw_value()?,
                 b"Concrete Inputs" => ev.shapes.get_or_insert_with(RawShapes::default).concrete = self.raw_value()?,
@@ -613,6 +718,48 @@ enum State {
     EventsNext,
     /// After the top-level value.
     End,
+    /// A part of a split trace reached the event where the next part starts (see [`Part`]).
+    Boundary,
+    /// A part of a split trace went past where the next part starts without an event starting there.
+    Missed,
+}
+
+/// Where a scan starts and stops: the whole document, or one piece of its events for parallel parsing
+/// ([`super::parallel`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Part {
+    /// The reader starts at an event of the events array (a later piece), not at the document's start.
+    pub inside_events: bool,
+    /// The document is a top-level array of events (known from its first byte), not an object.
+    pub top_array: bool,
+    /// The offset, in the reader's bytes, of the event where the next piece starts: the scan stops when
+    /// an event of the array starts exactly there.
+    pub stop_at: Option<u64>,
+}
+
+/// How a scan of a [`Part`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PartEnd {
+    /// At the end of the document.
+    Document,
+    /// At `stop_at`, an event of the array starting there: the split there was sound.
+    Boundary,
+    /// Past `stop_at` without an event starting there, or at the end before it: the split was not at
+    /// an event of the array, and the pieces cannot be used.
+    Missed,
+}
+
+/// What a scan of a [`Part`] found, for the whole-document checks.
+#[derive(Debug, Clone)]
+pub(crate) struct Scanned {
+    pub meta: TraceMeta,
+    pub end: PartEnd,
+    /// Whether the events array was entered (or the piece started inside it).
+    pub saw_events: bool,
+    /// Whether any event had `ph`.
+    pub phased: bool,
+    /// The first top-level keys, when the document had no events.
+    pub top_keys: Vec<String>,
 }
 
 /// Result of one step of the top-level walk. Not boxed: one is made per event, on the hot path.
@@ -632,18 +779,55 @@ enum Step<'a> {
 pub fn scan(
     reader: &mut TraceReader,
     limits: &ReadLimits,
-    mut sink: impl FnMut(RawEvent<'_>),
+    sink: impl FnMut(RawEvent<'_>),
 ) -> Result<TraceMeta, TraceError> {
+    let scanned = scan_part(reader, limits, Part::default(), sink)?;
+    let file = reader.file();
+    check_document(file, &scanned, scanned.meta.event_count)?;
+    Ok(scanned.meta)
+}
+
+/// The checks that need the whole document: an array of objects without `ph`, or an object without
+/// `traceEvents`, is some other JSON file, refused rather than read as a trace without events.
+/// `top_array`-ness and the flags come from the scan of the whole document or of its first piece.
+pub(crate) fn check_document(file: &std::path::Path, s: &Scanned, events: u64) -> Result<(), TraceError> {
+    if s.meta.in_top_array && events > 0 && !s.phased {
+        return Err(TraceError::NotATrace {
+            file: file.to_path_buf(),
+            what: "a JSON array of objects without `ph` (not trace events)".into(),
+        });
+    }
+    if !s.saw_events {
+        let what = if s.top_keys.iter().any(|k| k == "nodes") {
+            "a PyTorch execution trace (`nodes`), not a Kineto trace; export the profiler's trace instead".to_string()
+        } else if s.top_keys.is_empty() {
+            "an empty JSON object".to_string()
+        } else {
+            format!("a JSON object with keys {}", s.top_keys.join(", "))
+        };
+        return Err(TraceError::NotATrace { file: file.to_path_buf(), what });
+    }
+    Ok(())
+}
+
+/// Scans the whole document or one piece of it (see [`Part`]); `sink` receives the events in order.
+pub(crate) fn scan_part(
+    reader: &mut TraceReader,
+    limits: &ReadLimits,
+    part: Part,
+    mut sink: impl FnMut(RawEvent<'_>),
+) -> Result<Scanned, TraceError> {
     let mut buf: Vec<u8> = vec![0; CHUNK];
+    let mut index = Index::default();
     let mut start = 0usize;
     let mut end = 0usize;
     let mut base: u64 = 0; // absolute offset of buf[0]
     let mut eof = false;
-    let mut state = State::Start;
+    let mut state = if part.inside_events { State::EventsFirst } else { State::Start };
     let mut meta = TraceMeta::default();
-    let mut in_top_array = false;
+    let mut in_top_array = part.top_array;
     // Whether the file had a trace's events at all, and the first top-level keys when it did not.
-    let mut saw_events = false;
+    let mut saw_events = part.inside_events;
     let mut top_keys: Vec<String> = Vec::new();
     // Whether any event had a `ph`: a top-level array of other objects is some other JSON file.
     let mut phased = false;
@@ -654,6 +838,9 @@ pub fn scan(
     };
 
     loop {
+        if matches!(state, State::Boundary | State::Missed) {
+            break;
+        }
         if state == State::End {
             // Only blanks may follow the top-level value.
             let tail = &buf[start..end];
@@ -668,15 +855,17 @@ pub fn scan(
         let step = if state == State::End {
             Err(Stop::Incomplete)
         } else {
-            let slice = &buf[start..end];
-            let mut c = Cur { b: slice, i: 0 };
-            let r = step(&mut c, state, &mut in_top_array);
-            r.map(|s| (s, c.i))
+            let mut c = Cur { b: &buf[..end], i: start, idx: &index };
+            // Where the next piece starts, as an offset in the buffer (negative: already passed).
+            let stop = part.stop_at.map(|s| s as i128 - base as i128);
+            let r = step(&mut c, state, &mut in_top_array, stop);
+            r.map(|s| (s, c.i - start))
         };
         match step {
             Ok((s, used)) => {
-                // Validate the UTF-8 of everything consumed (skipped strings included).
-                if simdutf8::basic::from_utf8(&buf[start..start + used]).is_err() {
+                // Validate the UTF-8 of everything consumed (skipped strings included); a buffer of ASCII
+                // bytes only, as traces nearly always are, is valid as a whole.
+                if index.non_ascii() && simdutf8::basic::from_utf8(&buf[start..start + used]).is_err() {
                     // The fast check says no; the standard one says where.
                     let at = std::str::from_utf8(&buf[start..start + used]).err().map_or(0, |e| e.valid_up_to());
                     return Err(syntax(base + (start + at) as u64, "invalid UTF-8".into()));
@@ -703,7 +892,7 @@ pub fn scan(
                 start += used;
             }
             Err(Stop::Bad(pos, message)) => {
-                return Err(syntax(base + (start + pos) as u64, message));
+                return Err(syntax(base + pos as u64, message));
             }
             Err(Stop::Incomplete) => {
                 if eof {
@@ -740,35 +929,26 @@ pub fn scan(
                     eof = true;
                 }
                 end += n;
+                // buf[0] is where a step starts, outside any string: the index can start there.
+                index.build(&buf[..end]);
             }
         }
     }
-    if state != State::End {
+    if !matches!(state, State::End | State::Boundary | State::Missed) {
         return Err(syntax(base + end as u64, "unexpected end of file (truncated trace?)".into()));
     }
-    if in_top_array && meta.event_count > 0 && !phased {
-        return Err(TraceError::NotATrace {
-            file: file.clone(),
-            what: "a JSON array of objects without `ph` (not trace events)".into(),
-        });
-    }
-    if !saw_events {
-        // Valid JSON, but not a Kineto trace: refused rather than read as a trace with no events.
-        let what = if top_keys.iter().any(|k| k == "nodes") {
-            "a PyTorch execution trace (`nodes`), not a Kineto trace; export the profiler's trace instead".to_string()
-        } else if top_keys.is_empty() {
-            "an empty JSON object".to_string()
-        } else {
-            format!("a JSON object with keys {}", top_keys.join(", "))
-        };
-        return Err(TraceError::NotATrace { file: file.clone(), what });
-    }
+    let end = match (state, part.stop_at) {
+        (State::Boundary, _) => PartEnd::Boundary,
+        (_, Some(_)) => PartEnd::Missed,
+        _ => PartEnd::Document,
+    };
     meta.bytes = reader.produced();
-    Ok(meta)
+    meta.in_top_array = in_top_array;
+    Ok(Scanned { meta, end, saw_events, phased, top_keys })
 }
 
 /// One step of the walk over the top-level structure.
-fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<Step<'a>> {
+fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool, stop: Option<i128>) -> PResult<Step<'a>> {
     match state {
         State::Start => match c.ws()? {
             b'{' => {
@@ -812,6 +992,17 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
                 if !c.next_member(b']')? {
                     return Ok(Step::Moved(close_to));
                 }
+                c.ws()?;
+                if let Some(stop) = stop {
+                    let at = c.i as i128;
+                    if at == stop {
+                        return Ok(Step::Moved(State::Boundary));
+                    }
+                    if at > stop {
+                        // The next piece's first byte was inside this event or between: not an event start.
+                        return Ok(Step::Moved(State::Missed));
+                    }
+                }
             } else if c.ws()? == b']' {
                 c.i += 1;
                 return Ok(Step::Moved(close_to));
@@ -819,7 +1010,7 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool) -> PResult<S
             let ev = c.event()?;
             Ok(Step::Event(ev, State::EventsNext))
         }
-        State::End => Err(Stop::Incomplete),
+        State::End | State::Boundary | State::Missed => Err(Stop::Incomplete),
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use tracefleet_common::trace::{Links, Trace, key_averages};
+use tracefleet_common::trace::{Links, key_averages};
 
 use super::LimitArgs;
 
@@ -20,13 +20,18 @@ pub struct Args {
     /// Print bytes, seconds, MB/s and peak memory to stderr (for benchmarks).
     #[arg(long)]
     stats: bool,
+    /// Threads to read the trace on: a large trace (32 MiB and more of JSON, plain or in zstd frames) is
+    /// split at event boundaries and its pieces read at once. Default: the machine's cores.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     #[command(flatten)]
     limits: LimitArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let trace = Trace::open(&a.trace, &a.limits.limits())?;
+    let jobs = a.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+    let trace = tracefleet_common::trace::parallel::open(&a.trace, &a.limits.limits(), jobs)?;
     let parsed = t0.elapsed().as_secs_f64();
     let links = Links::new(&trace);
     let linked = t0.elapsed().as_secs_f64();

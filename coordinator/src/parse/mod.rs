@@ -48,8 +48,15 @@ fn retry_later(coord: &Arc<Coordinator>, key: UploadKey, why: &str) {
     coord.parse_queue.push_later(key, STORE_RETRY_DELAY);
 }
 
+/// Traces of at least this many decompressed bytes are read on as many threads as the pool has workers
+/// (split at event boundaries, [`tracefleet_common::trace::parallel`]): one large trace otherwise holds
+/// one core for seconds while the others idle. Smaller ones keep one thread each, so that a pool busy with
+/// many traces is not oversubscribed.
+const PARALLEL_PARSE_BYTES: u64 = 256 << 20;
+
 fn worker(coord: &Arc<Coordinator>) {
     let opts = AnalyzeOptions::default();
+    let parallel = AnalyzeOptions { parse_jobs: coord.cfg.parse_workers.max(1), ..opts.clone() };
     loop {
         let key = coord.parse_queue.pop();
         let (path, row) = {
@@ -76,7 +83,7 @@ fn worker(coord: &Arc<Coordinator>) {
         // Memory-aware admission: however many workers, parses in flight fit the memory budget.
         let admitted = coord.parse_queue.admit(parse_cost(raw), coord.cfg.parse_memory_bytes);
         let t0 = Instant::now();
-        let result = summarize_file(&path, &opts);
+        let result = summarize_file(&path, if raw >= PARALLEL_PARSE_BYTES { &parallel } else { &opts });
         coord.parse_queue.release(admitted);
         let secs = t0.elapsed().as_secs_f64();
         coord.metrics.parse_seconds_total.inc_by(secs);
