@@ -49,6 +49,7 @@ pub fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_slice(&text)?)
 }
 
+pub mod bench;
 pub mod pki;
 pub mod procs;
 pub mod procstat;

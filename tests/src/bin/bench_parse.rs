@@ -13,32 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-
-const PY: &str = r#"
-import json, sys, time, resource, os
-t = time.perf_counter()
-with open(sys.argv[1], "rb") as f:
-    d = json.load(f)
-n = 0
-dur = 0.0
-for e in d["traceEvents"]:
-    n += 1
-    dur += e.get("dur", 0) or 0
-s = time.perf_counter() - t
-b = os.path.getsize(sys.argv[1])
-print(f"stats: bytes={b} events={n} seconds={s:.3f} mb_per_s={b/1e6/s:.1f} peak_rss_bytes={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024}")
-"#;
-
-/// Values of `key=value` pairs on the `stats:` line of a program's output.
-fn stat(output: &str, key: &str) -> anyhow::Result<f64> {
-    let line =
-        output.lines().find(|l| l.starts_with("stats:")).with_context(|| format!("no stats line in {output}"))?;
-    let v = line
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
-        .with_context(|| format!("no {key} in {line}"))?;
-    Ok(v.parse()?)
-}
+use tracefleet_tests::bench::{PYTHON_JSON_LOAD, median, stat};
 
 fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
@@ -46,11 +21,6 @@ fn run(cmd: &mut Command) -> anyhow::Result<String> {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr));
     }
     Ok(format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> anyhow::Result<()> {
@@ -86,7 +56,7 @@ fn main() -> anyhow::Result<()> {
             .stdout(std::process::Stdio::null()))?;
         c_mbs.push(stat(&out, "mb_per_s")?);
         c_rss.push(stat(&out, "peak_rss_bytes")?);
-        let out = run(Command::new(&python).args(["-c", PY]).arg(large))?;
+        let out = run(Command::new(&python).args(["-c", PYTHON_JSON_LOAD]).arg(large))?;
         p_mbs.push(stat(&out, "mb_per_s")?);
         p_rss.push(stat(&out, "peak_rss_bytes")?);
     }
