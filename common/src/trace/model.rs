@@ -146,7 +146,7 @@ pub struct Trace {
     pub names: Vec<Box<str>>,
     /// Distinct (pid, tid) pairs.
     pub threads: Vec<(Tid, Tid)>,
-    /// Kernel launch arguments.
+    /// Kernel launch arguments, each distinct configuration once ([`Event::kernel`] indexes it).
     pub kernels: Vec<KernelArgs>,
     /// Trace-level metadata.
     pub meta: TraceMeta,
@@ -156,7 +156,40 @@ pub struct Trace {
     pub dropped: u64,
     /// The modelled work (FLOPs, bytes) of CPU ops with a FLOP model and recorded shapes, by event index
     /// (see [`crate::roofline`]). Empty for traces recorded without `record_shapes`.
-    pub work: HashMap<u32, crate::roofline::OpWork>,
+    pub work: WorkMap,
+}
+
+/// Modelled work by event index: a vector sorted by index (events are pushed in order), half the memory
+/// of a hash map for the tens of thousands of modelled calls of a large trace; looked up by binary search.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WorkMap(Vec<(u32, crate::roofline::OpWork)>);
+
+impl WorkMap {
+    /// The work of event `i`.
+    pub fn get(&self, i: &u32) -> Option<&crate::roofline::OpWork> {
+        self.0.binary_search_by_key(i, |(k, _)| *k).ok().map(|p| &self.0[p].1)
+    }
+
+    /// Whether event `i` has modelled work.
+    pub fn contains_key(&self, i: &u32) -> bool {
+        self.get(i).is_some()
+    }
+
+    /// Whether no event has modelled work.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (event index, work), ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (&u32, &crate::roofline::OpWork)> {
+        self.0.iter().map(|(k, w)| (k, w))
+    }
+
+    /// Adds the work of event `i`, which must come after every event already here.
+    fn push(&mut self, i: u32, w: crate::roofline::OpWork) {
+        debug_assert!(self.0.last().is_none_or(|(k, _)| *k < i));
+        self.0.push((i, w));
+    }
 }
 
 impl Trace {
@@ -172,6 +205,10 @@ impl Trace {
         let meta = scan(reader, limits, |ev| b.push(ev))?;
         let mut t = b.trace;
         t.meta = meta;
+        // The vectors grew by doubling: up to half of their room is unused, and the link and table
+        // stages allocate their own per-event vectors next (peak memory is reached there).
+        t.events.shrink_to_fit();
+        t.work.0.shrink_to_fit();
         Ok(t)
     }
 
@@ -222,15 +259,19 @@ impl Trace {
                 })
             })
             .collect();
-        let kernels = self.kernels.len() as u32;
-        self.kernels.extend(other.kernels);
+        let mut launches: HashMap<LaunchKey, u32> =
+            self.kernels.iter().enumerate().map(|(i, k)| (launch_key(k), i as u32)).collect();
+        let kernel_ids: Vec<u32> =
+            other.kernels.into_iter().map(|k| launch_id(&mut self.kernels, &mut launches, k)).collect();
         let events = self.events.len() as u32;
-        self.work.extend(other.work.into_iter().map(|(k, w)| (k + events, w)));
+        for (k, w) in other.work.0 {
+            self.work.push(k + events, w);
+        }
         self.events.extend(other.events.into_iter().map(|mut e| {
             e.name = name_ids[e.name as usize];
             e.thread = thread_ids[e.thread as usize];
             if e.kernel != u32::MAX {
-                e.kernel += kernels;
+                e.kernel = kernel_ids[e.kernel as usize];
             }
             e
         }));
@@ -261,6 +302,35 @@ struct Builder {
     trace: Trace,
     names: HashMap<Box<[u8]>, NameId>,
     threads: HashMap<(Tid, Tid), u32>,
+    launches: HashMap<LaunchKey, u32>,
+}
+
+/// A launch configuration as a hashable key (its floats by bit pattern).
+type LaunchKey = [u32; 11];
+
+fn launch_key(k: &KernelArgs) -> LaunchKey {
+    [
+        k.grid[0],
+        k.grid[1],
+        k.grid[2],
+        k.block[0],
+        k.block[1],
+        k.block[2],
+        k.registers_per_thread,
+        k.shared_memory,
+        k.blocks_per_sm.to_bits(),
+        k.warps_per_sm.to_bits(),
+        k.occupancy_pct.to_bits(),
+    ]
+}
+
+/// The index of `k` in `kernels`, added when new: a step's kernels repeat in every step, so distinct
+/// launch configurations are few.
+fn launch_id(kernels: &mut Vec<KernelArgs>, ids: &mut HashMap<LaunchKey, u32>, k: KernelArgs) -> u32 {
+    *ids.entry(launch_key(&k)).or_insert_with(|| {
+        kernels.push(k);
+        (kernels.len() - 1) as u32
+    })
 }
 
 impl Builder {
@@ -311,10 +381,7 @@ impl Builder {
             next
         });
         let kernel = match ev.kernel {
-            Some(k) if cat == Category::Kernel => {
-                self.trace.kernels.push(k);
-                (self.trace.kernels.len() - 1) as u32
-            }
+            Some(k) if cat == Category::Kernel => launch_id(&mut self.trace.kernels, &mut self.launches, k),
             _ => u32::MAX,
         };
         if cat == Category::CpuOp
@@ -322,7 +389,7 @@ impl Builder {
             && let Ok(name) = std::str::from_utf8(&ev.name)
             && let Some(w) = crate::roofline::op_work(name, raw)
         {
-            self.trace.work.insert(self.trace.events.len() as u32, w);
+            self.trace.work.push(self.trace.events.len() as u32, w);
         }
         let name = self.intern(&ev.name);
         let correlation = fold_id(if cat == Category::Module { ev.python_id } else { ev.correlation }.unwrap_or(0));

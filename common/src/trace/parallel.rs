@@ -259,6 +259,7 @@ pub fn open_pieces(
         phased |= s.phased;
         trace.append(t);
     }
+    trace.events.shrink_to_fit();
     let check = super::scan::Scanned { phased, ..first };
     check_document(path, &check, trace.meta.event_count)?;
     trace.meta.bytes = source.len();

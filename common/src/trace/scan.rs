@@ -99,14 +99,8 @@ pub struct RawEvent<'a> {
     pub external_id: Option<i64>,
     /// `args["correlation"]`: the CUPTI correlation id linking a runtime call with its GPU activity.
     pub correlation: Option<i64>,
-    /// `args["stream"]` of GPU activities.
-    pub stream: Option<i64>,
-    /// `args["device"]` of GPU activities.
-    pub device: Option<i64>,
     /// `args["Python id"]` of `python_function` events.
     pub python_id: Option<i64>,
-    /// `args["Python parent id"]`.
-    pub python_parent_id: Option<i64>,
     /// Kernel launch configuration, when the event has `grid`.
     pub kernel: Option<KernelArgs>,
     /// The raw JSON of `args["Input Dims"]`, `args["Input type"]` and `args["Concrete Inputs"]`
@@ -652,10 +646,7 @@ impl<'a> Cur<'a> {
             match &*k {
                 b"External id" => ev.external_id = self.int()?,
                 b"correlation" => ev.correlation = self.int()?,
-                b"stream" => ev.stream = self.int()?,
-                b"device" => ev.device = self.int()?,
                 b"Python id" => ev.python_id = self.int()?,
-                b"Python parent id" => ev.python_parent_id = self.int()?,
                 b"grid" => {
                     if let Some(g) = self.dims()? {
                         ev.kernel.get_or_insert_with(KernelArgs::default).grid = g;
@@ -762,13 +753,13 @@ pub(crate) struct Scanned {
     pub top_keys: Vec<String>,
 }
 
-/// Result of one step of the top-level walk. Not boxed: one is made per event, on the hot path.
-#[allow(clippy::large_enum_variant)]
+/// Result of one step of the top-level walk.
 enum Step<'a> {
     /// Moved on without an event.
     Moved(State),
-    /// An event to hand to the sink, then go to the state.
-    Event(RawEvent<'a>, State),
+    /// An event was handed to the sink (whether it had a `ph`), then go to the state. The event goes to
+    /// the sink from inside the step, not through this value: moving it out cost a copy per event.
+    Event(bool, State),
     /// A top-level member that the scanner keeps (key, raw JSON value).
     Member(Cow<'a, [u8]>, &'a [u8]),
 }
@@ -858,7 +849,7 @@ pub(crate) fn scan_part(
             let mut c = Cur { b: &buf[..end], i: start, idx: &index };
             // Where the next piece starts, as an offset in the buffer (negative: already passed).
             let stop = part.stop_at.map(|s| s as i128 - base as i128);
-            let r = step(&mut c, state, &mut in_top_array, stop);
+            let r = step(&mut c, state, &mut in_top_array, stop, &mut sink);
             r.map(|s| (s, c.i - start))
         };
         match step {
@@ -875,10 +866,9 @@ pub(crate) fn scan_part(
                         saw_events |= next == State::EventsFirst;
                         state = next;
                     }
-                    Step::Event(ev, next) => {
+                    Step::Event(has_ph, next) => {
                         meta.event_count += 1;
-                        phased |= ev.ph != 0;
-                        sink(ev);
+                        phased |= has_ph;
                         state = next;
                     }
                     Step::Member(key, raw) => {
@@ -948,7 +938,13 @@ pub(crate) fn scan_part(
 }
 
 /// One step of the walk over the top-level structure.
-fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool, stop: Option<i128>) -> PResult<Step<'a>> {
+fn step<'a>(
+    c: &mut Cur<'a>,
+    state: State,
+    in_top_array: &mut bool,
+    stop: Option<i128>,
+    sink: &mut impl FnMut(RawEvent<'_>),
+) -> PResult<Step<'a>> {
     match state {
         State::Start => match c.ws()? {
             b'{' => {
@@ -1007,8 +1003,18 @@ fn step<'a>(c: &mut Cur<'a>, state: State, in_top_array: &mut bool, stop: Option
                 c.i += 1;
                 return Ok(Step::Moved(close_to));
             }
+            let from = c.i;
             let ev = c.event()?;
-            Ok(Step::Event(ev, State::EventsNext))
+            // The sink takes names as bytes: checked here, before it sees them, where the buffer is not
+            // all ASCII (the caller checks everything consumed again, separators included).
+            if c.idx.non_ascii()
+                && let Err(e) = std::str::from_utf8(&c.b[from..c.i])
+            {
+                return bad(from + e.valid_up_to(), "invalid UTF-8");
+            }
+            let has_ph = ev.ph != 0;
+            sink(ev);
+            Ok(Step::Event(has_ph, State::EventsNext))
         }
         State::End | State::Boundary | State::Missed => Err(Stop::Incomplete),
     }

@@ -104,6 +104,7 @@ impl Prog<'_> {
             Prog::Zstd => "`zstd -d` (level 3 file, to /dev/null)".into(),
             Prog::Memchr => "memchr `\\n` count, 1 MiB reads (RSS: its buffer)".into(),
             Prog::Engine(None) => "`coord analyze --json` (one core: parse, link, key_averages)".into(),
+            Prog::Engine(Some(1)) => "`coord analyze --json --jobs 1` (one core: parse, link, key_averages)".into(),
             Prog::Engine(Some(j)) => format!("`coord analyze --json --jobs {j}`"),
             Prog::Python => "Python `json.load` + one loop".into(),
             Prog::Hta(_) => "HTA `parse_trace_file`".into(),
@@ -213,8 +214,10 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
     let zst_size = std::fs::metadata(&zst.0)?.len() as f64;
     let hta_input = if hta { Some(hta_input(trace)?) } else { None };
 
-    let mut progs = vec![Prog::Zstd, Prog::Memchr, Prog::Engine(None)];
-    progs.extend(jobs.iter().map(|j| Prog::Engine(Some(*j))));
+    // One core: `--jobs 1` where `coord analyze` reads on several threads (its default is every core).
+    let one = if jobs.is_empty() { None } else { Some(1) };
+    let mut progs = vec![Prog::Zstd, Prog::Memchr, Prog::Engine(one)];
+    progs.extend(jobs.iter().filter(|&&j| j != 1).map(|j| Prog::Engine(Some(*j))));
     progs.push(Prog::Python);
     if let Some((path, _)) = &hta_input {
         progs.push(Prog::Hta(path.path()));
@@ -451,7 +454,7 @@ fn report(trace: &Path, size: f64, zst_size: f64, lines: u64, benches: &[Bench],
             ratio(b, zstd, |s| s.mb_s)
         );
     }
-    if let Some(e) = benches.iter().find(|b| b.prog == Prog::Engine(None)) {
+    if let Some(e) = benches.iter().find(|b| matches!(b.prog, Prog::Engine(None | Some(1)))) {
         engine_summary(size, e, zstd, benches);
     }
     if let (Some(h), Some(note)) = (benches.iter().find(|b| matches!(b.prog, Prog::Hta(_))), hta_note) {

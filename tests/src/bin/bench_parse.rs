@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
     let (mut c_mbs, mut c_rss, mut p_mbs, mut p_rss) = (vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
         let out = run(Command::new(&coord)
-            .args(["analyze", "--json", "--stats"])
+            .args(["analyze", "--json", "--stats", "--jobs", "1"])
             .arg(large)
             .stdout(std::process::Stdio::null()))?;
         c_mbs.push(stat(&out, "mb_per_s")?);
