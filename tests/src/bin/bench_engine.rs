@@ -1,6 +1,6 @@
 //! Engine benchmark: `coord analyze` against what the machine does with the same bytes, in the same run.
 //!
-//! Usage: `bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH] TRACE.json [TRACE2.json ...]`
+//! Usage: `bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] TRACE.json ...`
 //!
 //! Per trace (uncompressed JSON), alternated run by run (`--runs`, default 5), medians reported:
 //! 1. the engine on one core, `coord analyze --json --stats` (its own `stats:` line), its CPU seconds, and
@@ -54,6 +54,9 @@ struct Opts {
     /// `--jobs` values; `None` when not given (then 1, 2, 4, ... up to the cores, if `coord` has `--jobs`).
     jobs: Option<Vec<usize>>,
     python: PathBuf,
+    /// `--no-python`: leave Python and HTA out (a multi-GB trace needs about seven times its size in
+    /// memory under `json.load`).
+    no_python: bool,
     traces: Vec<PathBuf>,
 }
 
@@ -63,6 +66,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         coord: tracefleet_tests::workspace().join("target/release/coord"),
         jobs: None,
         python: PathBuf::from("python3"),
+        no_python: false,
         traces: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -71,6 +75,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--runs" => o.runs = args.next().context("--runs N")?.parse().context("--runs N")?,
             "--coord" => o.coord = args.next().context("--coord PATH")?.into(),
             "--python" => o.python = args.next().context("--python PATH")?.into(),
+            "--no-python" => o.no_python = true,
             "--jobs" => {
                 let list = args.next().context("--jobs 1,2,...")?;
                 let jobs = list.split(',').map(|j| j.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
@@ -81,7 +86,9 @@ fn parse_args() -> anyhow::Result<Opts> {
         }
     }
     if o.traces.is_empty() || o.runs == 0 {
-        bail!("usage: bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH] TRACE.json ...");
+        bail!(
+            "usage: bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] TRACE.json ..."
+        );
     }
     Ok(o)
 }
@@ -147,7 +154,7 @@ fn main() -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     check_zstd()?;
     let jobs = engine_jobs(&o, cores)?;
-    let hta = hta_version(&o.python);
+    let hta = if o.no_python { Err("left out (--no-python)".to_string()) } else { hta_version(&o.python) };
     println!("## Engine against the machine's limits\n");
     println!(
         "- machine: {cores} cores; runs: {} per program, alternated; `coord`: `{}`; HTA: {}\n",
@@ -218,7 +225,9 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
     let one = if jobs.is_empty() { None } else { Some(1) };
     let mut progs = vec![Prog::Zstd, Prog::Memchr, Prog::Engine(one)];
     progs.extend(jobs.iter().filter(|&&j| j != 1).map(|j| Prog::Engine(Some(*j))));
-    progs.push(Prog::Python);
+    if !o.no_python {
+        progs.push(Prog::Python);
+    }
     if let Some((path, _)) = &hta_input {
         progs.push(Prog::Hta(path.path()));
     }
