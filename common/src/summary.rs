@@ -15,6 +15,7 @@ use crate::classify::{Classified, Detail, Rules, classify_step};
 use crate::glob::Patterns;
 use crate::trace::key_averages::{KeyTotals, event_times, totals};
 use crate::trace::link::NONE;
+use crate::trace::reader::TraceReader;
 use crate::trace::steps::{self, VllmStepShape};
 use crate::trace::{Category, Links, ReadLimits, Trace, TraceError};
 
@@ -242,6 +243,24 @@ impl StepSummary {
 /// Reads and summarizes one trace file.
 pub fn summarize_file(path: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary, TraceError> {
     let trace = crate::trace::parallel::open(path, &opts.limits, opts.parse_jobs)?;
+    summarize_checked(&trace, path, opts)
+}
+
+/// Reads and summarizes a trace from any byte source (plain, gzip or zstd, detected as for a file), such
+/// as an upload's verified chunks as they arrive; `name` is used in errors, as the path is by
+/// [`summarize_file`], so both give the same summary and the same refusal for the same bytes.
+pub fn summarize_reader<R: std::io::Read + 'static>(
+    source: R,
+    name: &Path,
+    opts: &AnalyzeOptions,
+) -> Result<TraceSummary, TraceError> {
+    let mut reader = TraceReader::from_reader(source, name, opts.limits)?;
+    let trace = Trace::read(&mut reader, &opts.limits)?;
+    summarize_checked(&trace, name, opts)
+}
+
+/// Summarizes a parsed trace, refusing it when step patterns were required and none matches.
+fn summarize_checked(trace: &Trace, name: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary, TraceError> {
     if opts.require_step_match {
         let annotation = |e: &&crate::trace::Event| matches!(e.cat, Category::UserAnnotation | Category::CpuOp);
         if !trace.events.iter().filter(annotation).any(|e| opts.step_patterns.is_match(trace.name(e.name))) {
@@ -255,13 +274,13 @@ pub fn summarize_file(path: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary
                 seen.into_iter().take(5).collect::<Vec<_>>().join(", ")
             };
             return Err(TraceError::NoSteps {
-                file: path.to_path_buf(),
+                file: name.to_path_buf(),
                 patterns: opts.step_patterns.sources().join(", "),
                 seen,
             });
         }
     }
-    Ok(summarize(&trace, opts))
+    Ok(summarize(trace, opts))
 }
 
 /// The eager steps of a trace (steps with GPU activity and no CUDA-graph replays), as references for
