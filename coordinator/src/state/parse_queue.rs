@@ -1,6 +1,7 @@
 //! The queue of uploaded traces waiting to be parsed, with memory-aware admission of parses.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use crate::store::UploadKey;
@@ -16,6 +17,8 @@ pub struct ParseQueue {
     freed: Condvar,
     /// Traces to queue again once their time has come (their result could not be stored).
     later: Mutex<Vec<(std::time::Instant, UploadKey)>>,
+    /// Uploads being parsed as they arrive, outside the queue (see [`ParseQueue::try_admit_streaming`]).
+    streaming: AtomicUsize,
 }
 
 /// Estimated peak memory of parsing a trace of `raw` bytes: the engine keeps about a quarter of the
@@ -66,6 +69,36 @@ impl ParseQueue {
         cost
     }
 
+    /// Takes `cost` bytes of the budget only if they fit now (as [`ParseQueue::admit`] counts them);
+    /// `None` when they do not: nothing waits.
+    pub(crate) fn try_admit(&self, cost: u64, budget: u64) -> Option<u64> {
+        let cost = cost.min(budget);
+        let mut used = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
+        if *used + cost > budget {
+            return None;
+        }
+        *used += cost;
+        Some(cost)
+    }
+
+    /// Admits the parse of an upload as it arrives, without waiting: at most `max` at once, and `cost`
+    /// bytes that fit in `budget` now. Returns the bytes taken, to give back with
+    /// [`ParseQueue::release_streaming`]; `None` leaves the trace to the queue.
+    pub(crate) fn try_admit_streaming(&self, cost: u64, budget: u64, max: usize) -> Option<u64> {
+        self.streaming.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)).ok()?;
+        let admitted = self.try_admit(cost, budget);
+        if admitted.is_none() {
+            self.streaming.fetch_sub(1, Ordering::AcqRel);
+        }
+        admitted
+    }
+
+    /// Ends a parse admitted by [`ParseQueue::try_admit_streaming`].
+    pub(crate) fn release_streaming(&self, cost: u64) {
+        self.streaming.fetch_sub(1, Ordering::AcqRel);
+        self.release(cost);
+    }
+
     pub(crate) fn release(&self, cost: u64) {
         let mut used = self.in_use.lock().unwrap_or_else(|e| e.into_inner());
         *used = used.saturating_sub(cost);
@@ -80,5 +113,36 @@ impl ParseQueue {
             }
             q = self.ready.wait(q).unwrap_or_else(|e| e.into_inner());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ParseQueue;
+
+    #[test]
+    fn try_admit_takes_what_fits_now_and_never_waits() {
+        let q = ParseQueue::default();
+        assert_eq!(q.try_admit(60, 100), Some(60));
+        assert_eq!(q.try_admit(60, 100), None, "40 left");
+        q.release(60);
+        // Bigger than the whole budget: admitted alone, as admit() does.
+        assert_eq!(q.try_admit(500, 100), Some(100));
+        assert_eq!(q.try_admit(1, 100), None);
+    }
+
+    #[test]
+    fn streaming_parses_are_bounded_in_number_and_memory() {
+        let q = ParseQueue::default();
+        let a = q.try_admit_streaming(10, 100, 2).expect("first");
+        let b = q.try_admit_streaming(10, 100, 2).expect("second");
+        assert_eq!(q.try_admit_streaming(10, 100, 2), None, "two at most");
+        q.release_streaming(a);
+        assert_eq!(q.try_admit_streaming(95, 100, 2), None, "does not fit beside the other");
+        // The refusal gave its place back.
+        let c = q.try_admit_streaming(10, 100, 2).expect("room again");
+        q.release_streaming(b);
+        q.release_streaming(c);
+        assert_eq!(q.admit(100, 100), 100, "everything given back");
     }
 }
