@@ -7,12 +7,13 @@ mod results;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracefleet_common::summary::{AnalyzeOptions, summarize_file};
+use tracefleet_common::summary::{AnalyzeOptions, TraceSummary, summarize_file};
+use tracefleet_common::trace::TraceError;
 use tracefleet_proto::v1::{SweepEvent, SweepEventKind};
 
 pub use results::complete_if_done;
 
-use crate::state::{Coordinator, parse_cost};
+use crate::state::{Coordinator, ParseSource, parse_cost};
 use crate::store::UploadKey;
 
 /// Refills the queue from the database and starts the workers; then finishes sweeps that were complete
@@ -85,54 +86,72 @@ fn worker(coord: &Arc<Coordinator>) {
         let t0 = Instant::now();
         let result = summarize_file(&path, if raw >= PARALLEL_PARSE_BYTES { &parallel } else { &opts });
         coord.parse_queue.release(admitted);
-        let secs = t0.elapsed().as_secs_f64();
-        coord.metrics.parse_seconds_total.inc_by(secs);
-        coord.metrics.parse_seconds.observe(secs);
-        let stored = match &result {
-            Ok(summary) => {
-                coord.metrics.traces_parsed.inc_by(1);
-                coord.metrics.parsed_bytes.inc_by(summary.bytes);
-                serde_json::to_vec(summary)
-                    .map_err(|e| e.to_string())
-                    .and_then(|json| coord.store().set_parsed(&key, &json).map_err(|e| e.to_string()))
-            }
-            Err(e) => {
-                coord.metrics.parse_failures.inc_by(1);
-                // A trace that does not parse still counts as handled, with an empty summary, so that the
-                // sweep can end; the failure is reported to watchers and in the manifest.
-                let empty = tracefleet_common::summary::TraceSummary {
-                    gpu: String::new(),
-                    bytes: 0,
-                    events: 0,
-                    steps: Vec::new(),
-                    rank: None,
-                    world_size: None,
-                };
-                serde_json::to_vec(&empty)
-                    .map_err(|e| e.to_string())
-                    .and_then(|j| coord.store().set_refused(&key, &j, &e.to_string()).map_err(|e| e.to_string()))
-            }
-        };
-        if let Err(why) = stored {
-            // The database could not take the result (a full disk, say): not the trace's fault, so it is
-            // neither refused nor forgotten; it is parsed again later.
-            retry_later(coord, key, &why);
-            continue;
+        store_result(coord, key, result, t0.elapsed().as_secs_f64(), ParseSource::File);
+    }
+}
+
+/// Stores one parse's result, however the trace was read (the one place that does, so that a trace
+/// parsed from its file and one parsed as it arrived are handled alike): the summary, or the refusal
+/// with an empty summary; the metrics; the `parse_failed` event; the sweep's results when it was the
+/// last trace. A result the database cannot take is parsed again later, from the file.
+pub(crate) fn store_result(
+    coord: &Arc<Coordinator>,
+    key: UploadKey,
+    result: Result<TraceSummary, TraceError>,
+    secs: f64,
+    source: ParseSource,
+) {
+    coord.metrics.parse_seconds_total.inc_by(secs);
+    coord.metrics.parse_seconds.observe(secs);
+    let stored = match &result {
+        Ok(summary) => {
+            coord.metrics.traces_parsed.inc_by(1);
+            coord.metrics.parsed_bytes.inc_by(summary.bytes);
+            serde_json::to_vec(summary)
+                .map_err(|e| e.to_string())
+                .and_then(|json| coord.store().set_parsed(&key, &json).map_err(|e| e.to_string()))
         }
-        let message = result.err().map(|e| e.to_string());
-        if let Some(m) = message {
-            tracing::warn!(sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name, "refused: {m}");
-            coord.publish(SweepEvent {
-                sweep_id: key.sweep_id.clone(),
-                kind: SweepEventKind::ParseFailed.into(),
-                agent: key.host.clone(),
-                point_id: key.point_id.clone(),
-                message: m,
-                ..Default::default()
-            });
+        Err(e) => {
+            coord.metrics.parse_failures.inc_by(1);
+            // A trace that does not parse still counts as handled, with an empty summary, so that the
+            // sweep can end; the failure is reported to watchers and in the manifest.
+            let empty = TraceSummary {
+                gpu: String::new(),
+                bytes: 0,
+                events: 0,
+                steps: Vec::new(),
+                rank: None,
+                world_size: None,
+            };
+            serde_json::to_vec(&empty)
+                .map_err(|e| e.to_string())
+                .and_then(|j| coord.store().set_refused(&key, &j, &e.to_string()).map_err(|e| e.to_string()))
         }
-        if let Err(e) = complete_if_done(coord, &key.sweep_id) {
-            tracing::error!(sweep = %key.sweep_id, "writing the results: {e:#}");
-        }
+    };
+    if let Err(why) = stored {
+        // The database could not take the result (a full disk, say): not the trace's fault, so it is
+        // neither refused nor forgotten; it is parsed again later.
+        retry_later(coord, key, &why);
+        return;
+    }
+    coord.metrics.parse_stored(source);
+    tracing::debug!(
+        sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name,
+        "parse result stored ({secs:.3} s parsing, read from {})", source.label()
+    );
+    let message = result.err().map(|e| e.to_string());
+    if let Some(m) = message {
+        tracing::warn!(sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name, "refused: {m}");
+        coord.publish(SweepEvent {
+            sweep_id: key.sweep_id.clone(),
+            kind: SweepEventKind::ParseFailed.into(),
+            agent: key.host.clone(),
+            point_id: key.point_id.clone(),
+            message: m,
+            ..Default::default()
+        });
+    }
+    if let Err(e) = complete_if_done(coord, &key.sweep_id) {
+        tracing::error!(sweep = %key.sweep_id, "writing the results: {e:#}");
     }
 }

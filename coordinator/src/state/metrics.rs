@@ -3,6 +3,7 @@
 //! (queue depth, agents, uploads in flight, parse speed) are set when the metrics are read.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -45,6 +46,8 @@ pub struct Metrics {
     pub parse_failures: Counter,
     /// Parse results the database could not take (a full disk), queued again.
     pub parse_store_retries: Counter,
+    /// Parse results stored (summaries and refusals), by where the bytes were read ([`ParseSource`]).
+    pub parses_by_source: Family<[(&'static str, &'static str); 1], Counter>,
     /// Seconds to parse one trace.
     pub parse_seconds: Histogram,
     /// Seconds from an upload's finish request to its acknowledgement (commit, SHA-256 check, record).
@@ -59,6 +62,32 @@ pub struct Metrics {
     pub uploads_in_flight: Gauge,
     /// The registry holding all of the above.
     pub registry: Registry,
+}
+
+/// Where a parse read its trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseSource {
+    /// The verified chunks of the upload stream, as they arrived.
+    Memory,
+    /// The stored file, through the parse queue.
+    File,
+}
+
+impl ParseSource {
+    /// The `source` label's value.
+    pub fn label(self) -> &'static str {
+        match self {
+            ParseSource::Memory => "memory",
+            ParseSource::File => "file",
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a parse result stored from `source`.
+    pub fn parse_stored(&self, source: ParseSource) {
+        self.parses_by_source.get_or_create(&[("source", source.label())]).inc();
+    }
 }
 
 impl Default for Metrics {
@@ -83,6 +112,7 @@ impl Default for Metrics {
             parse_seconds_total: Counter::default(),
             parse_failures: Counter::default(),
             parse_store_retries: Counter::default(),
+            parses_by_source: Family::default(),
             parse_seconds,
             upload_ack_seconds,
             parse_mb_per_second: Gauge::default(),
@@ -123,6 +153,12 @@ impl Default for Metrics {
             "Parse results the database could not store (full disk), parsed again later.",
             m.parse_store_retries.clone(),
         );
+        r.register(
+            "tracefleet_parses_stored",
+            "Parse results stored, by where the trace was read: source=memory (the upload's verified chunks as \
+             they arrived) or source=file (the stored file, through the parse queue).",
+            m.parses_by_source.clone(),
+        );
         r.register("tracefleet_parsed_bytes", "Raw bytes parsed.", m.parsed_bytes.clone());
         r.register(
             "tracefleet_parse_seconds",
@@ -139,6 +175,10 @@ impl Default for Metrics {
         r.register("tracefleet_parse_queue_depth", "Traces waiting to be parsed.", m.parse_queue_depth.clone());
         r.register("tracefleet_agents_connected", "Agents connected now.", m.agents_connected.clone());
         r.register("tracefleet_uploads_in_flight", "Upload streams open now.", m.uploads_in_flight.clone());
+        // Both sources listed from the start, at 0.
+        for source in [ParseSource::Memory, ParseSource::File] {
+            let _ = m.parses_by_source.get_or_create(&[("source", source.label())]);
+        }
         Self { registry: r, ..m }
     }
 }

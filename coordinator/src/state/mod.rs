@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, broadcast, mpsc};
 use tracefleet_proto::v1::{CoordinatorMessage, HostInventory, SweepEvent};
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, ParseSource};
 pub use parse_queue::{ParseQueue, parse_cost};
 pub use tls_files::TlsFiles;
 pub use tokens::OperatorTokens;
