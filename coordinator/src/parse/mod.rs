@@ -3,6 +3,7 @@
 
 pub mod outcome;
 mod results;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;

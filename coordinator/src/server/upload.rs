@@ -6,6 +6,10 @@
 //! when the stream ends, breaks, times out or finishes) the file is synced and then the committed offset
 //! is written to the database. Bytes past the committed offset are
 //! not acknowledged: after a crash they are cut off and the agent resends them.
+//!
+//! A stream that starts at offset 0 also hashes the raw bytes and hands them to a parse in memory
+//! ([`StreamParse`]) as they are verified; on completion its result is stored and the file is not read
+//! back. Otherwise (a resumed upload, no room for the parse) the trace is queued for the parse pool.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -23,6 +27,7 @@ use tracefleet_proto::v1::{
 
 use super::auth::{Caller, caller, check_acts_as};
 use super::internal;
+use crate::parse::stream::{StreamParse, within_ratio};
 use crate::state::Coordinator;
 use crate::store::{JobState, UploadKey};
 
@@ -83,6 +88,9 @@ struct Writer {
     committed_raw: u64,
     /// SHA-256 of the raw bytes, when this stream saw them all from offset 0.
     hasher: Option<Sha256>,
+    /// The parse of the raw bytes as they arrive, when this stream started at offset 0 and the parse
+    /// budget had room; dropped (the parse discarded) when the stream ends without completing the upload.
+    parse: Option<StreamParse>,
     /// When the bytes were last committed (or the stream opened).
     last_commit: Instant,
 }
@@ -117,6 +125,7 @@ impl Writer {
             stored,
             committed_raw,
             hasher: (committed_raw == 0).then(Sha256::default),
+            parse: None,
             last_commit: Instant::now(),
         })
     }
@@ -160,18 +169,29 @@ impl Writer {
         }
         let mut file = self.file.take().ok_or_else(|| Status::internal("trace file lost"))?;
         let mut hasher = self.hasher.take();
-        let (file, hasher, r) = blocking(move || {
+        let mut parse = self.parse.take();
+        // The parse waits here when it is a few chunks behind: on this blocking thread, never on the
+        // runtime's.
+        let (file, hasher, parse, r) = blocking(move || {
             let r = wire::verify_chunk(c.seq, c.raw_len, c.crc32c, &c.zstd_frame).map(|raw| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(&raw);
                 }
-                (file.write_all(&c.zstd_frame), c.zstd_frame.len() as u64)
+                let written = file.write_all(&c.zstd_frame);
+                // Only bytes that are in the file go to the parse: it reads what the file holds.
+                if written.is_ok()
+                    && let Some(p) = parse.as_mut()
+                {
+                    p.feed(raw);
+                }
+                (written, c.zstd_frame.len() as u64)
             });
-            (file, hasher, r)
+            (file, hasher, parse, r)
         })
         .await?;
         self.file = Some(file);
         self.hasher = hasher;
+        self.parse = parse;
         let (written, frame_len) = r.map_err(|e| {
             coord.metrics.chunks_rejected.inc_by(1);
             match e {
@@ -182,6 +202,10 @@ impl Writer {
         written.map_err(|e| io_status("writing the trace file", e))?;
         self.received = end;
         self.stored += frame_len;
+        if self.parse.is_some() && !within_ratio(self.received, self.stored) {
+            // Near the reader's decompression-ratio limit: the parse from the file makes that call.
+            self.parse = None;
+        }
         coord.metrics.wire_bytes.inc_by(frame_len);
         coord.metrics.raw_bytes.inc_by(u64::from(c.raw_len));
         Ok(())
@@ -357,7 +381,11 @@ async fn write_stream(
         coord.metrics.resumed_bytes.inc_by(row.committed_raw);
     }
     let path = coord.store().trace_path(&key).map_err(internal)?;
-    let mut w = Writer::open(path, row.stored_bytes, row.committed_raw).await?;
+    let mut w = Writer::open(path.clone(), row.stored_bytes, row.committed_raw).await?;
+    // Parsed as it arrives only when this stream sees every byte; a resumed upload is parsed from its file.
+    if row.committed_raw == 0 {
+        w.parse = StreamParse::start(&coord, &key, path, row.raw_size);
+    }
     let mut next = Some(first);
     loop {
         let req = match next.take() {
@@ -393,6 +421,10 @@ async fn write_stream(
                     w.received, row.raw_size
                 )));
             }
+            // Every byte is in: the parse finishes while the digest is checked, and waits for the verdict.
+            if let Some(p) = w.parse.as_mut() {
+                p.end();
+            }
             let digest = w.digest().await?;
             if fin.sha256 != digest {
                 return Err(Status::data_loss(format!(
@@ -401,7 +433,8 @@ async fn write_stream(
                     wire::hex(&digest)
                 )));
             }
-            let fresh = coord.store().complete_upload(&key, &wire::hex(&digest)).map_err(internal)?;
+            let sha256 = wire::hex(&digest);
+            let fresh = coord.store().complete_upload(&key, &sha256).map_err(internal)?;
             if !fresh && !coord.store().upload(&key).map_err(internal)?.is_some_and(|r| r.complete) {
                 // Its point moved, its job was reassigned or the sweep ended while it was uploading: not
                 // counted (the bytes stay on disk, set aside).
@@ -414,7 +447,6 @@ async fn write_stream(
             }
             if fresh {
                 coord.metrics.uploads_completed.inc_by(1);
-                coord.parse_queue.push(key.clone());
                 coord.publish(SweepEvent {
                     sweep_id: key.sweep_id.clone(),
                     kind: SweepEventKind::Trace.into(),
@@ -424,6 +456,12 @@ async fn write_stream(
                     bytes: row.raw_size,
                     ..Default::default()
                 });
+                // After the trace's event: a parse in memory may be done already, and what its result
+                // brings (a refusal, the sweep's end) must not reach watchers before the trace itself.
+                match w.parse.take() {
+                    Some(p) => p.complete(&coord, key.clone(), sha256),
+                    None => coord.parse_queue.push(key.clone()),
+                }
             }
             coord.metrics.upload_ack_seconds.observe(asked.elapsed().as_secs_f64());
             return Ok(WriteResponse { committed_offset: w.received, complete: true, duplicate: !fresh });
