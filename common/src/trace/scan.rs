@@ -414,6 +414,40 @@ impl<'a> Cur<'a> {
             self.skip_value()?;
             return Ok(None);
         }
+        // Fast path, the form profilers write: `[-]digits[.ddd]`, at most 15 integer digits (no overflow)
+        // and at most 3 decimals (exact in ns), ended by a byte that cannot continue a number.
+        let b = self.b;
+        let neg = c == b'-';
+        let mut j = start + usize::from(neg);
+        let int_start = j;
+        let mut int: i64 = 0;
+        while j < b.len() && b[j].is_ascii_digit() && j - int_start < 15 {
+            int = int * 10 + i64::from(b[j] - b'0');
+            j += 1;
+        }
+        let mut frac: i64 = 0;
+        let mut scale: i64 = 1000;
+        let mut plain = j > int_start;
+        if plain && b.get(j) == Some(&b'.') {
+            j += 1;
+            let frac_start = j;
+            while j < b.len() && b[j].is_ascii_digit() && j - frac_start < 3 {
+                frac = frac * 10 + i64::from(b[j] - b'0');
+                scale /= 10;
+                j += 1;
+            }
+            plain = j > frac_start;
+        }
+        match b.get(j) {
+            None => return Err(Stop::Incomplete),
+            Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') => {}
+            Some(_) if plain => {
+                self.i = j;
+                let ns = int * 1000 + frac * scale;
+                return Ok(Some(if neg { -ns } else { ns }));
+            }
+            Some(_) => {}
+        }
         let end = self.number_end()?;
         self.i = end;
         micros_text_as_ns(&self.b[start..end], start).map(Some)
