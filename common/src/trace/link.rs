@@ -1,9 +1,14 @@
 //! Linking: the host-side call tree (by time containment on each thread, as torch builds it), which op
 //! launched each GPU activity, and the `nn.Module` frame that encloses each op.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 
-use super::model::{Category, Trace};
+use super::model::{Category, Event, Trace};
+use super::par;
+pub use super::par::PARALLEL_MIN_EVENTS;
 
 /// "No such event".
 pub const NONE: u32 = u32::MAX;
@@ -35,91 +40,93 @@ pub fn is_graph_launch(name: &str) -> bool {
 }
 
 impl Links {
-    /// Links a trace.
+    /// Links a trace on one thread.
     pub fn new(t: &Trace) -> Self {
+        Self::with_jobs(t, 1)
+    }
+
+    /// Links a trace on `jobs` threads; traces under [`PARALLEL_MIN_EVENTS`] events on one. The links are
+    /// the same whatever `jobs` is.
+    pub fn with_jobs(t: &Trace, jobs: usize) -> Self {
+        Self::with_jobs_min(t, jobs, PARALLEL_MIN_EVENTS)
+    }
+
+    /// [`Links::with_jobs`] with another size threshold: traces of fewer than `min_events` retained events
+    /// are linked on one thread (tests lower it to run the threaded code on small fixtures).
+    pub fn with_jobs_min(t: &Trace, jobs: usize, min_events: usize) -> Self {
+        match par::pool(jobs, t.events.len(), min_events) {
+            Some(pool) => pool.install(|| Self::threaded(t, jobs)),
+            None => Self::one_thread(t),
+        }
+    }
+
+    fn one_thread(t: &Trace) -> Self {
         let n = t.events.len();
         let mut parent = vec![NONE; n];
         let mut module = Vec::new();
 
         // Host tree, per thread, exactly as torch's EventList._populate_cpu_children.
         let mut host: Vec<u32> = (0..n as u32).filter(|&i| t.events[i as usize].cat.is_host()).collect();
-        host.sort_unstable_by_key(|&i| {
-            let e = &t.events[i as usize];
-            (e.ts, std::cmp::Reverse(e.end()), i)
-        });
+        host.sort_unstable_by_key(|&i| (host_key(t, i as usize), i));
         let overhead_op = overhead_owners(t, &host);
-        let host_thread = |i: u32| match overhead_op.get(&i) {
-            Some(&op) => t.events[op as usize].thread,
-            None => t.events[i as usize].thread,
-        };
+        let host_thread = |i: u32| host_thread(t, &overhead_op, i);
         nest(t, &host, host_thread, |child, par| parent[child as usize] = par);
 
         // Module frames: nest module frames and ops together; an op's module is its innermost frame.
         let has_modules = t.events.iter().any(|e| e.cat == Category::Module);
         if has_modules {
             module = vec![NONE; n];
-            let mut mix: Vec<u32> = (0..n as u32)
-                .filter(|&i| {
-                    let c = t.events[i as usize].cat;
-                    c == Category::Module || c.is_host()
-                })
-                .collect();
-            mix.sort_unstable_by_key(|&i| {
-                let e = &t.events[i as usize];
-                // Module frames first on ties: a module call encloses the ops it runs.
-                (e.ts, std::cmp::Reverse(e.end()), e.cat != Category::Module, i)
-            });
+            let mut mix: Vec<u32> = (0..n as u32).filter(|&i| mix_key(t, i as usize).is_some()).collect();
+            mix.sort_unstable_by_key(|&i| (mix_key(t, i as usize), i));
             let mut inner = vec![NONE; n];
             nest(t, &mix, |i| t.events[i as usize].thread, |child, par| inner[child as usize] = par);
-            // Resolve each event's innermost *module* ancestor.
             for &i in &mix {
-                let mut p = inner[i as usize];
-                while p != NONE && t.events[p as usize].cat != Category::Module {
-                    p = inner[p as usize];
-                }
-                module[i as usize] = p;
+                module[i as usize] = innermost_module(t, &inner, i);
             }
         }
 
-        // Launchers: External id -> op; correlation -> runtime call -> the op it runs in. Indexes are event
-        // numbers sorted by id (4 bytes an entry: a quarter of a hash map's memory on huge traces); among
-        // events with the same id the first in file order wins.
-        let ops_by_ext =
-            SortedIds::new(t, |e| matches!(e.cat, Category::CpuOp | Category::UserAnnotation), |e| e.external_id);
-        let rt_by_corr =
-            SortedIds::new(t, |e| matches!(e.cat, Category::Runtime | Category::Driver), |e| e.correlation);
-        let find_op = |id: u32| ops_by_ext.first(t, id, |e| e.external_id);
-        let find_rt = |id: u32| rt_by_corr.first(t, id, |e| e.correlation);
-        let graph_names: std::collections::HashSet<u32> = t
-            .events
-            .iter()
-            .filter(|e| matches!(e.cat, Category::Runtime | Category::Driver) && is_graph_launch(t.name(e.name)))
-            .map(|e| e.name)
-            .collect();
+        let launch = Launch::new(t, SortedIds::new);
         let mut graph_replayed = Vec::new();
         let mut launcher = vec![NONE; n];
-        for (i, e) in t.events.iter().enumerate() {
-            launcher[i] = match e.cat {
-                Category::Kernel | Category::Memcpy | Category::Memset => {
-                    // The runtime call is looked up first only in traces with graph launches.
-                    let rt = if graph_names.is_empty() { None } else { find_rt(e.correlation) };
-                    if rt.is_some_and(|r| graph_names.contains(&t.events[r as usize].name)) {
-                        graph_replayed.push(i as u32);
-                    }
-                    find_op(e.external_id)
-                        .or_else(|| rt.or_else(|| find_rt(e.correlation)).and_then(|r| enclosing_op(t, &parent, r)))
-                }
-                Category::Runtime | Category::Driver => {
-                    find_op(e.external_id).or_else(|| enclosing_op(t, &parent, i as u32))
-                }
-                // The op that waited: by External id, else through the synchronize call.
-                Category::Sync => {
-                    find_op(e.external_id).or_else(|| find_rt(e.correlation).and_then(|r| enclosing_op(t, &parent, r)))
-                }
-                _ => None,
+        for (i, l) in launcher.iter_mut().enumerate() {
+            let (op, replayed) = launch.of(t, &parent, i as u32);
+            *l = op;
+            if replayed {
+                graph_replayed.push(i as u32);
             }
-            .unwrap_or(NONE);
         }
+        Links { parent, launcher, module, host_order: host, overhead_op, graph_replayed }
+    }
+
+    /// [`Links::one_thread`] on the current rayon pool, step for step with the same results: the sorts
+    /// sort (key, event) pairs, nesting runs on pieces of the sorted events joined in order, and the
+    /// per-event passes are maps.
+    fn threaded(t: &Trace, jobs: usize) -> Self {
+        let n = t.events.len();
+        let pieces = jobs * 4;
+
+        let host = par::sorted_by_key(n, |i| t.events[i].cat.is_host().then(|| host_key(t, i)));
+        // The overhead owners look at every thread's stack at once; overhead events are few, or none.
+        let overhead_op = if t.events.par_iter().any(|e| e.cat == Category::Overhead) {
+            overhead_owners(t, &host)
+        } else {
+            HashMap::default()
+        };
+        let parent = nest_pieces(t, &host, |i| host_thread(t, &overhead_op, i), pieces);
+
+        let module = if t.events.par_iter().any(|e| e.cat == Category::Module) {
+            let mix = par::sorted_by_key(n, |i| mix_key(t, i));
+            let inner = nest_pieces(t, &mix, |i| t.events[i as usize].thread, pieces);
+            // Events outside `mix` have no `inner` link, so they get NONE as in the one-thread pass.
+            (0..n as u32).into_par_iter().map(|i| innermost_module(t, &inner, i)).collect()
+        } else {
+            Vec::new()
+        };
+
+        let launch = Launch::new(t, SortedIds::new_threaded);
+        let (launcher, replayed): (Vec<u32>, Vec<bool>) =
+            (0..n as u32).into_par_iter().map(|i| launch.of(t, &parent, i)).unzip();
+        let graph_replayed = replayed.par_iter().enumerate().filter(|&(_, &r)| r).map(|(i, _)| i as u32).collect();
         Links { parent, launcher, module, host_order: host, overhead_op, graph_replayed }
     }
 
@@ -157,24 +164,181 @@ fn enclosing_op(t: &Trace, parent: &[u32], i: u32) -> Option<u32> {
     None
 }
 
+/// torch's sort key of host events: start, then longest first (then file order, added by the sorts).
+fn host_key(t: &Trace, i: usize) -> (i64, std::cmp::Reverse<i64>) {
+    let e = &t.events[i];
+    (e.ts, std::cmp::Reverse(e.end()))
+}
+
+/// Sort key of module frames and host events nested together; `None` for other events. Module frames
+/// come first on ties: a module call encloses the ops it runs.
+fn mix_key(t: &Trace, i: usize) -> Option<(i64, std::cmp::Reverse<i64>, bool)> {
+    let e = &t.events[i];
+    (e.cat == Category::Module || e.cat.is_host())
+        .then(|| (e.ts, std::cmp::Reverse(e.end()), e.cat != Category::Module))
+}
+
+/// The thread a host event nests on: its own, or for profiler overhead, the thread of the op it ran in.
+fn host_thread(t: &Trace, overhead_op: &HashMap<u32, u32>, i: u32) -> u32 {
+    match overhead_op.get(&i) {
+        Some(&op) => t.events[op as usize].thread,
+        None => t.events[i as usize].thread,
+    }
+}
+
+/// The innermost module frame above `i` in the mixed tree `inner` ([`NONE`] if none).
+fn innermost_module(t: &Trace, inner: &[u32], i: u32) -> u32 {
+    let mut p = inner[i as usize];
+    while p != NONE && t.events[p as usize].cat != Category::Module {
+        p = inner[p as usize];
+    }
+    p
+}
+
+/// What the launcher pass looks events up in.
+struct Launch {
+    ops_by_ext: SortedIds,
+    rt_by_corr: SortedIds,
+    /// Names of the runtime and driver calls that replay a CUDA graph.
+    graph_names: std::collections::HashSet<u32>,
+}
+
+/// A builder of [`SortedIds`]: [`SortedIds::new`] or [`SortedIds::new_threaded`].
+type IdIndex = fn(&Trace, fn(&Event) -> bool, fn(&Event) -> u32) -> SortedIds;
+
+impl Launch {
+    fn new(t: &Trace, index: IdIndex) -> Self {
+        // External id -> op; correlation -> runtime call -> the op it runs in. Indexes are event numbers
+        // sorted by id (4 bytes an entry: a quarter of a hash map's memory on huge traces); among events
+        // with the same id the first in file order wins.
+        let ops_by_ext = index(t, |e| matches!(e.cat, Category::CpuOp | Category::UserAnnotation), |e| e.external_id);
+        let rt_by_corr = index(t, |e| matches!(e.cat, Category::Runtime | Category::Driver), |e| e.correlation);
+        let graph_names = t
+            .events
+            .iter()
+            .filter(|e| matches!(e.cat, Category::Runtime | Category::Driver) && is_graph_launch(t.name(e.name)))
+            .map(|e| e.name)
+            .collect();
+        Launch { ops_by_ext, rt_by_corr, graph_names }
+    }
+
+    /// Event `i`'s launcher ([`NONE`] if none or not a launched event), and whether a CUDA graph replayed it.
+    fn of(&self, t: &Trace, parent: &[u32], i: u32) -> (u32, bool) {
+        let e = &t.events[i as usize];
+        let find_op = |id: u32| self.ops_by_ext.first(t, id, |e| e.external_id);
+        let find_rt = |id: u32| self.rt_by_corr.first(t, id, |e| e.correlation);
+        let mut replayed = false;
+        let op = match e.cat {
+            Category::Kernel | Category::Memcpy | Category::Memset => {
+                // The runtime call is looked up first only in traces with graph launches.
+                let rt = if self.graph_names.is_empty() { None } else { find_rt(e.correlation) };
+                replayed = rt.is_some_and(|r| self.graph_names.contains(&t.events[r as usize].name));
+                find_op(e.external_id)
+                    .or_else(|| rt.or_else(|| find_rt(e.correlation)).and_then(|r| enclosing_op(t, parent, r)))
+            }
+            Category::Runtime | Category::Driver => find_op(e.external_id).or_else(|| enclosing_op(t, parent, i)),
+            // The op that waited: by External id, else through the synchronize call.
+            Category::Sync => {
+                find_op(e.external_id).or_else(|| find_rt(e.correlation).and_then(|r| enclosing_op(t, parent, r)))
+            }
+            _ => None,
+        };
+        (op.unwrap_or(NONE), replayed)
+    }
+}
+
+/// Whether event `i` lies inside `p` (torch: a partial overlap is no nesting).
+fn encloses(t: &Trace, p: u32, i: u32) -> bool {
+    let (e, p) = (&t.events[i as usize], &t.events[p as usize]);
+    !(e.ts >= p.end() || e.end() > p.end())
+}
+
 /// Nests events (already sorted by start, longest first) per thread with a stack, calling `link(child,
 /// parent)` for each event that lies inside another. A partial overlap is no nesting, as in torch.
 fn nest(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32, mut link: impl FnMut(u32, u32)) {
     let mut stacks: HashMap<u32, Vec<u32>> = HashMap::default();
     for &i in sorted {
-        let e = &t.events[i as usize];
         let stack = stacks.entry(thread(i)).or_default();
         while let Some(&top) = stack.last() {
-            let p = &t.events[top as usize];
-            if e.ts >= p.end() || e.end() > p.end() {
-                stack.pop();
-            } else {
+            if encloses(t, top, i) {
                 link(i, top);
                 break;
             }
+            stack.pop();
         }
         stack.push(i);
     }
+}
+
+/// One piece of a [`nest_pieces`] pass.
+#[derive(Default)]
+struct Piece {
+    /// (child, parent) pairs found inside the piece.
+    links: Vec<(u32, u32)>,
+    /// (thread, event) for the events whose parent, if any, lies before the piece, in order.
+    open: Vec<(u32, u32)>,
+    /// Each thread's stack at the end of the piece, bottom first.
+    stacks: HashMap<u32, Vec<u32>>,
+}
+
+/// [`nest`] on the current rayon pool: the parent of every event (indexed like the events, [`NONE`] where
+/// there is none). The sorted events are cut into `pieces` runs, each nested on its own from empty
+/// stacks; an event that empties its stack there is left open. Joining the runs in order then replays
+/// the one-thread pass: each open event pops the stack carried from the runs before it, exactly as
+/// the one-thread pass would have once the run's own events were popped, and the run's final stacks go
+/// on top of the carried ones.
+fn nest_pieces(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32 + Sync, pieces: usize) -> Vec<u32> {
+    let size = sorted.len().div_ceil(pieces.max(1)).max(1);
+    let runs: Vec<Piece> = sorted
+        .par_chunks(size)
+        .map(|run| {
+            let mut p = Piece::default();
+            for &i in run {
+                let th = thread(i);
+                let stack = p.stacks.entry(th).or_default();
+                loop {
+                    match stack.last() {
+                        Some(&top) if encloses(t, top, i) => {
+                            p.links.push((i, top));
+                            break;
+                        }
+                        Some(_) => {
+                            stack.pop();
+                        }
+                        None => {
+                            p.open.push((th, i));
+                            break;
+                        }
+                    }
+                }
+                stack.push(i);
+            }
+            p
+        })
+        .collect();
+    let parent: Vec<AtomicU32> = (0..t.events.len()).into_par_iter().map(|_| AtomicU32::new(NONE)).collect();
+    runs.par_iter().for_each(|r| {
+        for &(child, par) in &r.links {
+            parent[child as usize].store(par, Ordering::Relaxed);
+        }
+    });
+    let mut carried: HashMap<u32, Vec<u32>> = HashMap::default();
+    for r in runs {
+        for &(th, i) in &r.open {
+            let stack = carried.entry(th).or_default();
+            while let Some(&top) = stack.last() {
+                if encloses(t, top, i) {
+                    parent[i as usize].store(top, Ordering::Relaxed);
+                    break;
+                }
+                stack.pop();
+            }
+        }
+        for (th, s) in r.stacks {
+            carried.entry(th).or_default().extend(s);
+        }
+    }
+    parent.into_par_iter().map(AtomicU32::into_inner).collect()
 }
 
 /// For each overhead event (Kineto's `Activity Buffer Request`, `Lazy Function Loading`, ...), the innermost
@@ -230,6 +394,18 @@ impl SortedIds {
             .collect();
         v.sort_unstable_by_key(|&i| (id(&t.events[i as usize]), i));
         SortedIds(v)
+    }
+
+    /// [`SortedIds::new`] on the current rayon pool.
+    pub(crate) fn new_threaded(
+        t: &Trace,
+        keep: impl Fn(&Event) -> bool + Sync,
+        id: impl Fn(&Event) -> u32 + Sync,
+    ) -> Self {
+        SortedIds(par::sorted_by_key(t.events.len(), |i| {
+            let e = &t.events[i];
+            Some(id(e)).filter(|&k| k != 0 && keep(e))
+        }))
     }
 
     /// Every event with this id, first in file order first.

@@ -5,6 +5,7 @@ pub mod error;
 pub mod key_averages;
 pub mod link;
 pub mod model;
+mod par;
 pub mod parallel;
 pub mod reader;
 pub mod scan;
@@ -13,7 +14,7 @@ pub mod scan;
 mod structural;
 
 pub use error::{Location, TraceError};
-pub use key_averages::{KeyAverage, key_averages};
+pub use key_averages::{KeyAverage, key_averages, key_averages_with_jobs};
 pub use link::Links;
 pub use model::{Category, Event, Trace};
 pub use reader::ReadLimits;

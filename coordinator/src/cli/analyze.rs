@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use tracefleet_common::trace::{Links, key_averages};
+use tracefleet_common::trace::{Links, key_averages_with_jobs};
 
 use super::LimitArgs;
 
@@ -21,7 +21,8 @@ pub struct Args {
     #[arg(long)]
     stats: bool,
     /// Threads to read the trace on: a large trace (32 MiB and more of JSON, plain or in zstd frames) is
-    /// split at event boundaries and its pieces read at once. Default: the machine's cores.
+    /// split at event boundaries and its pieces read at once. Linking and the table use as many threads
+    /// once the trace holds 100,000 events or more. Default: the machine's cores.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
     #[command(flatten)]
@@ -33,9 +34,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let jobs = a.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
     let trace = tracefleet_common::trace::parallel::open(&a.trace, &a.limits.limits(), jobs)?;
     let parsed = t0.elapsed().as_secs_f64();
-    let links = Links::new(&trace);
+    let links = Links::with_jobs(&trace, jobs);
     let linked = t0.elapsed().as_secs_f64();
-    let rows = key_averages(&trace, &links);
+    let rows = key_averages_with_jobs(&trace, &links, jobs);
     let elapsed = t0.elapsed().as_secs_f64();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
