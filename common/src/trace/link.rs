@@ -85,7 +85,7 @@ impl Links {
             }
         }
 
-        let launch = Launch::new(t, SortedIds::new);
+        let launch = Launch::new(t, false);
         let mut graph_replayed = Vec::new();
         let mut launcher = vec![NONE; n];
         for (i, l) in launcher.iter_mut().enumerate() {
@@ -123,7 +123,7 @@ impl Links {
             Vec::new()
         };
 
-        let launch = Launch::new(t, SortedIds::new_threaded);
+        let launch = Launch::new(t, true);
         let (launcher, replayed): (Vec<u32>, Vec<bool>) =
             (0..n as u32).into_par_iter().map(|i| launch.of(t, &parent, i)).unzip();
         let graph_replayed = replayed.par_iter().enumerate().filter(|&(_, &r)| r).map(|(i, _)| i as u32).collect();
@@ -203,30 +203,30 @@ struct Launch {
     graph_names: std::collections::HashSet<u32>,
 }
 
-/// A builder of [`SortedIds`]: [`SortedIds::new`] or [`SortedIds::new_threaded`].
-type IdIndex = fn(&Trace, fn(&Event) -> bool, fn(&Event) -> u32) -> SortedIds;
-
 impl Launch {
-    fn new(t: &Trace, index: IdIndex) -> Self {
-        // External id -> op; correlation -> runtime call -> the op it runs in. Indexes are event numbers
-        // sorted by id (4 bytes an entry: a quarter of a hash map's memory on huge traces); among events
-        // with the same id the first in file order wins.
+    /// Builds the indexes, on the current rayon pool if `threaded`.
+    fn new(t: &Trace, threaded: bool) -> Self {
+        let index: fn(&Trace, fn(&Event) -> bool, fn(&Event) -> u32) -> SortedIds =
+            if threaded { SortedIds::new_threaded } else { SortedIds::new };
+        // External id -> op; correlation -> runtime call -> the op it runs in. Among events with the same
+        // id the first in file order wins.
         let ops_by_ext = index(t, |e| matches!(e.cat, Category::CpuOp | Category::UserAnnotation), |e| e.external_id);
         let rt_by_corr = index(t, |e| matches!(e.cat, Category::Runtime | Category::Driver), |e| e.correlation);
-        let graph_names = t
-            .events
-            .iter()
-            .filter(|e| matches!(e.cat, Category::Runtime | Category::Driver) && is_graph_launch(t.name(e.name)))
-            .map(|e| e.name)
-            .collect();
+        let is_graph =
+            |e: &&Event| matches!(e.cat, Category::Runtime | Category::Driver) && is_graph_launch(t.name(e.name));
+        let graph_names = if threaded {
+            t.events.par_iter().filter(is_graph).map(|e| e.name).collect()
+        } else {
+            t.events.iter().filter(is_graph).map(|e| e.name).collect()
+        };
         Launch { ops_by_ext, rt_by_corr, graph_names }
     }
 
     /// Event `i`'s launcher ([`NONE`] if none or not a launched event), and whether a CUDA graph replayed it.
     fn of(&self, t: &Trace, parent: &[u32], i: u32) -> (u32, bool) {
         let e = &t.events[i as usize];
-        let find_op = |id: u32| self.ops_by_ext.first(t, id, |e| e.external_id);
-        let find_rt = |id: u32| self.rt_by_corr.first(t, id, |e| e.correlation);
+        let find_op = |id: u32| self.ops_by_ext.first(id);
+        let find_rt = |id: u32| self.rt_by_corr.first(id);
         let mut replayed = false;
         let op = match e.cat {
             Category::Kernel | Category::Memcpy | Category::Memset => {
@@ -379,20 +379,20 @@ fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
     out
 }
 
-/// Event numbers sorted by an id (then by position): a compact multimap from id to events.
-pub(crate) struct SortedIds(Vec<u32>);
+/// (id, event number) pairs sorted: a compact multimap from id to events, searched without reading the
+/// events (8 bytes an entry: half of a hash map's memory on huge traces).
+pub(crate) struct SortedIds(Vec<(u32, u32)>);
 
 impl SortedIds {
     /// Indexes the events passing `keep` that have a non-zero `id`.
-    pub(crate) fn new(
-        t: &Trace,
-        keep: impl Fn(&super::model::Event) -> bool,
-        id: impl Fn(&super::model::Event) -> u32,
-    ) -> Self {
-        let mut v: Vec<u32> = (0..t.events.len() as u32)
-            .filter(|&i| keep(&t.events[i as usize]) && id(&t.events[i as usize]) != 0)
+    pub(crate) fn new(t: &Trace, keep: impl Fn(&Event) -> bool, id: impl Fn(&Event) -> u32) -> Self {
+        let mut v: Vec<(u32, u32)> = (0..t.events.len() as u32)
+            .filter_map(|i| {
+                let e = &t.events[i as usize];
+                Some((id(e), i)).filter(|&(k, _)| k != 0 && keep(e))
+            })
             .collect();
-        v.sort_unstable_by_key(|&i| (id(&t.events[i as usize]), i));
+        v.sort_unstable();
         SortedIds(v)
     }
 
@@ -402,24 +402,18 @@ impl SortedIds {
         keep: impl Fn(&Event) -> bool + Sync,
         id: impl Fn(&Event) -> u32 + Sync,
     ) -> Self {
-        SortedIds(par::sorted_by_key(t.events.len(), |i| {
+        SortedIds(par::sorted_pairs(t.events.len(), |i| {
             let e = &t.events[i];
             Some(id(e)).filter(|&k| k != 0 && keep(e))
         }))
     }
 
-    /// Every event with this id, first in file order first.
-    fn all(&self, t: &Trace, want: u32, id: impl Fn(&super::model::Event) -> u32) -> &[u32] {
-        let lo = self.0.partition_point(|&i| id(&t.events[i as usize]) < want);
-        let hi = lo + self.0[lo..].partition_point(|&i| id(&t.events[i as usize]) == want);
-        &self.0[lo..hi]
-    }
-
     /// The first event (in file order) with this id.
-    pub(crate) fn first(&self, t: &Trace, want: u32, id: impl Fn(&super::model::Event) -> u32) -> Option<u32> {
+    pub(crate) fn first(&self, want: u32) -> Option<u32> {
         if want == 0 {
             return None;
         }
-        self.all(t, want, id).first().copied()
+        let lo = self.0.partition_point(|&(k, _)| k < want);
+        self.0.get(lo).filter(|&&(k, _)| k == want).map(|&(_, i)| i)
     }
 }

@@ -18,11 +18,11 @@ pub(crate) fn pool(jobs: usize, events: usize, min_events: usize) -> Option<rayo
 
 /// The numbers `0..n` for which `key` gives a key, with their keys, sorted by (key, number). The keys
 /// are gathered once next to their numbers and sorted there: fetching them through the events on every
-/// comparison misses the cache on large traces. The numbers are unique, so an unstable sort gives the
-/// one order a stable one would.
+/// comparison misses the cache on large traces. The sort is a merge sort: traces are written mostly in
+/// time order, and it takes those runs as they are. The numbers are unique, so any sort gives one order.
 pub(crate) fn sorted_pairs<K: Ord + Send>(n: usize, key: impl Fn(usize) -> Option<K> + Sync) -> Vec<(K, u32)> {
     let mut keyed: Vec<(K, u32)> = (0..n).into_par_iter().filter_map(|i| key(i).map(|k| (k, i as u32))).collect();
-    keyed.par_sort_unstable();
+    keyed.par_sort();
     keyed
 }
 
