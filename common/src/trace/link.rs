@@ -195,6 +195,9 @@ fn innermost_module(t: &Trace, inner: &[u32], i: u32) -> u32 {
     p
 }
 
+/// A builder of [`SortedIds`]: [`SortedIds::new`] or [`SortedIds::new_threaded`].
+type IdIndex = fn(&Trace, fn(&Event) -> bool, fn(&Event) -> u32) -> SortedIds;
+
 /// What the launcher pass looks events up in.
 struct Launch {
     ops_by_ext: SortedIds,
@@ -206,8 +209,7 @@ struct Launch {
 impl Launch {
     /// Builds the indexes, on the current rayon pool if `threaded`.
     fn new(t: &Trace, threaded: bool) -> Self {
-        let index: fn(&Trace, fn(&Event) -> bool, fn(&Event) -> u32) -> SortedIds =
-            if threaded { SortedIds::new_threaded } else { SortedIds::new };
+        let index: IdIndex = if threaded { SortedIds::new_threaded } else { SortedIds::new };
         // External id -> op; correlation -> runtime call -> the op it runs in. Among events with the same
         // id the first in file order wins.
         let ops_by_ext = index(t, |e| matches!(e.cat, Category::CpuOp | Category::UserAnnotation), |e| e.external_id);
