@@ -318,7 +318,7 @@ impl Index {
     pub(crate) fn opens_string_in(&self, obj: usize, q: usize) -> bool {
         q < self.len
             && self.blocks[q / 64].quote & (1 << (q % 64)) != 0
-            && self.count(obj, q, |b| b.quote) % 2 == 0
+            && self.count(obj, q, |b| b.quote).is_multiple_of(2)
             && self.count(obj + 1, q, |b| b.open) == self.count(obj + 1, q, |b| b.close)
     }
 
