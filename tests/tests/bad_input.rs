@@ -190,3 +190,28 @@ fn missing_file() {
     assert!(matches!(err(&p, ReadLimits::default()), TraceError::Io { .. }));
     cli_err(&p, &[]);
 }
+
+#[test]
+fn malformed_args_are_refused_whatever_the_event_and_the_key_order() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // A missing comma between two ids of a host op's args, with `args` before and after `name`; a bad
+    // literal in the args of a flow event, whose args the engine does not use.
+    let cases: [(&str, &str); 3] = [
+        (
+            r#"{"ph":"X","cat":"cpu_op","name":"aten::mm","ts":1,"dur":2,"pid":1,"tid":1,"args":{"External id": 5 "correlation": 7}}"#,
+            "expected ',' or '}'",
+        ),
+        (
+            r#"{"args":{"External id": 5 "correlation": 7},"ph":"X","cat":"cpu_op","name":"aten::mm","ts":1,"dur":2,"pid":1,"tid":1}"#,
+            "expected ',' or '}'",
+        ),
+        (r#"{"ph":"s","cat":"ac2g","name":"flow","ts":1,"pid":1,"tid":1,"id":3,"args":{"a":tru}}"#, "invalid literal"),
+    ];
+    for (i, (event, message)) in cases.iter().enumerate() {
+        let text = format!("{{\"traceEvents\":[{event}]}}");
+        let path = write(tmp.path(), &format!("bad{i}.json"), text.as_bytes());
+        let (offset, got) = syntax(&err(&path, ReadLimits::default()));
+        assert!(got.contains(message), "{event}: {got}");
+        assert!(offset > 16 && (offset as usize) < text.len(), "{event}: offset {offset}");
+    }
+}

@@ -67,6 +67,29 @@ fn pieces_of_zstd_frames_give_the_one_piece_model() {
         z.extend(zstd::bulk::compress(chunk, 3).expect("compress"));
     }
     assert_eq!(check(&write(tmp.path(), "t.json.zst", &z), "zstd frames"), [2, 3, 7], "read in pieces");
+    // One frame (what the zstd command writes): nothing to cut at, read in one piece.
+    let one = zstd::bulk::compress(&text, 3).expect("compress");
+    assert_eq!(check(&write(tmp.path(), "one.json.zst", &one), "one frame"), [1, 1, 1]);
+}
+
+#[test]
+fn the_reader_limits_hold_in_pieces() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let text = multistep();
+    let plain = write(tmp.path(), "t.json", &text);
+    let mut z = Vec::new();
+    for chunk in text.chunks(1 << 20) {
+        z.extend(zstd::bulk::compress(chunk, 3).expect("compress"));
+    }
+    let frames = write(tmp.path(), "t.json.zst", &z);
+    // A size limit below the trace, and a ratio limit below its compression ratio (past a small grace).
+    let small = ReadLimits { max_decompressed_bytes: (text.len() / 2) as u64, ..ReadLimits::default() };
+    let ratio = ReadLimits { max_ratio: 2, ratio_grace_bytes: 1 << 20, ..ReadLimits::default() };
+    for (path, limits) in [(&plain, small), (&frames, small), (&frames, ratio)] {
+        let one = Trace::open(path, &limits).map(|_| ()).expect_err("over the limit").to_string();
+        let many = open_pieces(path, &limits, 4, 256 << 10).map(|_| ()).expect_err("over the limit").to_string();
+        assert_eq!(one, many, "{}", path.display());
+    }
 }
 
 #[test]

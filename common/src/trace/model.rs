@@ -280,9 +280,13 @@ impl Trace {
         let m = other.meta;
         self.meta.event_count += m.event_count;
         self.meta.devices.extend(m.devices);
-        self.meta.trace_name = self.meta.trace_name.take().or(m.trace_name);
-        self.meta.rank = self.meta.rank.or(m.rank);
-        self.meta.world_size = self.meta.world_size.or(m.world_size);
+        // A later piece holds the members after the events: like one reader, the last value wins.
+        if m.trace_name.is_some() {
+            self.meta.trace_name = m.trace_name;
+        }
+        if m.rank.is_some() || m.world_size.is_some() {
+            (self.meta.rank, self.meta.world_size) = (m.rank, m.world_size);
+        }
     }
 
     /// The string of an interned name.

@@ -6,7 +6,7 @@
 //! event start (the profiler writes one event per line or per block of lines, each after `,\n`). Whether it
 //! really starts an event of the `traceEvents` array is not assumed: the piece before it is scanned from a
 //! known position (the document's start, or a verified cut) and must arrive at an event of the array that
-//! starts exactly there ([`PartEnd::Boundary`]); then the piece after it, which started there, reads
+//! starts exactly there (`PartEnd::Boundary`); then the piece after it, which started there, reads
 //! exactly what a scan of the whole document would. If any cut is not verified, or any piece fails, the
 //! trace is read again in one piece, which gives the authoritative result or error. Documents without
 //! newlines between events (minified JSON) are not split.
@@ -26,6 +26,9 @@ use super::scan::{Part, PartEnd, check_document};
 
 /// Smallest piece worth a thread of its own, in bytes of JSON text.
 pub const MIN_PIECE_BYTES: u64 = 16 << 20;
+
+/// The largest compressed zstd frame looked for; a file whose frames are larger is read in one piece.
+const MAX_FRAME_SEARCH: usize = 64 << 20;
 
 /// How far past a cut the search for a candidate event start looks before giving that cut up.
 const SEARCH_WINDOW: usize = 4 << 20;
@@ -48,7 +51,8 @@ impl Source {
         let n = f.read(&mut head).map_err(io_err)?;
         let len = f.metadata().map_err(io_err)?.len();
         match Compression::sniff(&head[..n]) {
-            Compression::None => Ok(Some(Source::Plain(len))),
+            // Over the size limit: read in one piece, which refuses it with the usual message.
+            Compression::None => Ok((len <= limits.max_decompressed_bytes).then_some(Source::Plain(len))),
             Compression::Gzip => Ok(None),
             Compression::Zstd => {
                 f.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -57,8 +61,11 @@ impl Source {
                     None => return Ok(None),
                 };
                 let total = frames.last().map_or(0, |&(_, raw, n)| raw + n);
-                if total > limits.max_decompressed_bytes {
-                    // Read in one piece, which reports the limit with its usual message.
+                // Over the size or ratio limit (the pieces read decompressed text, so their readers
+                // cannot check the ratio), or one frame (nothing to cut at): read in one piece, which
+                // refuses what it must with the usual message.
+                let ratio_exceeded = total > limits.ratio_grace_bytes && total / len.max(1) > limits.max_ratio;
+                if total > limits.max_decompressed_bytes || ratio_exceeded || frames.len() < 2 {
                     return Ok(None);
                 }
                 let s = Source::Frames(frames.into_iter().map(|(c, r, _)| (c, r)).collect(), total);
@@ -119,7 +126,9 @@ fn zstd_frames(mut r: impl Read, len: u64) -> io::Result<Option<Vec<(u64, u64, u
             if let Ok(n) = zstd::zstd_safe::find_frame_compressed_size(&buf) {
                 break n;
             }
-            if eof {
+            // No frame end within this much: frames this large (a file compressed in one frame) leave
+            // nothing to cut at.
+            if eof || buf.len() >= MAX_FRAME_SEARCH {
                 return Ok(None);
             }
             let had = buf.len();
@@ -204,24 +213,29 @@ pub fn open_pieces(
     min_piece: u64,
 ) -> Result<(Trace, usize), TraceError> {
     let one = || Trace::open(path, limits).map(|t| (t, 1));
+    if jobs <= 1 {
+        return one();
+    }
+    // Any problem while planning the pieces (an unreadable or corrupt file) is left to the one-piece
+    // read, which reports it with its usual message and offset.
     let min_piece = min_piece.max(1);
-    let source = match Source::of(path, limits)? {
-        Some(s) if jobs > 1 && s.len() >= 2 * min_piece => s,
+    let source = match Source::of(path, limits) {
+        Ok(Some(s)) if s.len() >= 2 * min_piece => s,
         _ => return one(),
     };
     let pieces = (jobs as u64).min(source.len() / min_piece).max(1);
-    let cuts = cuts(&source, path, pieces)?;
-    if cuts.is_empty() {
-        return one();
-    }
-    let top_array = {
-        let mut head = [0u8; 256];
-        let n = source
-            .open_at(path, 0)?
-            .read(&mut head)
-            .map_err(|source| TraceError::Io { file: path.to_path_buf(), source })?;
-        head[..n].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'[')
+    let cuts = match cuts(&source, path, pieces) {
+        Ok(c) if !c.is_empty() => c,
+        _ => return one(),
     };
+    let mut head = [0u8; 256];
+    let Ok(n) = source
+        .open_at(path, 0)
+        .and_then(|mut r| r.read(&mut head).map_err(|source| TraceError::Io { file: path.to_path_buf(), source }))
+    else {
+        return one();
+    };
+    let top_array = head[..n].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'[');
     let starts: Vec<u64> = std::iter::once(0).chain(cuts.iter().copied()).collect();
     let read_piece = |k: usize| -> Result<(Trace, super::scan::Scanned), TraceError> {
         let from = starts[k];

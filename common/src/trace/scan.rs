@@ -12,31 +12,8 @@
 use std::borrow::Cow;
 
 use super::error::{Location, TraceError};
-use super::model::Category;
 use super::reader::{ReadLimits, TraceReader};
 use super::structural::Index;
-
-/// Searchers for the `args` keys read from host events (see `Cur::take_args`).
-struct Keys {
-    external_id: memchr::memmem::Finder<'static>,
-    correlation: memchr::memmem::Finder<'static>,
-    python_id: memchr::memmem::Finder<'static>,
-    input_dims: memchr::memmem::Finder<'static>,
-    input_type: memchr::memmem::Finder<'static>,
-    concrete_inputs: memchr::memmem::Finder<'static>,
-}
-
-static KEYS: std::sync::LazyLock<Keys> = std::sync::LazyLock::new(|| {
-    let f = |needle: &'static [u8]| memchr::memmem::Finder::new(needle);
-    Keys {
-        external_id: f(b"\"External id\""),
-        correlation: f(b"\"correlation\""),
-        python_id: f(b"\"Python id\""),
-        input_dims: f(b"\"Input Dims\""),
-        input_type: f(b"\"Input type\""),
-        concrete_inputs: f(b"\"Concrete Inputs\""),
-    }
-});
 
 /// [`crate::roofline::flops::has_model`] of a name given as bytes.
 fn has_model(name: &[u8]) -> bool {
@@ -531,7 +508,7 @@ impl<'a> Cur<'a> {
                 b"args" if self.ws()? == b'{' => {
                     let at = self.i;
                     self.skip_container()?;
-                    args = Some((at, self.i));
+                    args = Some(at);
                 }
                 _ => self.skip_value()?,
             }
@@ -539,88 +516,15 @@ impl<'a> Cur<'a> {
                 break;
             }
         }
-        if let Some((from, to)) = args {
+        if let Some(at) = args {
+            // Read member by member (every member checked, so a malformed `args` is refused with its
+            // offset), now that `cat` and `name` are known.
             let after = self.i;
-            self.take_args(&mut ev, from, to)?;
+            self.i = at;
+            self.args(&mut ev)?;
             self.i = after;
         }
         Ok(ev)
-    }
-
-    /// Reads from the `args` object at `from..to` what the engine uses of this kind of event. Host events
-    /// need one or two ids out of many arguments: those are found with a substring search and checked to be
-    /// keys of `args` itself ([`Index::opens_string_in`]); GPU events, whose arguments are mostly wanted,
-    /// and any `args` with escapes, are read member by member.
-    fn take_args(&mut self, ev: &mut RawEvent<'a>, from: usize, to: usize) -> PResult<()> {
-        if ev.ph != b'X' {
-            return Ok(()); // flows, instants and metadata: nothing of their args is used
-        }
-        let cat = Category::from_cat(&ev.cat);
-        let walk = match cat {
-            Category::Other => return Ok(()),
-            Category::Module if !ev.name.starts_with(b"nn.Module: ") => return Ok(()),
-            Category::Kernel | Category::Memcpy | Category::Memset | Category::GpuAnnotation | Category::Sync => true,
-            _ => self.idx.any_backslash(from, to),
-        };
-        self.i = from;
-        if walk {
-            return self.args(ev);
-        }
-        ev.external_id = self.find_int(from, to, &KEYS.external_id)?;
-        match cat {
-            Category::Module => ev.python_id = self.find_int(from, to, &KEYS.python_id)?,
-            _ => ev.correlation = self.find_int(from, to, &KEYS.correlation)?,
-        }
-        if cat == Category::CpuOp && has_model(&ev.name) {
-            let mut shapes = RawShapes::default();
-            let mut found = false;
-            for (finder, slot) in [
-                (&KEYS.input_dims, &mut shapes.dims),
-                (&KEYS.input_type, &mut shapes.types),
-                (&KEYS.concrete_inputs, &mut shapes.concrete),
-            ] {
-                if let Some(v) = self.find_key(from, to, finder)? {
-                    self.i = v;
-                    *slot = self.raw_value()?;
-                    found = true;
-                }
-            }
-            if found {
-                ev.shapes = Some(shapes);
-            }
-        }
-        Ok(())
-    }
-
-    /// The position of the value of the member of the object at `from..to` whose key `finder` searches
-    /// for (its text with quotes, unescaped); the last such member, as a parser that reads every member
-    /// would keep.
-    fn find_key(&mut self, from: usize, to: usize, finder: &memchr::memmem::Finder<'static>) -> PResult<Option<usize>> {
-        let hay = &self.b[from..to];
-        let mut at = 0;
-        let mut found = None;
-        while let Some(p) = finder.find(&hay[at..]) {
-            let q = from + at + p;
-            at += p + 1;
-            if self.idx.opens_string_in(from, q) {
-                self.i = q + finder.needle().len();
-                if self.ws()? == b':' {
-                    found = Some(self.i + 1);
-                }
-            }
-        }
-        Ok(found)
-    }
-
-    /// [`Self::find_key`], read as an integer id.
-    fn find_int(&mut self, from: usize, to: usize, finder: &memchr::memmem::Finder<'static>) -> PResult<Option<i64>> {
-        match self.find_key(from, to, finder)? {
-            Some(v) => {
-                self.i = v;
-                self.int()
-            }
-            None => Ok(None),
-        }
     }
 
     /// A string's bytes (unescaped; UTF-8 is checked for the whole step by the caller of [`step`]), or

@@ -290,38 +290,6 @@ impl Index {
         })
     }
 
-    /// Number of bits of the mask `pick` selects in `from..to` (`to <= len`).
-    #[inline]
-    fn count(&self, from: usize, to: usize, pick: impl Fn(&Block) -> u64) -> u32 {
-        if from >= to {
-            return 0;
-        }
-        let (wa, wb) = (from / 64, (to - 1) / 64);
-        let mut n = 0;
-        for w in wa..=wb {
-            let mut m = pick(&self.blocks[w]);
-            if w == wa {
-                m &= from_bit(from % 64);
-            }
-            if w == wb {
-                m &= !0u64 >> (63 - (to - 1) % 64);
-            }
-            n += m.count_ones();
-        }
-        n
-    }
-
-    /// Whether the quote at `q` opens a string directly inside the object whose `{` is at `obj` (an
-    /// object member's key when a colon follows it): `q` is an unescaped quote, an even number of quotes
-    /// lies between, and every bracket opened between is closed before `q`.
-    #[inline]
-    pub(crate) fn opens_string_in(&self, obj: usize, q: usize) -> bool {
-        q < self.len
-            && self.blocks[q / 64].quote & (1 << (q % 64)) != 0
-            && self.count(obj, q, |b| b.quote).is_multiple_of(2)
-            && self.count(obj + 1, q, |b| b.open) == self.count(obj + 1, q, |b| b.close)
-    }
-
     /// The position just past the bracket or brace that closes the one at `open` (brackets and braces
     /// are counted alike, as a skipper must); `None` when the buffer ends first.
     #[inline]
