@@ -196,7 +196,7 @@ fn malformed_args_are_refused_whatever_the_event_and_the_key_order() {
     let tmp = tempfile::tempdir().expect("tmp");
     // A missing comma between two ids of a host op's args, with `args` before and after `name`; a bad
     // literal in the args of a flow event, whose args the engine does not use.
-    let cases: [(&str, &str); 3] = [
+    let cases: [(&str, &str); 4] = [
         (
             r#"{"ph":"X","cat":"cpu_op","name":"aten::mm","ts":1,"dur":2,"pid":1,"tid":1,"args":{"External id": 5 "correlation": 7}}"#,
             "expected ',' or '}'",
@@ -206,6 +206,8 @@ fn malformed_args_are_refused_whatever_the_event_and_the_key_order() {
             "expected ',' or '}'",
         ),
         (r#"{"ph":"s","cat":"ac2g","name":"flow","ts":1,"pid":1,"tid":1,"id":3,"args":{"a":tru}}"#, "invalid literal"),
+        // A sign without digits is no time (it was read as 0).
+        (r#"{"ph":"X","cat":"cpu_op","name":"aten::mm","ts":-,"dur":2,"pid":1,"tid":1}"#, "invalid number -"),
     ];
     for (i, (event, message)) in cases.iter().enumerate() {
         let text = format!("{{\"traceEvents\":[{event}]}}");

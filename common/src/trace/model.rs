@@ -122,7 +122,9 @@ pub struct Event {
 impl Event {
     /// End time.
     pub fn end(&self) -> i64 {
-        self.ts + self.dur
+        // Saturating: a start and a duration near the 64-bit limit (a malformed file) must not wrap
+        // around and nest the event before its start.
+        self.ts.saturating_add(self.dur)
     }
 }
 

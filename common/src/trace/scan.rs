@@ -1001,6 +1001,10 @@ fn micros_text_as_ns(t: &[u8], at: usize) -> PResult<i64> {
         int = int.checked_mul(10).and_then(|v| v.checked_add(i64::from(digits[k] - b'0'))).ok_or_else(overflow)?;
         k += 1;
     }
+    if k == 0 {
+        // JSON numbers start with a digit (after the sign): `-`, `-.5` or `.5` are not times.
+        return Err(Stop::Bad(at, format!("invalid number {}", String::from_utf8_lossy(t))));
+    }
     let mut frac: i64 = 0;
     let mut scale = 100;
     let mut round = false;
