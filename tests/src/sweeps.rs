@@ -66,6 +66,41 @@ pub fn spec(replay: &Path, delay_ms: u32) -> SweepSpec {
     }
 }
 
+/// A replay tree in `dir` holding one large plain-JSON trace: `copies` copies of the 8-step decode
+/// fixture (about 12.5 MB each) at `decode/logs_16/trace_0.json`. Returns (the tree, the trace).
+pub fn large_replay(dir: &Path, copies: u64) -> (PathBuf, PathBuf) {
+    let replay = dir.join("replay");
+    let trace = replay.join("decode/logs_16/trace_0.json");
+    std::fs::create_dir_all(trace.parent().expect("parent")).expect("mkdir");
+    let o = Command::new(bin("make-large-trace"))
+        .args(["--copies", &copies.to_string()])
+        .arg(&trace)
+        .output()
+        .expect("generate");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (replay, trace)
+}
+
+/// A sweep named `name` of one decode point (`bs16`: batch 16, input 128) of `profile_steps` steps,
+/// replaying `replay` (a [`large_replay`] tree).
+pub fn one_point_spec(name: &str, replay: &Path, profile_steps: u32) -> SweepSpec {
+    SweepSpec {
+        name: name.into(),
+        points: vec![Point {
+            point_id: "bs16".into(),
+            mode: tracefleet_proto::v1::Mode::Decode.into(),
+            batch_size: 16,
+            input_len: 128,
+            output_len: 0,
+            ..Default::default()
+        }],
+        profile_steps,
+        placement: tracefleet_proto::v1::Placement::Spread.into(),
+        backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms: 0 })),
+        ..Default::default()
+    }
+}
+
 /// Rows of a table, header first and the rest sorted, with the host column (if any) blanked.
 pub fn normalized(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));

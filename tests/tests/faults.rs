@@ -8,11 +8,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use tracefleet_proto::v1::sweep_spec::Backend;
-use tracefleet_proto::v1::{Point, ReplayBackend, SweepSpec};
+use tracefleet_proto::v1::{Point, SweepSpec};
 use tracefleet_tests::bin;
 use tracefleet_tests::procs::{Coord, agent, agent_with, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::proxy::Proxy;
-use tracefleet_tests::sweeps::{assert_same_as_ingest, replay_tree, spec};
+use tracefleet_tests::sweeps::{assert_same_as_ingest, large_replay, one_point_spec, replay_tree, spec};
 
 /// Fetches a one-point sweep's results into `results`: its stored trace is `trace` bit for bit (SHA-256 in
 /// the manifest), and `steps.csv` has each of its `steps` steps once.
@@ -40,11 +40,7 @@ fn sha256_hex(p: &Path) -> String {
 async fn cut_upload_resumes_at_the_committed_offset() {
     let tmp = tempfile::tempdir().expect("tmp");
     // A 50 MB trace (4 copies of the 8-step fixture): several commits' worth of chunks.
-    let replay = tmp.path().join("replay");
-    let trace = replay.join("decode/logs_16/trace_0.json");
-    std::fs::create_dir_all(trace.parent().expect("parent")).expect("mkdir");
-    let o = Command::new(bin("make-large-trace")).args(["--copies", "4"]).arg(&trace).output().expect("generate");
-    assert!(o.status.success());
+    let (replay, trace) = large_replay(tmp.path(), 4);
     let coord =
         Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--commit-every-bytes", "1048576"]).expect("coord");
     // Cut every connection once, 2 MB into the agent's traffic (chunk frames are ~100 KB each).
@@ -52,21 +48,7 @@ async fn cut_upload_resumes_at_the_committed_offset() {
     let _agent = agent(&proxy.addr, "agent-r", &tmp.path().join("spool")).expect("agent");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 1).await.expect("agent connects");
-    let spec = SweepSpec {
-        name: "resume".into(),
-        points: vec![Point {
-            point_id: "bs16".into(),
-            mode: tracefleet_proto::v1::Mode::Decode.into(),
-            batch_size: 16,
-            input_len: 128,
-            output_len: 0,
-            ..Default::default()
-        }],
-        profile_steps: 32,
-        placement: tracefleet_proto::v1::Placement::Spread.into(),
-        backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms: 0 })),
-        ..Default::default()
-    };
+    let spec = one_point_spec("resume", &replay, 32);
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(120)).await.expect("sweep");
     assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
@@ -212,29 +194,13 @@ async fn a_link_cut_every_300_kb_still_delivers_the_whole_sweep() {
     let mb: u64 = std::env::var("TRACEFLEET_FLAKY_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let copies = (mb * 4).div_ceil(50).max(1); // the 8-step fixture is ~12.5 MB
     let tmp = tempfile::tempdir().expect("tmp");
-    let replay = tmp.path().join("replay");
-    let trace = replay.join("decode/logs_16/trace_0.json");
-    std::fs::create_dir_all(trace.parent().expect("parent")).expect("mkdir");
-    let o = Command::new(bin("make-large-trace"))
-        .args(["--copies", &copies.to_string()])
-        .arg(&trace)
-        .output()
-        .expect("generate");
-    assert!(o.status.success());
+    let (replay, trace) = large_replay(tmp.path(), copies);
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
     let link = Proxy::flaky(&coord.addr, 300_000).expect("proxy");
     let _agent = agent(&link.addr, "agent-f", &tmp.path().join("spool")).expect("agent");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 1).await.expect("agent connects");
-    let mut s = decode_spec(&replay, 0);
-    s.points = vec![Point {
-        point_id: "bs16".into(),
-        mode: tracefleet_proto::v1::Mode::Decode.into(),
-        batch_size: 16,
-        input_len: 128,
-        ..Default::default()
-    }];
-    s.profile_steps = u32::try_from(8 * copies).expect("steps");
+    let s = one_point_spec("h200-replay", &replay, u32::try_from(8 * copies).expect("steps"));
     let t0 = std::time::Instant::now();
     let id = submit(&mut c, s).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(900)).await.expect("sweep");

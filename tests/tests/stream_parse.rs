@@ -2,15 +2,12 @@
 //! was cut and resumed is parsed from its file instead: each trace is parsed into the results once,
 //! whichever way (`tracefleet_parses_stored_total{source=...}`).
 
-use std::process::Command;
 use std::time::Duration;
 
-use tracefleet_proto::v1::sweep_spec::Backend;
-use tracefleet_proto::v1::{Point, ReplayBackend, SweepRef, SweepSpec, SweepState};
-use tracefleet_tests::bin;
+use tracefleet_proto::v1::{SweepRef, SweepState};
 use tracefleet_tests::procs::{Coord, agent, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::proxy::Proxy;
-use tracefleet_tests::sweeps::{assert_same_as_ingest, replay_tree, spec};
+use tracefleet_tests::sweeps::{assert_same_as_ingest, large_replay, one_point_spec, replay_tree, spec};
 
 const IN_MEMORY: &str = "tracefleet_parses_stored_total{source=\"memory\"}";
 const FROM_FILE: &str = "tracefleet_parses_stored_total{source=\"file\"}";
@@ -44,11 +41,7 @@ async fn uploads_parsed_in_memory_give_what_ingest_gives() {
 async fn an_upload_cut_and_resumed_is_parsed_from_its_file_once() {
     let tmp = tempfile::tempdir().expect("tmp");
     // A 25 MB plain-JSON trace (2 copies of the 8-step fixture), about 2.5 MB of frames on the wire.
-    let replay = tmp.path().join("replay");
-    let trace = replay.join("decode/logs_16/trace_0.json");
-    std::fs::create_dir_all(trace.parent().expect("parent")).expect("mkdir");
-    let o = Command::new(bin("make-large-trace")).args(["--copies", "2"]).arg(&trace).output().expect("generate");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (replay, _) = large_replay(tmp.path(), 2);
     let coord =
         Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--commit-every-bytes", "1048576"]).expect("coord");
     // Cut every connection once, 1 MB into the agent's traffic: the first stream, parsed in memory from
@@ -57,21 +50,7 @@ async fn an_upload_cut_and_resumed_is_parsed_from_its_file_once() {
     let _agent = agent(&proxy.addr, "agent-r", &tmp.path().join("spool")).expect("agent");
     let mut c = coord.client().await.expect("client");
     wait_agents(&mut c, 1).await.expect("agent connects");
-    let spec = SweepSpec {
-        name: "resume".into(),
-        points: vec![Point {
-            point_id: "bs16".into(),
-            mode: tracefleet_proto::v1::Mode::Decode.into(),
-            batch_size: 16,
-            input_len: 128,
-            output_len: 0,
-            ..Default::default()
-        }],
-        profile_steps: 16,
-        placement: tracefleet_proto::v1::Placement::Spread.into(),
-        backend: Some(Backend::Replay(ReplayBackend { dir: replay.display().to_string(), delay_ms: 0 })),
-        ..Default::default()
-    };
+    let spec = one_point_spec("resume", &replay, 16);
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(180)).await.expect("sweep");
     assert_eq!(status.state(), SweepState::Completed, "{status:?}");

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::error::TraceError;
 use super::reader::{ReadLimits, TraceReader};
-use super::scan::{KernelArgs, Part, RawEvent, RawId, Scanned, TraceMeta, scan, scan_part};
+use super::scan::{KernelArgs, Part, RawEvent, RawId, Scanned, TraceMeta, check_document, scan_part};
 
 /// Index of an interned string in [`Trace::names`].
 pub type NameId = u32;
@@ -203,10 +203,8 @@ impl Trace {
 
     /// Parses a trace from an opened reader.
     pub fn read(reader: &mut TraceReader, limits: &ReadLimits) -> Result<Self, TraceError> {
-        let mut b = Builder::default();
-        let meta = scan(reader, limits, |ev| b.push(ev))?;
-        let mut t = b.trace;
-        t.meta = meta;
+        let (mut t, scanned) = Self::read_part(reader, limits, Part::default())?;
+        check_document(reader.file(), &scanned, t.meta.event_count)?;
         // The vectors grew by doubling: up to half of their room is unused, and the link and table
         // stages allocate their own per-event vectors next (peak memory is reached there).
         t.events.shrink_to_fit();

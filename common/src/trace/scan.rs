@@ -702,20 +702,6 @@ enum Step<'a> {
     Member(Cow<'a, [u8]>, &'a [u8]),
 }
 
-/// Streams the events of one trace to `sink` and returns the trace-level metadata.
-///
-/// The sink receives every element of `traceEvents` in file order, flow and metadata events included.
-pub fn scan(
-    reader: &mut TraceReader,
-    limits: &ReadLimits,
-    sink: impl FnMut(RawEvent<'_>),
-) -> Result<TraceMeta, TraceError> {
-    let scanned = scan_part(reader, limits, Part::default(), sink)?;
-    let file = reader.file();
-    check_document(file, &scanned, scanned.meta.event_count)?;
-    Ok(scanned.meta)
-}
-
 /// The checks that need the whole document: an array of objects without `ph`, or an object without
 /// `traceEvents`, is some other JSON file, refused rather than read as a trace without events.
 /// `top_array`-ness and the flags come from the scan of the whole document or of its first piece.
