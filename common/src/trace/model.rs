@@ -225,68 +225,43 @@ impl Trace {
         Ok((t, scanned))
     }
 
-    /// Appends the next piece of the same trace: its events after these, its names, threads and kernels
-    /// merged into these tables (ids renumbered), its counts added.
-    pub(crate) fn append(&mut self, other: Trace) {
-        let mut names: HashMap<Box<str>, NameId> =
-            self.names.iter().enumerate().map(|(i, n)| (n.clone(), i as NameId)).collect();
-        let name_ids: Vec<NameId> = other
-            .names
-            .into_iter()
-            .map(|n| {
-                let next = self.names.len() as NameId;
-                *names.entry(n.clone()).or_insert_with(|| {
-                    self.names.push(n);
-                    next
-                })
-            })
-            .collect();
-        let remap = |t: &Tid| match t {
-            Tid::Str(id) => Tid::Str(name_ids[*id as usize]),
-            other => other.clone(),
-        };
-        let mut threads: HashMap<(Tid, Tid), u32> =
-            self.threads.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let thread_ids: Vec<u32> = other
-            .threads
+    /// Joins the pieces of one trace read in parallel ([`super::parallel`]), given in file order: one
+    /// trace as a single read would build it. The names, threads, launch configurations and modelled work
+    /// of the later pieces are merged into the first piece's tables (ids renumbered) on this thread; they
+    /// are small. The events, millions of them, are copied with their ids renumbered on the current rayon
+    /// pool, straight into a vector of the exact size (no growth by doubling, no copy of the whole on
+    /// one thread).
+    pub(crate) fn concat(pieces: Vec<Trace>) -> Trace {
+        use rayon::prelude::*;
+        let mut pieces = pieces.into_iter();
+        let Some(mut out) = pieces.next() else { return Trace::default() };
+        let mut tables = Tables::of(&out);
+        // Each later piece: its events and the map from its ids to the merged ones.
+        let mut parts: Vec<(Vec<Event>, Option<Renumber>)> = vec![(std::mem::take(&mut out.events), None)];
+        for mut piece in pieces {
+            let renumber = tables.merge(&mut out, &mut piece);
+            parts.push((std::mem::take(&mut piece.events), Some(renumber)));
+        }
+        let starts: Vec<usize> = parts
             .iter()
-            .map(|(p, t)| {
-                let key = (remap(p), remap(t));
-                let next = self.threads.len() as u32;
-                *threads.entry(key.clone()).or_insert_with(|| {
-                    self.threads.push(key);
-                    next
-                })
+            .scan(0, |n, (events, _)| {
+                let start = *n;
+                *n += events.len();
+                Some(start)
             })
             .collect();
-        let mut launches: HashMap<LaunchKey, u32> =
-            self.kernels.iter().enumerate().map(|(i, k)| (launch_key(k), i as u32)).collect();
-        let kernel_ids: Vec<u32> =
-            other.kernels.into_iter().map(|k| launch_id(&mut self.kernels, &mut launches, k)).collect();
-        let events = self.events.len() as u32;
-        for (k, w) in other.work.0 {
-            self.work.push(k + events, w);
-        }
-        self.events.extend(other.events.into_iter().map(|mut e| {
-            e.name = name_ids[e.name as usize];
-            e.thread = thread_ids[e.thread as usize];
-            if e.kernel != u32::MAX {
-                e.kernel = kernel_ids[e.kernel as usize];
-            }
-            e
-        }));
-        self.flow_events += other.flow_events;
-        self.dropped += other.dropped;
-        let m = other.meta;
-        self.meta.event_count += m.event_count;
-        self.meta.devices.extend(m.devices);
-        // A later piece holds the members after the events: like one reader, the last value wins.
-        if m.trace_name.is_some() {
-            self.meta.trace_name = m.trace_name;
-        }
-        if m.rank.is_some() || m.world_size.is_some() {
-            (self.meta.rank, self.meta.world_size) = (m.rank, m.world_size);
-        }
+        let total = parts.iter().map(|(e, _)| e.len()).sum();
+        out.events = (0..total)
+            .into_par_iter()
+            .with_min_len(1 << 14)
+            .map(|i| {
+                let p = starts.partition_point(|&s| s <= i) - 1;
+                let (events, renumber) = &parts[p];
+                let e = events[i - starts[p]];
+                renumber.as_ref().map_or(e, |r| r.event(e))
+            })
+            .collect();
+        out
     }
 
     /// The string of an interned name.
@@ -297,6 +272,98 @@ impl Trace {
     /// The name of the first GPU in `deviceProperties`, if any.
     pub fn gpu_name(&self) -> Option<&str> {
         self.meta.devices.first().map(|(_, n)| n.as_str())
+    }
+}
+
+/// The first piece's lookup tables while later pieces are merged into it by [`Trace::concat`].
+struct Tables {
+    names: HashMap<Box<str>, NameId>,
+    threads: HashMap<(Tid, Tid), u32>,
+    launches: HashMap<LaunchKey, u32>,
+    /// Events of the pieces merged so far.
+    events: u32,
+}
+
+/// How one piece's ids map to the merged trace's (indexed by the piece's ids).
+struct Renumber {
+    names: Vec<NameId>,
+    threads: Vec<u32>,
+    kernels: Vec<u32>,
+}
+
+impl Renumber {
+    /// `e` with its ids renumbered.
+    fn event(&self, mut e: Event) -> Event {
+        e.name = self.names[e.name as usize];
+        e.thread = self.threads[e.thread as usize];
+        if e.kernel != u32::MAX {
+            e.kernel = self.kernels[e.kernel as usize];
+        }
+        e
+    }
+}
+
+impl Tables {
+    fn of(t: &Trace) -> Self {
+        Tables {
+            names: t.names.iter().enumerate().map(|(i, n)| (n.clone(), i as NameId)).collect(),
+            threads: t.threads.iter().enumerate().map(|(i, k)| (k.clone(), i as u32)).collect(),
+            launches: t.kernels.iter().enumerate().map(|(i, k)| (launch_key(k), i as u32)).collect(),
+            events: t.events.len() as u32,
+        }
+    }
+
+    /// Merges everything of `piece` but its events into `out`, the trace so far (whose events were moved
+    /// out): names, threads and launch configurations added when new, its
+    /// modelled work shifted past the events before it, its counts added, its trace-level members taken
+    /// as one reader would (the last value wins). Returns the map of the piece's ids.
+    fn merge(&mut self, out: &mut Trace, piece: &mut Trace) -> Renumber {
+        let names: Vec<NameId> = std::mem::take(&mut piece.names)
+            .into_iter()
+            .map(|n| {
+                let next = out.names.len() as NameId;
+                *self.names.entry(n.clone()).or_insert_with(|| {
+                    out.names.push(n);
+                    next
+                })
+            })
+            .collect();
+        let remap = |t: &Tid| match t {
+            Tid::Str(id) => Tid::Str(names[*id as usize]),
+            other => other.clone(),
+        };
+        let threads: Vec<u32> = piece
+            .threads
+            .iter()
+            .map(|(p, t)| {
+                let key = (remap(p), remap(t));
+                let next = out.threads.len() as u32;
+                *self.threads.entry(key.clone()).or_insert_with(|| {
+                    out.threads.push(key);
+                    next
+                })
+            })
+            .collect();
+        let kernels: Vec<u32> = std::mem::take(&mut piece.kernels)
+            .into_iter()
+            .map(|k| launch_id(&mut out.kernels, &mut self.launches, k))
+            .collect();
+        for (k, w) in std::mem::take(&mut piece.work.0) {
+            out.work.push(k + self.events, w);
+        }
+        self.events += piece.events.len() as u32;
+        out.flow_events += piece.flow_events;
+        out.dropped += piece.dropped;
+        let m = std::mem::take(&mut piece.meta);
+        out.meta.event_count += m.event_count;
+        out.meta.devices.extend(m.devices);
+        if m.trace_name.is_some() {
+            out.meta.trace_name = m.trace_name;
+        }
+        if m.rank.is_some() || m.world_size.is_some() {
+            (out.meta.rank, out.meta.world_size) = (m.rank, m.world_size);
+        }
+        Renumber { names, threads, kernels }
     }
 }
 
