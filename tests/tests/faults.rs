@@ -348,7 +348,11 @@ async fn a_full_disk_stalls_a_sweep_without_loss_and_it_ends_once_there_is_room(
     let results = tmp.path().join("results");
     fetch(&mut c, &id, &results).await.expect("fetch");
     assert_same_as_ingest(&results, &replay);
-    eprintln!("full disk: {} parse results stored again later", coord.metric("tracefleet_parse_store_retries_total"));
+    let retries = coord.metric("tracefleet_parse_store_retries_total");
+    eprintln!("full disk: {retries} parse results stored again later");
+    // A result is counted once it is stored, however many tries that took.
+    assert_eq!(coord.metric("tracefleet_traces_parsed_total"), 12.0, "{retries} store retries");
+    assert_eq!(coord.metric("tracefleet_parse_failures_total"), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,18 +102,15 @@ pub(crate) fn store_result(
     secs: f64,
     source: ParseSource,
 ) {
+    // Parsing time is work done, stored or not; the counts of traces, bytes and failures count results,
+    // once each: only a stored result is counted (one the database did not take is parsed again).
     coord.metrics.parse_seconds_total.inc_by(secs);
     coord.metrics.parse_seconds.observe(secs);
     let stored = match &result {
-        Ok(summary) => {
-            coord.metrics.traces_parsed.inc_by(1);
-            coord.metrics.parsed_bytes.inc_by(summary.bytes);
-            serde_json::to_vec(summary)
-                .map_err(|e| e.to_string())
-                .and_then(|json| coord.store().set_parsed(&key, &json).map_err(|e| e.to_string()))
-        }
+        Ok(summary) => serde_json::to_vec(summary)
+            .map_err(|e| e.to_string())
+            .and_then(|json| coord.store().set_parsed(&key, &json).map_err(|e| e.to_string())),
         Err(e) => {
-            coord.metrics.parse_failures.inc_by(1);
             // A trace that does not parse still counts as handled, with an empty summary, so that the
             // sweep can end; the failure is reported to watchers and in the manifest.
             let empty = TraceSummary {
@@ -134,6 +131,15 @@ pub(crate) fn store_result(
         // neither refused nor forgotten; it is parsed again later.
         retry_later(coord, key, &why);
         return;
+    }
+    match &result {
+        Ok(summary) => {
+            coord.metrics.traces_parsed.inc_by(1);
+            coord.metrics.parsed_bytes.inc_by(summary.bytes);
+        }
+        Err(_) => {
+            coord.metrics.parse_failures.inc_by(1);
+        }
     }
     coord.metrics.parse_stored(source);
     tracing::debug!(

@@ -146,8 +146,16 @@ impl Default for Metrics {
             "Uploads refused for their sender (not the job's agent, point or a superseded job).",
             m.uploads_refused.clone(),
         );
-        r.register("tracefleet_traces_parsed", "Traces parsed.", m.traces_parsed.clone());
-        r.register("tracefleet_parse_failures", "Traces that failed to parse.", m.parse_failures.clone());
+        r.register(
+            "tracefleet_traces_parsed",
+            "Traces parsed, each counted once its result is stored.",
+            m.traces_parsed.clone(),
+        );
+        r.register(
+            "tracefleet_parse_failures",
+            "Traces refused by the parser, each counted once its refusal is stored.",
+            m.parse_failures.clone(),
+        );
         r.register(
             "tracefleet_parse_store_retries",
             "Parse results the database could not store (full disk), parsed again later.",
