@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::classify::graphs::{GraphReference, Mapping, ReferenceStep, UNATTRIBUTED_OP, map_replayed};
 use crate::classify::{Classified, Detail, Rules, classify_step};
 use crate::glob::Patterns;
-use crate::trace::key_averages::{KeyTotals, event_times, totals};
+use crate::trace::key_averages::{KeyTotals, event_times_with_jobs_min, totals};
 use crate::trace::link::NONE;
 use crate::trace::reader::TraceReader;
 use crate::trace::steps::{self, VllmStepShape};
@@ -34,8 +34,9 @@ pub struct AnalyzeOptions {
     /// Eager reference steps for attributing CUDA-graph replays, from another trace; used for graph steps
     /// whose own trace holds no eager step of their shape.
     pub graph_reference: Option<Arc<GraphReference>>,
-    /// Threads one trace may be read on (see [`crate::trace::parallel`]; traces under twice
-    /// [`crate::trace::parallel::MIN_PIECE_BYTES`] always use one). Default 1.
+    /// Threads one trace may be read, linked and timed on (see [`crate::trace::parallel`]; traces under
+    /// twice [`crate::trace::parallel::MIN_PIECE_BYTES`] are read on one, traces of fewer than
+    /// [`crate::trace::link::PARALLEL_MIN_EVENTS`] retained events linked on one). Default 1.
     pub parse_jobs: usize,
 }
 
@@ -364,9 +365,11 @@ struct GraphOutcome {
 
 /// Summarizes a parsed trace.
 pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
-    let links = Links::new(t);
+    // Linking and the per-event times run on `parse_jobs` threads for large traces (the same results
+    // whatever the number: `tests/tests/parallel_link.rs`); the per-step classification stays on one.
+    let links = Links::with_jobs(t, opts.parse_jobs);
     let steps = steps::split(t, &links, &opts.step_patterns);
-    let times = event_times(t, &links);
+    let times = event_times_with_jobs_min(t, &links, opts.parse_jobs, crate::trace::link::PARALLEL_MIN_EVENTS);
     let mut out = TraceSummary {
         gpu: t.gpu_name().unwrap_or_default().to_string(),
         bytes: t.meta.bytes,

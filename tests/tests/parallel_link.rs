@@ -106,3 +106,28 @@ fn small_traces_and_one_job_stay_on_one_thread() {
     assert!(t.events.len() < tracefleet_common::trace::link::PARALLEL_MIN_EVENTS);
     assert_same_links(&Links::new(&t), &Links::with_jobs(&t, 8), "default threshold");
 }
+
+#[test]
+fn a_large_trace_summarized_on_several_threads_gives_the_one_thread_summary() {
+    // The coordinator's parse pool summarizes large traces with `parse_jobs` threads: links and times on
+    // the pool, steps and tables as before. Four copies of the 8-step fixture pass the event threshold.
+    let z = std::fs::read(llama()).expect("fixture");
+    let mut doc: serde_json::Value = serde_json::from_slice(&zstd::decode_all(&z[..]).expect("zstd")).expect("json");
+    let events = doc["traceEvents"].as_array_mut().expect("traceEvents");
+    let one_copy = events.clone();
+    for _ in 0..3 {
+        events.extend(one_copy.iter().cloned());
+    }
+    let tmp = tempfile::tempdir().expect("tmp");
+    let path = tmp.path().join("four.json");
+    std::fs::write(&path, serde_json::to_vec(&doc).expect("json")).expect("write");
+    let t = Trace::open(&path, &ReadLimits::default()).expect("parses");
+    assert!(t.events.len() >= tracefleet_common::trace::link::PARALLEL_MIN_EVENTS, "{} events", t.events.len());
+    let summary = |jobs| {
+        let opts = tracefleet_common::summary::AnalyzeOptions { parse_jobs: jobs, ..Default::default() };
+        serde_json::to_string(&tracefleet_common::summary::summarize(&t, &opts)).expect("json")
+    };
+    let one = summary(1);
+    assert!(one.contains("\"steps\":[{"), "steps found");
+    assert_eq!(one, summary(3), "3 jobs");
+}
