@@ -3,7 +3,8 @@
 # backend (Qwen2.5-1.5B shape, random weights), a 2 GB trace built from it, and that trace read with
 # `coord analyze --jobs J` for J = 1..16, plus `bench-engine` (engine against `zstd -d` and a memchr scan).
 # Run from the repository root with release binaries (coord, agent, make-large-trace, bench-engine, and a
-# zstd CLI) in $BIN. Results land in $OUT (or /tmp/engine-out). Clocks are never changed.
+# zstd CLI) in $BIN; with `coord-base` there too (an earlier build), both are also run alternated at 1 and
+# 16 jobs. Results land in $OUT (or /tmp/engine-out). Clocks are never changed.
 set -u
 BIN=${BIN:-target/h200bin}
 OUTD=${OUT:-/tmp/engine-out}
@@ -61,6 +62,22 @@ for r in 1 2 3; do
 done
 cmp -s "$W/out-1.json" "$W/out-16.json" && log "jobs 1 and 16: identical output" || log "jobs 1 and 16 DIFFER"
 log "scaling done"
+# Where the time of 16 jobs goes: planning the pieces, reading them, joining them (debug log).
+RUST_LOG=tracefleet_common=debug coord analyze --json --stats --jobs 16 "$W/big.json" 2> "$OUTD/pieces-debug.txt" > /dev/null
+
+# 3b. The earlier build against this one, alternated, at 1 and 16 jobs.
+if [ -x "$BIN/coord-base" ]; then
+  for r in 1 2 3; do
+    for j in 1 16; do
+      for b in coord-base coord; do
+        echo -n "build=$b jobs=$j round=$r " >> "$OUTD/scaling-base.txt"
+        "$BIN/$b" analyze --json --stats --jobs "$j" "$W/big.json" 2>> "$OUTD/scaling-base.txt" > "$W/out-$b.json"
+      done
+    done
+  done
+  cmp -s "$W/out-coord-base.json" "$W/out-coord.json" && log "base and new: identical output" || log "base and new DIFFER"
+  log "base comparison done"
+fi
 
 # 4. bench-engine: the engine against zstd -d and a memchr scan on the same files, in one run.
 timeout 240 bench-engine --runs 3 --no-python --coord "$BIN/coord" --jobs 1,2,4,8,16 "$W/big.json" > "$OUTD/bench-engine-big.md" 2>&1
