@@ -26,8 +26,10 @@ pub struct Links {
     pub module: Vec<u32>,
     /// Host events in the order torch sorts them (start, then longest first, then file order).
     pub host_order: Vec<u32>,
-    /// For each profiler-overhead event, the op it interrupted (the innermost op enclosing its start).
-    /// torch files the overhead under that op: same thread, and the op's id.
+    /// For each profiler-overhead event, the op it interrupted (the innermost op enclosing its start; of
+    /// the innermost ops of several threads, the one that started last, and on a tie of starts the one
+    /// host order puts last: the shorter, then the later in the file). torch files the overhead under
+    /// that op: same thread, and the op's id.
     pub overhead_op: HashMap<u32, u32>,
     /// GPU activities replayed by a CUDA graph (their correlation is a `cudaGraphLaunch`'s), in event
     /// order. Their `launcher` is the op around the graph launch, not the op that captured them.
@@ -106,9 +108,9 @@ impl Links {
         let pieces = jobs * 4;
 
         let host = par::sorted_by_key(n, |i| t.events[i].cat.is_host().then(|| host_key(t, i)));
-        // The overhead owners look at every thread's stack at once; overhead events are few, or none.
+        // Overhead events are few, or none: most traces need no search.
         let overhead_op = if t.events.par_iter().any(|e| e.cat == Category::Overhead) {
-            overhead_owners(t, &host)
+            overhead_owners_threaded(t, &host, pieces)
         } else {
             HashMap::default()
         };
@@ -179,11 +181,11 @@ fn mix_key(t: &Trace, i: usize) -> Option<(i64, std::cmp::Reverse<i64>, bool)> {
 }
 
 /// The thread a host event nests on: its own, or for profiler overhead, the thread of the op it ran in.
-fn host_thread(t: &Trace, overhead_op: &HashMap<u32, u32>, i: u32) -> u32 {
-    match overhead_op.get(&i) {
-        Some(&op) => t.events[op as usize].thread,
-        None => t.events[i as usize].thread,
-    }
+pub(crate) fn host_thread(t: &Trace, overhead_op: &HashMap<u32, u32>, i: u32) -> u32 {
+    let e = &t.events[i as usize];
+    // Only overhead events are in the map: the others need no lookup.
+    let op = if e.cat == Category::Overhead { overhead_op.get(&i).copied() } else { None };
+    op.map_or(e.thread, |op| t.events[op as usize].thread)
 }
 
 /// The innermost module frame above `i` in the mixed tree `inner` ([`NONE`] if none).
@@ -343,42 +345,99 @@ fn nest_pieces(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32 + Sync, pi
     parent.into_par_iter().map(AtomicU32::into_inner).collect()
 }
 
-/// For each overhead event (Kineto's `Activity Buffer Request`, `Lazy Function Loading`, ...), the innermost
-/// op or annotation, on any thread, that is open at its start: the op whose correlation id was current when
-/// the profiler paid that overhead.
+/// For each overhead event (Kineto's `Activity Buffer Request`, `Lazy Function Loading`, ...), the op it
+/// interrupted: the innermost op or annotation, on any thread, open at its start, whose correlation id was
+/// current when the profiler paid that overhead. Each thread's innermost open op is the top of its stack;
+/// of those, the one that comes last in `sorted` (host order) wins: the latest start, and on a tie the one
+/// that order puts last (the shorter, then the later in the file). The tie rule does not depend on how the
+/// threads' stacks are stored, so [`overhead_owners_threaded`] finds the same owners.
 fn overhead_owners(t: &Trace, sorted: &[u32]) -> HashMap<u32, u32> {
     let mut out = HashMap::default();
-    let mut stacks: HashMap<u32, Vec<u32>> = HashMap::default();
-    for &i in sorted {
+    // Per thread, the positions in `sorted` of its open ops, innermost last.
+    let mut stacks: HashMap<u32, Vec<usize>> = HashMap::default();
+    let pop_ended = |stack: &mut Vec<usize>, ts: i64| {
+        while stack.last().is_some_and(|&top| t.events[sorted[top] as usize].end() <= ts) {
+            stack.pop();
+        }
+    };
+    for (q, &i) in sorted.iter().enumerate() {
         let e = &t.events[i as usize];
         match e.cat {
             Category::CpuOp | Category::UserAnnotation => {
                 let stack = stacks.entry(e.thread).or_default();
-                while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
-                    stack.pop();
-                }
-                stack.push(i);
+                pop_ended(stack, e.ts);
+                stack.push(q);
             }
             Category::Overhead => {
-                let mut best: Option<u32> = None;
-                for stack in stacks.values_mut() {
-                    while stack.last().is_some_and(|&top| t.events[top as usize].end() <= e.ts) {
-                        stack.pop();
-                    }
-                    if let Some(&top) = stack.last()
-                        && best.is_none_or(|b| t.events[top as usize].ts > t.events[b as usize].ts)
-                    {
-                        best = Some(top);
-                    }
-                }
-                if let Some(b) = best {
-                    out.insert(i, b);
+                let tops = stacks.values_mut().filter_map(|stack| {
+                    pop_ended(stack, e.ts);
+                    stack.last().copied()
+                });
+                if let Some(best) = tops.max() {
+                    out.insert(i, sorted[best]);
                 }
             }
             _ => {}
         }
     }
     out
+}
+
+/// Positions of `sorted` per block of [`overhead_owners_threaded`]'s backward search.
+const OWNER_BLOCK: usize = 1024;
+
+/// [`overhead_owners`] on the current rayon pool, `pieces` blocks at least on small traces.
+///
+/// Start times never decrease along `sorted`, so an op whose end is after overhead event `q`'s start was
+/// never popped by the stack pass before `q` (each pop there needs a later start at or after the op's
+/// end), and every op above it on its thread's stack at `q` ends by `q`'s start and is popped at `q`: the
+/// top of each thread's stack at `q` is that thread's last op before `q` in `sorted` that is still open at
+/// `q`'s start. The owner, the last of those tops in `sorted`, is therefore the last op before `q` in
+/// `sorted` that is still open, whatever its thread. Each overhead event searches backwards for it,
+/// skipping the blocks of `sorted` whose ops all end by its start.
+fn overhead_owners_threaded(t: &Trace, sorted: &[u32], pieces: usize) -> HashMap<u32, u32> {
+    let block = sorted.len().div_ceil(pieces.max(1)).clamp(1, OWNER_BLOCK);
+    // Per block: the latest end of its ops (i64::MIN if none) and the positions of its overhead events.
+    let blocks: Vec<(i64, Vec<usize>)> = sorted
+        .par_chunks(block)
+        .enumerate()
+        .map(|(b, chunk)| {
+            let (mut last_end, mut overheads) = (i64::MIN, Vec::new());
+            for (k, &i) in chunk.iter().enumerate() {
+                let e = &t.events[i as usize];
+                match e.cat {
+                    Category::CpuOp | Category::UserAnnotation => last_end = last_end.max(e.end()),
+                    Category::Overhead => overheads.push(b * block + k),
+                    _ => {}
+                }
+            }
+            (last_end, overheads)
+        })
+        .collect();
+    let last_end: Vec<i64> = blocks.iter().map(|&(end, _)| end).collect();
+    blocks
+        .par_iter()
+        .flat_map_iter(|(_, overheads)| overheads.iter().copied())
+        .filter_map(|q| last_open_op(t, sorted, &last_end, block, q).map(|op| (sorted[q], op)))
+        .collect()
+}
+
+/// The last op or annotation before position `q` of `sorted` that is open at event `sorted[q]`'s start
+/// (ends after it), if any. `last_end[b]` is the latest end of the ops in block `b` (positions
+/// `b * block ..`): a block whose ops all end by then holds none and is skipped whole.
+fn last_open_op(t: &Trace, sorted: &[u32], last_end: &[i64], block: usize, q: usize) -> Option<u32> {
+    let ts = t.events[sorted[q] as usize].ts;
+    let open = |p: usize| {
+        let e = &t.events[sorted[p] as usize];
+        matches!(e.cat, Category::CpuOp | Category::UserAnnotation) && e.end() > ts
+    };
+    let own = q / block;
+    // `q`'s own block is searched below `q` only, so its latest end (which may be a later op's) is no guide.
+    (0..=own).rev().filter(|&b| b == own || last_end[b] > ts).find_map(|b| {
+        let start = b * block;
+        let stop = if b == own { q } else { start + block };
+        (start..stop).rev().find(|&p| open(p)).map(|p| sorted[p])
+    })
 }
 
 /// (id, event number) pairs sorted: a compact multimap from id to events, searched without reading the
