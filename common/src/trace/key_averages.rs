@@ -11,15 +11,16 @@
 //! - A child with the parent's name that is the parent's only child is folded into the parent.
 //! - Rows are keyed by name and by host/device side (a `record_function` has both).
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
-use super::link::{Links, NONE};
-use super::model::{Category, Trace};
+use super::link::{Links, NONE, host_thread};
+use super::model::{Category, Event, Trace};
 use super::par::{self, PARALLEL_MIN_EVENTS};
 
 /// Per-event metrics in nanoseconds, torch's definitions. CPU time is the event's duration and self
@@ -54,15 +55,16 @@ pub fn event_times(t: &Trace, links: &Links) -> EventTimes {
 /// events on one.
 pub fn event_times_with_jobs_min(t: &Trace, links: &Links, jobs: usize, min_events: usize) -> EventTimes {
     match par::pool(jobs, t.events.len(), min_events) {
-        Some(pool) => pool.install(|| event_times_threaded(t, links)),
+        Some(pool) => pool.install(|| event_times_threaded(t, links, jobs * 4)),
         None => event_times(t, links),
     }
 }
 
-/// [`event_times`] on the current rayon pool, with the same results.
-fn event_times_threaded(t: &Trace, links: &Links) -> EventTimes {
+/// [`event_times`] on the current rayon pool, with the same results; the tree is cut into about `pieces`
+/// runs.
+fn event_times_threaded(t: &Trace, links: &Links, pieces: usize) -> EventTimes {
     let own = own_times_threaded(t, links);
-    finish_times(t, links, own)
+    finish_times_threaded(t, links, own, pieces)
 }
 
 /// A frontend's id: External id for ops and annotations, CUPTI correlation for runtime calls without an
@@ -111,9 +113,9 @@ fn own_times(t: &Trace, links: &Links) -> Vec<i64> {
     own
 }
 
-/// [`own_times`] on the current rayon pool. The times are integer sums, so the order the activities are
-/// added in does not change them.
-fn own_times_threaded(t: &Trace, links: &Links) -> Vec<i64> {
+/// [`own_times`] on the current rayon pool, as cells for [`finish_times_threaded`]. The times are integer
+/// sums, so the order the activities are added in does not change them.
+fn own_times_threaded(t: &Trace, links: &Links) -> Vec<AtomicI64> {
     let n = t.events.len();
     let ev = &t.events;
     let frontends: Vec<(u32, u32)> = par::sorted_pairs(n, |i| Some(frontend_id(t, links, i)).filter(|&id| id > 0));
@@ -133,98 +135,306 @@ fn own_times_threaded(t: &Trace, links: &Links) -> Vec<i64> {
             own[links.launcher[i] as usize].fetch_add(e.dur, Ordering::Relaxed);
         }
     });
-    own.into_par_iter().map(AtomicI64::into_inner).collect()
+    own
 }
 
-/// The rest of [`event_times`] once each event's own GPU time is known: folds duplicates, then sums
-/// children into parents.
+/// The rest of [`event_times`] once each event's own GPU time is known (`own`, ns, indexed like the
+/// events): folds duplicates, then sums children into parents, on one thread.
 fn finish_times(t: &Trace, links: &Links, mut own: Vec<i64>) -> EventTimes {
-    let n = t.events.len();
-    let ev = &t.events;
-    // torch's _remove_dup_nodes: a child with its parent's name that is the parent's only child is folded
-    // into the parent (the parent takes its children and its kernels). A folded event is not rewritten
-    // out of its children's parent links: it points to the event it was folded into (`folded`), and a
-    // parent is read through those pointers (with path halving), so a chain of n such events folds in
-    // O(n α(n)) instead of rescanning every later event for each fold (n events sharing one timestamp
-    // on one thread nest into one chain).
+    let (n, host) = (t.events.len(), &links.host_order[..]);
     let mut parent = links.parent.clone();
-    let mut folded = vec![NONE; n];
-    let resolve = |folded: &mut [u32], mut i: u32| -> u32 {
-        while i != NONE && folded[i as usize] != NONE {
-            let next = folded[i as usize];
-            let after = folded[next as usize];
+    // The fold's own vectors are dropped before the sums: a large trace's peak memory is in this pass.
+    let counted: Vec<bool> = {
+        let (mut folded, mut children) = (vec![NONE; n], vec![0u32; n]);
+        let fold = Fold {
+            parent: cells(&mut parent),
+            own: cells(&mut own),
+            folded: cells(&mut folded),
+            children: cells(&mut children),
+        };
+        fold.run(t, host);
+        t.events.iter().zip(&folded).map(|(e, &f)| is_row(e, f != NONE)).collect()
+    };
+    let (mut self_cpu, mut device) = (vec![0i64; n], vec![0i64; n]);
+    let sums = Sums {
+        parent: cells(&mut parent),
+        own: &own,
+        counted: &counted,
+        self_cpu: cells(&mut self_cpu),
+        device: cells(&mut device),
+    };
+    sums.run(t, host);
+    for (e, (device, own)) in t.events.iter().zip(device.iter_mut().zip(&mut own)) {
+        (*device, *own) = device_times(e, *device, *own);
+    }
+    EventTimes { counted, self_cpu, device, self_device: own }
+}
+
+/// A vector's items as cells that [`Fold`] and [`Sums`] can change through a shared reference.
+fn cells<T>(v: &mut [T]) -> &[Cell<T>] {
+    Cell::from_mut(v).as_slice_of_cells()
+}
+
+/// [`finish_times`] on the current rayon pool, with the same results: the host tree is cut into runs of
+/// whole subtrees ([`tree_runs`], about `pieces` of them), and each run is folded, then summed, on its own.
+///
+/// Why the results are those of one thread: a fold reads and writes only an event, its parent chain and
+/// that parent's child count and own time, and a sum adds a child into its parent, so a run that holds
+/// every event's parent with the event changes nothing outside itself and reads nothing another run
+/// writes. Within a run the events keep their host order, so each pass of the fold loop does to the run
+/// exactly what the one-thread pass does to those events; a run whose pass folds nothing is done (the
+/// next pass would find the same), which is where the one-thread loop leaves it too, however many passes
+/// the other runs take. The sums then go through the run's events in reverse host order, children before
+/// parents, as the one-thread sums do.
+fn finish_times_threaded(t: &Trace, links: &Links, own: Vec<AtomicI64>, pieces: usize) -> EventTimes {
+    let n = t.events.len();
+    let u32_cells = |v: u32| (0..n).into_par_iter().map(|_| AtomicU32::new(v)).collect::<Vec<_>>();
+    let i64_cells = || (0..n).into_par_iter().map(|_| AtomicI64::new(0)).collect::<Vec<_>>();
+    let plain = |cells: Vec<AtomicI64>| -> Vec<i64> { cells.into_par_iter().map(AtomicI64::into_inner).collect() };
+    let parent: Vec<AtomicU32> = links.parent.par_iter().map(|&p| AtomicU32::new(p)).collect();
+    let (order, cuts) = tree_runs(t, links, pieces);
+    let runs = || cuts.par_windows(2).map(|w| &order[w[0]..w[1]]);
+    let counted: Vec<bool> = {
+        let (folded, children) = (u32_cells(NONE), u32_cells(0));
+        let fold = Fold { parent: &parent[..], own: &own[..], folded: &folded[..], children: &children[..] };
+        runs().for_each(|run| fold.run(t, run));
+        t.events.par_iter().zip(folded).map(|(e, f)| is_row(e, f.into_inner() != NONE)).collect()
+    };
+    // The sums only read own times: plain from here on.
+    let mut own = plain(own);
+    let (self_cpu, device) = (i64_cells(), i64_cells());
+    let sums = Sums { parent: &parent[..], own: &own, counted: &counted, self_cpu: &self_cpu[..], device: &device[..] };
+    runs().for_each(|run| sums.run(t, run));
+    drop((parent, order));
+    // One vector at a time, each set of cells dropped once read.
+    let self_cpu = plain(self_cpu);
+    let mut device = plain(device);
+    t.events.par_iter().zip(device.par_iter_mut().zip(&mut own)).for_each(|(e, (device, own))| {
+        (*device, *own) = device_times(e, *device, *own);
+    });
+    EventTimes { counted, self_cpu, device, self_device: own }
+}
+
+/// Whether event `e` is a row of the table once folded (`folded`: whether it was folded away): host
+/// events that were not, and device events; events that are neither (module frames, `Other`) are not.
+fn is_row(e: &Event, folded: bool) -> bool {
+    if e.cat.is_host() { !folded } else { e.cat.is_device() }
+}
+
+/// Event `e`'s device time and self device time, ns, from the sums' (`device`, `own`): device events
+/// time themselves.
+fn device_times(e: &Event, device: i64, own: i64) -> (i64, i64) {
+    if e.cat.is_device() { (e.dur, e.dur) } else { (device, own) }
+}
+
+/// Host events regrouped into runs of whole subtrees: `(order, cuts)`, where run `k` is
+/// `order[cuts[k]..cuts[k + 1]]`, about `pieces` runs in all.
+///
+/// `order` is host order split by the thread each event nests on (each thread's events in host order,
+/// one thread after another): the tree links events of one such thread only. An event without a parent
+/// emptied its thread's stack when it was nested, so every later event of that thread has its parent at
+/// or after it: each thread's events split into independent subtrees at the events without a parent
+/// (the first event of each thread is one). The runs are cut at such events, the first one in each
+/// `pieces`-th of `order`; a subtree longer than that stays whole in one run.
+fn tree_runs(t: &Trace, links: &Links, pieces: usize) -> (Vec<u32>, Vec<usize>) {
+    let host = &links.host_order;
+    let size = host.len().div_ceil(pieces.max(1)).max(1);
+    let parts: Vec<HashMap<u32, Vec<u32>>> =
+        host.par_chunks(size).map(|chunk| by_thread(chunk, |i| host_thread(t, &links.overhead_op, i))).collect();
+    let mut threads: Vec<u32> = parts.iter().flat_map(|p| p.keys().copied()).collect();
+    threads.sort_unstable();
+    threads.dedup();
+    // Each thread's parts in order, one thread after another, copied into place at once.
+    let mut order = vec![0u32; host.len()];
+    let mut rest = &mut order[..];
+    let mut copies = Vec::with_capacity(threads.len() * parts.len());
+    for th in &threads {
+        for part in parts.iter().filter_map(|p| p.get(th)) {
+            let (to, after) = std::mem::take(&mut rest).split_at_mut(part.len());
+            copies.push((to, part));
+            rest = after;
+        }
+    }
+    copies.into_par_iter().for_each(|(to, part)| to.copy_from_slice(part));
+    let roots: Vec<usize> = (1..order.len().div_ceil(size))
+        .into_par_iter()
+        .filter_map(|k| (k * size..order.len().min((k + 1) * size)).find(|&p| links.parent[order[p] as usize] == NONE))
+        .collect();
+    let cuts = std::iter::once(0).chain(roots).chain(std::iter::once(order.len())).collect();
+    (order, cuts)
+}
+
+/// `events` split by `thread`, each thread's in their order.
+fn by_thread(events: &[u32], thread: impl Fn(u32) -> u32) -> HashMap<u32, Vec<u32>> {
+    let mut out: HashMap<u32, Vec<u32>> = HashMap::default();
+    // Events of one thread tend to come in a row: the last thread's list is kept at hand.
+    let mut last: Option<(u32, Vec<u32>)> = None;
+    for &i in events {
+        let th = thread(i);
+        match &mut last {
+            Some((t, list)) if *t == th => list.push(i),
+            _ => {
+                if let Some((t, list)) = last.take() {
+                    out.insert(t, list);
+                }
+                let mut list = out.remove(&th).unwrap_or_default();
+                list.push(i);
+                last = Some((th, list));
+            }
+        }
+    }
+    if let Some((t, list)) = last {
+        out.insert(t, list);
+    }
+    out
+}
+
+/// Per-event cells that [`Fold`] and [`Sums`] read and write through a shared reference: `Cell`s on one
+/// thread, atomics when runs on several threads share them. Each run reads and writes only its own
+/// events ([`finish_times_threaded`]), so relaxed loads and stores (plain moves) are enough there.
+trait Cells<T> {
+    /// Cell `i`.
+    fn at(&self, i: u32) -> T;
+    /// Sets cell `i`.
+    fn put(&self, i: u32, v: T);
+}
+
+impl<T: Copy> Cells<T> for [Cell<T>] {
+    fn at(&self, i: u32) -> T {
+        self[i as usize].get()
+    }
+    fn put(&self, i: u32, v: T) {
+        self[i as usize].set(v);
+    }
+}
+
+impl Cells<u32> for [AtomicU32] {
+    fn at(&self, i: u32) -> u32 {
+        self[i as usize].load(Ordering::Relaxed)
+    }
+    fn put(&self, i: u32, v: u32) {
+        self[i as usize].store(v, Ordering::Relaxed);
+    }
+}
+
+impl Cells<i64> for [AtomicI64] {
+    fn at(&self, i: u32) -> i64 {
+        self[i as usize].load(Ordering::Relaxed)
+    }
+    fn put(&self, i: u32, v: i64) {
+        self[i as usize].store(v, Ordering::Relaxed);
+    }
+}
+
+/// torch's `_remove_dup_nodes` on the host tree: cells indexed like the events.
+struct Fold<'a, U: ?Sized, I: ?Sized> {
+    /// Parent in the host tree; on return, the event each one ends up under ([`NONE`] for folded events).
+    parent: &'a U,
+    /// Own GPU time, ns; a fold hands the child's to its parent.
+    own: &'a I,
+    /// For a folded event, the event it was folded into (which may be folded in turn); [`NONE`] for the
+    /// others, and for all to start with.
+    folded: &'a U,
+    /// Each event's number of children as the folds move them; 0 to start with.
+    children: &'a U,
+}
+
+impl<U: Cells<u32> + ?Sized, I: Cells<i64> + ?Sized> Fold<'_, U, I> {
+    /// Folds `run` (host events in host order, each with its parent): a child with its parent's name that
+    /// is the parent's only child is folded into the parent (the parent takes its children and its
+    /// kernels), in passes until one folds nothing; then each event's parent is set to the one it ends
+    /// up under.
+    ///
+    /// A folded event is not rewritten out of its children's parent links: it points to the event it was
+    /// folded into, and a parent is read through those pointers (with path halving), so a chain of n such
+    /// events folds in O(n α(n)) instead of rescanning every later event for each fold (n events sharing
+    /// one timestamp on one thread nest into one chain).
+    fn run(&self, t: &Trace, run: &[u32]) {
+        let (ev, children) = (&t.events, self.children);
+        for &i in run {
+            let p = self.parent.at(i);
+            if p != NONE {
+                children.put(p, children.at(p) + 1);
+            }
+        }
+        loop {
+            let mut changed = false;
+            for &i in run {
+                if self.folded.at(i) != NONE {
+                    continue;
+                }
+                let p = self.resolve(self.parent.at(i));
+                self.parent.put(i, p);
+                if p == NONE {
+                    continue;
+                }
+                if ev[p as usize].name == ev[i as usize].name && children.at(p) == 1 {
+                    children.put(p, children.at(i));
+                    self.own.put(p, self.own.at(i));
+                    self.parent.put(i, NONE);
+                    self.folded.put(i, p);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for &i in run {
+            self.parent.put(i, self.resolve(self.parent.at(i)));
+        }
+    }
+
+    /// The event that `i` was folded into, through any chain of folds: `i` itself if not folded, NONE
+    /// for NONE. Halves the path it walks.
+    fn resolve(&self, mut i: u32) -> u32 {
+        while i != NONE && self.folded.at(i) != NONE {
+            let next = self.folded.at(i);
+            let after = self.folded.at(next);
             if after != NONE {
-                folded[i as usize] = after;
+                self.folded.put(i, after);
             }
             i = next;
         }
         i
-    };
-    let mut child_count = vec![0u32; n];
-    for &i in &links.host_order {
-        let p = parent[i as usize];
-        if p != NONE {
-            child_count[p as usize] += 1;
-        }
     }
-    let mut counted: Vec<bool> = ev.iter().map(|e| e.cat.is_host() || e.cat.is_device()).collect();
-    loop {
-        let mut changed = false;
-        for &i in &links.host_order {
-            let iu = i as usize;
-            if !counted[iu] {
-                continue;
-            }
-            let p = resolve(&mut folded, parent[iu]);
-            parent[iu] = p;
-            if p == NONE {
-                continue;
-            }
-            let pu = p as usize;
-            if ev[pu].name == ev[iu].name && child_count[pu] == 1 {
-                child_count[pu] = child_count[iu];
-                own[pu] = own[iu];
-                counted[iu] = false;
-                parent[iu] = NONE;
-                folded[iu] = p;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    drop(child_count);
-    for &i in &links.host_order {
-        let p = parent[i as usize];
-        parent[i as usize] = resolve(&mut folded, p);
-    }
-    drop(folded);
+}
 
-    // Children before parents (reverse host order): self CPU and inclusive device time.
-    let mut self_cpu = vec![0i64; n];
-    let mut device = vec![0i64; n];
-    for &i in links.host_order.iter().rev() {
-        let iu = i as usize;
-        if !counted[iu] {
-            continue;
-        }
-        // self_cpu holds the children's CPU time until the event itself is reached.
-        self_cpu[iu] = ev[iu].dur - self_cpu[iu];
-        device[iu] += own[iu];
-        let p = parent[iu];
-        if p != NONE {
-            self_cpu[p as usize] += ev[iu].dur;
-            device[p as usize] += device[iu];
+/// The sums over the folded host tree: cells indexed like the events.
+struct Sums<'a, U: ?Sized, I: ?Sized> {
+    /// Parent in the folded tree ([`Fold`]).
+    parent: &'a U,
+    /// Own GPU time, ns, once folded.
+    own: &'a [i64],
+    /// Whether each event is a row (the folded ones are not, and are left out).
+    counted: &'a [bool],
+    /// Self CPU time, ns; 0 to start with.
+    self_cpu: &'a I,
+    /// Device time with the children's, ns; 0 to start with.
+    device: &'a I,
+}
+
+impl<U: Cells<u32> + ?Sized, I: Cells<i64> + ?Sized> Sums<'_, U, I> {
+    /// Self CPU time and device time with children over `run` (a folded run, host order), children
+    /// before parents (reverse host order).
+    fn run(&self, t: &Trace, run: &[u32]) {
+        let (self_cpu, device) = (self.self_cpu, self.device);
+        for &i in run.iter().rev() {
+            if !self.counted[i as usize] {
+                continue;
+            }
+            let dur = t.events[i as usize].dur;
+            // self_cpu holds the children's CPU time until the event itself is reached.
+            self_cpu.put(i, dur - self_cpu.at(i));
+            let total = device.at(i) + self.own[i as usize];
+            device.put(i, total);
+            let p = self.parent.at(i);
+            if p != NONE {
+                self_cpu.put(p, self_cpu.at(p) + dur);
+                device.put(p, device.at(p) + total);
+            }
         }
     }
-    for (i, e) in ev.iter().enumerate() {
-        if e.cat.is_device() {
-            device[i] = e.dur;
-            own[i] = e.dur;
-        }
-    }
-    EventTimes { counted, self_cpu, device, self_device: own }
 }
 
 /// One row of the table.
@@ -308,7 +518,7 @@ pub fn key_averages_with_jobs(t: &Trace, links: &Links, jobs: usize) -> Vec<KeyA
 pub fn key_averages_with_jobs_min(t: &Trace, links: &Links, jobs: usize, min_events: usize) -> Vec<KeyAverage> {
     let rows = match par::pool(jobs, t.events.len(), min_events) {
         Some(pool) => pool.install(|| {
-            let times = event_times_threaded(t, links);
+            let times = event_times_threaded(t, links, jobs * 4);
             totals_threaded(t, &times, jobs * 4)
         }),
         None => totals(t, &event_times(t, links), 0..t.events.len()),
