@@ -90,8 +90,9 @@ impl Links {
         let launch = Launch::new(t, false);
         let mut graph_replayed = Vec::new();
         let mut launcher = vec![NONE; n];
+        let mut near = [0; 2];
         for (i, l) in launcher.iter_mut().enumerate() {
-            let (op, replayed) = launch.of(t, &parent, i as u32);
+            let (op, replayed) = launch.of(t, &parent, i as u32, &mut near);
             *l = op;
             if replayed {
                 graph_replayed.push(i as u32);
@@ -127,7 +128,7 @@ impl Links {
 
         let launch = Launch::new(t, true);
         let (launcher, replayed): (Vec<u32>, Vec<bool>) =
-            (0..n as u32).into_par_iter().map(|i| launch.of(t, &parent, i)).unzip();
+            (0..n as u32).into_par_iter().map_init(|| [0; 2], |near, i| launch.of(t, &parent, i, near)).unzip();
         let graph_replayed = replayed.par_iter().enumerate().filter(|&(_, &r)| r).map(|(i, _)| i as u32).collect();
         Links { parent, launcher, module, host_order: host, overhead_op, graph_replayed }
     }
@@ -227,10 +228,12 @@ impl Launch {
     }
 
     /// Event `i`'s launcher ([`NONE`] if none or not a launched event), and whether a CUDA graph replayed it.
-    fn of(&self, t: &Trace, parent: &[u32], i: u32) -> (u32, bool) {
+    /// `near` holds where the last searches of the two indexes ended ([`SortedIds::with_id`]).
+    fn of(&self, t: &Trace, parent: &[u32], i: u32, near: &mut [usize; 2]) -> (u32, bool) {
         let e = &t.events[i as usize];
-        let find_op = |id: u32| self.ops_by_ext.first(id);
-        let find_rt = |id: u32| self.rt_by_corr.first(id);
+        let [op_near, rt_near] = near;
+        let mut find_op = |id: u32| self.ops_by_ext.with_id(id, op_near).next();
+        let mut find_rt = |id: u32| self.rt_by_corr.with_id(id, rt_near).next();
         let mut replayed = false;
         let op = match e.cat {
             Category::Kernel | Category::Memcpy | Category::Memset => {
@@ -469,12 +472,70 @@ impl SortedIds {
         }))
     }
 
-    /// The first event (in file order) with this id.
-    pub(crate) fn first(&self, want: u32) -> Option<u32> {
-        if want == 0 {
-            return None;
+    /// The events with id `want`, in file order (none for 0). The search starts from `near`, where the
+    /// last one ended, and moves it to where this one does: ids are looked up mostly in increasing order
+    /// (a trace's ids grow with time), so the answer is usually a few entries on, where a binary search
+    /// over millions of entries would miss the cache at every step.
+    pub(crate) fn with_id<'a>(&'a self, want: u32, near: &mut usize) -> impl Iterator<Item = u32> + 'a {
+        let at = if want == 0 {
+            self.0.len()
+        } else {
+            *near = lower_bound_near(&self.0, *near, want);
+            *near
+        };
+        self.0[at..].iter().take_while(move |&&(k, _)| k == want).map(|&(_, i)| i)
+    }
+}
+
+/// The first position of `pairs` (sorted) whose id is not below `want`, searched outwards from `from` in
+/// steps that double, then by halves: O(log d) steps for an answer d positions away.
+fn lower_bound_near(pairs: &[(u32, u32)], from: usize, want: u32) -> usize {
+    let below = |p: usize| pairs[p].0 < want;
+    let from = from.min(pairs.len());
+    // The answer lies in lo..=hi.
+    let (lo, hi) = if from < pairs.len() && below(from) {
+        let (mut lo, mut step) = (from + 1, 1);
+        loop {
+            let probe = lo + step;
+            if probe >= pairs.len() {
+                break (lo, pairs.len());
+            }
+            if !below(probe) {
+                break (lo, probe);
+            }
+            (lo, step) = (probe + 1, step * 2);
         }
-        let lo = self.0.partition_point(|&(k, _)| k < want);
-        self.0.get(lo).filter(|&&(k, _)| k == want).map(|&(_, i)| i)
+    } else {
+        let (mut hi, mut step) = (from, 1);
+        loop {
+            if hi == 0 {
+                break (0, 0);
+            }
+            let probe = hi.saturating_sub(step);
+            if below(probe) {
+                break (probe + 1, hi);
+            }
+            (hi, step) = (probe, step * 2);
+        }
+    };
+    lo + pairs[lo..hi].partition_point(|&(id, _)| id < want)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_search_near_the_last_answer_finds_what_a_binary_search_finds() {
+        // Ids with repeats and gaps, searched for from every starting point, for ids in and around them.
+        let ids = [1u32, 1, 2, 5, 5, 5, 9, 12, 12, 40];
+        let pairs: Vec<(u32, u32)> = ids.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
+        for from in 0..=pairs.len() + 2 {
+            for want in 0..=42 {
+                let expect = pairs.partition_point(|&(id, _)| id < want);
+                assert_eq!(lower_bound_near(&pairs, from, want), expect, "from {from}, want {want}");
+            }
+        }
+        assert_eq!(lower_bound_near(&[], 0, 7), 0);
     }
 }
