@@ -19,7 +19,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
-use super::link::{Links, NONE, host_thread};
+use super::link::{Links, NONE, SortedIds, host_thread};
 use super::model::{Category, Event, Trace};
 use super::par::{self, PARALLEL_MIN_EVENTS};
 
@@ -90,51 +90,47 @@ fn frontend_id(t: &Trace, links: &Links, i: usize) -> u32 {
 /// links every device event by its External id).
 fn own_times(t: &Trace, links: &Links) -> Vec<i64> {
     let n = t.events.len();
-    let ev = &t.events;
-    let frontend_id = |i: usize| frontend_id(t, links, i);
-    let mut frontends: Vec<u32> = (0..n as u32).filter(|&i| frontend_id(i as usize) > 0).collect();
-    frontends.sort_unstable_by_key(|&i| (frontend_id(i as usize), i));
+    let frontends = SortedIds::by(n, |i| Some(frontend_id(t, links, i)));
     let mut own = vec![0i64; n];
-    for (i, e) in ev.iter().enumerate() {
-        if !(e.cat.is_gpu_activity() || e.cat == Category::Sync) || e.external_id == 0 {
-            continue;
-        }
-        let want = e.external_id;
-        let lo = frontends.partition_point(|&f| frontend_id(f as usize) < want);
-        let hi = lo + frontends[lo..].partition_point(|&f| frontend_id(f as usize) == want);
-        if hi > lo {
-            for &f in &frontends[lo..hi] {
-                own[f as usize] += e.dur;
-            }
-        } else if links.launcher[i] != NONE {
-            own[links.launcher[i] as usize] += e.dur;
-        }
+    let mut near = 0;
+    for i in 0..n {
+        attach(t, links, &frontends, &mut near, i, |f, ns| own[f as usize] += ns);
     }
     own
+}
+
+/// Attaches event `i`, if it is an activity with an External id, to the events whose time it is:
+/// `add(event, ns)` for every frontend with that id, else for the op that launched it. `near` is where
+/// the last search of `frontends` ended ([`SortedIds::with_id`]).
+fn attach(t: &Trace, links: &Links, frontends: &SortedIds, near: &mut usize, i: usize, mut add: impl FnMut(u32, i64)) {
+    let e = &t.events[i];
+    if !(e.cat.is_gpu_activity() || e.cat == Category::Sync) || e.external_id == 0 {
+        return;
+    }
+    let mut found = false;
+    for f in frontends.with_id(e.external_id, near) {
+        add(f, e.dur);
+        found = true;
+    }
+    if !found && links.launcher[i] != NONE {
+        add(links.launcher[i], e.dur);
+    }
 }
 
 /// [`own_times`] on the current rayon pool, as cells for [`finish_times_threaded`]. The times are integer
 /// sums, so the order the activities are added in does not change them.
 fn own_times_threaded(t: &Trace, links: &Links) -> Vec<AtomicI64> {
     let n = t.events.len();
-    let ev = &t.events;
-    let frontends: Vec<(u32, u32)> = par::sorted_pairs(n, |i| Some(frontend_id(t, links, i)).filter(|&id| id > 0));
+    let frontends = SortedIds::by_threaded(n, |i| Some(frontend_id(t, links, i)));
     let own: Vec<AtomicI64> = (0..n).into_par_iter().map(|_| AtomicI64::new(0)).collect();
-    ev.par_iter().enumerate().for_each(|(i, e)| {
-        if !(e.cat.is_gpu_activity() || e.cat == Category::Sync) || e.external_id == 0 {
-            return;
-        }
-        let want = e.external_id;
-        let lo = frontends.partition_point(|&(id, _)| id < want);
-        let hi = lo + frontends[lo..].partition_point(|&(id, _)| id == want);
-        if hi > lo {
-            for &(_, f) in &frontends[lo..hi] {
-                own[f as usize].fetch_add(e.dur, Ordering::Relaxed);
-            }
-        } else if links.launcher[i] != NONE {
-            own[links.launcher[i] as usize].fetch_add(e.dur, Ordering::Relaxed);
-        }
-    });
+    (0..n).into_par_iter().for_each_init(
+        || 0,
+        |near, i| {
+            attach(t, links, &frontends, near, i, |f, ns| {
+                own[f as usize].fetch_add(ns, Ordering::Relaxed);
+            })
+        },
+    );
     own
 }
 

@@ -448,6 +448,22 @@ fn last_open_op(t: &Trace, sorted: &[u32], last_end: &[i64], block: usize, q: us
 pub(crate) struct SortedIds(Vec<(u32, u32)>);
 
 impl SortedIds {
+    /// Indexes the numbers `0..n` by `id(i)`, leaving out those without one (`None` or 0). The entries
+    /// are counted first, so that the index is allocated once at its size: grown by doubling, it could
+    /// take up to twice the memory, at the peak of a one-core run.
+    pub(crate) fn by(n: usize, id: impl Fn(usize) -> Option<u32>) -> Self {
+        let id = |i: usize| id(i).filter(|&k| k != 0);
+        let mut v = Vec::with_capacity((0..n).filter(|&i| id(i).is_some()).count());
+        v.extend((0..n).filter_map(|i| id(i).map(|k| (k, i as u32))));
+        v.sort_unstable();
+        SortedIds(v)
+    }
+
+    /// [`SortedIds::by`] on the current rayon pool.
+    pub(crate) fn by_threaded(n: usize, id: impl Fn(usize) -> Option<u32> + Sync) -> Self {
+        SortedIds(par::sorted_pairs(n, |i| id(i).filter(|&k| k != 0)))
+    }
+
     /// Indexes the events passing `keep` that have a non-zero `id`.
     pub(crate) fn new(t: &Trace, keep: impl Fn(&Event) -> bool, id: impl Fn(&Event) -> u32) -> Self {
         let mut v: Vec<(u32, u32)> = (0..t.events.len() as u32)
@@ -466,10 +482,7 @@ impl SortedIds {
         keep: impl Fn(&Event) -> bool + Sync,
         id: impl Fn(&Event) -> u32 + Sync,
     ) -> Self {
-        SortedIds(par::sorted_pairs(t.events.len(), |i| {
-            let e = &t.events[i];
-            Some(id(e)).filter(|&k| k != 0 && keep(e))
-        }))
+        Self::by_threaded(t.events.len(), |i| Some(&t.events[i]).filter(|e| keep(e)).map(&id))
     }
 
     /// The events with id `want`, in file order (none for 0). The search starts from `near`, where the
