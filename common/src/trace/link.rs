@@ -277,11 +277,9 @@ fn nest(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32, mut link: impl F
     }
 }
 
-/// One piece of a [`nest_pieces`] pass.
+/// One piece of a [`nest_pieces`] pass, once nested on its own.
 #[derive(Default)]
 struct Piece {
-    /// (child, parent) pairs found inside the piece.
-    links: Vec<(u32, u32)>,
     /// (thread, event) for the events whose parent, if any, lies before the piece, in order.
     open: Vec<(u32, u32)>,
     /// Each thread's stack at the end of the piece, bottom first.
@@ -296,6 +294,9 @@ struct Piece {
 /// on top of the carried ones.
 fn nest_pieces(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32 + Sync, pieces: usize) -> Vec<u32> {
     let size = sorted.len().div_ceil(pieces.max(1)).max(1);
+    // Each event's parent is written once, by the run that finds it or by the join.
+    let parent: Vec<AtomicU32> = (0..t.events.len()).into_par_iter().map(|_| AtomicU32::new(NONE)).collect();
+    let link = |child: u32, par: u32| parent[child as usize].store(par, Ordering::Relaxed);
     let runs: Vec<Piece> = sorted
         .par_chunks(size)
         .map(|run| {
@@ -306,7 +307,7 @@ fn nest_pieces(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32 + Sync, pi
                 loop {
                     match stack.last() {
                         Some(&top) if encloses(t, top, i) => {
-                            p.links.push((i, top));
+                            link(i, top);
                             break;
                         }
                         Some(_) => {
@@ -323,19 +324,13 @@ fn nest_pieces(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32 + Sync, pi
             p
         })
         .collect();
-    let parent: Vec<AtomicU32> = (0..t.events.len()).into_par_iter().map(|_| AtomicU32::new(NONE)).collect();
-    runs.par_iter().for_each(|r| {
-        for &(child, par) in &r.links {
-            parent[child as usize].store(par, Ordering::Relaxed);
-        }
-    });
     let mut carried: HashMap<u32, Vec<u32>> = HashMap::default();
     for r in runs {
         for &(th, i) in &r.open {
             let stack = carried.entry(th).or_default();
             while let Some(&top) = stack.last() {
                 if encloses(t, top, i) {
-                    parent[i as usize].store(top, Ordering::Relaxed);
+                    link(i, top);
                     break;
                 }
                 stack.pop();

@@ -20,13 +20,70 @@ pub(crate) fn pool(jobs: usize, events: usize, min_events: usize) -> Option<rayo
 /// are gathered once next to their numbers and sorted there: fetching them through the events on every
 /// comparison misses the cache on large traces. The sort is a merge sort: traces are written mostly in
 /// time order, and it takes those runs as they are. The numbers are unique, so any sort gives one order.
-pub(crate) fn sorted_pairs<K: Ord + Send>(n: usize, key: impl Fn(usize) -> Option<K> + Sync) -> Vec<(K, u32)> {
-    let mut keyed: Vec<(K, u32)> = (0..n).into_par_iter().filter_map(|i| key(i).map(|k| (k, i as u32))).collect();
+pub(crate) fn sorted_pairs<K: Ord + Copy + Send + Sync>(
+    n: usize,
+    key: impl Fn(usize) -> Option<K> + Sync,
+) -> Vec<(K, u32)> {
+    let mut keyed = filter_collect(n, |i| key(i).map(|k| (k, i as u32)));
     keyed.par_sort();
     keyed
 }
 
 /// The numbers of [`sorted_pairs`], without their keys.
-pub(crate) fn sorted_by_key<K: Ord + Send>(n: usize, key: impl Fn(usize) -> Option<K> + Sync) -> Vec<u32> {
+pub(crate) fn sorted_by_key<K: Ord + Copy + Send + Sync>(
+    n: usize,
+    key: impl Fn(usize) -> Option<K> + Sync,
+) -> Vec<u32> {
     sorted_pairs(n, key).into_par_iter().map(|(_, i)| i).collect()
+}
+
+/// The values `f(0), .., f(n - 1)` that are `Some`, in order, gathered on the current rayon pool.
+///
+/// Rayon's `filter_map(..).collect()` appends its threads' pieces one after another on one thread: on the
+/// millions of items of a large trace, that copy (and the first touch of the memory it fills) is a large
+/// part of the pass. Here the pieces are kept apart, and the result is written on the pool, each position
+/// copying its item from the piece that holds it.
+pub(crate) fn filter_collect<T: Copy + Send + Sync>(n: usize, f: impl Fn(usize) -> Option<T> + Sync) -> Vec<T> {
+    let size = n.div_ceil(rayon::current_num_threads() * 4).max(1);
+    let parts: Vec<Vec<T>> = (0..n.div_ceil(size))
+        .into_par_iter()
+        .map(|p| (p * size..n.min((p + 1) * size)).filter_map(&f).collect())
+        .collect();
+    // Where each piece starts in the result; empty pieces share the next one's start.
+    let starts: Vec<usize> = parts
+        .iter()
+        .scan(0, |at, p| {
+            *at += p.len();
+            Some(*at - p.len())
+        })
+        .collect();
+    let total = parts.iter().map(Vec::len).sum();
+    (0..total)
+        .into_par_iter()
+        .map(|j| {
+            // The last piece starting at or before `j` holds it (an empty one would end there).
+            let k = starts.partition_point(|&s| s <= j) - 1;
+            parts[k][j - starts[k]]
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_collect_keeps_what_a_filter_keeps_in_order() {
+        let keep = |i: usize| (i % 3 != 1 && !i.is_multiple_of(7)).then_some(i * 10);
+        for threads in [1, 2, 5] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            for n in [0, 1, 2, 7, 100, 1001] {
+                let expect: Vec<usize> = (0..n).filter_map(keep).collect();
+                assert_eq!(pool.install(|| filter_collect(n, keep)), expect, "{threads} threads, {n} items");
+            }
+        }
+        // Nothing kept at all, and everything.
+        assert!(filter_collect(50, |_| None::<u8>).is_empty());
+        assert_eq!(filter_collect(50, Some), (0..50).collect::<Vec<_>>());
+    }
 }
