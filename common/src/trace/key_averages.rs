@@ -240,18 +240,10 @@ fn tree_runs(t: &Trace, links: &Links, pieces: usize) -> (Vec<u32>, Vec<usize>) 
     let mut threads: Vec<u32> = parts.iter().flat_map(|p| p.keys().copied()).collect();
     threads.sort_unstable();
     threads.dedup();
-    // Each thread's parts in order, one thread after another, copied into place at once.
-    let mut order = vec![0u32; host.len()];
-    let mut rest = &mut order[..];
-    let mut copies = Vec::with_capacity(threads.len() * parts.len());
-    for th in &threads {
-        for part in parts.iter().filter_map(|p| p.get(th)) {
-            let (to, after) = std::mem::take(&mut rest).split_at_mut(part.len());
-            copies.push((to, part));
-            rest = after;
-        }
-    }
-    copies.into_par_iter().for_each(|(to, part)| to.copy_from_slice(part));
+    // Each thread's parts in order, one thread after another.
+    let in_order: Vec<&[u32]> =
+        threads.iter().flat_map(|th| parts.iter().filter_map(move |p| p.get(th).map(Vec::as_slice))).collect();
+    let order = par::concat(&in_order);
     let roots: Vec<usize> = (1..order.len().div_ceil(size))
         .into_par_iter()
         .filter_map(|k| (k * size..order.len().min((k + 1) * size)).find(|&p| links.parent[order[p] as usize] == NONE))

@@ -41,15 +41,20 @@ pub(crate) fn sorted_by_key<K: Ord + Copy + Send + Sync>(
 ///
 /// Rayon's `filter_map(..).collect()` appends its threads' pieces one after another on one thread: on the
 /// millions of items of a large trace, that copy (and the first touch of the memory it fills) is a large
-/// part of the pass. Here the pieces are kept apart, and the result is written on the pool, each position
-/// copying its item from the piece that holds it.
+/// part of the pass. Here the pieces are kept apart and joined by [`concat`].
 pub(crate) fn filter_collect<T: Copy + Send + Sync>(n: usize, f: impl Fn(usize) -> Option<T> + Sync) -> Vec<T> {
     let size = n.div_ceil(rayon::current_num_threads() * 4).max(1);
     let parts: Vec<Vec<T>> = (0..n.div_ceil(size))
         .into_par_iter()
         .map(|p| (p * size..n.min((p + 1) * size)).filter_map(&f).collect())
         .collect();
-    // Where each piece starts in the result; empty pieces share the next one's start.
+    concat(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>())
+}
+
+/// `parts` one after another, written on the current rayon pool: each position copies its item from the
+/// part that holds it (on one thread, the copy would come after zeroing the memory if it was used before).
+pub(crate) fn concat<T: Copy + Send + Sync>(parts: &[&[T]]) -> Vec<T> {
+    // Where each part starts in the result; empty parts share the next one's start.
     let starts: Vec<usize> = parts
         .iter()
         .scan(0, |at, p| {
@@ -57,11 +62,11 @@ pub(crate) fn filter_collect<T: Copy + Send + Sync>(n: usize, f: impl Fn(usize) 
             Some(*at - p.len())
         })
         .collect();
-    let total = parts.iter().map(Vec::len).sum();
+    let total = parts.iter().map(|p| p.len()).sum();
     (0..total)
         .into_par_iter()
         .map(|j| {
-            // The last piece starting at or before `j` holds it (an empty one would end there).
+            // The last part starting at or before `j` holds it (an empty one would end there).
             let k = starts.partition_point(|&s| s <= j) - 1;
             parts[k][j - starts[k]]
         })
