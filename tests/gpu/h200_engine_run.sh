@@ -4,7 +4,8 @@
 # `coord analyze --jobs J` for J = 1..16, plus `bench-engine` (engine against `zstd -d` and a memchr scan).
 # Run from the repository root with release binaries (coord, agent, make-large-trace, bench-engine, and a
 # zstd CLI) in $BIN; with `coord-base` there too (an earlier build), both are also run alternated at 1 and
-# 16 jobs. Results land in $OUT (or /tmp/engine-out). Clocks are never changed.
+# 16 jobs ($ROUNDS rounds, default 3; ROUNDS_ONLY=1 runs only that comparison after building the trace).
+# Results land in $OUT (or /tmp/engine-out). Clocks are never changed.
 set -u
 BIN=${BIN:-target/h200bin}
 OUTD=${OUT:-/tmp/engine-out}
@@ -54,20 +55,20 @@ make-large-trace --copies "$COPIES" --input "$W/qwen.json" "$W/big.json" > "$W/m
 log "2 GB trace: $(stat -c %s "$W/big.json") bytes, $COPIES copies, built in $(( $(date +%s) - T0 )) s"
 
 # 3. One trace on 1..16 threads, alternated, 3 rounds.
-for r in 1 2 3; do
+for r in $([ "${ROUNDS_ONLY:-0}" = 1 ] || echo 1 2 3); do
   for j in 1 16 8 4 2; do
     echo -n "jobs=$j round=$r " >> "$OUTD/scaling.txt"
     coord analyze --json --stats --jobs "$j" "$W/big.json" 2>> "$OUTD/scaling.txt" > "$W/out-$j.json"
   done
 done
-cmp -s "$W/out-1.json" "$W/out-16.json" && log "jobs 1 and 16: identical output" || log "jobs 1 and 16 DIFFER"
+[ "${ROUNDS_ONLY:-0}" = 1 ] || { cmp -s "$W/out-1.json" "$W/out-16.json" && log "jobs 1 and 16: identical output" || log "jobs 1 and 16 DIFFER"; }
 log "scaling done"
 # Where the time of 16 jobs goes: planning the pieces, reading them, joining them (debug log).
 RUST_LOG=tracefleet_common=debug coord analyze --json --stats --jobs 16 "$W/big.json" 2> "$OUTD/pieces-debug.txt" > /dev/null
 
 # 3b. The earlier build against this one, alternated, at 1 and 16 jobs.
 if [ -x "$BIN/coord-base" ]; then
-  for r in 1 2 3; do
+  for r in $(seq "${ROUNDS:-3}"); do
     for j in 1 16; do
       for b in coord-base coord; do
         echo -n "build=$b jobs=$j round=$r " >> "$OUTD/scaling-base.txt"
@@ -79,6 +80,7 @@ if [ -x "$BIN/coord-base" ]; then
   log "base comparison done"
 fi
 
+[ "${ROUNDS_ONLY:-0}" = 1 ] && { log "done"; exit 0; }
 # 4. bench-engine: the engine against zstd -d and a memchr scan on the same files, in one run.
 timeout 240 bench-engine --runs 3 --no-python --coord "$BIN/coord" --jobs 1,2,4,8,16 "$W/big.json" > "$OUTD/bench-engine-big.md" 2>&1
 log "bench-engine (2 GB): exit $?"
