@@ -141,6 +141,8 @@ fn a_large_trace_summarized_on_several_threads_gives_the_one_thread_summary() {
     let one = summary(1);
     assert!(one.contains("\"steps\":[{"), "steps found");
     assert_eq!(one, summary(3), "3 jobs");
+}
+
 /// A small deterministic generator (xorshift64): the synthetic traces need variety, not quality.
 struct Rng(u64);
 
