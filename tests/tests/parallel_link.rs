@@ -367,3 +367,21 @@ fn overhead_goes_to_the_op_last_in_host_order_when_starts_tie() {
         assert_eq!(owner_of_tie(&vec![200; threads]).1, threads as u32 - 1);
     }
 }
+
+#[test]
+fn many_overhead_events_after_ended_ops_get_the_one_thread_owners() {
+    // A shape that would make the threaded backward search quadratic (every overhead event after every
+    // op has ended, most with nothing open): it takes the one-pass walk instead, with the same owners.
+    let mut s = Synth::new(7);
+    for k in 0..3000 {
+        s.push(Category::CpuOp, 2 * k, 1, k as u32 % 3, "aten::add", (k as u32 + 1, 0));
+    }
+    s.push(Category::UserAnnotation, 10_000, 5_000, 0, "ProfilerStep#1", (90_000, 0));
+    for k in 0..3000 {
+        s.push(Category::Overhead, 8_000 + 3 * k, 1, OVERHEAD_THREAD, "Activity Buffer Request", (0, 0));
+    }
+    let (links, _) = check_trace(&s.t, "many overheads");
+    // Those inside the annotation belong to it; those before it to no op.
+    let owned = links.overhead_op.len();
+    assert!(owned > 1000 && owned < 3000, "{owned} owned");
+}

@@ -412,6 +412,13 @@ fn overhead_owners_threaded(t: &Trace, sorted: &[u32], pieces: usize) -> HashMap
             (last_end, overheads)
         })
         .collect();
+    // Each search walks back over up to every earlier block and scans up to two blocks: with many
+    // overhead events and no op open (a crafted file), that is quadratic. Past a bound linear in the
+    // trace, the one-pass stack walk is used instead; it finds the same owners.
+    let overheads: usize = blocks.iter().map(|(_, o)| o.len()).sum();
+    if overheads.saturating_mul(blocks.len() + 2 * block) > 16 * sorted.len() + (1 << 20) {
+        return overhead_owners(t, sorted);
+    }
     let last_end: Vec<i64> = blocks.iter().map(|&(end, _)| end).collect();
     blocks
         .par_iter()
