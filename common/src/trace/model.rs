@@ -232,7 +232,6 @@ impl Trace {
     /// pool, straight into a vector of the exact size (no growth by doubling, no copy of the whole on
     /// one thread).
     pub(crate) fn concat(pieces: Vec<Trace>) -> Trace {
-        use rayon::prelude::*;
         let mut pieces = pieces.into_iter();
         let Some(mut out) = pieces.next() else { return Trace::default() };
         let mut tables = Tables::of(&out);
@@ -242,25 +241,8 @@ impl Trace {
             let renumber = tables.merge(&mut out, &mut piece);
             parts.push((std::mem::take(&mut piece.events), Some(renumber)));
         }
-        let starts: Vec<usize> = parts
-            .iter()
-            .scan(0, |n, (events, _)| {
-                let start = *n;
-                *n += events.len();
-                Some(start)
-            })
-            .collect();
-        let total = parts.iter().map(|(e, _)| e.len()).sum();
-        out.events = (0..total)
-            .into_par_iter()
-            .with_min_len(1 << 14)
-            .map(|i| {
-                let p = starts.partition_point(|&s| s <= i) - 1;
-                let (events, renumber) = &parts[p];
-                let e = events[i - starts[p]];
-                renumber.as_ref().map_or(e, |r| r.event(e))
-            })
-            .collect();
+        let events: Vec<&[Event]> = parts.iter().map(|(e, _)| e.as_slice()).collect();
+        out.events = super::par::concat_map(&events, |k, e| parts[k].1.as_ref().map_or(e, |r| r.event(e)));
         out
     }
 

@@ -54,6 +54,11 @@ pub(crate) fn filter_collect<T: Copy + Send + Sync>(n: usize, f: impl Fn(usize) 
 /// `parts` one after another, written on the current rayon pool: each position copies its item from the
 /// part that holds it (on one thread, the copy would come after zeroing the memory if it was used before).
 pub(crate) fn concat<T: Copy + Send + Sync>(parts: &[&[T]]) -> Vec<T> {
+    concat_map(parts, |_, item| item)
+}
+
+/// [`concat`] with each item passed through `f(part number, item)` on its way.
+pub(crate) fn concat_map<T: Copy + Sync, U: Send>(parts: &[&[T]], f: impl Fn(usize, T) -> U + Sync) -> Vec<U> {
     // Where each part starts in the result; empty parts share the next one's start.
     let starts: Vec<usize> = parts
         .iter()
@@ -65,10 +70,11 @@ pub(crate) fn concat<T: Copy + Send + Sync>(parts: &[&[T]]) -> Vec<T> {
     let total = parts.iter().map(|p| p.len()).sum();
     (0..total)
         .into_par_iter()
+        .with_min_len(1 << 12)
         .map(|j| {
             // The last part starting at or before `j` holds it (an empty one would end there).
             let k = starts.partition_point(|&s| s <= j) - 1;
-            parts[k][j - starts[k]]
+            f(k, parts[k][j - starts[k]])
         })
         .collect()
 }
