@@ -55,21 +55,26 @@ pub struct OpWork {
 
 /// Whether an op has a model here: checked before any shape is parsed, so other ops cost nothing.
 pub fn has_model(name: &str) -> bool {
+    has_model_bytes(name.as_bytes())
+}
+
+/// [`has_model`] of a name given as bytes (the trace scanner's names are bytes, checked as UTF-8 later).
+pub fn has_model_bytes(name: &[u8]) -> bool {
     matches!(
         name,
-        "aten::mm"
-            | "aten::addmm"
-            | "aten::bmm"
-            | "aten::baddbmm"
-            | "aten::linear"
-            | "aten::matmul"
-            | "aten::scaled_dot_product_attention"
-            | "aten::_scaled_dot_product_flash_attention"
-            | "aten::_scaled_dot_product_efficient_attention"
-            | "aten::_scaled_dot_product_cudnn_attention"
-            | "_vllm_fa3_C::fwd"
-            | "vllm_flash_attn_c::varlen_fwd"
-            | "_vllm_fa2_C::varlen_fwd"
+        b"aten::mm"
+            | b"aten::addmm"
+            | b"aten::bmm"
+            | b"aten::baddbmm"
+            | b"aten::linear"
+            | b"aten::matmul"
+            | b"aten::scaled_dot_product_attention"
+            | b"aten::_scaled_dot_product_flash_attention"
+            | b"aten::_scaled_dot_product_efficient_attention"
+            | b"aten::_scaled_dot_product_cudnn_attention"
+            | b"_vllm_fa3_C::fwd"
+            | b"vllm_flash_attn_c::varlen_fwd"
+            | b"_vllm_fa2_C::varlen_fwd"
     )
 }
 

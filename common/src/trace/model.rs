@@ -406,7 +406,7 @@ impl Builder {
         }
     }
 
-    fn push(&mut self, ev: RawEvent<'_>) {
+    fn push(&mut self, ev: &RawEvent<'_>) {
         match ev.ph {
             b'X' => {}
             b's' | b'f' | b't' => {

@@ -15,13 +15,8 @@ use super::error::{Location, TraceError};
 use super::reader::{ReadLimits, TraceReader};
 use super::structural::Index;
 
-/// [`crate::roofline::flops::has_model`] of a name given as bytes.
-fn has_model(name: &[u8]) -> bool {
-    std::str::from_utf8(name).is_ok_and(crate::roofline::flops::has_model)
-}
-
 /// Initial size of the chunk buffer.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 1 << 16;
 
 /// A `pid` or `tid`: Kineto writes integers, older and synthetic rows use strings (`"Spans"`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -86,6 +81,17 @@ pub struct RawEvent<'a> {
     pub shapes: Option<RawShapes<'a>>,
 }
 
+impl RawEvent<'_> {
+    /// Forgets what an `args` object set (before another `args` of the same event is read).
+    fn clear_args(&mut self) {
+        self.external_id = None;
+        self.correlation = None;
+        self.python_id = None;
+        self.kernel = None;
+        self.shapes = None;
+    }
+}
+
 /// The unparsed shape arguments of a CPU op (JSON text of each value; empty when absent).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RawShapes<'a> {
@@ -122,8 +128,15 @@ pub struct TraceMeta {
 enum Stop {
     /// The slice ended inside the unit: refill and retry.
     Incomplete,
-    /// Malformed input at this position of the slice.
-    Bad(usize, String),
+    /// Malformed input at this position of the slice, and what is wrong. Boxed: every parsing function
+    /// returns a `Result` with this error, and a one-word error keeps those results in registers.
+    Bad(Box<(usize, String)>),
+}
+
+impl Stop {
+    fn bad(at: usize, msg: impl Into<String>) -> Self {
+        Stop::Bad(Box::new((at, msg.into())))
+    }
 }
 
 type PResult<T> = Result<T, Stop>;
@@ -137,7 +150,7 @@ struct Cur<'a> {
 }
 
 fn bad<T>(i: usize, msg: impl Into<String>) -> PResult<T> {
-    Err(Stop::Bad(i, msg.into()))
+    Err(Stop::bad(i, msg))
 }
 
 fn kind_of(c: u8) -> &'static str {
@@ -244,8 +257,8 @@ impl<'a> Cur<'a> {
 
     fn hex4(&self, i: usize) -> PResult<u32> {
         let h = self.b.get(i..i + 4).ok_or(Stop::Incomplete)?;
-        let s = std::str::from_utf8(h).map_err(|_| Stop::Bad(i, "invalid \\u escape".into()))?;
-        u32::from_str_radix(s, 16).map_err(|_| Stop::Bad(i, "invalid \\u escape".into()))
+        let s = std::str::from_utf8(h).map_err(|_| Stop::bad(i, "invalid \\u escape"))?;
+        u32::from_str_radix(s, 16).map_err(|_| Stop::bad(i, "invalid \\u escape"))
     }
 
     /// Skips a string whose opening quote is at `self.i`.
@@ -256,6 +269,7 @@ impl<'a> Cur<'a> {
     }
 
     /// Skips any JSON value starting at the next non-blank byte.
+    #[inline(always)]
     fn skip_value(&mut self) -> PResult<()> {
         let c = self.ws()?;
         match c {
@@ -265,8 +279,14 @@ impl<'a> Cur<'a> {
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
             b'-' | b'0'..=b'9' => self.skip_number(),
-            _ => bad(self.i, format!("expected a JSON value, found {}", kind_of(c))),
+            _ => self.not_a_value(c),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn not_a_value(&self, c: u8) -> PResult<()> {
+        bad(self.i, format!("expected a JSON value, found {}", kind_of(c)))
     }
 
     /// Skips a value and returns its text.
@@ -316,6 +336,7 @@ impl<'a> Cur<'a> {
     }
 
     /// An integer that must fit in i64; `None` (value skipped) when the value is not a number.
+    #[inline(always)]
     fn int(&mut self) -> PResult<Option<i64>> {
         let c = self.ws()?;
         if !(c == b'-' || c.is_ascii_digit()) {
@@ -341,10 +362,18 @@ impl<'a> Cur<'a> {
             }
             Some(_) => {}
         }
+        self.int_slow(start)
+    }
+
+    /// [`Self::int`] past its fast path (many digits, a float, an error), the number starting at `start`.
+    #[cold]
+    #[inline(never)]
+    fn int_slow(&mut self, start: usize) -> PResult<Option<i64>> {
+        self.i = start;
         let end = self.number_end()?;
         let text = &self.b[start..end];
         self.i = end;
-        let s = std::str::from_utf8(text).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
+        let s = std::str::from_utf8(text).map_err(|_| Stop::bad(start, "invalid number"))?;
         if s.bytes().all(|c| c.is_ascii_digit() || c == b'-') {
             return match s.parse::<i64>() {
                 Ok(v) => Ok(Some(v)),
@@ -369,13 +398,14 @@ impl<'a> Cur<'a> {
         let start = self.i;
         let end = self.number_end()?;
         self.i = end;
-        let s = std::str::from_utf8(&self.b[start..end]).map_err(|_| Stop::Bad(start, "invalid number".into()))?;
-        s.parse::<f64>().map(Some).map_err(|_| Stop::Bad(start, format!("invalid number {s}")))
+        let s = std::str::from_utf8(&self.b[start..end]).map_err(|_| Stop::bad(start, "invalid number"))?;
+        s.parse::<f64>().map(Some).map_err(|_| Stop::bad(start, format!("invalid number {s}")))
     }
 
     /// A time in microseconds, converted exactly to integer nanoseconds (rounded half up past 3 decimals).
     /// Some exporters write times as strings (`"ts": "1000.000"`, seen from Ascend's profiler); a string
     /// holding a number reads as that number, any other string is an error at its offset.
+    #[inline(always)]
     fn micros_as_ns(&mut self) -> PResult<Option<i64>> {
         let c = self.ws()?;
         let start = self.i;
@@ -425,6 +455,14 @@ impl<'a> Cur<'a> {
             }
             Some(_) => {}
         }
+        self.micros_slow(start)
+    }
+
+    /// [`Self::micros_as_ns`] past its fast path, the number starting at `start`.
+    #[cold]
+    #[inline(never)]
+    fn micros_slow(&mut self, start: usize) -> PResult<Option<i64>> {
+        self.i = start;
         let end = self.number_end()?;
         self.i = end;
         micros_text_as_ns(&self.b[start..end], start).map(Some)
@@ -443,8 +481,27 @@ impl<'a> Cur<'a> {
 
     /// Reads a key and the colon after it; the opening quote is the next non-blank byte. Keys are compared
     /// as bytes and not validated here: the whole event's bytes are validated once after it is parsed.
-    #[inline]
+    /// Inlined into every object walk: the usual key (no escape, the colon right after it) costs one bit
+    /// search and two byte compares; anything else goes to [`Self::key_slow`].
+    #[inline(always)]
     fn key(&mut self) -> PResult<Cow<'a, [u8]>> {
+        if self.ws()? == b'"' {
+            let start = self.i + 1;
+            if let Some(close) = self.idx.next_quote(start)
+                && self.b.get(close + 1) == Some(&b':')
+                && !self.idx.any_backslash(start, close)
+            {
+                self.i = close + 2;
+                return Ok(Cow::Borrowed(&self.b[start..close]));
+            }
+        }
+        self.key_slow()
+    }
+
+    /// [`Self::key`] for any input: blanks before the colon, escapes, errors, the end of the buffer.
+    #[cold]
+    #[inline(never)]
+    fn key_slow(&mut self) -> PResult<Cow<'a, [u8]>> {
         let c = self.ws()?;
         if c != b'"' {
             return bad(self.i, format!("expected an object key, found {}", kind_of(c)));
@@ -465,7 +522,7 @@ impl<'a> Cur<'a> {
     }
 
     /// After a member: `,` (returns true, more members) or the closing byte (returns false).
-    #[inline]
+    #[inline(always)]
     fn next_member(&mut self, close: u8) -> PResult<bool> {
         match self.ws()? {
             b',' => {
@@ -480,19 +537,18 @@ impl<'a> Cur<'a> {
         }
     }
 
-    /// Parses one event object starting at the next non-blank byte.
-    fn event(&mut self) -> PResult<RawEvent<'a>> {
+    /// Parses one event object starting at the next non-blank byte into `ev`, which must be empty
+    /// ([`RawEvent::default`]): filled in place, the event is not moved through return values.
+    fn event(&mut self, ev: &mut RawEvent<'a>) -> PResult<()> {
         let c = self.ws()?;
         if c != b'{' {
             return bad(self.i, format!("a trace event must be an object, found {}", kind_of(c)));
         }
         self.i += 1;
-        let mut ev = RawEvent::default();
         if self.ws()? == b'}' {
             self.i += 1;
-            return Ok(ev);
+            return Ok(());
         }
-        let mut args = None;
         loop {
             let k = self.key()?;
             match &*k {
@@ -503,12 +559,12 @@ impl<'a> Cur<'a> {
                 b"tid" => ev.tid = self.raw_id()?,
                 b"ts" => ev.ts_ns = self.micros_as_ns()?,
                 b"dur" => ev.dur_ns = self.micros_as_ns()?,
-                // Read once `cat` and `name` are known, whatever the order of the keys (Kineto writes
-                // `args` last; exporters that sort keys put it first).
+                // Read where it stands, whatever the order of the keys (Kineto writes `args` last,
+                // exporters that sort keys put it first): its shapes are kept for now, and dropped below
+                // once the name says the op has no FLOP model. A second `args` object replaces the first.
                 b"args" if self.ws()? == b'{' => {
-                    let at = self.i;
-                    self.skip_container()?;
-                    args = Some(at);
+                    ev.clear_args();
+                    self.args(ev)?;
                 }
                 _ => self.skip_value()?,
             }
@@ -516,19 +572,15 @@ impl<'a> Cur<'a> {
                 break;
             }
         }
-        if let Some(at) = args {
-            // Read member by member (every member checked, so a malformed `args` is refused with its
-            // offset), now that `cat` and `name` are known.
-            let after = self.i;
-            self.i = at;
-            self.args(&mut ev)?;
-            self.i = after;
+        if ev.shapes.is_some() && !crate::roofline::flops::has_model_bytes(&ev.name) {
+            ev.shapes = None;
         }
-        Ok(ev)
+        Ok(())
     }
 
     /// A string's bytes (unescaped; UTF-8 is checked for the whole step by the caller of [`step`]), or
     /// empty when the value is not a string.
+    #[inline(always)]
     fn opt_string(&mut self) -> PResult<Cow<'a, [u8]>> {
         if self.ws()? != b'"' {
             self.skip_value()?;
@@ -617,9 +669,6 @@ impl<'a> Cur<'a> {
                     let v = self.float()?;
                     ev.kernel.get_or_insert_with(KernelArgs::default).occupancy_pct = v.unwrap_or(0.0) as f32;
                 }
-                // Kept only for ops with a FLOP model (`args` is read after the event's other members, so
-                // the name is known).
-                b"Input Dims" | b"Input type" | b"Concrete Inputs" if !has_model(&ev.name) => self.skip_value()?,
                 b"Input Dims" => ev.shapes.get_or_insert_with(RawShapes::default).dims = self.raw_value()?,
                 b"Input type" => ev.shapes.get_or_insert_with(RawShapes::default).types = self.raw_value()?,
                 b"Concrete Inputs" => ev.shapes.get_or_insert_with(RawShapes::default).concrete = self.raw_value()?,
@@ -730,7 +779,7 @@ pub(crate) fn scan_part(
     reader: &mut TraceReader,
     limits: &ReadLimits,
     part: Part,
-    mut sink: impl FnMut(RawEvent<'_>),
+    mut sink: impl FnMut(&RawEvent<'_>),
 ) -> Result<Scanned, TraceError> {
     let mut buf: Vec<u8> = vec![0; CHUNK];
     let mut index = Index::default();
@@ -805,7 +854,8 @@ pub(crate) fn scan_part(
                 }
                 start += used;
             }
-            Err(Stop::Bad(pos, message)) => {
+            Err(Stop::Bad(b)) => {
+                let (pos, message) = *b;
                 return Err(syntax(base + pos as u64, message));
             }
             Err(Stop::Incomplete) => {
@@ -867,7 +917,7 @@ fn step<'a>(
     state: State,
     in_top_array: &mut bool,
     stop: Option<i128>,
-    sink: &mut impl FnMut(RawEvent<'_>),
+    sink: &mut impl FnMut(&RawEvent<'_>),
 ) -> PResult<Step<'a>> {
     match state {
         State::Start => match c.ws()? {
@@ -928,7 +978,8 @@ fn step<'a>(
                 return Ok(Step::Moved(close_to));
             }
             let from = c.i;
-            let ev = c.event()?;
+            let mut ev = RawEvent::default();
+            c.event(&mut ev)?;
             // The sink takes names as bytes: checked here, before it sees them, where the buffer is not
             // all ASCII (the caller checks everything consumed again, separators included).
             if c.idx.non_ascii()
@@ -937,7 +988,7 @@ fn step<'a>(
                 return bad(from + e.valid_up_to(), "invalid UTF-8");
             }
             let has_ph = ev.ph != 0;
-            sink(ev);
+            sink(&ev);
             Ok(Step::Event(has_ph, State::EventsNext))
         }
         State::End | State::Boundary | State::Missed => Err(Stop::Incomplete),
@@ -982,14 +1033,14 @@ fn micros_text_as_ns(t: &[u8], at: usize) -> PResult<i64> {
     };
     let mut int: i64 = 0;
     let mut k = 0;
-    let overflow = || Stop::Bad(at, "timestamp is out of range (beyond 64-bit nanoseconds)".to_string());
+    let overflow = || Stop::bad(at, "timestamp is out of range (beyond 64-bit nanoseconds)".to_string());
     while k < digits.len() && digits[k].is_ascii_digit() {
         int = int.checked_mul(10).and_then(|v| v.checked_add(i64::from(digits[k] - b'0'))).ok_or_else(overflow)?;
         k += 1;
     }
     if k == 0 {
         // JSON numbers start with a digit (after the sign): `-`, `-.5` or `.5` are not times.
-        return Err(Stop::Bad(at, format!("invalid number {}", String::from_utf8_lossy(t))));
+        return Err(Stop::bad(at, format!("invalid number {}", String::from_utf8_lossy(t))));
     }
     let mut frac: i64 = 0;
     let mut scale = 100;
@@ -1010,8 +1061,8 @@ fn micros_text_as_ns(t: &[u8], at: usize) -> PResult<i64> {
     }
     if k != digits.len() {
         // Exponent or other unusual form: fall back to f64.
-        let s = std::str::from_utf8(t).map_err(|_| Stop::Bad(at, "invalid number".into()))?;
-        let v: f64 = s.parse().map_err(|_| Stop::Bad(at, format!("invalid number {s}")))?;
+        let s = std::str::from_utf8(t).map_err(|_| Stop::bad(at, "invalid number"))?;
+        let v: f64 = s.parse().map_err(|_| Stop::bad(at, format!("invalid number {s}")))?;
         let ns = (v * 1000.0).round();
         if !ns.is_finite() || ns.abs() >= 9.2e18 {
             return Err(overflow());
@@ -1020,4 +1071,52 @@ fn micros_text_as_ns(t: &[u8], at: usize) -> PResult<i64> {
     }
     let ns = int.checked_mul(1000).and_then(|v| v.checked_add(frac + i64::from(round))).ok_or_else(overflow)?;
     Ok(if neg { -ns } else { ns })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::Trace;
+    use super::*;
+
+    fn read(events: &str) -> Trace {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.json");
+        std::fs::write(&path, format!("{{\"traceEvents\":[{events}]}}")).expect("write");
+        Trace::open(&path, &ReadLimits::default()).expect("a valid trace")
+    }
+
+    const SHAPES: &str = r#""Input Dims":[[8,16],[16,32]],"Input type":["float","float"],"Concrete Inputs":["",""]"#;
+
+    #[test]
+    fn args_are_read_where_they_stand_and_shapes_kept_for_modelled_ops_only() {
+        // `args` first (sorted keys) and last (Kineto's order): the same event either way.
+        let first = format!(
+            r#"{{"args":{{"External id":5,{SHAPES}}},"cat":"cpu_op","dur":2,"name":"aten::mm","ph":"X","pid":1,"tid":1,"ts":1}}"#
+        );
+        let last = format!(
+            r#"{{"ph":"X","cat":"cpu_op","name":"aten::mm","pid":1,"tid":1,"ts":1,"dur":2,"args":{{"External id":5,{SHAPES}}}}}"#
+        );
+        for e in [&first, &last] {
+            let t = read(e);
+            assert_eq!(t.events[0].external_id, 5, "{e}");
+            assert!(t.work.get(&0).is_some(), "aten::mm with shapes is modelled: {e}");
+        }
+        // An op without a FLOP model keeps no shapes, whatever the order.
+        let plain = first.replace("aten::mm", "aten::add");
+        assert!(read(&plain).work.get(&0).is_none());
+    }
+
+    #[test]
+    fn a_second_args_object_replaces_the_first() {
+        let t = read(&format!(
+            r#"{{"args":{{"External id":5,{SHAPES}}},"ph":"X","cat":"cpu_op","name":"aten::mm","pid":1,"tid":1,"ts":1,"dur":2,"args":{{"Ev Idx":3}}}}"#
+        ));
+        assert_eq!(t.events[0].external_id, 0, "the first args' id is gone");
+        assert!(t.work.get(&0).is_none(), "and its shapes");
+        // An `args` that is not an object is skipped and leaves the object's values.
+        let t = read(
+            r#"{"args":{"External id":5},"ph":"X","cat":"cpu_op","name":"aten::mm","pid":1,"tid":1,"ts":1,"dur":2,"args":null}"#,
+        );
+        assert_eq!(t.events[0].external_id, 5);
+    }
 }
