@@ -428,6 +428,11 @@ impl<'a> Cur<'a> {
         let mut j = start + usize::from(neg);
         let int_start = j;
         let mut int: i64 = 0;
+        // Profilers write epoch microseconds (13 or more digits): the first eight at once.
+        if let Some(v) = eight_digits(b, j) {
+            int = v as i64;
+            j += 8;
+        }
         while j < b.len() && b[j].is_ascii_digit() && j - int_start < 15 {
             int = int * 10 + i64::from(b[j] - b'0');
             j += 1;
@@ -1024,6 +1029,24 @@ fn keep_member(key: &[u8], raw: &[u8], meta: &mut TraceMeta) {
     }
 }
 
+/// The value of the eight bytes at `at` when all are ASCII digits, read as one word (SWAR: "Faster Integer
+/// Parsing", D. Lemire, 2018, and simdjson's `parse_eight_digits_unrolled`); `None` when fewer than eight
+/// bytes remain or one is not a digit.
+#[inline(always)]
+fn eight_digits(b: &[u8], at: usize) -> Option<u64> {
+    let bytes: [u8; 8] = b.get(at..at + 8)?.try_into().ok()?;
+    let v = u64::from_le_bytes(bytes);
+    // Each byte in 0x30..=0x39: high nibble 3, and adding 6 keeps the high nibble 3.
+    let hi = 0xF0F0_F0F0_F0F0_F0F0u64;
+    if (v & hi) | ((v.wrapping_add(0x0606_0606_0606_0606) & hi) >> 4) != 0x3333_3333_3333_3333 {
+        return None;
+    }
+    // Pairs, then quads, then the eight digits (the first byte is the most significant digit).
+    let v = ((v & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561)) >> 8;
+    let v = ((v & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601)) >> 16;
+    Some(((v & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001)) >> 32)
+}
+
 /// Decimal microseconds `t` (as JSON writes a number) in integer nanoseconds, exactly for up to three
 /// decimals and rounded half up past them; `at` is the byte offset for errors.
 fn micros_text_as_ns(t: &[u8], at: usize) -> PResult<i64> {
@@ -1077,6 +1100,27 @@ fn micros_text_as_ns(t: &[u8], at: usize) -> PResult<i64> {
 mod tests {
     use super::super::model::Trace;
     use super::*;
+
+    #[test]
+    fn eight_digits_at_once_or_none() {
+        assert_eq!(eight_digits(b"12345678", 0), Some(12_345_678));
+        assert_eq!(eight_digits(b"x5053031702489.285", 1), Some(50_530_317));
+        assert_eq!(eight_digits(b"00000009", 0), Some(9));
+        assert_eq!(eight_digits(b"99999999", 0), Some(99_999_999));
+        assert_eq!(eight_digits(b"1234567", 0), None, "seven bytes");
+        for bad in [b"1234567.", b"/2345678", b":2345678", b"1234 678", b"\xb12345678"] {
+            assert_eq!(eight_digits(bad, 0), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // Every byte value in every position: a digit run only.
+        for pos in 0..8 {
+            for c in 0..=255u8 {
+                let mut t = *b"11111111";
+                t[pos] = c;
+                let want = c.is_ascii_digit().then(|| t.iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0')));
+                assert_eq!(eight_digits(&t, 0), want, "byte {c} at {pos}");
+            }
+        }
+    }
 
     fn read(events: &str) -> Trace {
         let dir = tempfile::tempdir().expect("tmp");
