@@ -8,6 +8,12 @@
 //!
 //! Each event is parsed from a contiguous slice; when the slice ends inside the event, the scanner refills
 //! its buffer and parses that event again from its start. Events are small, so the retry costs nothing.
+//!
+//! Speed: the walk runs once per key and value of millions of events, so the common forms (a key with its
+//! colon right after it, an integer, a time of at most three decimals) are read by small functions inlined
+//! into the walk, and anything else (blanks, escapes, long numbers, errors) by cold out-of-line ones. The
+//! buffer is small (64 KiB) so that it and its stage-one index stay in the core's L2 cache between the two
+//! passes over them (1 MiB buffers were measured a few percent slower).
 
 use std::borrow::Cow;
 
@@ -15,7 +21,7 @@ use super::error::{Location, TraceError};
 use super::reader::{ReadLimits, TraceReader};
 use super::structural::Index;
 
-/// Initial size of the chunk buffer.
+/// Initial size of the chunk buffer (see the module's note on speed).
 const CHUNK: usize = 1 << 16;
 
 /// A `pid` or `tid`: Kineto writes integers, older and synthetic rows use strings (`"Spans"`).
