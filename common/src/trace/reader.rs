@@ -97,7 +97,8 @@ pub struct TraceReader {
     produced: u64,
     limits: ReadLimits,
     file: PathBuf,
-    /// Set when the last failure was a limit, so the caller reports that rather than a generic I/O error.
+    /// An error met by [`Self::fill`] after it had read some bytes: returned by the next read, so that the
+    /// caller parses those bytes first (a syntax error before the failure point is reported as such).
     pending: Option<TraceError>,
 }
 
@@ -155,24 +156,48 @@ impl TraceReader {
         self.compressed.get()
     }
 
-    /// Reads up to `buf.len()` bytes; `Ok(0)` at the end.
+    /// Reads until `buf` is full or the input ends; `Ok(0)` only at the end. Decoders and pipes return
+    /// a few KiB per read: the scanner re-reads a partly read event from its start after each refill, so
+    /// refills that return little would make one huge event cost quadratic time; a full buffer (which
+    /// the scanner doubles when one value fills it) keeps the re-reads to a logarithmic number per event.
+    /// An error after some bytes were read is returned by the next call, after the caller used them.
+    pub fn fill(&mut self, buf: &mut [u8]) -> Result<usize, TraceError> {
+        let mut n = 0;
+        while n < buf.len() {
+            match self.read_chunk(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if n > 0 => {
+                    self.pending = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// Reads up to `buf.len()` bytes (one read of the source); `Ok(0)` at the end.
     pub fn read_chunk(&mut self, buf: &mut [u8]) -> Result<usize, TraceError> {
         if let Some(e) = self.pending.take() {
             return Err(e);
         }
-        let n = match self.inner.read(buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-            Err(e) => {
-                return Err(match self.compression {
-                    Compression::None => TraceError::Io { file: self.file.clone(), source: e },
-                    c => TraceError::Decompress {
-                        file: self.file.clone(),
-                        format: c.name(),
-                        offset: self.produced,
-                        message: e.to_string(),
-                    },
-                });
+        let n = loop {
+            match self.inner.read(buf) {
+                Ok(n) => break n,
+                // A signal interrupted the read before any byte: not the end of the input.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(match self.compression {
+                        Compression::None => TraceError::Io { file: self.file.clone(), source: e },
+                        c => TraceError::Decompress {
+                            file: self.file.clone(),
+                            format: c.name(),
+                            offset: self.produced,
+                            message: e.to_string(),
+                        },
+                    });
+                }
             }
         };
         self.produced += n as u64;

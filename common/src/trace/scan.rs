@@ -899,7 +899,7 @@ pub(crate) fn scan_part(
                     let n = (buf.len() * 2).min(limits.max_value_bytes.max(CHUNK));
                     buf.resize(n, 0);
                 }
-                let n = reader.read_chunk(&mut buf[end..])?;
+                let n = reader.fill(&mut buf[end..])?;
                 if n == 0 {
                     eof = true;
                 }
@@ -1154,6 +1154,63 @@ mod tests {
         // An op without a FLOP model keeps no shapes, whatever the order.
         let plain = first.replace("aten::mm", "aten::add");
         assert!(read(&plain).work.get(&0).is_none());
+    }
+
+    /// A source that gives at most `step` bytes per read, then, when `fail` is set, an I/O error where
+    /// its bytes end (a pipe, a decoder, a broken stream).
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        step: usize,
+        fail: bool,
+    }
+
+    impl std::io::Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.at == self.bytes.len() && self.fail {
+                return Err(std::io::Error::other("connection reset"));
+            }
+            let n = self.step.min(buf.len()).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    fn trickle(text: &[u8], step: usize, fail: bool) -> Result<Trace, TraceError> {
+        let src = Trickle { bytes: text.to_vec(), at: 0, step, fail };
+        let limits = ReadLimits::default();
+        let mut r = TraceReader::from_reader(src, std::path::Path::new("t.json"), limits)?;
+        Trace::read(&mut r, &limits)
+    }
+
+    #[test]
+    fn short_reads_give_the_same_trace_and_errors_after_the_bytes_before_them() {
+        // One event far larger than the chunk buffer, among small ones, read a few bytes at a time.
+        let big_args: String = (0..20_000).map(|i| format!("\"k{i}\":[1,2,3],")).collect();
+        let text = format!(
+            r#"{{"traceEvents":[{{"ph":"X","cat":"cpu_op","name":"a","pid":1,"tid":1,"ts":1,"dur":2,"args":{{"External id":7}}}},{{"ph":"X","cat":"cpu_op","name":"b","pid":1,"tid":1,"ts":3,"dur":1,"args":{{{big_args}"External id":8}}}}]}}"#
+        );
+        let whole = trickle(text.as_bytes(), usize::MAX, false).expect("whole");
+        for step in [1, 7, 4096] {
+            let t = trickle(text.as_bytes(), step, false).expect("trickled");
+            assert_eq!(t.events.len(), 2);
+            assert_eq!(format!("{:?}", t.events), format!("{:?}", whole.events), "step {step}");
+        }
+        // The source fails where the text ends: the document is complete only if the error is not
+        // reported first. It is an error either way, never a trace.
+        assert!(matches!(trickle(text.as_bytes(), 7, true), Err(TraceError::Io { .. })));
+        // A syntax error in the last bytes before the failure point, read by the same refill that met
+        // the failure, is reported as such, at its offset.
+        let bad = text.replacen(r#""External id":8"#, r#""External id":tru"#, 1);
+        for step in [7, 5000] {
+            match trickle(bad.as_bytes(), step, true) {
+                Err(TraceError::Syntax { location, message }) => {
+                    assert_eq!(location.offset as usize, bad.rfind("tru").expect("there"), "{message}");
+                }
+                other => panic!("expected the syntax error, got {other:?}"),
+            }
+        }
     }
 
     #[test]
