@@ -112,7 +112,9 @@ impl TraceReader {
     /// Wraps any byte source (a file, a socket, an in-memory buffer); `name` is used in errors.
     pub fn from_reader<R: Read + 'static>(source: R, name: &Path, limits: ReadLimits) -> Result<Self, TraceError> {
         let io_err = |source| TraceError::Io { file: name.to_path_buf(), source };
-        let mut buffered = BufReader::with_capacity(256 << 10, source);
+        // Buffered only to sniff the head. Small, so that the scanner's refills (64 KiB and more) bypass
+        // it and a plain file's bytes are copied once, not through this buffer.
+        let mut buffered = BufReader::with_capacity(16 << 10, source);
         let head = io::BufRead::fill_buf(&mut buffered).map_err(io_err)?;
         let compression = Compression::sniff(head);
         let corrupt = |e: io::Error| TraceError::Decompress {
