@@ -1,7 +1,9 @@
 //! A TCP proxy for fault tests: forwards loopback connections to an upstream address and misbehaves as a
 //! bad link would: it cuts every open connection once after a number of client-to-server bytes
-//! ([`Proxy::start`]), or again every so many bytes ([`Proxy::flaky`]), and it can partition (drop every
-//! connection and refuse new ones until healed: [`Proxy::partition`]).
+//! ([`Proxy::start`]), or again every so many bytes ([`Proxy::flaky`]), it can partition (drop every
+//! connection and refuse new ones until healed: [`Proxy::partition`]), cut every open connection at once
+//! ([`Proxy::cut_now`]), and hold new connections (accepted, nothing forwarded) until released, as a
+//! link that is slow to come back ([`Proxy::hold_new`]).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -26,6 +28,8 @@ struct Shared {
     /// Bytes forwarded at the last cut.
     last_cut_at: AtomicU64,
     partitioned: AtomicBool,
+    /// New connections wait (accepted, nothing forwarded either way) while this is set.
+    held: AtomicBool,
     open: Mutex<Vec<TcpStream>>,
 }
 
@@ -94,6 +98,19 @@ impl Proxy {
         }
     }
 
+    /// Cuts every open connection now (new ones are forwarded as before).
+    pub fn cut_now(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.cut_count.fetch_add(1, Ordering::SeqCst);
+        self.shared.drop_all();
+    }
+
+    /// Holds new connections (accepted, nothing forwarded: the client waits for the server's answer) or
+    /// releases them, held ones included: their bytes then flow as if the link had been slow.
+    pub fn hold_new(&self, on: bool) {
+        self.shared.held.store(on, Ordering::SeqCst);
+    }
+
     fn run(upstream: &str, cuts: Cuts) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?.to_string();
@@ -104,6 +121,7 @@ impl Proxy {
             cut_count: Arc::new(AtomicU64::new(0)),
             last_cut_at: AtomicU64::new(0),
             partitioned: AtomicBool::new(false),
+            held: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
         });
         let (sh, up) = (shared.clone(), upstream.to_string());
@@ -113,17 +131,18 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(&up) else { continue };
-                for s in [&client, &server] {
-                    if let Ok(s) = s.try_clone() {
-                        sh.open.lock().unwrap_or_else(|e| e.into_inner()).push(s);
-                    }
+                if sh.held.load(Ordering::SeqCst) {
+                    // Held on a thread of its own: later connections are held (or forwarded) too.
+                    let (sh, up) = (sh.clone(), up.clone());
+                    std::thread::spawn(move || {
+                        while sh.held.load(Ordering::SeqCst) && !sh.partitioned.load(Ordering::SeqCst) {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                        }
+                        forward(&sh, client, &up);
+                    });
+                    continue;
                 }
-                let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { continue };
-                let s1 = sh.clone();
-                // client -> server, counted (and cut); server -> client as it comes
-                std::thread::spawn(move || pump(client, server, Some(&s1)));
-                std::thread::spawn(move || pump(s2, c2, None));
+                forward(&sh, client, &up);
             }
         });
         Ok(Self {
@@ -134,6 +153,25 @@ impl Proxy {
             shared,
         })
     }
+}
+
+/// Connects `client` to `upstream` and forwards both ways (a partitioned link closes it instead).
+fn forward(sh: &Arc<Shared>, client: TcpStream, upstream: &str) {
+    if sh.partitioned.load(Ordering::SeqCst) {
+        let _ = client.shutdown(Shutdown::Both);
+        return;
+    }
+    let Ok(server) = TcpStream::connect(upstream) else { return };
+    for s in [&client, &server] {
+        if let Ok(s) = s.try_clone() {
+            sh.open.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        }
+    }
+    let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) else { return };
+    let s1 = sh.clone();
+    // client -> server, counted (and cut); server -> client as it comes
+    std::thread::spawn(move || pump(client, server, Some(&s1)));
+    std::thread::spawn(move || pump(s2, c2, None));
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream, counted: Option<&Shared>) {
