@@ -1,14 +1,14 @@
 //! Faults: an upload cut mid-stream resumes at the committed offset; a coordinator killed with SIGKILL
 //! during a sweep restarts on its data dir and the sweep completes with the same outputs; an agent
 //! partitioned past the reassign window comes back and is not counted twice; a link cut every 300 kB
-//! still delivers every byte.
+//! still delivers every byte; a job that ends while its agent reconnects over a slow link is reported.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use tracefleet_proto::v1::sweep_spec::Backend;
-use tracefleet_proto::v1::{Point, SweepSpec};
+use tracefleet_proto::v1::{Point, SweepRef, SweepSpec};
 use tracefleet_tests::bin;
 use tracefleet_tests::procs::{Coord, agent, agent_with, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::proxy::Proxy;
@@ -414,4 +414,45 @@ async fn a_failed_runs_traces_are_not_counted_with_its_retry() {
     fetch(&mut c, &id, &results).await.expect("fetch");
     let steps = std::fs::read_to_string(results.join("steps.csv")).expect("steps");
     assert_eq!(steps.lines().count() - 1, 3, "three steps, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_ends_while_its_agent_reconnects_is_reported() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
+    let link = Proxy::faithful(&coord.addr).expect("proxy");
+    let spool = tmp.path().join("spool");
+    let _a = agent_with(&link.addr, "agent-h", &spool, &["--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    // Three traces at once, then the workload goes on for a while before it ends (and the job with it).
+    let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
+    let run = format!("for k in 1 2 3; do zstd -dq -f {} -o {{out_dir}}/trace_$k.json; done; sleep 3", src.display());
+    let id = submit(&mut c, one_command_point("reconnect", run)).await.expect("submit");
+    // Every trace acknowledged (the agent's queue empty) while the workload still runs.
+    let entries = |d: &Path| std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0);
+    let (queue, work) = (spool.join("queue"), spool.join("work"));
+    let t0 = std::time::Instant::now();
+    while c.status(SweepRef { sweep_id: id.clone() }).await.expect("status").into_inner().traces_uploaded < 3
+        || entries(&queue) > 0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the traces did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(entries(&work) > 0, "the job still runs");
+    // The link breaks and is slow to come back: the agent's reconnection (its hello written) waits on
+    // the link while the job ends; the job's end must reach the coordinator all the same.
+    link.hold_new(true);
+    link.cut_now();
+    let t0 = std::time::Instant::now();
+    while entries(&work) > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The job's folder goes just before its end is reported.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    link.hold_new(false);
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(30)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+    assert_eq!((status.traces_uploaded, status.traces_parsed), (3, 3), "{status:?}");
 }

@@ -254,14 +254,19 @@ impl Agent {
 
     /// Reports a finished job now, and again at every hello.
     pub fn report_done(&self, job_id: &str, traces: u32) {
-        {
-            let mut f = relock(&self.finished);
-            f.push_back(job_id.to_string());
-            while f.len() > FINISHED_KEPT {
-                f.pop_front();
-            }
+        // Listed and sent under the lock a hello is built under: a session that starts meanwhile either
+        // lists the job in its hello or is the session this report goes to.
+        let mut f = relock(&self.finished);
+        f.push_back(job_id.to_string());
+        while f.len() > FINISHED_KEPT {
+            f.pop_front();
         }
-        self.send(Out::Done(tracefleet_proto::v1::JobDone { job_id: job_id.to_string(), traces }));
+        let done = Out::Done(tracefleet_proto::v1::JobDone { job_id: job_id.to_string(), traces });
+        if self.send(done) {
+            tracing::info!(job = %job_id, "job done ({traces} traces uploaded), reported");
+        } else {
+            tracing::info!(job = %job_id, "job done ({traces} traces uploaded); reported in the next hello");
+        }
     }
 
     /// Runs until the process is stopped.
@@ -321,15 +326,23 @@ impl Agent {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel::<AgentMessage>(256);
-        let hello = Hello {
-            inventory: Some(self.inventory.clone()),
-            running_jobs: relock(&self.running).keys().cloned().collect(),
-            finished_jobs: relock(&self.finished).iter().cloned().collect(),
-            instance: self.instance.clone(),
-        };
-        tx.send(AgentMessage { msg: Some(Out::Hello(hello)) }).await?;
+        {
+            // The hello is queued and the session made current under the lock of the finished jobs: a job
+            // that ends while the stream is being opened is listed in this hello, or its report is queued
+            // behind it (before, a report made then went nowhere, and the coordinator waited for the job
+            // for ever).
+            let finished = relock(&self.finished);
+            let hello = Hello {
+                inventory: Some(self.inventory.clone()),
+                running_jobs: relock(&self.running).keys().cloned().collect(),
+                finished_jobs: finished.iter().cloned().collect(),
+                instance: self.instance.clone(),
+            };
+            // The channel is new and empty: the hello is its first message.
+            tx.try_send(AgentMessage { msg: Some(Out::Hello(hello)) })?;
+            *relock(&self.session) = Some(tx.clone());
+        }
         let mut inbound = client.session(ReceiverStream::new(rx)).await?.into_inner();
-        *relock(&self.session) = Some(tx.clone());
         let mut heartbeat: Option<tokio::task::JoinHandle<()>> = None;
         let result = loop {
             let msg = match inbound.message().await {
