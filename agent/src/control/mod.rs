@@ -263,9 +263,9 @@ impl Agent {
         }
         let done = Out::Done(tracefleet_proto::v1::JobDone { job_id: job_id.to_string(), traces });
         if self.send(done) {
-            tracing::info!(job = %job_id, "job done ({traces} traces uploaded), reported");
+            tracing::info!(job = %job_id, "job done, traces uploaded: {traces}; reported");
         } else {
-            tracing::info!(job = %job_id, "job done ({traces} traces uploaded); reported in the next hello");
+            tracing::info!(job = %job_id, "job done, traces uploaded: {traces}; reported in the next hello (no control stream now)");
         }
     }
 
