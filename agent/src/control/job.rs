@@ -74,13 +74,10 @@ fn spawn_upload(uploads: &mut JoinSet<(String, UploadOutcome)>, agent: &Arc<Agen
 
 /// Runs a job to its end and reports it.
 pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool>) {
+    // Sent now and listed in every hello after (a failure reported while the control stream is down is
+    // delivered when it is back, before the job's end).
     let fail = |point: &str, error: String, stderr_tail: String| {
-        agent.send(Out::Failed(JobFailed {
-            job_id: job.job_id.clone(),
-            point_id: point.to_string(),
-            error,
-            stderr_tail,
-        }))
+        agent.report_failed(JobFailed { job_id: job.job_id.clone(), point_id: point.to_string(), error, stderr_tail })
     };
     // A point without a mode would run as something nobody asked for.
     if let Some(p) = job.points.iter().find(|p| p.mode().known().is_none()) {

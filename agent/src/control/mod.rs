@@ -4,11 +4,12 @@
 
 mod job;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prost::Message;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -16,7 +17,7 @@ use tracefleet_common::wire::MAX_MESSAGE_BYTES;
 use tracefleet_proto::v1::agent_control_client::AgentControlClient;
 use tracefleet_proto::v1::agent_message::Msg as Out;
 use tracefleet_proto::v1::coordinator_message::Msg as In;
-use tracefleet_proto::v1::{AgentMessage, Heartbeat, Hello, HostInventory};
+use tracefleet_proto::v1::{AgentMessage, Heartbeat, Hello, HostInventory, JobFailed};
 
 use crate::backoff::Backoff;
 use crate::spool::{Spool, UploadOutcome, Uploader};
@@ -104,9 +105,8 @@ pub struct Agent {
     channel: Channel,
     session: Mutex<Option<mpsc::Sender<AgentMessage>>>,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
-    /// Jobs this agent finished, listed in every hello: a report sent just before the coordinator went
-    /// down is not lost (ending a job twice is harmless). The most recent [`FINISHED_KEPT`] are kept.
-    finished: Mutex<std::collections::VecDeque<String>>,
+    /// The jobs this agent finished and the failures it reported, listed in every hello (see [`Reports`]).
+    reports: Mutex<Reports>,
     /// This process, in every hello (see `Hello.instance`).
     instance: String,
     /// GPUs not running a job now (indices); empty on a host without GPUs.
@@ -116,6 +116,44 @@ pub struct Agent {
 
 /// Finished jobs remembered for hellos.
 const FINISHED_KEPT: usize = 1000;
+/// Failure reports remembered for hellos: at most this many...
+const FAILURES_KEPT: usize = 256;
+/// ... of at most this many bytes in all (a hello must stay well under the 4 MiB message limit).
+const FAILURES_KEPT_BYTES: usize = 1 << 20;
+
+/// What the agent reported about its jobs, listed again in every hello: a report made while the control
+/// stream is down, or queued on a stream that then broke, is not lost. Both lists are under one lock, the
+/// one a hello is built under, and a report is listed and sent under it: a session that starts meanwhile
+/// either lists the report in its hello or is the session the report goes to.
+#[derive(Default)]
+struct Reports {
+    /// Jobs finished, the most recent [`FINISHED_KEPT`] (ending a job twice is harmless).
+    finished: VecDeque<String>,
+    /// Failures of jobs and of points, the most recent ones ([`FAILURES_KEPT`], [`FAILURES_KEPT_BYTES`]).
+    /// The coordinator handles them before the finished jobs (a point failure must be recorded before its
+    /// job ends) and ignores one it has recorded already.
+    failures: VecDeque<JobFailed>,
+    /// The encoded size of `failures`.
+    failure_bytes: usize,
+}
+
+impl Reports {
+    fn push_finished(&mut self, job_id: &str) {
+        self.finished.push_back(job_id.to_string());
+        while self.finished.len() > FINISHED_KEPT {
+            self.finished.pop_front();
+        }
+    }
+
+    fn push_failure(&mut self, f: JobFailed) {
+        self.failure_bytes += f.encoded_len();
+        self.failures.push_back(f);
+        while self.failures.len() > FAILURES_KEPT || self.failure_bytes > FAILURES_KEPT_BYTES {
+            let Some(old) = self.failures.pop_front() else { break };
+            self.failure_bytes -= old.encoded_len();
+        }
+    }
+}
 
 fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -184,7 +222,7 @@ impl Agent {
             channel,
             session: Mutex::new(None),
             running: Mutex::new(HashMap::new()),
-            finished: Mutex::new(std::collections::VecDeque::new()),
+            reports: Mutex::new(Reports::default()),
             instance: format!(
                 "{:x}-{:x}",
                 std::process::id(),
@@ -256,16 +294,29 @@ impl Agent {
     pub fn report_done(&self, job_id: &str, traces: u32) {
         // Listed and sent under the lock a hello is built under: a session that starts meanwhile either
         // lists the job in its hello or is the session this report goes to.
-        let mut f = relock(&self.finished);
-        f.push_back(job_id.to_string());
-        while f.len() > FINISHED_KEPT {
-            f.pop_front();
-        }
+        let mut r = relock(&self.reports);
+        r.push_finished(job_id);
         let done = Out::Done(tracefleet_proto::v1::JobDone { job_id: job_id.to_string(), traces });
         if self.send(done) {
             tracing::info!(job = %job_id, "job done, traces uploaded: {traces}; reported");
         } else {
             tracing::info!(job = %job_id, "job done, traces uploaded: {traces}; reported in the next hello (no control stream now)");
+        }
+    }
+
+    /// Reports a failed job (an empty `point_id`) or point now, and again at every hello while it is among
+    /// the most recent failures (before, a failure reported while the control stream was down was lost:
+    /// its point ended "missing" instead of failed and was never retried, and a failed job was run again).
+    pub fn report_failed(&self, failure: JobFailed) {
+        // As report_done: listed and sent under the lock a hello is built under.
+        let mut r = relock(&self.reports);
+        r.push_failure(failure.clone());
+        let (job, point, error) = (failure.job_id.clone(), failure.point_id.clone(), failure.error.clone());
+        let what = if point.is_empty() { "job failed".to_string() } else { format!("point {point} failed") };
+        if self.send(Out::Failed(failure)) {
+            tracing::warn!(job = %job, "{what}: {error}; reported");
+        } else {
+            tracing::warn!(job = %job, "{what}: {error}; reported in the next hello (no control stream now)");
         }
     }
 
@@ -327,16 +378,17 @@ impl Agent {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel::<AgentMessage>(256);
         {
-            // The hello is queued and the session made current under the lock of the finished jobs: a job
-            // that ends while the stream is being opened is listed in this hello, or its report is queued
-            // behind it (before, a report made then went nowhere, and the coordinator waited for the job
-            // for ever).
-            let finished = relock(&self.finished);
+            // The hello is queued and the session made current under the lock of the reports: a job that
+            // ends (or fails) while the stream is being opened is listed in this hello, or its report is
+            // queued behind it (before, a report made then went nowhere, and the coordinator waited for
+            // the job for ever).
+            let reports = relock(&self.reports);
             let hello = Hello {
                 inventory: Some(self.inventory.clone()),
                 running_jobs: relock(&self.running).keys().cloned().collect(),
-                finished_jobs: finished.iter().cloned().collect(),
+                finished_jobs: reports.finished.iter().cloned().collect(),
                 instance: self.instance.clone(),
+                failures: reports.failures.iter().cloned().collect(),
             };
             // The channel is new and empty: the hello is its first message.
             tx.try_send(AgentMessage { msg: Some(Out::Hello(hello)) })?;
@@ -414,6 +466,30 @@ mod tests {
             .collect();
         let inventory = HostInventory { host: "t".into(), gpus, ..Default::default() };
         Agent::new(cfg, inventory).expect("agent")
+    }
+
+    #[test]
+    fn the_failures_kept_for_hellos_are_the_most_recent_within_their_bounds() {
+        let failure = |i: usize, tail: usize| JobFailed {
+            job_id: format!("j{i}"),
+            point_id: "p".into(),
+            error: "boom".into(),
+            stderr_tail: "x".repeat(tail),
+        };
+        let mut r = Reports::default();
+        for i in 0..FAILURES_KEPT + 10 {
+            r.push_failure(failure(i, 0));
+        }
+        assert_eq!(r.failures.len(), FAILURES_KEPT);
+        assert_eq!(r.failures.front().map(|f| f.job_id.as_str()), Some("j10"));
+        // Large ones: as many of the newest as fit in the byte bound.
+        for i in 0..8 {
+            r.push_failure(failure(1000 + i, 300 << 10));
+        }
+        assert_eq!(r.failures.len(), 3, "three of 300 KiB fit in 1 MiB");
+        assert_eq!(r.failures.back().map(|f| f.job_id.as_str()), Some("j1007"));
+        assert_eq!(r.failure_bytes, r.failures.iter().map(|f| f.encoded_len()).sum::<usize>());
+        assert!(r.failure_bytes <= FAILURES_KEPT_BYTES);
     }
 
     #[tokio::test]
