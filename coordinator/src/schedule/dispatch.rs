@@ -205,7 +205,8 @@ pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, erro
     let retry = |n: usize| Some(new_job(template.as_ref()?, n, vec![point.clone()?], target.as_ref()?));
     let recorded = coord.store().fail_point(job, point_id, error, coord.cfg.point_retries, retry);
     let (attempts, retried) = match recorded {
-        // The job had ended (reassigned, cancelled): its point runs elsewhere already.
+        // The job had ended (reassigned, cancelled): its point runs elsewhere already. Or this failure was
+        // recorded already (its agent listed it again in a hello): it counts once.
         Ok((0, _)) => return,
         Ok(r) => r,
         Err(e) => {

@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracefleet_proto::v1::agent_control_server::AgentControl;
 use tracefleet_proto::v1::agent_message::Msg as In;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
-use tracefleet_proto::v1::{AgentMessage, CancelJob, CoordinatorMessage, SweepEvent, SweepEventKind, Welcome};
+use tracefleet_proto::v1::{
+    AgentMessage, CancelJob, CoordinatorMessage, JobFailed, SweepEvent, SweepEventKind, Welcome,
+};
 
 use super::internal;
 use crate::parse::complete_if_done;
@@ -58,6 +60,34 @@ fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: JobState,
             tracing::error!(sweep = %sweep, "writing the results: {e:#}");
         }
     });
+}
+
+/// A failure an agent reported (live, or listed again in its hello): a failed point is recorded and run
+/// again ([`point_failed`]), a failed job (no point) ends. Only the job's own agent reports its failures;
+/// one of a job that has ended changes nothing, and one already recorded is not counted again.
+///
+/// [`point_failed`]: crate::schedule::dispatch::point_failed
+async fn job_failed(c: &Arc<Coordinator>, agent: &str, f: JobFailed) {
+    let msg = if f.stderr_tail.is_empty() {
+        f.error.clone()
+    } else {
+        format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
+    };
+    // The store's guard is dropped here: it must not live across the await below.
+    let job = c.store().job(&f.job_id).map(|j| j.filter(|j| j.agent == agent));
+    if f.point_id.is_empty() {
+        end_job(c, agent, &f.job_id, JobState::Failed, "", &msg);
+    } else if let Ok(Some(job)) = job {
+        // One point failed; the job goes on with the others. Handled before the agent's next message (its
+        // job's end, say), so the retry exists first.
+        let c2 = c.clone();
+        let point = f.point_id;
+        let handled =
+            tokio::task::spawn_blocking(move || crate::schedule::dispatch::point_failed(&c2, &job, &point, &msg)).await;
+        if let Err(e) = handled {
+            tracing::error!(agent = %agent, "handling a point failure: {e}");
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -138,12 +168,41 @@ impl AgentControl for Control {
                 }
             }
         }
+        // The open jobs of this agent that its hello reports ended (finished, failed) or with a failed
+        // point hold their place as if running until their reports are handled: the assignments sent
+        // meanwhile (a failed point's retry, another job's end) must not send them to the agent again, as
+        // jobs it never ran.
+        let mut reported = std::collections::HashSet::new();
+        for j in hello.finished_jobs.iter().chain(hello.failures.iter().map(|f| &f.job_id)) {
+            if running.contains(j) || reported.contains(j) {
+                continue;
+            }
+            if coord.store().job(j).map_err(internal)?.is_some_and(|r| r.agent == name && r.state == JobState::Assigned)
+            {
+                reported.insert(j.clone());
+            }
+        }
+        running.extend(reported.iter().cloned());
         coord.agents().insert(
             name.clone(),
             AgentConn { conn_id, tx, inventory, last_seen: Instant::now(), running, instance: hello.instance.clone() },
         );
+        // The failures the agent reported, again (one may have been lost with the stream), before its
+        // finished jobs: a point's failure is a late report that changes nothing once its job has ended.
+        // Those of jobs that are not this agent's open jobs any more change nothing: skipped here.
+        for f in hello.failures {
+            let open = coord.store().job(&f.job_id).map_err(internal)?;
+            if open.is_some_and(|j| j.agent == name && j.state == JobState::Assigned) {
+                job_failed(&coord, &name, f).await;
+            }
+        }
         for j in &hello.finished_jobs {
             end_job(&coord, &name, j, JobState::Done, "", "");
+        }
+        // A reported job that is still open (a point failed, and the agent neither runs nor finished it)
+        // gives its place back: it is sent again below, as before.
+        if let Some(c) = coord.agents().get_mut(&name).filter(|c| c.conn_id == conn_id) {
+            c.running.retain(|j| !reported.contains(j));
         }
         send_assignments(&coord, &name)?;
 
@@ -172,31 +231,7 @@ impl AgentControl for Control {
                         });
                     }
                     Some(In::Done(d)) => end_job(&c, &name, &d.job_id, JobState::Done, "", ""),
-                    Some(In::Failed(f)) => {
-                        let msg = if f.stderr_tail.is_empty() {
-                            f.error.clone()
-                        } else {
-                            format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
-                        };
-                        // The store's guard is dropped here: it must not live across the await below. Only
-                        // the job's own agent reports its failures.
-                        let job = c.store().job(&f.job_id).map(|j| j.filter(|j| j.agent == name));
-                        if f.point_id.is_empty() {
-                            end_job(&c, &name, &f.job_id, JobState::Failed, "", &msg);
-                        } else if let Ok(Some(job)) = job {
-                            // One point failed; the job goes on with the others. Handled before the
-                            // agent's next message (its job's end, say), so the retry exists first.
-                            let c2 = c.clone();
-                            let point = f.point_id.clone();
-                            let handled = tokio::task::spawn_blocking(move || {
-                                crate::schedule::dispatch::point_failed(&c2, &job, &point, &msg)
-                            })
-                            .await;
-                            if let Err(e) = handled {
-                                tracing::error!(agent = %name, "handling a point failure: {e}");
-                            }
-                        }
-                    }
+                    Some(In::Failed(f)) => job_failed(&c, &name, f).await,
                 }
             }
             // Forget this connection (unless the agent already reconnected); its expiry counts from now.

@@ -199,7 +199,10 @@ impl Store {
                 PRIMARY KEY (sweep_id, point_id));
              CREATE TABLE IF NOT EXISTS superseded_points (
                 sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, job_id TEXT NOT NULL,
-                PRIMARY KEY (sweep_id, point_id, job_id));",
+                PRIMARY KEY (sweep_id, point_id, job_id));
+             CREATE TABLE IF NOT EXISTS failed_runs (
+                sweep_id TEXT NOT NULL, job_id TEXT NOT NULL, point_id TEXT NOT NULL,
+                PRIMARY KEY (job_id, point_id));",
         )
         .map_err(ctx("schema"))?;
         // State written before step telemetry existed gains the column (NULL: no telemetry).
@@ -361,7 +364,7 @@ impl Store {
     /// removes its files first. Returns whether it existed.
     pub fn delete_sweep(&mut self, id: &str) -> Result<bool> {
         let tx = self.conn.transaction().map_err(ctx("delete sweep"))?;
-        for table in ["uploads", "jobs", "point_failures"] {
+        for table in ["uploads", "jobs", "point_failures", "failed_runs"] {
             tx.execute(&format!("DELETE FROM {table} WHERE sweep_id = ?1"), [id]).map_err(ctx("delete sweep"))?;
         }
         let n = tx.execute("DELETE FROM sweeps WHERE id = ?1", [id]).map_err(ctx("delete sweep"))?;
@@ -444,7 +447,9 @@ impl Store {
     /// transaction: a failure is never recorded without its retry, nor a retry lost to a failure at the
     /// same moment. `retry` makes the new job from its number in the sweep (`{sweep}-j{n}`: unique, since
     /// it is counted and inserted in the same transaction and jobs are never deleted alone); `None`: no
-    /// agent can take it. Returns the attempts so far and the job inserted.
+    /// agent can take it. Returns the attempts so far and the job inserted; `(0, None)` when nothing was
+    /// recorded: the job has ended, or its failure of this point was recorded already (an agent lists its
+    /// recent failures again in every hello, a report that did arrive included: it must not count twice).
     pub fn fail_point(
         &mut self,
         job: &JobRow,
@@ -462,6 +467,16 @@ impl Store {
             .optional()
             .map_err(ctx("point failure"))?;
         if state != Some(JobState::Assigned) {
+            return Ok((0, None));
+        }
+        // A point runs once in a job (a retry is a new job): one failure per job and point.
+        let first = tx
+            .execute(
+                "INSERT INTO failed_runs(sweep_id, job_id, point_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![sweep_id, job.id, point_id],
+            )
+            .map_err(ctx("point failure"))?;
+        if first == 0 {
             return Ok((0, None));
         }
         tx.execute(
@@ -842,6 +857,10 @@ mod tests {
         let (attempts, retry) =
             s.fail_point(&job("j1"), "p", "boom", 2, |n| Some(job(&format!("j{}", n + 1)))).expect("fail");
         assert_eq!((attempts, retry.map(|j| j.id)), (1, Some("j2".to_string())));
+        // The same failure reported again (listed in the agent's next hello): not counted, no second retry.
+        let again = s.fail_point(&job("j1"), "p", "boom", 2, |n| Some(job(&format!("j{}", n + 1)))).expect("again");
+        assert_eq!((again.0, again.1.map(|j| j.id)), (0, None));
+        assert_eq!(s.point_failures("s").expect("failures"), vec![("p".to_string(), 1, "boom".to_string())]);
         assert!(!s.complete_upload(&key(), "ab").expect("complete"), "a superseded run's trace is not completed");
         // A late failure report from a job that has ended changes nothing.
         s.end_job("j1", JobState::Reassigned, "moved").expect("end");
