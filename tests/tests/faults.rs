@@ -1,7 +1,9 @@
 //! Faults: an upload cut mid-stream resumes at the committed offset; a coordinator killed with SIGKILL
 //! during a sweep restarts on its data dir and the sweep completes with the same outputs; an agent
 //! partitioned past the reassign window comes back and is not counted twice; a link cut every 300 kB
-//! still delivers every byte; a job that ends while its agent reconnects over a slow link is reported.
+//! still delivers every byte; a job that ends while its agent reconnects over a slow link is reported; a
+//! point or a job that fails while its agent is cut off is reported when it is back, and a failure
+//! reported twice counts once.
 
 use std::path::Path;
 use std::process::Command;
@@ -455,4 +457,225 @@ async fn a_job_that_ends_while_its_agent_reconnects_is_reported() {
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(30)).await.expect("sweep");
     assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
     assert_eq!((status.traces_uploaded, status.traces_parsed), (3, 3), "{status:?}");
+}
+
+/// A sweep of decode points (batch 1, 3 steps) named `ids`, run by one command (`{point}` tells them
+/// apart); on one agent, one job that runs them in the order of their names (they weigh the same).
+fn command_points(name: &str, ids: &[&str], run: String) -> SweepSpec {
+    let point = |id: &&str| Point {
+        point_id: id.to_string(),
+        mode: tracefleet_proto::v1::Mode::Decode.into(),
+        batch_size: 1,
+        input_len: 128,
+        ..Default::default()
+    };
+    SweepSpec { points: ids.iter().map(point).collect(), ..one_command_point(name, run) }
+}
+
+/// The manifest's `point_status`: point -> (state, attempts, error).
+async fn point_status(
+    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
+    id: &str,
+    results: &Path,
+) -> std::collections::BTreeMap<String, (String, u64, String)> {
+    fetch(c, id, results).await.expect("fetch");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("manifest.json")).expect("manifest")).expect("json");
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    manifest["point_status"]
+        .as_array()
+        .expect("point_status")
+        .iter()
+        .map(|p| (s(&p["point"]), (s(&p["state"]), p["attempts"].as_u64().unwrap_or(0), s(&p["error"]))))
+        .collect()
+}
+
+/// The points a command run log (one line per point run) lists, in order.
+fn runs(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// Waits until `n` traces of the sweep are uploaded and the agent's spool queue is empty (each one
+/// acknowledged).
+async fn wait_acknowledged(
+    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
+    id: &str,
+    spool: &Path,
+    n: u32,
+) {
+    let entries = |d: &Path| std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0);
+    let t0 = std::time::Instant::now();
+    while c.status(SweepRef { sweep_id: id.to_string() }).await.expect("status").into_inner().traces_uploaded < n
+        || entries(&spool.join("queue")) > 0
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the traces did not arrive");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the agent's job has ended (its work folder is removed just before its end is reported),
+/// and a little more.
+async fn wait_job_ended(spool: &Path) {
+    let entries = |d: &Path| std::fs::read_dir(d).map(|d| d.count()).unwrap_or(0);
+    let t0 = std::time::Instant::now();
+    while entries(&spool.join("work")) > 0 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// Waits until the agent is connected (`on`) or not.
+async fn wait_connected(
+    c: &mut tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>,
+    on: bool,
+) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let agents = c.list_agents(tracefleet_proto::v1::ListAgentsRequest {}).await.expect("agents").into_inner();
+        if agents.agents.iter().any(|a| a.connected) == on {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "the agent is still {}", if on { "away" } else { "connected" });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_that_fails_while_its_agent_is_cut_off_is_reported_failed_and_retried() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");
+    let link = Proxy::faithful(&coord.addr).expect("proxy");
+    let spool = tmp.path().join("spool");
+    let _a = agent_with(&link.addr, "agent-f", &spool, &["--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    // `a-good` writes its three traces; `b-bad` waits for the gate, then fails (every run).
+    let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
+    let (gate, log) = (tmp.path().join("gate"), tmp.path().join("runs"));
+    let run = format!(
+        "echo {{point}} >> {log}; case {{point}} in \
+         a-good) for k in 1 2 3; do zstd -dq -f {src} -o {{out_dir}}/trace_$k.json; done;; \
+         b-bad) while [ ! -e {gate} ]; do sleep 0.05; done; echo 'CUDA error: out of memory' >&2; exit 7;; esac",
+        log = log.display(),
+        src = src.display(),
+        gate = gate.display()
+    );
+    let id = submit(&mut c, command_points("cut-off", &["a-good", "b-bad"], run)).await.expect("submit");
+    wait_acknowledged(&mut c, &id, &spool, 3).await;
+    // The link goes down; then `b-bad` fails and the job ends: neither report can be sent now.
+    link.partition(true);
+    wait_connected(&mut c, false).await;
+    std::fs::write(&gate, b"").expect("gate");
+    wait_job_ended(&spool).await;
+    link.partition(false);
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+    let points = point_status(&mut c, &id, &tmp.path().join("results")).await;
+    // Reported in the hello, before the job's end: recorded, and run again (before: "missing", never
+    // run again, as if the point had written nothing).
+    let (state, attempts, error) = &points["b-bad"];
+    assert_eq!((state.as_str(), *attempts), ("failed", 2), "{points:?}");
+    assert!(error.contains("command for b-bad exited") && error.contains("CUDA error: out of memory"), "{error}");
+    assert_eq!(points["a-good"].0, "done", "{points:?}");
+    assert_eq!(runs(&log), ["a-good", "b-bad", "b-bad"], "the job once, then the retry of b-bad");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_while_its_agent_is_cut_off_is_reported_failed_and_not_run_again() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
+    let link = Proxy::faithful(&coord.addr).expect("proxy");
+    let spool = tmp.path().join("spool");
+    let _a = agent_with(&link.addr, "agent-j", &spool, &["--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    // `first` waits for the gate, then puts a file where the folder of `second` goes: the job cannot go on
+    // and fails as a whole.
+    let (gate, log) = (tmp.path().join("gate"), tmp.path().join("runs"));
+    let run = format!(
+        "echo {{point}} >> {log}; while [ ! -e {gate} ]; do sleep 0.05; done; touch {{out_dir}}/../../../second",
+        log = log.display(),
+        gate = gate.display()
+    );
+    let id = submit(&mut c, command_points("job-cut-off", &["first", "second"], run)).await.expect("submit");
+    let t0 = std::time::Instant::now();
+    while runs(&log).is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the job did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    link.partition(true);
+    wait_connected(&mut c, false).await;
+    std::fs::write(&gate, b"").expect("gate");
+    wait_job_ended(&spool).await;
+    link.partition(false);
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Failed, "{status:?}");
+    let points = point_status(&mut c, &id, &tmp.path().join("results")).await;
+    for p in ["first", "second"] {
+        let (state, _, error) = &points[p];
+        assert_eq!(state, "failed", "{points:?}");
+        assert!(error.starts_with("creating ") && error.contains("second"), "{error}");
+    }
+    // Reported in the hello, the job ended there (before: it was sent to the agent again, and ran again).
+    assert_eq!(runs(&log), ["first"], "the job ran once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_point_failure_reported_and_listed_again_in_a_hello_counts_once() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");
+    let link = Proxy::faithful(&coord.addr).expect("proxy");
+    let spool = tmp.path().join("spool");
+    let _a = agent_with(&link.addr, "agent-o", &spool, &["--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    // `flaky` fails its first run once the first gate is open, and writes its traces in its retry; `slow`
+    // waits for the second gate.
+    let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
+    let (gates, log, marker) = (tmp.path().join("gate"), tmp.path().join("runs"), tmp.path().join("failed-once"));
+    let traces = format!("for k in 1 2 3; do zstd -dq -f {} -o {{out_dir}}/trace_$k.json; done", src.display());
+    let run = format!(
+        "echo {{point}} >> {log}; case {{point}} in \
+         flaky) if [ ! -e {marker} ]; then touch {marker}; while [ ! -e {gates}1 ]; do sleep 0.05; done; \
+         echo 'NCCL timeout' >&2; exit 7; fi; {traces};; \
+         slow) while [ ! -e {gates}2 ]; do sleep 0.05; done; {traces};; esac",
+        log = log.display(),
+        marker = marker.display(),
+        gates = gates.display()
+    );
+    let id = submit(&mut c, command_points("once", &["flaky", "slow"], run)).await.expect("submit");
+    let mut watch = c.watch(SweepRef { sweep_id: id.clone() }).await.expect("watch").into_inner();
+    // Watching (the first event is the status): the failure arrives as it happens, and its retry is made.
+    let mut kinds = vec![watch.message().await.expect("event").expect("stream").kind()];
+    std::fs::write(tmp.path().join("gate1"), b"").expect("gate");
+    loop {
+        let ev = watch.message().await.expect("event").expect("stream");
+        kinds.push(ev.kind());
+        if ev.kind() == tracefleet_proto::v1::SweepEventKind::PointRetry {
+            assert_eq!(ev.point_id, "flaky");
+            break;
+        }
+    }
+    // The link breaks while the job runs: the agent's next hello lists the failure again.
+    link.partition(true);
+    wait_connected(&mut c, false).await;
+    link.partition(false);
+    wait_connected(&mut c, true).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(tmp.path().join("gate2"), b"").expect("gate");
+    while let Ok(Some(ev)) = watch.message().await {
+        kinds.push(ev.kind());
+    }
+    use tracefleet_proto::v1::SweepEventKind as Kind;
+    let count = |k: Kind| kinds.iter().filter(|x| **x == k).count();
+    assert_eq!((count(Kind::PointRetry), count(Kind::PointFailed)), (1, 0), "{kinds:?}");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+    let points = point_status(&mut c, &id, &tmp.path().join("results")).await;
+    // One failure, one retry, which wrote the traces (counted twice, the point would be "failed" after
+    // two failed runs, and not run again).
+    assert_eq!((points["flaky"].0.as_str(), points["flaky"].1), ("done", 1), "{points:?}");
+    assert_eq!(points["slow"].0, "done", "{points:?}");
+    assert_eq!(runs(&log), ["flaky", "slow", "flaky"], "the job once, then the retry of flaky");
 }
