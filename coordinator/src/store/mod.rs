@@ -132,6 +132,19 @@ fn insert_next_job(
 
 /// Sets a host's traces of a point aside (kept on disk, left out of results), inside `tx`, and records
 /// that `job_id` no longer runs the point: its later uploads for it are refused.
+/// The tables that hold a sweep's rows: those with a `sweep_id` column, read from the schema itself, so
+/// that a table added later is not left behind when a sweep is deleted (one was: `superseded_points`).
+fn sweep_tables(conn: &rusqlite::Connection) -> Result<Vec<String>> {
+    let mut st = conn
+        .prepare(
+            "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND p.name = 'sweep_id' ORDER BY m.name",
+        )
+        .map_err(ctx("schema"))?;
+    let names = st.query_map([], |r| r.get::<_, String>(0)).map_err(ctx("schema"))?;
+    names.collect::<std::result::Result<Vec<_>, _>>().map_err(ctx("schema"))
+}
+
 fn supersede(tx: &rusqlite::Transaction<'_>, sweep_id: &str, point_id: &str, host: &str, job_id: &str) -> Result<()> {
     tx.execute(
         "UPDATE uploads SET superseded = 1 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
@@ -360,12 +373,12 @@ impl Store {
             .map_err(ctx("sweep"))
     }
 
-    /// Deletes a sweep's records (uploads, jobs, point failures, the sweep) in one transaction; the caller
-    /// removes its files first. Returns whether it existed.
+    /// Deletes a sweep's records (its rows in every table with a `sweep_id` column, and the sweep) in one
+    /// transaction; the caller removes its files first. Returns whether it existed.
     pub fn delete_sweep(&mut self, id: &str) -> Result<bool> {
         let tx = self.conn.transaction().map_err(ctx("delete sweep"))?;
-        for table in ["uploads", "jobs", "point_failures", "failed_runs"] {
-            tx.execute(&format!("DELETE FROM {table} WHERE sweep_id = ?1"), [id]).map_err(ctx("delete sweep"))?;
+        for table in sweep_tables(&tx)? {
+            tx.execute(&format!("DELETE FROM \"{table}\" WHERE sweep_id = ?1"), [id]).map_err(ctx("delete sweep"))?;
         }
         let n = tx.execute("DELETE FROM sweeps WHERE id = ?1", [id]).map_err(ctx("delete sweep"))?;
         tx.commit().map_err(ctx("delete sweep"))?;
@@ -872,6 +885,33 @@ mod tests {
         s.open_upload(&other, "j2", 100, "gpu", None).expect("open");
         s.finish_sweep("s", SweepState::Cancelled).expect("finish");
         assert!(!s.complete_upload(&other, "ef").expect("complete"), "the sweep has ended");
+    }
+
+    #[test]
+    fn a_deleted_sweep_leaves_no_row_in_any_table() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut s = Store::open(d.path()).expect("open");
+        s.insert_sweep(&running_sweep(), &[job("j1")]).expect("sweep");
+        s.open_upload(&key(), "j1", 100, "gpu", None).expect("open upload");
+        s.fail_point(&job("j1"), "p", "boom", 2, |n| Some(job(&format!("j{}", n + 1)))).expect("fail");
+        let rows = |s: &Store| -> Vec<(String, i64)> {
+            let tables = sweep_tables(&s.conn).expect("tables");
+            tables
+                .into_iter()
+                .map(|t| {
+                    let q = format!("SELECT COUNT(*) FROM \"{t}\" WHERE sweep_id = 's'");
+                    let n = s.conn.query_row(&q, [], |r| r.get(0)).expect("count");
+                    (t, n)
+                })
+                .collect()
+        };
+        let before = rows(&s);
+        for t in ["uploads", "jobs", "point_failures", "failed_runs", "superseded_points"] {
+            assert!(before.iter().any(|(name, n)| name == t && *n > 0), "{t} has rows of the sweep: {before:?}");
+        }
+        assert!(s.delete_sweep("s").expect("delete"));
+        assert!(rows(&s).iter().all(|(_, n)| *n == 0), "{:?}", rows(&s));
+        assert!(s.sweep("s").expect("query").is_none());
     }
 
     #[test]
