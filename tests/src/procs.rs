@@ -93,18 +93,13 @@ impl Coord {
     /// Starts `coord serve` on loopback with a data dir and extra flags.
     pub fn start(data_dir: &Path, listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
         let mut cmd = Command::new(bin("coord"));
-        cmd.args([
-            "serve",
-            "--listen",
-            listen,
-            "--metrics-listen",
-            "127.0.0.1:0",
-            "--heartbeat-ms",
-            "200",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra);
+        cmd.args(["serve", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra);
+        // Short heartbeats (agents noticed gone quickly) unless the test sets them.
+        if !extra.contains(&"--heartbeat-ms") {
+            cmd.args(["--heartbeat-ms", "200"]);
+        }
         // Plain text unless the test gives TLS files.
         if !extra.contains(&"--tls-cert") {
             cmd.arg("--insecure");

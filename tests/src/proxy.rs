@@ -2,8 +2,9 @@
 //! bad link would: it cuts every open connection once after a number of client-to-server bytes
 //! ([`Proxy::start`]), or again every so many bytes ([`Proxy::flaky`]), it can partition (drop every
 //! connection and refuse new ones until healed: [`Proxy::partition`]), cut every open connection at once
-//! ([`Proxy::cut_now`]), and hold new connections (accepted, nothing forwarded) until released, as a
-//! link that is slow to come back ([`Proxy::hold_new`]).
+//! ([`Proxy::cut_now`]), hold new connections (accepted, nothing forwarded) until released, as a
+//! link that is slow to come back ([`Proxy::hold_new`]), and keep the server's side of a connection open
+//! when its client goes away, as a host that died without a word ([`Proxy::silent_client_close`]).
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -30,6 +31,8 @@ struct Shared {
     partitioned: AtomicBool,
     /// New connections wait (accepted, nothing forwarded either way) while this is set.
     held: AtomicBool,
+    /// A client that goes away leaves its server connection open and silent (no FIN) while this is set.
+    silent: AtomicBool,
     open: Mutex<Vec<TcpStream>>,
 }
 
@@ -111,6 +114,12 @@ impl Proxy {
         self.shared.held.store(on, Ordering::SeqCst);
     }
 
+    /// While on, a client that closes its connection (a killed process) leaves the server's side open
+    /// and silent: the server hears nothing more, as from a host that died (the proxy keeps the socket).
+    pub fn silent_client_close(&self, on: bool) {
+        self.shared.silent.store(on, Ordering::SeqCst);
+    }
+
     fn run(upstream: &str, cuts: Cuts) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?.to_string();
@@ -122,6 +131,7 @@ impl Proxy {
             last_cut_at: AtomicU64::new(0),
             partitioned: AtomicBool::new(false),
             held: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
         });
         let (sh, up) = (shared.clone(), upstream.to_string());
@@ -189,6 +199,11 @@ fn pump(mut from: TcpStream, mut to: TcpStream, counted: Option<&Shared>) {
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
+    }
+    // The client went away: the server hears of it, unless the link is to look like a dead host (the
+    // socket stays open through its clone in `open`).
+    if counted.is_some_and(|sh| sh.silent.load(Ordering::SeqCst)) {
+        return;
     }
     let _ = to.shutdown(Shutdown::Write);
 }

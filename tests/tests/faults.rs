@@ -391,6 +391,27 @@ async fn an_agent_restarted_mid_job_runs_its_points_again_and_one_run_is_counted
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restarted_before_its_old_process_is_noticed_gone_waits_for_its_name() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let replay = replay_tree(tmp.path());
+    // Heartbeats of 1 s: the old process counts as connected for 3 s after it was last heard from.
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--heartbeat-ms", "1000"]).expect("coord");
+    // The old process's link: when it dies, the coordinator hears nothing (a host that died without a FIN).
+    let link = Proxy::faithful(&coord.addr).expect("proxy");
+    link.silent_client_close(true);
+    let old = agent(&link.addr, "agent-r", &tmp.path().join("a")).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    drop(old); // SIGKILL; its connection stays open and silent
+    // The new process is refused the name at first (its holder was heard from within 3 s), waits until the
+    // name is free and connects: it does not exit (before, it exited at the first refusal).
+    let _new = agent(&coord.addr, "agent-r", &tmp.path().join("b")).expect("agent again");
+    let id = submit(&mut c, spec(&replay, 0)).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    assert_eq!(status.state(), tracefleet_proto::v1::SweepState::Completed, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_runs_traces_are_not_counted_with_its_retry() {
     let tmp = tempfile::tempdir().expect("tmp");
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");

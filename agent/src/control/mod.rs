@@ -341,13 +341,32 @@ impl Agent {
             });
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        // Refusals of the name in a row: its holder may be this agent's own previous process, which the
+        // coordinator has not noticed gone yet; it says when the name is free unless the holder is heard
+        // from again. A holder still heard from after a few such waits is another live process.
+        let mut name_refusals = 0u32;
         loop {
             match self.clone().session(&mut backoff).await {
-                Ok(()) => tracing::warn!("control stream closed by the coordinator"),
+                Ok(()) => {
+                    name_refusals = 0;
+                    tracing::warn!("control stream closed by the coordinator");
+                }
                 Err(e) => {
+                    let status = e.downcast_ref::<tonic::Status>();
+                    if let Some(wait) = status.and_then(name_free_in).filter(|_| name_refusals < NAME_REFUSALS) {
+                        name_refusals += 1;
+                        tracing::warn!(
+                            "the coordinator has another process under this agent's name (a previous process of \
+                             this agent not yet noticed gone?); trying again in {} ms",
+                            wait.as_millis()
+                        );
+                        *relock(&self.session) = None;
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    name_refusals = 0;
                     // Another agent has this name, or the certificate does not let this agent act as its
                     // --name: retrying would not help (and two agents would report as one).
-                    let status = e.downcast_ref::<tonic::Status>();
                     if let Some(s) = status.filter(|s| {
                         matches!(
                             s.code(),
@@ -452,6 +471,19 @@ impl Agent {
         }
         result
     }
+}
+
+/// Refusals of the agent's name, each after the wait the coordinator gave, before the agent gives up.
+const NAME_REFUSALS: u32 = 3;
+
+/// When a refusal of the agent's name (`ALREADY_EXISTS`) says the name is free unless its holder is heard
+/// from again (`retry-after-ms`); `None` for any other status.
+fn name_free_in(s: &tonic::Status) -> Option<Duration> {
+    if s.code() != tonic::Code::AlreadyExists {
+        return None;
+    }
+    let ms = s.metadata().get("retry-after-ms")?.to_str().ok()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ms.min(60_000)))
 }
 
 #[cfg(test)]

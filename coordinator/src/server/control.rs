@@ -123,14 +123,24 @@ impl AgentControl for Control {
         // Two processes with one name would report as one agent: the second is refused while the first is
         // connected (heard from within three heartbeats). The same process reconnecting is welcome.
         let alive = Duration::from_millis(3 * u64::from(coord.cfg.heartbeat_ms));
-        if let Some(other) = coord.agents().get(&name)
-            && other.instance != hello.instance
-            && other.last_seen.elapsed() < alive
-        {
-            return Err(Status::already_exists(format!(
+        let holder_seen = coord
+            .agents()
+            .get(&name)
+            .filter(|other| other.instance != hello.instance)
+            .map(|other| other.last_seen.elapsed());
+        if let Some(seen) = holder_seen.filter(|seen| *seen < alive) {
+            let mut refusal = Status::already_exists(format!(
                 "agent name {name:?} is in use by another agent process connected to this coordinator; \
                  start this one with another --name (under mutual TLS, with that name's certificate)"
-            )));
+            ));
+            // When the name is free unless its holder is heard from again: a process restarted after a
+            // crash may find its predecessor not yet noticed gone (no FIN from a dead host, or its stream's
+            // end not yet handled), and tries once more then.
+            let free_in = (alive - seen).as_millis() + 50;
+            if let Ok(v) = free_in.to_string().parse() {
+                refusal.metadata_mut().insert("retry-after-ms", v);
+            }
+            return Err(refusal);
         }
         coord.store().upsert_agent(&name, &inventory.encode_to_vec()).map_err(internal)?;
         let (tx, rx) = mpsc::channel(256);
