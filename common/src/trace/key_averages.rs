@@ -19,6 +19,7 @@ use rustc_hash::FxHashMap as HashMap;
 
 use serde::Serialize;
 
+use super::atomic_view;
 use super::link::{Links, NONE, SortedIds, host_thread};
 use super::model::{Category, Event, Trace};
 use super::par::{self, PARALLEL_MIN_EVENTS};
@@ -117,17 +118,18 @@ fn attach(t: &Trace, links: &Links, frontends: &SortedIds, near: &mut usize, i: 
     }
 }
 
-/// [`own_times`] on the current rayon pool, as cells for [`finish_times_threaded`]. The times are integer
-/// sums, so the order the activities are added in does not change them.
-fn own_times_threaded(t: &Trace, links: &Links) -> Vec<AtomicI64> {
+/// [`own_times`] on the current rayon pool. The times are integer sums, so the order the activities are
+/// added in does not change them.
+fn own_times_threaded(t: &Trace, links: &Links) -> Vec<i64> {
     let n = t.events.len();
     let frontends = SortedIds::by_threaded(n, |i| Some(frontend_id(t, links, i)));
-    let own: Vec<AtomicI64> = (0..n).into_par_iter().map(|_| AtomicI64::new(0)).collect();
+    let mut own = par::filled(n, 0i64);
+    let cells = atomic_view::i64s(&mut own);
     (0..n).into_par_iter().for_each_init(
         || 0,
         |near, i| {
             attach(t, links, &frontends, near, i, |f, ns| {
-                own[f as usize].fetch_add(ns, Ordering::Relaxed);
+                cells[f as usize].fetch_add(ns, Ordering::Relaxed);
             })
         },
     );
@@ -182,29 +184,32 @@ fn cells<T>(v: &mut [T]) -> &[Cell<T>] {
 /// next pass would find the same), which is where the one-thread loop leaves it too, however many passes
 /// the other runs take. The sums then go through the run's events in reverse host order, children before
 /// parents, as the one-thread sums do.
-fn finish_times_threaded(t: &Trace, links: &Links, own: Vec<AtomicI64>, pieces: usize) -> EventTimes {
+fn finish_times_threaded(t: &Trace, links: &Links, mut own: Vec<i64>, pieces: usize) -> EventTimes {
     let n = t.events.len();
-    let u32_cells = |v: u32| (0..n).into_par_iter().map(|_| AtomicU32::new(v)).collect::<Vec<_>>();
-    let i64_cells = || (0..n).into_par_iter().map(|_| AtomicI64::new(0)).collect::<Vec<_>>();
-    let plain = |cells: Vec<AtomicI64>| -> Vec<i64> { cells.into_par_iter().map(AtomicI64::into_inner).collect() };
-    let parent: Vec<AtomicU32> = links.parent.par_iter().map(|&p| AtomicU32::new(p)).collect();
+    let mut parent: Vec<u32> = links.parent.par_iter().copied().collect();
     let (order, cuts) = tree_runs(t, links, pieces);
     let runs = || cuts.par_windows(2).map(|w| &order[w[0]..w[1]]);
     let counted: Vec<bool> = {
-        let (folded, children) = (u32_cells(NONE), u32_cells(0));
-        let fold = Fold { parent: &parent[..], own: &own[..], folded: &folded[..], children: &children[..] };
+        let (mut folded, mut children) = (par::filled(n, NONE), par::filled(n, 0u32));
+        let fold = Fold {
+            parent: atomic_view::u32s(&mut parent),
+            own: atomic_view::i64s(&mut own),
+            folded: atomic_view::u32s(&mut folded),
+            children: atomic_view::u32s(&mut children),
+        };
         runs().for_each(|run| fold.run(t, run));
-        t.events.par_iter().zip(folded).map(|(e, f)| is_row(e, f.into_inner() != NONE)).collect()
+        t.events.par_iter().zip(&folded).map(|(e, &f)| is_row(e, f != NONE)).collect()
     };
-    // The sums only read own times: plain from here on.
-    let mut own = plain(own);
-    let (self_cpu, device) = (i64_cells(), i64_cells());
-    let sums = Sums { parent: &parent[..], own: &own, counted: &counted, self_cpu: &self_cpu[..], device: &device[..] };
+    let (mut self_cpu, mut device) = (par::filled(n, 0i64), par::filled(n, 0i64));
+    let sums = Sums {
+        parent: atomic_view::u32s(&mut parent),
+        own: &own,
+        counted: &counted,
+        self_cpu: atomic_view::i64s(&mut self_cpu),
+        device: atomic_view::i64s(&mut device),
+    };
     runs().for_each(|run| sums.run(t, run));
     drop((parent, order));
-    // One vector at a time, each set of cells dropped once read.
-    let self_cpu = plain(self_cpu);
-    let mut device = plain(device);
     t.events.par_iter().zip(device.par_iter_mut().zip(&mut own)).for_each(|(e, (device, own))| {
         (*device, *own) = device_times(e, *device, *own);
     });

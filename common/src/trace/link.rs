@@ -1,11 +1,12 @@
 //! Linking: the host-side call tree (by time containment on each thread, as torch builds it), which op
 //! launched each GPU activity, and the `nn.Module` frame that encloses each op.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 
+use super::atomic_view;
 use super::model::{Category, Event, Trace};
 use super::par;
 pub use super::par::PARALLEL_MIN_EVENTS;
@@ -69,7 +70,9 @@ impl Links {
 
         // Host tree, per thread, exactly as torch's EventList._populate_cpu_children.
         let mut host: Vec<u32> = (0..n as u32).filter(|&i| t.events[i as usize].cat.is_host()).collect();
-        host.sort_unstable_by_key(|&i| (host_key(t, i as usize), i));
+        // A stable sort takes the sorted runs the profiler writes (one per kind of host event) as they
+        // are; the numbers are unique, so it gives the one order any sort would.
+        host.sort_by_key(|&i| host_key(t, i as usize));
         let overhead_op = overhead_owners(t, &host);
         let host_thread = |i: u32| host_thread(t, &overhead_op, i);
         nest(t, &host, host_thread, |child, par| parent[child as usize] = par);
@@ -79,7 +82,7 @@ impl Links {
         if has_modules {
             module = vec![NONE; n];
             let mut mix: Vec<u32> = (0..n as u32).filter(|&i| mix_key(t, i as usize).is_some()).collect();
-            mix.sort_unstable_by_key(|&i| (mix_key(t, i as usize), i));
+            mix.sort_by_key(|&i| mix_key(t, i as usize));
             let mut inner = vec![NONE; n];
             nest(t, &mix, |i| t.events[i as usize].thread, |child, par| inner[child as usize] = par);
             for &i in &mix {
@@ -295,8 +298,9 @@ struct Piece {
 fn nest_pieces(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32 + Sync, pieces: usize) -> Vec<u32> {
     let size = sorted.len().div_ceil(pieces.max(1)).max(1);
     // Each event's parent is written once, by the run that finds it or by the join.
-    let parent: Vec<AtomicU32> = (0..t.events.len()).into_par_iter().map(|_| AtomicU32::new(NONE)).collect();
-    let link = |child: u32, par: u32| parent[child as usize].store(par, Ordering::Relaxed);
+    let mut parent = par::filled(t.events.len(), NONE);
+    let cells = atomic_view::u32s(&mut parent);
+    let link = |child: u32, par: u32| cells[child as usize].store(par, Ordering::Relaxed);
     let runs: Vec<Piece> = sorted
         .par_chunks(size)
         .map(|run| {
@@ -340,7 +344,7 @@ fn nest_pieces(t: &Trace, sorted: &[u32], thread: impl Fn(u32) -> u32 + Sync, pi
             carried.entry(th).or_default().extend(s);
         }
     }
-    parent.into_par_iter().map(AtomicU32::into_inner).collect()
+    parent
 }
 
 /// For each overhead event (Kineto's `Activity Buffer Request`, `Lazy Function Loading`, ...), the op it
@@ -457,13 +461,13 @@ impl SortedIds {
         let id = |i: usize| id(i).filter(|&k| k != 0);
         let mut v = Vec::with_capacity((0..n).filter(|&i| id(i).is_some()).count());
         v.extend((0..n).filter_map(|i| id(i).map(|k| (k, i as u32))));
-        v.sort_unstable();
+        par::sort_one_thread(&mut v);
         SortedIds(v)
     }
 
     /// [`SortedIds::by`] on the current rayon pool.
     pub(crate) fn by_threaded(n: usize, id: impl Fn(usize) -> Option<u32> + Sync) -> Self {
-        SortedIds(par::sorted_pairs(n, |i| id(i).filter(|&k| k != 0)))
+        SortedIds(par::sorted_pairs_nearly_in_order(n, |i| id(i).filter(|&k| k != 0)))
     }
 
     /// Indexes the events passing `keep` that have a non-zero `id`.
@@ -474,7 +478,7 @@ impl SortedIds {
                 Some((id(e), i)).filter(|&(k, _)| k != 0 && keep(e))
             })
             .collect();
-        v.sort_unstable();
+        par::sort_one_thread(&mut v);
         SortedIds(v)
     }
 

@@ -1,6 +1,9 @@
 //! Reading PyTorch-profiler (Kineto) Chrome traces: streaming scan, compact model, linking, and the
 //! `key_averages()`-equivalent table.
 
+// Plain vectors viewed as atomics: one `unsafe` cast, allowed here only.
+#[allow(unsafe_code)]
+mod atomic_view;
 pub mod error;
 pub mod key_averages;
 pub mod link;

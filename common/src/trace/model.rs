@@ -3,6 +3,7 @@
 //! Memory grows with the retained events (about 56 bytes each plus distinct names), not with the bytes of
 //! the file: flow events, metadata, `args` and non-module Python frames are dropped while scanning.
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap as HashMap;
 use std::path::Path;
 
@@ -235,14 +236,20 @@ impl Trace {
         let mut pieces = pieces.into_iter();
         let Some(mut out) = pieces.next() else { return Trace::default() };
         let mut tables = Tables::of(&out);
-        // Each later piece: its events and the map from its ids to the merged ones.
-        let mut parts: Vec<(Vec<Event>, Option<Renumber>)> = vec![(std::mem::take(&mut out.events), None)];
+        // The first piece's events stay where they are: the vector grows in place (a large one is
+        // remapped, not copied) and the later pieces' events, renumbered, are written after them on the
+        // pool. Writing every event into a new vector instead doubled the join's page faults and copies.
+        let mut events = std::mem::take(&mut out.events);
+        let mut rest = Vec::new();
         for mut piece in pieces {
             let renumber = tables.merge(&mut out, &mut piece);
-            parts.push((std::mem::take(&mut piece.events), Some(renumber)));
+            rest.push((std::mem::take(&mut piece.events), renumber));
         }
-        let events: Vec<&[Event]> = parts.iter().map(|(e, _)| e.as_slice()).collect();
-        out.events = super::par::concat_map(&events, |k, e| parts[k].1.as_ref().map_or(e, |r| r.event(e)));
+        events.reserve_exact(rest.iter().map(|(e, _)| e.len()).sum());
+        for (piece, renumber) in rest {
+            events.par_extend(piece.par_iter().map(|&e| renumber.event(e)));
+        }
+        out.events = events;
         out
     }
 
