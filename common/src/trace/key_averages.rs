@@ -11,6 +11,7 @@
 //! - A child with the parent's name that is the parent's only child is folded into the parent.
 //! - Rows are keyed by name and by host/device side (a `record_function` has both).
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
@@ -237,18 +238,27 @@ fn device_times(e: &Event, device: i64, own: i64) -> (i64, i64) {
 /// or after it: each thread's events split into independent subtrees at the events without a parent
 /// (the first event of each thread is one). The runs are cut at such events, the first one in each
 /// `pieces`-th of `order`; a subtree longer than that stays whole in one run.
-fn tree_runs(t: &Trace, links: &Links, pieces: usize) -> (Vec<u32>, Vec<usize>) {
+fn tree_runs<'a>(t: &Trace, links: &'a Links, pieces: usize) -> (Cow<'a, [u32]>, Vec<usize>) {
     let host = &links.host_order;
     let size = host.len().div_ceil(pieces.max(1)).max(1);
-    let parts: Vec<HashMap<u32, Vec<u32>>> =
-        host.par_chunks(size).map(|chunk| by_thread(chunk, |i| host_thread(t, &links.overhead_op, i))).collect();
-    let mut threads: Vec<u32> = parts.iter().flat_map(|p| p.keys().copied()).collect();
-    threads.sort_unstable();
-    threads.dedup();
-    // Each thread's parts in order, one thread after another.
-    let in_order: Vec<&[u32]> =
-        threads.iter().flat_map(|th| parts.iter().filter_map(move |p| p.get(th).map(Vec::as_slice))).collect();
-    let order = par::concat(&in_order);
+    let thread = |i: u32| host_thread(t, &links.overhead_op, i);
+    // Every host event on one thread (the torch backend's traces): the host order is that thread's, as is.
+    let one_thread = host.first().is_none_or(|&first| {
+        let th = thread(first);
+        host.par_iter().all(|&i| thread(i) == th)
+    });
+    let order: Cow<'a, [u32]> = if one_thread {
+        Cow::Borrowed(host)
+    } else {
+        let parts: Vec<HashMap<u32, Vec<u32>>> = host.par_chunks(size).map(|chunk| by_thread(chunk, thread)).collect();
+        let mut threads: Vec<u32> = parts.iter().flat_map(|p| p.keys().copied()).collect();
+        threads.sort_unstable();
+        threads.dedup();
+        // Each thread's parts in order, one thread after another.
+        let in_order: Vec<&[u32]> =
+            threads.iter().flat_map(|th| parts.iter().filter_map(move |p| p.get(th).map(Vec::as_slice))).collect();
+        Cow::Owned(par::concat(&in_order))
+    };
     let roots: Vec<usize> = (1..order.len().div_ceil(size))
         .into_par_iter()
         .filter_map(|k| (k * size..order.len().min((k + 1) * size)).find(|&p| links.parent[order[p] as usize] == NONE))

@@ -201,9 +201,6 @@ fn innermost_module(t: &Trace, inner: &[u32], i: u32) -> u32 {
     p
 }
 
-/// A builder of [`SortedIds`]: [`SortedIds::new`] or [`SortedIds::new_threaded`].
-type IdIndex = fn(&Trace, fn(&Event) -> bool, fn(&Event) -> u32) -> SortedIds;
-
 /// What the launcher pass looks events up in.
 struct Launch {
     ops_by_ext: SortedIds,
@@ -215,17 +212,31 @@ struct Launch {
 impl Launch {
     /// Builds the indexes, on the current rayon pool if `threaded`.
     fn new(t: &Trace, threaded: bool) -> Self {
-        let index: IdIndex = if threaded { SortedIds::new_threaded } else { SortedIds::new };
         // External id -> op; correlation -> runtime call -> the op it runs in. Among events with the same
         // id the first in file order wins.
-        let ops_by_ext = index(t, |e| matches!(e.cat, Category::CpuOp | Category::UserAnnotation), |e| e.external_id);
-        let rt_by_corr = index(t, |e| matches!(e.cat, Category::Runtime | Category::Driver), |e| e.correlation);
-        let is_graph =
-            |e: &&Event| matches!(e.cat, Category::Runtime | Category::Driver) && is_graph_launch(t.name(e.name));
-        let graph_names = if threaded {
-            t.events.par_iter().filter(is_graph).map(|e| e.name).collect()
+        let is_op = |e: &Event| matches!(e.cat, Category::CpuOp | Category::UserAnnotation);
+        let is_call = |e: &Event| matches!(e.cat, Category::Runtime | Category::Driver);
+        // Whether each name is a graph launch, asked once per name rather than once per call.
+        let launches_graph: Vec<bool> = t.names.iter().map(|n| is_graph_launch(n)).collect();
+        let is_graph = |e: &&Event| is_call(e) && launches_graph[e.name as usize];
+        let (ops_by_ext, rt_by_corr, graph_names) = if threaded {
+            // Two indexes at once: each one's sort check runs on one thread a while.
+            let ((ops, rt), graphs) = rayon::join(
+                || {
+                    rayon::join(
+                        || SortedIds::new_threaded(t, is_op, |e| e.external_id),
+                        || SortedIds::new_threaded(t, is_call, |e| e.correlation),
+                    )
+                },
+                || t.events.par_iter().filter(is_graph).map(|e| e.name).collect(),
+            );
+            (ops, rt, graphs)
         } else {
-            t.events.iter().filter(is_graph).map(|e| e.name).collect()
+            (
+                SortedIds::new(t, is_op, |e| e.external_id),
+                SortedIds::new(t, is_call, |e| e.correlation),
+                t.events.iter().filter(is_graph).map(|e| e.name).collect(),
+            )
         };
         Launch { ops_by_ext, rt_by_corr, graph_names }
     }
@@ -467,7 +478,7 @@ impl SortedIds {
 
     /// [`SortedIds::by`] on the current rayon pool.
     pub(crate) fn by_threaded(n: usize, id: impl Fn(usize) -> Option<u32> + Sync) -> Self {
-        SortedIds(par::sorted_pairs_nearly_in_order(n, |i| id(i).filter(|&k| k != 0)))
+        SortedIds(par::sorted_pairs(n, |i| id(i).filter(|&k| k != 0)))
     }
 
     /// Indexes the events passing `keep` that have a non-zero `id`.
