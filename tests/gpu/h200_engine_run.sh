@@ -5,7 +5,8 @@
 # Run from the repository root with release binaries (coord, agent, make-large-trace, bench-engine, and a
 # zstd CLI) in $BIN; with `coord-base` there too (an earlier build), both are also run alternated at 1 and
 # 16 jobs ($ROUNDS rounds, default 3; ROUNDS_ONLY=1 runs only that comparison after building the trace).
-# Results land in $OUT (or /tmp/engine-out). Clocks are never changed.
+# Results land in $OUT (or /tmp/engine-out). Clocks are never changed. QWEN=FILE.json.zst skips recording the
+# trace and builds the 2 GB trace from that file instead (e.g. the repository's fixture of the same shape).
 set -u
 BIN=${BIN:-target/h200bin}
 OUTD=${OUT:-/tmp/engine-out}
@@ -17,6 +18,10 @@ log() { echo "[$(date +%T)] $*" | tee -a "$OUTD/log.txt"; }
 { nproc; lscpu | grep -E "Model name|^CPU\(s\)|Thread|Socket"; free -g | head -2; zstd --version; } > "$OUTD/machine.txt" 2>&1
 log "machine: $(nproc) cores"
 
+if [ -n "${QWEN:-}" ]; then
+  zstd -d -q -c "$QWEN" > "$W/qwen.json" || log "zstd -d $QWEN failed"
+  log "qwen trace: $QWEN, $(stat -c %s "$W/qwen.json") bytes of JSON"
+else
 # 1. A decode trace of the Qwen2.5-1.5B shape from the torch backend: one point, many profiled steps.
 cat > "$W/qwen.toml" <<TOML
 name = "qwen-decode"
@@ -44,6 +49,7 @@ zstd -d -q -c "$Q" > "$W/qwen.json" || log "zstd -d failed"
 S=$(stat -c %s "$W/qwen.json")
 log "qwen trace: $S bytes of JSON"
 cp "$W/qwen.txt" "$W/coord.log" "$W/agent.log" "$OUTD/" 2>/dev/null
+fi
 
 # 2. A 2 GB trace: copies of the Qwen trace with shifted times and ids (written compact: one copy is
 #    measured first, since it is smaller than the recorded file).

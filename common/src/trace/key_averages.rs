@@ -521,8 +521,15 @@ pub fn key_averages_with_jobs(t: &Trace, links: &Links, jobs: usize) -> Vec<KeyA
 pub fn key_averages_with_jobs_min(t: &Trace, links: &Links, jobs: usize, min_events: usize) -> Vec<KeyAverage> {
     let rows = match par::pool(jobs, t.events.len(), min_events) {
         Some(pool) => pool.install(|| {
-            let times = event_times_threaded(t, links, jobs * 4);
-            totals_threaded(t, &times, jobs * 4)
+            let mut phases = par::Phases::start();
+            let own = own_times_threaded(t, links);
+            phases.lap("own_device_times");
+            let times = finish_times_threaded(t, links, own, jobs * 4);
+            phases.lap("fold_and_sums");
+            let rows = totals_threaded(t, &times, jobs * 4);
+            phases.lap("totals");
+            phases.log("table", jobs);
+            rows
         }),
         None => totals(t, &event_times(t, links), 0..t.events.len()),
     };

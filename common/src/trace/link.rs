@@ -110,6 +110,7 @@ impl Links {
     fn threaded(t: &Trace, jobs: usize) -> Self {
         let n = t.events.len();
         let pieces = jobs * 4;
+        let mut phases = par::Phases::start();
 
         let host = par::sorted_by_key(n, |i| t.events[i].cat.is_host().then(|| host_key(t, i)));
         // Overhead events are few, or none: most traces need no search.
@@ -118,8 +119,10 @@ impl Links {
         } else {
             HashMap::default()
         };
+        phases.lap("host_order");
         let parent = nest_pieces(t, &host, |i| host_thread(t, &overhead_op, i), pieces);
 
+        phases.lap("nest");
         let module = if t.events.par_iter().any(|e| e.cat == Category::Module) {
             let mix = par::sorted_by_key(n, |i| mix_key(t, i));
             let inner = nest_pieces(t, &mix, |i| t.events[i as usize].thread, pieces);
@@ -129,10 +132,14 @@ impl Links {
             Vec::new()
         };
 
+        phases.lap("modules");
         let launch = Launch::new(t, true);
+        phases.lap("launch_index");
         let (launcher, replayed): (Vec<u32>, Vec<bool>) =
             (0..n as u32).into_par_iter().map_init(|| [0; 2], |near, i| launch.of(t, &parent, i, near)).unzip();
         let graph_replayed = replayed.par_iter().enumerate().filter(|&(_, &r)| r).map(|(i, _)| i as u32).collect();
+        phases.lap("launchers");
+        phases.log("link", jobs);
         Links { parent, launcher, module, host_order: host, overhead_op, graph_replayed }
     }
 

@@ -16,6 +16,33 @@ pub(crate) fn pool(jobs: usize, events: usize, min_events: usize) -> Option<rayo
     rayon::ThreadPoolBuilder::new().num_threads(jobs).build().ok()
 }
 
+/// The phases of a threaded pass and their seconds, for the debug log (`RUST_LOG=tracefleet_common=debug`):
+/// the phases that do not shrink with more threads are what limits the speed-up on many cores.
+pub(crate) struct Phases {
+    last: std::time::Instant,
+    laps: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    /// Starts timing.
+    pub(crate) fn start() -> Self {
+        Phases { last: std::time::Instant::now(), laps: Vec::new() }
+    }
+
+    /// Ends phase `name`.
+    pub(crate) fn lap(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        self.laps.push((name, (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
+
+    /// Logs the phases of `pass` on `threads` threads.
+    pub(crate) fn log(&self, pass: &str, threads: usize) {
+        let phases: Vec<String> = self.laps.iter().map(|(n, s)| format!("{n}={s:.3}")).collect();
+        tracing::debug!(pass, threads, phases = %phases.join(" "), "threaded pass, seconds per phase");
+    }
+}
+
 /// `n` copies of `v`, written on the current rayon pool in order. Most of the cost of a fresh vector of
 /// millions of items is the first touch of its pages (page faults, over a microsecond each on a VM):
 /// taken here on every thread, in address order, instead of one by one in the random order of a tree
@@ -34,15 +61,44 @@ pub(crate) fn sorted_pairs<K: Ord + Copy + Send + Sync>(
     key: impl Fn(usize) -> Option<K> + Sync,
 ) -> Vec<(K, u32)> {
     let mut parts = filter_parts(n, |i| key(i).map(|k| (k, i as u32)));
-    // Each part sorted on a thread of its own; then what is left out of order where the parts meet,
-    // on one thread: little when each part was nearly sorted.
+    // Each part sorted on a thread of its own, then the items out of order where two parts meet.
     let parts_sorted = parts.par_iter_mut().all(|p| sort_nearly_sorted(p));
+    let lens: Vec<usize> = parts.iter().map(Vec::len).collect();
     let mut keyed = concat(&parts.iter().map(Vec::as_slice).collect::<Vec<_>>());
     drop(parts);
-    if !(parts_sorted && sort_nearly_sorted(&mut keyed)) {
+    if !(parts_sorted && mend_seams(&mut keyed, &lens)) {
         keyed.par_sort();
     }
     keyed
+}
+
+/// Sorts `v`, made of sorted parts of lengths `lens` one after another, where the parts meet, and says
+/// whether `v` is sorted then. At each seam the items out of order are those of the part before that
+/// are greater than the first of the part after, and those of the part after that are less than the
+/// last of the part before: that window is sorted, on this thread. Where ids come nearly in order the
+/// windows hold a few items; once they add up to more than a sixteenth of `v` (ids of two kinds that
+/// interleave), mending gives up and says so, for a parallel sort. Whether the whole is sorted is checked
+/// at the end on the pool, so that windows that reach past a neighbouring seam cannot leave it unsorted
+/// unnoticed.
+fn mend_seams<T: Ord + Copy + Send + Sync>(v: &mut [T], lens: &[usize]) -> bool {
+    let mut budget = v.len() / 16;
+    let mut start = 0;
+    for w in lens.windows(2) {
+        let seam = start + w[0];
+        start = seam;
+        if seam == 0 || seam >= v.len() || v[seam - 1] <= v[seam] {
+            continue;
+        }
+        let (first_after, last_before) = (v[seam], v[seam - 1]);
+        let lo = seam - v[seam - w[0]..seam].partition_point(|x| *x <= first_after);
+        let hi = seam + v[seam..seam + w[1]].partition_point(|x| *x < last_before);
+        if hi - lo > budget {
+            return false;
+        }
+        budget -= hi - lo;
+        v[lo..hi].sort_unstable();
+    }
+    v.par_windows(2).all(|w| w[0] <= w[1])
 }
 
 /// Sorts `v` when it is nearly sorted already, and says whether it did: an insertion sort, linear in the
@@ -141,6 +197,32 @@ pub(crate) fn concat_map<T: Copy + Sync, U: Send>(parts: &[&[T]], f: impl Fn(usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_sorted_by_parts_and_seams_give_the_order_a_sort_gives() {
+        // Ids nearly in order with items out of place across the parts' seams, runs that interleave
+        // (the seams cannot mend them), and random ids.
+        let mut rng = 7u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let near: Vec<u32> = (0..20_000u32).map(|i| i + (next() % 40) as u32).collect();
+        let runs: Vec<u32> = (0..20_000u32).map(|i| if i % 2 == 0 { i } else { 20_000 - i }).collect();
+        let random: Vec<u32> = (0..20_000).map(|_| (next() % 5000) as u32).collect();
+        for threads in [1, 2, 5] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            for ids in [&near, &runs, &random] {
+                let got = pool.install(|| sorted_pairs(ids.len(), |i| (ids[i] % 7 != 3).then_some(ids[i])));
+                let mut want: Vec<(u32, u32)> =
+                    (0..ids.len()).filter(|&i| ids[i] % 7 != 3).map(|i| (ids[i], i as u32)).collect();
+                want.sort_unstable();
+                assert_eq!(got, want, "{threads} threads");
+            }
+        }
+    }
 
     #[test]
     fn a_nearly_sorted_vector_is_sorted_in_place_and_a_shuffled_one_given_up_whole() {
