@@ -264,7 +264,8 @@ pub fn summarize_reader<R: std::io::Read + 'static>(
 fn summarize_checked(trace: &Trace, name: &Path, opts: &AnalyzeOptions) -> Result<TraceSummary, TraceError> {
     if opts.require_step_match {
         let annotation = |e: &&crate::trace::Event| matches!(e.cat, Category::UserAnnotation | Category::CpuOp);
-        if !trace.events.iter().filter(annotation).any(|e| opts.step_patterns.is_match(trace.name(e.name))) {
+        let step_name = crate::trace::steps::names_matching(trace, &opts.step_patterns);
+        if !trace.events.iter().filter(annotation).any(|e| step_name[e.name as usize]) {
             let mut seen: Vec<&str> =
                 trace.events.iter().filter(|e| e.cat == Category::UserAnnotation).map(|e| trace.name(e.name)).collect();
             seen.sort_unstable();

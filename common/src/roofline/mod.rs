@@ -133,7 +133,7 @@ pub struct StepWork {
 
 /// Computes a step's modelled work.
 ///
-/// `events` are the step's events; `activities` its counted GPU activities with their detailed category
+/// `events` are the step's events, ascending; `activities` its counted GPU activities with their detailed category
 /// (event index, category). Calls torch folds into their parent (`times.counted` false) are skipped, as
 /// in the op rows.
 pub fn step_work(
@@ -148,8 +148,7 @@ pub fn step_work(
         return StepWork::default();
     }
     let mut ops: BTreeMap<(u32, DType), WorkSums> = BTreeMap::new();
-    for &i in events {
-        let Some(w) = t.work.get(&i) else { continue };
+    for (i, w) in t.work.of_ascending(events) {
         if !times.counted[i as usize] {
             continue;
         }
@@ -188,13 +187,21 @@ pub fn outermost_modelled(t: &Trace, links: &Links) -> Vec<u32> {
     if t.work.is_empty() {
         return Vec::new();
     }
+    // Whether each event has work, read once: the pass goes in time order, and a search of the map for
+    // each of millions of host events was a few percent of a trace's summary.
+    let mut modelled = vec![false; t.events.len()];
+    for (&i, _) in t.work.iter() {
+        if let Some(m) = modelled.get_mut(i as usize) {
+            *m = true;
+        }
+    }
     let mut outer = vec![NONE; t.events.len()];
     for &i in &links.host_order {
         let p = links.parent[i as usize];
         let above = if p == NONE { NONE } else { outer[p as usize] };
         outer[i as usize] = if above != NONE {
             above
-        } else if t.work.contains_key(&i) {
+        } else if modelled[i as usize] {
             i
         } else {
             NONE

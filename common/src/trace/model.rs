@@ -173,6 +173,21 @@ impl WorkMap {
         self.0.binary_search_by_key(i, |(k, _)| *k).ok().map(|p| &self.0[p].1)
     }
 
+    /// The events of `events` (ascending event numbers) that have work, with it: one walk over the map's
+    /// entries in their range, where a search for each event would take a binary search per event.
+    pub fn of_ascending<'a>(
+        &'a self,
+        events: &'a [u32],
+    ) -> impl Iterator<Item = (u32, &'a crate::roofline::OpWork)> + 'a {
+        let mut at = events.first().map_or(0, |&first| self.0.partition_point(|(k, _)| *k < first));
+        events.iter().filter_map(move |&i| {
+            while self.0.get(at).is_some_and(|(k, _)| *k < i) {
+                at += 1;
+            }
+            self.0.get(at).filter(|(k, _)| *k == i).map(|(_, w)| (i, w))
+        })
+    }
+
     /// Whether event `i` has modelled work.
     pub fn contains_key(&self, i: &u32) -> bool {
         self.get(i).is_some()
@@ -463,5 +478,24 @@ impl Builder {
             kernel,
             cat,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WorkMap;
+    use crate::roofline::{DType, OpWork};
+
+    #[test]
+    fn work_of_ascending_events_is_what_a_search_for_each_finds() {
+        let mut m = WorkMap::default();
+        for i in [2u32, 5, 9, 20] {
+            m.push(i, OpWork { flops: u64::from(i), bytes: 1, dtype: DType::Bf16 });
+        }
+        for events in [&[][..], &[5], &[1, 2, 3, 9, 10, 20, 21], &[0, 1], &[21, 30], &[2, 5, 9, 20]] {
+            let walked: Vec<(u32, u64)> = m.of_ascending(events).map(|(i, w)| (i, w.flops)).collect();
+            let searched: Vec<(u32, u64)> = events.iter().filter_map(|&i| m.get(&i).map(|w| (i, w.flops))).collect();
+            assert_eq!(walked, searched, "{events:?}");
+        }
     }
 }
