@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 use crate::classify::graphs::{GraphReference, Mapping, ReferenceStep, UNATTRIBUTED_OP, map_replayed};
-use crate::classify::{Classified, Detail, Rules, classify_step};
+use crate::classify::{Classified, Detail, RuleMemo, Rules, classify_step_with};
 use crate::glob::Patterns;
 use crate::trace::key_averages::{KeyTotals, event_times_with_jobs_min, totals};
 use crate::trace::link::NONE;
@@ -309,8 +309,9 @@ pub fn graph_reference(t: &Trace, path: &Path, opts: &AnalyzeOptions) -> Result<
         }
     }
     let mut out = GraphReference { source: path.display().to_string(), rank: t.meta.rank, steps: Vec::new() };
+    let mut memo = RuleMemo::default();
     for ((step, events), replayed) in steps.steps.iter().zip(steps.events_by_step()).zip(replayed) {
-        let cls = classify_step(t, &links, &events, &opts.rules);
+        let cls = classify_step_with(t, &links, &events, &opts.rules, &mut memo);
         if !replayed && !cls.activities.is_empty() {
             out.steps.push(ReferenceStep::new(t, &cls, &step.name, shape_tuple(step.vllm)));
         }
@@ -396,9 +397,10 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     // without replays each step is classified there, one at a time.
     let mut local_refs: Vec<(usize, ReferenceStep)> = Vec::new();
     let mut classified: Vec<Option<Classified>> = Vec::new();
+    let mut memo = RuleMemo::default();
     if !links.graph_replayed.is_empty() {
         for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
-            let cls = classify_step(t, &links, events, &opts.rules);
+            let cls = classify_step_with(t, &links, events, &opts.rules, &mut memo);
             if graph_by_step[si].0 == 0 && !cls.activities.is_empty() {
                 local_refs.push((si, ReferenceStep::new(t, &cls, &step.name, shape_tuple(step.vllm))));
             }
@@ -409,7 +411,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     for (si, (step, events)) in steps.steps.iter().zip(&by_step).enumerate() {
         let cls = match classified.get_mut(si).and_then(Option::take) {
             Some(c) => c,
-            None => classify_step(t, &links, events, &opts.rules),
+            None => classify_step_with(t, &links, events, &opts.rules, &mut memo),
         };
         let cls = &cls;
         let (graph_activities, graph_time) = graph_by_step.get(si).copied().unwrap_or_default();

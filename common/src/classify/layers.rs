@@ -74,7 +74,13 @@ struct Layer {
 
 /// Classifies the GPU activities among `events` (one step's events, from `Steps::events_by_step`).
 pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) -> Classified {
-    let mut units = build_units(t, links, events, rules);
+    classify_step_with(t, links, events, rules, &mut RuleMemo::default())
+}
+
+/// [`classify_step`] with the rule matches of the trace's earlier steps (`memo`, used with `t` and
+/// `rules` only).
+pub fn classify_step_with(t: &Trace, links: &Links, events: &[u32], rules: &Rules, memo: &mut RuleMemo) -> Classified {
+    let mut units = build_units(t, links, events, rules, memo);
     units.sort_by_key(|u| (u.start, u.op));
     // In a step whose layers show (an attention op after a projection), attention ops before the first
     // projection compute the backend's per-step metadata (FlashAttention 3's get_scheduler_metadata,
@@ -129,8 +135,6 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
     }
 
     let mut out = Classified { layers: layers.len() as u32, from_modules, ..Default::default() };
-    // Kernel-name rules, matched once per distinct name.
-    let mut by_name: HashMap<u32, bool> = HashMap::new();
     for (u, d) in units.iter().zip(&detail) {
         if u.kind == Kind::Linear {
             out.linear_ops[d.index()] += 1;
@@ -139,7 +143,7 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
             let collective = u.kind == Kind::Collective
                 || (u.op == NONE || u.kind == Kind::Other) && {
                     let name = t.events[a as usize].name;
-                    *by_name.entry(name).or_insert_with(|| rules.is_collective_kernel(t.name(name)))
+                    memo.collective_kernel(t, name, rules)
                 };
             out.activities.push(Activity {
                 event: a,
@@ -153,11 +157,10 @@ pub fn classify_step(t: &Trace, links: &Links, events: &[u32], rules: &Rules) ->
     out
 }
 
-fn build_units(t: &Trace, links: &Links, events: &[u32], rules: &Rules) -> Vec<Unit> {
+fn build_units(t: &Trace, links: &Links, events: &[u32], rules: &Rules, memo: &mut RuleMemo) -> Vec<Unit> {
     let mut units: Vec<Unit> = Vec::new();
     let mut by_op: HashMap<u32, usize> = HashMap::new();
     let mut chain: Vec<u32> = Vec::new();
-    let mut memo = RuleMemo::default();
     for &i in events {
         let i = i as usize;
         let e = &t.events[i];
@@ -165,8 +168,7 @@ fn build_units(t: &Trace, links: &Links, events: &[u32], rules: &Rules) -> Vec<U
             continue;
         }
         let l = links.launcher[i];
-        let (kind, op) =
-            if l == NONE { (Kind::Other, NONE) } else { unit_of(t, links, l, rules, &mut chain, &mut memo) };
+        let (kind, op) = if l == NONE { (Kind::Other, NONE) } else { unit_of(t, links, l, rules, &mut chain, memo) };
         if op == NONE {
             units.push(Unit {
                 op: NONE,
@@ -249,13 +251,21 @@ struct OpFlags {
     collective: bool,
 }
 
-/// Rule matches by name id: each distinct op name is matched against the globs once per step.
+/// Rule matches by name id, kept across the steps of one trace: each distinct name is matched against
+/// the globs once per trace (once per step, the kernel names of a trace of hundreds of steps were matched
+/// hundreds of times: 3% of its summary). Name ids are a trace's own: one memo per trace and rule set.
 #[derive(Default)]
-struct RuleMemo(HashMap<u32, OpFlags>);
+pub struct RuleMemo {
+    ops: Vec<Option<OpFlags>>,
+    collective_kernels: Vec<Option<bool>>,
+}
 
 impl RuleMemo {
     fn get(&mut self, t: &Trace, name: u32, rules: &Rules) -> OpFlags {
-        *self.0.entry(name).or_insert_with(|| {
+        if self.ops.len() < t.names.len() {
+            self.ops.resize(t.names.len(), None);
+        }
+        *self.ops[name as usize].get_or_insert_with(|| {
             let n = t.name(name);
             OpFlags {
                 linear: rules.is_linear(n),
@@ -266,6 +276,13 @@ impl RuleMemo {
                 collective: rules.is_collective(n),
             }
         })
+    }
+
+    fn collective_kernel(&mut self, t: &Trace, name: u32, rules: &Rules) -> bool {
+        if self.collective_kernels.len() < t.names.len() {
+            self.collective_kernels.resize(t.names.len(), None);
+        }
+        *self.collective_kernels[name as usize].get_or_insert_with(|| rules.is_collective_kernel(t.name(name)))
     }
 }
 

@@ -5,7 +5,7 @@ pub mod graphs;
 mod layers;
 mod rules;
 
-pub use layers::{Activity, Classified, classify_step};
+pub use layers::{Activity, Classified, RuleMemo, classify_step, classify_step_with};
 pub use rules::{Rules, RulesError};
 
 use serde::{Deserialize, Serialize};
