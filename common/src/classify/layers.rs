@@ -253,15 +253,26 @@ struct OpFlags {
 
 /// Rule matches by name id, kept across the steps of one trace: each distinct name is matched against
 /// the globs once per trace (once per step, the kernel names of a trace of hundreds of steps were matched
-/// hundreds of times: 3% of its summary). Name ids are a trace's own: one memo per trace and rule set.
+/// hundreds of times: 3% of its summary). Name ids are a trace's own: a memo serves the one trace and
+/// rule set it was first used with (checked in debug builds).
 #[derive(Default)]
 pub struct RuleMemo {
     ops: Vec<Option<OpFlags>>,
     collective_kernels: Vec<Option<bool>>,
+    /// Addresses of the trace's name table and of the rules of the first use.
+    used_with: Option<(usize, usize)>,
 }
 
 impl RuleMemo {
+    /// Checks (debug builds) that the memo is used with one trace and one rule set.
+    fn check(&mut self, t: &Trace, rules: &Rules) {
+        let now = (t.names.as_ptr() as usize, std::ptr::from_ref(rules) as usize);
+        let first = *self.used_with.get_or_insert(now);
+        debug_assert_eq!(first, now, "a RuleMemo serves one trace and one rule set");
+    }
+
     fn get(&mut self, t: &Trace, name: u32, rules: &Rules) -> OpFlags {
+        self.check(t, rules);
         if self.ops.len() < t.names.len() {
             self.ops.resize(t.names.len(), None);
         }
@@ -279,6 +290,7 @@ impl RuleMemo {
     }
 
     fn collective_kernel(&mut self, t: &Trace, name: u32, rules: &Rules) -> bool {
+        self.check(t, rules);
         if self.collective_kernels.len() < t.names.len() {
             self.collective_kernels.resize(t.names.len(), None);
         }

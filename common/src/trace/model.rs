@@ -179,6 +179,7 @@ impl WorkMap {
         &'a self,
         events: &'a [u32],
     ) -> impl Iterator<Item = (u32, &'a crate::roofline::OpWork)> + 'a {
+        debug_assert!(events.is_sorted(), "of_ascending needs ascending event numbers");
         let mut at = events.first().map_or(0, |&first| self.0.partition_point(|(k, _)| *k < first));
         events.iter().filter_map(move |&i| {
             while self.0.get(at).is_some_and(|(k, _)| *k < i) {
@@ -244,16 +245,16 @@ impl Trace {
     /// Joins the pieces of one trace read in parallel ([`super::parallel`]), given in file order: one
     /// trace as a single read would build it. The names, threads, launch configurations and modelled work
     /// of the later pieces are merged into the first piece's tables (ids renumbered) on this thread; they
-    /// are small. The events, millions of them, are copied with their ids renumbered on the current rayon
-    /// pool, straight into a vector of the exact size (no growth by doubling, no copy of the whole on
-    /// one thread).
+    /// are small. The events of the later pieces, millions of them, are copied with their ids renumbered
+    /// on the current rayon pool, after the first piece's in its vector grown once to the exact size.
     pub(crate) fn concat(pieces: Vec<Trace>) -> Trace {
         let mut pieces = pieces.into_iter();
         let Some(mut out) = pieces.next() else { return Trace::default() };
         let mut tables = Tables::of(&out);
-        // The first piece's events stay where they are: the vector grows in place (a large one is
-        // remapped, not copied) and the later pieces' events, renumbered, are written after them on the
-        // pool. Writing every event into a new vector instead doubled the join's page faults and copies.
+        // The first piece's events stay where they are: the vector grows once (glibc's realloc remaps a
+        // large block rather than copying it) and the later pieces' events, renumbered, are written after
+        // them on the pool. Writing every event into a new vector instead doubled the join's page faults
+        // and copies.
         let mut events = std::mem::take(&mut out.events);
         let mut rest = Vec::new();
         for mut piece in pieces {

@@ -81,6 +81,9 @@ pub(crate) fn sorted_pairs<K: Ord + Copy + Send + Sync>(
 /// at the end on the pool, so that windows that reach past a neighbouring seam cannot leave it unsorted
 /// unnoticed.
 fn mend_seams<T: Ord + Copy + Send + Sync>(v: &mut [T], lens: &[usize]) -> bool {
+    // Empty parts (a run of numbers with nothing kept) are no seams: one between two parts would hide
+    // the seam between them.
+    let lens: Vec<usize> = lens.iter().copied().filter(|&n| n > 0).collect();
     let mut budget = v.len() / 16;
     let mut start = 0;
     for w in lens.windows(2) {
@@ -225,6 +228,19 @@ mod tests {
     }
 
     #[test]
+    fn one_item_out_of_place_at_a_seam_is_mended_across_an_empty_part() {
+        let mut v = vec![1u32, 2, 3, 10];
+        v.extend(4..100u32);
+        v.extend(101..200u32);
+        let n = v.len();
+        for lens in [vec![4, n - 4], vec![4, 0, n - 4], vec![0, 4, 0, 0, n - 4, 0]] {
+            let mut w = v.clone();
+            assert!(mend_seams(&mut w, &lens), "{lens:?}");
+            assert!(w.is_sorted(), "{lens:?}");
+        }
+    }
+
+    #[test]
     fn a_nearly_sorted_vector_is_sorted_in_place_and_a_shuffled_one_given_up_whole() {
         // Sorted, a few items out of place, runs one after another, reversed.
         let mut near: Vec<u32> = (0..10_000).collect();
@@ -258,5 +274,136 @@ mod tests {
         // Nothing kept at all, and everything.
         assert!(filter_collect(50, |_| None::<u8>).is_empty());
         assert_eq!(filter_collect(50, Some), (0..50).collect::<Vec<_>>());
+    }
+}
+
+#[cfg(test)]
+/// Random inputs against a plain sort: every order the sorts may meet (random, nearly sorted, reversed,
+/// interleaved runs, few distinct keys) and filters that leave whole runs of numbers empty.
+mod props {
+    use super::*;
+
+    fn rng(seed: u64) -> impl FnMut() -> u64 {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        }
+    }
+
+    fn make(next: &mut impl FnMut() -> u64) -> (Vec<u32>, Vec<bool>) {
+        let n = (next() % 3000) as usize;
+        let kind = next() % 9;
+        let distinct = 1 + next() % 50;
+        let keys: Vec<u32> = (0..n as u64)
+            .map(|i| match kind {
+                0 => (next() % 1_000_000) as u32,
+                1 => (i + next() % 40) as u32,
+                2 => (n as u64 - i) as u32,
+                3 => (next() % distinct) as u32,
+                4 => 5,
+                5 => {
+                    if i % 2 == 0 {
+                        i as u32
+                    } else {
+                        (n as u64 - i) as u32
+                    }
+                }
+                6 => ((i * 7919) % (n as u64).max(1)) as u32,
+                7 => {
+                    if i < n as u64 / 2 {
+                        (i + 1000) as u32
+                    } else {
+                        i as u32
+                    }
+                }
+                _ => (i / 10 + (next() % 3)) as u32,
+            })
+            .collect();
+        // Filters: all, random, whole blocks missing (empty parts in the middle), sparse.
+        let fkind = next() % 4;
+        let block = 1 + next() % 400;
+        let keep: Vec<bool> = (0..n as u64)
+            .map(|i| match fkind {
+                0 => true,
+                1 => !next().is_multiple_of(3),
+                2 => (i / block) % 3 != 1,
+                _ => next().is_multiple_of(50),
+            })
+            .collect();
+        (keys, keep)
+    }
+
+    #[test]
+    fn sorted_pairs_and_sorted_by_key_equal_a_full_sort() {
+        let mut next = rng(12345);
+        for threads in [1, 2, 3, 5, 8] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
+            for _ in 0..150 {
+                let (keys, keep) = make(&mut next);
+                let key = |i: usize| keep[i].then_some(keys[i]);
+                let mut want: Vec<(u32, u32)> = (0..keys.len()).filter_map(|i| key(i).map(|k| (k, i as u32))).collect();
+                want.sort_unstable();
+                let got = pool.install(|| sorted_pairs(keys.len(), key));
+                assert_eq!(got, want, "pairs, {threads} threads, {keys:?} {keep:?}");
+                let got = pool.install(|| sorted_by_key(keys.len(), key));
+                let want_i: Vec<u32> = want.iter().map(|&(_, i)| i).collect();
+                assert_eq!(got, want_i, "by_key, {threads} threads");
+                let mut one = want.clone();
+                one.reverse();
+                sort_one_thread(&mut one);
+                assert_eq!(one, want);
+            }
+        }
+    }
+
+    #[test]
+    fn mended_seams_keep_the_items_and_say_truly_whether_sorted() {
+        let mut next = rng(999);
+        for _ in 0..5000 {
+            let parts = (next() % 6) as usize;
+            let mut lens = Vec::new();
+            let mut v = Vec::new();
+            for _ in 0..parts {
+                let len = match next() % 4 {
+                    0 => 0,
+                    1 => 1,
+                    _ => (next() % 30) as usize,
+                };
+                let base = next() % 100;
+                let mut p: Vec<(u32, u32)> =
+                    (0..len).map(|_| (((base + next() % 40) as u32), (next() % 1000) as u32)).collect();
+                p.sort_unstable();
+                lens.push(len);
+                v.extend(p);
+            }
+            let mut want = v.clone();
+            want.sort_unstable();
+            let mut got = v.clone();
+            let sorted = mend_seams(&mut got, &lens);
+            let mut g2 = got.clone();
+            g2.sort_unstable();
+            assert_eq!(g2, want, "permutation {v:?} {lens:?}");
+            if sorted {
+                assert_eq!(got, want);
+            } else {
+                assert!(got.windows(2).any(|w| w[0] > w[1]), "said unsorted but sorted {v:?} {lens:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_interior_part_defeats_mending() {
+        // [1,2,3,10] [] [4,5,...] : one item out of place across an empty part.
+        let mut v = vec![1u32, 2, 3, 10];
+        v.extend(4..100u32);
+        v.extend(101..200u32);
+        let lens = [4, 0, v.len() - 4];
+        let mut a = v.clone();
+        let without_empty = [4, v.len() - 4];
+        let mut b = v.clone();
+        println!("with empty part: {}, without: {}", mend_seams(&mut a, &lens), mend_seams(&mut b, &without_empty));
     }
 }
