@@ -5,14 +5,16 @@
 //! point or a job that fails while its agent is cut off is reported when it is back, and a failure
 //! reported twice counts once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use tonic::transport::Channel;
 use tracefleet_proto::v1::sweep_spec::Backend;
+use tracefleet_proto::v1::sweeps_client::SweepsClient;
 use tracefleet_proto::v1::{Point, SweepRef, SweepSpec};
 use tracefleet_tests::bin;
-use tracefleet_tests::procs::{Coord, agent, agent_with, fetch, submit, wait_agents, wait_sweep};
+use tracefleet_tests::procs::{Coord, Proc, agent, agent_with, fetch, submit, wait_agents, wait_sweep};
 use tracefleet_tests::proxy::Proxy;
 use tracefleet_tests::sweeps::{assert_same_as_ingest, large_replay, one_point_spec, replay_tree, spec};
 
@@ -439,15 +441,22 @@ async fn a_failed_runs_traces_are_not_counted_with_its_retry() {
     assert_eq!(steps.lines().count() - 1, 3, "three steps, once each");
 }
 
+/// A command-running agent `name` that reaches `coord` through a proxy the test can cut, its spool
+/// (`tmp/spool`), and a client, returned once the agent is connected.
+async fn agent_behind_link(coord: &Coord, tmp: &Path, name: &str) -> (Proxy, PathBuf, Proc, SweepsClient<Channel>) {
+    let link = Proxy::faithful(&coord.addr).expect("proxy");
+    let spool = tmp.join("spool");
+    let agent = agent_with(&link.addr, name, &spool, &["--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    (link, spool, agent, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_ends_while_its_agent_reconnects_is_reported() {
     let tmp = tempfile::tempdir().expect("tmp");
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
-    let link = Proxy::faithful(&coord.addr).expect("proxy");
-    let spool = tmp.path().join("spool");
-    let _a = agent_with(&link.addr, "agent-h", &spool, &["--allow-command"]).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (link, spool, _a, mut c) = agent_behind_link(&coord, tmp.path(), "agent-h").await;
     // Three traces at once, then the workload goes on for a while before it ends (and the job with it).
     let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
     let run = format!("for k in 1 2 3; do zstd -dq -f {} -o {{out_dir}}/trace_$k.json; done; sleep 3", src.display());
@@ -566,11 +575,7 @@ async fn wait_connected(
 async fn a_point_that_fails_while_its_agent_is_cut_off_is_reported_failed_and_retried() {
     let tmp = tempfile::tempdir().expect("tmp");
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");
-    let link = Proxy::faithful(&coord.addr).expect("proxy");
-    let spool = tmp.path().join("spool");
-    let _a = agent_with(&link.addr, "agent-f", &spool, &["--allow-command"]).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (link, spool, _a, mut c) = agent_behind_link(&coord, tmp.path(), "agent-f").await;
     // `a-good` writes its three traces; `b-bad` waits for the gate, then fails (every run).
     let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");
     let (gate, log) = (tmp.path().join("gate"), tmp.path().join("runs"));
@@ -606,11 +611,7 @@ async fn a_point_that_fails_while_its_agent_is_cut_off_is_reported_failed_and_re
 async fn a_job_that_fails_while_its_agent_is_cut_off_is_reported_failed_and_not_run_again() {
     let tmp = tempfile::tempdir().expect("tmp");
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &[]).expect("coord");
-    let link = Proxy::faithful(&coord.addr).expect("proxy");
-    let spool = tmp.path().join("spool");
-    let _a = agent_with(&link.addr, "agent-j", &spool, &["--allow-command"]).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (link, spool, _a, mut c) = agent_behind_link(&coord, tmp.path(), "agent-j").await;
     // `first` waits for the gate, then puts a file where the folder of `second` goes: the job cannot go on
     // and fails as a whole.
     let (gate, log) = (tmp.path().join("gate"), tmp.path().join("runs"));
@@ -646,11 +647,7 @@ async fn a_job_that_fails_while_its_agent_is_cut_off_is_reported_failed_and_not_
 async fn a_point_failure_reported_and_listed_again_in_a_hello_counts_once() {
     let tmp = tempfile::tempdir().expect("tmp");
     let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");
-    let link = Proxy::faithful(&coord.addr).expect("proxy");
-    let spool = tmp.path().join("spool");
-    let _a = agent_with(&link.addr, "agent-o", &spool, &["--allow-command"]).expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (link, _spool, _a, mut c) = agent_behind_link(&coord, tmp.path(), "agent-o").await;
     // `flaky` fails its first run once the first gate is open, and writes its traces in its retry; `slow`
     // waits for the second gate.
     let src = tracefleet_tests::fixture("h200-llama-1b/decode/logs_1/trace_0.json.zst");

@@ -189,11 +189,6 @@ impl WorkMap {
         })
     }
 
-    /// Whether event `i` has modelled work.
-    pub fn contains_key(&self, i: &u32) -> bool {
-        self.get(i).is_some()
-    }
-
     /// Whether no event has modelled work.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
