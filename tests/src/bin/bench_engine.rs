@@ -1,6 +1,7 @@
 //! Engine benchmark: `coord analyze` against what the machine does with the same bytes, in the same run.
 //!
-//! Usage: `bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] TRACE.json ...`
+//! Usage: `bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] [--no-serde]
+//! TRACE.json ...`
 //!
 //! Per trace (uncompressed JSON), alternated run by run (`--runs`, default 5), medians reported:
 //! 1. the engine on one core, `coord analyze --json --stats` (its own `stats:` line), its CPU seconds, and
@@ -9,7 +10,11 @@
 //!    writes these bytes, the key yardstick (engine MB/s / `zstd -d` MB/s);
 //! 3. a memchr count of `\n` over 1 MiB reads in this process: reading and touching every byte;
 //! 4. Python's `json.load` plus one loop over the events;
-//! 5. HTA's `parse_trace_file` where `import hta` works.
+//! 5. HTA's `parse_trace_file` where `import hta` works;
+//! 6. (unless `--no-serde`) `serde_json` checking the JSON and keeping nothing (`IgnoredAny`), in this
+//!    process: streamed from the file through a 64 KiB buffer, as the engine reads, and from the whole file
+//!    read into memory first (seconds include the read). A yardstick for a parse that builds nothing:
+//!    what any exact JSON reader pays before it keeps a single field.
 //!
 //! Prints a Markdown report to stdout. Ratios are medians of the per-run ratios: the machine is shared and
 //! noisy, and programs measured in the same run saw the same machine.
@@ -57,6 +62,8 @@ struct Opts {
     /// `--no-python`: leave Python and HTA out (a multi-GB trace needs about seven times its size in
     /// memory under `json.load`).
     no_python: bool,
+    /// `--no-serde`: leave out the two `serde_json` rows (the second holds the whole file in memory).
+    no_serde: bool,
     traces: Vec<PathBuf>,
 }
 
@@ -67,6 +74,7 @@ fn parse_args() -> anyhow::Result<Opts> {
         jobs: None,
         python: PathBuf::from("python3"),
         no_python: false,
+        no_serde: false,
         traces: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
@@ -76,6 +84,7 @@ fn parse_args() -> anyhow::Result<Opts> {
             "--coord" => o.coord = args.next().context("--coord PATH")?.into(),
             "--python" => o.python = args.next().context("--python PATH")?.into(),
             "--no-python" => o.no_python = true,
+            "--no-serde" => o.no_serde = true,
             "--jobs" => {
                 let list = args.next().context("--jobs 1,2,...")?;
                 let jobs = list.split(',').map(|j| j.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
@@ -87,7 +96,8 @@ fn parse_args() -> anyhow::Result<Opts> {
     }
     if o.traces.is_empty() || o.runs == 0 {
         bail!(
-            "usage: bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] TRACE.json ..."
+            "usage: bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] [--no-serde] \
+             TRACE.json ..."
         );
     }
     Ok(o)
@@ -101,6 +111,10 @@ enum Prog<'a> {
     /// `coord analyze`; `Some(n)` with `--jobs n`.
     Engine(Option<usize>),
     Python,
+    /// `serde_json` into `IgnoredAny` through a 64 KiB `BufReader` over the file.
+    SerdeStream,
+    /// `serde_json` into `IgnoredAny` from the whole file read into memory first.
+    SerdeWhole,
     /// HTA, reading this path.
     Hta(&'a Path),
 }
@@ -114,6 +128,8 @@ impl Prog<'_> {
             Prog::Engine(Some(1)) => "`coord analyze --json --jobs 1` (one core: parse, link, key_averages)".into(),
             Prog::Engine(Some(j)) => format!("`coord analyze --json --jobs {j}`"),
             Prog::Python => "Python `json.load` + one loop".into(),
+            Prog::SerdeStream => "`serde_json` check only (`IgnoredAny`), 64 KiB buffered reads (RSS: –)".into(),
+            Prog::SerdeWhole => "`serde_json` check only (`IgnoredAny`), whole file read first (RSS: the file)".into(),
             Prog::Hta(_) => "HTA `parse_trace_file`".into(),
         }
     }
@@ -225,6 +241,9 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
     let one = if jobs.is_empty() { None } else { Some(1) };
     let mut progs = vec![Prog::Zstd, Prog::Memchr, Prog::Engine(one)];
     progs.extend(jobs.iter().filter(|&&j| j != 1).map(|j| Prog::Engine(Some(*j))));
+    if !o.no_serde {
+        progs.extend([Prog::SerdeStream, Prog::SerdeWhole]);
+    }
     if !o.no_python {
         progs.push(Prog::Python);
     }
@@ -238,6 +257,8 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
                 Prog::Zstd => zstd_d(&zst.0, size),
                 Prog::Memchr => memchr_scan(trace).map(|(s, _)| s),
                 Prog::Engine(j) => engine(&o.coord, trace, j),
+                Prog::SerdeStream => serde_check(trace, false),
+                Prog::SerdeWhole => serde_check(trace, true),
                 Prog::Python => python(&o.python, PYTHON_JSON_LOAD, trace),
                 Prog::Hta(p) => python(&o.python, PYTHON_HTA, p),
             };
@@ -316,6 +337,26 @@ fn memchr_scan(trace: &Path) -> anyhow::Result<(Sample, u64)> {
     let sample =
         Sample { mb_s: bytes as f64 / 1e6 / s, seconds: s, cpu_s, rss: Some(CHUNK as f64), split: None, process_s: s };
     Ok((sample, lines))
+}
+
+/// `serde_json` checking the file's JSON and keeping nothing, in this process: through a 64 KiB
+/// `BufReader`, or (`whole`) from all of its bytes read into memory first, the read timed with the check.
+fn serde_check(trace: &Path, whole: bool) -> anyhow::Result<Sample> {
+    let cpu0 = cpu_seconds("self");
+    let t = Instant::now();
+    let bytes = if whole {
+        let b = std::fs::read(trace)?;
+        let _: serde::de::IgnoredAny = serde_json::from_slice(&b).with_context(|| format!("{}", trace.display()))?;
+        b.len()
+    } else {
+        let f = std::io::BufReader::with_capacity(64 << 10, std::fs::File::open(trace)?);
+        let _: serde::de::IgnoredAny = serde_json::from_reader(f).with_context(|| format!("{}", trace.display()))?;
+        std::fs::metadata(trace)?.len() as usize
+    };
+    let s = t.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds("self") - cpu0;
+    let rss = whole.then_some(bytes as f64);
+    Ok(Sample { mb_s: bytes as f64 / 1e6 / s, seconds: s, cpu_s, rss, split: None, process_s: s })
 }
 
 /// A Python snippet with a `stats:` line (seconds after the imports); CPU seconds of the whole process.
