@@ -135,3 +135,27 @@ async fn a_spool_over_its_cap_starts_no_job() {
     assert!(error.contains("spool holds 2 MB") && error.contains("--spool-max-mb 1"), "{error}");
     assert!(!marker.exists(), "the job must not have run");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_gpus_of_two_kinds_runs_a_sweep_on_the_kind_it_selects() {
+    // GPU 0 is an A100, GPU 1 an H100: a sweep for H100s must run on GPU 1, though GPU 0 is free and first.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let gpus = ["--assume-gpu", "NVIDIA A100-SXM4-80GB", "--assume-gpu", "NVIDIA H100 80GB HBM3"];
+    let _agent =
+        agent_with(&coord.addr, "mixed", &tmp.path().join("spool"), &[&gpus[..], &["--allow-command"]].concat())
+            .expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let seen = tmp.path().join("visible");
+    let run = format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", seen.display());
+    let spec =
+        SweepSpec { gpu_glob: "*H100*".into(), ..one_point(Backend::Command(CommandBackend { run: run.clone() })) };
+    let _ = outcome(&coord, spec, &tmp.path().join("r1")).await;
+    assert_eq!(std::fs::read_to_string(&seen).expect("the command ran"), "1", "the H100's index");
+
+    // A sweep for a kind the host does not have is not given to it (refused at submission, saying why).
+    let spec = SweepSpec { gpu_glob: "*H200*".into(), ..one_point(Backend::Command(CommandBackend { run })) };
+    let refused = submit(&mut c, spec).await.expect_err("no H200 here");
+    assert!(format!("{refused:#}").contains("H200"), "{refused:#}");
+}

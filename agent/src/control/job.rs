@@ -120,16 +120,36 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         return;
     }
     // A job holds its GPUs (CUDA_VISIBLE_DEVICES) for its whole run: one, or its tensor-parallel size.
+    // Only GPUs of the kind the sweep asked for: a host may hold several kinds.
     let need = crate::workload::gpus_of(&job);
+    let eligible = match agent.gpus_matching(&job.gpu_glob) {
+        Ok(e) => e,
+        Err(e) => {
+            fail("", e, String::new());
+            return;
+        }
+    };
     let have = agent.inventory.gpus.len();
-    if have > 0 && need > have {
-        fail("", format!("the job needs {need} GPUs (tensor_parallel) and this agent has {have}"), String::new());
+    if have > 0 && need > eligible.len() {
+        let what = if job.gpu_glob.is_empty() {
+            format!("this agent has {have}")
+        } else {
+            let names: Vec<&str> = agent.inventory.gpus.iter().map(|g| g.name.as_str()).collect();
+            format!(
+                "this agent has {} whose name matches the sweep's GPU selector {:?} (its GPUs: {})",
+                eligible.len(),
+                job.gpu_glob,
+                names.join(", ")
+            )
+        };
+        let unit = if need == 1 { "GPU" } else { "GPUs (tensor_parallel)" };
+        fail("", format!("the job needs {need} {unit} and {what}"), String::new());
         return;
     }
     // A job cancelled while it waits for GPUs ends there (its place in line is given up).
     let mut cancelled = cancel.clone();
     let gpus = tokio::select! {
-        g = agent.acquire_gpus(need) => g,
+        g = agent.acquire_gpus(need, &eligible) => g,
         _ = cancelled.wait_for(|c| *c) => {
             tracing::info!(job = %job.job_id, "cancelled while waiting for {need} GPUs");
             agent.report_done(&job.job_id, 0);

@@ -233,11 +233,30 @@ impl Agent {
         }))
     }
 
-    /// Takes `n` free GPUs for a job, all at once; none on a host without GPUs. Jobs are served in the
-    /// order they asked: a job waiting for two GPUs is not overtaken by later one-GPU jobs. `n` above the
-    /// host's GPUs is the caller's to refuse (it would wait for ever). Dropping the future while it waits
-    /// (a cancelled job) gives its place up.
-    pub async fn acquire_gpus(&self, n: usize) -> Vec<u32> {
+    /// The indexes of this host's GPUs whose name matches `glob` (a sweep's GPU selector; empty: every
+    /// GPU), in index order.
+    ///
+    /// # Errors
+    /// The glob does not compile (the coordinator checks it at submission; an older one may not have).
+    pub fn gpus_matching(&self, glob: &str) -> Result<Vec<u32>, String> {
+        let mut out = Vec::new();
+        for g in &self.inventory.gpus {
+            let ok = glob.is_empty()
+                || tracefleet_common::glob::matches(glob, &g.name)
+                    .map_err(|e| format!("GPU selector {glob:?}: {e}"))?;
+            if ok {
+                out.push(g.index);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes `n` free GPUs among `eligible` (see [`Agent::gpus_matching`]) for a job, all at once; none on a
+    /// host without GPUs. Jobs are served in the order they asked: a job waiting for two GPUs is not
+    /// overtaken by later one-GPU jobs, nor one waiting for a GPU of one kind by later jobs that would take
+    /// another kind. `n` above the eligible GPUs is the caller's to refuse (it would wait for ever).
+    /// Dropping the future while it waits (a cancelled job) gives its place up.
+    pub async fn acquire_gpus(&self, n: usize, eligible: &[u32]) -> Vec<u32> {
         if self.inventory.gpus.is_empty() {
             return Vec::new();
         }
@@ -250,19 +269,21 @@ impl Agent {
             let notified = self.gpu_freed.notified();
             {
                 let mut q = relock(&self.free_gpus);
-                if q.serving == ticket.number && q.free.len() >= n {
+                if q.serving == ticket.number {
                     // Lowest indexes first: a job's GPUs are then neighbours where the host numbers them so.
-                    q.free.sort_unstable_by(|a, b| b.cmp(a));
-                    let at = q.free.len() - n;
-                    let mut taken = q.free.split_off(at);
-                    taken.sort_unstable();
-                    q.serving += 1;
-                    q.skip_abandoned();
-                    ticket.served = true;
-                    drop(q);
-                    // The next in line may fit in what is left.
-                    self.gpu_freed.notify_waiters();
-                    return taken;
+                    let mut fit: Vec<u32> = q.free.iter().copied().filter(|g| eligible.contains(g)).collect();
+                    if fit.len() >= n {
+                        fit.sort_unstable();
+                        fit.truncate(n);
+                        q.free.retain(|g| !fit.contains(g));
+                        q.serving += 1;
+                        q.skip_abandoned();
+                        ticket.served = true;
+                        drop(q);
+                        // The next in line may fit in what is left.
+                        self.gpu_freed.notify_waiters();
+                        return fit;
+                    }
                 }
             }
             notified.await;
@@ -491,13 +512,48 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn two_gpu_agent(dir: &std::path::Path) -> Arc<Agent> {
+    fn agent_with_gpus(dir: &std::path::Path, names: &[&str]) -> Arc<Agent> {
         let cfg = AgentConfig { warm_drivers: Vec::new(), ..AgentConfig::new("127.0.0.1:9", dir.to_path_buf()) };
-        let gpus = (0..2)
-            .map(|index| tracefleet_proto::v1::GpuInfo { index, name: "G".into(), ..Default::default() })
+        let gpus = (0..)
+            .zip(names)
+            .map(|(index, name)| tracefleet_proto::v1::GpuInfo { index, name: name.to_string(), ..Default::default() })
             .collect();
         let inventory = HostInventory { host: "t".into(), gpus, ..Default::default() };
         Agent::new(cfg, inventory).expect("agent")
+    }
+
+    fn two_gpu_agent(dir: &std::path::Path) -> Arc<Agent> {
+        agent_with_gpus(dir, &["G", "G"])
+    }
+
+    #[tokio::test]
+    async fn a_job_takes_only_gpus_of_the_kind_its_sweep_selects() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let agent =
+            agent_with_gpus(dir.path(), &["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB"]);
+        assert_eq!(agent.gpus_matching(""), Ok(vec![0, 1, 2]));
+        assert_eq!(agent.gpus_matching("*H100*"), Ok(vec![1]));
+        assert_eq!(agent.gpus_matching("*A100*"), Ok(vec![0, 2]));
+        assert_eq!(agent.gpus_matching("*H200*"), Ok(vec![]));
+        assert!(agent.gpus_matching("[").is_err_and(|e| e.contains("\"[\"")));
+
+        // GPU 0 is free and lower, but not an H100.
+        let h100 = agent.gpus_matching("*H100*").expect("glob");
+        let first = agent.acquire_gpus(1, &h100).await;
+        assert_eq!(first, vec![1]);
+        // A second H100 job waits although two A100s are free; a job for any GPU asking later waits behind
+        // it (served in order), and both go once the H100 is back.
+        let a = agent.clone();
+        let (h, any) = (h100.clone(), vec![0, 1, 2]);
+        let second = tokio::spawn(async move { a.acquire_gpus(1, &h).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let a = agent.clone();
+        let later = tokio::spawn(async move { a.acquire_gpus(1, &any).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished() && !later.is_finished());
+        agent.release_gpus(&first);
+        assert_eq!(second.await.expect("second"), vec![1]);
+        assert_eq!(later.await.expect("later"), vec![0], "the lowest free GPU of any kind");
     }
 
     #[test]
@@ -528,13 +584,13 @@ mod tests {
     async fn gpus_go_in_order_and_an_abandoned_place_does_not_hold_the_line() {
         let dir = tempfile::tempdir().expect("tmp");
         let agent = two_gpu_agent(dir.path());
-        let first = agent.acquire_gpus(1).await;
+        let first = agent.acquire_gpus(1, &[0, 1]).await;
         // A two-GPU job waits for the second GPU; a one-GPU job asking later must not overtake it.
         let a = agent.clone();
-        let two = tokio::spawn(async move { a.acquire_gpus(2).await });
+        let two = tokio::spawn(async move { a.acquire_gpus(2, &[0, 1]).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let a = agent.clone();
-        let later = tokio::spawn(async move { a.acquire_gpus(1).await });
+        let later = tokio::spawn(async move { a.acquire_gpus(1, &[0, 1]).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!two.is_finished() && !later.is_finished(), "one GPU is free, but the two-GPU job is first");
         agent.release_gpus(&first);
@@ -548,12 +604,12 @@ mod tests {
         agent.release_gpus(&one);
 
         // A waiting job that is cancelled (its future dropped) gives its place up.
-        let held = agent.acquire_gpus(2).await;
+        let held = agent.acquire_gpus(2, &[0, 1]).await;
         let a = agent.clone();
-        let cancelled = tokio::spawn(async move { a.acquire_gpus(2).await });
+        let cancelled = tokio::spawn(async move { a.acquire_gpus(2, &[0, 1]).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let a = agent.clone();
-        let behind = tokio::spawn(async move { a.acquire_gpus(1).await });
+        let behind = tokio::spawn(async move { a.acquire_gpus(1, &[0, 1]).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         cancelled.abort();
         let _ = cancelled.await;

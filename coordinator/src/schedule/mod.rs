@@ -120,6 +120,7 @@ pub fn plan(
                     warmup_steps: spec.warmup_steps,
                     profiler: spec.profiler,
                     gpu: spec.gpu,
+                    gpu_glob: spec.gpu_glob.clone(),
                     backend: job_backend(spec),
                 },
             )
