@@ -36,22 +36,49 @@ fn gpu_name(agent: &Agent, gpu: Option<u32>) -> String {
     gpu.and_then(|i| gpus.iter().find(|g| g.index == i)).or(gpus.first()).map(|g| g.name.clone()).unwrap_or_default()
 }
 
-/// Starts reading the job's GPU, when it has one and runs a real workload (replayed traces were recorded
-/// elsewhere: this GPU's state says nothing about them). `None`, with a log line, when NVML cannot.
-async fn telemetry_for(agent: &Agent, job: &AssignJob, gpu: Option<u32>) -> Option<Sampler> {
+/// Starts reading the job's GPUs (one sampler per GPU, in the job's order), when it has any and runs a real
+/// workload (replayed traces were recorded elsewhere: this GPU's state says nothing about them). A GPU
+/// NVML cannot read gets `None`, with a log line.
+async fn telemetry_for(agent: &Agent, job: &AssignJob, gpus: &[u32]) -> Vec<Option<Sampler>> {
     let interval = agent.cfg.telemetry_interval;
     if interval.is_zero() || matches!(job.backend, Some(JobBackend::Replay(_)) | None) {
+        return Vec::new();
+    }
+    if gpus.is_empty() {
+        tracing::warn!(job = %job.job_id, "no GPU telemetry (this agent reports no GPU)");
+        return Vec::new();
+    }
+    let mut samplers = Vec::with_capacity(gpus.len());
+    for &g in gpus {
+        // NVML calls block: keep them off the async workers.
+        let started = tokio::task::spawn_blocking(move || Sampler::start(g, interval))
+            .await
+            .unwrap_or_else(|e| Err(format!("starting the telemetry sampler: {e}")));
+        samplers.push(started.inspect_err(|why| tracing::warn!(job = %job.job_id, "no GPU telemetry: {why}")).ok());
+    }
+    samplers
+}
+
+/// The rank a trace file's name gives, as vLLM names its profiler's files (`rank1.<ns>.pt.trace.json`).
+fn rank_in_name(f: &Path) -> Option<usize> {
+    let name = f.file_name()?.to_str()?;
+    let digits = name.strip_prefix("rank")?.split('.').next()?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let Some(g) = gpu else {
-        tracing::warn!(job = %job.job_id, "no GPU telemetry (this agent reports no GPU)");
-        return None;
-    };
-    // NVML calls block: keep them off the async workers.
-    let started = tokio::task::spawn_blocking(move || Sampler::start(g, interval))
-        .await
-        .unwrap_or_else(|e| Err(format!("starting the telemetry sampler: {e}")));
-    started.inspect_err(|why| tracing::warn!(job = %job.job_id, "no GPU telemetry: {why}")).ok()
+    digits.parse().ok()
+}
+
+/// Which of a job's `gpus` GPUs recorded trace `f`: the only one, or, for a job on several GPUs (tensor
+/// parallelism, rank N on the job's N-th GPU, as CUDA numbers the visible devices), the one of the rank
+/// its name gives. `None` when that cannot be told: the trace then carries no telemetry rather than
+/// another GPU's.
+fn gpu_slot_of(gpus: usize, f: &Path) -> Option<usize> {
+    match gpus {
+        0 => None,
+        1 => Some(0),
+        n => rank_in_name(f).filter(|&r| r < n),
+    }
 }
 
 /// Uploads a spooled trace in the background; the spool keeps it until the coordinator has it (or moves
@@ -156,7 +183,8 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             return;
         }
     };
-    // Clocks, telemetry and the GPU name are those of the job's first GPU.
+    // Clocks are locked on one GPU only (refused below for several); telemetry and the GPU name are those
+    // of the GPU each trace was recorded on.
     let gpu = gpus.first().copied();
     let lock_mhz = job.gpu.map_or(0, |g| g.lock_clocks_mhz);
     if lock_mhz > 0 && gpus.len() > 1 {
@@ -185,7 +213,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     } else {
         None
     };
-    let sampler = telemetry_for(&agent, &job, gpu).await;
+    let samplers = telemetry_for(&agent, &job, &gpus).await;
     let job_start_ns = now_ns();
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let announces = backend.announces_traces();
@@ -247,14 +275,18 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             let found_ns = now_ns();
             let point_start = point_starts.get(&point_id).copied().unwrap_or(job_start_ns);
             let (start, end) = windows.remove(&f).unwrap_or((point_start, found_ns));
+            let slot = gpu_slot_of(gpus.len(), &f);
             let meta = EntryMeta {
                 sweep_id: job.sweep_id.clone(),
                 job_id: job.job_id.clone(),
                 point_id: point_id.clone(),
                 trace_name,
                 host: agent.inventory.host.clone(),
-                gpu: gpu_name(&agent, gpu),
-                telemetry: sampler.as_ref().and_then(|s| s.window(start, end)),
+                gpu: gpu_name(&agent, slot.and_then(|k| gpus.get(k).copied()).or(gpu)),
+                telemetry: slot
+                    .and_then(|k| samplers.get(k))
+                    .and_then(Option::as_ref)
+                    .and_then(|s| s.window(start, end)),
             };
             match agent.spool.add(&f, meta) {
                 Ok(entry) if agent.cfg.pause_uploads && !ended => {
@@ -301,7 +333,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let result = workload.await;
     // Stopping the sampler joins its thread and resetting clocks calls NVML: both block. Clocks go back to
     // their defaults before the GPU is free for the next job.
-    let _ = tokio::task::spawn_blocking(move || drop((sampler, clock_lock))).await;
+    let _ = tokio::task::spawn_blocking(move || drop((samplers, clock_lock))).await;
     for &g in &gpus {
         // The next job on this GPU finds a driver with its imports done (started before the GPU is free,
         // so that job cannot miss it).
@@ -319,5 +351,27 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         }
         // Failed points were reported one by one (the coordinator retries them); the job itself is done.
         Ok(Ok(())) => agent.report_done(&job.job_id, uploaded),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_of_a_tensor_parallel_job_is_told_to_its_ranks_gpu() {
+        let p = |s: &str| PathBuf::from(format!("/spool/job/p1/decode/logs_8/{s}"));
+        // vLLM's names (the H200 fixtures'): rank N on the job's N-th GPU.
+        assert_eq!(gpu_slot_of(2, &p("rank0.1795978476875373500.pt.trace.json")), Some(0));
+        assert_eq!(gpu_slot_of(2, &p("rank1.1795978476859100235.pt.trace.json.gz")), Some(1));
+        assert_eq!(gpu_slot_of(4, &p("rank12.1.pt.trace.json")), None, "no such rank in the job");
+        // A name that does not say: no telemetry rather than another GPU's.
+        for odd in ["trace_0.json", "rank.1.json", "rankx.json", "my_rank1.json", "rank1"] {
+            assert_eq!(gpu_slot_of(2, &p(odd)), if odd == "rank1" { Some(1) } else { None }, "{odd}");
+        }
+        // One GPU: every trace is its; no GPU: none.
+        assert_eq!(gpu_slot_of(1, &p("trace_0.json")), Some(0));
+        assert_eq!(gpu_slot_of(1, &p("rank1.1.pt.trace.json")), Some(0));
+        assert_eq!(gpu_slot_of(0, &p("rank0.1.pt.trace.json")), None);
     }
 }
