@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -219,12 +219,14 @@ impl Uploader {
         let (stop, stopped) = watch::channel(false);
         let p = path.to_path_buf();
         let known = std::mem::take(prefixes);
-        // Reading, hashing and compressing run on one blocking thread per upload.
-        let producer = tokio::task::spawn_blocking(move || produce(&p, start, known, &tx, stopped));
+        // Reading, hashing and compressing run on one thread per upload, at low priority.
+        let producer = spawn_low_priority("upload-compress", move || produce(&p, start, known, &tx, stopped))
+            .map_err(|e| Status::internal(format!("starting the compression thread: {e}")))?;
         let resp = self.client().write(ReceiverStream::new(rx)).await;
         // However the stream ended, the producer stops: it does not wait on a stream nobody reads.
         let _ = stop.send(true);
-        let (known, produced) = producer.await.map_err(|e| Status::internal(e.to_string()))?;
+        let (known, produced) =
+            producer.await.map_err(|_| Status::internal("the compression thread stopped without a result"))?;
         *prefixes = known;
         produced.map_err(|e| Status::internal(format!("reading {}: {e}", path.display())))?;
         let resp = resp?.into_inner();
@@ -240,6 +242,27 @@ impl Uploader {
 /// workload's host threads. Raising niceness needs no privilege; a failure leaves the priority as it was.
 pub fn lower_thread_priority() {
     let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+}
+
+/// Runs `f` on a thread of its own at nice 19 ([`lower_thread_priority`]), inside the current runtime's
+/// context; its result comes through the receiver (an error there: the thread panicked). Not on tokio's
+/// blocking pool: a pool thread keeps its niceness for the blocking work it runs next (the output
+/// folder's polls, NVML calls), and an unprivileged process cannot raise it back.
+///
+/// # Errors
+/// The thread cannot be started.
+fn spawn_low_priority<T: Send + 'static>(
+    name: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<oneshot::Receiver<T>> {
+    let rt = tokio::runtime::Handle::current();
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new().name(name.to_string()).spawn(move || {
+        let _in_runtime = rt.enter();
+        lower_thread_priority();
+        let _ = tx.send(f());
+    })?;
+    Ok(rx)
 }
 
 /// Hands one request to the stream; false once the stream has ended (its response says why).
@@ -277,7 +300,6 @@ fn produce_from(
     tx: &mpsc::Sender<WriteRequest>,
     mut stopped: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    lower_thread_priority();
     let rt = tokio::runtime::Handle::current();
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; CHUNK_RAW_BYTES];
@@ -388,17 +410,30 @@ mod tests {
         assert_eq!((offsets, sha), (vec![2 * chunk, 3 * chunk], whole));
     }
 
-    #[test]
-    fn compression_threads_run_at_low_priority() {
-        let nice = std::thread::spawn(|| {
-            super::lower_thread_priority();
-            // Field 19 of /proc/thread-self/stat is the nice value.
-            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-            stat.rsplit(')').next().unwrap_or_default().split_whitespace().nth(16).and_then(|v| v.parse::<i32>().ok())
+    /// This thread's nice value: field 19 of /proc/thread-self/stat.
+    fn nice() -> Option<i32> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        stat.rsplit(')').next().unwrap_or_default().split_whitespace().nth(16).and_then(|v| v.parse::<i32>().ok())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn compression_runs_at_low_priority_on_a_thread_of_its_own() {
+        let seen = spawn_low_priority("upload-compress", || {
+            (nice(), std::thread::current().name().map(str::to_string), tokio::runtime::Handle::try_current().is_ok())
         })
-        .join()
-        .ok()
-        .flatten();
-        assert_eq!(nice, Some(19));
+        .expect("thread")
+        .await
+        .expect("result");
+        assert_eq!(seen, (Some(19), Some("upload-compress".to_string()), true));
+        // The niceness stayed on that thread: the runtime's threads keep the process's priority.
+        let base = nice();
+        assert_ne!(base, Some(19), "the test itself runs at normal priority");
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            tasks.push(tokio::task::spawn_blocking(nice));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("blocking task"), base);
+        }
     }
 }
