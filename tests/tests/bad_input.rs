@@ -116,6 +116,38 @@ fn non_utf8_bytes() {
 }
 
 #[test]
+fn raw_control_bytes_inside_strings_are_refused_whichever_way_the_string_is_read() {
+    let d = tempfile::tempdir().expect("tmp");
+    let head = br#"{"traceEvents": [{"ph": "X", "cat": "kernel", "name": "gemm"#;
+    // A name read as it stands (no escape), one read through the unescaping path, a string skipped in
+    // `args`, and a key: the same refusal at the byte, whichever path read it.
+    let cases: [(&[u8], &[u8]); 4] = [
+        (head, b"\t64\", \"ts\": 1, \"dur\": 2}]}"),
+        (head, b"\\u0020\n\", \"ts\": 1, \"dur\": 2}]}"),
+        (br#"{"traceEvents": [{"ph": "X", "args": {"Input type": ["x"#, b"\x01\"]}, \"ts\": 1}]}"),
+        (br#"{"traceEvents": [{"ph": "X", "na"#, b"\x1fme\": \"a\", \"ts\": 1}]}"),
+    ];
+    for (k, (before, after)) in cases.iter().enumerate() {
+        let mut bytes = before.to_vec();
+        // The control byte's offset: after the escape in the second case.
+        let at = bytes.len() + if k == 1 { 6 } else { 0 };
+        bytes.extend_from_slice(after);
+        assert!(bytes[at] < 0x20, "case {k}");
+        let p = write(d.path(), &format!("c{k}.json"), &bytes);
+        let (off, msg) = syntax(&err(&p, ReadLimits::default()));
+        assert_eq!(off, at as u64, "case {k}: {msg}");
+        assert!(msg.contains(&format!("control character 0x{:02x} inside a string", bytes[at])), "case {k}: {msg}");
+        assert!(cli_err(&p, &[]).contains("inside a string"), "case {k}");
+    }
+    // Blanks between tokens, and escaped control characters, are JSON.
+    let ok = b"{\n\t\"traceEvents\":\t[\r\n{\"ph\": \"X\", \"cat\": \"kernel\", \"name\": \"a\\tb\\n\", \"pid\": 0, \"tid\": 7, \"ts\": 1, \"dur\": 2}\n]}\n";
+    let p = write(d.path(), "ok.json", ok);
+    let t = Trace::open(&p, &ReadLimits::default()).expect("valid JSON");
+    assert_eq!(t.meta.event_count, 1);
+    assert!(t.names.iter().any(|n| &**n == "a\tb\n"), "{:?}", t.names);
+}
+
+#[test]
 fn integers_beyond_i64() {
     let d = tempfile::tempdir().expect("tmp");
     let text = r#"{"traceEvents": [{"ph": "X", "cat": "cpu_op", "name": "a", "ts": 1, "dur": 1, "args": {"External id": 99999999999999999999}}]}"#;

@@ -247,7 +247,7 @@ impl<'a> Cur<'a> {
                         _ => return bad(i - 1, "invalid escape in string"),
                     }
                 }
-                c if c < 0x20 => return bad(i, "control character in string"),
+                c if c < 0x20 => return bad(i, control_in_string(c)),
                 _ => {
                     out.push(c);
                     i += 1;
@@ -845,6 +845,11 @@ pub(crate) fn scan_part(
                     let at = std::str::from_utf8(&buf[start..start + used]).err().map_or(0, |e| e.valid_up_to());
                     return Err(syntax(base + (start + at) as u64, "invalid UTF-8".into()));
                 }
+                // Strings read without unescaping are not looked at byte by byte: the index says whether
+                // one holds a raw control byte (the unescaping path refuses them as it goes).
+                if let Some(at) = index.control_in_string(start, start + used) {
+                    return Err(syntax(base + at as u64, control_in_string(buf[at])));
+                }
                 match s {
                     Step::Moved(next) => {
                         saw_events |= next == State::EventsFirst;
@@ -1004,6 +1009,11 @@ fn step<'a>(
         }
         State::End | State::Boundary | State::Missed => Err(Stop::Incomplete),
     }
+}
+
+/// The error for byte `c` (below 0x20) inside a string.
+fn control_in_string(c: u8) -> String {
+    format!("control character 0x{c:02x} inside a string (JSON requires it escaped, as \\u{c:04x})")
 }
 
 /// Keeps the top-level members the engine uses.

@@ -43,6 +43,9 @@ pub(crate) struct Index {
     non_ascii: bool,
     /// Whether any byte is a backslash (when none is, no string needs unescaping).
     backslashes: bool,
+    /// Blocks with bytes below 0x20 inside strings, which JSON forbids unescaped: (block, mask). Nearly
+    /// always empty, so a list rather than a mask per block.
+    controls: Vec<(usize, u64)>,
 }
 
 /// Raw byte classes of one block (before strings are taken into account).
@@ -53,6 +56,8 @@ struct Raw {
     open: u64,
     close: u64,
     high: u64,
+    /// Bytes below 0x20.
+    ctrl: u64,
 }
 
 /// Byte classification with SSE2 (16 bytes per compare) or AVX2 (32), chosen at run time.
@@ -60,8 +65,9 @@ struct Raw {
 mod x86 {
     use super::Raw;
     use std::arch::x86_64::{
-        __m128i, __m256i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
-        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256, _mm256_set1_epi8,
+        __m128i, __m256i, _mm_cmpeq_epi8, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8,
     };
 
     /// Classifies 64 bytes with SSE2, which every x86-64 CPU has.
@@ -72,6 +78,7 @@ mod x86 {
         unsafe {
             let splat = |c: u8| _mm_set1_epi8(c as i8);
             let (q, bs, ob, cb, lower) = (splat(b'"'), splat(b'\\'), splat(b'{'), splat(b'}'), splat(0x20));
+            let space = splat(0x20);
             let mut r = Raw::default();
             for k in 0..4 {
                 let v = _mm_loadu_si128(b.as_ptr().add(16 * k).cast::<__m128i>());
@@ -82,7 +89,10 @@ mod x86 {
                 r.backslash |= m(_mm_cmpeq_epi8(v, bs));
                 r.open |= m(_mm_cmpeq_epi8(folded, ob));
                 r.close |= m(_mm_cmpeq_epi8(folded, cb));
-                r.high |= m(v);
+                let high = m(v);
+                r.high |= high;
+                // Signed, 0x20 > v holds for 0x00-0x1f and for the bytes from 0x80 (negative).
+                r.ctrl |= m(_mm_cmpgt_epi8(space, v)) & !high;
             }
             r
         }
@@ -95,6 +105,7 @@ mod x86 {
     pub(super) fn avx2(b: &[u8; 64]) -> Raw {
         let splat = |c: u8| _mm256_set1_epi8(c as i8);
         let (q, bs, ob, cb, lower) = (splat(b'"'), splat(b'\\'), splat(b'{'), splat(b'}'), splat(0x20));
+        let space = splat(0x20);
         let mut r = Raw::default();
         for k in 0..2 {
             // SAFETY: reads 32 bytes at 32·k, k < 2, inside `b` (unaligned load).
@@ -105,7 +116,10 @@ mod x86 {
             r.backslash |= m(_mm256_cmpeq_epi8(v, bs));
             r.open |= m(_mm256_cmpeq_epi8(folded, ob));
             r.close |= m(_mm256_cmpeq_epi8(folded, cb));
-            r.high |= m(v);
+            let high = m(v);
+            r.high |= high;
+            // Signed, 0x20 > v holds for 0x00-0x1f and for the bytes from 0x80 (negative).
+            r.ctrl |= m(_mm256_cmpgt_epi8(space, v)) & !high;
         }
         r
     }
@@ -129,6 +143,9 @@ fn classify(b: &[u8; 64]) -> Raw {
         }
         if c >= 0x80 {
             r.high |= bit;
+        }
+        if c < 0x20 {
+            r.ctrl |= bit;
         }
     }
     r
@@ -202,6 +219,10 @@ impl Index {
         let n = b.len().div_ceil(64);
         self.blocks.clear();
         self.blocks.reserve(n);
+        self.controls.clear();
+        // Control bytes inside strings: only whether there are any, here (the list is built afterwards
+        // in the rare buffer that has them, so that this loop stays as small as it was).
+        let mut ctrl_seen = 0u64;
         self.len = b.len();
         let mut in_string = 0u64; // all ones while a string runs on into the next block
         let mut carry = false;
@@ -215,6 +236,7 @@ impl Index {
             let quote = raw.quote & !esc;
             let inside = prefix_xor(quote) ^ in_string;
             in_string = ((inside as i64) >> 63) as u64;
+            ctrl_seen |= raw.ctrl & inside;
             blocks.push(Block {
                 quote,
                 open: raw.open & !inside,
@@ -235,6 +257,25 @@ impl Index {
         }
         self.non_ascii = high != 0;
         self.backslashes = backslashes != 0;
+        if ctrl_seen != 0 {
+            self.list_controls(b);
+        }
+    }
+
+    /// Fills [`Self::controls`] from the built blocks: their quotes give the strings again.
+    #[cold]
+    #[inline(never)]
+    fn list_controls(&mut self, b: &[u8]) {
+        let mut in_string = 0u64;
+        for (w, block) in self.blocks.iter().enumerate() {
+            let inside = prefix_xor(block.quote) ^ in_string;
+            in_string = ((inside as i64) >> 63) as u64;
+            let bytes = &b[(64 * w).min(b.len())..(64 * w + 64).min(b.len())];
+            let ctrl = bytes.iter().enumerate().filter(|(_, c)| **c < 0x20).fold(0u64, |m, (k, _)| m | 1 << k);
+            if ctrl & inside != 0 {
+                self.controls.push((w, ctrl & inside));
+            }
+        }
     }
 
     /// Whether the buffer holds bytes outside ASCII.
@@ -263,6 +304,26 @@ impl Index {
             }
             m = pick(&self.blocks[w]);
         }
+    }
+
+    /// The first byte in `from..to` that is below 0x20 and inside a string (JSON requires those escaped),
+    /// if any: one check of an empty list for nearly every buffer.
+    #[inline]
+    pub(crate) fn control_in_string(&self, from: usize, to: usize) -> Option<usize> {
+        if self.controls.is_empty() {
+            return None;
+        }
+        self.controls.iter().find_map(|&(w, mask)| {
+            let mut m = mask;
+            while m != 0 {
+                let p = w * 64 + m.trailing_zeros() as usize;
+                if p >= from && p < to.min(self.len) {
+                    return Some(p);
+                }
+                m &= m - 1;
+            }
+            None
+        })
     }
 
     /// The first unescaped quote at or after `from`.
@@ -337,13 +398,17 @@ impl Index {
 mod tests {
     use super::*;
 
-    /// The index by a byte-by-byte reference: (quotes, structurals) outside strings.
-    fn reference(b: &[u8]) -> (Vec<usize>, Vec<usize>, Vec<usize>) {
-        let (mut quotes, mut structurals, mut bs) = (vec![], vec![], vec![]);
+    /// The index by a byte-by-byte reference: (quotes, structurals outside strings, backslashes, control
+    /// bytes inside strings).
+    fn reference(b: &[u8]) -> (Vec<usize>, Vec<usize>, Vec<usize>, Vec<usize>) {
+        let (mut quotes, mut structurals, mut bs, mut ctrl) = (vec![], vec![], vec![], vec![]);
         let (mut inside, mut escape) = (false, false);
         for (i, &c) in b.iter().enumerate() {
             if c == b'\\' {
                 bs.push(i);
+            }
+            if c < 0x20 && inside {
+                ctrl.push(i);
             }
             if escape {
                 escape = false;
@@ -359,13 +424,13 @@ mod tests {
                 _ => {}
             }
         }
-        (quotes, structurals, bs)
+        (quotes, structurals, bs, ctrl)
     }
 
     fn check(b: &[u8]) {
         let mut idx = Index::default();
         idx.build(b);
-        let (quotes, structurals, bs) = reference(b);
+        let (quotes, structurals, bs, ctrl) = reference(b);
         let mut got = vec![];
         let mut p = 0;
         while let Some(q) = idx.next_quote(p) {
@@ -383,6 +448,7 @@ mod tests {
         for i in 0..=b.len() {
             for j in i..=b.len().min(i + 70) {
                 assert_eq!(idx.any_backslash(i, j), bs.iter().any(|&k| k >= i && k < j));
+                assert_eq!(idx.control_in_string(i, j), ctrl.iter().copied().find(|&k| k >= i && k < j));
             }
         }
     }
@@ -401,6 +467,26 @@ mod tests {
             s.extend_from_slice(b"\"x\",[1]");
             check(&s);
         }
+    }
+
+    #[test]
+    fn control_bytes_are_found_inside_strings_only() {
+        // Blanks between tokens are JSON's; a tab, newline or NUL inside a string is not (escaped ones are:
+        // `\t` is a backslash and a `t`).
+        for pad in 0..70 {
+            let mut s = vec![b' '; pad];
+            s.extend_from_slice(b"{\n\t\"a\":\t\"x\ty\",\r\n\"b\\t\":\"\\t\\n\",\"c\":\"\x00\x1f\x20\"}");
+            check(&s);
+            let mut idx = Index::default();
+            idx.build(&s);
+            let first = pad + 10; // the tab in "x\ty"
+            assert_eq!(s[first], b'\t');
+            assert_eq!(idx.control_in_string(0, s.len()), Some(first));
+            assert_eq!(idx.control_in_string(first + 1, s.len()).map(|p| s[p]), Some(0));
+        }
+        let mut idx = Index::default();
+        idx.build(b"{\n\t\"a\" : [1,\r\n 2]}\n");
+        assert_eq!(idx.control_in_string(0, 30), None, "blanks outside strings");
     }
 
     #[test]
