@@ -36,7 +36,8 @@ fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: JobState,
     if job.agent != agent {
         return;
     }
-    if let Ok(true) = coord.store().end_job(job_id, state, error) {
+    let ended = matches!(coord.store().end_job(job_id, state, error), Ok(true));
+    if ended {
         coord.publish(SweepEvent {
             sweep_id: job.sweep_id.clone(),
             kind: if state == JobState::Done { SweepEventKind::JobDone } else { SweepEventKind::JobFailed }.into(),
@@ -47,8 +48,12 @@ fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: JobState,
             ..Default::default()
         });
     }
-    if let Some(c) = coord.agents().get_mut(agent) {
-        c.running.remove(job_id);
+    let freed = coord.agents().get_mut(agent).is_some_and(|c| c.running.remove(job_id));
+    if !ended && !freed {
+        // A report of a job that had ended and held no place (every hello lists the agent's last 1000
+        // finished jobs): nothing changed, so neither the agent's room nor the sweep's state did. Going on
+        // would read the sweep's jobs and uploads once per listed job, per agent, at every reconnection.
+        return;
     }
     // The agent has room again: its next queued job, if any.
     let _ = send_assignments(coord, agent);
