@@ -12,9 +12,10 @@
 //! 4. Python's `json.load` plus one loop over the events;
 //! 5. HTA's `parse_trace_file` where `import hta` works;
 //! 6. (unless `--no-serde`) `serde_json` checking the JSON and keeping nothing (`IgnoredAny`), in this
-//!    process: streamed from the file through a 64 KiB buffer, as the engine reads, and from the whole file
-//!    read into memory first (seconds include the read). A yardstick for a parse that builds nothing:
-//!    what any exact JSON reader pays before it keeps a single field.
+//!    process: streamed from the file through a 64 KiB buffer, as the engine reads; from the whole file
+//!    read into memory first (seconds include the read); and from bytes already in memory (the check
+//!    alone). A yardstick for a parse that builds nothing: what an exact JSON reader pays before it keeps
+//!    a single field.
 //!
 //! Prints a Markdown report to stdout. Ratios are medians of the per-run ratios: the machine is shared and
 //! noisy, and programs measured in the same run saw the same machine.
@@ -115,6 +116,8 @@ enum Prog<'a> {
     SerdeStream,
     /// `serde_json` into `IgnoredAny` from the whole file read into memory first.
     SerdeWhole,
+    /// `serde_json` into `IgnoredAny` from bytes already in memory (the read not timed).
+    SerdeMemory,
     /// HTA, reading this path.
     Hta(&'a Path),
 }
@@ -130,6 +133,7 @@ impl Prog<'_> {
             Prog::Python => "Python `json.load` + one loop".into(),
             Prog::SerdeStream => "`serde_json` check only (`IgnoredAny`), 64 KiB buffered reads (RSS: –)".into(),
             Prog::SerdeWhole => "`serde_json` check only (`IgnoredAny`), whole file read first (RSS: the file)".into(),
+            Prog::SerdeMemory => "`serde_json` check only (`IgnoredAny`), bytes in memory, read not timed".into(),
             Prog::Hta(_) => "HTA `parse_trace_file`".into(),
         }
     }
@@ -242,7 +246,7 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
     let mut progs = vec![Prog::Zstd, Prog::Memchr, Prog::Engine(one)];
     progs.extend(jobs.iter().filter(|&&j| j != 1).map(|j| Prog::Engine(Some(*j))));
     if !o.no_serde {
-        progs.extend([Prog::SerdeStream, Prog::SerdeWhole]);
+        progs.extend([Prog::SerdeStream, Prog::SerdeWhole, Prog::SerdeMemory]);
     }
     if !o.no_python {
         progs.push(Prog::Python);
@@ -257,8 +261,9 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
                 Prog::Zstd => zstd_d(&zst.0, size),
                 Prog::Memchr => memchr_scan(trace).map(|(s, _)| s),
                 Prog::Engine(j) => engine(&o.coord, trace, j),
-                Prog::SerdeStream => serde_check(trace, false),
-                Prog::SerdeWhole => serde_check(trace, true),
+                Prog::SerdeStream => serde_check(trace, SerdeInput::Stream),
+                Prog::SerdeWhole => serde_check(trace, SerdeInput::Whole),
+                Prog::SerdeMemory => serde_check(trace, SerdeInput::Memory),
                 Prog::Python => python(&o.python, PYTHON_JSON_LOAD, trace),
                 Prog::Hta(p) => python(&o.python, PYTHON_HTA, p),
             };
@@ -339,23 +344,46 @@ fn memchr_scan(trace: &Path) -> anyhow::Result<(Sample, u64)> {
     Ok((sample, lines))
 }
 
-/// `serde_json` checking the file's JSON and keeping nothing, in this process: through a 64 KiB
-/// `BufReader`, or (`whole`) from all of its bytes read into memory first, the read timed with the check.
-fn serde_check(trace: &Path, whole: bool) -> anyhow::Result<Sample> {
+/// How `serde_json` is given the trace.
+#[derive(Clone, Copy, PartialEq)]
+enum SerdeInput {
+    /// Through a 64 KiB `BufReader` over the file.
+    Stream,
+    /// All of the file read into memory, the read timed with the check.
+    Whole,
+    /// All of the file read into memory before the clock starts.
+    Memory,
+}
+
+/// `serde_json` checking the file's JSON and keeping nothing, in this process.
+fn serde_check(trace: &Path, input: SerdeInput) -> anyhow::Result<Sample> {
+    let check = |b: &[u8]| -> anyhow::Result<()> {
+        let _: serde::de::IgnoredAny = serde_json::from_slice(b).with_context(|| format!("{}", trace.display()))?;
+        Ok(())
+    };
+    let early = if input == SerdeInput::Memory { Some(std::fs::read(trace)?) } else { None };
     let cpu0 = cpu_seconds("self");
     let t = Instant::now();
-    let bytes = if whole {
-        let b = std::fs::read(trace)?;
-        let _: serde::de::IgnoredAny = serde_json::from_slice(&b).with_context(|| format!("{}", trace.display()))?;
-        b.len()
-    } else {
-        let f = std::io::BufReader::with_capacity(64 << 10, std::fs::File::open(trace)?);
-        let _: serde::de::IgnoredAny = serde_json::from_reader(f).with_context(|| format!("{}", trace.display()))?;
-        std::fs::metadata(trace)?.len() as usize
+    let bytes = match (input, &early) {
+        (SerdeInput::Memory, Some(b)) => {
+            check(b)?;
+            b.len()
+        }
+        (SerdeInput::Stream, _) => {
+            let f = std::io::BufReader::with_capacity(64 << 10, std::fs::File::open(trace)?);
+            let _: serde::de::IgnoredAny =
+                serde_json::from_reader(f).with_context(|| format!("{}", trace.display()))?;
+            std::fs::metadata(trace)?.len() as usize
+        }
+        _ => {
+            let b = std::fs::read(trace)?;
+            check(&b)?;
+            b.len()
+        }
     };
     let s = t.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds("self") - cpu0;
-    let rss = whole.then_some(bytes as f64);
+    let rss = (input != SerdeInput::Stream).then_some(bytes as f64);
     Ok(Sample { mb_s: bytes as f64 / 1e6 / s, seconds: s, cpu_s, rss, split: None, process_s: s })
 }
 
