@@ -308,11 +308,15 @@ impl Index {
 
     /// The first byte in `from..to` that is below 0x20 and inside a string (JSON requires those escaped),
     /// if any: one check of an empty list for nearly every buffer.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn control_in_string(&self, from: usize, to: usize) -> Option<usize> {
-        if self.controls.is_empty() {
-            return None;
-        }
+        if self.controls.is_empty() { None } else { self.listed_control(from, to) }
+    }
+
+    /// [`Self::control_in_string`] where the buffer has some.
+    #[cold]
+    #[inline(never)]
+    fn listed_control(&self, from: usize, to: usize) -> Option<usize> {
         self.controls.iter().find_map(|&(w, mask)| {
             let mut m = mask;
             while m != 0 {
