@@ -78,7 +78,6 @@ mod x86 {
         unsafe {
             let splat = |c: u8| _mm_set1_epi8(c as i8);
             let (q, bs, ob, cb, lower) = (splat(b'"'), splat(b'\\'), splat(b'{'), splat(b'}'), splat(0x20));
-            let space = splat(0x20);
             let mut r = Raw::default();
             for k in 0..4 {
                 let v = _mm_loadu_si128(b.as_ptr().add(16 * k).cast::<__m128i>());
@@ -92,7 +91,7 @@ mod x86 {
                 let high = m(v);
                 r.high |= high;
                 // Signed, 0x20 > v holds for 0x00-0x1f and for the bytes from 0x80 (negative).
-                r.ctrl |= m(_mm_cmpgt_epi8(space, v)) & !high;
+                r.ctrl |= m(_mm_cmpgt_epi8(lower, v)) & !high;
             }
             r
         }
@@ -105,7 +104,6 @@ mod x86 {
     pub(super) fn avx2(b: &[u8; 64]) -> Raw {
         let splat = |c: u8| _mm256_set1_epi8(c as i8);
         let (q, bs, ob, cb, lower) = (splat(b'"'), splat(b'\\'), splat(b'{'), splat(b'}'), splat(0x20));
-        let space = splat(0x20);
         let mut r = Raw::default();
         for k in 0..2 {
             // SAFETY: reads 32 bytes at 32·k, k < 2, inside `b` (unaligned load).
@@ -119,7 +117,7 @@ mod x86 {
             let high = m(v);
             r.high |= high;
             // Signed, 0x20 > v holds for 0x00-0x1f and for the bytes from 0x80 (negative).
-            r.ctrl |= m(_mm256_cmpgt_epi8(space, v)) & !high;
+            r.ctrl |= m(_mm256_cmpgt_epi8(lower, v)) & !high;
         }
         r
     }
@@ -313,21 +311,27 @@ impl Index {
         if self.controls.is_empty() { None } else { self.listed_control(from, to) }
     }
 
-    /// [`Self::control_in_string`] where the buffer has some.
+    /// [`Self::control_in_string`] where the buffer has some: a binary search to the first listed block
+    /// at or after `from`'s, then a look at the few bytes from there (the walk's steps ask once each, so
+    /// a walk over a list from its start would cost steps × listed blocks on a crafted file).
     #[cold]
     #[inline(never)]
     fn listed_control(&self, from: usize, to: usize) -> Option<usize> {
-        self.controls.iter().find_map(|&(w, mask)| {
+        let first = self.controls.partition_point(|&(w, _)| w < from / 64);
+        for &(w, mask) in &self.controls[first..] {
             let mut m = mask;
             while m != 0 {
                 let p = w * 64 + m.trailing_zeros() as usize;
-                if p >= from && p < to.min(self.len) {
+                if p >= to.min(self.len) {
+                    return None;
+                }
+                if p >= from {
                     return Some(p);
                 }
                 m &= m - 1;
             }
-            None
-        })
+        }
+        None
     }
 
     /// The first unescaped quote at or after `from`.
