@@ -159,21 +159,25 @@ fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The agent's free GPUs and the line of jobs waiting for them (tickets served in order).
+/// The agent's free GPUs and the line of jobs waiting for them.
 struct GpuQueue {
     free: Vec<u32>,
     next_ticket: u64,
-    serving: u64,
-    /// Tickets whose job stopped waiting (cancelled): skipped when their turn comes.
-    abandoned: std::collections::BTreeSet<u64>,
+    /// Tickets not yet served, in the order they were taken, with the GPUs each may take (see
+    /// [`Agent::acquire_gpus`]). A cancelled job's ticket leaves the line when dropped.
+    waiting: std::collections::BTreeMap<u64, Vec<u32>>,
 }
 
 impl GpuQueue {
-    /// Moves past abandoned tickets at the head of the line.
-    fn skip_abandoned(&mut self) {
-        while self.abandoned.remove(&self.serving) {
-            self.serving += 1;
-        }
+    /// The GPUs ticket `number` may take now: free, eligible for it, and not eligible for any ticket
+    /// that came before it and still waits (so that no job is held back by one that came later).
+    fn takeable(&self, number: u64, eligible: &[u32]) -> Vec<u32> {
+        let earlier: std::collections::HashSet<u32> =
+            self.waiting.range(..number).flat_map(|(_, e)| e.iter().copied()).collect();
+        let mut fit: Vec<u32> =
+            self.free.iter().copied().filter(|g| eligible.contains(g) && !earlier.contains(g)).collect();
+        fit.sort_unstable();
+        fit
     }
 }
 
@@ -188,10 +192,7 @@ struct Ticket<'a> {
 impl Drop for Ticket<'_> {
     fn drop(&mut self) {
         if !self.served {
-            let mut q = relock(&self.agent.free_gpus);
-            q.abandoned.insert(self.number);
-            q.skip_abandoned();
-            drop(q);
+            relock(&self.agent.free_gpus).waiting.remove(&self.number);
             self.agent.gpu_freed.notify_waiters();
         }
     }
@@ -228,7 +229,7 @@ impl Agent {
                 std::process::id(),
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
             ),
-            free_gpus: Mutex::new(GpuQueue { free: gpus, next_ticket: 0, serving: 0, abandoned: Default::default() }),
+            free_gpus: Mutex::new(GpuQueue { free: gpus, next_ticket: 0, waiting: Default::default() }),
             gpu_freed: tokio::sync::Notify::new(),
         }))
     }
@@ -252,38 +253,37 @@ impl Agent {
     }
 
     /// Takes `n` free GPUs among `eligible` (see [`Agent::gpus_matching`]) for a job, all at once; none on a
-    /// host without GPUs. Jobs are served in the order they asked: a job waiting for two GPUs is not
-    /// overtaken by later one-GPU jobs, nor one waiting for a GPU of one kind by later jobs that would take
-    /// another kind. `n` above the eligible GPUs is the caller's to refuse (it would wait for ever).
-    /// Dropping the future while it waits (a cancelled job) gives its place up.
+    /// host without GPUs. Jobs are served in the order they asked for the GPUs they could share: a job
+    /// waiting for two GPUs is not overtaken by a later one-GPU job that could take one of them, but a
+    /// later job for GPUs of another kind (on a host with several kinds) does not wait behind it. `n`
+    /// above the eligible GPUs is the caller's to refuse (it would wait for ever). Dropping the future
+    /// while it waits (a cancelled job) gives its place up.
     pub async fn acquire_gpus(&self, n: usize, eligible: &[u32]) -> Vec<u32> {
         if self.inventory.gpus.is_empty() {
             return Vec::new();
         }
         let mut ticket = {
             let mut q = relock(&self.free_gpus);
+            let number = q.next_ticket;
             q.next_ticket += 1;
-            Ticket { agent: self, number: q.next_ticket - 1, served: false }
+            q.waiting.insert(number, eligible.to_vec());
+            Ticket { agent: self, number, served: false }
         };
         loop {
             let notified = self.gpu_freed.notified();
             {
                 let mut q = relock(&self.free_gpus);
-                if q.serving == ticket.number {
-                    // Lowest indexes first: a job's GPUs are then neighbours where the host numbers them so.
-                    let mut fit: Vec<u32> = q.free.iter().copied().filter(|g| eligible.contains(g)).collect();
-                    if fit.len() >= n {
-                        fit.sort_unstable();
-                        fit.truncate(n);
-                        q.free.retain(|g| !fit.contains(g));
-                        q.serving += 1;
-                        q.skip_abandoned();
-                        ticket.served = true;
-                        drop(q);
-                        // The next in line may fit in what is left.
-                        self.gpu_freed.notify_waiters();
-                        return fit;
-                    }
+                // Lowest indexes first: a job's GPUs are then neighbours where the host numbers them so.
+                let mut fit = q.takeable(ticket.number, eligible);
+                if fit.len() >= n {
+                    fit.truncate(n);
+                    q.free.retain(|g| !fit.contains(g));
+                    q.waiting.remove(&ticket.number);
+                    ticket.served = true;
+                    drop(q);
+                    // The next in line may fit in what is left, or wait for less.
+                    self.gpu_freed.notify_waiters();
+                    return fit;
                 }
             }
             notified.await;
@@ -541,19 +541,29 @@ mod tests {
         let h100 = agent.gpus_matching("*H100*").expect("glob");
         let first = agent.acquire_gpus(1, &h100).await;
         assert_eq!(first, vec![1]);
-        // A second H100 job waits although two A100s are free; a job for any GPU asking later waits behind
-        // it (served in order), and both go once the H100 is back.
+        // A second H100 job waits although two A100s are free.
         let a = agent.clone();
-        let (h, any) = (h100.clone(), vec![0, 1, 2]);
+        let h = h100.clone();
         let second = tokio::spawn(async move { a.acquire_gpus(1, &h).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished());
+        // A later A100 job does not wait behind it: it takes a GPU the H100 job cannot use.
+        let a100 = agent.gpus_matching("*A100*").expect("glob");
+        assert_eq!(agent.acquire_gpus(1, &a100).await, vec![0]);
+        // A later job for any GPU may take the other A100, never the H100 the earlier job waits for.
         let a = agent.clone();
-        let later = tokio::spawn(async move { a.acquire_gpus(1, &any).await });
+        let any = vec![0, 1, 2];
+        let later = tokio::spawn(async move {
+            let one = a.acquire_gpus(1, &any).await;
+            let two = a.acquire_gpus(1, &any).await;
+            (one, two)
+        });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!second.is_finished() && !later.is_finished());
+        assert!(!later.is_finished(), "its second GPU would be the H100");
         agent.release_gpus(&first);
-        assert_eq!(second.await.expect("second"), vec![1]);
-        assert_eq!(later.await.expect("later"), vec![0], "the lowest free GPU of any kind");
+        assert_eq!(second.await.expect("second"), vec![1], "the H100 goes to the job that waited for it");
+        agent.release_gpus(&[1]);
+        assert_eq!(later.await.expect("later"), (vec![2], vec![1]));
     }
 
     #[test]
