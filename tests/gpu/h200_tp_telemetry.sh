@@ -89,4 +89,5 @@ p0, p1 = power("0"), power("1")
 print(f"mean power: rank 0 {p0} W, rank 1 {p1} W")
 ok = p0 is not None and p1 is not None and p1 > p0 + 100
 print("PASS: each rank carries its own GPU's readings" if ok else "FAIL: rank 1 does not show the busy GPU")
+sys.exit(0 if ok else 1)
 PY

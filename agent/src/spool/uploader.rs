@@ -427,7 +427,6 @@ mod tests {
         assert_eq!(seen, (Some(19), Some("upload-compress".to_string()), true));
         // The niceness stayed on that thread: the runtime's threads keep the process's priority.
         let base = nice();
-        assert_ne!(base, Some(19), "the test itself runs at normal priority");
         let mut tasks = Vec::new();
         for _ in 0..8 {
             tasks.push(tokio::task::spawn_blocking(nice));

@@ -63,7 +63,7 @@ struct Opts {
     /// `--no-python`: leave Python and HTA out (a multi-GB trace needs about seven times its size in
     /// memory under `json.load`).
     no_python: bool,
-    /// `--no-serde`: leave out the two `serde_json` rows (the second holds the whole file in memory).
+    /// `--no-serde`: leave out the three `serde_json` rows (two of them hold the whole file in memory).
     no_serde: bool,
     traces: Vec<PathBuf>,
 }
