@@ -8,7 +8,9 @@
 //! (Langdale & Lemire, "Parsing Gigabytes of JSON per Second", VLDB Journal 2019): classify bytes with
 //! vector compares, remove escaped quotes, and turn quote positions into an in-string mask with a prefix
 //! XOR. The code here is written for this scanner: escapes are rare in traces, so they are resolved with a
-//! short loop over the backslash bits of the few blocks that have any.
+//! short loop over the backslash bits of the few blocks that have any. The same pass notes bytes below
+//! 0x20 inside strings (JSON requires them escaped): the scanner refuses them wherever it reads or skips a
+//! string, at no per-byte cost of its own.
 //!
 //! On x86-64 the byte classification uses AVX2 where the CPU has it (detected at run time) and SSE2 (part
 //! of the x86-64 baseline) otherwise; elsewhere a portable loop builds the same masks. The vector loads
