@@ -51,6 +51,10 @@ except m.PackageNotFoundError:
     print("unknown version")
 "#;
 
+/// The command line.
+const USAGE: &str = "usage: bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] [--no-serde] \
+     TRACE.json ...";
+
 /// Read size of the memchr scan.
 const CHUNK: usize = 1 << 20;
 
@@ -91,15 +95,16 @@ fn parse_args() -> anyhow::Result<Opts> {
                 let jobs = list.split(',').map(|j| j.trim().parse::<usize>()).collect::<Result<Vec<_>, _>>();
                 o.jobs = Some(jobs.with_context(|| format!("--jobs takes numbers like 1,2,4, not {list}"))?);
             }
-            _ if a.starts_with("--") => bail!("unknown option {a}"),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            _ if a.starts_with('-') => bail!("unknown option {a}\n{USAGE}"),
             _ => o.traces.push(a.into()),
         }
     }
     if o.traces.is_empty() || o.runs == 0 {
-        bail!(
-            "usage: bench-engine [--runs N] [--coord PATH] [--jobs 1,2,...] [--python PATH | --no-python] [--no-serde] \
-             TRACE.json ..."
-        );
+        bail!("{USAGE}");
     }
     Ok(o)
 }

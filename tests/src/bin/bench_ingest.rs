@@ -162,6 +162,9 @@ async fn run_one(coord_bin: &Path, trace: &Path, n: usize, taskset: Option<&str>
     ))
 }
 
+/// The command line.
+const USAGE: &str = "usage: bench-ingest [--agents 1,8,64] [--coord PATH] [--taskset CPUS] TRACE.json";
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut agents = vec![1usize, 8, 64];
@@ -176,10 +179,15 @@ fn main() -> anyhow::Result<()> {
             }
             "--coord" => coord = args.next().context("--coord PATH")?.into(),
             "--taskset" => taskset = Some(args.next().context("--taskset CPUS")?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            _ if a.starts_with('-') => bail!("unknown option {a}\n{USAGE}"),
             _ => trace = Some(a.into()),
         }
     }
-    let trace = trace.context("usage: bench-ingest [--agents 1,8,64] [--coord PATH] [--taskset CPUS] TRACE.json")?;
+    let trace = trace.context(USAGE)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     println!(
         "## Ingest benchmark: {} ({} MB), {} cores",
