@@ -83,6 +83,15 @@ pub fn matches(pattern: &str, name: &str) -> Result<bool, GlobError> {
     Ok(compile(pattern)?.matches_with(name, OPTIONS))
 }
 
+/// Whether a sweep's GPU selector picks the GPU named `name`: an empty selector picks every GPU. The
+/// coordinator (which agents a sweep goes to) and the agent (which of its GPUs a job takes) ask alike.
+///
+/// # Errors
+/// The selector does not compile.
+pub fn selects_gpu(selector: &str, name: &str) -> Result<bool, GlobError> {
+    if selector.is_empty() { Ok(true) } else { matches(selector, name) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -242,10 +242,7 @@ impl Agent {
     pub fn gpus_matching(&self, glob: &str) -> Result<Vec<u32>, String> {
         let mut out = Vec::new();
         for g in &self.inventory.gpus {
-            let ok = glob.is_empty()
-                || tracefleet_common::glob::matches(glob, &g.name)
-                    .map_err(|e| format!("GPU selector {glob:?}: {e}"))?;
-            if ok {
+            if tracefleet_common::glob::selects_gpu(glob, &g.name).map_err(|e| format!("GPU selector {glob:?}: {e}"))? {
                 out.push(g.index);
             }
         }

@@ -20,9 +20,7 @@ pub fn matching_gpus(spec: &SweepSpec, conn: &crate::state::AgentConn) -> usize 
     conn.inventory
         .gpus
         .iter()
-        .filter(|g| {
-            spec.gpu_glob.is_empty() || tracefleet_common::glob::matches(&spec.gpu_glob, &g.name).unwrap_or(false)
-        })
+        .filter(|g| tracefleet_common::glob::selects_gpu(&spec.gpu_glob, &g.name).unwrap_or(false))
         .count()
 }
 
