@@ -159,3 +159,41 @@ async fn a_host_with_gpus_of_two_kinds_runs_a_sweep_on_the_kind_it_selects() {
     let refused = submit(&mut c, spec).await.expect_err("no H200 here");
     assert!(format!("{refused:#}").contains("H200"), "{refused:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_for_a_free_kind_of_gpu_starts_while_sweeps_for_a_busy_kind_wait() {
+    // GPU 0 is an A100, GPU 1 an H100. Two sweeps for the H100 come first: the second waits for the first.
+    // A sweep for the A100 must start at once, not wait behind them as if the host were full.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let gpus = ["--assume-gpu", "NVIDIA A100-SXM4-80GB", "--assume-gpu", "NVIDIA H100 80GB HBM3"];
+    let _agent =
+        agent_with(&coord.addr, "mixed", &tmp.path().join("spool"), &[&gpus[..], &["--allow-command"]].concat())
+            .expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let gate = tmp.path().join("gate");
+    let command = |glob: &str, run: String| SweepSpec {
+        gpu_glob: glob.into(),
+        ..one_point(Backend::Command(CommandBackend { run }))
+    };
+    let first = command("*H100*", format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display()));
+    let first = submit(&mut c, first).await.expect("first H100 sweep");
+    let second = tmp.path().join("second-ran");
+    let second = submit(&mut c, command("*H100*", format!("touch {}", second.display()))).await.expect("second");
+    let a100 = tmp.path().join("a100-ran");
+    let a100_id =
+        submit(&mut c, command("*A100*", format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", a100.display())))
+            .await
+            .expect("A100 sweep");
+    // The A100 sweep ends while the first H100 sweep still holds its GPU.
+    let status = wait_sweep(&coord.addr, &a100_id, Duration::from_secs(30)).await;
+    assert!(status.is_ok(), "the A100 sweep did not end while the H100 was busy: {status:?}");
+    assert_eq!(std::fs::read_to_string(&a100).expect("the A100 command ran"), "0");
+    assert!(!tmp.path().join("second-ran").exists(), "the second H100 sweep must wait for the first");
+    std::fs::write(&gate, b"").expect("open the gate");
+    for id in [first, second] {
+        wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("H100 sweeps end");
+    }
+    assert!(tmp.path().join("second-ran").exists());
+}

@@ -12,6 +12,7 @@ use tracefleet_proto::v1::coordinator_message::Msg as Out;
 use tracefleet_proto::v1::{AssignJob, CoordinatorMessage, SweepEvent, SweepEventKind, SweepSpec};
 
 use super::ScheduleError;
+use super::capacity::Capacity;
 use crate::state::Coordinator;
 use crate::store::{JobRow, JobState};
 
@@ -43,9 +44,10 @@ pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
     v
 }
 
-/// Sends an agent its next jobs while it has free GPUs (a job holds one, or its tensor-parallel size; an
-/// agent without GPUs runs one job at a time), oldest sweep first, so several sweeps queue up instead of
-/// sharing a GPU. A job that was sent to an earlier process of this agent (it restarted, and does not run
+/// Sends an agent its next jobs while it has free GPUs of the kind each selects (a job holds one, or its
+/// tensor-parallel size; an agent without GPUs runs one job at a time), oldest sweep first, so several
+/// sweeps queue up instead of sharing a GPU; a job waits only behind earlier jobs for the same GPUs
+/// ([`Capacity`]). A job that was sent to an earlier process of this agent (it restarted, and does not run
 /// the job any more) is not sent again: its unfinished points become a new job for this agent
 /// ([`rerun_after_restart`]), so that the traces of two runs of a point are never counted together.
 pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), ScheduleError> {
@@ -54,16 +56,12 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
     {
         let mut agents = coord.agents();
         let Some(conn) = agents.get_mut(agent) else { return Ok(()) };
-        let gpus = conn.inventory.gpus.len().max(1);
-        let need_of = |assign: &AssignJob| super::job_gpus(assign).min(gpus);
         // Every job the agent still runs holds its GPUs, including one cancelled or moved here that has
-        // not ended there yet (its row is no longer open).
-        let mut held = 0;
+        // not ended there yet (its row is no longer open; a row gone holds a GPU of any kind).
+        let mut gpus = Capacity::of(&conn.inventory);
         for id in &conn.running {
-            held += match coord.store().job(id)? {
-                Some(row) => decode_stored::<AssignJob>(&row.assign).map_or(1, |a| need_of(&a)),
-                None => 1,
-            };
+            let assign = coord.store().job(id)?.and_then(|row| decode_stored::<AssignJob>(&row.assign).ok());
+            gpus.hold(&assign.unwrap_or_default());
         }
         let mut waiting = Vec::new();
         for j in jobs {
@@ -76,18 +74,16 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
                 continue;
             }
             let assign: AssignJob = decode_stored(&j.assign)?;
-            let need = need_of(&assign);
-            waiting.push((j.id, assign, need));
+            waiting.push((j.id, assign));
         }
-        for (id, assign, need) in waiting {
-            if held + need > gpus {
-                break;
+        for (id, assign) in waiting {
+            if !gpus.take(&assign) {
+                continue;
             }
             // A full queue means the agent is not reading; the stream's end will bring it back.
             if conn.tx.try_send(CoordinatorMessage { msg: Some(Out::Assign(assign)) }).is_ok() {
                 coord.store().mark_sent(&id, &conn.instance)?;
                 conn.running.insert(id);
-                held += need;
             }
         }
     }

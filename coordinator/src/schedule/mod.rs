@@ -3,6 +3,7 @@
 //! points go largest first so the longest work starts earliest. `dispatch` hands jobs out as agents have
 //! room, retries failed points and moves the work of lost agents.
 
+mod capacity;
 pub mod dispatch;
 mod submit;
 
