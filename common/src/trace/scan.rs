@@ -790,6 +790,45 @@ pub(crate) fn scan_part(
     reader: &mut TraceReader,
     limits: &ReadLimits,
     part: Part,
+    sink: impl FnMut(&RawEvent<'_>),
+) -> Result<Scanned, TraceError> {
+    walk::<true>(reader, limits, part, sink)
+}
+
+/// How deep [`scan_only`] reads each event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanDepth {
+    /// Each event skipped as one JSON value (its brackets counted in the stage-one index), nothing read
+    /// from it: the reading, the index and the top-level walk alone.
+    Skip,
+    /// Each event's fields read as the engine reads them, then dropped: the scanner without the model.
+    Fields,
+}
+
+/// Reads a trace file (plain, gzip or zstd JSON) as the engine does, to `depth`, keeping nothing; returns
+/// the number of events. For benchmarks: what reading and walking the text cost before anything is built
+/// ([`super::Trace::open`] does the same walk and builds the model).
+///
+/// # Errors
+/// As [`super::Trace::open`] for the file, the syntax of the document and of whatever `depth` reads.
+pub fn scan_only(path: &std::path::Path, limits: &ReadLimits, depth: ScanDepth) -> Result<u64, TraceError> {
+    let mut reader = TraceReader::open(path, *limits)?;
+    let sink = |ev: &RawEvent<'_>| {
+        std::hint::black_box(ev);
+    };
+    let scanned = match depth {
+        ScanDepth::Skip => walk::<false>(&mut reader, limits, Part::default(), sink)?,
+        ScanDepth::Fields => walk::<true>(&mut reader, limits, Part::default(), sink)?,
+    };
+    Ok(scanned.meta.event_count)
+}
+
+/// [`scan_part`], reading each event's fields when `FIELDS` (else skipping each event whole, for
+/// [`scan_only`]; the sink then sees empty events).
+fn walk<const FIELDS: bool>(
+    reader: &mut TraceReader,
+    limits: &ReadLimits,
+    part: Part,
     mut sink: impl FnMut(&RawEvent<'_>),
 ) -> Result<Scanned, TraceError> {
     let mut buf: Vec<u8> = vec![0; CHUNK];
@@ -833,7 +872,7 @@ pub(crate) fn scan_part(
             let mut c = Cur { b: &buf[..end], i: start, idx: &index };
             // Where the next piece starts, as an offset in the buffer (negative: already passed).
             let stop = part.stop_at.map(|s| s as i128 - base as i128);
-            let r = step(&mut c, state, &mut in_top_array, stop, &mut sink);
+            let r = step::<FIELDS>(&mut c, state, &mut in_top_array, stop, &mut sink);
             r.map(|s| (s, c.i - start))
         };
         match step {
@@ -928,7 +967,7 @@ pub(crate) fn scan_part(
 }
 
 /// One step of the walk over the top-level structure.
-fn step<'a>(
+fn step<'a, const FIELDS: bool>(
     c: &mut Cur<'a>,
     state: State,
     in_top_array: &mut bool,
@@ -995,7 +1034,11 @@ fn step<'a>(
             }
             let from = c.i;
             let mut ev = RawEvent::default();
-            c.event(&mut ev)?;
+            if FIELDS {
+                c.event(&mut ev)?;
+            } else {
+                c.skip_value()?;
+            }
             // The sink takes names as bytes: checked here, before it sees them, where the buffer is not
             // all ASCII (the caller checks everything consumed again, separators included).
             if c.idx.non_ascii()
@@ -1135,6 +1178,29 @@ mod tests {
                 let want = c.is_ascii_digit().then(|| t.iter().fold(0u64, |v, d| v * 10 + u64::from(d - b'0')));
                 assert_eq!(eight_digits(&t, 0), want, "byte {c} at {pos}");
             }
+        }
+    }
+
+    #[test]
+    fn a_scan_for_benchmarks_counts_the_events_the_engine_reads_and_refuses_what_it_refuses() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures/h200-qwen2.5-1.5b/decode_bs64_step.pt.trace.json.zst");
+        let limits = ReadLimits::default();
+        let events = Trace::open(&fixture, &limits).expect("fixture").meta.event_count;
+        assert!(events > 1000);
+        for depth in [ScanDepth::Skip, ScanDepth::Fields] {
+            assert_eq!(scan_only(&fixture, &limits, depth).expect("scan"), events, "{depth:?}");
+        }
+        // A field's value is read at `Fields` depth only; the document's syntax at both.
+        let bad_ts = dir.path().join("ts.json");
+        std::fs::write(&bad_ts, r#"{"traceEvents":[{"ph":"X","ts":"soon"}]}"#).expect("write");
+        assert_eq!(scan_only(&bad_ts, &limits, ScanDepth::Skip).expect("skipped whole"), 1);
+        assert!(scan_only(&bad_ts, &limits, ScanDepth::Fields).is_err());
+        let cut = dir.path().join("cut.json");
+        std::fs::write(&cut, r#"{"traceEvents":[{"ph":"X"}"#).expect("write");
+        for depth in [ScanDepth::Skip, ScanDepth::Fields] {
+            assert!(scan_only(&cut, &limits, depth).is_err(), "{depth:?}");
         }
     }
 

@@ -17,6 +17,10 @@
 //!    alone). A yardstick for a parse that builds nothing: what an exact JSON reader pays before it keeps
 //!    a single field.
 //!
+//! 7. the engine's own scanner in this process (this build's code): every event skipped whole (reading,
+//!    stage-one index, top-level walk), and every event's fields read with nothing built; with the
+//!    engine's split, where one core's time goes.
+//!
 //! Prints a Markdown report to stdout. Ratios are medians of the per-run ratios: the machine is shared and
 //! noisy, and programs measured in the same run saw the same machine.
 
@@ -27,6 +31,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use tracefleet_common::trace::scan::{ScanDepth, scan_only};
 use tracefleet_tests::bench::{PYTHON_JSON_LOAD, median, stat};
 use tracefleet_tests::procstat::{children_cpu_seconds, cpu_seconds, peak_rss};
 
@@ -123,6 +128,10 @@ enum Prog<'a> {
     SerdeWhole,
     /// `serde_json` into `IgnoredAny` from bytes already in memory (the read not timed).
     SerdeMemory,
+    /// This build's scanner in this process, every event skipped whole ([`ScanDepth::Skip`]).
+    ScanSkip,
+    /// This build's scanner in this process, every event's fields read and dropped ([`ScanDepth::Fields`]).
+    ScanFields,
     /// HTA, reading this path.
     Hta(&'a Path),
 }
@@ -139,6 +148,10 @@ impl Prog<'_> {
             Prog::SerdeStream => "`serde_json` check only (`IgnoredAny`), 64 KiB buffered reads (RSS: –)".into(),
             Prog::SerdeWhole => "`serde_json` check only (`IgnoredAny`), whole file read first (RSS: the file)".into(),
             Prog::SerdeMemory => "`serde_json` check only (`IgnoredAny`), bytes in memory, read not timed".into(),
+            Prog::ScanSkip => {
+                "engine's scanner, events skipped whole: read, stage-one index, top-level walk (RSS: –)".into()
+            }
+            Prog::ScanFields => "engine's scanner, every event's fields read, nothing built (RSS: –)".into(),
             Prog::Hta(_) => "HTA `parse_trace_file`".into(),
         }
     }
@@ -250,6 +263,7 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
     let one = if jobs.is_empty() { None } else { Some(1) };
     let mut progs = vec![Prog::Zstd, Prog::Memchr, Prog::Engine(one)];
     progs.extend(jobs.iter().filter(|&&j| j != 1).map(|j| Prog::Engine(Some(*j))));
+    progs.extend([Prog::ScanSkip, Prog::ScanFields]);
     if !o.no_serde {
         progs.extend([Prog::SerdeStream, Prog::SerdeWhole, Prog::SerdeMemory]);
     }
@@ -269,6 +283,8 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
                 Prog::SerdeStream => serde_check(trace, SerdeInput::Stream),
                 Prog::SerdeWhole => serde_check(trace, SerdeInput::Whole),
                 Prog::SerdeMemory => serde_check(trace, SerdeInput::Memory),
+                Prog::ScanSkip => scan(trace, ScanDepth::Skip),
+                Prog::ScanFields => scan(trace, ScanDepth::Fields),
                 Prog::Python => python(&o.python, PYTHON_JSON_LOAD, trace),
                 Prog::Hta(p) => python(&o.python, PYTHON_HTA, p),
             };
@@ -347,6 +363,25 @@ fn memchr_scan(trace: &Path) -> anyhow::Result<(Sample, u64)> {
     let sample =
         Sample { mb_s: bytes as f64 / 1e6 / s, seconds: s, cpu_s, rss: Some(CHUNK as f64), split: None, process_s: s };
     Ok((sample, lines))
+}
+
+/// The engine's scanner alone, in this process (this build's code, whatever `--coord` names): how much
+/// of the engine's parse the reading and walking of the text take before anything is built.
+fn scan(trace: &Path, depth: ScanDepth) -> anyhow::Result<Sample> {
+    let limits = tracefleet_common::trace::ReadLimits::default();
+    let cpu0 = cpu_seconds("self");
+    let t = Instant::now();
+    scan_only(trace, &limits, depth).with_context(|| format!("scanning {}", trace.display()))?;
+    let seconds = t.elapsed().as_secs_f64();
+    let size = std::fs::metadata(trace)?.len() as f64;
+    Ok(Sample {
+        mb_s: size / 1e6 / seconds,
+        seconds,
+        cpu_s: cpu_seconds("self") - cpu0,
+        rss: None,
+        split: None,
+        process_s: seconds,
+    })
 }
 
 /// How `serde_json` is given the trace.
@@ -574,6 +609,19 @@ fn engine_summary(size: f64, e: &Bench, zstd: &Bench, benches: &[Bench]) {
         e.med(|s| s.process_s),
         cpu_cells(e, size).0
     );
+    let secs = |p: Prog| benches.iter().find(|b| b.prog == p && !b.samples.is_empty()).map(|b| b.med(|s| s.seconds));
+    if let (Some(skip), Some(fields)) = (secs(Prog::ScanSkip), secs(Prog::ScanFields)) {
+        let split = |k: usize| e.med(|s| s.split.map_or(f64::NAN, |x| x[k]));
+        let (parse, rest) = (split(0), split(1) + split(2));
+        println!(
+            "- where one core's time goes (medians, s): reading, stage-one index and top-level walk {skip:.3}; \
+             reading the events' fields {:.3}; building the model {:.3}; link and table {rest:.3}. \
+             At 0.7x `zstd -d` all of it would take {:.3}.",
+            fields - skip,
+            parse - fields,
+            size / 1e6 / (0.7 * zstd.med(|s| s.mb_s)),
+        );
+    }
     let jobs: Vec<&Bench> = benches.iter().filter(|b| matches!(b.prog, Prog::Engine(Some(_)))).collect();
     if jobs.is_empty() {
         return;
