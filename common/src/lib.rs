@@ -12,7 +12,7 @@
 //!   told (warnings, what `others` holds); [`telemetry`]: GPU readings per step.
 //! - [`diff`]: two results directories compared per category and kernel, with significance.
 //! - [`sweep`]: sweep files (schema, validation, points); [`layout`]: what a results tree's paths say;
-//!   [`glob`]: glob matching for rule files; [`wire`]: upload chunk framing shared by agent and coordinator;
+//!   [`glob`]: glob matching for rule files; [`gpus`]: which GPUs a job takes; [`wire`]: upload chunk framing shared by agent and coordinator;
 //!   [`logging`]: the log subscriber both binaries install.
 
 // The library surface other crates build on: every public item says what it is.
@@ -24,6 +24,7 @@ pub mod classify;
 pub mod derived;
 pub mod diff;
 pub mod glob;
+pub mod gpus;
 pub mod html;
 pub mod latency;
 pub mod layout;

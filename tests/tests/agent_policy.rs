@@ -197,3 +197,84 @@ async fn a_sweep_for_a_free_kind_of_gpu_starts_while_sweeps_for_a_busy_kind_wait
     }
     assert!(tmp.path().join("second-ran").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_counts_the_gpus_a_job_holds_as_its_agent_reports_them() {
+    // GPU 0 is an A100, GPU 1 an H100. A sweep for any GPU starts while the A100 is busy, so it runs on the
+    // H100. Once the A100 is free again, a sweep for it must start there at once: the coordinator knows
+    // which GPU the first job holds (its agent said so), and does not take it for the A100.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let gpus = ["--assume-gpu", "NVIDIA A100-SXM4-80GB", "--assume-gpu", "NVIDIA H100 80GB HBM3"];
+    let _agent =
+        agent_with(&coord.addr, "mixed", &tmp.path().join("spool"), &[&gpus[..], &["--allow-command"]].concat())
+            .expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    let command = |glob: &str, run: String| SweepSpec {
+        gpu_glob: glob.into(),
+        ..one_point(Backend::Command(CommandBackend { run }))
+    };
+    // Runs, saying on which GPU, until its gate opens.
+    let gated = |name: &str| {
+        let (gate, on) = (tmp.path().join(format!("{name}-gate")), tmp.path().join(format!("{name}-on")));
+        let run = format!(
+            "printf %s \"$CUDA_VISIBLE_DEVICES\" > {on}.tmp && mv {on}.tmp {on}; while [ ! -e {gate} ]; do sleep 0.05; done",
+            on = on.display(),
+            gate = gate.display()
+        );
+        (run, gate, on)
+    };
+    let started = |on: &std::path::Path| {
+        let on = on.to_path_buf();
+        async move {
+            for _ in 0..600 {
+                if let Ok(s) = std::fs::read_to_string(&on) {
+                    return s;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{} never started", on.display());
+        }
+    };
+    let (run, a100_gate, a100_on) = gated("a100");
+    let a100 = submit(&mut c, command("*A100*", run)).await.expect("A100 sweep");
+    assert_eq!(started(&a100_on).await, "0");
+    let (run, any_gate, any_on) = gated("any");
+    let any = submit(&mut c, command("", run)).await.expect("sweep for any GPU");
+    assert_eq!(started(&any_on).await, "1", "the only free GPU");
+    std::fs::write(&a100_gate, b"").expect("open");
+    wait_sweep(&coord.addr, &a100, Duration::from_secs(60)).await.expect("the first A100 sweep ends");
+
+    let seen = tmp.path().join("second-a100");
+    let second = command("*A100*", format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", seen.display()));
+    let second = submit(&mut c, second).await.expect("second A100 sweep");
+    let status = wait_sweep(&coord.addr, &second, Duration::from_secs(30)).await;
+    assert!(status.is_ok(), "the A100 is free, yet its sweep did not run while the H100 was busy: {status:?}");
+    assert_eq!(std::fs::read_to_string(&seen).expect("ran"), "0");
+    std::fs::write(&any_gate, b"").expect("open");
+    wait_sweep(&coord.addr, &any, Duration::from_secs(60)).await.expect("the sweep for any GPU ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_for_a_gpu_backend_goes_only_to_the_matching_agents_that_have_a_gpu() {
+    // Two agents match (no selector), one without a GPU: an `each` torch sweep runs on the other only,
+    // rather than failing every point on the host that has none.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let _gpu =
+        agent_with(&coord.addr, "gpu-host", &tmp.path().join("s1"), &["--assume-gpu", "Test GPU"]).expect("agent");
+    let _cpu = agent_with(&coord.addr, "cpu-host", &tmp.path().join("s2"), &[]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 2).await.expect("agents");
+    // An interpreter the agent does not allow: the point fails at once, where it runs.
+    let torch = Backend::Torch(TorchBackend {
+        model: "llama-3.2-1b".into(),
+        python: "/opt/elsewhere/bin/python3".into(),
+        ..Default::default()
+    });
+    let spec = SweepSpec { placement: tracefleet_proto::v1::Placement::Each.into(), ..one_point(torch) };
+    let id = submit(&mut c, spec).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
+    assert_eq!((status.jobs_total, status.points_total), (1, 1), "{status:?}");
+}

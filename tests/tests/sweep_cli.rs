@@ -117,7 +117,7 @@ async fn a_selector_matching_no_agent_is_refused() {
     let o = Command::new(bin("coord")).arg("sweep").arg(&f).args(["--coordinator", &coord.addr]).output().expect("run");
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no connected agent matches the sweep's selector"), "{err}");
+    assert!(err.contains("no connected agent has what the sweep asks for (gpu \"NVIDIA H200*\")"), "{err}");
     assert!(err.contains("cpu-box (no GPU)"), "{err}");
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

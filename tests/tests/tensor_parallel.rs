@@ -179,7 +179,7 @@ async fn a_tensor_parallel_sweep_holds_two_gpus_per_job_and_merges_its_ranks() {
     let refused = submit(&mut c, vllm_spec(&python, 2)).await.expect_err("refused");
     let msg = format!("{refused:#}");
     assert!(
-        msg.contains("with 2 GPUs for one job (tensor_parallel = 2)") && msg.contains("one-gpu (Test GPU)"),
+        msg.contains("(2 GPUs of one kind for one job (tensor_parallel = 2))") && msg.contains("one-gpu (Test GPU)"),
         "{msg}"
     );
     drop(one);

@@ -13,7 +13,7 @@ use tracefleet_proto::v1::agent_message::Msg as Out;
 use tracefleet_proto::v1::assign_job::Backend as JobBackend;
 use tracefleet_proto::v1::{AssignJob, JobFailed, JobProgress};
 
-use super::Agent;
+use super::{Agent, HeldGpus};
 use crate::gpu::{ClockLock, Sampler, now_ns};
 use crate::spool::{EntryMeta, UploadOutcome, Watcher};
 use crate::workload::{WorkloadEvent, backend_for};
@@ -157,39 +157,59 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         }
     };
     let have = agent.inventory.gpus.len();
-    if have > 0 && need > eligible.len() {
-        let what = if job.gpu_glob.is_empty() {
-            format!("this agent has {have}")
-        } else {
-            let names: Vec<&str> = agent.inventory.gpus.iter().map(|g| g.name.as_str()).collect();
-            format!(
-                "this agent has {} whose name matches the sweep's GPU selector {:?} (its GPUs: {})",
-                eligible.len(),
+    let name_of = |i: &u32| agent.inventory.gpus.iter().find(|g| g.index == *i).map_or("", |g| g.name.as_str());
+    // A job on several GPUs takes them of one kind (see tracefleet_common::gpus).
+    let of_one_kind = tracefleet_common::gpus::most_of_one_kind(eligible.iter().map(name_of));
+    if have > 0 && need > of_one_kind {
+        let names: Vec<&str> = agent.inventory.gpus.iter().map(|g| g.name.as_str()).collect();
+        let what = match (job.gpu_glob.is_empty(), need > 1 && of_one_kind < eligible.len()) {
+            (true, false) => format!("this agent has {have}"),
+            (true, true) => {
+                format!("this agent has at most {of_one_kind} of one kind (its GPUs: {})", names.join(", "))
+            }
+            (false, _) => format!(
+                "this agent has {} of one kind whose name matches the sweep's GPU selector {:?} (its GPUs: {})",
+                of_one_kind,
                 job.gpu_glob,
                 names.join(", ")
-            )
+            ),
         };
-        let unit = if need == 1 { "GPU" } else { "GPUs (tensor_parallel)" };
+        let unit = if need == 1 { "GPU" } else { "GPUs of one kind (tensor_parallel)" };
         fail("", format!("the job needs {need} {unit} and {what}"), String::new());
         return;
     }
     // A job cancelled while it waits for GPUs ends there (its place in line is given up).
     let mut cancelled = cancel.clone();
-    let gpus = tokio::select! {
-        g = agent.acquire_gpus(need, &eligible) => g,
+    let held = tokio::select! {
+        g = HeldGpus::acquire(&agent, &job.job_id, need, &eligible) => g,
         _ = cancelled.wait_for(|c| *c) => {
             tracing::info!(job = %job.job_id, "cancelled while waiting for {need} GPUs");
             agent.report_done(&job.job_id, 0);
             return;
         }
     };
+    let gpus = held.gpus().to_vec();
+    // The coordinator learns which GPUs the job holds now, not at its first trace: on a host with GPUs of
+    // several kinds, it sends the next job by what is free.
+    let progress = |point_id: &str, produced: u32, uploaded: u32| {
+        agent.send(Out::Progress(JobProgress {
+            job_id: job.job_id.clone(),
+            point_id: point_id.to_string(),
+            traces_produced: produced,
+            traces_uploaded: uploaded,
+            gpus: gpus.clone(),
+        }));
+    };
+    if !gpus.is_empty() {
+        progress("", 0, 0);
+    }
     // Clocks are locked on one GPU only (refused below for several); telemetry and the GPU name are those
     // of the GPU each trace was recorded on.
     let gpu = gpus.first().copied();
     let lock_mhz = job.gpu.map_or(0, |g| g.lock_clocks_mhz);
     if lock_mhz > 0 && gpus.len() > 1 {
         // The lock is one GPU's; sweep files refuse it with tensor parallelism, other clients too.
-        agent.release_gpus(&gpus);
+        drop(held);
         fail("", "locking clocks is not supported for a job on several GPUs (tensor_parallel)".into(), String::new());
         return;
     }
@@ -205,7 +225,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                 Some(l)
             }
             Err(e) => {
-                agent.release_gpus(&gpus);
+                drop(held);
                 fail("", e, String::new());
                 return;
             }
@@ -313,12 +333,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
                     UploadOutcome::Superseded(m) => tracing::warn!(job = %job.job_id, point = %point, "{m}"),
                 }
             }
-            agent.send(Out::Progress(JobProgress {
-                job_id: job.job_id.clone(),
-                point_id: current_point.clone(),
-                traces_produced: produced,
-                traces_uploaded: uploaded,
-            }));
+            progress(&current_point, produced, uploaded);
         }
         if ended {
             for entry in deferred.drain(..) {
@@ -339,7 +354,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         // so that job cannot miss it).
         agent.warm.fill(Some(g));
     }
-    agent.release_gpus(&gpus);
+    drop(held);
     let _ = std::fs::remove_dir_all(&out_dir);
     let _ = std::fs::remove_dir_all(out_dir.with_extension("driver"));
     match result {

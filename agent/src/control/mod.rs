@@ -17,7 +17,7 @@ use tracefleet_common::wire::MAX_MESSAGE_BYTES;
 use tracefleet_proto::v1::agent_control_client::AgentControlClient;
 use tracefleet_proto::v1::agent_message::Msg as Out;
 use tracefleet_proto::v1::coordinator_message::Msg as In;
-use tracefleet_proto::v1::{AgentMessage, Heartbeat, Hello, HostInventory, JobFailed};
+use tracefleet_proto::v1::{AgentMessage, Heartbeat, Hello, HostInventory, JobFailed, JobGpus};
 
 use crate::backoff::Backoff;
 use crate::spool::{Spool, UploadOutcome, Uploader};
@@ -112,6 +112,41 @@ pub struct Agent {
     /// GPUs not running a job now (indices); empty on a host without GPUs.
     free_gpus: Mutex<GpuQueue>,
     gpu_freed: tokio::sync::Notify,
+    /// The GPUs each running job holds, listed in every hello (see [`HeldGpus`]).
+    held: Mutex<HashMap<String, Vec<u32>>>,
+}
+
+/// The GPUs one job holds: known to the coordinator (in the job's progress messages and in every hello)
+/// until they are given back, when this is dropped, whichever way the job ends (a panic included).
+pub struct HeldGpus {
+    agent: Arc<Agent>,
+    job_id: String,
+    gpus: Vec<u32>,
+}
+
+impl HeldGpus {
+    /// Takes `n` GPUs among `eligible` for job `job_id`, waiting for them (see [`Agent::acquire_gpus`]).
+    pub async fn acquire(agent: &Arc<Agent>, job_id: &str, n: usize, eligible: &[u32]) -> Self {
+        let gpus = agent.acquire_gpus(n, eligible).await;
+        if !gpus.is_empty() {
+            relock(&agent.held).insert(job_id.to_string(), gpus.clone());
+        }
+        HeldGpus { agent: agent.clone(), job_id: job_id.to_string(), gpus }
+    }
+
+    /// The GPUs' indexes, in increasing order.
+    pub fn gpus(&self) -> &[u32] {
+        &self.gpus
+    }
+}
+
+impl Drop for HeldGpus {
+    fn drop(&mut self) {
+        if !self.gpus.is_empty() {
+            relock(&self.agent.held).remove(&self.job_id);
+            self.agent.release_gpus(&self.gpus);
+        }
+    }
 }
 
 /// Finished jobs remembered for hellos.
@@ -231,6 +266,7 @@ impl Agent {
             ),
             free_gpus: Mutex::new(GpuQueue { free: gpus, next_ticket: 0, waiting: Default::default() }),
             gpu_freed: tokio::sync::Notify::new(),
+            held: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -249,11 +285,17 @@ impl Agent {
         Ok(out)
     }
 
-    /// Takes `n` free GPUs among `eligible` (see [`Agent::gpus_matching`]) for a job, all at once; none on a
-    /// host without GPUs. Jobs are served in the order they asked for the GPUs they could share: a job
-    /// waiting for two GPUs is not overtaken by a later one-GPU job that could take one of them, but a
-    /// later job for GPUs of another kind (on a host with several kinds) does not wait behind it. `n`
-    /// above the eligible GPUs is the caller's to refuse (it would wait for ever). Dropping the future
+    /// The name of GPU `index` (empty for an index the host does not have).
+    fn gpu_name(&self, index: u32) -> &str {
+        self.inventory.gpus.iter().find(|g| g.index == index).map_or("", |g| g.name.as_str())
+    }
+
+    /// Takes `n` free GPUs of one kind ([`tracefleet_common::gpus::pick`]) among `eligible` (see
+    /// [`Agent::gpus_matching`]) for a job, all at once; none on a host without GPUs. Jobs are served in
+    /// the order they asked for the GPUs they could share: a job waiting for two GPUs is not overtaken by a
+    /// later one-GPU job that could take one of them, but a later job for GPUs of another kind (on a host
+    /// with several kinds) does not wait behind it. `n` above the eligible GPUs of any one kind is the
+    /// caller's to refuse (it would wait for ever). Dropping the future
     /// while it waits (a cancelled job) gives its place up.
     pub async fn acquire_gpus(&self, n: usize, eligible: &[u32]) -> Vec<u32> {
         if self.inventory.gpus.is_empty() {
@@ -271,9 +313,8 @@ impl Agent {
             {
                 let mut q = relock(&self.free_gpus);
                 // Lowest indexes first: a job's GPUs are then neighbours where the host numbers them so.
-                let mut fit = q.takeable(ticket.number, eligible);
-                if fit.len() >= n {
-                    fit.truncate(n);
+                let fit = q.takeable(ticket.number, eligible);
+                if let Some(fit) = tracefleet_common::gpus::pick(fit.iter().map(|&g| (g, self.gpu_name(g))), n) {
                     q.free.retain(|g| !fit.contains(g));
                     q.waiting.remove(&ticket.number);
                     ticket.served = true;
@@ -426,6 +467,10 @@ impl Agent {
                 finished_jobs: reports.finished.iter().cloned().collect(),
                 instance: self.instance.clone(),
                 failures: reports.failures.iter().cloned().collect(),
+                job_gpus: relock(&self.held)
+                    .iter()
+                    .map(|(job_id, gpus)| JobGpus { job_id: job_id.clone(), gpus: gpus.clone() })
+                    .collect(),
             };
             // The channel is new and empty: the hello is its first message.
             tx.try_send(AgentMessage { msg: Some(Out::Hello(hello)) })?;
@@ -472,8 +517,19 @@ impl Agent {
                     let agent = self.clone();
                     tokio::spawn(async move {
                         let id = job.job_id.clone();
-                        job::run(agent.clone(), job, cancel_rx).await;
+                        // On a task of its own, so that a panic in it (a bug) ends the job as failed, with
+                        // its GPUs given back, rather than leaving it listed as running for ever.
+                        let ran = tokio::spawn(job::run(agent.clone(), job, cancel_rx)).await;
                         relock(&agent.running).remove(&id);
+                        if let Err(e) = ran
+                            && e.is_panic()
+                        {
+                            agent.report_failed(JobFailed {
+                                job_id: id,
+                                error: format!("the agent failed while running the job (a defect of the agent): {e}"),
+                                ..Default::default()
+                            });
+                        }
                     });
                 }
                 Some(In::Cancel(c)) => {
@@ -561,6 +617,40 @@ mod tests {
         assert_eq!(second.await.expect("second"), vec![1], "the H100 goes to the job that waited for it");
         agent.release_gpus(&[1]);
         assert_eq!(later.await.expect("later"), (vec![2], vec![1]));
+    }
+
+    #[tokio::test]
+    async fn a_tensor_parallel_job_takes_gpus_of_one_kind_and_gives_them_back_however_it_ends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let agent = agent_with_gpus(dir.path(), &["A100", "H100", "A100", "H100"]);
+        let all = agent.gpus_matching("").expect("glob");
+        let one = HeldGpus::acquire(&agent, "j1", 1, &all).await;
+        assert_eq!(one.gpus(), [0]);
+        // Free: an H100, an A100, an H100: the pair is of H100s, not GPUs 1 and 2.
+        let pair = HeldGpus::acquire(&agent, "j2", 2, &all).await;
+        assert_eq!(pair.gpus(), [1, 3]);
+        let listed = |a: &Agent| {
+            let mut v: Vec<(String, Vec<u32>)> = relock(&a.held).iter().map(|(j, g)| (j.clone(), g.clone())).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(listed(&agent), [("j1".to_string(), vec![0]), ("j2".to_string(), vec![1, 3])]);
+        // A job's task that panics drops its GPUs with it.
+        let a = agent.clone();
+        let all2 = all.clone();
+        let panicked = tokio::spawn(async move {
+            let _held = HeldGpus::acquire(&a, "j3", 1, &all2).await;
+            panic!("a defect");
+        })
+        .await;
+        assert!(panicked.is_err_and(|e| e.is_panic()));
+        drop(pair);
+        assert_eq!(listed(&agent), [("j1".to_string(), vec![0])]);
+        let mut free = relock(&agent.free_gpus).free.clone();
+        free.sort_unstable();
+        assert_eq!(free, [1, 2, 3]);
+        drop(one);
+        assert!(listed(&agent).is_empty());
     }
 
     #[test]

@@ -16,17 +16,24 @@ use super::capacity::Capacity;
 use crate::state::Coordinator;
 use crate::store::{JobRow, JobState};
 
-/// The GPUs of an agent that a sweep's GPU selector matches (all without a selector).
-pub fn matching_gpus(spec: &SweepSpec, conn: &crate::state::AgentConn) -> usize {
+/// The names of an agent's GPUs that a sweep's GPU selector matches (all without a selector).
+fn matching_names<'a>(spec: &SweepSpec, conn: &'a crate::state::AgentConn) -> Vec<&'a str> {
     conn.inventory
         .gpus
         .iter()
         .filter(|g| tracefleet_common::glob::selects_gpu(&spec.gpu_glob, &g.name).unwrap_or(false))
-        .count()
+        .map(|g| g.name.as_str())
+        .collect()
+}
+
+/// How many jobs of a sweep an agent runs at once: its GPUs the sweep's selector matches, over the GPUs
+/// a job holds, a job's GPUs all of one kind ([`tracefleet_common::gpus`]); 0 when it cannot run one.
+pub fn job_slots(spec: &SweepSpec, conn: &crate::state::AgentConn) -> usize {
+    tracefleet_common::gpus::jobs_of_one_kind(matching_names(spec, conn), super::gpus_per_job(spec))
 }
 
 /// Connected agents that match a sweep's selector, sorted. A sweep whose jobs hold several GPUs (tensor
-/// parallelism) matches only agents with that many matching GPUs.
+/// parallelism) matches only agents with that many matching GPUs of one kind.
 pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
     let per_job = super::gpus_per_job(spec);
     let mut v: Vec<String> = coord
@@ -34,8 +41,8 @@ pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
         .iter()
         .filter(|(name, a)| {
             (spec.agents.is_empty() || spec.agents.contains(name))
-                && (spec.gpu_glob.is_empty() || matching_gpus(spec, a) > 0)
-                && (per_job == 1 || matching_gpus(spec, a) >= per_job)
+                && (spec.gpu_glob.is_empty() || job_slots(spec, a) > 0)
+                && (per_job == 1 || job_slots(spec, a) > 0)
                 && spec.labels.iter().all(|(k, v)| a.inventory.labels.get(k) == Some(v))
         })
         .map(|(n, _)| n.clone())
@@ -59,7 +66,14 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
         // Every job the agent still runs holds its GPUs, including one cancelled or moved here that has
         // not ended there yet (its row is no longer open; a row gone holds a GPU of any kind).
         let mut gpus = Capacity::of(&conn.inventory);
+        let mut unreported = Vec::new();
         for id in &conn.running {
+            match conn.gpus.get(id) {
+                Some(held) => gpus.hold_reported(held),
+                None => unreported.push(id),
+            }
+        }
+        for id in unreported {
             let assign = coord.store().job(id)?.and_then(|row| decode_stored::<AssignJob>(&row.assign).ok());
             gpus.hold(&assign.unwrap_or_default());
         }

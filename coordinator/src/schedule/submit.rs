@@ -53,24 +53,45 @@ pub fn submit(coord: &std::sync::Arc<Coordinator>, spec: SweepSpec) -> Result<St
         described
     };
     if agents.is_empty() {
-        let wanted = format!("hosts {:?}, gpu {:?}, labels {:?}", spec.agents, spec.gpu_glob, spec.labels);
-        let have = if described.is_empty() { "none".to_string() } else { described.join("; ") };
+        if described.is_empty() {
+            return Err(ScheduleError::NoAgent(
+                "no agent is connected to this coordinator (start one: agent --coordinator HOST:PORT)".into(),
+            ));
+        }
+        // What the sweep asks of an agent, as its sweep file says it.
+        let mut wanted = Vec::new();
+        if !spec.agents.is_empty() {
+            wanted.push(format!("hosts {:?}", spec.agents));
+        }
+        if !spec.gpu_glob.is_empty() {
+            wanted.push(format!("gpu {:?}", spec.gpu_glob));
+        }
+        if !spec.labels.is_empty() {
+            let mut labels: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            wanted.push(format!("labels {}", labels.join(",")));
+        }
         // A tensor-parallel job holds that many GPUs of one agent.
-        let gpus = if per_job > 1 {
-            format!(" with {per_job} GPUs for one job (tensor_parallel = {per_job})")
-        } else {
-            String::new()
-        };
+        if per_job > 1 {
+            wanted.push(format!("{per_job} GPUs of one kind for one job (tensor_parallel = {per_job})"));
+        }
+        if wanted.is_empty() {
+            wanted.push("any agent".into());
+        }
         return Err(ScheduleError::NoAgent(format!(
-            "no connected agent matches the sweep's selector ({wanted}){gpus}; connected agents: {have}"
+            "no connected agent has what the sweep asks for ({}); connected agents: {}",
+            wanted.join("; "),
+            described.join("; ")
         )));
     }
-    // The torch and vLLM backends run on a GPU: refused now, rather than failing every point on agents
-    // that have none.
+    // The torch and vLLM backends run on a GPU: they go to the matching agents that have one (every point
+    // would fail on the others), and are refused now where none has.
+    let mut agents = agents;
     if let Some(b @ (SpecBackend::Torch(_) | SpecBackend::Vllm(_))) = &spec.backend {
         let name = if matches!(b, SpecBackend::Torch(_)) { "torch" } else { "vllm" };
         let conns = coord.agents();
-        if !agents.iter().any(|a| conns.get(a).is_some_and(|c| !c.inventory.gpus.is_empty())) {
+        agents.retain(|a| conns.get(a).is_some_and(|c| !c.inventory.gpus.is_empty()));
+        if agents.is_empty() {
             return Err(ScheduleError::NoAgent(format!(
                 "the {name} backend needs a GPU, and no matching agent reports one; connected agents: {}",
                 described.join("; ")
@@ -82,7 +103,7 @@ pub fn submit(coord: &std::sync::Arc<Coordinator>, spec: SweepSpec) -> Result<St
     // host's GPUs that its selector matches.
     let slots: Vec<(String, usize)> = {
         let conns = coord.agents();
-        let slots_of = |c: &crate::state::AgentConn| (dispatch::matching_gpus(&spec, c) / per_job).max(1);
+        let slots_of = |c: &crate::state::AgentConn| dispatch::job_slots(&spec, c).max(1);
         agents.iter().map(|a| (a.clone(), conns.get(a).map_or(1, slots_of))).collect()
     };
     let jobs = super::plan(&id, &spec, &slots, placement);

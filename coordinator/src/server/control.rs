@@ -48,7 +48,10 @@ fn end_job(coord: &Arc<Coordinator>, agent: &str, job_id: &str, state: JobState,
             ..Default::default()
         });
     }
-    let freed = coord.agents().get_mut(agent).is_some_and(|c| c.running.remove(job_id));
+    let freed = coord.agents().get_mut(agent).is_some_and(|c| {
+        c.gpus.remove(job_id);
+        c.running.remove(job_id)
+    });
     if !ended && !freed {
         // A report of a job that had ended and held no place (every hello lists the agent's last 1000
         // finished jobs): nothing changed, so neither the agent's room nor the sweep's state did. Going on
@@ -200,7 +203,21 @@ impl AgentControl for Control {
         running.extend(reported.iter().cloned());
         coord.agents().insert(
             name.clone(),
-            AgentConn { conn_id, tx, inventory, last_seen: Instant::now(), running, instance: hello.instance.clone() },
+            AgentConn {
+                conn_id,
+                tx,
+                inventory,
+                last_seen: Instant::now(),
+                // The GPUs its running jobs hold, as it says (those of jobs no longer its are not counted).
+                gpus: hello
+                    .job_gpus
+                    .into_iter()
+                    .filter(|j| running.contains(&j.job_id))
+                    .map(|j| (j.job_id, j.gpus))
+                    .collect(),
+                running,
+                instance: hello.instance.clone(),
+            },
         );
         // The failures the agent reported, again (one may have been lost with the stream), before its
         // finished jobs: a point's failure is a late report that changes nothing once its job has ended.
@@ -234,6 +251,16 @@ impl AgentControl for Control {
                 match msg.msg {
                     Some(In::Heartbeat(_)) | Some(In::Hello(_)) | None => {}
                     Some(In::Progress(p)) => {
+                        // Which GPUs the job holds, first said when it gets them: what the coordinator
+                        // guessed for it may have left other GPUs counted as busy, so the agent may have room.
+                        let learned = !p.gpus.is_empty()
+                            && c.agents().get_mut(&name).is_some_and(|a| {
+                                a.running.contains(&p.job_id)
+                                    && a.gpus.insert(p.job_id.clone(), p.gpus.clone()).as_ref() != Some(&p.gpus)
+                            });
+                        if learned && let Err(e) = send_assignments(&c, &name) {
+                            tracing::error!(agent = %name, "sending jobs: {e}");
+                        }
                         let sweep_id = c.store().job(&p.job_id).ok().flatten().map(|j| j.sweep_id).unwrap_or_default();
                         c.publish(SweepEvent {
                             sweep_id,

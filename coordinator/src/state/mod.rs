@@ -120,6 +120,9 @@ pub struct AgentConn {
     pub last_seen: Instant,
     /// Jobs it runs.
     pub running: HashSet<String>,
+    /// The GPUs (indexes) each of its running jobs holds, as it reported them (a job waiting for its GPUs
+    /// at the agent is not here).
+    pub gpus: HashMap<String, Vec<u32>>,
     /// The agent process (`Hello.instance`).
     pub instance: String,
 }
