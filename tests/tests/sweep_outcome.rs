@@ -1,5 +1,5 @@
 //! A sweep never reports failure as success: every point that gave no data is listed at the end (point,
-//! agent, attempts, the error's first line), the manifest has every point's status, and `coord sweep`
+//! agent, attempts, the error in one line: its first line and the last line of the workload's stderr), the manifest has every point's status, and `coord sweep`
 //! fails unless `--allow-failures`; a workload's traces count whatever their file name.
 
 use std::path::Path;
@@ -82,6 +82,8 @@ fn a_command_whose_every_point_fails_fails_the_sweep() {
     let all = text(&o);
     assert!(!o.status.success(), "no point gave data: not a success even with --allow-failures\n{all}");
     assert!(all.contains("ended failed"), "{all}");
+    // Each listed failure says why in its one line: the last line of the workload's stderr.
+    assert!(all.contains("exited with exit status: 1: model not found"), "{all}");
     let failed: Vec<&serde_json::Value> =
         manifest["point_status"].as_array().into_iter().flatten().filter(|p| p["state"] == "failed").collect();
     assert_eq!(failed.len(), 2, "{manifest}");

@@ -18,7 +18,7 @@ use tracefleet_proto::v1::{
 };
 
 use super::client::{CoordinatorArg, connect, describe, download};
-use crate::parse::outcome::{PointState, first_line};
+use crate::parse::outcome::{PointState, headline};
 use crate::server;
 use crate::state::{Config, Coordinator};
 use tracefleet_proto::url;
@@ -363,7 +363,7 @@ async fn follow(
             }
             Kind::JobFailed | Kind::ParseFailed | Kind::PointFailed | Kind::PointRetry => {
                 failures += 1;
-                let first = ev.message.lines().next().unwrap_or("");
+                let first = headline(&ev.message);
                 // A failure of a whole job (refused before it ran, say) names the job.
                 let what = if ev.point_id.is_empty() { format!("job {}", ev.job_id) } else { ev.point_id.clone() };
                 say(&overall, format!("failure on {} {what}: {first}", ev.agent));
@@ -414,7 +414,7 @@ fn failed_points(manifest: &serde_json::Value) -> Vec<String> {
         .flatten()
         .filter(|p| p["state"] != PointState::Done.name())
         .map(|p| {
-            let why = p["error"].as_str().map(first_line).unwrap_or_default();
+            let why = p["error"].as_str().map(headline).unwrap_or_default();
             let attempts = p["attempts"].as_u64().unwrap_or(0);
             let runs = if attempts > 0 { format!(" after {attempts} failed runs") } else { String::new() };
             format!(

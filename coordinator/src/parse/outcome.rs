@@ -99,7 +99,7 @@ pub fn outcomes(
             } else if traces > 0 {
                 (PointState::Done, refusals)
             } else if job.state == JobState::Failed {
-                (PointState::Failed, first_line(&job.error).to_string())
+                (PointState::Failed, headline(&job.error))
             } else if job.state.terminal() && attempts > 0 {
                 // It failed and could not be run again (no agent could take it).
                 (PointState::Failed, last_error.to_string())
@@ -118,9 +118,20 @@ pub fn outcomes(
         .collect()
 }
 
-/// The first line of a message (a workload's error, with its stderr tail after it).
-pub fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or("")
+/// Where a workload's error ends and its stderr tail starts, as the coordinator joins them.
+pub const STDERR_TAIL: &str = "\n--- stderr (tail) ---\n";
+
+/// A workload's error in one line: its first line and, when the error carries the workload's stderr tail,
+/// that tail's last line (a Python traceback's exception: `ModuleNotFoundError: No module named 'torch'`),
+/// which says why where "exited with exit status: 1" does not.
+pub fn headline(s: &str) -> String {
+    let first = s.lines().next().unwrap_or("");
+    let last =
+        s.split_once(STDERR_TAIL).and_then(|(_, tail)| tail.lines().rev().map(str::trim).find(|l| !l.is_empty()));
+    match last {
+        Some(last) if last != first => format!("{first}: {last}"),
+        _ => first.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -130,6 +141,21 @@ mod tests {
 
     use super::*;
     use crate::store::UploadKey;
+
+    #[test]
+    fn a_workloads_error_in_one_line_says_why_it_exited() {
+        let e = format!(
+            "torch driver exited with exit status: 1{STDERR_TAIL}Traceback (most recent call last):\n  File \"d.py\", \
+             line 132, in run_job\n    import torch\nModuleNotFoundError: No module named 'torch'\n"
+        );
+        assert_eq!(
+            headline(&e),
+            "torch driver exited with exit status: 1: ModuleNotFoundError: No module named 'torch'"
+        );
+        assert_eq!(headline("refused: no GPU\nmore"), "refused: no GPU");
+        assert_eq!(headline(&format!("x{STDERR_TAIL}\n  \n")), "x", "an empty tail");
+        assert_eq!(headline(""), "");
+    }
 
     fn job(id: &str, agent: &str, points: &[&str], state: JobState, error: &str) -> JobRow {
         let a = AssignJob {

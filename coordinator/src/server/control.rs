@@ -79,7 +79,7 @@ async fn job_failed(c: &Arc<Coordinator>, agent: &str, f: JobFailed) {
     let msg = if f.stderr_tail.is_empty() {
         f.error.clone()
     } else {
-        format!("{}\n--- stderr (tail) ---\n{}", f.error, f.stderr_tail)
+        format!("{}{}{}", f.error, crate::parse::outcome::STDERR_TAIL, f.stderr_tail)
     };
     // The store's guard is dropped here: it must not live across the await below.
     let job = c.store().job(&f.job_id).map(|j| j.filter(|j| j.agent == agent));
