@@ -175,9 +175,11 @@ fn ctrl_c_on_a_local_sweep_stops_at_once_and_says_how_to_resume() {
     assert!(t0.elapsed() < std::time::Duration::from_secs(8));
     seen.extend(rx.try_iter());
     let err = seen.join("\n");
-    assert!(status.success(), "{err}");
+    // Not a success: the sweep has not ended, and no results were written (a shell's code for SIGINT).
+    assert_eq!(status.code(), Some(130), "{err}");
     assert!(
         err.contains("stopped; the sweep's state is kept in") && err.contains("Ctrl-C again within 3 s cancels"),
         "{err}"
     );
+    assert!(err.contains("interrupted before sweep") && err.contains("no results written"), "{err}");
 }

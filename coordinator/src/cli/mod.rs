@@ -84,6 +84,16 @@ impl LimitArgs {
     }
 }
 
+/// A command stopped by Ctrl-C before its work was done (`coord sweep` detached from a running sweep):
+/// not a success, not a failure of the work either. The process exits with 130, as a shell reports a
+/// command ended by SIGINT.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// The exit status of an interrupted command (128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
 /// Parses the command line and runs the command; errors are printed with their causes.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -110,6 +120,10 @@ pub fn main() -> ExitCode {
         // The reader of stdout went away (`coord analyze ... | head`): nothing to say to it, and not our
         // failure. A broken pipe on the network (the coordinator closed the connection) is a failure.
         Err(e) if e.chain().any(broken_pipe) && !e.chain().any(network) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Interrupted>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("error: {}", message(&e));
             // Failed calls (a connection that failed outright carries its hint already).

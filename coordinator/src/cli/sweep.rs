@@ -171,7 +171,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 }
                 _ = tokio::time::sleep(SECOND_CTRL_C) => {}
             }
-            return Ok(());
+            // Not a success: the sweep has not ended here and no results were written.
+            return Err(super::Interrupted(format!("interrupted before sweep {id} ended: no results written")).into());
         };
         let out = a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir));
         let files = download(&mut c, &id, &out).await?;
