@@ -65,10 +65,17 @@ impl Backend for Replay {
         cancel: &watch::Receiver<bool>,
     ) -> Result<(), WorkloadError> {
         if !self.dir.is_dir() {
-            return Err(WorkloadError {
-                message: format!("replay folder {} does not exist on this host", self.dir.display()),
-                stderr_tail: String::new(),
-            });
+            // A relative folder is the agent's working directory's: say which folder that was.
+            let message = match std::path::absolute(&self.dir) {
+                Ok(abs) if self.dir.is_relative() => format!(
+                    "replay folder {} does not exist on this host (a relative folder is taken from the agent's \
+                     working directory: {}); give an absolute path",
+                    self.dir.display(),
+                    abs.display()
+                ),
+                _ => format!("replay folder {} does not exist on this host", self.dir.display()),
+            };
+            return Err(WorkloadError { message, stderr_tail: String::new() });
         }
         for p in &job.points {
             if *cancel.borrow() {
@@ -108,5 +115,26 @@ impl Backend for Replay {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_relative_folder_is_named_as_the_agent_resolved_it() {
+        let r = Replay::new(&ReplayBackend { dir: "fixtures/not-here".into(), delay_ms: 0 });
+        let (tx, _rx) = mpsc::channel(1);
+        let (_cancel_tx, cancel) = watch::channel(false);
+        let out = tempfile::tempdir().expect("tmp");
+        let e = r.run(&AssignJob::default(), out.path(), &[], &tx, &cancel).expect_err("no such folder");
+        let abs = std::env::current_dir().expect("cwd").join("fixtures/not-here");
+        assert!(
+            e.message.contains("replay folder fixtures/not-here does not exist on this host")
+                && e.message.contains(&format!("working directory: {})", abs.display())),
+            "{}",
+            e.message
+        );
     }
 }
