@@ -78,7 +78,7 @@ while [ "$(date +%s)" -lt "$END" ]; do
     if [ "$now" -ge "$NEXT_SAMPLE" ]; then sample; NEXT_SAMPLE=$(( now + 30 )); fi
     sleep 1
   done
-  if wait "$SWEEP" && grep -q "traces 12 uploaded, 12 parsed" "$W/last-sweep.txt"; then
+  if wait "$SWEEP" && grep -q "traces 12 uploaded, 12 read" "$W/last-sweep.txt"; then
     SWEEPS=$(( SWEEPS + 1 ))
   else
     FAILED=$(( FAILED + 1 )); cp "$W/last-sweep.txt" "$W/failed-sweep-$FAILED.txt"

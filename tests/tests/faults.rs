@@ -267,7 +267,7 @@ async fn coord_sweep_follows_its_sweep_across_a_coordinator_restart() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{err}\n{stdout}");
     assert!(err.contains("lost the coordinator") && err.contains("reconnecting"), "{err}");
-    assert!(stdout.contains("traces 12 uploaded, 12 parsed"), "{stdout}");
+    assert!(stdout.contains("traces 12 uploaded, 12 read"), "{stdout}");
     assert_same_as_ingest(&out_dir, &replay);
 }
 

@@ -21,7 +21,7 @@ fn local_sweep_writes_every_result_file() {
         .expect("run");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("completed") && stdout.contains("traces 12 uploaded, 12 parsed"), "{stdout}");
+    assert!(stdout.contains("completed") && stdout.contains("traces 12 uploaded, 12 read"), "{stdout}");
     for f in [
         "op_times.tsv",
         "op_times_detailed.tsv",

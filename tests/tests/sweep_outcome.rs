@@ -183,3 +183,21 @@ fn ctrl_c_on_a_local_sweep_stops_at_once_and_says_how_to_resume() {
     );
     assert!(err.contains("interrupted before sweep") && err.contains("no results written"), "{err}");
 }
+
+#[test]
+fn a_refused_trace_is_named_as_its_agent_wrote_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let toml = "name = \"cut\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [8]\ninput_len = 128\n\
+                profile_steps = 1\n[command]\nrun = \"mkdir -p {out_dir}/logs && printf '{\\\"traceEvents\\\": [{\\\"ph\\\": \\\"X\\\"' > {out_dir}/logs/cut.json\"\n";
+    let (o, manifest) = sweep(tmp.path(), toml, &["--allow-failures"]);
+    let all = text(&o);
+    let error = manifest["point_status"][0]["error"].as_str().unwrap_or_default().to_string();
+    // The agent's name and the file's path under the workload's folder, not the coordinator's copy.
+    assert!(
+        error.starts_with("every trace was refused: ")
+            && error.contains(":decode/logs_8/logs/cut.json at byte 27: unexpected end of file"),
+        "{error}\n{all}"
+    );
+    assert!(!error.contains("traces/") && !error.contains("%2F"), "{error}");
+    assert!(all.contains(":decode/logs_8/logs/cut.json at byte 27"), "{all}");
+}

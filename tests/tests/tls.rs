@@ -57,6 +57,6 @@ async fn a_sweep_runs_over_tls() {
         .expect("run");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}\n{stdout}", String::from_utf8_lossy(&o.stderr));
-    assert!(stdout.contains("traces 6 uploaded, 6 parsed"), "{stdout}");
+    assert!(stdout.contains("traces 6 uploaded, 6 read"), "{stdout}");
     assert!(tmp.path().join("out/op_times.tsv").exists());
 }

@@ -50,8 +50,9 @@ impl Watcher {
         self.done.insert(p)
     }
 
-    /// Files under `dir` that are finished since the last poll. With `workload_done`, every file that
-    /// has stopped growing counts (the writer is gone).
+    /// Files under `dir` that are finished since the last poll. With `workload_done`, every file counts,
+    /// complete or not: the writer is gone, so it will not grow, and a cut file goes to the coordinator,
+    /// which refuses it saying where it ends, rather than being left behind without a word.
     pub fn poll(&mut self, dir: &Path, workload_done: bool) -> Vec<PathBuf> {
         let mut files = Vec::new();
         walk(dir, &mut files);
@@ -65,7 +66,7 @@ impl Watcher {
             let stable = self.sizes.get(&p) == Some(&len) && len > 0;
             let plain = p.extension().is_some_and(|e| e == "json");
             let complete = if plain { json_complete(&p, len) } else { true };
-            if (stable && complete) || (workload_done && len > 0 && (complete || stable)) {
+            if (stable && complete) || (workload_done && len > 0) {
                 self.sizes.remove(&p);
                 self.done.insert(p.clone());
                 ready.push(p);
@@ -98,5 +99,9 @@ mod tests {
         std::fs::write(d.path().join("profile.json"), b"{\"traceEvents\": []}").expect("write");
         std::fs::write(d.path().join("notes.txt"), b"x").expect("write");
         assert_eq!(w.poll(d.path(), true), vec![d.path().join("profile.json")], "JSON files only");
+        // A file cut short and seen for the first time after its writer ended is taken all the same.
+        let cut = d.path().join("cut.json");
+        std::fs::write(&cut, b"{\"traceEvents\": [{").expect("write");
+        assert_eq!(w.poll(d.path(), true), vec![cut]);
     }
 }

@@ -101,6 +101,22 @@ pub enum TraceError {
 }
 
 impl TraceError {
+    /// The same error naming `name` as the file: the coordinator reads its stored copy of a trace, and
+    /// names the trace as its agent uploaded it, not by where the coordinator keeps it.
+    pub fn naming(mut self, name: PathBuf) -> Self {
+        match &mut self {
+            TraceError::Io { file, .. }
+            | TraceError::Decompress { file, .. }
+            | TraceError::TooLarge { file, .. }
+            | TraceError::Bomb { file, .. }
+            | TraceError::NotATrace { file, .. }
+            | TraceError::NoEagerSteps { file }
+            | TraceError::NoSteps { file, .. } => *file = name,
+            TraceError::Syntax { location, .. } => location.file = name,
+        }
+        self
+    }
+
     /// The byte offset in the decompressed text, where the error has one.
     pub fn offset(&self) -> Option<u64> {
         match self {

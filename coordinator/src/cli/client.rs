@@ -150,7 +150,7 @@ fn why_unreachable(e: &tonic::transport::Error) -> String {
 /// A one-line status.
 pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
     format!(
-        "{}  {:<10} {:<20} points {}/{} done, {} failed, {} missing; traces {} uploaded, {} parsed, {} refused; {:.1} MB",
+        "{}  {:<10} {:<20} points {}/{} done, {} failed, {} missing; traces {} uploaded, {} read, {} refused; {:.1} MB",
         s.sweep_id,
         s.state().name().unwrap_or("?"),
         s.name,
@@ -159,7 +159,8 @@ pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
         s.points_failed,
         s.points_missing,
         s.traces_uploaded,
-        s.traces_parsed,
+        // `traces_parsed` counts the refused ones too (each was parsed, and refused).
+        s.traces_parsed.saturating_sub(s.traces_refused),
         s.traces_refused,
         s.raw_bytes as f64 / 1e6
     ) + &if s.traces_set_aside > 0 {
