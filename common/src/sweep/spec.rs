@@ -346,6 +346,15 @@ impl Checker<'_> {
                 self.err(v.span(), format!("`{key}` must be between {min} and {MAX_VALUE}, not {n}"), None);
                 None
             }
+            // Digits past what 64 bits hold: a number, too large.
+            None if v.get_ref().as_integer().is_some_and(|i| {
+                i.as_str().trim_start_matches(['-', '+']).bytes().all(|c| c.is_ascii_digit() || c == b'_')
+            }) =>
+            {
+                let text = v.get_ref().as_integer().map_or("", |i| i.as_str());
+                self.err(v.span(), format!("`{key}` must be between {min} and {MAX_VALUE}, not {text}"), None);
+                None
+            }
             None => {
                 let what = if min > 0 { "a positive integer" } else { "a non-negative integer" };
                 self.err(v.span(), format!("`{key}` must be {what}"), None);
@@ -402,6 +411,20 @@ impl Checker<'_> {
                     return None;
                 }
                 let vals: Vec<Option<u32>> = items.iter().map(|i| self.int(i, key, 1)).collect();
+                // A value listed twice would make two points with one id: said here, where it stands.
+                let mut seen = std::collections::HashSet::new();
+                let mut repeated = false;
+                for (item, val) in items.iter().zip(&vals) {
+                    if let Some(n) = val
+                        && !seen.insert(*n)
+                    {
+                        self.err(item.span(), format!("`{key}` lists {n} twice"), Some("list each value once".into()));
+                        repeated = true;
+                    }
+                }
+                if repeated {
+                    return None;
+                }
                 vals.into_iter().collect()
             }
             DeValue::Table(t) => {
@@ -451,7 +474,13 @@ pub fn parse(text: &str, file: &str) -> Result<Sweep, SweepErrors> {
         Ok(d) => d,
         Err(e) => {
             let (line, col) = e.span().map_or((1, 1), |s| line_col(text, s.start));
-            let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            let mut message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+            // The parser's span covers the offending text: for a key given twice, the key, named here.
+            if message == "duplicate key"
+                && let Some(key) = e.span().and_then(|s| text.get(s)).map(str::trim).filter(|k| !k.is_empty())
+            {
+                message = format!("duplicate key `{key}`");
+            }
             return Err(fail(vec![Diagnostic { line, col, message: format!("invalid TOML: {message}"), hint: None }]));
         }
     };
@@ -868,6 +897,20 @@ profile_steps = 0
     }
 
     #[test]
+    fn a_value_listed_twice_or_too_large_is_refused_where_it_stands() {
+        let text = "name = \"t\"\nmode = \"decode\"\nbackend = \"replay\"\nbatch_sizes = [1, 8, 8]\n\
+                    input_len = 99999999999999999999\n[replay]\ndir = \"x\"\n";
+        let e = parse(text, "t.toml").expect_err("refused");
+        assert_eq!(
+            lines(&e),
+            [
+                "4:22: `batch_sizes` lists 8 twice [list each value once]".to_string(),
+                format!("5:13: `input_len` must be between 1 and {MAX_VALUE}, not 99999999999999999999"),
+            ]
+        );
+    }
+
+    #[test]
     fn missing_keys_and_bad_types() {
         let e = parse("mode = 3\n[replay]\ndirr = 1\n", "m.toml").expect_err("invalid");
         let msgs: Vec<&str> = e.diagnostics.iter().map(|d| d.message.as_str()).collect();
@@ -891,6 +934,8 @@ profile_steps = 0
         assert_eq!(e.diagnostics.len(), 1);
         assert_eq!(e.diagnostics[0].line, 2);
         assert!(e.diagnostics[0].message.starts_with("invalid TOML"), "{:?}", e.diagnostics);
+        let e = parse("name = \"x\"\nmode = \"decode\"\nname = \"y\"\n", "s.toml").expect_err("invalid");
+        assert_eq!(lines(&e), ["3:1: invalid TOML: duplicate key `name`"]);
     }
 
     #[test]
