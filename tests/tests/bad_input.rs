@@ -48,6 +48,24 @@ fn empty_file() {
 }
 
 #[test]
+fn a_trace_without_events_is_not_an_empty_table() {
+    let d = tempfile::tempdir().expect("tmp");
+    for (name, text) in [("object.json", &br#"{"traceEvents": []}"#[..]), ("array.json", b"[]")] {
+        let p = write(d.path(), name, text);
+        assert!(cli_err(&p, &[]).contains("the trace holds no events (traceEvents is empty)"));
+    }
+    // Events, none of them an op or GPU activity: the table is empty, and said to be.
+    let p = write(d.path(), "meta.json", br#"{"traceEvents": [{"ph": "M", "name": "process_name", "pid": 1}]}"#);
+    let o = Command::new(bin("coord")).arg("analyze").arg(&p).output().expect("run coord");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("meta.json: none of its 1 events is an op or a GPU activity: the table is empty"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn truncated_json() {
     let d = tempfile::tempdir().expect("tmp");
     let full =

@@ -33,11 +33,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let jobs = a.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
     let trace = tracefleet_common::trace::parallel::open(&a.trace, &a.limits.limits(), jobs)?;
+    // A trace without events is not an empty result: the profiler recorded nothing.
+    if trace.meta.event_count == 0 {
+        anyhow::bail!("{}: the trace holds no events (traceEvents is empty): nothing to analyze", a.trace.display());
+    }
     let parsed = t0.elapsed().as_secs_f64();
     let links = Links::with_jobs(&trace, jobs);
     let linked = t0.elapsed().as_secs_f64();
     let rows = key_averages_with_jobs(&trace, &links, jobs);
     let elapsed = t0.elapsed().as_secs_f64();
+    if rows.is_empty() {
+        eprintln!(
+            "warning: {}: none of its {} events is an op or a GPU activity: the table is empty",
+            a.trace.display(),
+            trace.meta.event_count
+        );
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if a.json {
