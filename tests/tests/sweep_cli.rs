@@ -146,3 +146,28 @@ async fn cancel_stops_a_sweep_and_keeps_what_was_parsed() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains(&id) && stdout.contains("cancelled") && stdout.contains("agent-a"), "{stdout}");
 }
+
+#[test]
+fn every_example_sweep_file_is_valid_and_the_replay_ones_have_their_traces() {
+    let dir = workspace().join("examples");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&path).expect("read");
+        let s = tracefleet_common::sweep::parse(&text, &path.display().to_string())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        // A replay example plays the shipped fixtures back: every point it lists must be there, or the
+        // example a reader runs first ends in failures.
+        if let Some(replay) = &s.replay {
+            for p in s.points() {
+                let logs = workspace().join(&replay.dir).join(p.mode.name()).join(format!("logs_{}", p.batch_size));
+                assert!(logs.is_dir(), "{}: point {} has no traces at {}", path.display(), p.id, logs.display());
+            }
+        }
+    }
+    assert!(seen >= 5, "only {seen} examples");
+}

@@ -42,7 +42,7 @@ fn replay(batch_sizes: &str) -> String {
 
 #[test]
 fn points_without_data_are_listed_and_fail_the_command() {
-    // The fixtures hold batch 1 and 8, not 2 (as the README's decode.toml over 1..255 meets 124 times).
+    // The fixtures hold batch 1 and 8, not 2 (as a range over 1..255 would meet 124 times).
     let tmp = tempfile::tempdir().expect("tmp");
     let (o, manifest) = sweep(tmp.path(), &replay("[1, 2, 8]"), &[]);
     let all = text(&o);
