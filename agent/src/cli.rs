@@ -138,8 +138,13 @@ pub fn main() -> ExitCode {
     let labels = args.labels;
     let only = args.gpus.map(|g| g.0);
     let (gpus, note) = crate::gpu::inventory(only.as_deref());
-    if let Some(n) = note {
-        tracing::warn!("{n}");
+    match note {
+        // NVML is absent on a host given its GPUs by --assume-gpu (tests, GPU-less rehearsals): say so.
+        Some(_) if gpus.is_empty() && !args.assume_gpu.is_empty() => {
+            tracing::info!("no GPU found through NVML; reporting the GPUs given by --assume-gpu: {:?}", args.assume_gpu)
+        }
+        Some(n) => tracing::warn!("{n}"),
+        None => {}
     }
     // Under mutual TLS the agent is who its certificate says: that is its name unless told otherwise.
     let name = match (&args.name, &args.tls_cert) {
