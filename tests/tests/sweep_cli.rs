@@ -145,6 +145,18 @@ async fn cancel_stops_a_sweep_and_keeps_what_was_parsed() {
     let o = Command::new(bin("coord")).args(["status", "--coordinator", &coord.addr]).output().expect("run");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains(&id) && stdout.contains("cancelled") && stdout.contains("agent-a"), "{stdout}");
+    // Again: nothing changes, and that is no error.
+    let o = Command::new(bin("coord")).args(["cancel", &id, "--coordinator", &coord.addr]).output().expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // A sweep that ended on its own is not cancelled, and the command says so.
+    let done =
+        tracefleet_tests::procs::submit(&mut c, tracefleet_tests::sweeps::spec(&replay, 0)).await.expect("submit");
+    let s = tracefleet_tests::procs::wait_sweep(&coord.addr, &done, Duration::from_secs(60)).await.expect("ends");
+    assert_eq!(s.state(), tracefleet_proto::v1::SweepState::Completed);
+    let o = Command::new(bin("coord")).args(["cancel", &done, "--coordinator", &coord.addr]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("sweep {done} has already ended (completed): nothing to cancel")), "{stderr}");
 }
 
 #[test]

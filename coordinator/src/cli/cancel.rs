@@ -1,6 +1,6 @@
 //! `coord cancel SWEEP`: stop a sweep; the traces already parsed are kept as its results.
 
-use tracefleet_proto::v1::SweepRef;
+use tracefleet_proto::v1::{SweepRef, SweepState};
 
 use super::client::{CoordinatorArg, describe, resolve, runtime};
 
@@ -18,6 +18,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let mut c = a.coordinator.connect().await?;
         let sweep_id = resolve(&mut c, &a.sweep).await?;
+        // A sweep that ended on its own cannot be stopped: saying "cancelled" would be untrue, and exit 0
+        // would tell a script that it was. Cancelling a cancelled sweep again changes nothing, and is fine.
+        let before = c.status(SweepRef { sweep_id: sweep_id.clone() }).await?.into_inner();
+        if matches!(before.state(), SweepState::Completed | SweepState::Failed) {
+            anyhow::bail!(
+                "sweep {sweep_id} has already ended ({}): nothing to cancel",
+                before.state().name().unwrap_or("?")
+            );
+        }
         let s = c.cancel(SweepRef { sweep_id }).await?.into_inner();
         println!("{}", describe(&s));
         Ok(())
