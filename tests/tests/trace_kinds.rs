@@ -228,6 +228,13 @@ fn files_that_are_not_kineto_traces_are_refused_or_skipped_with_why_c15() {
     std::fs::remove_file(dir.join("logs_8/profile.json.zst")).expect("rm");
     let (o, _) = ingest(&dir, &[]);
     assert!(!o.status.success() && stderr(&o).contains("no Kineto trace under"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(" files skipped, listed above)"), "{}", stderr(&o));
+    // Nothing at all: said plainly, the folder named as given.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let (o, _) = ingest(&empty, &[]);
+    let want = format!("no Kineto trace under {} (no file there is a .json, .json.gz or .json.zst)", empty.display());
+    assert!(!o.status.success() && stderr(&o).contains(&want), "{}", stderr(&o));
 }
 
 #[test]

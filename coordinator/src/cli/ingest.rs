@@ -155,7 +155,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         eprintln!("skipped {}: {why}", f.display());
     }
     if read == 0 && errors.is_empty() {
-        bail!("no Kineto trace under {:?} ({} files skipped, listed above)", a.dirs, skipped.len());
+        let dirs: Vec<String> = a.dirs.iter().map(|d| d.display().to_string()).collect();
+        let skipped = match skipped.len() {
+            0 => "no file there is a .json, .json.gz or .json.zst".to_string(),
+            n => format!("{n} files skipped, listed above"),
+        };
+        bail!("no Kineto trace under {} ({skipped})", dirs.join(", "));
     }
     if !errors.is_empty() && !a.keep_going {
         bail!(

@@ -68,7 +68,8 @@ pub struct LimitArgs {
     /// Most decompressed bytes one trace may have.
     #[arg(long, default_value_t = ReadLimits::default().max_decompressed_bytes)]
     pub max_decompressed_bytes: u64,
-    /// Most decompressed-to-compressed ratio before a compressed trace is refused as a bomb.
+    /// Most decompressed-to-compressed ratio before a compressed trace is refused as a bomb; checked once
+    /// 64 MiB have been decompressed (smaller traces are held by --max-decompressed-bytes alone).
     #[arg(long, default_value_t = ReadLimits::default().max_ratio)]
     pub max_decompression_ratio: u64,
 }

@@ -15,9 +15,11 @@ pub struct Args {
     /// State database, stored traces and results.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Prometheus metrics address (`GET /metrics`); "off" to disable.
-    #[arg(long, default_value = "0.0.0.0:9464")]
-    metrics_listen: String,
+    /// Prometheus metrics address (`GET /metrics`); "off" to disable. Default: 0.0.0.0:9464 with TLS,
+    /// 127.0.0.1:9464 with --insecure (like the gRPC address: a plain-text coordinator stays on loopback
+    /// unless told otherwise).
+    #[arg(long)]
+    metrics_listen: Option<String>,
     /// An address serving only the gRPC health check (`grpc.health.v1`), in plain text and without
     /// authentication, for probes that cannot present a client certificate (Kubernetes' gRPC probes).
     /// Off by default.
@@ -132,7 +134,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let coord = Coordinator::open(cfg)?;
         let listen = a.listen.unwrap_or_else(|| if cfg_tls { "0.0.0.0:50051" } else { "127.0.0.1:50051" }.to_string());
         let (listener, addr) = server::bind(&listen).await?;
-        let metrics = if a.metrics_listen == "off" { None } else { Some(server::bind(&a.metrics_listen).await?) };
+        let metrics_listen =
+            a.metrics_listen.unwrap_or_else(|| if cfg_tls { "0.0.0.0:9464" } else { "127.0.0.1:9464" }.to_string());
+        let metrics = if metrics_listen == "off" { None } else { Some(server::bind(&metrics_listen).await?) };
         match &metrics {
             Some((_, m)) => tracing::info!("coord serving on {addr} (metrics on http://{m}/metrics){tls}"),
             None => tracing::info!("coord serving on {addr}{tls}"),
