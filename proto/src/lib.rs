@@ -98,7 +98,8 @@ pub fn connection_hint(code: Option<tonic::Code>, text: &str) -> Option<&'static
     if has(&["operation was canceled", "connection reset", "broken pipe", "connection closed"]) {
         return Some(
             "the coordinator closed the connection: a TLS coordinator needs https://, --tls-ca and a client \
-             certificate it accepts (--tls-cert, --tls-key); otherwise it stopped or restarted",
+             certificate it accepts (--tls-cert, --tls-key); otherwise it stopped or restarted, or the address \
+             is not its gRPC port (the metrics port, say)",
         );
     }
     None

@@ -44,6 +44,24 @@ fn an_unreachable_coordinator_says_why_and_what_to_do() {
     );
 }
 
+#[test]
+fn https_without_a_ca_says_what_it_needs_and_how_to_dial_a_plain_text_coordinator() {
+    // No TLS settings for an https:// address: refused once connected, before any byte is sent, whatever
+    // listens there (here a socket that never answers).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    let o = Command::new(bin("coord")).args(["status", "--coordinator", &url]).output().expect("run");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("an https:// address needs --tls-ca")
+            && err.contains("a coordinator started with --insecure is dialled as http:// or HOST:PORT"),
+        "{err}"
+    );
+    // The transport's cause once, not "X: X".
+    assert!(err.matches("Connecting to HTTPS without TLS enabled").count() == 1, "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_or_a_folder_in_use_is_refused() {
     let tmp = tempfile::tempdir().expect("tmp");

@@ -123,14 +123,24 @@ pub async fn connect(addr: &str, tls: &tracefleet_proto::ClientTls, token: Token
 /// people meet (nothing listening, a name that does not resolve, TLS, a timeout).
 fn why_unreachable(e: &tonic::transport::Error) -> String {
     let mut chain = e.to_string();
+    let mut last = chain.clone();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
+        // Layers often repeat their cause's text ("X: X"): once is enough.
+        let text = s.to_string();
+        if !last.ends_with(&text) {
+            chain.push_str(": ");
+            chain.push_str(&text);
+        }
+        last = text;
         source = s.source();
     }
     let lower = chain.to_lowercase();
-    let hint = if lower.contains("connection refused") {
+    let hint = if lower.contains("connecting to https without tls enabled") {
+        "an https:// address needs --tls-ca with the CA that signed the coordinator's certificate (and \
+         --tls-cert/--tls-key for its client CA); a coordinator started with --insecure is dialled as http:// or \
+         HOST:PORT"
+    } else if lower.contains("connection refused") {
         "nothing listens there; start one with `coord serve`, or run the sweep in this process with `--local`"
     } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service") {
         "the host name does not resolve; check the address (--coordinator or TRACEFLEET_COORDINATOR)"
