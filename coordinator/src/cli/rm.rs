@@ -21,7 +21,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let id = resolve(&mut c, &a.sweep).await?;
         let r = c.delete_sweep(SweepRef { sweep_id: id.clone() }).await?;
         let r = r.into_inner();
-        println!("removed sweep {id}: {} stored traces, {:.1} MB freed", r.traces, r.freed_bytes as f64 / 1e6);
+        println!(
+            "removed sweep {id}: {} stored traces, {:.1} MB freed on disk (stored traces, results and their tables)",
+            r.traces,
+            r.freed_bytes as f64 / 1e6
+        );
         Ok(())
     })
 }

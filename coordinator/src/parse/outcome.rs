@@ -56,7 +56,7 @@ pub struct PointOutcome {
 /// The outcomes of a sweep's points, from its jobs, uploads and point failures `(point, attempts, last
 /// error)`; a point failed for the last time after `1 + retries` failed runs. A point is one outcome
 /// (judged by its last run, wherever a retry or a lost agent moved it), or with `each` one per agent.
-/// Ordered by point, agent.
+/// Ordered by point (runs of digits by value: batch 2 before batch 16), agent.
 pub fn outcomes(
     jobs: &[JobRow],
     uploads: &[UploadRow],
@@ -88,7 +88,8 @@ pub fn outcomes(
             *read.entry(k).or_default() += 1;
         }
     }
-    runs.into_iter()
+    let mut outcomes: Vec<PointOutcome> = runs
+        .into_iter()
         .map(|((point, _), job)| {
             let agent = job.agent.clone();
             let traces = read.get(&(point.as_str(), agent.as_str())).copied().unwrap_or(0);
@@ -115,7 +116,29 @@ pub fn outcomes(
             };
             PointOutcome { point, agent, state, attempts, traces, error }
         })
-        .collect()
+        .collect();
+    outcomes.sort_by_cached_key(|o| (natural_key(&o.point), o.agent.clone()));
+    outcomes
+}
+
+/// A key that orders the runs of digits in `s` by their value: `bs2` before `bs16`.
+fn natural_key(s: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                key.push((std::mem::take(&mut text), digits.parse().unwrap_or(u64::MAX)));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    key.push((text, if digits.is_empty() { 0 } else { digits.parse().unwrap_or(u64::MAX) }));
+    key
 }
 
 /// Where a workload's error ends and its stderr tail starts, as the coordinator joins them.
@@ -141,6 +164,17 @@ mod tests {
 
     use super::*;
     use crate::store::UploadKey;
+
+    #[test]
+    fn points_are_in_the_order_of_their_numbers() {
+        let mut ids =
+            ["decode-bs16-in128", "decode-bs2-in128-r2", "decode-bs128-in128", "decode-bs2-in128", "decode-bs2-in64"];
+        ids.sort_by_cached_key(|p| natural_key(p));
+        assert_eq!(
+            ids,
+            ["decode-bs2-in64", "decode-bs2-in128", "decode-bs2-in128-r2", "decode-bs16-in128", "decode-bs128-in128"]
+        );
+    }
 
     #[test]
     fn a_workloads_error_in_one_line_says_why_it_exited() {
