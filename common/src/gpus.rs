@@ -3,11 +3,13 @@
 //!
 //! A job with tensor parallelism takes all its GPUs of one kind (one name): its ranks run in lockstep, so
 //! a pair of an A100 and an H100 would measure neither, and its traces would name two GPUs for one point.
-//! Among the kinds with enough free GPUs, the one whose first free GPU has the lowest index; within it,
-//! the lowest indexes (neighbours, where the host numbers them so).
+//! Among the kinds with enough free GPUs, the one that reaches that many first in index order; within it,
+//! the lowest indexes (neighbours, where the host numbers them so). A job waiting for GPUs holds back
+//! only GPUs of the kinds that could ever hold it ([`usable`]).
 
-/// `n` GPUs of one kind among `free`, given as (index, name) in increasing index order; `None` when no
-/// kind has `n` there. `n` of 0 takes nothing; `n` of 1 takes the first.
+/// `n` GPUs of one kind among `free`, given as (index, name) in increasing index order: those of the kind
+/// that first has `n` in that order (its lowest indexes); `None` when no kind has `n` there. `n` of 0
+/// takes nothing; `n` of 1 takes the first.
 pub fn pick<'a>(free: impl IntoIterator<Item = (u32, &'a str)>, n: usize) -> Option<Vec<u32>> {
     if n == 0 {
         return Some(Vec::new());
@@ -28,6 +30,18 @@ pub fn pick<'a>(free: impl IntoIterator<Item = (u32, &'a str)>, n: usize) -> Opt
         }
     }
     None
+}
+
+/// The GPUs among `eligible` (index, name) that a job of `n` GPUs could ever take: those of the kinds with
+/// at least `n` of them. A waiting job holds back only these; a kind with fewer is no use to it.
+pub fn usable<'a>(eligible: impl IntoIterator<Item = (u32, &'a str)>, n: usize) -> Vec<u32> {
+    let eligible: Vec<(u32, &str)> = eligible.into_iter().collect();
+    let counts = per_kind(eligible.iter().map(|(_, name)| *name));
+    eligible
+        .into_iter()
+        .filter(|(_, name)| counts.iter().any(|(kind, c)| kind == name && *c >= n))
+        .map(|(index, _)| index)
+        .collect()
 }
 
 /// GPUs per kind among `names`, kinds in the order of their first GPU.
@@ -66,6 +80,15 @@ mod tests {
         assert_eq!(pick(host[1..].iter().copied(), 2), Some(vec![1, 3]));
         assert_eq!(pick(host, 0), Some(vec![]));
         assert_eq!(pick([], 1), None);
+        assert_eq!(pick([(0, "A"), (1, "H"), (2, "H"), (3, "A")], 2), Some(vec![1, 2]), "the first kind to have two");
+    }
+
+    #[test]
+    fn a_job_can_use_only_kinds_with_enough_gpus() {
+        let host = [(0, "A100"), (1, "H100"), (2, "H100")];
+        assert_eq!(usable(host, 2), vec![1, 2]);
+        assert_eq!(usable(host, 1), vec![0, 1, 2]);
+        assert_eq!(usable(host, 3), Vec::<u32>::new());
     }
 
     #[test]

@@ -277,4 +277,28 @@ async fn a_sweep_for_a_gpu_backend_goes_only_to_the_matching_agents_that_have_a_
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
     assert_eq!((status.jobs_total, status.points_total), (1, 1), "{status:?}");
+
+    // A retry goes to an agent with a GPU too: the host without one would be the least loaded. The
+    // "interpreter" reports the point failed, as a driver does when its model fails to load.
+    let python = tmp.path().join("failing-python");
+    std::fs::write(&python, "#!/bin/sh\necho '{\"event\": \"point_failed\", \"point\": \"p\", \"error\": \"boom\"}'\n")
+        .expect("write");
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let torch = Backend::Torch(TorchBackend {
+        model: "llama-3.2-1b".into(),
+        python: python.display().to_string(),
+        ..Default::default()
+    });
+    let coord = Coord::start(&tmp.path().join("coord2"), "127.0.0.1:0", &["--point-retries", "1"]).expect("coord");
+    let allow = ["--assume-gpu", "Test GPU", "--allow-python", &python.display().to_string(), "--no-warm-driver"];
+    let _gpu = agent_with(&coord.addr, "gpu-host", &tmp.path().join("s3"), &allow).expect("agent");
+    let _cpu = agent_with(&coord.addr, "cpu-host", &tmp.path().join("s4"), &allow[2..]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 2).await.expect("agents");
+    let (state, _) = outcome(&coord, one_point(torch), &tmp.path().join("r")).await;
+    assert_eq!(state, SweepState::Failed);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("r/manifest.json")).expect("manifest")).expect("json");
+    let p = &manifest["point_status"][0];
+    assert_eq!((p["agent"].as_str(), p["attempts"].as_u64()), (Some("gpu-host"), Some(2)), "{manifest}");
 }

@@ -16,10 +16,13 @@ use tracefleet_proto::v1::{AssignJob, JobFailed, JobProgress};
 use super::{Agent, HeldGpus};
 use crate::gpu::{ClockLock, Sampler, now_ns};
 use crate::spool::{EntryMeta, UploadOutcome, Watcher};
-use crate::workload::{WorkloadEvent, backend_for};
+use crate::workload::{WorkloadError, WorkloadEvent, backend_for};
 
 /// How often the output folder is polled.
 const POLL: Duration = Duration::from_millis(50);
+/// How long after its workload ended a job waits for trace files still growing (written by a process the
+/// workload left behind) before it reports them not uploaded.
+const SETTLE: Duration = Duration::from_secs(30);
 
 /// (point, trace name) of a file under the job's output folder: `<point>/<name...>`.
 fn split(out_dir: &Path, f: &Path) -> Option<(String, String)> {
@@ -238,9 +241,14 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let (ev_tx, mut ev_rx) = mpsc::channel(64);
     let announces = backend.announces_traces();
     let (j, d, g) = (job.clone(), out_dir.clone(), gpus.clone());
-    let workload = tokio::task::spawn_blocking(move || backend.run(&j, &d, &g, &ev_tx, &cancel));
+    let workload = Running {
+        handle: Some(tokio::task::spawn_blocking(move || backend.run(&j, &d, &g, &ev_tx, &cancel))),
+        held: Some(held),
+    };
 
     let mut watcher = Watcher::default();
+    // When the workload had ended and every upload was done (files still growing get SETTLE from then).
+    let mut ended_at: Option<std::time::Instant> = None;
     let mut uploads: JoinSet<(String, UploadOutcome)> = JoinSet::new();
     let (mut produced, mut uploaded) = (0u32, 0u32);
     let mut current_point = String::new();
@@ -341,11 +349,33 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             }
         }
         if ended && uploads.is_empty() {
-            break;
+            // Files seen but not yet taken: wait for them to stop growing, for a while.
+            let settled_at = *ended_at.get_or_insert_with(std::time::Instant::now);
+            let pending = watcher.pending();
+            if pending.is_empty() {
+                break;
+            }
+            if settled_at.elapsed() >= SETTLE {
+                for f in pending {
+                    let point = split(&out_dir, &f).map(|(p, _)| p).unwrap_or_default();
+                    fail(
+                        &point,
+                        format!(
+                            "{} was still being written {} s after the workload ended (by a process it left \
+                             behind?): not uploaded",
+                            f.display(),
+                            SETTLE.as_secs()
+                        ),
+                        String::new(),
+                    );
+                }
+                break;
+            }
         }
         tokio::time::sleep(POLL).await;
     }
-    let result = workload.await;
+    let Some((handle, held)) = workload.into_parts() else { return };
+    let result = handle.await;
     // Stopping the sampler joins its thread and resetting clocks calls NVML: both block. Clocks go back to
     // their defaults before the GPU is free for the next job.
     let _ = tokio::task::spawn_blocking(move || drop((samplers, clock_lock))).await;
@@ -369,9 +399,70 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     }
 }
 
+/// A job's workload thread and the GPUs it runs on. Should the job's task unwind (a defect) while the
+/// workload runs, the GPUs are given back only once the workload has ended (the agent cancels it), never
+/// while it still uses them: the next job would share the GPU, and both measure wrong.
+pub(super) struct Running {
+    handle: Option<tokio::task::JoinHandle<Result<(), WorkloadError>>>,
+    held: Option<HeldGpus>,
+}
+
+impl Running {
+    fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(tokio::task::JoinHandle::is_finished)
+    }
+
+    /// The workload's handle and the GPUs, for the job's own end (nothing is left to the drop).
+    fn into_parts(mut self) -> Option<(tokio::task::JoinHandle<Result<(), WorkloadError>>, HeldGpus)> {
+        Some((self.handle.take()?, self.held.take()?))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let (Some(handle), Some(held)) = (self.handle.take(), self.held.take()) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => drop(rt.spawn(async move {
+                    let _ = handle.await;
+                    drop(held);
+                })),
+                // No runtime to wait on: the GPUs stay taken rather than shared with a running workload.
+                Err(_) => std::mem::forget(held),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn gpus_of_a_job_whose_task_unwinds_are_given_back_only_when_its_workload_ends() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = crate::control::AgentConfig {
+            warm_drivers: Vec::new(),
+            ..crate::control::AgentConfig::new("127.0.0.1:9", dir.path().to_path_buf())
+        };
+        let gpus = vec![tracefleet_proto::v1::GpuInfo { index: 0, name: "G".into(), ..Default::default() }];
+        let inventory = tracefleet_proto::v1::HostInventory { host: "t".into(), gpus, ..Default::default() };
+        let agent = Agent::new(cfg, inventory).expect("agent");
+        let held = HeldGpus::acquire(&agent, "j", 1, &[0]).await;
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let handle = tokio::task::spawn_blocking(move || {
+            let _ = stop_rx.recv();
+            Ok(())
+        });
+        // The job's task unwinds: its Running is dropped while the workload still runs.
+        drop(Running { handle: Some(handle), held: Some(held) });
+        let a = agent.clone();
+        let next = tokio::spawn(async move { a.acquire_gpus(1, &[0]).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!next.is_finished(), "the GPU is still the running workload's");
+        stop_tx.send(()).expect("stop the workload");
+        let got = tokio::time::timeout(Duration::from_secs(5), next).await.expect("freed").expect("task");
+        assert_eq!(got, vec![0]);
+    }
 
     #[test]
     fn a_trace_of_a_tensor_parallel_job_is_told_to_its_ranks_gpu() {

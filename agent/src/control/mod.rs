@@ -301,6 +301,9 @@ impl Agent {
         if self.inventory.gpus.is_empty() {
             return Vec::new();
         }
+        // Only kinds with n GPUs can hold the job: it waits for (and holds back) those alone.
+        let eligible = tracefleet_common::gpus::usable(eligible.iter().map(|&g| (g, self.gpu_name(g))), n);
+        let eligible = &eligible[..];
         let mut ticket = {
             let mut q = relock(&self.free_gpus);
             let number = q.next_ticket;
@@ -520,10 +523,15 @@ impl Agent {
                         // On a task of its own, so that a panic in it (a bug) ends the job as failed, with
                         // its GPUs given back, rather than leaving it listed as running for ever.
                         let ran = tokio::spawn(job::run(agent.clone(), job, cancel_rx)).await;
-                        relock(&agent.running).remove(&id);
+                        let cancel = relock(&agent.running).remove(&id);
                         if let Err(e) = ran
                             && e.is_panic()
                         {
+                            // Its workload may still run: stopped, so that its GPUs come back (see
+                            // job::Running).
+                            if let Some(tx) = cancel {
+                                let _ = tx.send(true);
+                            }
                             agent.report_failed(JobFailed {
                                 job_id: id,
                                 error: format!("the agent failed while running the job (a defect of the agent): {e}"),
@@ -651,6 +659,24 @@ mod tests {
         assert_eq!(free, [1, 2, 3]);
         drop(one);
         assert!(listed(&agent).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiting_tensor_parallel_job_holds_back_only_kinds_that_can_hold_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let agent = agent_with_gpus(dir.path(), &["A100", "H100", "H100"]);
+        let all = agent.gpus_matching("").expect("glob");
+        let busy = agent.acquire_gpus(1, &[1]).await;
+        let a = agent.clone();
+        let all2 = all.clone();
+        let pair = tokio::spawn(async move { a.acquire_gpus(2, &all2).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!pair.is_finished(), "one H100 is busy");
+        // The lone A100 can never be half of the pair: a later job for it does not wait.
+        let a100 = tokio::time::timeout(Duration::from_secs(5), agent.acquire_gpus(1, &all)).await;
+        assert_eq!(a100.expect("not held back by the waiting pair"), vec![0]);
+        agent.release_gpus(&busy);
+        assert_eq!(pair.await.expect("pair"), vec![1, 2]);
     }
 
     #[test]

@@ -43,6 +43,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 impl Watcher {
+    /// Files seen and not yet finished (still growing, or not yet seen twice at one size).
+    pub fn pending(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.sizes.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Records a file the workload announced as finished, so polls do not report it again; false when a
     /// poll already reported it (the announcement came late).
     pub fn mark_done(&mut self, p: PathBuf) -> bool {
@@ -50,9 +57,11 @@ impl Watcher {
         self.done.insert(p)
     }
 
-    /// Files under `dir` that are finished since the last poll. With `workload_done`, every file counts,
-    /// complete or not: the writer is gone, so it will not grow, and a cut file goes to the coordinator,
-    /// which refuses it saying where it ends, rather than being left behind without a word.
+    /// Files under `dir` that are finished since the last poll. With `workload_done`, a file that is
+    /// complete or has stopped growing (the same size as at the last poll) counts, whole or cut: a cut file
+    /// goes to the coordinator, which refuses it saying where it ends, rather than being left behind
+    /// without a word. One that still grows (a process the workload left behind writes it) stays
+    /// [`Self::pending`].
     pub fn poll(&mut self, dir: &Path, workload_done: bool) -> Vec<PathBuf> {
         let mut files = Vec::new();
         walk(dir, &mut files);
@@ -66,7 +75,7 @@ impl Watcher {
             let stable = self.sizes.get(&p) == Some(&len) && len > 0;
             let plain = p.extension().is_some_and(|e| e == "json");
             let complete = if plain { json_complete(&p, len) } else { true };
-            if (stable && complete) || (workload_done && len > 0) {
+            if (stable && complete) || (workload_done && len > 0 && (complete || stable)) {
                 self.sizes.remove(&p);
                 self.done.insert(p.clone());
                 ready.push(p);
@@ -99,9 +108,20 @@ mod tests {
         std::fs::write(d.path().join("profile.json"), b"{\"traceEvents\": []}").expect("write");
         std::fs::write(d.path().join("notes.txt"), b"x").expect("write");
         assert_eq!(w.poll(d.path(), true), vec![d.path().join("profile.json")], "JSON files only");
-        // A file cut short and seen for the first time after its writer ended is taken all the same.
+        // A file cut short and seen for the first time after the workload ended is taken once it has not
+        // grown between two polls; until then it is pending.
         let cut = d.path().join("cut.json");
         std::fs::write(&cut, b"{\"traceEvents\": [{").expect("write");
+        assert!(w.poll(d.path(), true).is_empty());
+        assert_eq!(w.pending(), vec![cut.clone()]);
         assert_eq!(w.poll(d.path(), true), vec![cut]);
+        assert!(w.pending().is_empty());
+        // One that keeps growing (a process left behind writes it) stays pending.
+        let growing = d.path().join("growing.json");
+        for n in 1..4 {
+            std::fs::write(&growing, vec![b'['; n]).expect("write");
+            assert!(w.poll(d.path(), true).is_empty());
+        }
+        assert_eq!(w.pending(), vec![growing]);
     }
 }

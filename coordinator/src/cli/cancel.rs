@@ -27,8 +27,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 before.state().name().unwrap_or("?")
             );
         }
-        let s = c.cancel(SweepRef { sweep_id }).await?.into_inner();
+        let s = c.cancel(SweepRef { sweep_id: sweep_id.clone() }).await?.into_inner();
         println!("{}", describe(&s));
+        // It may have ended on its own between the two calls.
+        if matches!(s.state(), SweepState::Completed | SweepState::Failed) {
+            anyhow::bail!(
+                "sweep {sweep_id} has already ended ({}): nothing to cancel",
+                s.state().name().unwrap_or("?")
+            );
+        }
         Ok(())
     })
 }

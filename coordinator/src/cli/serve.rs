@@ -15,9 +15,8 @@ pub struct Args {
     /// State database, stored traces and results.
     #[arg(long)]
     data_dir: PathBuf,
-    /// Prometheus metrics address (`GET /metrics`); "off" to disable. Default: 0.0.0.0:9464 with TLS,
-    /// 127.0.0.1:9464 with --insecure (like the gRPC address: a plain-text coordinator stays on loopback
-    /// unless told otherwise).
+    /// Prometheus metrics address (`GET /metrics`); "off" to disable. Default: port 9464 on the host of the
+    /// gRPC address (0.0.0.0 with TLS, 127.0.0.1 with --insecure, unless --listen says otherwise).
     #[arg(long)]
     metrics_listen: Option<String>,
     /// An address serving only the gRPC health check (`grpc.health.v1`), in plain text and without
@@ -134,8 +133,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let coord = Coordinator::open(cfg)?;
         let listen = a.listen.unwrap_or_else(|| if cfg_tls { "0.0.0.0:50051" } else { "127.0.0.1:50051" }.to_string());
         let (listener, addr) = server::bind(&listen).await?;
-        let metrics_listen =
-            a.metrics_listen.unwrap_or_else(|| if cfg_tls { "0.0.0.0:9464" } else { "127.0.0.1:9464" }.to_string());
+        // By default on the gRPC address's host: a coordinator serving its agents on every interface is
+        // scraped there too, and one kept on loopback keeps its metrics there.
+        let metrics_listen = a.metrics_listen.unwrap_or_else(|| {
+            let host = listen.rsplit_once(':').map_or("127.0.0.1", |(host, _)| host);
+            format!("{host}:9464")
+        });
         let metrics = if metrics_listen == "off" { None } else { Some(server::bind(&metrics_listen).await?) };
         match &metrics {
             Some((_, m)) => tracing::info!("coord serving on {addr} (metrics on http://{m}/metrics){tls}"),

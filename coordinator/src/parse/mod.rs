@@ -102,8 +102,12 @@ pub(crate) fn store_result(
     secs: f64,
     source: ParseSource,
 ) {
-    // A refusal names the trace as its agent uploaded it (`host:name`), not the coordinator's copy.
-    let result = result.map_err(|e| e.naming(std::path::PathBuf::from(format!("{}:{}", key.host, key.trace_name))));
+    // A refusal names the trace as its agent uploaded it (`host:name`), not the coordinator's copy; a
+    // failure to read that copy (its disk) stays the coordinator's, named by its path.
+    let result = result.map_err(|e| match e {
+        TraceError::Io { .. } => e,
+        e => e.naming(std::path::PathBuf::from(format!("{}:{}", key.host, key.trace_name))),
+    });
     // Parsing time is work done, stored or not; the counts of traces, bytes and failures count results,
     // once each: only a stored result is counted (one the database did not take is parsed again).
     coord.metrics.parse_seconds_total.inc_by(secs);

@@ -149,12 +149,26 @@ pub const STDERR_TAIL: &str = "\n--- stderr (tail) ---\n";
 /// which says why where "exited with exit status: 1" does not.
 pub fn headline(s: &str) -> String {
     let first = s.lines().next().unwrap_or("");
-    let last =
-        s.split_once(STDERR_TAIL).and_then(|(_, tail)| tail.lines().rev().map(str::trim).find(|l| !l.is_empty()));
+    // The last exception line (`NameError: ...`, `torch.OutOfMemoryError: ...`) where there is one: the
+    // lines after it are often shutdown noise (NCCL's warnings), not the cause. Else the last line.
+    let lines: Vec<&str> = s
+        .split_once(STDERR_TAIL)
+        .map(|(_, tail)| tail.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
+        .unwrap_or_default();
+    let last = lines.iter().rev().find(|l| is_exception(l)).or(lines.last()).copied();
     match last {
         Some(last) if last != first => format!("{first}: {last}"),
         _ => first.to_string(),
     }
+}
+
+/// Whether a line is Python's report of an exception: `Name: message` or `Name` alone, the name a dotted
+/// identifier ending in `Error`, `Exception`, `Interrupt` or `Exit`.
+fn is_exception(line: &str) -> bool {
+    let name = line.split_once(':').map_or(line, |(name, _)| name);
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        && ["Error", "Exception", "Interrupt", "Exit"].iter().any(|end| name.ends_with(end))
 }
 
 #[cfg(test)]
@@ -188,6 +202,14 @@ mod tests {
         );
         assert_eq!(headline("refused: no GPU\nmore"), "refused: no GPU");
         assert_eq!(headline(&format!("x{STDERR_TAIL}\n  \n")), "x", "an empty tail");
+        // Shutdown noise after the exception: the exception.
+        let e = format!(
+            "vllm driver exited with exit status: 1{STDERR_TAIL}Traceback (most recent call last):\n  ...\n\
+             torch.OutOfMemoryError: CUDA out of memory.\n[rank0]:[W1201 ProcessGroupNCCL.cpp:1479] Warning: \
+             WARNING: destroy_process_group() was not called before program exit\n"
+        );
+        assert_eq!(headline(&e), "vllm driver exited with exit status: 1: torch.OutOfMemoryError: CUDA out of memory.");
+        assert_eq!(headline(&format!("x{STDERR_TAIL}model not found\n")), "x: model not found", "no exception");
         assert_eq!(headline(""), "");
     }
 

@@ -11,7 +11,7 @@
 //! jobs that could take the same GPUs, never those for other GPUs.
 
 use tracefleet_common::glob::selects_gpu;
-use tracefleet_common::gpus::{most_of_one_kind, pick};
+use tracefleet_common::gpus::{most_of_one_kind, pick, usable};
 use tracefleet_proto::v1::{AssignJob, HostInventory};
 
 /// One agent's GPUs while the coordinator decides what to send it.
@@ -102,6 +102,12 @@ impl Capacity {
     pub fn take(&mut self, job: &AssignJob) -> bool {
         let eligible = self.eligible(job);
         let need = self.need(job, &eligible);
+        // Only kinds with `need` GPUs can hold it: it waits for (and holds back) those alone.
+        let eligible: Vec<usize> = if self.gpu_less() {
+            eligible
+        } else {
+            usable(eligible.iter().map(|&i| (i as u32, self.name(i))), need).into_iter().map(|i| i as usize).collect()
+        };
         let free: Vec<usize> = eligible.iter().copied().filter(|&i| !self.held[i] && !self.promised[i]).collect();
         match self.pick(&free, need) {
             Some(taken) => {
@@ -192,6 +198,11 @@ mod tests {
         let mut c = Capacity::of(&host(&["A100", "H100", "A100", "H100"]));
         assert!(c.take(&job("", 2)), "the A100s");
         assert!(c.take(&job("*H100*", 2)), "the H100s");
+        // A pair waiting for the H100s does not hold the lone A100 back from a job for it.
+        let mut c = Capacity::of(&host(&["A100", "H100", "H100"]));
+        c.hold_reported(&[1]);
+        assert!(!c.take(&job("", 2)));
+        assert!(c.take(&job("*A100*", 1)));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use prost::Message;
 use tracefleet_common::sweep::Placement;
 use tracefleet_proto::decode_stored;
 use tracefleet_proto::v1::coordinator_message::Msg as Out;
+use tracefleet_proto::v1::sweep_spec::Backend as SpecBackend;
 use tracefleet_proto::v1::{AssignJob, CoordinatorMessage, SweepEvent, SweepEventKind, SweepSpec};
 
 use super::ScheduleError;
@@ -32,9 +33,27 @@ pub fn job_slots(spec: &SweepSpec, conn: &crate::state::AgentConn) -> usize {
     tracefleet_common::gpus::jobs_of_one_kind(matching_names(spec, conn), super::gpus_per_job(spec))
 }
 
-/// Connected agents that match a sweep's selector, sorted. A sweep whose jobs hold several GPUs (tensor
-/// parallelism) matches only agents with that many matching GPUs of one kind.
+/// Whether the sweep's backend runs on a GPU (torch, vLLM): then only agents with one can run its jobs.
+pub fn needs_gpu(spec: &SweepSpec) -> bool {
+    matches!(spec.backend, Some(SpecBackend::Torch(_) | SpecBackend::Vllm(_)))
+}
+
+/// Connected agents that can run a sweep's jobs, sorted: they match its selector, and have a GPU where
+/// its backend needs one. A sweep whose jobs hold several GPUs (tensor parallelism) matches only agents
+/// with that many matching GPUs of one kind. Used at submission, for retries and for moving a lost agent's
+/// work alike, so that none of them lands where it can only fail.
 pub fn matching_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
+    let mut v = selected_agents(coord, spec);
+    if needs_gpu(spec) {
+        let agents = coord.agents();
+        v.retain(|a| agents.get(a).is_some_and(|c| !c.inventory.gpus.is_empty()));
+    }
+    v
+}
+
+/// Connected agents that match a sweep's selector (hosts, GPU glob, labels, GPUs per job), sorted,
+/// whether or not they have the GPU its backend needs.
+pub fn selected_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
     let per_job = super::gpus_per_job(spec);
     let mut v: Vec<String> = coord
         .agents()

@@ -36,7 +36,7 @@ pub fn submit(coord: &std::sync::Arc<Coordinator>, spec: SweepSpec) -> Result<St
             .map_err(|e| ScheduleError::Invalid(format!("the GPU selector: {e}")))?;
     }
     let placement = Placement::from(spec.placement());
-    let agents = dispatch::matching_agents(coord, &spec);
+    let agents = dispatch::selected_agents(coord, &spec);
     let per_job = super::gpus_per_job(&spec);
     let described = {
         let conns = coord.agents();
@@ -86,11 +86,9 @@ pub fn submit(coord: &std::sync::Arc<Coordinator>, spec: SweepSpec) -> Result<St
     }
     // The torch and vLLM backends run on a GPU: they go to the matching agents that have one (every point
     // would fail on the others), and are refused now where none has.
-    let mut agents = agents;
+    let agents = dispatch::matching_agents(coord, &spec);
     if let Some(b @ (SpecBackend::Torch(_) | SpecBackend::Vllm(_))) = &spec.backend {
         let name = if matches!(b, SpecBackend::Torch(_)) { "torch" } else { "vllm" };
-        let conns = coord.agents();
-        agents.retain(|a| conns.get(a).is_some_and(|c| !c.inventory.gpus.is_empty()));
         if agents.is_empty() {
             return Err(ScheduleError::NoAgent(format!(
                 "the {name} backend needs a GPU, and no matching agent reports one; connected agents: {}",
