@@ -85,6 +85,7 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
         // Every job the agent still runs holds its GPUs, including one cancelled or moved here that has
         // not ended there yet (its row is no longer open; a row gone holds a GPU of any kind).
         let mut gpus = Capacity::of(&conn.inventory);
+        let mut globs = SweepGlobs::default();
         let mut unreported = Vec::new();
         for id in &conn.running {
             match conn.gpus.get(id) {
@@ -93,7 +94,11 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
             }
         }
         for id in unreported {
-            let assign = coord.store().job(id)?.and_then(|row| decode_stored::<AssignJob>(&row.assign).ok());
+            let row = coord.store().job(id)?;
+            let assign = row.and_then(|row| {
+                let assign = decode_stored::<AssignJob>(&row.assign).ok()?;
+                Some(globs.fill(coord, &row.sweep_id, assign))
+            });
             gpus.hold(&assign.unwrap_or_default());
         }
         let mut waiting = Vec::new();
@@ -106,7 +111,7 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
                 restarted.push(j);
                 continue;
             }
-            let assign: AssignJob = decode_stored(&j.assign)?;
+            let assign = globs.fill(coord, &j.sweep_id, decode_stored(&j.assign)?);
             waiting.push((j.id, assign));
         }
         for (id, assign) in waiting {
@@ -128,6 +133,25 @@ pub fn send_assignments(coord: &Arc<Coordinator>, agent: &str) -> Result<(), Sch
         return send_assignments(coord, agent);
     }
     Ok(())
+}
+
+/// The GPU selectors of sweeps, looked up once per dispatch.
+#[derive(Default)]
+struct SweepGlobs(HashMap<String, String>);
+
+impl SweepGlobs {
+    /// `assign` with its sweep's GPU selector: a job stored by a coordinator older than the selector in
+    /// assignments has none, and would run on any kind of GPU (the agent takes the selector from it).
+    fn fill(&mut self, coord: &Coordinator, sweep_id: &str, mut assign: AssignJob) -> AssignJob {
+        if assign.gpu_glob.is_empty() {
+            let glob = self
+                .0
+                .entry(sweep_id.to_string())
+                .or_insert_with(|| spec_of(coord, sweep_id).map(|s| s.gpu_glob).unwrap_or_default());
+            assign.gpu_glob = glob.clone();
+        }
+        assign
+    }
 }
 
 /// The points of a job with fewer complete traces from its agent than the job's profile steps.
@@ -315,5 +339,59 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
         if let Err(e) = crate::parse::complete_if_done(coord, &job.sweep_id) {
             tracing::error!(sweep = %job.sweep_id, "writing the results: {e:#}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{JobState, SweepRow};
+    use tracefleet_proto::v1::{GpuInfo, HostInventory, SweepState};
+
+    #[test]
+    fn a_job_stored_without_its_sweeps_gpu_selector_is_sent_with_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let coord = Coordinator::open(crate::state::Config::new(dir.path().to_path_buf())).expect("coordinator");
+        let spec = SweepSpec { gpu_glob: "*H100*".into(), ..Default::default() };
+        let sweep = SweepRow {
+            id: "s".into(),
+            name: "s".into(),
+            spec: spec.encode_to_vec(),
+            state: SweepState::Running,
+            created_ms: 1,
+            finished_ms: 0,
+        };
+        // As a coordinator before the selector was part of assignments stored it: none.
+        let assign = AssignJob { job_id: "s-j0".into(), sweep_id: "s".into(), ..Default::default() };
+        let job = JobRow {
+            id: "s-j0".into(),
+            sweep_id: "s".into(),
+            agent: "mixed".into(),
+            assign: assign.encode_to_vec(),
+            state: JobState::Assigned,
+            error: String::new(),
+        };
+        coord.store().insert_sweep(&sweep, &[job]).expect("insert");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let gpus = ["NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3"]
+            .iter()
+            .zip(0..)
+            .map(|(name, index)| GpuInfo { index, name: (*name).to_string(), ..Default::default() })
+            .collect();
+        coord.agents().insert(
+            "mixed".into(),
+            crate::state::AgentConn {
+                conn_id: 1,
+                tx,
+                inventory: HostInventory { host: "mixed".into(), gpus, ..Default::default() },
+                last_seen: std::time::Instant::now(),
+                running: Default::default(),
+                gpus: Default::default(),
+                instance: "i".into(),
+            },
+        );
+        send_assignments(&coord, "mixed").expect("send");
+        let Some(Out::Assign(sent)) = rx.try_recv().expect("an assignment").msg else { panic!("not an assignment") };
+        assert_eq!((sent.job_id.as_str(), sent.gpu_glob.as_str()), ("s-j0", "*H100*"));
     }
 }
