@@ -26,6 +26,24 @@ fn one_point(backend: Backend) -> SweepSpec {
     }
 }
 
+/// A coordinator and one agent on a host with an A100 (GPU 0) and an H100 (GPU 1) that runs commands.
+async fn mixed_host(
+    dir: &std::path::Path,
+) -> (Coord, tracefleet_tests::procs::Proc, tracefleet_proto::v1::sweeps_client::SweepsClient<tonic::transport::Channel>)
+{
+    let coord = Coord::start(&dir.join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
+    let gpus = ["--assume-gpu", "NVIDIA A100-SXM4-80GB", "--assume-gpu", "NVIDIA H100 80GB HBM3", "--allow-command"];
+    let agent = agent_with(&coord.addr, "mixed", &dir.join("spool"), &gpus).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 1).await.expect("agent");
+    (coord, agent, c)
+}
+
+/// A one-point sweep running `run` on the GPUs `glob` selects.
+fn command_on(glob: &str, run: String) -> SweepSpec {
+    SweepSpec { gpu_glob: glob.into(), ..one_point(Backend::Command(CommandBackend { run })) }
+}
+
 /// Runs `spec` to its end; returns the final state and the point's error from the manifest.
 async fn outcome(coord: &Coord, spec: SweepSpec, results: &std::path::Path) -> (SweepState, String) {
     let mut c = coord.client().await.expect("client");
@@ -140,22 +158,15 @@ async fn a_spool_over_its_cap_starts_no_job() {
 async fn a_host_with_gpus_of_two_kinds_runs_a_sweep_on_the_kind_it_selects() {
     // GPU 0 is an A100, GPU 1 an H100: a sweep for H100s must run on GPU 1, though GPU 0 is free and first.
     let tmp = tempfile::tempdir().expect("tmp");
-    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let gpus = ["--assume-gpu", "NVIDIA A100-SXM4-80GB", "--assume-gpu", "NVIDIA H100 80GB HBM3"];
-    let _agent =
-        agent_with(&coord.addr, "mixed", &tmp.path().join("spool"), &[&gpus[..], &["--allow-command"]].concat())
-            .expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (coord, _agent, mut c) = mixed_host(tmp.path()).await;
     let seen = tmp.path().join("visible");
     let run = format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", seen.display());
-    let spec =
-        SweepSpec { gpu_glob: "*H100*".into(), ..one_point(Backend::Command(CommandBackend { run: run.clone() })) };
+    let spec = command_on("*H100*", run.clone());
     let _ = outcome(&coord, spec, &tmp.path().join("r1")).await;
     assert_eq!(std::fs::read_to_string(&seen).expect("the command ran"), "1", "the H100's index");
 
     // A sweep for a kind the host does not have is not given to it (refused at submission, saying why).
-    let spec = SweepSpec { gpu_glob: "*H200*".into(), ..one_point(Backend::Command(CommandBackend { run })) };
+    let spec = command_on("*H200*", run);
     let refused = submit(&mut c, spec).await.expect_err("no H200 here");
     assert!(format!("{refused:#}").contains("H200"), "{refused:#}");
 }
@@ -165,25 +176,15 @@ async fn a_sweep_for_a_free_kind_of_gpu_starts_while_sweeps_for_a_busy_kind_wait
     // GPU 0 is an A100, GPU 1 an H100. Two sweeps for the H100 come first: the second waits for the first.
     // A sweep for the A100 must start at once, not wait behind them as if the host were full.
     let tmp = tempfile::tempdir().expect("tmp");
-    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let gpus = ["--assume-gpu", "NVIDIA A100-SXM4-80GB", "--assume-gpu", "NVIDIA H100 80GB HBM3"];
-    let _agent =
-        agent_with(&coord.addr, "mixed", &tmp.path().join("spool"), &[&gpus[..], &["--allow-command"]].concat())
-            .expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
+    let (coord, _agent, mut c) = mixed_host(tmp.path()).await;
     let gate = tmp.path().join("gate");
-    let command = |glob: &str, run: String| SweepSpec {
-        gpu_glob: glob.into(),
-        ..one_point(Backend::Command(CommandBackend { run }))
-    };
-    let first = command("*H100*", format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display()));
+    let first = command_on("*H100*", format!("while [ ! -e {} ]; do sleep 0.05; done", gate.display()));
     let first = submit(&mut c, first).await.expect("first H100 sweep");
     let second = tmp.path().join("second-ran");
-    let second = submit(&mut c, command("*H100*", format!("touch {}", second.display()))).await.expect("second");
+    let second = submit(&mut c, command_on("*H100*", format!("touch {}", second.display()))).await.expect("second");
     let a100 = tmp.path().join("a100-ran");
     let a100_id =
-        submit(&mut c, command("*A100*", format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", a100.display())))
+        submit(&mut c, command_on("*A100*", format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", a100.display())))
             .await
             .expect("A100 sweep");
     // The A100 sweep ends while the first H100 sweep still holds its GPU.
@@ -204,17 +205,7 @@ async fn the_coordinator_counts_the_gpus_a_job_holds_as_its_agent_reports_them()
     // H100. Once the A100 is free again, a sweep for it must start there at once: the coordinator knows
     // which GPU the first job holds (its agent said so), and does not take it for the A100.
     let tmp = tempfile::tempdir().expect("tmp");
-    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "0"]).expect("coord");
-    let gpus = ["--assume-gpu", "NVIDIA A100-SXM4-80GB", "--assume-gpu", "NVIDIA H100 80GB HBM3"];
-    let _agent =
-        agent_with(&coord.addr, "mixed", &tmp.path().join("spool"), &[&gpus[..], &["--allow-command"]].concat())
-            .expect("agent");
-    let mut c = coord.client().await.expect("client");
-    wait_agents(&mut c, 1).await.expect("agent");
-    let command = |glob: &str, run: String| SweepSpec {
-        gpu_glob: glob.into(),
-        ..one_point(Backend::Command(CommandBackend { run }))
-    };
+    let (coord, _agent, mut c) = mixed_host(tmp.path()).await;
     // Runs, saying on which GPU, until its gate opens.
     let gated = |name: &str| {
         let (gate, on) = (tmp.path().join(format!("{name}-gate")), tmp.path().join(format!("{name}-on")));
@@ -238,16 +229,16 @@ async fn the_coordinator_counts_the_gpus_a_job_holds_as_its_agent_reports_them()
         }
     };
     let (run, a100_gate, a100_on) = gated("a100");
-    let a100 = submit(&mut c, command("*A100*", run)).await.expect("A100 sweep");
+    let a100 = submit(&mut c, command_on("*A100*", run)).await.expect("A100 sweep");
     assert_eq!(started(&a100_on).await, "0");
     let (run, any_gate, any_on) = gated("any");
-    let any = submit(&mut c, command("", run)).await.expect("sweep for any GPU");
+    let any = submit(&mut c, command_on("", run)).await.expect("sweep for any GPU");
     assert_eq!(started(&any_on).await, "1", "the only free GPU");
     std::fs::write(&a100_gate, b"").expect("open");
     wait_sweep(&coord.addr, &a100, Duration::from_secs(60)).await.expect("the first A100 sweep ends");
 
     let seen = tmp.path().join("second-a100");
-    let second = command("*A100*", format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", seen.display()));
+    let second = command_on("*A100*", format!("printf %s \"$CUDA_VISIBLE_DEVICES\" > {}", seen.display()));
     let second = submit(&mut c, second).await.expect("second A100 sweep");
     let status = wait_sweep(&coord.addr, &second, Duration::from_secs(30)).await;
     assert!(status.is_ok(), "the A100 is free, yet its sweep did not run while the H100 was busy: {status:?}");
