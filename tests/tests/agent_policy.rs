@@ -264,10 +264,21 @@ async fn a_sweep_for_a_gpu_backend_goes_only_to_the_matching_agents_that_have_a_
         python: "/opt/elsewhere/bin/python3".into(),
         ..Default::default()
     });
-    let spec = SweepSpec { placement: tracefleet_proto::v1::Placement::Each.into(), ..one_point(torch) };
+    let spec = SweepSpec { placement: tracefleet_proto::v1::Placement::Each.into(), ..one_point(torch.clone()) };
     let id = submit(&mut c, spec).await.expect("submit");
     let status = wait_sweep(&coord.addr, &id, Duration::from_secs(60)).await.expect("sweep");
     assert_eq!((status.jobs_total, status.points_total), (1, 1), "{status:?}");
+    // Named by the sweep, a host without a GPU is not left out without a word: refused, saying which.
+    let spec = SweepSpec {
+        placement: tracefleet_proto::v1::Placement::Each.into(),
+        agents: vec!["gpu-host".into(), "cpu-host".into()],
+        ..one_point(torch.clone())
+    };
+    let refused = format!("{:#}", submit(&mut c, spec).await.expect_err("cpu-host has no GPU"));
+    assert!(
+        refused.contains("the torch backend needs a GPU, and the sweep names hosts that report none (cpu-host)"),
+        "{refused}"
+    );
 
     // A retry goes to an agent with a GPU too: the host without one would be the least loaded. The
     // "interpreter" reports the point failed, as a driver does when its model fails to load.

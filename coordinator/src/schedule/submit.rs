@@ -85,13 +85,25 @@ pub fn submit(coord: &std::sync::Arc<Coordinator>, spec: SweepSpec) -> Result<St
         )));
     }
     // The torch and vLLM backends run on a GPU: they go to the matching agents that have one (every point
-    // would fail on the others), and are refused now where none has.
+    // would fail on the others), and are refused now where none has, or where the sweep names a host by
+    // name that has none (it asked for that host: leaving it out without a word would run less than asked).
+    let selected = agents;
     let agents = dispatch::matching_agents(coord, &spec);
     if let Some(b @ (SpecBackend::Torch(_) | SpecBackend::Vllm(_))) = &spec.backend {
         let name = if matches!(b, SpecBackend::Torch(_)) { "torch" } else { "vllm" };
         if agents.is_empty() {
             return Err(ScheduleError::NoAgent(format!(
                 "the {name} backend needs a GPU, and no matching agent reports one; connected agents: {}",
+                described.join("; ")
+            )));
+        }
+        let named_without: Vec<&str> =
+            selected.iter().filter(|a| !spec.agents.is_empty() && !agents.contains(a)).map(String::as_str).collect();
+        if !named_without.is_empty() {
+            return Err(ScheduleError::NoAgent(format!(
+                "the {name} backend needs a GPU, and the sweep names hosts that report none ({}); take them out \
+                 of [agents] hosts; connected agents: {}",
+                named_without.join(", "),
                 described.join("; ")
             )));
         }
