@@ -160,9 +160,8 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
         }
     };
     let have = agent.inventory.gpus.len();
-    let name_of = |i: &u32| agent.inventory.gpus.iter().find(|g| g.index == *i).map_or("", |g| g.name.as_str());
     // A job on several GPUs takes them of one kind (see tracefleet_common::gpus).
-    let of_one_kind = tracefleet_common::gpus::most_of_one_kind(eligible.iter().map(name_of));
+    let of_one_kind = tracefleet_common::gpus::most_of_one_kind(eligible.iter().map(|&g| agent.gpu_name(g)));
     if have > 0 && need > of_one_kind {
         let names: Vec<&str> = agent.inventory.gpus.iter().map(|g| g.name.as_str()).collect();
         let what = match (job.gpu_glob.is_empty(), need > 1 && of_one_kind < eligible.len()) {

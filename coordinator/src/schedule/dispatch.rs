@@ -60,8 +60,8 @@ pub fn selected_agents(coord: &Coordinator, spec: &SweepSpec) -> Vec<String> {
         .iter()
         .filter(|(name, a)| {
             (spec.agents.is_empty() || spec.agents.contains(name))
-                && (spec.gpu_glob.is_empty() || job_slots(spec, a) > 0)
-                && (per_job == 1 || job_slots(spec, a) > 0)
+                // A GPU selector or jobs of several GPUs: room for at least one job on matching GPUs.
+                && ((spec.gpu_glob.is_empty() && per_job == 1) || job_slots(spec, a) > 0)
                 && spec.labels.iter().all(|(k, v)| a.inventory.labels.get(k) == Some(v))
         })
         .map(|(n, _)| n.clone())
