@@ -36,18 +36,50 @@ pub fn start(coord: &Arc<Coordinator>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// How long a trace whose result could not be stored waits before it is parsed again.
-const STORE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Puts a trace back in the parse queue after a storage error, [`STORE_RETRY_DELAY`] later (the watchdog
+/// Puts a trace back in the parse queue after a storage error, `parse_retry_delay` later (the watchdog
 /// releases it), so that a sweep ends once the disk has room again, without a restart.
 fn retry_later(coord: &Arc<Coordinator>, key: UploadKey, why: &str) {
+    let delay = coord.cfg.parse_retry_delay;
     tracing::warn!(
         sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name,
-        "storing the parse result failed: {why}; parsing again in {} s", STORE_RETRY_DELAY.as_secs()
+        "storing the parse result failed: {why}; parsing again in {:.1} s", delay.as_secs_f64()
     );
     coord.metrics.parse_store_retries.inc_by(1);
-    coord.parse_queue.push_later(key, STORE_RETRY_DELAY);
+    coord.parse_queue.push_later(key, delay);
+}
+
+/// A failed read of the coordinator's own copy of a trace (an I/O error of its disk, the file gone) is
+/// not the trace's fault: the read is tried again, `parse_read_attempts` times in all with doubling waits.
+/// Returns the error to store once the attempts are spent, saying whose failure it is; `None` when the
+/// trace was queued again.
+fn read_failed(coord: &Arc<Coordinator>, key: &UploadKey, e: TraceError) -> Option<TraceError> {
+    let TraceError::Io { file, source } = e else {
+        return Some(e);
+    };
+    let attempts = coord.cfg.parse_read_attempts.max(1);
+    match coord.parse_queue.read_failed(key, attempts, coord.cfg.parse_retry_delay) {
+        Some(delay) => {
+            tracing::warn!(
+                sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name,
+                "reading the stored trace {} failed: {source}; reading it again in {:.1} s",
+                file.display(), delay.as_secs_f64()
+            );
+            coord.metrics.parse_read_retries.inc_by(1);
+            coord.parse_queue.push_later(key.clone(), delay);
+            None
+        }
+        None => Some(TraceError::Io {
+            source: std::io::Error::new(
+                source.kind(),
+                format!(
+                    "the coordinator could not read its stored copy of {}:{} ({attempts} attempts; a fault of the \
+                     coordinator's disk, not of the trace): {source}",
+                    key.host, key.trace_name
+                ),
+            ),
+            file,
+        }),
+    }
 }
 
 /// Traces of at least this many decompressed bytes are read on as many threads as the pool has workers
@@ -69,7 +101,10 @@ fn worker(coord: &Arc<Coordinator>) {
             Ok(Some(u)) if u.complete => u.raw_size,
             // Started over since it was queued (its point runs again here): the new bytes queue their
             // own parse when they are complete.
-            Ok(_) => continue,
+            Ok(_) => {
+                coord.parse_queue.read_settled(&key);
+                continue;
+            }
             Err(e) => {
                 retry_later(coord, key, &e.to_string());
                 continue;
@@ -87,6 +122,13 @@ fn worker(coord: &Arc<Coordinator>) {
         let t0 = Instant::now();
         let result = summarize_file(&path, if raw >= PARALLEL_PARSE_BYTES { &parallel } else { &opts });
         coord.parse_queue.release(admitted);
+        let result = match result {
+            Err(e) => match read_failed(coord, &key, e) {
+                Some(e) => Err(e),
+                None => continue,
+            },
+            ok => ok,
+        };
         store_result(coord, key, result, t0.elapsed().as_secs_f64(), ParseSource::File);
     }
 }
@@ -138,6 +180,7 @@ pub(crate) fn store_result(
         retry_later(coord, key, &why);
         return;
     }
+    coord.parse_queue.read_settled(&key);
     match &result {
         Ok(summary) => {
             coord.metrics.traces_parsed.inc_by(1);
@@ -166,5 +209,109 @@ pub(crate) fn store_result(
     }
     if let Err(e) = complete_if_done(coord, &key.sweep_id) {
         tracing::error!(sweep = %key.sweep_id, "writing the results: {e:#}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use tracefleet_proto::v1::SweepState;
+
+    use crate::state::{Config, Coordinator};
+    use crate::store::{JobRow, JobState, SweepRow, UploadKey, UploadRow};
+
+    const TRACE: &str = r#"{"traceEvents":[
+        {"ph":"X","cat":"cpu_op","name":"aten::mm","pid":1,"tid":1,"ts":10,"dur":5,"args":{"External id":1}},
+        {"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":1,"tid":1,"ts":11,"dur":2,"args":{"External id":1,"correlation":7}},
+        {"ph":"X","cat":"kernel","name":"gemm","pid":0,"tid":7,"ts":12,"dur":3,"args":{"External id":1,"correlation":7}}
+    ]}"#;
+
+    /// A coordinator with one complete, unparsed upload whose stored copy is a folder (every read fails
+    /// with EISDIR, whoever runs the test: permissions would not stop root).
+    fn coordinator_with_unreadable_trace(dir: &std::path::Path) -> (Arc<Coordinator>, UploadKey) {
+        let mut cfg = Config::new(dir.to_path_buf());
+        cfg.parse_workers = 1;
+        cfg.parse_read_attempts = 3;
+        cfg.parse_retry_delay = Duration::from_millis(20);
+        let coord = Coordinator::open(cfg).expect("coordinator");
+        let key =
+            UploadKey { sweep_id: "s".into(), point_id: "p".into(), host: "h".into(), trace_name: "t.json".into() };
+        let sweep = SweepRow {
+            id: "s".into(),
+            name: "s".into(),
+            spec: Vec::new(),
+            state: SweepState::Running,
+            created_ms: 1,
+            finished_ms: 0,
+        };
+        let job = JobRow {
+            id: "j".into(),
+            sweep_id: "s".into(),
+            agent: "h".into(),
+            assign: Vec::new(),
+            state: JobState::Assigned,
+            error: String::new(),
+        };
+        {
+            let mut s = coord.store();
+            s.insert_sweep(&sweep, &[job]).expect("sweep");
+            s.open_upload(&key, "j", TRACE.len() as u64, "gpu", None).expect("open");
+            s.commit_upload(&key, TRACE.len() as u64, TRACE.len() as u64).expect("commit");
+            assert!(s.complete_upload(&key, "digest").expect("complete"));
+        }
+        let path = coord.store().trace_path(&key).expect("path");
+        std::fs::create_dir_all(&path).expect("a folder where the file should be");
+        (coord, key)
+    }
+
+    /// Releases delayed parses (the watchdog's work) until `done` holds of the upload's row.
+    fn wait_for(coord: &Arc<Coordinator>, key: &UploadKey, done: impl Fn(&UploadRow) -> bool) -> UploadRow {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            coord.parse_queue.release_due();
+            let row = coord.store().upload(key).expect("row").expect("the upload");
+            if done(&row) {
+                return row;
+            }
+            assert!(Instant::now() < deadline, "still waiting: {row:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_stored_trace_that_cannot_be_read_is_read_again_and_not_refused_for_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (coord, key) = coordinator_with_unreadable_trace(dir.path());
+        super::start(&coord).expect("parse pool");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while coord.metrics.parse_read_retries.get() == 0 {
+            assert!(Instant::now() < deadline, "no read retried");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // The fault clears (the disk is back): the next attempt reads the trace.
+        let path = coord.store().trace_path(&key).expect("path");
+        std::fs::remove_dir(&path).expect("rmdir");
+        std::fs::write(&path, TRACE).expect("the trace");
+        let row = wait_for(&coord, &key, |r| r.parsed);
+        assert_eq!(row.parse_error, "", "read, not refused");
+        assert_eq!(coord.metrics.parse_failures.get(), 0);
+        assert_eq!(coord.metrics.traces_parsed.get(), 1);
+    }
+
+    #[test]
+    fn a_stored_trace_unreadable_at_every_attempt_is_recorded_as_the_coordinators_failure() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (coord, key) = coordinator_with_unreadable_trace(dir.path());
+        super::start(&coord).expect("parse pool");
+        let row = wait_for(&coord, &key, |r| r.parsed);
+        assert_eq!(coord.metrics.parse_read_retries.get(), 2, "three attempts: two retries");
+        assert!(
+            row.parse_error.contains("the coordinator could not read its stored copy of h:t.json (3 attempts"),
+            "{}",
+            row.parse_error
+        );
+        assert!(row.parse_error.contains("t.json"), "names the stored file: {}", row.parse_error);
     }
 }

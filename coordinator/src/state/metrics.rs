@@ -46,6 +46,8 @@ pub struct Metrics {
     pub parse_failures: Counter,
     /// Parse results the database could not take (a full disk), queued again.
     pub parse_store_retries: Counter,
+    /// Reads of a stored trace that failed (the coordinator's disk), tried again later.
+    pub parse_read_retries: Counter,
     /// Parse results stored (summaries and refusals), by where the bytes were read ([`ParseSource`]).
     pub parses_by_source: Family<[(&'static str, &'static str); 1], Counter>,
     /// Seconds to parse one trace.
@@ -112,6 +114,7 @@ impl Default for Metrics {
             parse_seconds_total: Counter::default(),
             parse_failures: Counter::default(),
             parse_store_retries: Counter::default(),
+            parse_read_retries: Counter::default(),
             parses_by_source: Family::default(),
             parse_seconds,
             upload_ack_seconds,
@@ -160,6 +163,12 @@ impl Default for Metrics {
             "tracefleet_parse_store_retries",
             "Parse results the database could not store (full disk), parsed again later.",
             m.parse_store_retries.clone(),
+        );
+        r.register(
+            "tracefleet_parse_read_retries",
+            "Reads of a stored trace that failed on the coordinator's side (I/O error, file gone), tried again \
+             later; after the last attempt the failure is the trace's stored result.",
+            m.parse_read_retries.clone(),
         );
         r.register(
             "tracefleet_parses_stored",

@@ -53,6 +53,11 @@ pub struct Config {
     pub point_retries: u32,
     /// How long an agent may be away before its unfinished points go to other agents.
     pub reassign_after_ms: u64,
+    /// Times the parse pool tries to read its stored copy of a trace (a read error of the coordinator's
+    /// disk: EIO, too many open files, a file gone) before it records the failure as the trace's result.
+    pub parse_read_attempts: u32,
+    /// Wait before a parse is tried again after a storage or read error; doubled after each failed read.
+    pub parse_retry_delay: Duration,
     /// Mutual TLS: the coordinator's certificate and key, and the CA of client certificates; plain
     /// HTTP/2 with nobody identified without (`--insecure`).
     pub tls: Option<TlsFiles>,
@@ -85,6 +90,12 @@ impl Config {
     pub const POINT_RETRIES: u32 = 2;
     /// How long an agent may be away before its points move, ms.
     pub const REASSIGN_AFTER_MS: u64 = 30_000;
+    /// Reads of a stored trace before a read error is its result: with [`Self::PARSE_RETRY_DELAY`]
+    /// doubling, about a minute of waits (2 + 4 + 8 + 16 + 32 s), long enough for a transient fault
+    /// (a remount, a burst of open files) to clear, short enough for a sweep to end.
+    pub const PARSE_READ_ATTEMPTS: u32 = 6;
+    /// First wait before a parse is tried again.
+    pub const PARSE_RETRY_DELAY: Duration = Duration::from_secs(2);
 
     /// Defaults for a data dir.
     pub fn new(data_dir: PathBuf) -> Self {
@@ -102,6 +113,8 @@ impl Config {
             parse_memory_bytes: Self::PARSE_MEMORY_MB << 20,
             point_retries: Self::POINT_RETRIES,
             reassign_after_ms: Self::REASSIGN_AFTER_MS,
+            parse_read_attempts: Self::PARSE_READ_ATTEMPTS,
+            parse_retry_delay: Self::PARSE_RETRY_DELAY,
             tls: None,
             operator_tokens: None,
         }

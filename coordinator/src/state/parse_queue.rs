@@ -1,6 +1,6 @@
 //! The queue of uploaded traces waiting to be parsed, with memory-aware admission of parses.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
@@ -19,6 +19,8 @@ pub struct ParseQueue {
     later: Mutex<Vec<(std::time::Instant, UploadKey)>>,
     /// Uploads being parsed as they arrive, outside the queue (see [`ParseQueue::try_admit_streaming`]).
     streaming: AtomicUsize,
+    /// Failed reads of a stored trace so far, by trace (see [`ParseQueue::read_failed`]).
+    read_failures: Mutex<HashMap<UploadKey, u32>>,
 }
 
 /// Estimated peak memory of parsing a trace of `raw` bytes: the engine keeps about a quarter of the
@@ -37,6 +39,28 @@ impl ParseQueue {
     /// Queues a trace again after `delay` (see [`ParseQueue::release_due`]).
     pub fn push_later(&self, k: UploadKey, delay: std::time::Duration) {
         self.later.lock().unwrap_or_else(|e| e.into_inner()).push((std::time::Instant::now() + delay, k));
+    }
+
+    /// Counts a failed read of `k`'s stored copy. Returns how long to wait before reading it again, the
+    /// delay doubling from `first` after each failure, or `None` once `attempts` reads have failed (the
+    /// count is then forgotten).
+    pub fn read_failed(&self, k: &UploadKey, attempts: u32, first: std::time::Duration) -> Option<std::time::Duration> {
+        let mut failures = self.read_failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(k.clone()).or_insert(0);
+        *n += 1;
+        if *n >= attempts {
+            failures.remove(k);
+            return None;
+        }
+        Some(first.saturating_mul(1 << (*n - 1).min(16)))
+    }
+
+    /// Forgets `k`'s failed reads (its result is stored, or its upload started over).
+    pub fn read_settled(&self, k: &UploadKey) {
+        let mut failures = self.read_failures.lock().unwrap_or_else(|e| e.into_inner());
+        if !failures.is_empty() {
+            failures.remove(k);
+        }
     }
 
     /// Queues the traces whose delay has passed; the watchdog calls it every heartbeat interval.
@@ -119,6 +143,27 @@ impl ParseQueue {
 #[cfg(test)]
 mod tests {
     use super::ParseQueue;
+
+    #[test]
+    fn failed_reads_wait_longer_each_time_until_the_last_attempt() {
+        use std::time::Duration;
+        let q = ParseQueue::default();
+        let k = crate::store::UploadKey {
+            sweep_id: "s".into(),
+            point_id: "p".into(),
+            host: "h".into(),
+            trace_name: "t.json".into(),
+        };
+        let s = Duration::from_secs;
+        let waits: Vec<_> = (0..4).map(|_| q.read_failed(&k, 4, s(2))).collect();
+        assert_eq!(waits, vec![Some(s(2)), Some(s(4)), Some(s(8)), None]);
+        // Forgotten after the last attempt, and when settled: a later fault starts from the first wait.
+        assert_eq!(q.read_failed(&k, 4, s(2)), Some(s(2)));
+        q.read_settled(&k);
+        assert_eq!(q.read_failed(&k, 4, s(2)), Some(s(2)));
+        q.read_settled(&k);
+        assert_eq!(q.read_failed(&k, 1, s(2)), None, "one attempt: no retry");
+    }
 
     #[test]
     fn try_admit_takes_what_fits_now_and_never_waits() {
