@@ -54,6 +54,7 @@ fn points_without_data_are_listed_and_fail_the_command() {
         "{all}"
     );
     assert!(all.contains("1 of 3 points gave no data"), "{all}");
+    assert!(all.contains("; results of 2 of 3 points in "), "the tables are partial: {all}");
     let states: Vec<(String, String)> = manifest["point_status"]
         .as_array()
         .expect("point_status")
@@ -82,6 +83,7 @@ fn a_command_whose_every_point_fails_fails_the_sweep() {
     let all = text(&o);
     assert!(!o.status.success(), "no point gave data: not a success even with --allow-failures\n{all}");
     assert!(all.contains("ended failed"), "{all}");
+    assert!(all.contains("; no trace was read, so the tables in ") && !all.contains("results in"), "{all}");
     // Each listed failure says why in its one line: the last line of the workload's stderr.
     assert!(all.contains("exited with exit status: 1: model not found"), "{all}");
     let failed: Vec<&serde_json::Value> =

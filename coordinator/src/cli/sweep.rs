@@ -428,10 +428,23 @@ fn failed_points(manifest: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// What the listed files hold: the results, the results of the points that gave data, or, when no trace
+/// was read, tables without rows (the manifest still says why each point gave nothing).
+fn results_heading(s: &tracefleet_proto::v1::SweepStatus, out: &Path) -> String {
+    let read = s.traces_parsed.saturating_sub(s.traces_refused);
+    if read == 0 {
+        format!("no trace was read, so the tables in {} have no rows; manifest.json says why", out.display())
+    } else if s.points_done < s.points_total {
+        format!("results of {} of {} points in {}", s.points_done, s.points_total, out.display())
+    } else {
+        format!("results in {}", out.display())
+    }
+}
+
 /// Prints the outcome; returns the lines of the points that gave no data.
 fn summary(s: &tracefleet_proto::v1::SweepStatus, out: &Path, files: &[PathBuf], wall: Duration) -> Vec<String> {
     println!("\n{}", describe(s));
-    println!("wall time {:.1} s; results in {}:", wall.as_secs_f64(), out.display());
+    println!("wall time {:.1} s; {}:", wall.as_secs_f64(), results_heading(s, out));
     for f in files {
         println!("  {}", f.strip_prefix(out).unwrap_or(f).display());
     }
