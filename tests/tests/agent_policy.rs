@@ -304,3 +304,50 @@ async fn a_sweep_for_a_gpu_backend_goes_only_to_the_matching_agents_that_have_a_
     let p = &manifest["point_status"][0];
     assert_eq!((p["agent"].as_str(), p["attempts"].as_u64()), (Some("gpu-host"), Some(2)), "{manifest}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_each_sweeps_point_that_fails_on_one_host_runs_again_there_and_only_there() {
+    // `each`: both hosts run the point, for a series each. It fails on host-a at every run; host-b's run
+    // succeeds. host-a's retries stay on host-a (before, they went to host-b, which then ran its point
+    // twice), and host-a's failures are not counted against host-b's point.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let coord = Coord::start(&tmp.path().join("coord"), "127.0.0.1:0", &["--point-retries", "2"]).expect("coord");
+    let _a = agent_with(&coord.addr, "host-a", &tmp.path().join("spool-a"), &["--allow-command"]).expect("agent");
+    let _b = agent_with(&coord.addr, "host-b", &tmp.path().join("spool-b"), &["--allow-command"]).expect("agent");
+    let mut c = coord.client().await.expect("client");
+    wait_agents(&mut c, 2).await.expect("agents");
+    let trace = tracefleet_tests::fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst");
+    let runs = tmp.path().join("runs.log");
+    // Each run notes where it ran (the output folder is under the agent's spool), then fails on host-a.
+    let run = format!(
+        "echo {{out_dir}} >> {runs}; case {{out_dir}} in *spool-a*) echo 'out of memory' >&2; exit 1;; esac; \
+         cp {trace} {{out_dir}}/trace_0.json.zst",
+        runs = runs.display(),
+        trace = trace.display()
+    );
+    let spec = SweepSpec {
+        placement: tracefleet_proto::v1::Placement::Each.into(),
+        ..one_point(Backend::Command(CommandBackend { run }))
+    };
+    let id = submit(&mut c, spec).await.expect("submit");
+    let status = wait_sweep(&coord.addr, &id, Duration::from_secs(90)).await.expect("sweep");
+    assert_eq!((status.points_done, status.points_failed), (1, 1), "{status:?}");
+    let results = tmp.path().join("results");
+    fetch(&mut c, &id, &results).await.expect("fetch");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(results.join("manifest.json")).expect("manifest")).expect("json");
+    let points: Vec<(String, String, u64, u64)> = manifest["point_status"]
+        .as_array()
+        .expect("point_status")
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (s("agent"), s("state"), p["attempts"].as_u64().unwrap_or(99), p["traces"].as_u64().unwrap_or(99))
+        })
+        .collect();
+    let want = [("host-a", "failed", 3, 0), ("host-b", "done", 0, 1)];
+    assert_eq!(points, want.map(|(a, s, n, t)| (a.to_string(), s.to_string(), n, t)), "{manifest}");
+    let log = std::fs::read_to_string(&runs).expect("runs");
+    let on = |spool: &str| log.lines().filter(|l| l.contains(spool)).count();
+    assert_eq!((on("spool-a"), on("spool-b")), (3, 1), "three runs on host-a, one on host-b:\n{log}");
+}

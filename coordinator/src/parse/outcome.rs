@@ -8,7 +8,7 @@ use serde::Serialize;
 use tracefleet_proto::decode_stored;
 use tracefleet_proto::v1::AssignJob;
 
-use crate::store::{JobRow, JobState, UploadRow};
+use crate::store::{JobRow, JobState, PointFailure, UploadRow};
 
 /// Where a point stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,14 +53,13 @@ pub struct PointOutcome {
     pub error: String,
 }
 
-/// The outcomes of a sweep's points, from its jobs, uploads and point failures `(point, attempts, last
-/// error)`; a point failed for the last time after `1 + retries` failed runs. A point is one outcome
+/// The outcomes of a sweep's points, from its jobs, uploads and point failures; a point failed for the last time after `1 + retries` failed runs. A point is one outcome
 /// (judged by its last run, wherever a retry or a lost agent moved it), or with `each` one per agent.
 /// Ordered by point (runs of digits by value: batch 2 before batch 16), agent.
 pub fn outcomes(
     jobs: &[JobRow],
     uploads: &[UploadRow],
-    failures: &[(String, u32, String)],
+    failures: &[PointFailure],
     retries: u32,
     each: bool,
 ) -> Vec<PointOutcome> {
@@ -77,7 +76,9 @@ pub fn outcomes(
             runs.insert((p.point_id, agent), j);
         }
     }
-    let failed: BTreeMap<&str, (u32, &str)> = failures.iter().map(|(p, n, e)| (p.as_str(), (*n, e.as_str()))).collect();
+    // By point and host for `each` (a point's failures on one host are not another's), by point otherwise.
+    let failed: BTreeMap<(&str, &str), (u32, &str)> =
+        failures.iter().map(|f| ((f.point.as_str(), f.host.as_str()), (f.attempts, f.error.as_str()))).collect();
     let mut read: BTreeMap<(&str, &str), u32> = BTreeMap::new();
     let mut refused: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
     for u in uploads.iter().filter(|u| u.complete && !u.superseded) {
@@ -90,10 +91,10 @@ pub fn outcomes(
     }
     let mut outcomes: Vec<PointOutcome> = runs
         .into_iter()
-        .map(|((point, _), job)| {
+        .map(|((point, series), job)| {
             let agent = job.agent.clone();
             let traces = read.get(&(point.as_str(), agent.as_str())).copied().unwrap_or(0);
-            let (attempts, last_error) = failed.get(point.as_str()).copied().unwrap_or((0, ""));
+            let (attempts, last_error) = failed.get(&(point.as_str(), series.as_str())).copied().unwrap_or((0, ""));
             let refusals = refused.get(&(point.as_str(), agent.as_str())).map(|r| r.join("; ")).unwrap_or_default();
             let (state, error) = if attempts > retries {
                 (PointState::Failed, last_error.to_string())
@@ -245,6 +246,29 @@ mod tests {
         }
     }
 
+    fn failure(point: &str, host: &str, attempts: u32, error: &str) -> PointFailure {
+        PointFailure { point: point.into(), host: host.into(), attempts, error: error.into() }
+    }
+
+    #[test]
+    fn an_each_sweeps_point_failed_on_one_host_is_not_failed_on_another() {
+        // Both hosts ran p; on a it failed three times (two retries, there), on b it gave a trace.
+        let jobs = [
+            job("s-j0", "a", &["p"], JobState::Done, ""),
+            job("s-j1", "b", &["p"], JobState::Done, ""),
+            job("s-j2", "a", &["p"], JobState::Done, ""),
+            job("s-j3", "a", &["p"], JobState::Done, ""),
+        ];
+        let uploads = [upload("p", "b", "t0.json", "")];
+        let failures = [failure("p", "a", 3, "out of memory")];
+        let got: Vec<(String, String, PointState, u32)> = outcomes(&jobs, &uploads, &failures, 2, true)
+            .into_iter()
+            .map(|o| (o.point, o.agent, o.state, o.attempts))
+            .collect();
+        let want = [("p", "a", PointState::Failed, 3), ("p", "b", PointState::Done, 0)];
+        assert_eq!(got, want.map(|(p, a, s, n)| (p.to_string(), a.to_string(), s, n)));
+    }
+
     #[test]
     fn every_point_is_done_failed_missing_or_pending_with_why() {
         let jobs = [
@@ -264,8 +288,7 @@ mod tests {
             upload("moved", "b", "t0.json", ""),
             upload("refused", "a", "t0.json", "t0.json: not a Kineto trace (no traceEvents): a JSON object"),
         ];
-        let failures =
-            [("retried".to_string(), 1, "oom".to_string()), ("gave_up".to_string(), 3, "oom again".to_string())];
+        let failures = [failure("retried", "", 1, "oom"), failure("gave_up", "", 3, "oom again")];
         let got: Vec<(String, PointState, String)> =
             outcomes(&jobs, &uploads, &failures, 2, false).into_iter().map(|o| (o.point, o.state, o.error)).collect();
         let want = [

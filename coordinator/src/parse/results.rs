@@ -280,12 +280,19 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         // Every point (per agent under `each`): done, failed, missing (its job ended without a readable
         // trace) or pending, with the attempts and why.
         "point_status": outcomes,
-        "point_failures": failures.iter().map(|(p, attempts, error)| serde_json::json!({
-            "point": p,
-            "attempts": attempts,
-            "failed": *attempts > coord.cfg.point_retries,
-            "error": error,
-        })).collect::<Vec<_>>(),
+        // `host` only for an `each` sweep's points, whose failures are counted per host.
+        "point_failures": failures.iter().map(|f| {
+            let mut v = serde_json::json!({
+                "point": f.point,
+                "attempts": f.attempts,
+                "failed": f.attempts > coord.cfg.point_retries,
+                "error": f.error,
+            });
+            if !f.host.is_empty() {
+                v["host"] = f.host.clone().into();
+            }
+            v
+        }).collect::<Vec<_>>(),
     });
     let text = serde_json::to_string_pretty(&manifest)?;
     std::fs::write(tmp.join("manifest.json"), text + "\n")?;

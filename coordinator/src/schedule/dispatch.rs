@@ -237,7 +237,7 @@ fn new_job(template: &AssignJob, n: usize, points: Vec<tracefleet_proto::v1::Poi
 }
 
 /// A point failed on `agent`: run it again (on the least-loaded matching agent, another one if there is
-/// one) until it has failed `1 + point_retries` times; then it is reported as failed and the sweep goes on.
+/// one; on the same agent for an `each` sweep) until it has failed `1 + point_retries` times (there); then it is reported as failed and the sweep goes on.
 /// The failure and its retry job are stored in one transaction ([`Store::fail_point`]); the caller
 /// handles the agent's next message only after this returns, so the job's end cannot complete the sweep
 /// between the two.
@@ -251,10 +251,17 @@ pub fn point_failed(coord: &Arc<Coordinator>, job: &JobRow, point_id: &str, erro
         tracing::warn!(job = %job.id, "ignoring a failure of {point_id:?}, which is not a point of the job");
         return;
     }
-    let target =
-        spec.as_ref().and_then(|s| least_loaded(coord, s, Some(&job.agent)).or_else(|| least_loaded(coord, s, None)));
+    // An `each` sweep's point belongs to its host (every host runs every point, for a series of its own):
+    // it runs again there, and its failures there are counted apart from other hosts'. A spread sweep's
+    // point runs again on another agent where there is one.
+    let each = spec.as_ref().is_some_and(|s| Placement::from(s.placement()) == Placement::Each);
+    let target = if each {
+        Some(job.agent.clone())
+    } else {
+        spec.as_ref().and_then(|s| least_loaded(coord, s, Some(&job.agent)).or_else(|| least_loaded(coord, s, None)))
+    };
     let retry = |n: usize| Some(new_job(template.as_ref()?, n, vec![point.clone()?], target.as_ref()?));
-    let recorded = coord.store().fail_point(job, point_id, error, coord.cfg.point_retries, retry);
+    let recorded = coord.store().fail_point(job, point_id, error, coord.cfg.point_retries, each, retry);
     let (attempts, retried) = match recorded {
         // The job had ended (reassigned, cancelled): its point runs elsewhere already. Or this failure was
         // recorded already (its agent listed it again in a hello): it counts once.

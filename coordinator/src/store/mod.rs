@@ -68,6 +68,19 @@ pub struct UploadRow {
     pub parse_error: String,
 }
 
+/// The failed runs of a point ([`Store::fail_point`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointFailure {
+    pub point: String,
+    /// The host, for an `each` sweep's point (its failures on other hosts are counted apart); empty for a
+    /// spread sweep's, counted wherever it ran.
+    pub host: String,
+    /// Failed runs so far.
+    pub attempts: u32,
+    /// The last run's error.
+    pub error: String,
+}
+
 /// A sweep row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SweepRow {
@@ -208,8 +221,9 @@ impl Store {
                 superseded INTEGER NOT NULL DEFAULT 0, telemetry BLOB,
                 PRIMARY KEY (sweep_id, point_id, host, trace_name));
              CREATE TABLE IF NOT EXISTS point_failures (
-                sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL,
-                PRIMARY KEY (sweep_id, point_id));
+                sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, host TEXT NOT NULL DEFAULT '',
+                attempts INTEGER NOT NULL, error TEXT NOT NULL,
+                PRIMARY KEY (sweep_id, point_id, host));
              CREATE TABLE IF NOT EXISTS superseded_points (
                 sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, job_id TEXT NOT NULL,
                 PRIMARY KEY (sweep_id, point_id, job_id));
@@ -232,6 +246,27 @@ impl Store {
         if !has_parse_error {
             conn.execute_batch("ALTER TABLE uploads ADD COLUMN parse_error TEXT NOT NULL DEFAULT ''")
                 .map_err(ctx("schema"))?;
+        }
+        // ... and the host a point failed on, for `each` sweeps (one series per host: a point that fails on
+        // one host has not failed on another). A table's key cannot be altered in place: it is rebuilt, its
+        // rows kept with no host (they were counted per point, as spread sweeps still are).
+        let has_failure_host: bool = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('point_failures') WHERE name = 'host'", [], |r| r.get(0))
+            .map_err(ctx("schema"))?;
+        if !has_failure_host {
+            conn.execute_batch(
+                "BEGIN;
+                 ALTER TABLE point_failures RENAME TO point_failures_by_point;
+                 CREATE TABLE point_failures (
+                    sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, host TEXT NOT NULL DEFAULT '',
+                    attempts INTEGER NOT NULL, error TEXT NOT NULL,
+                    PRIMARY KEY (sweep_id, point_id, host));
+                 INSERT INTO point_failures(sweep_id, point_id, host, attempts, error)
+                    SELECT sweep_id, point_id, '', attempts, error FROM point_failures_by_point;
+                 DROP TABLE point_failures_by_point;
+                 COMMIT;",
+            )
+            .map_err(ctx("schema"))?;
         }
         // ... the job that uploads each trace (uploads are bound to jobs), and the stored file's name
         // (empty: a row from before names were encoded injectively, whose file has the old name).
@@ -454,11 +489,12 @@ impl Store {
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("jobs of agent"))
     }
 
-    /// Records one more failure of a point in `job` and, while it has failed at most `retries` times,
-    /// sets the job's partial traces of it aside (the job no longer runs it) and inserts the job that runs
-    /// it again, all in one
-    /// transaction: a failure is never recorded without its retry, nor a retry lost to a failure at the
-    /// same moment. `retry` makes the new job from its number in the sweep (`{sweep}-j{n}`: unique, since
+    /// Records one more failure of a point in `job`, sets the job's partial traces of it aside (the job
+    /// no longer runs it; a point that fails for the last time gives no data rather than part of a failed
+    /// run's) and, while it has failed at most `retries` times, inserts the job that runs it again, all in
+    /// one transaction: a failure is never recorded without its retry, nor a retry lost to a failure at
+    /// the same moment. Failures are counted per point, or per point and host with `per_host` (`each`
+    /// sweeps, where every host runs every point for a series of its own). `retry` makes the new job from its number in the sweep (`{sweep}-j{n}`: unique, since
     /// it is counted and inserted in the same transaction and jobs are never deleted alone); `None`: no
     /// agent can take it. Returns the attempts so far and the job inserted; `(0, None)` when nothing was
     /// recorded: the job has ended, or its failure of this point was recorded already (an agent lists its
@@ -469,9 +505,11 @@ impl Store {
         point_id: &str,
         error: &str,
         retries: u32,
+        per_host: bool,
         retry: impl FnOnce(usize) -> Option<JobRow>,
     ) -> Result<(u32, Option<JobRow>)> {
         let (sweep_id, host) = (job.sweep_id.as_str(), job.agent.as_str());
+        let failure_host = if per_host { host } else { "" };
         let tx = self.conn.transaction().map_err(ctx("point failure"))?;
         // A late report from a job that has ended (reassigned, cancelled) changes nothing: the point runs
         // elsewhere already.
@@ -493,22 +531,20 @@ impl Store {
             return Ok((0, None));
         }
         tx.execute(
-            "INSERT INTO point_failures(sweep_id, point_id, attempts, error) VALUES (?1, ?2, 1, ?3)
-             ON CONFLICT(sweep_id, point_id) DO UPDATE SET attempts = attempts + 1, error = excluded.error",
-            params![sweep_id, point_id, error],
+            "INSERT INTO point_failures(sweep_id, point_id, host, attempts, error) VALUES (?1, ?2, ?3, 1, ?4)
+             ON CONFLICT(sweep_id, point_id, host) DO UPDATE SET attempts = attempts + 1, error = excluded.error",
+            params![sweep_id, point_id, failure_host, error],
         )
         .map_err(ctx("point failure"))?;
         let attempts: u32 = tx
             .query_row(
-                "SELECT attempts FROM point_failures WHERE sweep_id = ?1 AND point_id = ?2",
-                params![sweep_id, point_id],
+                "SELECT attempts FROM point_failures WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3",
+                params![sweep_id, point_id, failure_host],
                 |r| r.get(0),
             )
             .map_err(ctx("point failure"))?;
         let inserted = if attempts <= retries { insert_next_job(&tx, sweep_id, retry)? } else { None };
-        if inserted.is_some() {
-            supersede(&tx, sweep_id, point_id, host, &job.id)?;
-        }
+        supersede(&tx, sweep_id, point_id, host, &job.id)?;
         tx.commit().map_err(ctx("point failure"))?;
         Ok((attempts, inserted))
     }
@@ -544,14 +580,19 @@ impl Store {
         Ok((true, inserted))
     }
 
-    /// Failures of a sweep's points: (point, attempts, last error).
-    pub fn point_failures(&self, sweep_id: &str) -> Result<Vec<(String, u32, String)>> {
+    /// Failures of a sweep's points, by point and host (empty: counted for the point wherever it ran).
+    pub fn point_failures(&self, sweep_id: &str) -> Result<Vec<PointFailure>> {
         let mut st = self
             .conn
-            .prepare("SELECT point_id, attempts, error FROM point_failures WHERE sweep_id = ?1 ORDER BY point_id")
+            .prepare(
+                "SELECT point_id, host, attempts, error FROM point_failures WHERE sweep_id = ?1 ORDER BY point_id, host",
+            )
             .map_err(ctx("point failures"))?;
-        let rows =
-            st.query_map([sweep_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(ctx("point failures"))?;
+        let rows = st
+            .query_map([sweep_id], |r| {
+                Ok(PointFailure { point: r.get(0)?, host: r.get(1)?, attempts: r.get(2)?, error: r.get(3)? })
+            })
+            .map_err(ctx("point failures"))?;
         rows.collect::<rusqlite::Result<_>>().map_err(ctx("point failures"))
     }
 
@@ -868,16 +909,18 @@ mod tests {
         s.open_upload(&key(), "j1", 100, "gpu", None).expect("open upload");
         s.commit_upload(&key(), 100, 10).expect("commit");
         let (attempts, retry) =
-            s.fail_point(&job("j1"), "p", "boom", 2, |n| Some(job(&format!("j{}", n + 1)))).expect("fail");
+            s.fail_point(&job("j1"), "p", "boom", 2, false, |n| Some(job(&format!("j{}", n + 1)))).expect("fail");
         assert_eq!((attempts, retry.map(|j| j.id)), (1, Some("j2".to_string())));
         // The same failure reported again (listed in the agent's next hello): not counted, no second retry.
-        let again = s.fail_point(&job("j1"), "p", "boom", 2, |n| Some(job(&format!("j{}", n + 1)))).expect("again");
+        let again =
+            s.fail_point(&job("j1"), "p", "boom", 2, false, |n| Some(job(&format!("j{}", n + 1)))).expect("again");
         assert_eq!((again.0, again.1.map(|j| j.id)), (0, None));
-        assert_eq!(s.point_failures("s").expect("failures"), vec![("p".to_string(), 1, "boom".to_string())]);
+        let failure = PointFailure { point: "p".into(), host: String::new(), attempts: 1, error: "boom".into() };
+        assert_eq!(s.point_failures("s").expect("failures"), vec![failure]);
         assert!(!s.complete_upload(&key(), "ab").expect("complete"), "a superseded run's trace is not completed");
         // A late failure report from a job that has ended changes nothing.
         s.end_job("j1", JobState::Reassigned, "moved").expect("end");
-        assert_eq!(s.fail_point(&job("j1"), "p", "late", 2, |_| None).expect("late").0, 0);
+        assert_eq!(s.fail_point(&job("j1"), "p", "late", 2, false, |_| None).expect("late").0, 0);
         // The new run of the point starts the row over and completes it; an ended sweep takes nothing.
         let other = UploadKey { trace_name: "u.json".into(), ..key() };
         s.open_upload(&key(), "j2", 100, "gpu", None).expect("rerun");
@@ -893,7 +936,7 @@ mod tests {
         let mut s = Store::open(d.path()).expect("open");
         s.insert_sweep(&running_sweep(), &[job("j1")]).expect("sweep");
         s.open_upload(&key(), "j1", 100, "gpu", None).expect("open upload");
-        s.fail_point(&job("j1"), "p", "boom", 2, |n| Some(job(&format!("j{}", n + 1)))).expect("fail");
+        s.fail_point(&job("j1"), "p", "boom", 2, false, |n| Some(job(&format!("j{}", n + 1)))).expect("fail");
         let rows = |s: &Store| -> Vec<(String, i64)> {
             let tables = sweep_tables(&s.conn).expect("tables");
             tables
@@ -912,6 +955,50 @@ mod tests {
         assert!(s.delete_sweep("s").expect("delete"));
         assert!(rows(&s).iter().all(|(_, n)| *n == 0), "{:?}", rows(&s));
         assert!(s.sweep("s").expect("query").is_none());
+    }
+
+    #[test]
+    fn an_each_sweeps_failures_count_per_host_and_a_last_failure_sets_its_traces_aside() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut s = Store::open(d.path()).expect("open");
+        let on = |host: &str, id: &str| JobRow { agent: host.into(), ..job(id) };
+        s.insert_sweep(&running_sweep(), &[on("h", "j1"), on("g", "j2")]).expect("sweep");
+        let retry = |host: &'static str| move |n: usize| Some(on(host, &format!("j{}", n + 1)));
+        // p fails on h: its retry runs on h; p's failure on g is its first there, not h's second.
+        assert_eq!(s.fail_point(&on("h", "j1"), "p", "oom", 1, true, retry("h")).expect("h").0, 1);
+        assert_eq!(s.fail_point(&on("g", "j2"), "p", "oom", 1, true, retry("g")).expect("g").0, 1);
+        // h's retry (j3) wrote a trace, then failed too: the last failure there, no retry, and its
+        // partial trace is set aside rather than counted as the point's data.
+        s.open_upload(&key(), "j3", 100, "gpu", None).expect("open upload");
+        s.commit_upload(&key(), 100, 10).expect("commit");
+        assert!(s.complete_upload(&key(), "ab").expect("complete"));
+        let (attempts, retry_job) = s.fail_point(&on("h", "j3"), "p", "oom", 1, true, retry("h")).expect("h again");
+        assert_eq!((attempts, retry_job), (2, None));
+        assert!(s.upload(&key()).expect("query").expect("row").superseded, "the failed run's trace is set aside");
+        assert!(s.point_superseded("s", "p", "j3").expect("superseded"), "its late uploads are refused");
+        let failures: Vec<(String, u32)> =
+            s.point_failures("s").expect("failures").into_iter().map(|f| (f.host, f.attempts)).collect();
+        assert_eq!(failures, vec![("g".to_string(), 1), ("h".to_string(), 2)]);
+    }
+
+    #[test]
+    fn point_failures_from_before_hosts_are_kept_as_the_points() {
+        let d = tempfile::tempdir().expect("tmp");
+        {
+            let s = Store::open(d.path()).expect("open");
+            s.conn
+                .execute_batch(
+                    "DROP TABLE point_failures;
+                     CREATE TABLE point_failures (
+                        sweep_id TEXT NOT NULL, point_id TEXT NOT NULL, attempts INTEGER NOT NULL, error TEXT NOT NULL,
+                        PRIMARY KEY (sweep_id, point_id));
+                     INSERT INTO point_failures VALUES ('s', 'p', 2, 'oom');",
+                )
+                .expect("the old table");
+        }
+        let s = Store::open(d.path()).expect("reopen");
+        let want = PointFailure { point: "p".into(), host: String::new(), attempts: 2, error: "oom".into() };
+        assert_eq!(s.point_failures("s").expect("failures"), vec![want]);
     }
 
     #[test]
