@@ -85,6 +85,36 @@ fn check_merge(dir: &str, steps: usize) -> (Vec<Row>, Vec<Row>) {
 }
 
 #[test]
+fn kernels_launched_outside_every_op_belong_to_the_step_that_launched_them() {
+    // vLLM launches its sampling kernels (`_gumbel_sample_kernel`, ...) from bare `cuLaunchKernelEx` calls
+    // after the step's annotation; on rank 0 of this fixture the GPU runs them ~2 ms into the next step.
+    // Each step launches 249 kernels; the GPU times were computed apart from the trace (launch by
+    // External id, else by the runtime call's correlation; each launch's step by its start).
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    ingest(EAGER, &out);
+    let rank0: Vec<(String, f64, f64)> = rows(&out.join("steps.csv"))
+        .into_iter()
+        .filter(|r| r["rank"] == "0")
+        .map(|r| (r["step"].clone(), num(&r, "kernel_count"), num(&r, "gpu_time_us")))
+        .collect();
+    let want = [("1", 249.0, 14131.117), ("2", 249.0, 23693.364)];
+    for (step, kernels, us) in want {
+        let got = rank0.iter().find(|r| r.0 == step).unwrap_or_else(|| panic!("step {step}: {rank0:?}"));
+        assert_eq!(got.1, kernels, "{rank0:?}");
+        assert!((got.2 - us).abs() < 0.001, "{rank0:?}");
+    }
+    // One sampling per step: the sampling kernel is called once in each of the three steps.
+    let kernels = rows(&out.join("kernels.csv"));
+    let gumbel: Vec<&Row> =
+        kernels.iter().filter(|r| r["kernel"].starts_with("_gumbel_sample_kernel") && r["rank"] == "0").collect();
+    assert!(!gumbel.is_empty(), "no sampling kernel row");
+    for r in gumbel {
+        assert_eq!((num(r, "steps"), num(r, "calls")), (3.0, 3.0), "{r:?}");
+    }
+}
+
+#[test]
 fn eager_decode_ranks_merge_per_step_with_the_wait_apart() {
     let (ranks, merged) = check_merge(EAGER, 3);
     // 16 layers x 2 all-reduces plus the embedding's (a copy into the shared buffer and a kernel each),

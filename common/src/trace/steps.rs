@@ -181,9 +181,26 @@ pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
             }
         }
     }
-    // Unlinked GPU activities: the last step launched before they ran.
+    // GPU activities launched outside every op (vLLM launches its sampling kernels from a bare
+    // `cuLaunchKernelEx` after the step's annotation): the step of the runtime or driver call that
+    // launched them, found by correlation, which belongs to a step by time like any host event. Such calls
+    // are few, so only they are indexed. Before, these took the step in which they *ran*: with the GPU
+    // behind the CPU, a step's sampling kernels were counted in the next step.
+    let mut bare_calls: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
+    for (i, e) in t.events.iter().enumerate() {
+        if matches!(e.cat, Category::Runtime | Category::Driver) && links.launcher[i] == NONE && e.correlation != 0 {
+            bare_calls.entry(e.correlation).or_insert(i as u32);
+        }
+    }
+    // Unlinked GPU activities: their call's step, else the last step started before they ran.
     for (i, e) in t.events.iter().enumerate() {
         if of_event[i] == NONE && e.cat.is_gpu_activity() && links.launcher[i] == NONE {
+            if let Some(&call) = bare_calls.get(&e.correlation).filter(|_| e.correlation != 0)
+                && of_event[call as usize] != NONE
+            {
+                of_event[i] = of_event[call as usize];
+                continue;
+            }
             let k = steps.partition_point(|s| s.start <= e.ts);
             if k > 0 {
                 of_event[i] = (k - 1) as u32;
