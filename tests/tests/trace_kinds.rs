@@ -252,6 +252,17 @@ fn torch_1_profiler_steps_recorded_as_operators_are_steps_c17() {
     let got: Vec<_> = s.iter().map(|r| (r.3.as_str(), r.4.as_str())).collect();
     // Two steps of 300 + 20 µs of kernels each, not one of 640.
     assert_eq!(got, [("ProfilerStep#5", "320.000"), ("ProfilerStep#6", "320.000")], "{s:?}");
+    // torch 1.x wrote `external id` in lower case on runtime calls and kernels: the ops still get their
+    // kernels' time (the convolution's 300 µs kernel in each step; before, 0).
+    let ops = std::fs::read_to_string(out.join("ops.csv")).expect("ops.csv");
+    let rows = csv_rows(&ops);
+    let col = |name: &str| rows[0].iter().position(|h| h == name).expect(name);
+    let conv = rows.iter().find(|r| r[col("name")] == "aten::cudnn_convolution").expect("the convolution's row");
+    assert_eq!(conv[col("self_device_total_us")], "600.000", "{ops}");
+    let analyze = coord(&["analyze", &tmp.path().join("logs_32/worker0.pt.trace.json").to_string_lossy()]);
+    let table = String::from_utf8_lossy(&analyze.stdout);
+    let line = table.lines().find(|l| l.starts_with("ProfilerStep#5")).expect("the step's row");
+    assert!(line.trim_end().ends_with("320.000"), "the step's device total is its kernels': {table}");
 }
 
 #[test]

@@ -645,7 +645,8 @@ impl<'a> Cur<'a> {
         loop {
             let k = self.key()?;
             match &*k {
-                b"External id" => ev.external_id = self.int()?,
+                // torch 1.x wrote the key in lower case on runtime calls and GPU activities.
+                b"External id" | b"external id" => ev.external_id = self.int()?,
                 b"correlation" => ev.correlation = self.int()?,
                 b"Python id" => ev.python_id = self.int()?,
                 b"grid" => {
