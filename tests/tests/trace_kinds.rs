@@ -336,3 +336,28 @@ fn many_events_sharing_one_timestamp_fold_like_torch_in_linear_time() {
     let (count, cpu, self_cpu, _, _) = rows["aten::add"];
     assert_eq!((count, cpu, self_cpu), (1, 5.0, 5.0));
 }
+
+#[test]
+fn a_trace_given_twice_is_read_once() {
+    // The folder twice and one of its files besides: 3 traces, each step counted once in every table
+    // (before: "ingested 7 traces", ops.csv counting 7 steps where steps.csv listed 3).
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("decode/logs_1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for i in 0..3 {
+        let name = format!("trace_{i}.json.zst");
+        std::fs::copy(fixture(&format!("h200-llama-1b/decode/logs_1/{name}")), dir.join(&name)).expect("copy");
+    }
+    let out = tmp.path().join("out");
+    let (d, f) = (dir.to_string_lossy().to_string(), dir.join("trace_0.json.zst").to_string_lossy().to_string());
+    let o = coord(&["ingest", &d, &d, &f, "--out", &out.to_string_lossy()]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("ingested 3 traces, 3 steps (4 files skipped)"), "{err}");
+    assert_eq!(err.matches(": the same file as ").count(), 4, "{err}");
+    let ops = std::fs::read_to_string(out.join("ops.csv")).expect("ops.csv");
+    let rows = csv_rows(&ops);
+    let col = |name: &str| rows[0].iter().position(|h| h == name).expect(name);
+    let mm = rows.iter().find(|r| r[col("name")] == "aten::mm").expect("aten::mm");
+    assert_eq!(mm[col("steps")], "3", "{ops}");
+}

@@ -111,6 +111,22 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         jobs.extend(found.files.into_iter().map(|path| Job { root: root.clone(), path, explicit }));
         skipped.extend(found.skipped);
     }
+    // A file reached twice (a folder given twice, or inside another one given, or as itself besides its
+    // folder) is read once: its steps would otherwise count twice in every aggregate.
+    let mut seen: std::collections::HashMap<PathBuf, PathBuf> = std::collections::HashMap::new();
+    jobs.retain(|j| {
+        let key = j.path.canonicalize().unwrap_or_else(|_| j.path.clone());
+        match seen.get(&key) {
+            Some(first) => {
+                skipped.push((j.path.clone(), format!("the same file as {}: read once", first.display())));
+                false
+            }
+            None => {
+                seen.insert(key, j.path.clone());
+                true
+            }
+        }
+    });
     // The reference trace among the inputs: its steps are the graph steps' reference, not data.
     if let Some((reference, ..)) = &reference {
         let same = |p: &Path| match (p.canonicalize(), reference.canonicalize()) {
