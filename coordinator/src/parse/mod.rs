@@ -97,8 +97,8 @@ fn worker(coord: &Arc<Coordinator>) {
             let s = coord.store();
             (s.trace_path(&key), s.upload(&key))
         };
-        let raw = match row {
-            Ok(Some(u)) if u.complete => u.raw_size,
+        let (raw, sha256) = match row {
+            Ok(Some(u)) if u.complete => (u.raw_size, u.sha256),
             // Started over since it was queued (its point runs again here): the new bytes queue their
             // own parse when they are complete.
             Ok(_) => {
@@ -129,7 +129,7 @@ fn worker(coord: &Arc<Coordinator>) {
             },
             ok => ok,
         };
-        store_result(coord, key, result, t0.elapsed().as_secs_f64(), ParseSource::File);
+        store_result(coord, key, &sha256, result, t0.elapsed().as_secs_f64(), ParseSource::File);
     }
 }
 
@@ -140,6 +140,7 @@ fn worker(coord: &Arc<Coordinator>) {
 pub(crate) fn store_result(
     coord: &Arc<Coordinator>,
     key: UploadKey,
+    sha256: &str,
     result: Result<TraceSummary, TraceError>,
     secs: f64,
     source: ParseSource,
@@ -157,7 +158,7 @@ pub(crate) fn store_result(
     let stored = match &result {
         Ok(summary) => serde_json::to_vec(summary)
             .map_err(|e| e.to_string())
-            .and_then(|json| coord.store().set_parsed(&key, &json).map_err(|e| e.to_string())),
+            .and_then(|json| coord.store().set_parsed(&key, sha256, &json).map_err(|e| e.to_string())),
         Err(e) => {
             // A trace that does not parse still counts as handled, with an empty summary, so that the
             // sweep can end; the failure is reported to watchers and in the manifest.
@@ -171,16 +172,28 @@ pub(crate) fn store_result(
             };
             serde_json::to_vec(&empty)
                 .map_err(|e| e.to_string())
-                .and_then(|j| coord.store().set_refused(&key, &j, &e.to_string()).map_err(|e| e.to_string()))
+                .and_then(|j| coord.store().set_refused(&key, sha256, &j, &e.to_string()).map_err(|e| e.to_string()))
         }
     };
-    if let Err(why) = stored {
-        // The database could not take the result (a full disk, say): not the trace's fault, so it is
-        // neither refused nor forgotten; it is parsed again later.
-        retry_later(coord, key, &why);
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(why) => {
+            // The database could not take the result (a full disk, say): not the trace's fault, so it is
+            // neither refused nor forgotten; it is parsed again later.
+            retry_later(coord, key, &why);
+            return;
+        }
+    };
+    coord.parse_queue.read_settled(&key);
+    if !stored {
+        // The upload started over while it was parsed (its point runs again on this host): these were
+        // the old bytes, and the new ones queue their own parse once complete. Nothing counted.
+        tracing::debug!(
+            sweep = %key.sweep_id, point = %key.point_id, host = %key.host, trace = %key.trace_name,
+            "parse result dropped: the upload started over while it was parsed"
+        );
         return;
     }
-    coord.parse_queue.read_settled(&key);
     match &result {
         Ok(summary) => {
             coord.metrics.traces_parsed.inc_by(1);

@@ -184,7 +184,9 @@ fn store_checked(
 ) {
     let row = coord.store().upload(&key);
     match row {
-        Ok(Some(r)) if r.complete && r.sha256 == sha256 => store_result(coord, key, result, secs, ParseSource::Memory),
+        Ok(Some(r)) if r.complete && r.sha256 == sha256 => {
+            store_result(coord, key, sha256, result, secs, ParseSource::Memory)
+        }
         Ok(_) => log_fallback(&key, "uploaded again since; its new bytes are parsed on their own"),
         Err(e) => retry_later(coord, key, &e.to_string()),
     }

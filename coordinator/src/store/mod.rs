@@ -792,29 +792,35 @@ impl Store {
     }
 
     /// Marks an upload parsed but refused (`error`: file, place, reason), with an empty summary: it counts
-    /// as handled, so the sweep can end, and its point lists why it has no data.
-    pub fn set_refused(&self, k: &UploadKey, summary: &[u8], error: &str) -> Result<()> {
-        self.conn
+    /// as handled, so the sweep can end, and its point lists why it has no data. Only for the complete
+    /// upload of the bytes that were parsed (`sha256`); false when the row no longer holds them.
+    pub fn set_refused(&self, k: &UploadKey, sha256: &str, summary: &[u8], error: &str) -> Result<bool> {
+        let n = self
+            .conn
             .execute(
                 "UPDATE uploads SET parsed = 1, summary = ?5, parse_error = ?6
-                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 1",
-                params![k.sweep_id, k.point_id, k.host, k.trace_name, summary, error],
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 1
+                   AND sha256 = ?7",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, summary, error, sha256],
             )
             .map_err(ctx("set refused"))?;
-        Ok(())
+        Ok(n > 0)
     }
 
-    /// Stores a parsed trace's summary (JSON). Like [`Store::set_refused`], only for a complete upload: a
-    /// row that started over (its point runs again here) waits for its new bytes' own parse.
-    pub fn set_parsed(&self, k: &UploadKey, summary: &[u8]) -> Result<()> {
-        self.conn
+    /// Stores a parsed trace's summary (JSON). Like [`Store::set_refused`], only for the complete upload of
+    /// the bytes parsed: a row that started over (its point runs again here, its file rewritten under the
+    /// parse) waits for its new bytes' own parse. False when nothing was stored.
+    pub fn set_parsed(&self, k: &UploadKey, sha256: &str, summary: &[u8]) -> Result<bool> {
+        let n = self
+            .conn
             .execute(
                 "UPDATE uploads SET parsed = 1, summary = ?5, parse_error = ''
-                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 1",
-                params![k.sweep_id, k.point_id, k.host, k.trace_name, summary],
+                 WHERE sweep_id = ?1 AND point_id = ?2 AND host = ?3 AND trace_name = ?4 AND complete = 1
+                   AND sha256 = ?6",
+                params![k.sweep_id, k.point_id, k.host, k.trace_name, summary, sha256],
             )
             .map_err(ctx("set parsed"))?;
-        Ok(())
+        Ok(n > 0)
     }
 
     /// Complete uploads not parsed yet (after a restart: the parse queue is rebuilt from here).
@@ -1019,7 +1025,8 @@ mod tests {
         assert_eq!((u.committed_raw, u.stored_bytes, u.complete, u.raw_size), (60, 10, true, 100));
         assert_eq!(u.telemetry.as_deref(), Some(&b"tele"[..]));
         assert_eq!(s.unparsed().expect("unparsed"), vec![key()]);
-        s.set_parsed(&key(), b"{}").expect("parsed");
+        assert!(!s.set_parsed(&key(), "other bytes", b"{}").expect("parsed"), "another upload's parse");
+        assert!(s.set_parsed(&key(), "ab", b"{}").expect("parsed"));
         assert!(s.unparsed().expect("unparsed").is_empty());
     }
 
