@@ -203,3 +203,20 @@ fn a_refused_trace_is_named_as_its_agent_wrote_it() {
     assert!(!error.contains("traces/") && !error.contains("%2F"), "{error}");
     assert!(all.contains(":decode/logs_8/logs/cut.json at byte 27"), "{all}");
 }
+
+#[test]
+fn an_empty_trace_file_is_refused_by_name_at_once() {
+    // The workload leaves an empty trace file: uploaded and refused with its name, the point failed
+    // without data, without waiting (before: never uploaded, and after 30 s reported as "still being
+    // written").
+    let tmp = tempfile::tempdir().expect("tmp");
+    let toml = "name = \"empty\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [1]\ninput_len = 8\n\
+                profile_steps = 1\n[command]\nrun = \"touch {out_dir}/trace_0.json\"\n";
+    let (o, manifest) = sweep(tmp.path(), toml, &[]);
+    let all = text(&o);
+    assert!(!o.status.success(), "{all}");
+    let error = manifest["point_status"][0]["error"].as_str().unwrap_or_default();
+    eprintln!("{error}");
+    assert!(error.contains("every trace was refused: ") && error.contains("trace_0.json"), "{manifest}");
+    assert!(!error.contains("still being written"), "{manifest}");
+}

@@ -86,7 +86,12 @@ fn gpu_slot_of(gpus: usize, f: &Path) -> Option<usize> {
 
 /// Uploads a spooled trace in the background; the spool keeps it until the coordinator has it (or moves
 /// it to `failed/` when refused for good).
-fn spawn_upload(uploads: &mut JoinSet<(String, UploadOutcome)>, agent: &Arc<Agent>, entry: crate::spool::Entry) {
+/// Its result: (point, trace name as the workload wrote it, outcome).
+fn spawn_upload(
+    uploads: &mut JoinSet<(String, String, UploadOutcome)>,
+    agent: &Arc<Agent>,
+    entry: crate::spool::Entry,
+) {
     let a = agent.clone();
     uploads.spawn(async move {
         let o = a.uploader.upload(&entry.data, &entry.meta).await;
@@ -98,7 +103,7 @@ fn spawn_upload(uploads: &mut JoinSet<(String, UploadOutcome)>, agent: &Arc<Agen
                 let _ = a.spool.fail(&entry);
             }
         }
-        (entry.meta.point_id.clone(), o)
+        (entry.meta.point_id.clone(), entry.meta.trace_name.clone(), o)
     });
 }
 
@@ -248,7 +253,7 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
     let mut watcher = Watcher::default();
     // When the workload had ended and every upload was done (files still growing get SETTLE from then).
     let mut ended_at: Option<std::time::Instant> = None;
-    let mut uploads: JoinSet<(String, UploadOutcome)> = JoinSet::new();
+    let mut uploads: JoinSet<(String, String, UploadOutcome)> = JoinSet::new();
     let (mut produced, mut uploaded) = (0u32, 0u32);
     let mut current_point = String::new();
     // With --pause-uploads, traces wait in the spool until the workload has ended.
@@ -330,11 +335,12 @@ pub async fn run(agent: Arc<Agent>, job: AssignJob, cancel: watch::Receiver<bool
             }
         }
         while let Some(r) = uploads.try_join_next() {
-            if let Ok((point, o)) = r {
+            if let Ok((point, trace, o)) = r {
                 match o {
                     UploadOutcome::Complete { .. } => uploaded += 1,
+                    // Named: a point may have several traces, and the refusal's text names none.
                     UploadOutcome::Refused(m) => {
-                        fail(&point, format!("upload refused: {m}"), String::new());
+                        fail(&point, format!("upload of {trace} refused: {m}"), String::new());
                     }
                     // The coordinator has moved the point on: nothing to report; it cancels the job.
                     UploadOutcome::Superseded(m) => tracing::warn!(job = %job.job_id, point = %point, "{m}"),

@@ -72,10 +72,13 @@ impl Watcher {
                 continue;
             }
             let Ok(len) = std::fs::metadata(&p).map(|m| m.len()) else { continue };
-            let stable = self.sizes.get(&p) == Some(&len) && len > 0;
+            let same = self.sizes.get(&p) == Some(&len);
+            let stable = same && len > 0;
             let plain = p.extension().is_some_and(|e| e == "json");
             let complete = if plain { json_complete(&p, len) } else { true };
-            if (stable && complete) || (workload_done && len > 0 && (complete || stable)) {
+            // Once the workload has ended, an empty file that stays empty is taken too: the coordinator
+            // refuses it by name, rather than the point waiting for it and calling it still written.
+            if (stable && complete) || (workload_done && ((len > 0 && complete) || same)) {
                 self.sizes.remove(&p);
                 self.done.insert(p.clone());
                 ready.push(p);
@@ -122,6 +125,14 @@ mod tests {
             std::fs::write(&growing, vec![b'['; n]).expect("write");
             assert!(w.poll(d.path(), true).is_empty());
         }
-        assert_eq!(w.pending(), vec![growing]);
+        assert_eq!(w.pending(), vec![growing.clone()]);
+        std::fs::remove_file(&growing).expect("rm");
+        // An empty file: pending while the workload runs; once it has ended, taken when still empty at
+        // the next poll.
+        let empty = d.path().join("empty.json");
+        std::fs::write(&empty, b"").expect("write");
+        assert!(w.poll(d.path(), false).is_empty());
+        assert!(w.poll(d.path(), false).is_empty(), "may still be written");
+        assert_eq!(w.poll(d.path(), true), vec![empty]);
     }
 }
