@@ -83,7 +83,23 @@ impl Sweeps for SweepService {
             loop {
                 let ev = match rx.recv().await {
                     Ok(ev) => ev,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    // This watcher fell behind (its client reads slowly while other sweeps publish): events
+                    // were dropped, the sweep's end perhaps among them. The status says where it stands
+                    // now, and ends the stream if the sweep has ended (before, the client waited for ever).
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let Ok(status) = status_of(&coord, &id) else { return };
+                        let ended = status.state() != SweepState::Running;
+                        let ev = SweepEvent {
+                            sweep_id: id.clone(),
+                            kind: SweepEventKind::Status.into(),
+                            status: Some(status),
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(ev)).await.is_err() || ended {
+                            return;
+                        }
+                        continue;
+                    }
                     Err(_) => return,
                 };
                 if ev.sweep_id != id {
@@ -297,4 +313,66 @@ fn stream_files(files: Vec<(std::path::PathBuf, String)>) -> Boxed<ResultChunk> 
         }
     });
     Box::pin(ReceiverStream::new(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+    use tracefleet_proto::v1::sweeps_server::Sweeps;
+    use tracefleet_proto::v1::{SweepEvent, SweepEventKind, SweepRef, SweepState};
+
+    use super::SweepService;
+    use crate::state::{Config, Coordinator};
+    use crate::store::SweepRow;
+
+    #[tokio::test]
+    async fn a_watcher_that_fell_behind_still_learns_that_its_sweep_ended() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let coord = Coordinator::open(Config::new(dir.path().to_path_buf())).expect("coordinator");
+        let sweep = SweepRow {
+            id: "s".into(),
+            name: "s".into(),
+            spec: Vec::new(),
+            state: SweepState::Running,
+            created_ms: 1,
+            finished_ms: 0,
+        };
+        coord.store().insert_sweep(&sweep, &[]).expect("sweep");
+        let service = SweepService(coord.clone());
+        let mut stream =
+            service.watch(tonic::Request::new(SweepRef { sweep_id: "s".into() })).await.expect("watch").into_inner();
+        let first = stream.next().await.expect("first").expect("status");
+        assert_eq!(first.kind(), SweepEventKind::Status);
+        // The client reads nothing while other sweeps publish more than the channel keeps; meanwhile
+        // this sweep ends and its end event is published among them.
+        let other = |n: u64| SweepEvent { sweep_id: "other".into(), bytes: n, ..Default::default() };
+        for n in 0..5000 {
+            coord.publish(other(n));
+            if n % 512 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        coord.store().finish_sweep("s", SweepState::Completed).expect("finish");
+        coord.publish(SweepEvent {
+            sweep_id: "s".into(),
+            kind: SweepEventKind::Completed.into(),
+            ..Default::default()
+        });
+        for n in 0..5000 {
+            coord.publish(other(n));
+        }
+        let last = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            let mut last = None;
+            while let Some(ev) = stream.next().await {
+                last = Some(ev.expect("event"));
+            }
+            last
+        })
+        .await
+        .expect("the stream ends")
+        .expect("an event");
+        let ended =
+            last.kind().ends_sweep() || last.status.as_ref().is_some_and(|s| s.state() == SweepState::Completed);
+        assert!(ended, "{last:?}");
+    }
 }
