@@ -219,4 +219,8 @@ fn an_empty_trace_file_is_refused_by_name_at_once() {
     eprintln!("{error}");
     assert!(error.contains("every trace was refused: ") && error.contains("trace_0.json"), "{manifest}");
     assert!(!error.contains("still being written"), "{manifest}");
+    // The manifest's listing counts it as refused, not read, and says why.
+    let point = &manifest["points"][0];
+    assert_eq!((point["traces"].as_u64(), point["refused"].as_u64()), (Some(0), Some(1)), "{manifest}");
+    assert!(point["files"][0]["refused"].as_str().is_some_and(|r| r.contains("empty file")), "{manifest}");
 }

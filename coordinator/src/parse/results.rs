@@ -157,8 +157,19 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     let mut throttled = Vec::new();
     // Summaries are read one at a time: memory holds the aggregate, not the sweep's traces.
     crate::store::Store::for_each_summary(&data_dir, sweep_id, |u, json| {
-        let summary: TraceSummary = serde_json::from_slice(json).context("decoding a stored trace summary")?;
         let Some(p) = points.get(&u.key.point_id) else { return Ok(()) };
+        if !u.parse_error.is_empty() {
+            // Refused: listed with its point and why, counted apart from the traces read (its summary is
+            // empty, and it is in no table).
+            per_point.entry((u.key.point_id.clone(), u.key.host.clone())).or_default().push(serde_json::json!({
+                "trace": u.key.trace_name,
+                "raw_bytes": u.raw_size,
+                "sha256": u.sha256,
+                "refused": u.parse_error,
+            }));
+            return Ok(());
+        }
+        let summary: TraceSummary = serde_json::from_slice(json).context("decoding a stored trace summary")?;
         let series = SeriesKey {
             host: u.key.host.clone(),
             gpu: if summary.gpu.is_empty() { u.gpu.clone() } else { summary.gpu.clone() },
@@ -241,7 +252,9 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
                 "mode": p.map(|p| mode_label::name(p.mode().known())),
                 "batch_size": p.map(|p| p.batch_size),
                 "input_len": p.map(|p| p.input_len),
-                "traces": traces.len(),
+                // Traces read, and refused (their files list why).
+                "traces": traces.iter().filter(|t| t.get("refused").is_none()).count(),
+                "refused": traces.iter().filter(|t| t.get("refused").is_some()).count(),
                 "files": traces,
             })
         })
