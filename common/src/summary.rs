@@ -17,7 +17,7 @@ use crate::trace::key_averages::{KeyTotals, event_times_with_jobs_min, totals};
 use crate::trace::link::NONE;
 use crate::trace::reader::TraceReader;
 use crate::trace::steps::{self, VllmStepShape};
-use crate::trace::{Category, Links, ReadLimits, Trace, TraceError};
+use crate::trace::{Category, LeftOut, Links, ReadLimits, Trace, TraceError};
 
 /// How to read and reduce traces.
 #[derive(Debug, Clone)]
@@ -222,6 +222,9 @@ pub struct TraceSummary {
     /// The job's world size (`distributedInfo.world_size`).
     #[serde(default)]
     pub world_size: Option<u32>,
+    /// Events not counted, and why (empty for nearly every trace).
+    #[serde(default, skip_serializing_if = "LeftOut::is_empty")]
+    pub left_out: LeftOut,
 }
 
 impl StepSummary {
@@ -379,6 +382,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         steps: Vec::new(),
         rank: t.meta.rank,
         world_size: t.meta.world_size,
+        left_out: t.left_out.clone(),
     };
     let by_step = steps.events_by_step();
     let outer = crate::roofline::outermost_modelled(t, &links);

@@ -28,7 +28,7 @@ fn assert_same(a: &Trace, b: &Trace, what: &str) {
     assert_eq!(a.threads, b.threads, "{what}: threads");
     assert!(a.kernels == b.kernels, "{what}: kernels");
     assert_eq!(a.meta, b.meta, "{what}: meta");
-    assert_eq!((a.flow_events, a.dropped), (b.flow_events, b.dropped), "{what}: counts");
+    assert_eq!((a.flow_events, &a.left_out), (b.flow_events, &b.left_out), "{what}: counts");
     let work = |t: &Trace| {
         let mut w: Vec<String> = t.work.iter().map(|(k, v)| format!("{k}:{v:?}")).collect();
         w.sort();

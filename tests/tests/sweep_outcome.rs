@@ -224,3 +224,33 @@ fn an_empty_trace_file_is_refused_by_name_at_once() {
     assert_eq!((point["traces"].as_u64(), point["refused"].as_u64()), (Some(0), Some(1)), "{manifest}");
     assert!(point["files"][0]["refused"].as_str().is_some_and(|r| r.contains("empty file")), "{manifest}");
 }
+
+#[test]
+fn a_sweep_says_which_traces_had_events_left_out() {
+    // A kernel without a duration: left out of the tables, and the sweep's summary and manifest say so.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = tmp.path().join("src.json");
+    std::fs::write(
+        &src,
+        r#"{"traceEvents": [
+            {"ph": "X", "cat": "kernel", "name": "gemm_kernel", "pid": 0, "tid": 7, "ts": 1100},
+            {"ph": "X", "cat": "kernel", "name": "add_kernel", "pid": 0, "tid": 7, "ts": 1300, "dur": 5}
+        ]}"#,
+    )
+    .expect("write");
+    let toml = format!(
+        "name = \"left-out\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [1]\ninput_len = 8\n\
+         profile_steps = 1\n[command]\nrun = \"cp {} {{out_dir}}/trace_0.json\"\n",
+        src.display()
+    );
+    let (o, manifest) = sweep(tmp.path(), &toml, &[]);
+    let all = text(&o);
+    assert!(o.status.success(), "{all}");
+    assert!(
+        all.contains("warning: ") && all.contains("trace_0.json: 1 event left out: 1 without a valid duration"),
+        "{all}"
+    );
+    let warnings = manifest["warnings"].as_array().expect("warnings");
+    assert!(warnings.iter().any(|w| w["kind"] == "left_out" && w["point"] == "decode-bs1-in8"), "{manifest}");
+    assert_eq!(manifest["points"][0]["files"][0]["left_out"]["no_duration"], 1, "{manifest}");
+}

@@ -361,3 +361,42 @@ fn a_trace_given_twice_is_read_once() {
     let mm = rows.iter().find(|r| r[col("name")] == "aten::mm").expect("aten::mm");
     assert_eq!(mm[col("steps")], "3", "{ops}");
 }
+
+/// A trace with one kernel of 30 µs without `dur` beside a kernel of 5 µs, and a range-profiler event.
+const LEFT_OUT_TRACE: &str = r#"{"traceEvents": [
+    {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 10, "tid": 10, "ts": 1000, "dur": 50, "args": {"External id": 7}},
+    {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 10, "tid": 10, "ts": 1010, "dur": 20, "args": {"External id": 7, "correlation": 100}},
+    {"ph": "X", "cat": "kernel", "name": "gemm_kernel", "pid": 0, "tid": 7, "ts": 1100, "args": {"External id": 7, "correlation": 100}},
+    {"ph": "X", "cat": "cpu_op", "name": "aten::add", "pid": 10, "tid": 10, "ts": 1200, "dur": 40, "args": {"External id": 8}},
+    {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 10, "tid": 10, "ts": 1210, "dur": 10, "args": {"External id": 8, "correlation": 101}},
+    {"ph": "X", "cat": "kernel", "name": "add_kernel", "pid": 0, "tid": 7, "ts": 1300, "dur": 5, "args": {"External id": 8, "correlation": 101}},
+    {"ph": "X", "cat": "cuda_profiler_range", "name": "range", "pid": 0, "tid": 7, "ts": 1000, "dur": 400}
+]}"#;
+
+#[test]
+fn events_that_cannot_be_counted_are_left_out_and_said_with_their_number() {
+    // Before: the kernel without a duration counted as a 0 µs kernel (kernel_count 2, gpu_time 5), and
+    // the range-profiler event was dropped, without a word either time.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("logs_4");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("trace_0.json"), LEFT_OUT_TRACE).expect("write");
+    let (o, out) = ingest(tmp.path(), &[]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(
+            "trace_0.json: 1 event left out: 1 without a valid duration (dur missing, not a number or negative) (the \
+             first: `gemm_kernel`); 1 complete event of categories not read: cuda_profiler_range (1)"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("(1 of 1 traces have events left out of the tables, listed above)"), "{err}");
+    let text = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
+    let rows = csv_rows(&text);
+    let col = |name: &str| rows[0].iter().position(|h| h == name).expect(name);
+    assert_eq!((rows[1][col("kernel_count")].as_str(), rows[1][col("gpu_time_us")].as_str()), ("1", "5.000"));
+    // `coord analyze` says the same.
+    let a = coord(&["analyze", &dir.join("trace_0.json").to_string_lossy()]);
+    assert!(stderr(&a).contains("1 event left out: 1 without a valid duration"), "{}", stderr(&a));
+}

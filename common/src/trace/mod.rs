@@ -19,6 +19,6 @@ mod structural;
 pub use error::{Location, TraceError};
 pub use key_averages::{KeyAverage, key_averages, key_averages_with_jobs};
 pub use link::Links;
-pub use model::{Category, Event, Trace};
+pub use model::{Category, Event, LeftOut, Trace};
 pub use reader::ReadLimits;
 pub mod steps;

@@ -140,6 +140,115 @@ pub enum Tid {
     None,
 }
 
+/// Events of a trace that are not in its model, and why: the reader leaves out what it cannot count
+/// rather than count it wrongly, and says so (`coord analyze` and `coord ingest` warn, a sweep's manifest
+/// lists them per trace). Flow events, metadata, instants, counters, non-module Python frames and
+/// Kineto's own `Trace` span are not work and are not counted here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LeftOut {
+    /// Complete events (`ph` X) without a start time (`ts`).
+    #[serde(default)]
+    pub no_start: u64,
+    /// Complete events without a valid duration (`dur` missing, not a number, or negative).
+    #[serde(default)]
+    pub no_duration: u64,
+    /// Begin/end events (`ph` B, E) of ops, runtime calls or GPU activities: not read.
+    #[serde(default)]
+    pub begin_end: u64,
+    /// Complete events of categories the engine does not read, by category, most 8 named (the rest
+    /// counted under `...`).
+    #[serde(default)]
+    pub categories: Vec<(String, u64)>,
+    /// The name of the first event left out for its time or form, for the message.
+    #[serde(default)]
+    pub example: String,
+}
+
+impl LeftOut {
+    /// Categories named before the rest are counted together.
+    const NAMED_CATEGORIES: usize = 8;
+
+    /// Whether nothing was left out.
+    pub fn is_empty(&self) -> bool {
+        self.no_start == 0 && self.no_duration == 0 && self.begin_end == 0 && self.categories.is_empty()
+    }
+
+    /// Events left out.
+    pub fn total(&self) -> u64 {
+        self.no_start + self.no_duration + self.begin_end + self.categories.iter().map(|(_, n)| n).sum::<u64>()
+    }
+
+    fn note(&mut self, name: &[u8]) {
+        if self.example.is_empty() {
+            self.example = String::from_utf8_lossy(name).into_owned();
+        }
+    }
+
+    fn category(&mut self, cat: &[u8]) {
+        let cat = String::from_utf8_lossy(cat);
+        let cat = if cat.is_empty() { "(none)" } else { &cat };
+        self.count_category(cat, 1);
+    }
+
+    fn count_category(&mut self, cat: &str, n: u64) {
+        let known = self.categories.iter().any(|(c, _)| c == cat);
+        let named = self.categories.iter().filter(|(c, _)| c != "...").count();
+        let key = if known || named < Self::NAMED_CATEGORIES { cat } else { "..." };
+        match self.categories.iter_mut().find(|(c, _)| c == key) {
+            Some(c) => c.1 += n,
+            None => self.categories.push((key.to_string(), n)),
+        }
+    }
+
+    /// Adds the counts of another part of the same trace (a piece read in parallel), which came after.
+    pub fn add(&mut self, other: LeftOut) {
+        self.no_start += other.no_start;
+        self.no_duration += other.no_duration;
+        self.begin_end += other.begin_end;
+        for (c, n) in other.categories {
+            self.count_category(&c, n);
+        }
+        if self.example.is_empty() {
+            self.example = other.example;
+        }
+    }
+
+    /// One line for people, `None` when nothing was left out: `3 events left out: 1 without a start time
+    /// (ts), 2 without a valid duration (dur missing, not a number or negative) (the first: gemm); 77
+    /// complete events of categories not read: cuda_profiler_range (77)`.
+    pub fn describe(&self) -> Option<String> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut parts = Vec::new();
+        let timed = self.no_start + self.no_duration + self.begin_end;
+        if timed > 0 {
+            let mut why = Vec::new();
+            if self.no_start > 0 {
+                why.push(format!("{} without a start time (ts)", self.no_start));
+            }
+            if self.no_duration > 0 {
+                why.push(format!(
+                    "{} without a valid duration (dur missing, not a number or negative)",
+                    self.no_duration
+                ));
+            }
+            if self.begin_end > 0 {
+                why.push(format!("{} begin/end events (ph B/E; only complete events, ph X, are read)", self.begin_end));
+            }
+            let events = if timed == 1 { "event" } else { "events" };
+            parts.push(format!("{timed} {events} left out: {} (the first: `{}`)", why.join(", "), self.example));
+        }
+        if !self.categories.is_empty() {
+            let n: u64 = self.categories.iter().map(|(_, n)| n).sum();
+            let list: Vec<String> = self.categories.iter().map(|(c, n)| format!("{c} ({n})")).collect();
+            let events = if n == 1 { "event" } else { "events" };
+            parts.push(format!("{n} complete {events} of categories not read: {}", list.join(", ")));
+        }
+        Some(parts.join("; "))
+    }
+}
+
 /// A parsed trace: the retained events in file order and the tables they index.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
@@ -155,8 +264,8 @@ pub struct Trace {
     pub meta: TraceMeta,
     /// Flow events seen (not retained: kernels carry their correlation in `args`).
     pub flow_events: u64,
-    /// Events dropped because they had no start time.
-    pub dropped: u64,
+    /// Events not in the model, and why ([`LeftOut`]).
+    pub left_out: LeftOut,
     /// The modelled work (FLOPs, bytes) of CPU ops with a FLOP model and recorded shapes, by event index
     /// (see [`crate::roofline`]). Empty for traces recorded without `record_shapes`.
     pub work: WorkMap,
@@ -353,7 +462,7 @@ impl Tables {
         }
         self.events += piece.events.len() as u32;
         out.flow_events += piece.flow_events;
-        out.dropped += piece.dropped;
+        out.left_out.add(std::mem::take(&mut piece.left_out));
         let m = std::mem::take(&mut piece.meta);
         out.meta.event_count += m.event_count;
         out.meta.devices.extend(m.devices);
@@ -431,6 +540,16 @@ impl Builder {
                 self.trace.flow_events += 1;
                 return;
             }
+            // Begin/end pairs of ops or GPU activities: Kineto writes complete events; another exporter's
+            // pairs are not read, and are said to be left out.
+            b'B' | b'E' => {
+                if Category::from_cat(&ev.cat) != Category::Other {
+                    self.trace.left_out.begin_end += 1;
+                    self.trace.left_out.note(&ev.name);
+                }
+                return;
+            }
+            // Metadata, instants, counters: nothing to count.
             _ => return,
         }
         let cat = Category::from_cat(&ev.cat);
@@ -439,10 +558,22 @@ impl Builder {
             return;
         }
         if cat == Category::Other {
+            // Kineto's own span of the profiling window (`Trace`) is not work; others are said.
+            if ev.cat.as_ref() != b"Trace" {
+                self.trace.left_out.category(&ev.cat);
+            }
             return;
         }
         let Some(ts) = ev.ts_ns else {
-            self.trace.dropped += 1;
+            self.trace.left_out.no_start += 1;
+            self.trace.left_out.note(&ev.name);
+            return;
+        };
+        // A complete event without a duration (missing, not a number, negative) has no time to count:
+        // left out and said, rather than counted as 0 µs.
+        let Some(dur) = ev.dur_ns.filter(|&d| d >= 0) else {
+            self.trace.left_out.no_duration += 1;
+            self.trace.left_out.note(&ev.name);
             return;
         };
         let key = (self.tid(&ev.pid), self.tid(&ev.tid));
@@ -466,7 +597,7 @@ impl Builder {
         let correlation = fold_id(if cat == Category::Module { ev.python_id } else { ev.correlation }.unwrap_or(0));
         self.trace.events.push(Event {
             ts,
-            dur: ev.dur_ns.unwrap_or(0).max(0),
+            dur,
             external_id: fold_id(ev.external_id.unwrap_or(0)),
             correlation,
             name,
@@ -479,7 +610,59 @@ impl Builder {
 
 #[cfg(test)]
 mod tests {
-    use super::WorkMap;
+    use super::{LeftOut, WorkMap};
+
+    #[test]
+    fn events_the_model_cannot_count_are_left_out_and_said() {
+        let text = r#"{"traceEvents": [
+            {"ph": "X", "cat": "kernel", "name": "ok", "pid": 0, "tid": 7, "ts": 10, "dur": 5},
+            {"ph": "X", "cat": "kernel", "name": "no_dur", "pid": 0, "tid": 7, "ts": 20},
+            {"ph": "X", "cat": "kernel", "name": "null_dur", "pid": 0, "tid": 7, "ts": 30, "dur": null},
+            {"ph": "X", "cat": "kernel", "name": "negative", "pid": 0, "tid": 7, "ts": 40, "dur": -3},
+            {"ph": "X", "cat": "kernel", "name": "no_ts", "pid": 0, "tid": 7, "dur": 3},
+            {"ph": "B", "cat": "cpu_op", "name": "begun", "pid": 1, "tid": 1, "ts": 50},
+            {"ph": "E", "cat": "cpu_op", "name": "begun", "pid": 1, "tid": 1, "ts": 60},
+            {"ph": "X", "cat": "cuda_profiler_range", "name": "r", "pid": 0, "tid": 7, "ts": 1, "dur": 90},
+            {"ph": "X", "cat": "Trace", "name": "PyTorch Profiler (0)", "pid": "Spans", "tid": 1, "ts": 1, "dur": 99},
+            {"ph": "i", "cat": "cpu_instant_event", "name": "mark", "pid": 1, "tid": 1, "ts": 5},
+            {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "python"}}
+        ]}"#;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("t.json");
+        std::fs::write(&path, text).expect("write");
+        let t = crate::trace::Trace::open(&path, &Default::default()).expect("a trace");
+        assert_eq!(t.events.len(), 1, "only the kernel with a start and a duration is in the model");
+        let want = LeftOut {
+            no_start: 1,
+            no_duration: 3,
+            begin_end: 2,
+            categories: vec![("cuda_profiler_range".into(), 1)],
+            example: "no_dur".into(),
+        };
+        assert_eq!(t.left_out, want);
+        assert_eq!(t.left_out.total(), 7);
+        assert_eq!(
+            t.left_out.describe().as_deref(),
+            Some(
+                "6 events left out: 1 without a start time (ts), 3 without a valid duration (dur missing, not a \
+                 number or negative), 2 begin/end events (ph B/E; only complete events, ph X, are read) (the \
+                 first: `no_dur`); 1 complete event of categories not read: cuda_profiler_range (1)"
+            )
+        );
+        // Parts of one trace read apart add up; past eight categories the rest are counted together.
+        let mut a = LeftOut::default();
+        for c in 0..9 {
+            a.category(format!("c{c}").as_bytes());
+        }
+        a.add(LeftOut {
+            no_duration: 2,
+            example: "later".into(),
+            categories: vec![("x".into(), 4)],
+            ..Default::default()
+        });
+        assert_eq!((a.no_duration, a.example.as_str(), a.categories.len()), (2, "later", 9));
+        assert_eq!(a.categories.last(), Some(&("...".to_string(), 5)));
+    }
     use crate::roofline::{DType, OpWork};
 
     #[test]

@@ -79,6 +79,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
+    if let Some(why) = trace.left_out.describe() {
+        eprintln!("warning: {}: {why}", a.trace.display());
+    }
     if a.stats {
         let bytes = trace.meta.bytes;
         eprintln!(

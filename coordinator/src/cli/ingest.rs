@@ -151,10 +151,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let mut bytes = 0u64;
     let mut errors = Vec::new();
     let mut read = 0usize;
+    // Traces with events the engine did not count, and why: said after the tables, with their number.
+    let mut left_out: Vec<String> = Vec::new();
     for (job, res) in jobs.iter().zip(results) {
         match res {
             Ok(summary) => {
                 bytes += summary.bytes;
+                if let Some(why) = summary.left_out.describe() {
+                    left_out.push(format!("{}: {why}", job.path.display()));
+                }
                 match add_trace(&mut agg, &a, job, &summary) {
                     Ok(()) => read += 1,
                     Err(e) => errors.push(format!("{e:#}")),
@@ -226,6 +231,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "warning: no peaks known for GPU `{gpu}`: the roofline's achieved rates are written, their peak, bound \
              and of_roof columns are empty; give both --peak-tflops and --peak-gbps"
         );
+    }
+    for l in &left_out {
+        eprintln!("warning: {l}");
+    }
+    if !left_out.is_empty() {
+        eprintln!("  ({} of {read} traces have events left out of the tables, listed above)", left_out.len());
     }
     let warnings = checks::warnings(&agg);
     for w in &warnings {

@@ -169,6 +169,7 @@ pub(crate) fn store_result(
                 steps: Vec::new(),
                 rank: None,
                 world_size: None,
+                left_out: Default::default(),
             };
             serde_json::to_vec(&empty)
                 .map_err(|e| e.to_string())

@@ -155,6 +155,8 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     let mut agg = Aggregate::default();
     let mut per_point: BTreeMap<(String, String), Vec<serde_json::Value>> = BTreeMap::new();
     let mut throttled = Vec::new();
+    // Traces with events not counted (`LeftOut`): a warning each, beside the tables' own.
+    let mut left_out: Vec<serde_json::Value> = Vec::new();
     // Summaries are read one at a time: memory holds the aggregate, not the sweep's traces.
     crate::store::Store::for_each_summary(&data_dir, sweep_id, |u, json| {
         let Some(p) = points.get(&u.key.point_id) else { return Ok(()) };
@@ -193,11 +195,21 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
                 "point": u.key.point_id, "host": u.key.host, "trace": u.key.trace_name, "reasons": t.reason_names(),
             }));
         }
+        if let Some(why) = summary.left_out.describe() {
+            left_out.push(serde_json::json!({
+                "kind": "left_out",
+                "point": u.key.point_id,
+                "host": u.key.host,
+                "trace": u.key.trace_name,
+                "message": format!("{}:{}: {why}", u.key.host, u.key.trace_name),
+            }));
+        }
         per_point.entry((u.key.point_id.clone(), u.key.host.clone())).or_default().push(serde_json::json!({
             "trace": u.key.trace_name,
             "raw_bytes": u.raw_size,
             "sha256": u.sha256,
             "steps": summary.steps.len(),
+            "left_out": (!summary.left_out.is_empty()).then_some(&summary.left_out),
             "telemetry": telemetry.as_ref().map(|t| serde_json::json!({
                 "samples": t.samples,
                 "sm_clock_mhz": [t.sm_clock_mhz_min, t.sm_clock_mhz_max],
@@ -259,6 +271,10 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
             })
         })
         .collect();
+    let mut warnings = serde_json::to_value(checks::warnings(&agg))?;
+    if let Some(list) = warnings.as_array_mut() {
+        list.extend(left_out);
+    }
     let manifest = serde_json::json!({
         "sweep": {
             "id": sweep.id,
@@ -288,7 +304,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
         "throttled_traces": throttled,
         // Steps the tables cannot be trusted for as they stand, and what `others` holds per series (kernels
         // and ops with the most time): a classification that does not fit a model shows here first.
-        "warnings": checks::warnings(&agg),
+        "warnings": warnings,
         "others": checks::others_listing(&agg, OTHERS_LISTED),
         // Every point (per agent under `each`): done, failed, missing (its job ended without a readable
         // trace) or pending, with the attempts and why.

@@ -341,7 +341,7 @@ mod tests {
         let service = SweepService(coord.clone());
         let mut stream =
             service.watch(tonic::Request::new(SweepRef { sweep_id: "s".into() })).await.expect("watch").into_inner();
-        let first = stream.next().await.expect("first").expect("status");
+        let first = stream.next().await.expect("first").expect("the first event");
         assert_eq!(first.kind(), SweepEventKind::Status);
         // The client reads nothing while other sweeps publish more than the channel keeps; meanwhile
         // this sweep ends and its end event is published among them.
