@@ -141,7 +141,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let base = if a.local { std::env::current_dir()? } else { PathBuf::from("/nonexistent") };
         let spec = to_spec(&s, &text, &base);
         let n_points = spec.points.len();
-        let expected = n_points as u64 * u64::from(s.profile_steps.max(1));
+        let assign = tracefleet_proto::v1::AssignJob { profile_steps: s.profile_steps, ..Default::default() };
+        let per_point = crate::schedule::dispatch::traces_per_point(Some(&spec), &assign);
+        let expected = n_points as u64 * u64::from(per_point);
         let id = c.submit(spec).await?.into_inner().sweep_id;
         eprintln!("sweep {id} ({}): {n_points} points, submitted to {}", s.name, url(&addr));
         if a.detach {

@@ -154,9 +154,20 @@ impl SweepGlobs {
     }
 }
 
-/// The points of a job with fewer complete traces from its agent than the job's profile steps.
+/// How many traces a point of the sweep gives when it runs to its end: one per profiled step (torch,
+/// command, replay), or one per rank (vLLM: each rank's trace holds all the profiled steps).
+pub fn traces_per_point(spec: Option<&SweepSpec>, assign: &AssignJob) -> u32 {
+    match spec.and_then(|s| s.backend.as_ref()) {
+        Some(SpecBackend::Vllm(v)) => v.tensor_parallel.max(1),
+        _ => assign.profile_steps.max(1),
+    }
+}
+
+/// The points of a job with fewer complete traces from its agent than a point gives ([`traces_per_point`]).
+/// Before, vLLM's points were judged by their profile steps: with 4 ranks and 3 steps, a point whose
+/// fourth rank was still uploading counted as finished, and that trace was then refused.
 fn unfinished_points(coord: &Coordinator, job: &JobRow, assign: &AssignJob) -> Vec<tracefleet_proto::v1::Point> {
-    let want = assign.profile_steps.max(1);
+    let want = traces_per_point(spec_of(coord, &job.sweep_id).as_ref(), assign);
     assign
         .points
         .iter()
@@ -165,8 +176,7 @@ fn unfinished_points(coord: &Coordinator, job: &JobRow, assign: &AssignJob) -> V
         .collect()
 }
 
-/// A job whose agent restarted while running it: its unfinished points (fewer complete traces than
-/// profile steps) become a new job for the same agent, and the old job ends as reassigned, its traces of
+/// A job whose agent restarted while running it: its unfinished points ([`unfinished_points`]) become a new job for the same agent, and the old job ends as reassigned, its traces of
 /// those points set aside and its further uploads refused (the restarted agent may still upload what the
 /// earlier process left in its spool).
 fn rerun_after_restart(coord: &Arc<Coordinator>, job: &JobRow) -> Result<(), ScheduleError> {
@@ -354,6 +364,19 @@ mod tests {
     use super::*;
     use crate::store::{JobState, SweepRow};
     use tracefleet_proto::v1::{GpuInfo, HostInventory, SweepState};
+
+    #[test]
+    fn a_vllm_point_gives_a_trace_per_rank_and_the_others_one_per_profiled_step() {
+        use tracefleet_proto::v1::sweep_spec::Backend;
+        use tracefleet_proto::v1::{TorchBackend, VllmBackend};
+        let assign = AssignJob { profile_steps: 3, ..Default::default() };
+        let spec = |b: Backend| SweepSpec { backend: Some(b), ..Default::default() };
+        let vllm = |tp: u32| spec(Backend::Vllm(VllmBackend { tensor_parallel: tp, ..Default::default() }));
+        assert_eq!(super::traces_per_point(Some(&vllm(4)), &assign), 4);
+        assert_eq!(super::traces_per_point(Some(&vllm(0)), &assign), 1, "tensor_parallel unset: one rank");
+        assert_eq!(super::traces_per_point(Some(&spec(Backend::Torch(TorchBackend::default()))), &assign), 3);
+        assert_eq!(super::traces_per_point(None, &assign), 3);
+    }
 
     #[test]
     fn a_job_stored_without_its_sweeps_gpu_selector_is_sent_with_it() {
