@@ -254,3 +254,32 @@ fn a_sweep_says_which_traces_had_events_left_out() {
     assert!(warnings.iter().any(|w| w["kind"] == "left_out" && w["point"] == "decode-bs1-in8"), "{manifest}");
     assert_eq!(manifest["points"][0]["files"][0]["left_out"]["no_duration"], 1, "{manifest}");
 }
+
+#[test]
+fn results_replace_an_earlier_runs_folder_and_never_a_folder_of_other_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let src = fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst");
+    let toml = format!(
+        "name = \"again\"\nmode = \"decode\"\nbackend = \"command\"\nbatch_sizes = [8]\ninput_len = 128\n\
+         profile_steps = 1\n[command]\nrun = \"cp {} {{out_dir}}/trace_0.json.zst\"\n",
+        src.display()
+    );
+    let (o, _) = sweep(tmp.path(), &toml, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A file of the earlier run that this run does not write (before: left beside the new tables).
+    let stale = tmp.path().join("out/vidur/stale.csv");
+    std::fs::write(&stale, "old").expect("write");
+    let (o, manifest) = sweep(tmp.path(), &toml, &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!stale.exists(), "the earlier run's file is gone");
+    assert_eq!(manifest["point_status"][0]["state"], "done", "{manifest}");
+    // A folder of other files is refused before the sweep runs, its files left as they were.
+    let other = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(other.path().join("out")).expect("mkdir");
+    std::fs::write(other.path().join("out/notes.txt"), "mine").expect("write");
+    let (o, _) = sweep(other.path(), &toml, &[]);
+    let all = text(&o);
+    assert!(!o.status.success() && all.contains("holds files that are not a sweep's results"), "{all}");
+    assert!(!all.contains("submitted"), "refused before the sweep ran: {all}");
+    assert_eq!(std::fs::read_to_string(other.path().join("out/notes.txt")).expect("notes"), "mine");
+}

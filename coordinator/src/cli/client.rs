@@ -209,13 +209,79 @@ fn create(p: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))
 }
 
-/// Downloads a finished sweep's result files into `out`; returns the files written.
+/// Downloads a finished sweep's result files into `out`, replacing it as a whole; returns the files
+/// written (under `out`).
+///
+/// The files go to a staging folder beside `out` that then takes its place, so that `out` never mixes two
+/// runs' files (an earlier run's report or Vidur profiles beside this run's tables) and a download cut
+/// short leaves the earlier results as they were. An existing `out` is replaced only when it is empty or
+/// holds a sweep's results (a `manifest.json`); any other folder is refused, its files left alone.
+///
+/// # Errors
+/// `out` holds other files; the coordinator fails or sends an unsafe name; a file cannot be written.
 pub async fn download(c: &mut Client, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    check_replaceable(out)?;
+    let name = out.file_name().map_or_else(|| "results".into(), |n| n.to_string_lossy().into_owned());
+    let staging = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    let fetched = fetch_into(c, id, &staging).await;
+    let files = match fetched {
+        Ok(files) => files,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+    };
+    replace_dir(out, &staging)?;
+    Ok(files.iter().filter_map(|f| f.strip_prefix(&staging).ok()).map(|rel| out.join(rel)).collect())
+}
+
+/// Refuses an `out` that is a file, or a folder holding files that are not a sweep's results.
+///
+/// # Errors
+/// As said, naming the folder.
+pub fn check_replaceable(out: &Path) -> anyhow::Result<()> {
+    let Ok(meta) = std::fs::metadata(out) else { return Ok(()) };
+    if !meta.is_dir() {
+        anyhow::bail!("{} is a file, not a folder for results: give another --out", out.display());
+    }
+    let empty = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?.next().is_none();
+    if !empty && !out.join("manifest.json").is_file() {
+        anyhow::bail!(
+            "{} holds files that are not a sweep's results (no manifest.json): give another --out, or empty it \
+             (results replace a folder of earlier results as a whole)",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Puts `staging` in the place of `out` (an earlier run's results, or nothing): the old folder is moved
+/// aside first and removed once the new one is in place.
+fn replace_dir(out: &Path, staging: &Path) -> anyhow::Result<()> {
+    if out.exists() {
+        let old = staging.with_extension("old");
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(out, &old).with_context(|| format!("moving the earlier results in {} aside", out.display()))?;
+        std::fs::rename(staging, out).with_context(|| format!("moving the results into {}", out.display()))?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing the earlier results {}", old.display()))?;
+    } else {
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::rename(staging, out).with_context(|| format!("moving the results into {}", out.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the result files as they come, under `dir`.
+async fn fetch_into(c: &mut Client, id: &str, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let mut s = c.fetch_results(SweepRef { sweep_id: id.to_string() }).await?.into_inner();
     let mut files = Vec::new();
     let mut open: Option<(PathBuf, std::fs::File)> = None;
     while let Some(chunk) = s.message().await? {
-        let p = safe_join(out, &chunk.file)?;
+        let p = safe_join(dir, &chunk.file)?;
         if open.as_ref().is_none_or(|(q, _)| *q != p) {
             open = Some((p.clone(), create(&p)?));
         }

@@ -37,7 +37,8 @@ pub struct Args {
     /// Run an embedded coordinator and one agent in this process (instead of --coordinator).
     #[arg(long, conflicts_with = "coordinator")]
     local: bool,
-    /// Where to write the results (default: the file's [output] dir, else results/NAME).
+    /// Where to write the results (default: the file's [output] dir, else results/NAME); they replace an
+    /// earlier run's results there as a whole, and a folder of other files is refused.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Submit and return at once; `coord status ID` shows progress.
@@ -140,6 +141,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // Relative replay folders are taken from where the command runs (for --local, where the agent is).
         let base = if a.local { std::env::current_dir()? } else { PathBuf::from("/nonexistent") };
         let spec = to_spec(&s, &text, &base);
+        // Checked before the sweep runs, not once it has: the results replace this folder as a whole.
+        super::client::check_replaceable(&a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir)))?;
         let n_points = spec.points.len();
         let assign = tracefleet_proto::v1::AssignJob { profile_steps: s.profile_steps, ..Default::default() };
         let per_point = crate::schedule::dispatch::traces_per_point(Some(&spec), &assign);
