@@ -177,6 +177,11 @@ pub fn describe(s: &tracefleet_proto::v1::SweepStatus) -> String {
         format!("; {} set aside (their point ran again elsewhere)", s.traces_set_aside)
     } else {
         String::new()
+    } + &if s.jobs_failed > 0 {
+        // A job that failed after its points gave all their traces fails none of them: said here.
+        format!("; {} of {} jobs failed", s.jobs_failed, s.jobs_total)
+    } else {
+        String::new()
     }
 }
 

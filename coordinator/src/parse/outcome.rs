@@ -53,7 +53,8 @@ pub struct PointOutcome {
     pub error: String,
 }
 
-/// The outcomes of a sweep's points, from its jobs, uploads and point failures; a point failed for the last time after `1 + retries` failed runs. A point is one outcome
+/// The outcomes of a sweep's points, from its jobs, uploads and point failures, a point giving `per_point`
+/// traces when it runs to its end ([`crate::schedule::dispatch::traces_per_point`]); a point failed for the last time after `1 + retries` failed runs. A point is one outcome
 /// (judged by its last run, wherever a retry or a lost agent moved it), or with `each` one per agent.
 /// Ordered by point (runs of digits by value: batch 2 before batch 16), agent.
 pub fn outcomes(
@@ -62,6 +63,7 @@ pub fn outcomes(
     failures: &[PointFailure],
     retries: u32,
     each: bool,
+    per_point: u32,
 ) -> Vec<PointOutcome> {
     // Job ids are `{sweep}-j{n}`: by length, then text, is the order they were made in.
     // A moved job (a lost agent's) still holds the points it finished; the ones it did not are in a later
@@ -96,10 +98,18 @@ pub fn outcomes(
             let traces = read.get(&(point.as_str(), agent.as_str())).copied().unwrap_or(0);
             let (attempts, last_error) = failed.get(&(point.as_str(), series.as_str())).copied().unwrap_or((0, ""));
             let refusals = refused.get(&(point.as_str(), agent.as_str())).map(|r| r.join("; ")).unwrap_or_default();
+            // A point its failed job left with fewer traces than a point gives was cut short by the
+            // failure: failed, not done (before, its job's failure showed nowhere in the outcome).
+            let cut_short = job.state == JobState::Failed && traces < per_point;
             let (state, error) = if attempts > retries {
                 (PointState::Failed, last_error.to_string())
-            } else if traces > 0 {
+            } else if traces > 0 && !cut_short {
                 (PointState::Done, refusals)
+            } else if job.state == JobState::Failed && traces > 0 {
+                (
+                    PointState::Failed,
+                    format!("its job failed after {traces} of {per_point} traces: {}", headline(&job.error)),
+                )
             } else if job.state == JobState::Failed {
                 (PointState::Failed, headline(&job.error))
             } else if job.state.terminal() && attempts > 0 {
@@ -251,6 +261,29 @@ mod tests {
     }
 
     #[test]
+    fn a_point_its_failed_job_cut_short_is_failed_and_one_it_finished_is_done() {
+        // Three traces a point; the driver died during "cut", after one of its traces.
+        let jobs =
+            [job("s-j0", "a", &["whole", "cut"], JobState::Failed, "driver exited with 1\n--- stderr ---\nboom")];
+        let uploads = [
+            upload("whole", "a", "t0.json", ""),
+            upload("whole", "a", "t1.json", ""),
+            upload("whole", "a", "t2.json", ""),
+            upload("cut", "a", "t0.json", ""),
+        ];
+        let got: Vec<(String, PointState, String)> =
+            outcomes(&jobs, &uploads, &[], 2, false, 3).into_iter().map(|o| (o.point, o.state, o.error)).collect();
+        let want = [
+            ("whole", PointState::Done, ""),
+            ("cut", PointState::Failed, "its job failed after 1 of 3 traces: driver exited with 1"),
+        ];
+        let mut want: Vec<(String, PointState, String)> =
+            want.iter().map(|(p, s, e)| (p.to_string(), *s, e.to_string())).collect();
+        want.sort_by_cached_key(|w| natural_key(&w.0));
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn an_each_sweeps_point_failed_on_one_host_is_not_failed_on_another() {
         // Both hosts ran p; on a it failed three times (two retries, there), on b it gave a trace.
         let jobs = [
@@ -261,7 +294,7 @@ mod tests {
         ];
         let uploads = [upload("p", "b", "t0.json", "")];
         let failures = [failure("p", "a", 3, "out of memory")];
-        let got: Vec<(String, String, PointState, u32)> = outcomes(&jobs, &uploads, &failures, 2, true)
+        let got: Vec<(String, String, PointState, u32)> = outcomes(&jobs, &uploads, &failures, 2, true, 1)
             .into_iter()
             .map(|o| (o.point, o.agent, o.state, o.attempts))
             .collect();
@@ -289,8 +322,10 @@ mod tests {
             upload("refused", "a", "t0.json", "t0.json: not a Kineto trace (no traceEvents): a JSON object"),
         ];
         let failures = [failure("retried", "", 1, "oom"), failure("gave_up", "", 3, "oom again")];
-        let got: Vec<(String, PointState, String)> =
-            outcomes(&jobs, &uploads, &failures, 2, false).into_iter().map(|o| (o.point, o.state, o.error)).collect();
+        let got: Vec<(String, PointState, String)> = outcomes(&jobs, &uploads, &failures, 2, false, 1)
+            .into_iter()
+            .map(|o| (o.point, o.state, o.error))
+            .collect();
         let want = [
             ("crashed", PointState::Failed, "driver exited with 1"),
             ("empty", PointState::Missing, "job s-j0 ended (done) without a trace of it"),
