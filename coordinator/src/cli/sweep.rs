@@ -144,7 +144,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // Checked before the sweep runs, not once it has: the results replace this folder as a whole.
         super::client::check_replaceable(&a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir)))?;
         let n_points = spec.points.len();
-        let per_point = crate::schedule::dispatch::traces_per_point(Some(&spec), s.profile_steps);
+        let per_point = crate::parse::outcome::traces_per_point(Some(&spec), s.profile_steps);
         let expected = n_points as u64 * u64::from(per_point);
         let id = c.submit(spec).await?.into_inner().sweep_id;
         eprintln!("sweep {id} ({}): {n_points} points, submitted to {}", s.name, url(&addr));

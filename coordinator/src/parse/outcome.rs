@@ -10,6 +10,15 @@ use tracefleet_proto::v1::AssignJob;
 
 use crate::store::{JobRow, JobState, PointFailure, UploadRow};
 
+/// How many traces a point of the sweep gives when it runs to its end: one per profiled step (torch,
+/// command, replay), or one per rank (vLLM: each rank's trace holds all the profiled steps).
+pub fn traces_per_point(spec: Option<&tracefleet_proto::v1::SweepSpec>, profile_steps: u32) -> u32 {
+    match spec.and_then(|s| s.backend.as_ref()) {
+        Some(tracefleet_proto::v1::sweep_spec::Backend::Vllm(v)) => v.tensor_parallel.max(1),
+        _ => profile_steps.max(1),
+    }
+}
+
 /// Where a point stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,7 +63,7 @@ pub struct PointOutcome {
 }
 
 /// The outcomes of a sweep's points, from its jobs, uploads and point failures, a point giving `per_point`
-/// traces when it runs to its end ([`crate::schedule::dispatch::traces_per_point`]); a point failed for the last time after `1 + retries` failed runs. A point is one outcome
+/// traces when it runs to its end ([`traces_per_point`]); a point failed for the last time after `1 + retries` failed runs. A point is one outcome
 /// (judged by its last run, wherever a retry or a lost agent moved it), or with `each` one per agent.
 /// Ordered by point (runs of digits by value: batch 2 before batch 16), agent.
 pub fn outcomes(
@@ -258,6 +267,18 @@ mod tests {
 
     fn failure(point: &str, host: &str, attempts: u32, error: &str) -> PointFailure {
         PointFailure { point: point.into(), host: host.into(), attempts, error: error.into() }
+    }
+
+    #[test]
+    fn a_vllm_point_gives_a_trace_per_rank_and_the_others_one_per_profiled_step() {
+        use tracefleet_proto::v1::sweep_spec::Backend;
+        use tracefleet_proto::v1::{TorchBackend, VllmBackend};
+        let spec = |b: Backend| tracefleet_proto::v1::SweepSpec { backend: Some(b), ..Default::default() };
+        let vllm = |tp: u32| spec(Backend::Vllm(VllmBackend { tensor_parallel: tp, ..Default::default() }));
+        assert_eq!(super::traces_per_point(Some(&vllm(4)), 3), 4);
+        assert_eq!(super::traces_per_point(Some(&vllm(0)), 3), 1, "tensor_parallel unset: one rank");
+        assert_eq!(super::traces_per_point(Some(&spec(Backend::Torch(TorchBackend::default()))), 3), 3);
+        assert_eq!(super::traces_per_point(None, 3), 3);
     }
 
     #[test]

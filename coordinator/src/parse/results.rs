@@ -54,7 +54,7 @@ pub fn complete_if_done(coord: &Arc<Coordinator>, sweep_id: &str) -> anyhow::Res
     let spec: SweepSpec = decode_stored(&sweep.spec).unwrap_or_default();
     let each = spec.placement() == tracefleet_proto::v1::Placement::Each;
     let failures = coord.store().point_failures(sweep_id)?;
-    let per_point = crate::schedule::dispatch::traces_per_point(Some(&spec), spec.profile_steps);
+    let per_point = crate::parse::outcome::traces_per_point(Some(&spec), spec.profile_steps);
     let points = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each, per_point);
     let no_data = !points.iter().any(|p| p.state == super::outcome::PointState::Done);
     let state = if jobs.iter().any(|j| j.state == JobState::Cancelled) {
@@ -143,7 +143,7 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     };
     let spec: SweepSpec = decode_stored(&sweep.spec).context("decoding the stored sweep spec")?;
     let each = Placement::from(spec.placement()) == Placement::Each;
-    let per_point = crate::schedule::dispatch::traces_per_point(Some(&spec), spec.profile_steps);
+    let per_point = crate::parse::outcome::traces_per_point(Some(&spec), spec.profile_steps);
     let outcomes = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each, per_point);
     drop(uploads);
     let points: BTreeMap<String, tracefleet_proto::v1::Point> =

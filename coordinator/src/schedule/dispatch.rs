@@ -154,20 +154,11 @@ impl SweepGlobs {
     }
 }
 
-/// How many traces a point of the sweep gives when it runs to its end: one per profiled step (torch,
-/// command, replay), or one per rank (vLLM: each rank's trace holds all the profiled steps).
-pub fn traces_per_point(spec: Option<&SweepSpec>, profile_steps: u32) -> u32 {
-    match spec.and_then(|s| s.backend.as_ref()) {
-        Some(SpecBackend::Vllm(v)) => v.tensor_parallel.max(1),
-        _ => profile_steps.max(1),
-    }
-}
-
-/// The points of a job with fewer complete traces from its agent than a point gives ([`traces_per_point`]).
+/// The points of a job with fewer complete traces from its agent than a point gives ([`crate::parse::outcome::traces_per_point`]).
 /// Before, vLLM's points were judged by their profile steps: with 4 ranks and 3 steps, a point whose
 /// fourth rank was still uploading counted as finished, and that trace was then refused.
 fn unfinished_points(coord: &Coordinator, job: &JobRow, assign: &AssignJob) -> Vec<tracefleet_proto::v1::Point> {
-    let want = traces_per_point(spec_of(coord, &job.sweep_id).as_ref(), assign.profile_steps);
+    let want = crate::parse::outcome::traces_per_point(spec_of(coord, &job.sweep_id).as_ref(), assign.profile_steps);
     assign
         .points
         .iter()
@@ -364,18 +355,6 @@ mod tests {
     use super::*;
     use crate::store::{JobState, SweepRow};
     use tracefleet_proto::v1::{GpuInfo, HostInventory, SweepState};
-
-    #[test]
-    fn a_vllm_point_gives_a_trace_per_rank_and_the_others_one_per_profiled_step() {
-        use tracefleet_proto::v1::sweep_spec::Backend;
-        use tracefleet_proto::v1::{TorchBackend, VllmBackend};
-        let spec = |b: Backend| SweepSpec { backend: Some(b), ..Default::default() };
-        let vllm = |tp: u32| spec(Backend::Vllm(VllmBackend { tensor_parallel: tp, ..Default::default() }));
-        assert_eq!(super::traces_per_point(Some(&vllm(4)), 3), 4);
-        assert_eq!(super::traces_per_point(Some(&vllm(0)), 3), 1, "tensor_parallel unset: one rank");
-        assert_eq!(super::traces_per_point(Some(&spec(Backend::Torch(TorchBackend::default()))), 3), 3);
-        assert_eq!(super::traces_per_point(None, 3), 3);
-    }
 
     #[test]
     fn a_job_stored_without_its_sweeps_gpu_selector_is_sent_with_it() {

@@ -35,7 +35,7 @@ pub(crate) fn status_of(coord: &Coordinator, id: &str) -> Result<SweepStatus, St
     let failures = s.point_failures(id).map_err(internal)?;
     let each = decode_stored::<SweepSpec>(&sweep.spec).is_ok_and(|sp| sp.placement() == Placement::Each);
     let spec = decode_stored::<SweepSpec>(&sweep.spec).ok();
-    let per_point = schedule::dispatch::traces_per_point(spec.as_ref(), spec.as_ref().map_or(1, |s| s.profile_steps));
+    let per_point = outcome::traces_per_point(spec.as_ref(), spec.as_ref().map_or(1, |s| s.profile_steps));
     let points = outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each, per_point);
     let count = |st: PointState| points.iter().filter(|p| p.state == st).count() as u32;
     Ok(SweepStatus {
