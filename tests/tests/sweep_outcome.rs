@@ -256,7 +256,7 @@ fn a_sweep_says_which_traces_had_events_left_out() {
 }
 
 #[test]
-fn results_replace_an_earlier_runs_folder_and_never_a_folder_of_other_files() {
+fn results_replace_an_earlier_runs_files_and_leave_other_files_alone() {
     let tmp = tempfile::tempdir().expect("tmp");
     let src = fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst");
     let toml = format!(
@@ -264,22 +264,30 @@ fn results_replace_an_earlier_runs_folder_and_never_a_folder_of_other_files() {
          profile_steps = 1\n[command]\nrun = \"cp {} {{out_dir}}/trace_0.json.zst\"\n",
         src.display()
     );
+    let out = tmp.path().join("out");
     let (o, _) = sweep(tmp.path(), &toml, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    // A file of the earlier run that this run does not write (before: left beside the new tables).
-    let stale = tmp.path().join("out/vidur/stale.csv");
-    std::fs::write(&stale, "old").expect("write");
+    let listing = std::fs::read_to_string(out.join(".tracefleet-results")).expect("the listing");
+    assert!(listing.lines().any(|l| l == "manifest.json"), "{listing}");
+    // A file the earlier run wrote that this run does not (before: left beside the new tables), and a
+    // file of the user's own.
+    std::fs::create_dir_all(out.join("old")).expect("mkdir");
+    std::fs::write(out.join("old/stale.csv"), "old").expect("write");
+    std::fs::write(out.join(".tracefleet-results"), format!("{listing}old/stale.csv\n")).expect("write");
+    std::fs::write(out.join("notes.md"), "mine").expect("write");
     let (o, manifest) = sweep(tmp.path(), &toml, &[]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!stale.exists(), "the earlier run's file is gone");
+    assert!(!out.join("old").exists(), "the earlier run's file (and its emptied folder) is gone");
+    assert_eq!(std::fs::read_to_string(out.join("notes.md")).expect("notes"), "mine", "the user's file stays");
     assert_eq!(manifest["point_status"][0]["state"], "done", "{manifest}");
-    // A folder of other files is refused before the sweep runs, its files left as they were.
+    assert!(
+        !std::fs::read_dir(&out).expect("out").flatten().any(|e| e.file_name().to_string_lossy().contains("partial"))
+    );
+    // A file where the folder should be is refused before the sweep runs.
     let other = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir_all(other.path().join("out")).expect("mkdir");
-    std::fs::write(other.path().join("out/notes.txt"), "mine").expect("write");
+    std::fs::write(other.path().join("out"), "a file").expect("write");
     let (o, _) = sweep(other.path(), &toml, &[]);
     let all = text(&o);
-    assert!(!o.status.success() && all.contains("holds files that are not a sweep's results"), "{all}");
+    assert!(!o.status.success() && all.contains("is a file, not a folder for results"), "{all}");
     assert!(!all.contains("submitted"), "refused before the sweep ran: {all}");
-    assert_eq!(std::fs::read_to_string(other.path().join("out/notes.txt")).expect("notes"), "mine");
 }

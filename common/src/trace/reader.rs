@@ -79,11 +79,18 @@ fn nested(decoded: Box<dyn Read>) -> io::Result<Box<dyn Read>> {
 struct CountingReader<R> {
     inner: R,
     count: std::rc::Rc<std::cell::Cell<u64>>,
+    /// Set when the source itself failed (not the decoder above it): its error is then a read error of
+    /// the file (EIO, a file gone), not a corrupt stream.
+    failed: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl<R: Read> Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let n = self.inner.read(buf).inspect_err(|e| {
+            if e.kind() != io::ErrorKind::Interrupted {
+                self.failed.set(true);
+            }
+        })?;
         self.count.set(self.count.get() + n as u64);
         Ok(n)
     }
@@ -94,6 +101,8 @@ pub struct TraceReader {
     inner: Box<dyn Read>,
     compression: Compression,
     compressed: std::rc::Rc<std::cell::Cell<u64>>,
+    /// Whether the source failed ([`CountingReader::failed`]).
+    source_failed: std::rc::Rc<std::cell::Cell<bool>>,
     produced: u64,
     limits: ReadLimits,
     file: PathBuf,
@@ -124,7 +133,8 @@ impl TraceReader {
             message: e.to_string(),
         };
         let count = std::rc::Rc::new(std::cell::Cell::new(0));
-        let counted = CountingReader { inner: buffered, count: count.clone() };
+        let failed = std::rc::Rc::new(std::cell::Cell::new(false));
+        let counted = CountingReader { inner: buffered, count: count.clone(), failed: failed.clone() };
         let inner: Box<dyn Read> = match compression {
             Compression::None => Box::new(counted),
             // A compressed trace stored compressed again (an uploaded `.json.gz` kept as zstd frames) is
@@ -135,7 +145,16 @@ impl TraceReader {
                 nested(Box::new(d)).map_err(corrupt)?
             }
         };
-        Ok(Self { inner, compression, compressed: count, produced: 0, limits, file: name.to_path_buf(), pending: None })
+        Ok(Self {
+            inner,
+            compression,
+            compressed: count,
+            source_failed: failed,
+            produced: 0,
+            limits,
+            file: name.to_path_buf(),
+            pending: None,
+        })
     }
 
     /// The detected compression.
@@ -190,7 +209,10 @@ impl TraceReader {
                 // A signal interrupted the read before any byte: not the end of the input.
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
+                    // A failure of the file under a decoder is the file's read error, not a corrupt stream
+                    // (the coordinator reads its stored copies through zstd, and tries such reads again).
                     return Err(match self.compression {
+                        _ if self.source_failed.get() => TraceError::Io { file: self.file.clone(), source: e },
                         Compression::None => TraceError::Io { file: self.file.clone(), source: e },
                         c => TraceError::Decompress {
                             file: self.file.clone(),

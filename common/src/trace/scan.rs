@@ -1277,6 +1277,12 @@ mod tests {
         // The source fails where the text ends: the document is complete only if the error is not
         // reported first. It is an error either way, never a trace.
         assert!(matches!(trickle(text.as_bytes(), 7, true), Err(TraceError::Io { .. })));
+        // Under a decoder too: the file's read error (EIO, say) is the file's, not a corrupt stream (the
+        // coordinator tries such reads of its stored copies again; it refuses corrupt ones).
+        let zst = zstd::encode_all(text.as_bytes(), 3).expect("zstd");
+        let cut = &zst[..zst.len() / 2];
+        assert!(matches!(trickle(cut, 7, true), Err(TraceError::Io { .. })), "{:?}", trickle(cut, 7, true).err());
+        assert!(matches!(trickle(cut, 7, false), Err(TraceError::Decompress { .. })), "a stream cut short is corrupt");
         // A syntax error in the last bytes before the failure point, read by the same refill that met
         // the failure, is reported as such, at its offset.
         let bad = text.replacen(r#""External id":8"#, r#""External id":tru"#, 1);

@@ -214,70 +214,94 @@ fn create(p: &Path) -> anyhow::Result<std::fs::File> {
     std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))
 }
 
-/// Downloads a finished sweep's result files into `out`, replacing it as a whole; returns the files
-/// written (under `out`).
+/// The file, in a results folder, that lists what the last download wrote there (one path per line,
+/// relative to the folder): the next download removes those files first, and nothing else.
+pub const RESULTS_LISTING: &str = ".tracefleet-results";
+
+/// Downloads a finished sweep's result files into `out`; returns the files written (under `out`).
 ///
-/// The files go to a staging folder beside `out` that then takes its place, so that `out` never mixes two
-/// runs' files (an earlier run's report or Vidur profiles beside this run's tables) and a download cut
-/// short leaves the earlier results as they were. An existing `out` is replaced only when it is empty or
-/// holds a sweep's results (a `manifest.json`); any other folder is refused, its files left alone.
+/// The files are fetched into a staging folder inside `out` first, so a download cut short leaves the
+/// earlier results as they were. Then the files the previous download wrote ([`RESULTS_LISTING`]) are
+/// removed, and the new ones moved in: an earlier run's report or Vidur profiles never stay beside this
+/// run's tables, and files of the user's own in `out` are left alone. (Results written by a version
+/// without the listing are overwritten file by file.)
 ///
 /// # Errors
-/// `out` holds other files; the coordinator fails or sends an unsafe name; a file cannot be written.
+/// `out` is a file; the coordinator fails or sends an unsafe name; a file cannot be written, removed or
+/// moved (named).
 pub async fn download(c: &mut Client, id: &str, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    check_replaceable(out)?;
-    let name = out.file_name().map_or_else(|| "results".into(), |n| n.to_string_lossy().into_owned());
-    let staging = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    check_out(out)?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let staging = out.join(format!(".tracefleet-partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
-    std::fs::create_dir_all(&staging).with_context(|| format!("creating {}", staging.display()))?;
     let fetched = fetch_into(c, id, &staging).await;
-    let files = match fetched {
-        Ok(files) => files,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-    };
-    replace_dir(out, &staging)?;
-    Ok(files.iter().filter_map(|f| f.strip_prefix(&staging).ok()).map(|rel| out.join(rel)).collect())
+    let installed = fetched.and_then(|files| {
+        let rel: Vec<PathBuf> =
+            files.iter().filter_map(|f| f.strip_prefix(&staging).ok()).map(Path::to_path_buf).collect();
+        install(out, &staging, &rel).map(|()| rel)
+    });
+    let _ = std::fs::remove_dir_all(&staging);
+    Ok(installed?.iter().map(|rel| out.join(rel)).collect())
 }
 
-/// Refuses an `out` that is a file, or a folder holding files that are not a sweep's results.
+/// Refuses an `out` that exists and is not a folder.
 ///
 /// # Errors
-/// As said, naming the folder.
-pub fn check_replaceable(out: &Path) -> anyhow::Result<()> {
-    let Ok(meta) = std::fs::metadata(out) else { return Ok(()) };
-    if !meta.is_dir() {
-        anyhow::bail!("{} is a file, not a folder for results: give another --out", out.display());
+/// As said, naming it.
+pub fn check_out(out: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(out) {
+        Ok(m) if !m.is_dir() => {
+            anyhow::bail!("{} is a file, not a folder for results: give another --out", out.display())
+        }
+        _ => Ok(()),
     }
-    let empty = std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))?.next().is_none();
-    if !empty && !out.join("manifest.json").is_file() {
-        anyhow::bail!(
-            "{} holds files that are not a sweep's results (no manifest.json): give another --out, or empty it \
-             (results replace a folder of earlier results as a whole)",
-            out.display()
-        );
-    }
-    Ok(())
 }
 
-/// Puts `staging` in the place of `out` (an earlier run's results, or nothing): the old folder is moved
-/// aside first and removed once the new one is in place.
-fn replace_dir(out: &Path, staging: &Path) -> anyhow::Result<()> {
-    if out.exists() {
-        let old = staging.with_extension("old");
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(out, &old).with_context(|| format!("moving the earlier results in {} aside", out.display()))?;
-        std::fs::rename(staging, out).with_context(|| format!("moving the results into {}", out.display()))?;
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing the earlier results {}", old.display()))?;
-    } else {
-        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+/// Removes the files of the previous download into `out` (its listing), moves the staged files `rel` in,
+/// and writes the new listing.
+fn install(out: &Path, staging: &Path, rel: &[PathBuf]) -> anyhow::Result<()> {
+    let listing = out.join(RESULTS_LISTING);
+    if let Ok(text) = std::fs::read_to_string(&listing) {
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let old = safe_join(out, line)?;
+            match std::fs::remove_file(&old) {
+                Ok(()) => remove_empty_parents(out, &old),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing the earlier result {}", old.display())),
+            }
         }
-        std::fs::rename(staging, out).with_context(|| format!("moving the results into {}", out.display()))?;
     }
-    Ok(())
+    for r in rel {
+        let dest = out.join(r);
+        if let Some(d) = dest.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        std::fs::rename(staging.join(r), &dest)
+            .with_context(|| format!("moving the result into {}", dest.display()))?;
+    }
+    add_to_listing(out, rel, false)
+}
+
+/// Writes (or, with `append`, extends) the listing of the files a download wrote into `out`.
+fn add_to_listing(out: &Path, rel: &[PathBuf], append: bool) -> anyhow::Result<()> {
+    let listing = out.join(RESULTS_LISTING);
+    let mut text = if append { std::fs::read_to_string(&listing).unwrap_or_default() } else { String::new() };
+    for r in rel {
+        text.push_str(&r.to_string_lossy());
+        text.push('\n');
+    }
+    std::fs::write(&listing, text).with_context(|| format!("writing {}", listing.display()))
+}
+
+/// Removes the folders above `file` inside `out` that are left empty (an earlier run's `vidur/`).
+fn remove_empty_parents(out: &Path, file: &Path) {
+    let mut d = file.parent();
+    while let Some(dir) = d.filter(|d| *d != out && d.starts_with(out)) {
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+        d = dir.parent();
+    }
 }
 
 /// Writes the result files as they come, under `dir`.
@@ -331,6 +355,9 @@ pub async fn download_traces(c: &mut Client, id: &str, out: &Path) -> anyhow::Re
             files.push(dest);
         }
     }
+    // Listed with the results, so that the next download into `out` removes them too.
+    let rel: Vec<PathBuf> = files.iter().filter_map(|f| f.strip_prefix(out).ok()).map(Path::to_path_buf).collect();
+    add_to_listing(out, &rel, true)?;
     Ok(files)
 }
 

@@ -14,8 +14,8 @@ pub struct Args {
     /// Also the raw traces, under OUT/traces/POINT/HOST/, gzip-compressed JSON (Perfetto and HTA open them).
     #[arg(long)]
     traces: bool,
-    /// Where to write them (default: results/NAME, NAME being the sweep's name); they replace an earlier
-    /// fetch's results there as a whole, and a folder of other files is refused.
+    /// Where to write them (default: results/NAME, NAME being the sweep's name); they replace the files an
+    /// earlier fetch wrote there, and leave other files alone.
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]

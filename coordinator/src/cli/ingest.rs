@@ -157,11 +157,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         match res {
             Ok(summary) => {
                 bytes += summary.bytes;
-                if let Some(why) = summary.left_out.describe() {
-                    left_out.push(format!("{}: {why}", job.path.display()));
-                }
                 match add_trace(&mut agg, &a, job, &summary) {
-                    Ok(()) => read += 1,
+                    Ok(()) => {
+                        read += 1;
+                        if let Some(why) = summary.left_out.describe() {
+                            left_out.push(format!("{}: {why}", job.path.display()));
+                        }
+                    }
                     Err(e) => errors.push(format!("{e:#}")),
                 }
             }

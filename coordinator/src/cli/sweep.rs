@@ -37,8 +37,8 @@ pub struct Args {
     /// Run an embedded coordinator and one agent in this process (instead of --coordinator).
     #[arg(long, conflicts_with = "coordinator")]
     local: bool,
-    /// Where to write the results (default: the file's [output] dir, else results/NAME); they replace an
-    /// earlier run's results there as a whole, and a folder of other files is refused.
+    /// Where to write the results (default: the file's [output] dir, else results/NAME); they replace the
+    /// files an earlier run wrote there, and leave other files alone.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Submit and return at once; `coord status ID` shows progress.
@@ -141,10 +141,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         // Relative replay folders are taken from where the command runs (for --local, where the agent is).
         let base = if a.local { std::env::current_dir()? } else { PathBuf::from("/nonexistent") };
         let spec = to_spec(&s, &text, &base);
-        // Checked before the sweep runs, not once it has: the results replace this folder as a whole.
-        super::client::check_replaceable(&a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir)))?;
+        // Checked before the sweep runs, not once it has.
+        if !a.detach {
+            super::client::check_out(&a.out.clone().unwrap_or_else(|| PathBuf::from(&s.output_dir)))?;
+        }
         let n_points = spec.points.len();
-        let per_point = crate::parse::outcome::traces_per_point(Some(&spec), s.profile_steps);
+        let per_point =
+            crate::parse::outcome::traces_per_point(Some(&spec), s.profile_steps).unwrap_or(s.profile_steps.max(1));
         let expected = n_points as u64 * u64::from(per_point);
         let id = c.submit(spec).await?.into_inner().sweep_id;
         eprintln!("sweep {id} ({}): {n_points} points, submitted to {}", s.name, url(&addr));

@@ -326,6 +326,7 @@ mod tests {
             "{}",
             row.parse_error
         );
-        assert!(row.parse_error.contains("t.json"), "names the stored file: {}", row.parse_error);
+        let stored = coord.store().trace_path(&key).expect("path");
+        assert!(row.parse_error.contains(&stored.display().to_string()), "names the stored file: {}", row.parse_error);
     }
 }

@@ -11,11 +11,14 @@ use tracefleet_proto::v1::AssignJob;
 use crate::store::{JobRow, JobState, PointFailure, UploadRow};
 
 /// How many traces a point of the sweep gives when it runs to its end: one per profiled step (torch,
-/// command, replay), or one per rank (vLLM: each rank's trace holds all the profiled steps).
-pub fn traces_per_point(spec: Option<&tracefleet_proto::v1::SweepSpec>, profile_steps: u32) -> u32 {
+/// command), or one per rank (vLLM: each rank's trace holds all the profiled steps); `None` for replay,
+/// which plays what its folder holds for the batch size, whatever the profile steps.
+pub fn traces_per_point(spec: Option<&tracefleet_proto::v1::SweepSpec>, profile_steps: u32) -> Option<u32> {
+    use tracefleet_proto::v1::sweep_spec::Backend;
     match spec.and_then(|s| s.backend.as_ref()) {
-        Some(tracefleet_proto::v1::sweep_spec::Backend::Vllm(v)) => v.tensor_parallel.max(1),
-        _ => profile_steps.max(1),
+        Some(Backend::Vllm(v)) => Some(v.tensor_parallel.max(1)),
+        Some(Backend::Replay(_)) => None,
+        _ => Some(profile_steps.max(1)),
     }
 }
 
@@ -72,7 +75,7 @@ pub fn outcomes(
     failures: &[PointFailure],
     retries: u32,
     each: bool,
-    per_point: u32,
+    per_point: Option<u32>,
 ) -> Vec<PointOutcome> {
     // Job ids are `{sweep}-j{n}`: by length, then text, is the order they were made in.
     // A moved job (a lost agent's) still holds the points it finished; the ones it did not are in a later
@@ -91,9 +94,12 @@ pub fn outcomes(
     let failed: BTreeMap<(&str, &str), (u32, &str)> =
         failures.iter().map(|f| ((f.point.as_str(), f.host.as_str()), (f.attempts, f.error.as_str()))).collect();
     let mut read: BTreeMap<(&str, &str), u32> = BTreeMap::new();
+    // Complete traces, read or refused: what a point gave, against what it gives when it runs to its end.
+    let mut complete: BTreeMap<(&str, &str), u32> = BTreeMap::new();
     let mut refused: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
     for u in uploads.iter().filter(|u| u.complete && !u.superseded) {
         let k = (u.key.point_id.as_str(), u.key.host.as_str());
+        *complete.entry(k).or_default() += 1;
         if !u.parse_error.is_empty() {
             refused.entry(k).or_default().push(&u.parse_error);
         } else if u.parsed {
@@ -105,20 +111,25 @@ pub fn outcomes(
         .map(|((point, series), job)| {
             let agent = job.agent.clone();
             let traces = read.get(&(point.as_str(), agent.as_str())).copied().unwrap_or(0);
-            let (attempts, last_error) = failed.get(&(point.as_str(), series.as_str())).copied().unwrap_or((0, ""));
+            // Failures an older coordinator recorded for an `each` sweep have no host (counted over all
+            // hosts): they stand for a host only where the point gave no trace.
+            let (attempts, last_error) = failed
+                .get(&(point.as_str(), series.as_str()))
+                .or_else(|| failed.get(&(point.as_str(), "")).filter(|_| traces == 0))
+                .copied()
+                .unwrap_or((0, ""));
+            let gave = complete.get(&(point.as_str(), agent.as_str())).copied().unwrap_or(0);
             let refusals = refused.get(&(point.as_str(), agent.as_str())).map(|r| r.join("; ")).unwrap_or_default();
             // A point its failed job left with fewer traces than a point gives was cut short by the
             // failure: failed, not done (before, its job's failure showed nowhere in the outcome).
-            let cut_short = job.state == JobState::Failed && traces < per_point;
+            let cut_short = job.state == JobState::Failed && per_point.is_some_and(|n| gave < n);
             let (state, error) = if attempts > retries {
                 (PointState::Failed, last_error.to_string())
             } else if traces > 0 && !cut_short {
                 (PointState::Done, refusals)
             } else if job.state == JobState::Failed && traces > 0 {
-                (
-                    PointState::Failed,
-                    format!("its job failed after {traces} of {per_point} traces: {}", headline(&job.error)),
-                )
+                let of = per_point.unwrap_or(gave);
+                (PointState::Failed, format!("its job failed after {gave} of {of} traces: {}", headline(&job.error)))
             } else if job.state == JobState::Failed {
                 (PointState::Failed, headline(&job.error))
             } else if job.state.terminal() && attempts > 0 {
@@ -275,28 +286,42 @@ mod tests {
         use tracefleet_proto::v1::{TorchBackend, VllmBackend};
         let spec = |b: Backend| tracefleet_proto::v1::SweepSpec { backend: Some(b), ..Default::default() };
         let vllm = |tp: u32| spec(Backend::Vllm(VllmBackend { tensor_parallel: tp, ..Default::default() }));
-        assert_eq!(super::traces_per_point(Some(&vllm(4)), 3), 4);
-        assert_eq!(super::traces_per_point(Some(&vllm(0)), 3), 1, "tensor_parallel unset: one rank");
-        assert_eq!(super::traces_per_point(Some(&spec(Backend::Torch(TorchBackend::default()))), 3), 3);
-        assert_eq!(super::traces_per_point(None, 3), 3);
+        assert_eq!(super::traces_per_point(Some(&vllm(4)), 3), Some(4));
+        assert_eq!(super::traces_per_point(Some(&vllm(0)), 3), Some(1), "tensor_parallel unset: one rank");
+        assert_eq!(super::traces_per_point(Some(&spec(Backend::Torch(TorchBackend::default()))), 3), Some(3));
+        assert_eq!(super::traces_per_point(None, 3), Some(3));
+        let replay = spec(Backend::Replay(Default::default()));
+        assert_eq!(super::traces_per_point(Some(&replay), 3), None, "replay: what its folder holds");
     }
 
     #[test]
     fn a_point_its_failed_job_cut_short_is_failed_and_one_it_finished_is_done() {
         // Three traces a point; the driver died during "cut", after one of its traces.
-        let jobs =
-            [job("s-j0", "a", &["whole", "cut"], JobState::Failed, "driver exited with 1\n--- stderr ---\nboom")];
+        let jobs = [job(
+            "s-j0",
+            "a",
+            &["whole", "cut", "refused"],
+            JobState::Failed,
+            "driver exited with 1\n--- stderr ---\nboom",
+        )];
         let uploads = [
             upload("whole", "a", "t0.json", ""),
             upload("whole", "a", "t1.json", ""),
             upload("whole", "a", "t2.json", ""),
             upload("cut", "a", "t0.json", ""),
+            // All three given, one refused: not cut short.
+            upload("refused", "a", "t0.json", ""),
+            upload("refused", "a", "t1.json", ""),
+            upload("refused", "a", "t2.json", "t2.json at byte 0: empty file"),
         ];
-        let got: Vec<(String, PointState, String)> =
-            outcomes(&jobs, &uploads, &[], 2, false, 3).into_iter().map(|o| (o.point, o.state, o.error)).collect();
+        let got: Vec<(String, PointState, String)> = outcomes(&jobs, &uploads, &[], 2, false, Some(3))
+            .into_iter()
+            .map(|o| (o.point, o.state, o.error))
+            .collect();
         let want = [
             ("whole", PointState::Done, ""),
             ("cut", PointState::Failed, "its job failed after 1 of 3 traces: driver exited with 1"),
+            ("refused", PointState::Done, "t2.json at byte 0: empty file"),
         ];
         let mut want: Vec<(String, PointState, String)> =
             want.iter().map(|(p, s, e)| (p.to_string(), *s, e.to_string())).collect();
@@ -315,12 +340,17 @@ mod tests {
         ];
         let uploads = [upload("p", "b", "t0.json", "")];
         let failures = [failure("p", "a", 3, "out of memory")];
-        let got: Vec<(String, String, PointState, u32)> = outcomes(&jobs, &uploads, &failures, 2, true, 1)
-            .into_iter()
-            .map(|o| (o.point, o.agent, o.state, o.attempts))
-            .collect();
+        let run = |failures: &[PointFailure]| -> Vec<(String, String, PointState, u32)> {
+            outcomes(&jobs, &uploads, failures, 2, true, Some(1))
+                .into_iter()
+                .map(|o| (o.point, o.agent, o.state, o.attempts))
+                .collect()
+        };
         let want = [("p", "a", PointState::Failed, 3), ("p", "b", PointState::Done, 0)];
-        assert_eq!(got, want.map(|(p, a, s, n)| (p.to_string(), a.to_string(), s, n)));
+        let want = want.map(|(p, a, s, n)| (p.to_string(), a.to_string(), s, n));
+        assert_eq!(run(&failures), want);
+        // As an older coordinator recorded them, without the host: the same where the point gave nothing.
+        assert_eq!(run(&[failure("p", "", 3, "out of memory")]), want);
     }
 
     #[test]
@@ -343,7 +373,7 @@ mod tests {
             upload("refused", "a", "t0.json", "t0.json: not a Kineto trace (no traceEvents): a JSON object"),
         ];
         let failures = [failure("retried", "", 1, "oom"), failure("gave_up", "", 3, "oom again")];
-        let got: Vec<(String, PointState, String)> = outcomes(&jobs, &uploads, &failures, 2, false, 1)
+        let got: Vec<(String, PointState, String)> = outcomes(&jobs, &uploads, &failures, 2, false, Some(1))
             .into_iter()
             .map(|o| (o.point, o.state, o.error))
             .collect();

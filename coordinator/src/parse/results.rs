@@ -143,9 +143,16 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
     };
     let spec: SweepSpec = decode_stored(&sweep.spec).context("decoding the stored sweep spec")?;
     let each = Placement::from(spec.placement()) == Placement::Each;
-    let per_point = crate::parse::outcome::traces_per_point(Some(&spec), spec.profile_steps);
-    let outcomes = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each, per_point);
+    let gives = crate::parse::outcome::traces_per_point(Some(&spec), spec.profile_steps);
+    let outcomes = super::outcome::outcomes(&jobs, &uploads, &failures, coord.cfg.point_retries, each, gives);
     drop(uploads);
+    // A failed point gives no data: the traces its failed run left (a job that died partway) are listed,
+    // not counted, so that the tables hold the points reported done and no others.
+    let failed_points: std::collections::HashMap<(String, String), String> = outcomes
+        .iter()
+        .filter(|o| o.state == super::outcome::PointState::Failed)
+        .map(|o| ((o.point.clone(), o.agent.clone()), super::outcome::headline(&o.error)))
+        .collect();
     let points: BTreeMap<String, tracefleet_proto::v1::Point> =
         spec.points.iter().map(|p| (p.point_id.clone(), p.clone())).collect();
 
@@ -170,6 +177,15 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
                 "raw_bytes": u.raw_size,
                 "sha256": u.sha256,
                 "refused": u.parse_error,
+            }));
+            return Ok(());
+        }
+        if let Some(why) = failed_points.get(&(u.key.point_id.clone(), u.key.host.clone())) {
+            per_point.entry((u.key.point_id.clone(), u.key.host.clone())).or_default().push(serde_json::json!({
+                "trace": u.key.trace_name,
+                "raw_bytes": u.raw_size,
+                "sha256": u.sha256,
+                "not_counted": format!("its point failed: {why}"),
             }));
             return Ok(());
         }
@@ -267,8 +283,9 @@ fn write_results(coord: &Coordinator, sweep_id: &str) -> anyhow::Result<PathBuf>
                 "batch_size": p.map(|p| p.batch_size),
                 "input_len": p.map(|p| p.input_len),
                 // Traces read, and refused (their files list why).
-                "traces": traces.iter().filter(|t| t.get("refused").is_none()).count(),
+                "traces": traces.iter().filter(|t| t.get("refused").is_none() && t.get("not_counted").is_none()).count(),
                 "refused": traces.iter().filter(|t| t.get("refused").is_some()).count(),
+                "not_counted": traces.iter().filter(|t| t.get("not_counted").is_some()).count(),
                 "files": traces,
             })
         })

@@ -158,7 +158,8 @@ impl SweepGlobs {
 /// Before, vLLM's points were judged by their profile steps: with 4 ranks and 3 steps, a point whose
 /// fourth rank was still uploading counted as finished, and that trace was then refused.
 fn unfinished_points(coord: &Coordinator, job: &JobRow, assign: &AssignJob) -> Vec<tracefleet_proto::v1::Point> {
-    let want = crate::parse::outcome::traces_per_point(spec_of(coord, &job.sweep_id).as_ref(), assign.profile_steps);
+    let want = crate::parse::outcome::traces_per_point(spec_of(coord, &job.sweep_id).as_ref(), assign.profile_steps)
+        .unwrap_or(assign.profile_steps.max(1));
     assign
         .points
         .iter()
