@@ -231,8 +231,6 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use tracefleet_proto::v1::SweepState;
-
     use crate::state::{Config, Coordinator};
     use crate::store::{JobRow, JobState, SweepRow, UploadKey, UploadRow};
 
@@ -252,14 +250,7 @@ mod tests {
         let coord = Coordinator::open(cfg).expect("coordinator");
         let key =
             UploadKey { sweep_id: "s".into(), point_id: "p".into(), host: "h".into(), trace_name: "t.json".into() };
-        let sweep = SweepRow {
-            id: "s".into(),
-            name: "s".into(),
-            spec: Vec::new(),
-            state: SweepState::Running,
-            created_ms: 1,
-            finished_ms: 0,
-        };
+        let sweep = SweepRow::running("s", Vec::new());
         let job = JobRow {
             id: "j".into(),
             sweep_id: "s".into(),

@@ -355,21 +355,14 @@ pub fn reassign_lost(coord: &Arc<Coordinator>, seen: &mut HashMap<String, Instan
 mod tests {
     use super::*;
     use crate::store::{JobState, SweepRow};
-    use tracefleet_proto::v1::{GpuInfo, HostInventory, SweepState};
+    use tracefleet_proto::v1::{GpuInfo, HostInventory};
 
     #[test]
     fn a_job_stored_without_its_sweeps_gpu_selector_is_sent_with_it() {
         let dir = tempfile::tempdir().expect("tmp");
         let coord = Coordinator::open(crate::state::Config::new(dir.path().to_path_buf())).expect("coordinator");
         let spec = SweepSpec { gpu_glob: "*H100*".into(), ..Default::default() };
-        let sweep = SweepRow {
-            id: "s".into(),
-            name: "s".into(),
-            spec: spec.encode_to_vec(),
-            state: SweepState::Running,
-            created_ms: 1,
-            finished_ms: 0,
-        };
+        let sweep = SweepRow::running("s", spec.encode_to_vec());
         // As a coordinator before the selector was part of assignments stored it: none.
         let assign = AssignJob { job_id: "s-j0".into(), sweep_id: "s".into(), ..Default::default() };
         let job = JobRow {

@@ -331,14 +331,7 @@ mod tests {
     async fn a_watcher_that_fell_behind_still_learns_that_its_sweep_ended() {
         let dir = tempfile::tempdir().expect("tmp");
         let coord = Coordinator::open(Config::new(dir.path().to_path_buf())).expect("coordinator");
-        let sweep = SweepRow {
-            id: "s".into(),
-            name: "s".into(),
-            spec: Vec::new(),
-            state: SweepState::Running,
-            created_ms: 1,
-            finished_ms: 0,
-        };
+        let sweep = SweepRow::running("s", Vec::new());
         coord.store().insert_sweep(&sweep, &[]).expect("sweep");
         let service = SweepService(coord.clone());
         let mut stream =

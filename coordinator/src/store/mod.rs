@@ -96,6 +96,14 @@ pub struct SweepRow {
     pub finished_ms: i64,
 }
 
+#[cfg(test)]
+impl SweepRow {
+    /// A running sweep `id` with the encoded spec `spec`, for tests.
+    pub(crate) fn running(id: &str, spec: Vec<u8>) -> Self {
+        SweepRow { id: id.into(), name: id.into(), spec, state: SweepState::Running, created_ms: 1, finished_ms: 0 }
+    }
+}
+
 /// A job row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRow {
