@@ -13,6 +13,7 @@ use crate::stats::Summary;
 use crate::summary::{LaunchConfig, StepSummary};
 use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
+use crate::trace::steps::parse_vllm_step;
 
 /// Which series a step belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -156,11 +157,37 @@ pub struct Aggregate {
     pub roofline_steps: BTreeMap<SeriesKey, u64>,
 }
 
+/// Why a step's vLLM annotation does not fit its series, or `None` when it fits (or has no annotation,
+/// or the series' mode is neither decode nor prefill).
+pub fn batch_mismatch(series: &SeriesKey, step_name: &str) -> Option<String> {
+    let s = parse_vllm_step(step_name)?;
+    let b = series.batch_size;
+    let ok = match series.mode? {
+        Mode::Decode => s.context_requests == 0 && s.generation_requests == b && s.generation_tokens == b,
+        Mode::Prefill => {
+            s.generation_requests == 0
+                && s.context_requests == b
+                && (series.input_len == 0 || u64::from(s.context_tokens) == u64::from(b) * u64::from(series.input_len))
+        }
+    };
+    if ok {
+        return None;
+    }
+    let want = match series.mode {
+        Some(Mode::Decode) => format!("{b} decodes"),
+        _ if series.input_len > 0 => format!("{b} prefills of {} tokens", series.input_len),
+        _ => format!("{b} prefills"),
+    };
+    Some(format!("step {step_name} is not {want}"))
+}
+
 impl Aggregate {
     /// Adds one step of trace `trace` to `series`. A step without any GPU activity (a trace recorded
     /// without CUDA activities, or a step that launched nothing) is left out of the GPU statistics
     /// (categories, kernels, the ops' device time and step count): as a 0 ms step it would pull every GPU
-    /// mean down. Its ops' calls and CPU times still count, and `checks::warnings` reports it.
+    /// mean down. So is a step whose vLLM annotation says it ran another batch ([`batch_mismatch`]): its
+    /// times are not the series'. Their ops' calls and CPU times still count, and `checks::warnings`
+    /// reports both.
     ///
     /// An eager reference step ([`StepSummary::reference`]) goes to [`Aggregate::references`] only.
     pub fn add_step(&mut self, series: &SeriesKey, trace: &str, s: &StepSummary) {
@@ -189,7 +216,7 @@ impl Aggregate {
             return;
         }
         self.steps.insert(key, row);
-        if !s.has_gpu_activity() {
+        if !s.has_gpu_activity() || batch_mismatch(series, &s.name).is_some() {
             for op in &s.ops {
                 let o = self.ops.entry((series.clone(), op.name.clone(), op.device)).or_default();
                 o.calls += op.count;

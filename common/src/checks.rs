@@ -12,8 +12,6 @@ use serde::Serialize;
 
 use crate::aggregate::{Aggregate, SeriesKey};
 use crate::classify::{Coarse, Detail};
-use crate::sweep::Mode;
-use crate::trace::steps::parse_vllm_step;
 
 /// The name listed for `others` time that no op launched (e.g. Triton kernels of vLLM's sampler launched
 /// outside any op).
@@ -101,29 +99,7 @@ pub fn describe(s: &SeriesKey) -> String {
     )
 }
 
-/// Why a step's vLLM annotation does not fit its series, or `None` when it fits (or has no annotation,
-/// or the series' mode is neither decode nor prefill).
-pub fn batch_mismatch(series: &SeriesKey, step_name: &str) -> Option<String> {
-    let s = parse_vllm_step(step_name)?;
-    let b = series.batch_size;
-    let ok = match series.mode? {
-        Mode::Decode => s.context_requests == 0 && s.generation_requests == b && s.generation_tokens == b,
-        Mode::Prefill => {
-            s.generation_requests == 0
-                && s.context_requests == b
-                && (series.input_len == 0 || u64::from(s.context_tokens) == u64::from(b) * u64::from(series.input_len))
-        }
-    };
-    if ok {
-        return None;
-    }
-    let want = match series.mode {
-        Some(Mode::Decode) => format!("{b} decodes"),
-        _ if series.input_len > 0 => format!("{b} prefills of {} tokens", series.input_len),
-        _ => format!("{b} prefills"),
-    };
-    Some(format!("step {step_name} is not {want}"))
-}
+pub use crate::aggregate::batch_mismatch;
 
 /// Every warning, grouped by kind and series.
 pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
@@ -181,8 +157,9 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
             let what = describe(&series);
             let message = match kind {
                 WarningKind::BatchMismatch => format!(
-                    "{what}: {steps} of {of_steps} steps ran another batch than the series' (e.g. {example}); \
-                     their times are not the series' times"
+                    "{what}: {steps} of {of_steps} steps ran another batch than the series' (e.g. {example}): \
+                     left out of the series' GPU statistics (op_times, kernel_dat, kernels, the ops' device \
+                     times), listed in steps.csv"
                 ),
                 WarningKind::OthersDominant if with_replays.contains(&series) => format!(
                     "{what}: in {steps} of {of_steps} steps `others` holds {share:.0}% of the GPU time while \

@@ -400,3 +400,22 @@ fn events_that_cannot_be_counted_are_left_out_and_said_with_their_number() {
     let a = coord(&["analyze", &dir.join("trace_0.json").to_string_lossy()]);
     assert!(stderr(&a).contains("1 event left out: 1 without a valid duration"), "{}", stderr(&a));
 }
+
+#[test]
+fn a_prefill_curve_of_an_unknown_input_length_is_against_sequences_not_tokens() {
+    // Without an input length, a prefill step's x is its batch size: labelled `tokens`, every per-token
+    // slope of models.json read 128 times too large on these traces.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let prefill = fixture("h200-llama-1b/prefill").to_string_lossy().to_string();
+    let x = |extra: &[&str], out: &str| -> Vec<String> {
+        let out = tmp.path().join(out).to_string_lossy().to_string();
+        let mut args = vec!["ingest", prefill.as_str(), "--out", out.as_str()];
+        args.extend(extra);
+        let o = coord(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let m = tracefleet_tests::read_json(&Path::new(&out).join("models.json")).expect("models.json");
+        m["curves"].as_array().expect("curves").iter().map(|c| c["x"].as_str().unwrap_or("").to_string()).collect()
+    };
+    assert_eq!(x(&[], "unknown"), ["sequences"]);
+    assert_eq!(x(&["--input-len", "128"], "known"), ["tokens"]);
+}

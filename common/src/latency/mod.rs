@@ -101,7 +101,7 @@ pub struct CurveModels {
     pub tp: u32,
     /// Rank.
     pub rank: String,
-    /// `batch size` or `tokens`.
+    /// `batch size`, `tokens`, or `sequences` (prefill of an unknown input length: x is the batch size).
     pub x: String,
     /// The models.
     pub models: Vec<Model>,

@@ -113,9 +113,15 @@ impl Curve {
         s
     }
 
-    /// What the x axis of this curve is: `batch size` for decode, `tokens` for prefill.
+    /// What the x axis of this curve is: `batch size` for decode, `tokens` for prefill (batch size x input
+    /// length), and `sequences` for prefill of an unknown input length (x is then the batch size: calling
+    /// it tokens made every per-token slope L times too large).
     pub fn x_name(&self) -> &'static str {
-        if self.mode == "prefill" { "tokens" } else { "batch size" }
+        match (self.mode.as_str(), self.input_len) {
+            ("prefill", 0) => "sequences",
+            ("prefill", _) => "tokens",
+            _ => "batch size",
+        }
     }
 }
 

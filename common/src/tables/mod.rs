@@ -152,7 +152,8 @@ fn by_batch(agg: &Aggregate, merged: &Merged, in_group: &dyn Fn(&SeriesKey) -> b
     }
     for m in &merged.steps {
         // A step whose wait could not be told from compute is not a per-step cost (ranks::MergedStep).
-        if !in_group(&m.series) || !m.row.has_gpu_activity() || !m.trusted {
+        let another_batch = crate::aggregate::batch_mismatch(&m.series, &m.row.step_name).is_some();
+        if !in_group(&m.series) || !m.row.has_gpu_activity() || !m.trusted || another_batch {
             continue;
         }
         let e = out.entry(m.series.batch_size).or_insert_with(|| vec![Summary::default(); 7]);
