@@ -159,8 +159,14 @@ pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
     // the LM head and the sampling of that step run after it. Events before the first step go to the first.
     let by_time = |ts: i64| -> u32 { steps.partition_point(|s| s.start <= ts).saturating_sub(1) as u32 };
     // Two passes: every host event has its step before any GPU activity takes its launcher's (a launcher
-    // outside the annotations may come after its kernels in the file).
+    // outside the annotations may come after its kernels in the file). The first also indexes the runtime
+    // and driver calls made outside every op, by correlation: vLLM launches its sampling kernels from a bare
+    // `cuLaunchKernelEx` after the step's annotation, and such calls are few.
+    let mut bare_calls: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
     for (i, e) in t.events.iter().enumerate() {
+        if matches!(e.cat, Category::Runtime | Category::Driver) && links.launcher[i] == NONE && e.correlation != 0 {
+            bare_calls.entry(e.correlation).or_insert(i as u32);
+        }
         if of_event[i] != NONE || e.cat.is_gpu_activity() {
             continue;
         }
@@ -172,40 +178,24 @@ pub fn split(t: &Trace, links: &Links, patterns: &Patterns) -> Steps {
             _ => by_time(e.ts),
         };
     }
-    // GPU work belongs to the step that launched it, whenever it ran.
+    // GPU work belongs to the step that launched it, whenever it ran: its op's step; launched outside every
+    // op, its runtime call's step (before, these took the step in which they *ran*: with the GPU behind
+    // the CPU, a step's sampling kernels were counted in the next step); else the last step started
+    // before it ran.
     for (i, e) in t.events.iter().enumerate() {
-        if of_event[i] == NONE && e.cat.is_gpu_activity() {
-            let l = links.launcher[i];
-            if l != NONE {
-                of_event[i] = of_event[l as usize];
-            }
+        if of_event[i] != NONE || !e.cat.is_gpu_activity() {
+            continue;
         }
-    }
-    // GPU activities launched outside every op (vLLM launches its sampling kernels from a bare
-    // `cuLaunchKernelEx` after the step's annotation): the step of the runtime or driver call that
-    // launched them, found by correlation, which belongs to a step by time like any host event. Such calls
-    // are few, so only they are indexed. Before, these took the step in which they *ran*: with the GPU
-    // behind the CPU, a step's sampling kernels were counted in the next step.
-    let mut bare_calls: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
-    for (i, e) in t.events.iter().enumerate() {
-        if matches!(e.cat, Category::Runtime | Category::Driver) && links.launcher[i] == NONE && e.correlation != 0 {
-            bare_calls.entry(e.correlation).or_insert(i as u32);
-        }
-    }
-    // Unlinked GPU activities: their call's step, else the last step started before they ran.
-    for (i, e) in t.events.iter().enumerate() {
-        if of_event[i] == NONE && e.cat.is_gpu_activity() && links.launcher[i] == NONE {
-            if let Some(&call) = bare_calls.get(&e.correlation).filter(|_| e.correlation != 0)
-                && of_event[call as usize] != NONE
-            {
-                of_event[i] = of_event[call as usize];
-                continue;
-            }
+        let l = links.launcher[i];
+        let call = if e.correlation == 0 { None } else { bare_calls.get(&e.correlation).copied() };
+        of_event[i] = if l != NONE {
+            of_event[l as usize]
+        } else if let Some(c) = call.filter(|&c| of_event[c as usize] != NONE) {
+            of_event[c as usize]
+        } else {
             let k = steps.partition_point(|s| s.start <= e.ts);
-            if k > 0 {
-                of_event[i] = (k - 1) as u32;
-            }
-        }
+            if k > 0 { (k - 1) as u32 } else { NONE }
+        };
     }
     Steps { steps, of_event }
 }
