@@ -19,7 +19,11 @@
 //!
 //! 7. the engine's own scanner in this process (this build's code): every event skipped whole (reading,
 //!    stage-one index, top-level walk), and every event's fields read with nothing built; with the
-//!    engine's split, where one core's time goes.
+//!    engine's split, where one core's time goes;
+//! 8. simdjson (C++, through the `pysimdjson` package) where `import simdjson` works: its DOM parse of the
+//!    file's bytes already in memory (read not timed), the first parse of a fresh parser and a second one
+//!    with the parser's buffers warm. The fastest exact JSON parser the field has: what checking the JSON
+//!    and building its tape costs, with nothing read from a disk or a page cache and nothing kept.
 //!
 //! Prints a Markdown report to stdout. Ratios are medians of the per-run ratios: the machine is shared and
 //! noisy, and programs measured in the same run saw the same machine.
@@ -45,6 +49,34 @@ meta, df, symbols = parse_trace_file(sys.argv[1])
 s = time.perf_counter() - t
 b = os.path.getsize(sys.argv[1])
 print(f"stats: bytes={b} events={len(df)} seconds={s:.3f} mb_per_s={b/1e6/s:.1f} peak_rss_bytes={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024}")
+"#;
+
+/// simdjson's DOM parse (C++, `pysimdjson`) of the file's bytes already in memory: `argv[2]` is `first`
+/// (a fresh parser: its tape's memory allocated and touched in the timed parse) or `warm` (the second
+/// parse of the same parser, timed alone). Peak RSS includes the file's bytes and the tape.
+const PYTHON_SIMDJSON: &str = r#"
+import sys, time, resource, os
+import simdjson
+with open(sys.argv[1], "rb") as f:
+    b = f.read()
+p = simdjson.Parser()
+if sys.argv[2] == "warm":
+    d = p.parse(b)
+    del d
+t = time.perf_counter()
+d = p.parse(b)
+s = time.perf_counter() - t
+n = len(d["traceEvents"])
+print(f"stats: bytes={len(b)} events={n} seconds={s:.4f} mb_per_s={len(b)/1e6/s:.1f} peak_rss_bytes={resource.getrusage(resource.RUSAGE_SELF).ru_maxrss*1024}")
+"#;
+
+/// Prints simdjson's version (of the `pysimdjson` package), or fails when it cannot be imported.
+const PYTHON_SIMDJSON_VERSION: &str = r#"
+import simdjson, importlib.metadata as m
+try:
+    print(m.version("pysimdjson"))
+except m.PackageNotFoundError:
+    print("unknown version")
 "#;
 
 /// Prints HTA's version, or fails when it cannot be imported.
@@ -134,6 +166,8 @@ enum Prog<'a> {
     ScanFields,
     /// HTA, reading this path.
     Hta(&'a Path),
+    /// simdjson's parse of bytes in memory; `true`: the second parse of one parser (buffers warm).
+    Simdjson(bool),
 }
 
 impl Prog<'_> {
@@ -153,6 +187,12 @@ impl Prog<'_> {
             }
             Prog::ScanFields => "engine's scanner, every event's fields read, nothing built (RSS: –)".into(),
             Prog::Hta(_) => "HTA `parse_trace_file`".into(),
+            Prog::Simdjson(false) => {
+                "simdjson (C++) DOM parse, bytes in memory, first parse (read not timed; RSS: file + tape)".into()
+            }
+            Prog::Simdjson(true) => {
+                "simdjson (C++) DOM parse, bytes in memory, second parse (buffers warm; RSS: file + tape)".into()
+            }
         }
     }
 }
@@ -193,12 +233,21 @@ fn main() -> anyhow::Result<()> {
     check_zstd()?;
     let jobs = engine_jobs(&o, cores)?;
     let hta = if o.no_python { Err("left out (--no-python)".to_string()) } else { hta_version(&o.python) };
+    let simdjson = if o.no_python {
+        Err("left out (--no-python)".to_string())
+    } else {
+        module_version(&o.python, PYTHON_SIMDJSON_VERSION, "simdjson", "pip install pysimdjson")
+    };
     println!("## Engine against the machine's limits\n");
     println!(
-        "- machine: {cores} cores; runs: {} per program, alternated; `coord`: `{}`; HTA: {}\n",
+        "- machine: {cores} cores; runs: {} per program, alternated; `coord`: `{}`; HTA: {}; pysimdjson: {}\n",
         o.runs,
         o.coord.display(),
         match &hta {
+            Ok(v) => v.clone(),
+            Err(e) => e.clone(),
+        },
+        match &simdjson {
             Ok(v) => v.clone(),
             Err(e) => e.clone(),
         }
@@ -213,7 +262,7 @@ fn main() -> anyhow::Result<()> {
         println!("`coord analyze --help` offers no `--jobs`: one-core engine figures only.\n");
     }
     for trace in &o.traces {
-        bench_trace(&o, trace, jobs.as_deref().unwrap_or_default(), hta.is_ok())?;
+        bench_trace(&o, trace, jobs.as_deref().unwrap_or_default(), hta.is_ok(), simdjson.is_ok())?;
     }
     Ok(())
 }
@@ -241,16 +290,22 @@ fn engine_jobs(o: &Opts, cores: usize) -> anyhow::Result<Option<Vec<usize>>> {
 
 /// HTA's version, or a line saying why it cannot be used.
 fn hta_version(python: &Path) -> Result<String, String> {
-    match run_child(Command::new(python).args(["-c", PYTHON_HTA_VERSION]).stdout(Stdio::piped()), false) {
+    module_version(python, PYTHON_HTA_VERSION, "hta", "pip install HolisticTraceAnalysis")
+}
+
+/// What `code` (a snippet importing `module` and printing its version) prints, or a line saying why the
+/// module cannot be used.
+fn module_version(python: &Path, code: &str, module: &str, install: &str) -> Result<String, String> {
+    match run_child(Command::new(python).args(["-c", code]).stdout(Stdio::piped()), false) {
         Ok(r) => Ok(r.out.trim().to_string()),
-        Err(e) if format!("{e:#}").contains("No module named 'hta'") => {
-            Err("not installed (pip install HolisticTraceAnalysis)".into())
+        Err(e) if format!("{e:#}").contains(&format!("No module named '{module}'")) => {
+            Err(format!("not installed ({install})"))
         }
-        Err(e) => Err(format!("`import hta` fails: {}", last_line(&format!("{e:#}")))),
+        Err(e) => Err(format!("`import {module}` fails: {}", last_line(&format!("{e:#}")))),
     }
 }
 
-fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Result<()> {
+fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool, simdjson: bool) -> anyhow::Result<()> {
     let size = std::fs::metadata(trace).with_context(|| format!("reading {}", trace.display()))?.len() as f64;
     // Untimed: puts the file in the page cache for every program alike, and counts its lines once.
     let (_, lines) = memchr_scan(trace)?;
@@ -273,6 +328,9 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
     if let Some((path, _)) = &hta_input {
         progs.push(Prog::Hta(path.path()));
     }
+    if simdjson {
+        progs.extend([Prog::Simdjson(false), Prog::Simdjson(true)]);
+    }
     let mut benches: Vec<Bench> = progs.into_iter().map(|prog| Bench { prog, samples: vec![], error: None }).collect();
     for _ in 0..o.runs {
         for b in benches.iter_mut().filter(|b| b.error.is_none()) {
@@ -287,11 +345,18 @@ fn bench_trace(o: &Opts, trace: &Path, jobs: &[usize], hta: bool) -> anyhow::Res
                 Prog::ScanFields => scan(trace, ScanDepth::Fields),
                 Prog::Python => python(&o.python, PYTHON_JSON_LOAD, trace),
                 Prog::Hta(p) => python(&o.python, PYTHON_HTA, p),
+                Prog::Simdjson(warm) => python_args(
+                    &o.python,
+                    PYTHON_SIMDJSON,
+                    &[trace.as_os_str(), (if warm { "warm" } else { "first" }).as_ref()],
+                ),
             };
             match sample {
                 Ok(s) => b.samples.push(s),
-                // HTA is somebody else's program: a failure is reported, not fatal.
-                Err(e) if matches!(b.prog, Prog::Hta(_)) => b.error = Some(last_line(&format!("{e:#}")).to_string()),
+                // HTA and simdjson are somebody else's programs: a failure is reported, not fatal.
+                Err(e) if matches!(b.prog, Prog::Hta(_) | Prog::Simdjson(_)) => {
+                    b.error = Some(last_line(&format!("{e:#}")).to_string())
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -429,7 +494,12 @@ fn serde_check(trace: &Path, input: SerdeInput) -> anyhow::Result<Sample> {
 
 /// A Python snippet with a `stats:` line (seconds after the imports); CPU seconds of the whole process.
 fn python(python: &Path, code: &str, trace: &Path) -> anyhow::Result<Sample> {
-    let r = run_child(Command::new(python).args(["-c", code]).arg(trace).stdout(Stdio::piped()), false)?;
+    python_args(python, code, &[trace.as_os_str()])
+}
+
+/// [`python`] with these arguments after the snippet.
+fn python_args(python: &Path, code: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<Sample> {
+    let r = run_child(Command::new(python).args(["-c", code]).args(args).stdout(Stdio::piped()), false)?;
     Ok(Sample {
         mb_s: stat(&r.out, "mb_per_s")?,
         seconds: stat(&r.out, "seconds")?,
@@ -581,6 +651,11 @@ fn report(trace: &Path, size: f64, zst_size: f64, lines: u64, benches: &[Bench],
             None => println!("- HTA read {note}."),
         }
     }
+    for b in benches.iter().filter(|b| matches!(b.prog, Prog::Simdjson(_))) {
+        if let Some(err) = &b.error {
+            println!("- {} failed on this file: {err}", b.prog.label());
+        }
+    }
     println!();
 }
 
@@ -620,6 +695,14 @@ fn engine_summary(size: f64, e: &Bench, zstd: &Bench, benches: &[Bench]) {
             fields - skip,
             parse - fields,
             size / 1e6 / (0.7 * zstd.med(|s| s.mb_s)),
+        );
+    }
+    if let Some(sj) = benches.iter().find(|b| b.prog == Prog::Simdjson(true) && !b.samples.is_empty()) {
+        println!(
+            "- simdjson's DOM parse alone, the bytes already in memory and its buffers warm: {:.3} of `zstd -d`; \
+             the engine (reading, parse, link, table) runs at {:.3} of it.",
+            ratio(sj, zstd, |s| s.mb_s),
+            ratio(e, sj, |s| s.mb_s),
         );
     }
     let jobs: Vec<&Bench> = benches.iter().filter(|b| matches!(b.prog, Prog::Engine(Some(_)))).collect();
