@@ -88,6 +88,9 @@ pub struct StepRow {
     /// Start and end of each collective kernel, ns, in start order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub collectives: Vec<[i64; 2]>,
+    /// Tokens the step fed to the model ([`StepSummary::tokens`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
 }
 
 impl StepRow {
@@ -157,10 +160,21 @@ pub struct Aggregate {
     pub roofline_steps: BTreeMap<SeriesKey, u64>,
 }
 
-/// Why a step's vLLM annotation does not fit its series, or `None` when it fits (or has no annotation,
-/// or the series' mode is neither decode nor prefill).
-pub fn batch_mismatch(series: &SeriesKey, step_name: &str) -> Option<String> {
-    let s = parse_vllm_step(step_name)?;
+/// Why a step did not run its series' batch, or `None` when it did or nothing says (the series' mode is
+/// neither decode nor prefill, or the step has neither a vLLM annotation nor known tokens).
+///
+/// vLLM's step annotation (`step_name`) says how many requests and tokens the step ran, and is used when
+/// there is one. Otherwise `tokens`, what the step fed to the model ([`StepSummary::tokens`]), must be
+/// the batch size for decode (one token per sequence) and batch size × input length for prefill when the
+/// series' input length is known (not checked when it is not). That catches the steps a run records
+/// around the ones it is about: the original experiment's server wrote every step of its life into
+/// `logs_B` (the prompts' prefills, the decodes while the batch filled up and drained), and its parser
+/// read only `trace_50.json`. A prefill of as many tokens as the decode batch size passes for a decode
+/// step: nothing in a trace without annotations tells the two apart.
+pub fn batch_mismatch(series: &SeriesKey, step_name: &str, tokens: Option<u64>) -> Option<String> {
+    let Some(s) = parse_vllm_step(step_name) else {
+        return tokens_mismatch(series, step_name, tokens?);
+    };
     let b = series.batch_size;
     let ok = match series.mode? {
         Mode::Decode => s.context_requests == 0 && s.generation_requests == b && s.generation_tokens == b,
@@ -181,12 +195,29 @@ pub fn batch_mismatch(series: &SeriesKey, step_name: &str) -> Option<String> {
     Some(format!("step {step_name} is not {want}"))
 }
 
+/// [`batch_mismatch`] of a step without a vLLM annotation that fed `tokens` to the model.
+fn tokens_mismatch(series: &SeriesKey, step_name: &str, tokens: u64) -> Option<String> {
+    let b = u64::from(series.batch_size);
+    let (want, what) = match series.mode? {
+        Mode::Decode => (b, format!("{b} decodes")),
+        Mode::Prefill if series.input_len > 0 => {
+            (b * u64::from(series.input_len), format!("{b} prefills of {} tokens", series.input_len))
+        }
+        Mode::Prefill => return None,
+    };
+    if tokens == want {
+        return None;
+    }
+    let step = if step_name.is_empty() { "the step".to_string() } else { format!("step {step_name}") };
+    Some(format!("{step} fed {tokens} tokens to the model (its token embedding's input), not the {want} of {what}"))
+}
+
 impl Aggregate {
     /// Adds one step of trace `trace` to `series`. A step without any GPU activity (a trace recorded
     /// without CUDA activities, or a step that launched nothing) is left out of the GPU statistics
     /// (categories, kernels, the ops' device time and step count): as a 0 ms step it would pull every GPU
-    /// mean down. So is a step whose vLLM annotation says it ran another batch ([`batch_mismatch`]): its
-    /// times are not the series'. Their ops' calls and CPU times still count, and `checks::warnings`
+    /// mean down. So is a step that ran another batch ([`batch_mismatch`]: its vLLM annotation or the
+    /// tokens it fed to the model say so): its times are not the series'. Their ops' calls and CPU times still count, and `checks::warnings`
     /// reports both.
     ///
     /// An eager reference step ([`StepSummary::reference`]) goes to [`Aggregate::references`] only.
@@ -209,6 +240,7 @@ impl Aggregate {
             collective_activities: s.collective_activities,
             collective_time: s.collective_time,
             collectives: s.collectives.clone(),
+            tokens: s.tokens,
         };
         let key = (series.clone(), trace.to_string(), s.index);
         if s.reference {
@@ -216,7 +248,7 @@ impl Aggregate {
             return;
         }
         self.steps.insert(key, row);
-        if !s.has_gpu_activity() || batch_mismatch(series, &s.name).is_some() {
+        if !s.has_gpu_activity() || batch_mismatch(series, &s.name, s.tokens).is_some() {
             for op in &s.ops {
                 let o = self.ops.entry((series.clone(), op.name.clone(), op.device)).or_default();
                 o.calls += op.count;

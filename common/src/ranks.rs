@@ -293,6 +293,7 @@ mod tests {
             collective_activities: colls.len() as u32,
             collective_time: ct,
             collectives: colls.to_vec(),
+            tokens: None,
         }
     }
 

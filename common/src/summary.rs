@@ -130,6 +130,11 @@ pub struct StepSummary {
     pub name: String,
     /// Batch shape from a vLLM step name.
     pub vllm: Option<(u32, u32, u32, u32)>,
+    /// Tokens the step fed to the model: the indices of its first token embedding call by start time
+    /// ([`crate::trace::model::embedding_tokens`]); `None` when the trace recorded no shapes or the step
+    /// made no such call (a step replayed from a CUDA graph).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
     /// Start of the step's annotation, ns on the trace's clock (the ranks of a job on one host share it).
     #[serde(default)]
     pub start: i64,
@@ -561,6 +566,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             index: si as u32,
             name: step.name.clone(),
             vllm: shape_tuple(step.vllm),
+            tokens: step_tokens(t, events),
             start: step.start,
             gpu_busy,
             gpu_time,
@@ -610,6 +616,18 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         });
     }
     out
+}
+
+/// The tokens of the earliest-starting token embedding call among `events` (ascending event numbers).
+fn step_tokens(t: &Trace, events: &[u32]) -> Option<u64> {
+    let (&first, &last) = (events.first()?, events.last()?);
+    let from = t.tokens.partition_point(|(i, _)| *i < first);
+    let to = t.tokens.partition_point(|(i, _)| *i <= last);
+    t.tokens[from..to]
+        .iter()
+        .filter(|(i, _)| events.binary_search(i).is_ok())
+        .min_by_key(|(i, _)| t.events[*i as usize].ts)
+        .map(|&(_, n)| n)
 }
 
 /// Gives the replayed activities among `counted` the op and category of the reference activities they map

@@ -419,3 +419,61 @@ fn a_prefill_curve_of_an_unknown_input_length_is_against_sequences_not_tokens() 
     assert_eq!(x(&[], "unknown"), ["sequences"]);
     assert_eq!(x(&["--input-len", "128"], "known"), ["tokens"]);
 }
+
+#[test]
+fn steps_that_fed_the_model_another_batch_are_left_out_of_the_seed_tables() {
+    // The original experiment's server wrote every step of its life into logs_B: the prompts' prefills
+    // and the decodes while the batch filled up, beside the steady decodes of batch B. Its traces carry
+    // no vLLM annotation; the tokens each step's embedding looked up tell them apart.
+    let src = fixture("h200-llama-1b");
+    let mixed = tempfile::tempdir().expect("tmp");
+    let only = tempfile::tempdir().expect("tmp");
+    for root in [mixed.path(), only.path()] {
+        let dir = root.join("decode/logs_8");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for n in 0..3 {
+            let f = format!("trace_{n}.json.zst");
+            std::fs::copy(src.join("decode/logs_8").join(&f), dir.join(&f)).expect("copy");
+        }
+    }
+    let dir = mixed.path().join("decode/logs_8");
+    // A prefill of one 128-token prompt and a decode of one sequence.
+    std::fs::copy(src.join("prefill/logs_1/trace_0.json.zst"), dir.join("trace_3.json.zst")).expect("copy");
+    std::fs::copy(src.join("decode/logs_1/trace_0.json.zst"), dir.join("trace_4.json.zst")).expect("copy");
+    let (o, out_mixed) = ingest(mixed.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let warned = stderr(&o);
+    assert!(warned.contains("2 of 5 steps ran another batch"), "{warned}");
+    assert!(warned.contains("fed 128 tokens to the model") || warned.contains("fed 1 tokens to the model"), "{warned}");
+    let (o, out_only) = ingest(only.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("another batch"), "{}", stderr(&o));
+    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv"] {
+        assert_eq!(
+            std::fs::read_to_string(out_mixed.join(t)).expect(t),
+            std::fs::read_to_string(out_only.join(t)).expect(t),
+            "{t}: the seed and kernel tables are those of the three decode steps of batch 8"
+        );
+    }
+    // Every step is listed, with the tokens it fed to the model.
+    let text = std::fs::read_to_string(out_mixed.join("steps.csv")).expect("steps.csv");
+    let mut rows = csv_rows(&text);
+    let header = rows.remove(0);
+    let at = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let mut tokens: Vec<(String, String)> =
+        rows.iter().map(|r| (r[at("trace")].clone(), r[at("model_tokens")].clone())).collect();
+    tokens.sort();
+    let names: Vec<(&str, &str)> =
+        tokens.iter().map(|(t, n)| (t.rsplit('/').next().unwrap_or(t), n.as_str())).collect();
+    assert_eq!(
+        names,
+        [
+            ("trace_0.json.zst", "8"),
+            ("trace_1.json.zst", "8"),
+            ("trace_2.json.zst", "8"),
+            ("trace_3.json.zst", "128"),
+            ("trace_4.json.zst", "1")
+        ],
+        "{text}"
+    );
+}

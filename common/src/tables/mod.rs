@@ -152,7 +152,7 @@ fn by_batch(agg: &Aggregate, merged: &Merged, in_group: &dyn Fn(&SeriesKey) -> b
     }
     for m in &merged.steps {
         // A step whose wait could not be told from compute is not a per-step cost (ranks::MergedStep).
-        let another_batch = crate::aggregate::batch_mismatch(&m.series, &m.row.step_name).is_some();
+        let another_batch = crate::aggregate::batch_mismatch(&m.series, &m.row.step_name, m.row.tokens).is_some();
         if !in_group(&m.series) || !m.row.has_gpu_activity() || !m.trusted || another_batch {
             continue;
         }
@@ -470,7 +470,7 @@ fn telemetry_cols(t: Option<&StepTelemetry>) -> Vec<Value> {
 }
 
 /// Columns of `steps.csv` between the per-category kernels and the telemetry (all may be empty).
-const STEP_EXTRA: [(&str, Kind); 11] = [
+const STEP_EXTRA: [(&str, Kind); 12] = [
     ("collective_activities", Kind::Int),
     ("collective_us", US),
     ("collective_wait_us", US),
@@ -482,6 +482,7 @@ const STEP_EXTRA: [(&str, Kind); 11] = [
     ("graph_inferred", Kind::Int),
     ("graph_unattributed", Kind::Int),
     ("graph_reference", Kind::Str),
+    ("model_tokens", Kind::Int),
 ];
 
 /// The columns of one step row from `trace` to the per-category kernels.
@@ -552,6 +553,7 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<[Path
             Value::Null,
         ]);
         row.extend(graph_cols(r));
+        row.push(r.tokens.into());
         row.extend(telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone()))));
         t.push(row);
     }
@@ -571,6 +573,7 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<[Path
             split(m.end_skew),
         ]);
         row.extend(graph_cols(&m.row));
+        row.push(m.row.tokens.into());
         let of_slowest = (SeriesKey { rank: m.slowest_rank, ..m.series.clone() }, m.traces[slow].clone());
         row.extend(telemetry_cols(agg.telemetry.get(&of_slowest)));
         t.push(row);

@@ -269,6 +269,23 @@ pub struct Trace {
     /// The modelled work (FLOPs, bytes) of CPU ops with a FLOP model and recorded shapes, by event index
     /// (see [`crate::roofline`]). Empty for traces recorded without `record_shapes`.
     pub work: WorkMap,
+    /// Tokens fed to the model by each [`EMBEDDING_OP`] call with recorded shapes, by event index,
+    /// ascending ([`embedding_tokens`]). Empty for traces recorded without `record_shapes`.
+    pub tokens: Vec<(u32, u64)>,
+}
+
+/// The op of a token embedding lookup (`torch.nn.Embedding`, vLLM's `VocabParallelEmbedding`): its
+/// indices are the step's input tokens.
+pub const EMBEDDING_OP: &[u8] = b"aten::embedding";
+
+/// The number of tokens an [`EMBEDDING_OP`] call looks up: the product of its second input's sizes
+/// (`aten::embedding(weight [vocab, hidden], indices [...])`: `[8, 1]` for 8 decodes in transformers,
+/// `[4, 128]` for 4 prefills of 128 tokens, `[8]` in vLLM's flattened batches). `None` when the shapes
+/// do not say (no `Input Dims`, indices of no size, a product past u64).
+pub fn embedding_tokens(raw: &super::scan::RawShapes<'_>) -> Option<u64> {
+    let shapes = crate::roofline::flops::Shapes::parse(raw)?;
+    let indices = shapes.dims.get(1).filter(|d| !d.is_empty())?;
+    indices.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
 }
 
 /// Modelled work by event index: a vector sorted by index (events are pushed in order), half the memory
@@ -423,9 +440,9 @@ impl Tables {
     }
 
     /// Merges everything of `piece` but its events into `out`, the trace so far (whose events were moved
-    /// out): names, threads and launch configurations added when new, its
-    /// modelled work shifted past the events before it, its counts added, its trace-level members taken
-    /// as one reader would (the last value wins). Returns the map of the piece's ids.
+    /// out): names, threads and launch configurations added when new, its modelled work and embedding
+    /// tokens shifted past the events before it, its counts added, its trace-level members taken as one
+    /// reader would (the last value wins). Returns the map of the piece's ids.
     fn merge(&mut self, out: &mut Trace, piece: &mut Trace) -> Renumber {
         let names: Vec<NameId> = std::mem::take(&mut piece.names)
             .into_iter()
@@ -460,6 +477,7 @@ impl Tables {
         for (k, w) in std::mem::take(&mut piece.work.0) {
             out.work.push(k + self.events, w);
         }
+        out.tokens.extend(piece.tokens.drain(..).map(|(k, n)| (k + self.events, n)));
         self.events += piece.events.len() as u32;
         out.flow_events += piece.flow_events;
         out.left_out.add(std::mem::take(&mut piece.left_out));
@@ -592,6 +610,12 @@ impl Builder {
             && let Some(w) = crate::roofline::op_work(name, raw)
         {
             self.trace.work.push(self.trace.events.len() as u32, w);
+        }
+        if cat == Category::CpuOp
+            && ev.name.as_ref() == EMBEDDING_OP
+            && let Some(n) = ev.shapes.as_ref().and_then(embedding_tokens)
+        {
+            self.trace.tokens.push((self.trace.events.len() as u32, n));
         }
         let name = self.intern(&ev.name);
         let correlation = fold_id(if cat == Category::Module { ev.python_id } else { ev.correlation }.unwrap_or(0));

@@ -572,7 +572,8 @@ impl<'a> Cur<'a> {
                 b"dur" => ev.dur_ns = self.micros_as_ns()?,
                 // Read where it stands, whatever the order of the keys (Kineto writes `args` last,
                 // exporters that sort keys put it first): its shapes are kept for now, and dropped below
-                // once the name says the op has no FLOP model. A second `args` object replaces the first.
+                // once the name says the op has no FLOP model and is not the model's token embedding. A
+                // second `args` object replaces the first.
                 b"args" if self.ws()? == b'{' => {
                     ev.clear_args();
                     self.args(ev)?;
@@ -583,7 +584,10 @@ impl<'a> Cur<'a> {
                 break;
             }
         }
-        if ev.shapes.is_some() && !crate::roofline::flops::has_model_bytes(&ev.name) {
+        if ev.shapes.is_some()
+            && !crate::roofline::flops::has_model_bytes(&ev.name)
+            && ev.name.as_ref() != super::model::EMBEDDING_OP
+        {
             ev.shapes = None;
         }
         Ok(())
