@@ -13,7 +13,7 @@ use crate::stats::Summary;
 use crate::summary::{LaunchConfig, StepSummary};
 use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
-use crate::trace::steps::parse_vllm_step;
+use crate::trace::steps::{VllmStepShape, parse_vllm_step};
 
 /// Which series a step belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -91,12 +91,58 @@ pub struct StepRow {
     /// Tokens the step fed to the model ([`StepSummary::tokens`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
+    /// The batch shape of a vLLM annotation of the step or inside it ([`StepSummary::vllm`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vllm: Option<(u32, u32, u32, u32)>,
+}
+
+/// Why a step is left out of its series' GPU statistics (it stays in `steps.csv`, saying so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepLeftOut {
+    /// No kernel, copy or set: a 0 ms step would pull every GPU mean down.
+    NoGpuActivity,
+    /// It ran another batch than its series' ([`batch_mismatch`]).
+    BatchMismatch,
+    /// A merged tensor-parallel step whose waiting could not be told from its compute.
+    Ranks,
+}
+
+impl StepLeftOut {
+    /// The name in `steps.csv`'s `left_out` column: the kind of the warning that reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepLeftOut::NoGpuActivity => "no_gpu_activity",
+            StepLeftOut::BatchMismatch => "batch_mismatch",
+            StepLeftOut::Ranks => "ranks",
+        }
+    }
+
+    /// Why `row` of `series` is left out of the series' GPU statistics, or `None` when it counts.
+    pub fn of(series: &SeriesKey, row: &StepRow) -> Option<Self> {
+        if !row.has_gpu_activity() {
+            Some(StepLeftOut::NoGpuActivity)
+        } else if batch_mismatch(series, &row.step_name, row.vllm_shape(), row.tokens).is_some() {
+            Some(StepLeftOut::BatchMismatch)
+        } else {
+            None
+        }
+    }
 }
 
 impl StepRow {
     /// Whether the step had any GPU activity (see [`StepSummary::has_gpu_activity`]).
     pub fn has_gpu_activity(&self) -> bool {
         self.gpu_time > 0 || self.detail_activities.iter().any(|&n| n > 0)
+    }
+
+    /// The batch shape of the step's vLLM annotation ([`StepSummary::vllm_shape`]).
+    pub fn vllm_shape(&self) -> Option<VllmStepShape> {
+        self.vllm.map(|(a, b, c, d)| VllmStepShape {
+            context_requests: a,
+            context_tokens: b,
+            generation_requests: c,
+            generation_tokens: d,
+        })
     }
 }
 
@@ -163,7 +209,8 @@ pub struct Aggregate {
 /// Why a step did not run its series' batch, or `None` when it did or nothing says (the series' mode is
 /// neither decode nor prefill, or the step has neither a vLLM annotation nor known tokens).
 ///
-/// vLLM's step annotation (`step_name`) says how many requests and tokens the step ran, and is used when
+/// vLLM's step annotation (`step_name`, or `shape`: one found inside the step, such as vLLM's step
+/// inside torch's `ProfilerStep#N`) says how many requests and tokens the step ran, and is used when
 /// there is one. Otherwise `tokens`, what the step fed to the model ([`StepSummary::tokens`]), must be
 /// the batch size for decode (one token per sequence) and batch size × input length for prefill when the
 /// series' input length is known (not checked when it is not). That catches the steps a run records
@@ -171,8 +218,14 @@ pub struct Aggregate {
 /// `logs_B` (the prompts' prefills, the decodes while the batch filled up and drained), and its parser
 /// read only `trace_50.json`. A prefill of as many tokens as the decode batch size passes for a decode
 /// step: nothing in a trace without annotations tells the two apart.
-pub fn batch_mismatch(series: &SeriesKey, step_name: &str, tokens: Option<u64>) -> Option<String> {
-    let Some(s) = parse_vllm_step(step_name) else {
+pub fn batch_mismatch(
+    series: &SeriesKey,
+    step_name: &str,
+    shape: Option<VllmStepShape>,
+    tokens: Option<u64>,
+) -> Option<String> {
+    let named = parse_vllm_step(step_name);
+    let Some(s) = named.or(shape) else {
         return tokens_mismatch(series, step_name, tokens?);
     };
     let b = series.batch_size;
@@ -192,7 +245,12 @@ pub fn batch_mismatch(series: &SeriesKey, step_name: &str, tokens: Option<u64>) 
         _ if series.input_len > 0 => format!("{b} prefills of {} tokens", series.input_len),
         _ => format!("{b} prefills"),
     };
-    Some(format!("step {step_name} is not {want}"))
+    let inner = if named.is_none() {
+        format!(" (vLLM's step inside it: {} prefills, {} decodes)", s.context_requests, s.generation_requests)
+    } else {
+        String::new()
+    };
+    Some(format!("step {step_name}{inner} is not {want}"))
 }
 
 /// [`batch_mismatch`] of a step without a vLLM annotation that fed `tokens` to the model.
@@ -209,7 +267,7 @@ fn tokens_mismatch(series: &SeriesKey, step_name: &str, tokens: u64) -> Option<S
         return None;
     }
     let step = if step_name.is_empty() { "the step".to_string() } else { format!("step {step_name}") };
-    Some(format!("{step} fed {tokens} tokens to the model (its token embedding's input), not the {want} of {what}"))
+    Some(format!("{step} fed {tokens} tokens to the model (its embedding's input), not the {want} of {what}"))
 }
 
 impl Aggregate {
@@ -217,8 +275,9 @@ impl Aggregate {
     /// without CUDA activities, or a step that launched nothing) is left out of the GPU statistics
     /// (categories, kernels, the ops' device time and step count): as a 0 ms step it would pull every GPU
     /// mean down. So is a step that ran another batch ([`batch_mismatch`]: its vLLM annotation or the
-    /// tokens it fed to the model say so): its times are not the series'. Their ops' calls and CPU times still count, and `checks::warnings`
-    /// reports both.
+    /// tokens it fed to the model say so): none of its times are the series', not even its ops' CPU times
+    /// ([`StepLeftOut`]). The ops' calls and CPU times of a step without GPU activity still count.
+    /// `checks::warnings` reports both.
     ///
     /// An eager reference step ([`StepSummary::reference`]) goes to [`Aggregate::references`] only.
     pub fn add_step(&mut self, series: &SeriesKey, trace: &str, s: &StepSummary) {
@@ -241,14 +300,20 @@ impl Aggregate {
             collective_time: s.collective_time,
             collectives: s.collectives.clone(),
             tokens: s.tokens,
+            vllm: s.vllm,
         };
         let key = (series.clone(), trace.to_string(), s.index);
         if s.reference {
             self.references.insert(key, row);
             return;
         }
+        let left_out = StepLeftOut::of(series, &row);
         self.steps.insert(key, row);
-        if !s.has_gpu_activity() || batch_mismatch(series, &s.name, s.tokens).is_some() {
+        if left_out == Some(StepLeftOut::BatchMismatch) {
+            // Not even its CPU times are the series': a prefill's ops in a decode row.
+            return;
+        }
+        if left_out.is_some() {
             for op in &s.ops {
                 let o = self.ops.entry((series.clone(), op.name.clone(), op.device)).or_default();
                 o.calls += op.count;

@@ -114,7 +114,7 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
             f.2 += time;
             f.3 += r.gpu_time;
         };
-        if let Some(why) = batch_mismatch(series, &r.step_name, r.tokens) {
+        if let Some(why) = batch_mismatch(series, &r.step_name, r.vllm_shape(), r.tokens) {
             note(WarningKind::BatchMismatch, format!("{trace} step {index}: {why}"), 0);
         }
         let coarse =
@@ -158,8 +158,8 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
             let message = match kind {
                 WarningKind::BatchMismatch => format!(
                     "{what}: {steps} of {of_steps} steps ran another batch than the series' (e.g. {example}): \
-                     left out of the series' GPU statistics (op_times, kernel_dat, kernels, the ops' device \
-                     times), listed in steps.csv"
+                     left out of the series' statistics (op_times, kernel_dat, kernels, ops, models), listed in \
+                     steps.csv with left_out batch_mismatch"
                 ),
                 WarningKind::OthersDominant if with_replays.contains(&series) => format!(
                     "{what}: in {steps} of {of_steps} steps `others` holds {share:.0}% of the GPU time while \
@@ -256,43 +256,75 @@ mod tests {
     #[test]
     fn vllm_annotations_are_checked_against_the_series() {
         let d = series("decode", 32, 128);
-        assert_eq!(batch_mismatch(&d, "execute_context_0(0)_generation_32(32)", None), None);
+        assert_eq!(batch_mismatch(&d, "execute_context_0(0)_generation_32(32)", None, None), None);
         assert_eq!(
-            batch_mismatch(&d, "execute_context_1(128)_generation_31(31)", None).as_deref(),
+            batch_mismatch(&d, "execute_context_1(128)_generation_31(31)", None, None).as_deref(),
             Some("step execute_context_1(128)_generation_31(31) is not 32 decodes")
         );
         let p = series("prefill", 8, 512);
-        assert_eq!(batch_mismatch(&p, "execute_context_8(4096)_generation_0(0)", None), None);
-        assert!(batch_mismatch(&p, "execute_context_8(2048)_generation_0(0)", None).is_some());
+        assert_eq!(batch_mismatch(&p, "execute_context_8(4096)_generation_0(0)", None, None), None);
+        assert!(batch_mismatch(&p, "execute_context_8(2048)_generation_0(0)", None, None).is_some());
         // Unknown input length: only the requests are checked; no annotation: nothing to check.
-        assert_eq!(batch_mismatch(&series("prefill", 8, 0), "execute_context_8(4096)_generation_0(0)", None), None);
-        assert_eq!(batch_mismatch(&d, "ProfilerStep#3", None), None);
+        assert_eq!(
+            batch_mismatch(&series("prefill", 8, 0), "execute_context_8(4096)_generation_0(0)", None, None),
+            None
+        );
+        assert_eq!(batch_mismatch(&d, "ProfilerStep#3", None, None), None);
         // An annotation wins over the tokens (a CUDA-graph batch is padded: 32 decodes fed as 40 tokens).
-        assert_eq!(batch_mismatch(&d, "execute_context_0(0)_generation_32(32)", Some(40)), None);
+        assert_eq!(batch_mismatch(&d, "execute_context_0(0)_generation_32(32)", None, Some(40)), None);
+    }
+
+    #[test]
+    fn an_annotation_inside_the_step_is_checked_as_its_own() {
+        // vLLM's step inside torch's ProfilerStep#4 (case C13): 1 decode, though its embedding looked up 8.
+        let shape = Some(crate::trace::steps::VllmStepShape {
+            context_requests: 0,
+            context_tokens: 0,
+            generation_requests: 1,
+            generation_tokens: 1,
+        });
+        assert_eq!(batch_mismatch(&series("decode", 1, 0), "ProfilerStep#4", shape, Some(8)), None);
+        assert_eq!(
+            batch_mismatch(&series("decode", 8, 0), "ProfilerStep#4", shape, Some(8)).as_deref(),
+            Some("step ProfilerStep#4 (vLLM's step inside it: 0 prefills, 1 decodes) is not 8 decodes")
+        );
+    }
+
+    #[test]
+    fn left_out_steps_are_named_as_the_warnings_that_report_them() {
+        use crate::aggregate::StepLeftOut;
+        for (l, k) in [
+            (StepLeftOut::NoGpuActivity, WarningKind::NoGpuActivity),
+            (StepLeftOut::BatchMismatch, WarningKind::BatchMismatch),
+            (StepLeftOut::Ranks, WarningKind::Ranks),
+        ] {
+            assert_eq!(serde_json::to_value(k).ok(), Some(serde_json::Value::from(l.name())));
+        }
     }
 
     #[test]
     fn without_an_annotation_the_tokens_fed_to_the_model_are_checked() {
         let d = series("decode", 8, 0);
-        assert_eq!(batch_mismatch(&d, "", Some(8)), None);
+        assert_eq!(batch_mismatch(&d, "", None, Some(8)), None);
         // The original experiment's logs_8 holds the prompts' prefills (32 tokens each) and the decodes
         // while the batch fills up.
         assert_eq!(
-            batch_mismatch(&d, "", Some(32)).as_deref(),
-            Some("the step fed 32 tokens to the model (its token embedding's input), not the 8 of 8 decodes")
+            batch_mismatch(&d, "", None, Some(32)).as_deref(),
+            Some("the step fed 32 tokens to the model (its embedding's input), not the 8 of 8 decodes")
         );
         assert!(
-            batch_mismatch(&d, "ProfilerStep#3", Some(5)).is_some_and(|w| w.starts_with("step ProfilerStep#3 fed 5"))
+            batch_mismatch(&d, "ProfilerStep#3", None, Some(5))
+                .is_some_and(|w| w.starts_with("step ProfilerStep#3 fed 5"))
         );
-        assert_eq!(batch_mismatch(&d, "", None), None);
+        assert_eq!(batch_mismatch(&d, "", None, None), None);
         let p = series("prefill", 4, 128);
-        assert_eq!(batch_mismatch(&p, "", Some(512)), None);
-        assert!(batch_mismatch(&p, "", Some(128)).is_some());
+        assert_eq!(batch_mismatch(&p, "", None, Some(512)), None);
+        assert!(batch_mismatch(&p, "", None, Some(128)).is_some());
         // Prefill of an unknown input length: not checked.
-        assert_eq!(batch_mismatch(&series("prefill", 4, 0), "", Some(128)), None);
+        assert_eq!(batch_mismatch(&series("prefill", 4, 0), "", None, Some(128)), None);
         // A series of no known mode: not checked.
         let mut u = series("decode", 8, 0);
         u.mode = None;
-        assert_eq!(batch_mismatch(&u, "", Some(32)), None);
+        assert_eq!(batch_mismatch(&u, "", None, Some(32)), None);
     }
 }

@@ -15,6 +15,7 @@ use crate::classify::{Classified, Detail, RuleMemo, Rules, classify_step_with};
 use crate::glob::Patterns;
 use crate::trace::key_averages::{KeyTotals, event_times_with_jobs_min, totals};
 use crate::trace::link::NONE;
+use crate::trace::model::Lookup;
 use crate::trace::reader::TraceReader;
 use crate::trace::steps::{self, VllmStepShape};
 use crate::trace::{Category, LeftOut, Links, ReadLimits, Trace, TraceError};
@@ -130,9 +131,9 @@ pub struct StepSummary {
     pub name: String,
     /// Batch shape from a vLLM step name.
     pub vllm: Option<(u32, u32, u32, u32)>,
-    /// Tokens the step fed to the model: the indices of its first token embedding call by start time
-    /// ([`crate::trace::model::embedding_tokens`]); `None` when the trace recorded no shapes or the step
-    /// made no such call (a step replayed from a CUDA graph).
+    /// Tokens the step fed to the model: the indices of its token embedding call ([`step_tokens`]);
+    /// `None` when the trace recorded no shapes or the step made no embedding call (a step replayed from
+    /// a CUDA graph, or compiled whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
     /// Start of the step's annotation, ns on the trace's clock (the ranks of a job on one host share it).
@@ -390,6 +391,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         left_out: t.left_out.clone(),
     };
     let by_step = steps.events_by_step();
+    let tokens = step_tokens(t, &steps);
     let outer = crate::roofline::outermost_modelled(t, &links);
     // GPU activities replayed by CUDA graphs, per step: (count, summed ns).
     let mut graph_by_step = vec![(0u32, 0i64); steps.steps.len()];
@@ -566,7 +568,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             index: si as u32,
             name: step.name.clone(),
             vllm: shape_tuple(step.vllm),
-            tokens: step_tokens(t, events),
+            tokens: tokens[si],
             start: step.start,
             gpu_busy,
             gpu_time,
@@ -618,16 +620,19 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     out
 }
 
-/// The tokens of the earliest-starting token embedding call among `events` (ascending event numbers).
-fn step_tokens(t: &Trace, events: &[u32]) -> Option<u64> {
-    let (&first, &last) = (events.first()?, events.last()?);
-    let from = t.tokens.partition_point(|(i, _)| *i < first);
-    let to = t.tokens.partition_point(|(i, _)| *i <= last);
-    t.tokens[from..to]
-        .iter()
-        .filter(|(i, _)| events.binary_search(i).is_ok())
-        .min_by_key(|(i, _)| t.events[*i as usize].ts)
-        .map(|&(_, n)| n)
+/// Per step, the indices looked up by its token embedding: among the step's embedding calls, the one with
+/// the largest table (a vocabulary of tens of thousands of rows, where a vision tower's position
+/// embedding has hundreds), the earliest of those. One pass over the trace's lookups.
+fn step_tokens(t: &Trace, steps: &steps::Steps) -> Vec<Option<u64>> {
+    let key = |l: &Lookup| (std::cmp::Reverse(l.rows), t.events[l.event as usize].ts);
+    let mut best: Vec<Option<&Lookup>> = vec![None; steps.steps.len()];
+    for l in &t.lookups {
+        let Some(b) = best.get_mut(steps.of_event[l.event as usize] as usize) else { continue };
+        if b.is_none_or(|c| key(l) < key(c)) {
+            *b = Some(l);
+        }
+    }
+    best.into_iter().map(|b| b.map(|l| l.indices)).collect()
 }
 
 /// Gives the replayed activities among `counted` the op and category of the reference activities they map
@@ -710,4 +715,36 @@ fn fmt_f32(v: f32) -> String {
     let s = format!("{v:.6}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s.is_empty() || s == "-" { "0".to_string() } else { s.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(events: &str) -> TraceSummary {
+        let text = format!("{{\"traceEvents\":[{events}]}}").into_bytes();
+        summarize_reader(std::io::Cursor::new(text), Path::new("t.json"), &AnalyzeOptions::default()).expect("summary")
+    }
+
+    fn embedding(ts: u32, weight: &str, indices: &str) -> String {
+        format!(
+            r#"{{"ph":"X","cat":"cpu_op","name":"aten::embedding","pid":1,"tid":1,"ts":{ts},"dur":5,
+                "args":{{"External id":{ts},"Input Dims":[{weight},{indices},[],[],[]],
+                "Input type":["c10::BFloat16","long int","Scalar","Scalar","Scalar"]}}}}"#
+        )
+    }
+
+    #[test]
+    fn a_steps_tokens_are_those_of_its_largest_embedding_table() {
+        // A vision tower's position embedding (577 rows) runs before the language model's token embedding
+        // (a vocabulary of 32000): the step fed 4 × 128 tokens to the model, not 577.
+        let s =
+            summary(&[embedding(10, "[577, 1024]", "[1, 577]"), embedding(20, "[32000, 4096]", "[4, 128]")].join(","));
+        assert_eq!(s.steps.iter().map(|s| s.tokens).collect::<Vec<_>>(), [Some(512)]);
+        // Of two tables of one size, the earlier call; indices of no size, or none, say nothing.
+        let s = summary(&[embedding(20, "[32000, 64]", "[8]"), embedding(10, "[32000, 64]", "[8, 1]")].join(","));
+        assert_eq!(s.steps[0].tokens, Some(8));
+        let s = summary(&[embedding(10, "[32000, 64]", "[0]"), embedding(20, "[32000, 64]", "[]")].join(","));
+        assert_eq!(s.steps[0].tokens, None);
+    }
 }

@@ -35,7 +35,7 @@ fn assert_same(a: &Trace, b: &Trace, what: &str) {
         w
     };
     assert_eq!(work(a), work(b), "{what}: work");
-    assert_eq!(a.tokens, b.tokens, "{what}: embedding tokens");
+    assert_eq!(a.lookups, b.lookups, "{what}: embedding lookups");
 }
 
 /// Reads `path` in 2, 3 and 7 pieces; returns how many pieces each read used.
@@ -58,8 +58,8 @@ fn pieces_of_a_plain_trace_give_the_one_piece_model() {
     let path = write(tmp.path(), "t.json", &multistep());
     assert_eq!(check(&path, "plain"), [2, 3, 7], "read in pieces");
     // Each of the 8 decode steps of batch 16 looks its 16 tokens up once, in every piece.
-    let tokens = Trace::open(&path, &ReadLimits::default()).expect("trace").tokens;
-    assert_eq!(tokens.iter().map(|(_, n)| *n).collect::<Vec<_>>(), [16; 8]);
+    let lookups = Trace::open(&path, &ReadLimits::default()).expect("trace").lookups;
+    assert_eq!(lookups.iter().map(|l| (l.indices, l.rows)).collect::<Vec<_>>(), [(16, 128256); 8]);
 }
 
 #[test]

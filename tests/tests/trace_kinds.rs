@@ -448,31 +448,47 @@ fn steps_that_fed_the_model_another_batch_are_left_out_of_the_seed_tables() {
     let (o, out_only) = ingest(only.path(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("another batch"), "{}", stderr(&o));
-    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv"] {
+    // The seed, kernel and op tables, and what is made from the step rows (curves, Vidur tables), are
+    // those of the three decode steps of batch 8.
+    for t in [
+        "op_times.tsv",
+        "op_times_detailed.tsv",
+        "kernel_dat.csv",
+        "kernels.csv",
+        "ops.csv",
+        "roofline.csv",
+        "models.json",
+        "vidur/mlp.csv",
+        "vidur/attention.csv",
+    ] {
         assert_eq!(
             std::fs::read_to_string(out_mixed.join(t)).expect(t),
             std::fs::read_to_string(out_only.join(t)).expect(t),
-            "{t}: the seed and kernel tables are those of the three decode steps of batch 8"
+            "{t}"
         );
     }
-    // Every step is listed, with the tokens it fed to the model.
+    // Every step is listed, with the tokens it fed to the model and whether it counts.
     let text = std::fs::read_to_string(out_mixed.join("steps.csv")).expect("steps.csv");
     let mut rows = csv_rows(&text);
     let header = rows.remove(0);
     let at = |name: &str| header.iter().position(|h| h == name).expect(name);
-    let mut tokens: Vec<(String, String)> =
-        rows.iter().map(|r| (r[at("trace")].clone(), r[at("model_tokens")].clone())).collect();
-    tokens.sort();
-    let names: Vec<(&str, &str)> =
-        tokens.iter().map(|(t, n)| (t.rsplit('/').next().unwrap_or(t), n.as_str())).collect();
+    let mut listed: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| {
+            let trace = r[at("trace")].rsplit('/').next().unwrap_or_default().to_string();
+            (trace, r[at("model_tokens")].clone(), r[at("left_out")].clone())
+        })
+        .collect();
+    listed.sort();
+    let listed: Vec<(&str, &str, &str)> = listed.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), c.as_str())).collect();
     assert_eq!(
-        names,
+        listed,
         [
-            ("trace_0.json.zst", "8"),
-            ("trace_1.json.zst", "8"),
-            ("trace_2.json.zst", "8"),
-            ("trace_3.json.zst", "128"),
-            ("trace_4.json.zst", "1")
+            ("trace_0.json.zst", "8", ""),
+            ("trace_1.json.zst", "8", ""),
+            ("trace_2.json.zst", "8", ""),
+            ("trace_3.json.zst", "128", "batch_mismatch"),
+            ("trace_4.json.zst", "1", "batch_mismatch")
         ],
         "{text}"
     );

@@ -363,7 +363,10 @@ fn a_sweep_says_what_it_could_not_attribute_and_which_steps_ran_another_batch() 
     assert!(stdout.contains("step execute_context_0(0)_generation_32(32) is not 16 decodes"), "{stdout}");
     assert_eq!(m["warnings"][0]["kind"], "batch_mismatch");
     // Its times are batch 32's: left out of batch 16's seed row (before: written there as batch 16's).
-    assert!(stdout.contains("left out of the series' GPU statistics"), "{stdout}");
+    assert!(
+        stdout.contains("left out of the series' statistics (op_times, kernel_dat, kernels, ops, models)"),
+        "{stdout}"
+    );
     let op_times = std::fs::read_to_string(tmp.path().join("out/op_times.tsv")).expect("op_times.tsv");
     assert_eq!(op_times.lines().count(), 1, "no row for batch 16: {op_times}");
 }

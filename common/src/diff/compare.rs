@@ -79,7 +79,7 @@ impl<'a> Side<'a> {
                 .insert((k.kernel.clone(), k.category.clone()), k);
             s.curves.entry(key).or_insert(curve);
         }
-        for st in &r.steps {
+        for st in r.steps.iter().filter(|st| st.counted()) {
             *s.step_counts.entry((Key::of(&st.series.curve(), by_machine), st.series.tokens())).or_default() += 1;
         }
         s

@@ -35,10 +35,10 @@ pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
          share is that time over the point's mean GPU time per step (kernels, copies and sets). Names are \
          shortened (no parameter list); kernels.csv has them in full. The plot draws the top {TOP_PLOT}."
     ));
-    // Steps and GPU time per series, from every steps.csv row (per rank for tensor-parallel jobs, as the
-    // kernel rows are).
+    // Steps and GPU time per series, from the steps.csv rows that count in the series' GPU statistics
+    // (per rank for tensor-parallel jobs, as the kernel rows are).
     let mut gpu: HashMap<&Series, (usize, f64)> = HashMap::new();
-    for s in &ctx.results.steps {
+    for s in ctx.results.steps.iter().filter(|s| s.counted()) {
         let e = gpu.entry(&s.series).or_default();
         e.0 += 1;
         e.1 += s.gpu_time_us;

@@ -148,9 +148,18 @@ pub struct StepRecord {
     pub throttled: Option<bool>,
     /// Throttle reasons as written (empty: none or not recorded).
     pub throttle_reasons: String,
+    /// Why the step is left out of its series' GPU statistics (`steps.csv`'s `left_out`: the kind of the
+    /// warning that reports it); empty when it counts, and in tables written without the column.
+    pub left_out: String,
 }
 
 impl StepRecord {
+    /// Whether the step counts in its series' GPU statistics (and so in every curve and model made from
+    /// the step rows).
+    pub fn counted(&self) -> bool {
+        self.left_out.is_empty()
+    }
+
     /// GPU time of a coarse category (`attention`, `linear`, `others`), µs.
     pub fn coarse_us(&self, coarse: crate::classify::Coarse) -> f64 {
         Detail::ALL.iter().filter(|d| d.coarse() == coarse).map(|d| self.detail_us[d.index()]).sum()
@@ -294,6 +303,7 @@ impl Results {
                 },
                 throttled: row.opt_num::<u8>("throttled")?.map(|v| v != 0),
                 throttle_reasons: row.opt_str("throttle_reasons").to_string(),
+                left_out: row.opt_str("left_out").to_string(),
             });
             Ok(())
         })?;
@@ -405,9 +415,10 @@ impl Results {
     }
 
     /// The step rows that stand for one step of their series: single-rank rows, and for tensor-parallel
-    /// jobs the `merged` rows (the slowest rank's view) instead of each rank's.
+    /// jobs the `merged` rows (the slowest rank's view) instead of each rank's; rows left out of their
+    /// series' GPU statistics ([`StepRecord::counted`]) are not among them, as in the seed tables.
     pub fn steps_for_curves(&self) -> impl Iterator<Item = &StepRecord> {
-        self.steps.iter().filter(|s| if s.series.tp > 1 { s.series.rank == "merged" } else { true })
+        self.steps.iter().filter(|s| s.counted() && if s.series.tp > 1 { s.series.rank == "merged" } else { true })
     }
 
     /// The curves of the results, in order.

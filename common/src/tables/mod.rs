@@ -26,7 +26,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::aggregate::{Aggregate, SeriesKey, StepRow, mode_label};
+use crate::aggregate::{Aggregate, SeriesKey, StepLeftOut, StepRow, mode_label};
 use crate::classify::Detail;
 use crate::ranks::{self, Merged};
 use crate::roofline::{DType, PeakOverride, WorkSums};
@@ -152,8 +152,7 @@ fn by_batch(agg: &Aggregate, merged: &Merged, in_group: &dyn Fn(&SeriesKey) -> b
     }
     for m in &merged.steps {
         // A step whose wait could not be told from compute is not a per-step cost (ranks::MergedStep).
-        let another_batch = crate::aggregate::batch_mismatch(&m.series, &m.row.step_name, m.row.tokens).is_some();
-        if !in_group(&m.series) || !m.row.has_gpu_activity() || !m.trusted || another_batch {
+        if !in_group(&m.series) || merged_left_out(m).is_some() {
             continue;
         }
         let e = out.entry(m.series.batch_size).or_insert_with(|| vec![Summary::default(); 7]);
@@ -162,6 +161,12 @@ fn by_batch(agg: &Aggregate, merged: &Merged, in_group: &dyn Fn(&SeriesKey) -> b
         }
     }
     out
+}
+
+/// Why a merged tensor-parallel step is left out of its series' GPU statistics: as any step
+/// ([`StepLeftOut::of`]), or because its wait could not be told from its compute (`ranks::MergedStep`).
+fn merged_left_out(m: &crate::ranks::MergedStep) -> Option<StepLeftOut> {
+    StepLeftOut::of(&m.series, &m.row).or((!m.trusted).then_some(StepLeftOut::Ranks))
 }
 
 fn write_seed(
@@ -470,7 +475,7 @@ fn telemetry_cols(t: Option<&StepTelemetry>) -> Vec<Value> {
 }
 
 /// Columns of `steps.csv` between the per-category kernels and the telemetry (all may be empty).
-const STEP_EXTRA: [(&str, Kind); 12] = [
+const STEP_EXTRA: [(&str, Kind); 13] = [
     ("collective_activities", Kind::Int),
     ("collective_us", US),
     ("collective_wait_us", US),
@@ -483,6 +488,7 @@ const STEP_EXTRA: [(&str, Kind); 12] = [
     ("graph_unattributed", Kind::Int),
     ("graph_reference", Kind::Str),
     ("model_tokens", Kind::Int),
+    ("left_out", Kind::Str),
 ];
 
 /// The columns of one step row from `trace` to the per-category kernels.
@@ -554,6 +560,7 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<[Path
         ]);
         row.extend(graph_cols(r));
         row.push(r.tokens.into());
+        row.push(StepLeftOut::of(k, r).map(StepLeftOut::name).into());
         row.extend(telemetry_cols(agg.telemetry.get(&(k.clone(), trace.clone()))));
         t.push(row);
     }
@@ -574,6 +581,7 @@ fn write_steps(dir: &Path, agg: &Aggregate, merged: &Merged) -> io::Result<[Path
         ]);
         row.extend(graph_cols(&m.row));
         row.push(m.row.tokens.into());
+        row.push(merged_left_out(m).map(StepLeftOut::name).into());
         let of_slowest = (SeriesKey { rank: m.slowest_rank, ..m.series.clone() }, m.traces[slow].clone());
         row.extend(telemetry_cols(agg.telemetry.get(&of_slowest)));
         t.push(row);

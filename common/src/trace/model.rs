@@ -269,23 +269,37 @@ pub struct Trace {
     /// The modelled work (FLOPs, bytes) of CPU ops with a FLOP model and recorded shapes, by event index
     /// (see [`crate::roofline`]). Empty for traces recorded without `record_shapes`.
     pub work: WorkMap,
-    /// Tokens fed to the model by each [`EMBEDDING_OP`] call with recorded shapes, by event index,
-    /// ascending ([`embedding_tokens`]). Empty for traces recorded without `record_shapes`.
-    pub tokens: Vec<(u32, u64)>,
+    /// The [`EMBEDDING_OP`] calls with recorded shapes, by event index, ascending. Empty for traces
+    /// recorded without `record_shapes`.
+    pub lookups: Vec<Lookup>,
 }
 
-/// The op of a token embedding lookup (`torch.nn.Embedding`, vLLM's `VocabParallelEmbedding`): its
-/// indices are the step's input tokens.
+/// The op of an embedding lookup (`torch.nn.Embedding`, vLLM's `VocabParallelEmbedding`). The model's
+/// token embedding is one; position and vision embeddings are others.
 pub const EMBEDDING_OP: &[u8] = b"aten::embedding";
 
-/// The number of tokens an [`EMBEDDING_OP`] call looks up: the product of its second input's sizes
-/// (`aten::embedding(weight [vocab, hidden], indices [...])`: `[8, 1]` for 8 decodes in transformers,
-/// `[4, 128]` for 4 prefills of 128 tokens, `[8]` in vLLM's flattened batches). `None` when the shapes
-/// do not say (no `Input Dims`, indices of no size, a product past u64).
-pub fn embedding_tokens(raw: &super::scan::RawShapes<'_>) -> Option<u64> {
-    let shapes = crate::roofline::flops::Shapes::parse(raw)?;
-    let indices = shapes.dims.get(1).filter(|d| !d.is_empty())?;
-    indices.iter().try_fold(1u64, |n, &d| n.checked_mul(d))
+/// One [`EMBEDDING_OP`] call: `aten::embedding(weight [rows, dim], indices [...])`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lookup {
+    /// The call's event index.
+    pub event: u32,
+    /// Indices looked up: the product of the second input's sizes (`[8, 1]` for 8 decodes in
+    /// transformers, `[4, 128]` for 4 prefills of 128 tokens, `[8]` in vLLM's flattened batches).
+    pub indices: u64,
+    /// Rows of the table (the vocabulary size for the token embedding; 0 when not recorded).
+    pub rows: u64,
+}
+
+impl Lookup {
+    /// The lookup of event `event` from its recorded shapes; `None` when they do not say how many indices
+    /// (no `Input Dims`, indices of no size or of size 0, a product past u64).
+    pub fn of(event: u32, raw: &super::scan::RawShapes<'_>) -> Option<Self> {
+        let shapes = crate::roofline::flops::Shapes::parse(raw)?;
+        let indices = shapes.dims.get(1).filter(|d| !d.is_empty())?;
+        let indices = indices.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).filter(|&n| n > 0)?;
+        let rows = shapes.dims.first().and_then(|w| w.first()).copied().unwrap_or(0);
+        Some(Lookup { event, indices, rows })
+    }
 }
 
 /// Modelled work by event index: a vector sorted by index (events are pushed in order), half the memory
@@ -441,7 +455,7 @@ impl Tables {
 
     /// Merges everything of `piece` but its events into `out`, the trace so far (whose events were moved
     /// out): names, threads and launch configurations added when new, its modelled work and embedding
-    /// tokens shifted past the events before it, its counts added, its trace-level members taken as one
+    /// lookups shifted past the events before it, its counts added, its trace-level members taken as one
     /// reader would (the last value wins). Returns the map of the piece's ids.
     fn merge(&mut self, out: &mut Trace, piece: &mut Trace) -> Renumber {
         let names: Vec<NameId> = std::mem::take(&mut piece.names)
@@ -477,7 +491,7 @@ impl Tables {
         for (k, w) in std::mem::take(&mut piece.work.0) {
             out.work.push(k + self.events, w);
         }
-        out.tokens.extend(piece.tokens.drain(..).map(|(k, n)| (k + self.events, n)));
+        out.lookups.extend(piece.lookups.drain(..).map(|l| Lookup { event: l.event + self.events, ..l }));
         self.events += piece.events.len() as u32;
         out.flow_events += piece.flow_events;
         out.left_out.add(std::mem::take(&mut piece.left_out));
@@ -613,9 +627,9 @@ impl Builder {
         }
         if cat == Category::CpuOp
             && ev.name.as_ref() == EMBEDDING_OP
-            && let Some(n) = ev.shapes.as_ref().and_then(embedding_tokens)
+            && let Some(l) = ev.shapes.as_ref().and_then(|raw| Lookup::of(self.trace.events.len() as u32, raw))
         {
-            self.trace.tokens.push((self.trace.events.len() as u32, n));
+            self.trace.lookups.push(l);
         }
         let name = self.intern(&ev.name);
         let correlation = fold_id(if cat == Category::Module { ev.python_id } else { ev.correlation }.unwrap_or(0));
