@@ -493,3 +493,35 @@ fn steps_that_fed_the_model_another_batch_are_left_out_of_the_seed_tables() {
         "{text}"
     );
 }
+
+#[test]
+fn steps_whose_batch_nothing_checks_are_counted_in_a_note() {
+    // The decode fixture recorded without shapes (its `Input Dims` renamed): no annotation, no tokens.
+    let src = fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst");
+    let text = zstd::decode_all(&std::fs::read(src).expect("fixture")[..]).expect("zstd");
+    let text = String::from_utf8(text).expect("utf-8").replace("\"Input Dims\"", "\"Input Dimensions\"");
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir_all(tmp.path().join("decode/logs_8")).expect("mkdir");
+    std::fs::write(tmp.path().join("decode/logs_8/trace_0.json"), text).expect("write");
+    let (o, out) = ingest(tmp.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("note: 1 of 1 steps have neither a vLLM step annotation nor recorded shapes"),
+        "{}",
+        stderr(&o)
+    );
+    let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
+    let rows = csv_rows(&steps);
+    let at = rows[0].iter().position(|h| h == "model_tokens").expect("model_tokens");
+    assert_eq!(rows[1][at], "", "{steps}");
+    // With its shapes, the same step is checked: no note.
+    std::fs::copy(
+        fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst"),
+        tmp.path().join("decode/logs_8/trace_0.json.zst"),
+    )
+    .expect("copy");
+    std::fs::remove_file(tmp.path().join("decode/logs_8/trace_0.json")).expect("rm");
+    let (o, _) = ingest(tmp.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("neither a vLLM step annotation"), "{}", stderr(&o));
+}

@@ -225,6 +225,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
              no vLLM prefill step name, no --input-len"
         );
     }
+    // Steps whose batch nothing checks: a folder's steps of another batch (the original experiment's
+    // prefills and filling decodes) would be averaged in without a warning.
+    let unchecked =
+        agg.steps.iter().filter(|((s, ..), r)| s.mode.is_some() && r.tokens.is_none() && r.vllm.is_none()).count();
+    if unchecked > 0 {
+        eprintln!(
+            "note: {unchecked} of {steps} steps have neither a vLLM step annotation nor recorded shapes (CUDA-graph \
+             replays, traces without record_shapes): whether they ran their folder's batch is not checked, so steps \
+             of another batch among them would be averaged in (see model_tokens in steps.csv)"
+        );
+    }
     let peaks = a.peaks.overrides();
     let unknown: std::collections::BTreeSet<&str> =
         agg.roofline.keys().map(|(s, ..)| s.gpu.as_str()).filter(|g| peaks.resolve(g).is_none()).collect();
