@@ -292,7 +292,10 @@ pub struct Lookup {
 
 impl Lookup {
     /// The lookup of event `event` from its recorded shapes; `None` when they do not say how many indices
-    /// (no `Input Dims`, indices of no size or of size 0, a product past u64).
+    /// (no `Input Dims`, indices of no size or of size 0, a product past u64). Out of line: one call per
+    /// step, kept out of the event loop's code.
+    #[cold]
+    #[inline(never)]
     pub fn of(event: u32, raw: &super::scan::RawShapes<'_>) -> Option<Self> {
         let shapes = crate::roofline::flops::Shapes::parse(raw)?;
         let indices = shapes.dims.get(1).filter(|d| !d.is_empty())?;
@@ -618,18 +621,18 @@ impl Builder {
             Some(k) if cat == Category::Kernel => launch_id(&mut self.trace.kernels, &mut self.launches, k),
             _ => u32::MAX,
         };
+        // Shapes are kept only for ops with a FLOP model and for embeddings (the scanner drops the rest).
         if cat == Category::CpuOp
             && let Some(raw) = &ev.shapes
-            && let Ok(name) = std::str::from_utf8(&ev.name)
-            && let Some(w) = crate::roofline::op_work(name, raw)
         {
-            self.trace.work.push(self.trace.events.len() as u32, w);
-        }
-        if cat == Category::CpuOp
-            && ev.name.as_ref() == EMBEDDING_OP
-            && let Some(l) = ev.shapes.as_ref().and_then(|raw| Lookup::of(self.trace.events.len() as u32, raw))
-        {
-            self.trace.lookups.push(l);
+            let at = self.trace.events.len() as u32;
+            if ev.name.as_ref() == EMBEDDING_OP {
+                self.trace.lookups.extend(Lookup::of(at, raw));
+            } else if let Ok(name) = std::str::from_utf8(&ev.name)
+                && let Some(w) = crate::roofline::op_work(name, raw)
+            {
+                self.trace.work.push(at, w);
+            }
         }
         let name = self.intern(&ev.name);
         let correlation = fold_id(if cat == Category::Module { ev.python_id } else { ev.correlation }.unwrap_or(0));
