@@ -114,8 +114,15 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
             f.2 += time;
             f.3 += r.gpu_time;
         };
+        // A step left out of the series' statistics gets the warning that says why (the same reason as
+        // steps.csv's `left_out`), and no other: what its `others` holds is not in the tables.
+        if !r.has_gpu_activity() {
+            note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
+            continue;
+        }
         if let Some(why) = batch_mismatch(series, &r.step_name, r.vllm_shape(), r.tokens) {
             note(WarningKind::BatchMismatch, format!("{trace} step {index}: {why}"), 0);
+            continue;
         }
         let coarse =
             |c: Coarse| -> i64 { Detail::ALL.iter().filter(|d| d.coarse() == c).map(|d| r.detail[d.index()]).sum() };
@@ -141,9 +148,6 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
                 )
             };
             note(WarningKind::GraphReplays, example, time);
-        }
-        if !r.has_gpu_activity() {
-            note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
         }
     }
     // Series whose `others` may come from unattributed graph replays rather than from the rules.

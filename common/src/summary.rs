@@ -131,9 +131,9 @@ pub struct StepSummary {
     pub name: String,
     /// Batch shape from a vLLM step name.
     pub vllm: Option<(u32, u32, u32, u32)>,
-    /// Tokens the step fed to the model: the indices of its token embedding call ([`step_tokens`]);
-    /// `None` when the trace recorded no shapes or the step made no embedding call (a step replayed from
-    /// a CUDA graph, or compiled whole).
+    /// Tokens the step fed to the model: the indices of its token embedding call (of its `aten::embedding`
+    /// calls, the one with the largest table, the earliest of those); `None` when the trace recorded no
+    /// shapes or the step made no embedding call (a step replayed from a CUDA graph, or compiled whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
     /// Start of the step's annotation, ns on the trace's clock (the ranks of a job on one host share it).

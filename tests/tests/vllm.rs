@@ -605,3 +605,34 @@ fn a_graph_reference_that_does_not_fit_is_said_and_one_among_the_inputs_is_not_c
     let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
     assert_eq!(steps.lines().count(), 4, "the 3 graph steps only: {steps}");
 }
+
+#[test]
+fn steps_of_another_batch_get_that_warning_only_and_no_graph_comparison() {
+    // The CUDA-graph decode trace of batch 32 delivered as batch 16 (its annotations say 32 decodes), with
+    // the eager trace as its reference: every step is left out of batch 16's statistics, so neither the
+    // warnings about what `others` holds nor graph_reference.csv speak of them.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let logs = tmp.path().join("in/logs_16");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let src = trace_in(GRAPHS);
+    std::fs::copy(&src, logs.join(src.file_name().expect("name"))).expect("copy");
+    let out = tmp.path().join("out");
+    let o = Command::new(bin("coord"))
+        .arg("ingest")
+        .arg(tmp.path().join("in"))
+        .arg("--graph-reference")
+        .arg(trace_in(DECODE))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run coord");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("3 of 3 steps ran another batch than the series'"), "{stderr}");
+    assert!(!stderr.contains("not attributed"), "{stderr}");
+    assert!(!stderr.contains("`others` holds"), "{stderr}");
+    let table = std::fs::read_to_string(out.join("graph_reference.csv")).unwrap_or_default();
+    assert!(table.lines().count() <= 1, "no graph step to compare: {table}");
+    let steps = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
+    assert_eq!(steps.matches(",batch_mismatch,").count(), 3, "{steps}");
+}

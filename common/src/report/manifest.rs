@@ -21,10 +21,15 @@ fn items<'a>(m: &'a Value, key: &str) -> &'a [Value] {
 /// Writes the "Run" section.
 pub(super) fn section(page: &mut Page, ctx: &Ctx<'_>) {
     page.section("run", "Run");
+    let counted = ctx.results.steps_for_curves().count();
+    let left_out = ctx.results.steps.iter().filter(|s| !s.counted()).count();
+    let left_out = match left_out {
+        0 => String::new(),
+        n => format!(" ({n} step rows left out of the statistics: steps.csv's left_out says why)"),
+    };
     page.note(&format!(
-        "Results read from {}: {} steps in {} curve(s).",
+        "Results read from {}: {counted} steps in {} curve(s){left_out}.",
         ctx.results.dir.display(),
-        ctx.results.steps.len(),
         ctx.curves.len()
     ));
     match &ctx.results.manifest {

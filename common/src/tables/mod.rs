@@ -618,7 +618,9 @@ fn write_graph_reference(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     };
     let mut graph: BTreeMap<&SeriesKey, Sums> = BTreeMap::new();
     for ((k, _, _), r) in &agg.steps {
-        if r.graph_activities > 0 && !r.graph_reference.is_empty() {
+        // A step left out of its series' statistics is not compared either (its reference would be of
+        // another batch).
+        if r.graph_activities > 0 && !r.graph_reference.is_empty() && StepLeftOut::of(k, r).is_none() {
             add(graph.entry(k).or_default(), r);
         }
     }

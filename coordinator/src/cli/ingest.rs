@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
-use tracefleet_common::aggregate::{Aggregate, SeriesKey};
+use tracefleet_common::aggregate::{Aggregate, SeriesKey, StepLeftOut};
 use tracefleet_common::checks;
 use tracefleet_common::classify::Rules;
 use tracefleet_common::glob::Patterns;
@@ -227,13 +227,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     // Steps whose batch nothing checks: a folder's steps of another batch (the original experiment's
     // prefills and filling decodes) would be averaged in without a warning.
-    let unchecked =
-        agg.steps.iter().filter(|((s, ..), r)| s.mode.is_some() && r.tokens.is_none() && r.vllm.is_none()).count();
+    let unchecked = agg
+        .steps
+        .iter()
+        .filter(|((s, ..), r)| {
+            let prefill_of_unknown_length = s.mode == Some(Mode::Prefill) && s.input_len == 0;
+            s.mode.is_some() && r.vllm.is_none() && (r.tokens.is_none() || prefill_of_unknown_length)
+        })
+        .count();
     if unchecked > 0 {
         eprintln!(
-            "note: {unchecked} of {steps} steps have neither a vLLM step annotation nor recorded shapes (CUDA-graph \
-             replays, traces without record_shapes): whether they ran their folder's batch is not checked, so steps \
-             of another batch among them would be averaged in (see model_tokens in steps.csv)"
+            "note: {unchecked} of {steps} steps could not be checked for their folder's batch (no vLLM step \
+             annotation, and no recorded shapes or a prefill of unknown input length): steps of another batch \
+             among them would be averaged in (see model_tokens in steps.csv; --input-len lets prefills be checked)"
         );
     }
     let peaks = a.peaks.overrides();
@@ -354,7 +360,7 @@ fn add_reference_steps(agg: &mut Aggregate, source: &str, summary: &TraceSummary
     let mapped: std::collections::BTreeSet<(SeriesKey, String)> = agg
         .steps
         .iter()
-        .filter(|(_, r)| r.graph_reference == source)
+        .filter(|((k, _, _), r)| r.graph_reference == source && StepLeftOut::of(k, r).is_none())
         .map(|((k, _, _), r)| (k.clone(), r.step_name.clone()))
         .collect();
     for (series, name) in mapped {
