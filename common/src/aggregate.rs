@@ -137,12 +137,7 @@ impl StepRow {
 
     /// The batch shape of the step's vLLM annotation ([`StepSummary::vllm_shape`]).
     pub fn vllm_shape(&self) -> Option<VllmStepShape> {
-        self.vllm.map(|(a, b, c, d)| VllmStepShape {
-            context_requests: a,
-            context_tokens: b,
-            generation_requests: c,
-            generation_tokens: d,
-        })
+        self.vllm.map(VllmStepShape::from_tuple)
     }
 }
 

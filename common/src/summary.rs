@@ -241,12 +241,7 @@ impl StepSummary {
 
     /// The batch shape vLLM wrote into the step's annotation (or one inside it).
     pub fn vllm_shape(&self) -> Option<VllmStepShape> {
-        self.vllm.map(|(a, b, c, d)| VllmStepShape {
-            context_requests: a,
-            context_tokens: b,
-            generation_requests: c,
-            generation_tokens: d,
-        })
+        self.vllm.map(VllmStepShape::from_tuple)
     }
 }
 

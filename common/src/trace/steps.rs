@@ -79,6 +79,14 @@ pub struct VllmStepShape {
     pub generation_tokens: u32,
 }
 
+impl VllmStepShape {
+    /// The shape from the (context requests, context tokens, generation requests, generation tokens) tuple
+    /// that step summaries and rows store.
+    pub fn from_tuple((a, b, c, d): (u32, u32, u32, u32)) -> Self {
+        VllmStepShape { context_requests: a, context_tokens: b, generation_requests: c, generation_tokens: d }
+    }
+}
+
 /// Parses `execute_context_{n}({tokens})_generation_{n}({tokens})`.
 pub fn parse_vllm_step(name: &str) -> Option<VllmStepShape> {
     let rest = name.strip_prefix("execute_context_")?;
