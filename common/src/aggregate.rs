@@ -201,17 +201,18 @@ pub struct Aggregate {
     pub roofline_steps: BTreeMap<SeriesKey, u64>,
 }
 
-/// Why a step did not run its series' batch, or `None` when it did or nothing says (the series' mode is
-/// neither decode nor prefill, or the step has neither a vLLM annotation nor known tokens).
+/// Why a step did not run its series' batch, or `None` when it did or nothing says (the step has neither
+/// a vLLM annotation nor known tokens, or an annotation in a series of unknown mode).
 ///
 /// vLLM's step annotation (`step_name`, or `shape`: one found inside the step, such as vLLM's step
 /// inside torch's `ProfilerStep#N`) says how many requests and tokens the step ran, and is used when
 /// there is one. Otherwise `tokens`, what the step fed to the model ([`StepSummary::tokens`]), must be
 /// the batch size for decode (one token per sequence) and batch size × input length for prefill when the
-/// series' input length is known (not checked when it is not). That catches the steps a run records
-/// around the ones it is about: the original experiment's server wrote every step of its life into
-/// `logs_B` (the prompts' prefills, the decodes while the batch filled up and drained), and its parser
-/// read only `trace_50.json`. A prefill of as many tokens as the decode batch size passes for a decode
+/// series' input length is known; when it is not, or the mode is unknown, at least the batch size
+/// (`coord ingest` reads an unknown mode or length from the count most of a folder's steps fed first:
+/// [`crate::workload::infer`]). That catches the steps a run records around the ones it is about: the
+/// original experiment's server wrote every step of its life into `logs_B` (the prompts' prefills, the
+/// decodes while the batch filled up and drained), and its parser read only `trace_50.json`. A prefill of as many tokens as the decode batch size passes for a decode
 /// step: nothing in a trace without annotations tells the two apart.
 pub fn batch_mismatch(
     series: &SeriesKey,
@@ -248,20 +249,28 @@ pub fn batch_mismatch(
     Some(format!("step {step_name}{inner} is not {want}"))
 }
 
-/// [`batch_mismatch`] of a step without a vLLM annotation that fed `tokens` to the model.
+/// [`batch_mismatch`] of a step without a vLLM annotation that fed `tokens` to the model. Where the mode,
+/// or a prefill's prompt length, is unknown, only what no step of B sequences can do is a mismatch: feed
+/// fewer than B tokens (a decode feeds one per sequence, a prefill at least one per prompt).
 fn tokens_mismatch(series: &SeriesKey, step_name: &str, tokens: u64) -> Option<String> {
     let b = u64::from(series.batch_size);
-    let (want, what) = match series.mode? {
-        Mode::Decode => (b, format!("{b} decodes")),
-        Mode::Prefill if series.input_len > 0 => {
+    let step = if step_name.is_empty() { "the step".to_string() } else { format!("step {step_name}") };
+    let (want, what) = match series.mode {
+        Some(Mode::Decode) => (b, format!("{b} decodes")),
+        Some(Mode::Prefill) if series.input_len > 0 => {
             (b * u64::from(series.input_len), format!("{b} prefills of {} tokens", series.input_len))
         }
-        Mode::Prefill => return None,
+        Some(Mode::Prefill) | None if tokens < b => {
+            return Some(format!(
+                "{step} fed {tokens} tokens to the model (its embedding's input): fewer than the {b} sequences of \
+                 its batch"
+            ));
+        }
+        Some(Mode::Prefill) | None => return None,
     };
     if tokens == want {
         return None;
     }
-    let step = if step_name.is_empty() { "the step".to_string() } else { format!("step {step_name}") };
     Some(format!("{step} fed {tokens} tokens to the model (its embedding's input), not the {want} of {what}"))
 }
 

@@ -324,11 +324,17 @@ mod tests {
         let p = series("prefill", 4, 128);
         assert_eq!(batch_mismatch(&p, "", None, Some(512)), None);
         assert!(batch_mismatch(&p, "", None, Some(128)).is_some());
-        // Prefill of an unknown input length: not checked.
+        // Prefill of an unknown input length: any count of at least one token per prompt.
         assert_eq!(batch_mismatch(&series("prefill", 4, 0), "", None, Some(128)), None);
-        // A series of no known mode: not checked.
+        assert_eq!(
+            batch_mismatch(&series("prefill", 4, 0), "", None, Some(3)).as_deref(),
+            Some("the step fed 3 tokens to the model (its embedding's input): fewer than the 4 sequences of its batch")
+        );
+        // A series of no known mode: a decode or a prefill of the batch, at least one token per sequence.
         let mut u = series("decode", 8, 0);
         u.mode = None;
         assert_eq!(batch_mismatch(&u, "", None, Some(32)), None);
+        assert_eq!(batch_mismatch(&u, "", None, Some(8)), None);
+        assert!(batch_mismatch(&u, "", None, Some(7)).is_some_and(|w| w.contains("fewer than the 8 sequences")));
     }
 }

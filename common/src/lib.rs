@@ -12,6 +12,7 @@
 //!   told (warnings, what `others` holds); [`telemetry`]: GPU readings per step.
 //! - [`diff`]: two results directories compared per category and kernel, with significance.
 //! - [`sweep`]: sweep files (schema, validation, points); [`layout`]: what a results tree's paths say;
+//!   [`workload`]: what the tokens a folder's steps fed to the model say its workload was;
 //!   [`glob`]: glob matching for rule files; [`gpus`]: which GPUs a job takes; [`wire`]: upload chunk framing shared by agent and coordinator;
 //!   [`logging`]: the log subscriber both binaries install.
 
@@ -40,3 +41,4 @@ pub mod tables;
 pub mod telemetry;
 pub mod trace;
 pub mod wire;
+pub mod workload;

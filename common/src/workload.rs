@@ -1,0 +1,109 @@
+//! A folder's workload (decode or prefill, and the prompt length) from the tokens its steps fed to the model,
+//! where nothing else says it.
+//!
+//! `coord ingest` takes a step's mode from its path (`decode/`, `prefill/`), the user (`--mode`) or vLLM's
+//! step annotation, and its prompt length from the path, `--input-len` or the annotation. Traces of the
+//! original experiment carry no annotation and often sit in `logs_B` folders without a mode above them;
+//! its server wrote every step of its life there (the prompts' prefills beside the steady decodes). Without
+//! a mode, [`crate::aggregate::batch_mismatch`] cannot tell those steps apart, and they were averaged into
+//! batch B's row. A controlled sweep runs one shape per folder, so the count most of a folder's steps fed to
+//! the model ([`crate::summary::StepSummary::tokens`]) is that shape's: B tokens for B decodes, B × L for B
+//! prefills of L tokens. [`infer`] reads the workload from it; the steps that fed another count are then
+//! the batch check's to leave out.
+
+use crate::sweep::Mode;
+
+/// A workload read from the tokens a group of steps fed to the model ([`infer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Inferred {
+    /// Decode or prefill.
+    pub mode: Mode,
+    /// Prompt length in tokens; for decode, the one known before (0 when none was): decode steps do not
+    /// tell it.
+    pub input_len: u32,
+    /// The count most steps fed, tokens.
+    pub tokens: u64,
+    /// Steps that fed it.
+    pub agreeing: usize,
+    /// Steps with a known count (steps without recorded shapes, or replayed from CUDA graphs, have none).
+    pub counted: usize,
+}
+
+/// The workload of a group of steps (one folder's, of batch size `batch`), from `tokens`, the counts its
+/// steps fed to the model, where `mode` and `input_len` are what was known before (`None`, 0: unknown).
+///
+/// `None` when there is nothing to infer (decode, or prefill of a known length) or nothing says it: no count
+/// is held by more than half of the steps with a count, or that count is not one of batch `batch`'s (B
+/// for decode, a multiple of B for prefill). Otherwise the majority count `c` gives:
+/// - mode unknown: decode when `c` = B; prefill of L = `c` / B when `c` is a multiple of B at least 2 B
+///   (and L agrees with a known `input_len`);
+/// - prefill of unknown length: L = `c` / B.
+///
+/// Decodes feed one token per sequence and a prefill of B prompts of L tokens feeds B × L (both as the
+/// sweeps run them: no speculative tokens, no prefix caching, prompts of one length).
+pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[u64]) -> Option<Inferred> {
+    let b = u64::from(batch);
+    if b == 0 || mode == Some(Mode::Decode) || (mode == Some(Mode::Prefill) && input_len > 0) {
+        return None;
+    }
+    let (c, agreeing) = majority(tokens)?;
+    let per_sequence = u32::try_from(c / b).ok().filter(|_| c % b == 0 && c > 0)?;
+    let (mode, input_len) = match mode {
+        Some(_) => (Mode::Prefill, per_sequence),
+        None if c == b => (Mode::Decode, input_len),
+        None if per_sequence >= 2 && (input_len == 0 || input_len == per_sequence) => (Mode::Prefill, per_sequence),
+        None => return None,
+    };
+    Some(Inferred { mode, input_len, tokens: c, agreeing, counted: tokens.len() })
+}
+
+/// The value held by more than half of `v`, and how many hold it.
+fn majority(v: &[u64]) -> Option<(u64, usize)> {
+    let mut counts = std::collections::BTreeMap::<u64, usize>::new();
+    for &x in v {
+        *counts.entry(x).or_default() += 1;
+    }
+    let (&value, &n) = counts.iter().max_by_key(|(_, n)| **n)?;
+    (2 * n > v.len()).then_some((value, n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_and_len(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[u64]) -> Option<(Mode, u32)> {
+        infer(batch, mode, input_len, tokens).map(|w| (w.mode, w.input_len))
+    }
+
+    #[test]
+    fn a_folder_of_decodes_with_a_prefill_among_them_is_decode() {
+        // logs_8 of the original experiment: the prompts' prefill (8 × 32 tokens), then decodes of 8.
+        let w = infer(8, None, 0, &[256, 8, 8, 8, 8]).expect("inferred");
+        assert_eq!(w, Inferred { mode: Mode::Decode, input_len: 0, tokens: 8, agreeing: 4, counted: 5 });
+        // A known prompt length stays.
+        assert_eq!(mode_and_len(8, None, 32, &[256, 8, 8]), Some((Mode::Decode, 32)));
+    }
+
+    #[test]
+    fn a_folder_of_prefills_gives_the_prompt_length() {
+        assert_eq!(mode_and_len(4, None, 0, &[512, 512, 1]), Some((Mode::Prefill, 128)));
+        assert_eq!(mode_and_len(4, Some(Mode::Prefill), 0, &[512, 128, 512]), Some((Mode::Prefill, 128)));
+        // A prefill of one token per prompt is a prefill when the path says so.
+        assert_eq!(mode_and_len(4, Some(Mode::Prefill), 0, &[4, 4]), Some((Mode::Prefill, 1)));
+        // A known length that the counts contradict: not inferred (the batch check says which steps).
+        assert_eq!(mode_and_len(4, None, 64, &[512, 512]), None);
+    }
+
+    #[test]
+    fn nothing_is_inferred_without_a_majority_or_a_count_of_the_batch() {
+        assert_eq!(infer(8, None, 0, &[8, 256]), None, "a tie");
+        assert_eq!(infer(8, None, 0, &[8, 8, 256, 256, 1]), None, "no majority");
+        assert_eq!(infer(8, None, 0, &[]), None);
+        assert_eq!(infer(8, None, 0, &[12, 12, 12]), None, "not a multiple of the batch");
+        assert_eq!(infer(8, None, 0, &[4, 4]), None, "fewer tokens than sequences");
+        assert_eq!(infer(0, None, 0, &[4, 4]), None);
+        // Decode, or prefill of a known length: nothing to infer.
+        assert_eq!(infer(8, Some(Mode::Decode), 0, &[8, 8]), None);
+        assert_eq!(infer(4, Some(Mode::Prefill), 128, &[512]), None);
+    }
+}
