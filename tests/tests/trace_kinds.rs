@@ -404,20 +404,116 @@ fn events_that_cannot_be_counted_are_left_out_and_said_with_their_number() {
 #[test]
 fn a_prefill_curve_of_an_unknown_input_length_is_against_sequences_not_tokens() {
     // Without an input length, a prefill step's x is its batch size: labelled `tokens`, every per-token
-    // slope of models.json read 128 times too large on these traces.
+    // slope of models.json read 128 times too large on these traces. The fixture's traces, recorded with
+    // shapes, say their length by the tokens they fed to the model; the same traces without shapes do not.
     let tmp = tempfile::tempdir().expect("tmp");
-    let prefill = fixture("h200-llama-1b/prefill").to_string_lossy().to_string();
-    let x = |extra: &[&str], out: &str| -> Vec<String> {
+    let src = fixture("h200-llama-1b/prefill");
+    let shapeless = tmp.path().join("shapeless/prefill");
+    for b in [1, 4, 16] {
+        let dir = shapeless.join(format!("logs_{b}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for n in 0..2 {
+            let zst = std::fs::read(src.join(format!("logs_{b}/trace_{n}.json.zst"))).expect("fixture");
+            let text = String::from_utf8(zstd::decode_all(&zst[..]).expect("zstd")).expect("utf-8");
+            let text = text.replace("\"Input Dims\"", "\"Input Dimensions\"");
+            std::fs::write(dir.join(format!("trace_{n}.json")), text).expect("write");
+        }
+    }
+    let x = |input: &Path, extra: &[&str], out: &str| -> Vec<String> {
         let out = tmp.path().join(out).to_string_lossy().to_string();
-        let mut args = vec!["ingest", prefill.as_str(), "--out", out.as_str()];
+        let input = input.to_string_lossy().to_string();
+        let mut args = vec!["ingest", input.as_str(), "--out", out.as_str()];
         args.extend(extra);
         let o = coord(&args);
         assert!(o.status.success(), "{}", stderr(&o));
         let m = tracefleet_tests::read_json(&Path::new(&out).join("models.json")).expect("models.json");
         m["curves"].as_array().expect("curves").iter().map(|c| c["x"].as_str().unwrap_or("").to_string()).collect()
     };
-    assert_eq!(x(&[], "unknown"), ["sequences"]);
-    assert_eq!(x(&["--input-len", "128"], "known"), ["tokens"]);
+    assert_eq!(x(&shapeless, &[], "unknown"), ["sequences"]);
+    assert_eq!(x(&shapeless, &["--input-len", "128"], "known"), ["tokens"]);
+    assert_eq!(x(&src, &[], "from-tokens"), ["tokens"]);
+}
+
+#[test]
+fn a_folder_without_a_mode_takes_the_workload_most_of_its_steps_fed() {
+    // The original experiment's logs_B folders, with no decode/ or prefill/ above them: the steady
+    // decodes of B beside a prompt's prefill and a decode of the batch filling up. Nothing said the mode,
+    // so nothing was checked and all five steps were averaged into batch 8's row.
+    let src = fixture("h200-llama-1b");
+    let mixed = tempfile::tempdir().expect("tmp");
+    let only = tempfile::tempdir().expect("tmp");
+    for root in [mixed.path(), only.path()] {
+        let dir = root.join("results/logs_8");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for n in 0..3 {
+            let f = format!("trace_{n}.json.zst");
+            std::fs::copy(src.join("decode/logs_8").join(&f), dir.join(&f)).expect("copy");
+        }
+    }
+    let dir = mixed.path().join("results/logs_8");
+    // A prefill of one 128-token prompt (128 = 8 × 16: a count a prefill of 8 could feed) and a decode of
+    // one sequence.
+    std::fs::copy(src.join("prefill/logs_1/trace_0.json.zst"), dir.join("trace_3.json.zst")).expect("copy");
+    std::fs::copy(src.join("decode/logs_1/trace_0.json.zst"), dir.join("trace_4.json.zst")).expect("copy");
+    let (o, out_mixed) = ingest(mixed.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(
+        said.contains("note: the workload of 1 folders was read from the tokens most of their steps fed to the model")
+            && said.contains("logs_8: 8 decodes (3 of 5 steps fed 8 tokens)"),
+        "{said}"
+    );
+    assert!(said.contains("2 of 5 steps ran another batch"), "{said}");
+    assert!(!said.contains("could not be checked"), "{said}");
+    let rows = steps(&out_mixed);
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r.0 == "decode" && r.1 == "8"), "{rows:?}");
+    // The tables are those of the three decodes, as when the mode is given and only they are there.
+    let (o, out_only) = ingest(only.path(), &["--mode", "decode"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("the workload of"), "a given mode is not read from the tokens: {}", stderr(&o));
+    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv", "ops.csv", "models.json"] {
+        assert_eq!(
+            std::fs::read_to_string(out_mixed.join(t)).expect(t),
+            std::fs::read_to_string(out_only.join(t)).expect(t),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn a_prefill_folder_without_an_input_length_takes_the_length_most_of_its_steps_fed() {
+    // prefill/logs_4 of 128-token prompts, with a prefill of one prompt among them (128 tokens, as four
+    // prompts of 32 would feed).
+    let src = fixture("h200-llama-1b");
+    let mixed = tempfile::tempdir().expect("tmp");
+    let only = tempfile::tempdir().expect("tmp");
+    for root in [mixed.path(), only.path()] {
+        let dir = root.join("prefill/logs_4");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for n in 0..2 {
+            let f = format!("trace_{n}.json.zst");
+            std::fs::copy(src.join("prefill/logs_4").join(&f), dir.join(&f)).expect("copy");
+        }
+    }
+    let dir = mixed.path().join("prefill/logs_4");
+    std::fs::copy(src.join("prefill/logs_1/trace_0.json.zst"), dir.join("trace_2.json.zst")).expect("copy");
+    let (o, out_mixed) = ingest(mixed.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(said.contains("logs_4: 4 prefills of 128 tokens (2 of 3 steps fed 512 tokens)"), "{said}");
+    assert!(said.contains("1 of 3 steps ran another batch"), "{said}");
+    let rows = steps(&out_mixed);
+    assert!(rows.iter().all(|r| r.0 == "prefill" && r.1 == "4" && r.2 == "128"), "{rows:?}");
+    let (o, out_only) = ingest(only.path(), &["--input-len", "128"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv", "ops.csv", "models.json"] {
+        assert_eq!(
+            std::fs::read_to_string(out_mixed.join(t)).expect(t),
+            std::fs::read_to_string(out_only.join(t)).expect(t),
+            "{t}"
+        );
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! `coord ingest DIR... --out OUT`: reduce a results tree of traces (every step, not one per batch size)
-//! to the seed tables and the full statistics, parsing files on a pool of worker threads.
+//! to the seed tables and the full statistics, parsing files on a pool of worker threads. Every trace is
+//! read before a step is added: which series a step belongs to can take its whole folder ([`series`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -17,6 +18,9 @@ use tracefleet_common::tables;
 use tracefleet_common::trace::TraceError;
 
 use super::LimitArgs;
+use series::{At, Given, Series};
+
+mod series;
 
 /// Arguments of `coord ingest`.
 #[derive(Debug, clap::Args)]
@@ -72,6 +76,12 @@ struct Job {
     path: PathBuf,
     /// Named on the command line (not found in a folder): a file that is not a trace is an error.
     explicit: bool,
+}
+
+impl Job {
+    fn at(&self) -> At<'_> {
+        At { root: &self.root, path: &self.path }
+    }
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -147,6 +157,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let threads = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let results = parse_all(&jobs, &opts, threads);
 
+    let given = Given { host: a.host.clone(), batch_size: a.batch_size, mode: a.mode, input_len: a.input_len };
+    // Every trace is read before any step is added: a folder's steps together say its workload where
+    // nothing else does.
+    let series =
+        Series::infer(&given, jobs.iter().zip(&results).filter_map(|(job, r)| r.as_ref().ok().map(|s| (job.at(), s))));
     let mut agg = Aggregate::default();
     let mut bytes = 0u64;
     let mut errors = Vec::new();
@@ -157,7 +172,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         match res {
             Ok(summary) => {
                 bytes += summary.bytes;
-                match add_trace(&mut agg, &a, job, &summary) {
+                match add_trace(&mut agg, &series, &given, job, &summary) {
                     Ok(()) => {
                         read += 1;
                         if let Some(why) = summary.left_out.describe() {
@@ -227,19 +242,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     // Steps whose batch nothing checks: a folder's steps of another batch (the original experiment's
     // prefills and filling decodes) would be averaged in without a warning.
+    if let Some(note) = series.note() {
+        eprintln!("{note}");
+    }
     let unchecked = agg
         .steps
         .iter()
         .filter(|((s, ..), r)| {
             let prefill_of_unknown_length = s.mode == Some(Mode::Prefill) && s.input_len == 0;
-            s.mode.is_some() && r.vllm.is_none() && (r.tokens.is_none() || prefill_of_unknown_length)
+            r.vllm.is_none()
+                && (r.tokens.is_none() || s.mode.is_none() || prefill_of_unknown_length)
+                && StepLeftOut::of(s, r).is_none()
         })
         .count();
     if unchecked > 0 {
         eprintln!(
             "note: {unchecked} of {steps} steps could not be checked for their folder's batch (no vLLM step \
-             annotation, and no recorded shapes or a prefill of unknown input length): steps of another batch \
-             among them would be averaged in (see model_tokens in steps.csv; --input-len lets prefills be checked)"
+             annotation, and no recorded shapes, an unknown mode or a prefill of unknown input length): steps of \
+             another batch among them would be averaged in (see model_tokens in steps.csv; --mode and --input-len \
+             let them be checked)"
         );
     }
     let peaks = a.peaks.overrides();
@@ -319,37 +340,17 @@ fn parse_all(
         .collect()
 }
 
-/// Adds the steps of one trace to the aggregate, working out each step's series.
-fn add_trace(agg: &mut Aggregate, a: &Args, job: &Job, summary: &TraceSummary) -> anyhow::Result<()> {
-    let hints = layout::hints(&job.root, &job.path);
+/// Adds the steps of one trace to the aggregate, each to its series.
+fn add_trace(
+    agg: &mut Aggregate,
+    series: &Series,
+    given: &Given,
+    job: &Job,
+    summary: &TraceSummary,
+) -> anyhow::Result<()> {
     let name = job.path.strip_prefix(&job.root).unwrap_or(&job.path).display().to_string();
     for step in &summary.steps {
-        let shape = step.vllm_shape();
-        // vLLM's step names say what ran; mode from the path (or flag) picks which count is the batch.
-        let mode = hints
-            .mode
-            .or(a.mode)
-            .or_else(|| shape.map(|s| if s.context_requests > 0 { Mode::Prefill } else { Mode::Decode }));
-        let prefill = mode == Some(Mode::Prefill);
-        let from_shape = shape.map(|s| if prefill { s.context_requests } else { s.generation_requests });
-        let batch_size = hints.batch_size.or(from_shape).or(a.batch_size).with_context(|| {
-            format!("{}: no batch size (no logs_N folder, no vLLM step name, no --batch-size)", job.path.display())
-        })?;
-        // A vLLM prefill step says its prompt length: context tokens over context requests, when they
-        // divide evenly (every prompt the same length, as a sweep makes them).
-        let from_prefill = shape
-            .filter(|s| prefill && s.context_requests > 0 && s.context_tokens % s.context_requests == 0)
-            .map(|s| s.context_tokens / s.context_requests);
-        let series = SeriesKey {
-            host: a.host.clone(),
-            gpu: summary.gpu.clone(),
-            mode,
-            batch_size,
-            input_len: hints.input_len.or(a.input_len).or(from_prefill).unwrap_or(0),
-            tp: summary.world_size.filter(|&n| n > 1).unwrap_or(1),
-            rank: if summary.world_size.is_some_and(|n| n > 1) { summary.rank.unwrap_or(0) } else { 0 },
-        };
-        agg.add_step(&series, &name, step);
+        agg.add_step(&series.of(given, job.at(), summary, step)?, &name, step);
     }
     Ok(())
 }

@@ -1,0 +1,156 @@
+//! Which series each step of `coord ingest`'s traces belongs to.
+//!
+//! A step's batch size, mode and prompt length come from its path (`logs_8`, `decode/`, `in_128`), then
+//! vLLM's step annotation, then the command line. Where none of them says the mode, or a prefill's prompt
+//! length, the tokens most of the step's folder fed to the model say it ([`workload::infer`]): the
+//! original experiment's `logs_B` folders hold, beside the steady decodes of B, the prompts' prefills, and
+//! without a mode nothing told them apart. The steps that fed another count are then left out by the batch
+//! check (`batch_mismatch`), like those of a folder whose mode was given.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use tracefleet_common::aggregate::SeriesKey;
+use tracefleet_common::layout;
+use tracefleet_common::summary::{StepSummary, TraceSummary};
+use tracefleet_common::sweep::Mode;
+use tracefleet_common::workload::{self, Inferred};
+
+/// What the command line says of the traces whose paths and annotations do not.
+#[derive(Debug, Clone)]
+pub(super) struct Given {
+    pub host: String,
+    pub batch_size: Option<u32>,
+    pub mode: Option<Mode>,
+    pub input_len: Option<u32>,
+}
+
+/// Where a trace is: the tree it was found under (its path's hints count from there) and its path.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct At<'a> {
+    pub root: &'a Path,
+    pub path: &'a Path,
+}
+
+/// A step's series as its path, annotation and the command line state it, and whether they left its mode
+/// or (for prefill) its prompt length unknown with nothing in the step to tell it (no vLLM annotation).
+fn stated(given: &Given, at: At<'_>, summary: &TraceSummary, step: &StepSummary) -> anyhow::Result<(SeriesKey, bool)> {
+    let hints = layout::hints(at.root, at.path);
+    let shape = step.vllm_shape();
+    // vLLM's step names say what ran; mode from the path (or flag) picks which count is the batch.
+    let mode = hints
+        .mode
+        .or(given.mode)
+        .or_else(|| shape.map(|s| if s.context_requests > 0 { Mode::Prefill } else { Mode::Decode }));
+    let prefill = mode == Some(Mode::Prefill);
+    let from_shape = shape.map(|s| if prefill { s.context_requests } else { s.generation_requests });
+    let batch_size = hints.batch_size.or(from_shape).or(given.batch_size).with_context(|| {
+        format!("{}: no batch size (no logs_N folder, no vLLM step name, no --batch-size)", at.path.display())
+    })?;
+    // A vLLM prefill step says its prompt length: context tokens over context requests, when they
+    // divide evenly (every prompt the same length, as a sweep makes them).
+    let from_prefill = shape
+        .filter(|s| prefill && s.context_requests > 0 && s.context_tokens % s.context_requests == 0)
+        .map(|s| s.context_tokens / s.context_requests);
+    let multi_rank = summary.world_size.is_some_and(|n| n > 1);
+    let series = SeriesKey {
+        host: given.host.clone(),
+        gpu: summary.gpu.clone(),
+        mode,
+        batch_size,
+        input_len: hints.input_len.or(given.input_len).or(from_prefill).unwrap_or(0),
+        tp: summary.world_size.filter(|&n| n > 1).unwrap_or(1),
+        rank: if multi_rank { summary.rank.unwrap_or(0) } else { 0 },
+    };
+    let unknown = series.mode.is_none() || (prefill && series.input_len == 0);
+    Ok((series, unknown && shape.is_none()))
+}
+
+/// Steps whose series nothing stated fully: their folder and stated series.
+type Group = (PathBuf, SeriesKey);
+
+/// The workloads read from the tokens of the folders whose steps' mode or prompt length nothing stated.
+#[derive(Debug, Default)]
+pub(super) struct Series {
+    inferred: BTreeMap<Group, Inferred>,
+}
+
+fn group(at: At<'_>, series: SeriesKey) -> Group {
+    (at.path.parent().unwrap_or(Path::new("")).to_path_buf(), series)
+}
+
+impl Series {
+    /// Reads the workload of every group (one folder's steps of one stated series) whose mode or prompt
+    /// length nothing stated, from the tokens its steps fed to the model. Traces without a batch size are
+    /// passed over here (adding them reports it).
+    pub(super) fn infer<'a>(given: &Given, traces: impl IntoIterator<Item = (At<'a>, &'a TraceSummary)>) -> Self {
+        let mut tokens: BTreeMap<Group, Vec<u64>> = BTreeMap::new();
+        for (at, summary) in traces {
+            for step in &summary.steps {
+                if let Ok((series, true)) = stated(given, at, summary, step) {
+                    tokens.entry(group(at, series)).or_default().extend(step.tokens);
+                }
+            }
+        }
+        let mut out = Series::default();
+        for (g, counts) in tokens {
+            // Where the tokens do not say it either, the steps keep their unknowns (and are counted in
+            // the note on unchecked steps).
+            if let Some(w) = workload::infer(g.1.batch_size, g.1.mode, g.1.input_len, &counts) {
+                out.inferred.insert(g, w);
+            }
+        }
+        out
+    }
+
+    /// The series of `step`: as stated, with the mode and prompt length read from its folder's tokens
+    /// where nothing stated them.
+    ///
+    /// # Errors
+    /// No batch size: no `logs_N` folder, no vLLM step name, no `--batch-size`.
+    pub(super) fn of(
+        &self,
+        given: &Given,
+        at: At<'_>,
+        summary: &TraceSummary,
+        step: &StepSummary,
+    ) -> anyhow::Result<SeriesKey> {
+        let (mut series, unknown) = stated(given, at, summary, step)?;
+        if unknown && let Some(w) = self.inferred.get(&group(at, series.clone())) {
+            series.mode = Some(w.mode);
+            series.input_len = w.input_len;
+        }
+        Ok(series)
+    }
+
+    /// What was read from the tokens, for the note after the tables; `None` when nothing was.
+    pub(super) fn note(&self) -> Option<String> {
+        if self.inferred.is_empty() {
+            return None;
+        }
+        const SHOWN: usize = 4;
+        let mut listed: Vec<String> = self
+            .inferred
+            .iter()
+            .take(SHOWN)
+            .map(|((folder, s), w)| {
+                let what = match w.mode {
+                    Mode::Decode => format!("{} decodes", s.batch_size),
+                    Mode::Prefill => format!("{} prefills of {} tokens", s.batch_size, w.input_len),
+                };
+                format!("{}: {what} ({} of {} steps fed {} tokens)", folder.display(), w.agreeing, w.counted, w.tokens)
+            })
+            .collect();
+        if self.inferred.len() > SHOWN {
+            listed.push(format!("and {} more", self.inferred.len() - SHOWN));
+        }
+        Some(format!(
+            "note: the workload of {} folders was read from the tokens most of their steps fed to the model (no \
+             decode/prefill or input length in their path, no --mode or --input-len, no vLLM step names): {}; \
+             their steps that fed another count are left out (batch_mismatch)",
+            self.inferred.len(),
+            listed.join("; ")
+        ))
+    }
+}
