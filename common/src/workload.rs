@@ -25,23 +25,26 @@ pub struct Inferred {
     pub tokens: u64,
     /// Steps that fed it.
     pub agreeing: usize,
-    /// Steps with a known count (steps without recorded shapes, or replayed from CUDA graphs, have none).
-    pub counted: usize,
+    /// Steps of the group, with a known count or not.
+    pub steps: usize,
 }
 
-/// The workload of a group of steps (one folder's, of batch size `batch`), from `tokens`, the counts its
-/// steps fed to the model, where `mode` and `input_len` are what was known before (`None`, 0: unknown).
+/// The workload of a group of steps (one folder's, of batch size `batch`), from `tokens`, the count each
+/// step fed to the model (`None` where it has none: no recorded shapes, or replayed from CUDA graphs),
+/// where `mode` and `input_len` are what was known before (`None`, 0: unknown).
 ///
-/// `None` when there is nothing to infer (decode, or prefill of a known length) or nothing says it: no count
-/// is held by more than half of the steps with a count, or that count is not one of batch `batch`'s (B
-/// for decode, a multiple of B for prefill). Otherwise the majority count `c` gives:
+/// `None` when there is nothing to infer (decode, or prefill of a known length) or nothing says it: no
+/// count is held by more than half of the group's steps (steps without a count are among them, so that a
+/// folder of graph-replayed decodes is not taken for its few eager prefills), or that count is not one of
+/// batch `batch`'s. Otherwise the majority count `c` gives:
 /// - mode unknown: decode when `c` = B; prefill of L = `c` / B when `c` is a multiple of B at least 2 B
 ///   (and L agrees with a known `input_len`);
-/// - prefill of unknown length: L = `c` / B.
+/// - prefill of unknown length: L = `c` / B when that is at least 2 (B tokens is what B decodes feed: a
+///   prefill folder whose server also recorded its decodes is not taken for prefills of one token).
 ///
 /// Decodes feed one token per sequence and a prefill of B prompts of L tokens feeds B × L (both as the
 /// sweeps run them: no speculative tokens, no prefix caching, prompts of one length).
-pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[u64]) -> Option<Inferred> {
+pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[Option<u64>]) -> Option<Inferred> {
     let b = u64::from(batch);
     if b == 0 || mode == Some(Mode::Decode) || (mode == Some(Mode::Prefill) && input_len > 0) {
         return None;
@@ -49,18 +52,19 @@ pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[u64]) -> 
     let (c, agreeing) = majority(tokens)?;
     let per_sequence = u32::try_from(c / b).ok().filter(|_| c % b == 0 && c > 0)?;
     let (mode, input_len) = match mode {
-        Some(_) => (Mode::Prefill, per_sequence),
+        Some(_) if per_sequence >= 2 => (Mode::Prefill, per_sequence),
+        Some(_) => return None,
         None if c == b => (Mode::Decode, input_len),
         None if per_sequence >= 2 && (input_len == 0 || input_len == per_sequence) => (Mode::Prefill, per_sequence),
         None => return None,
     };
-    Some(Inferred { mode, input_len, tokens: c, agreeing, counted: tokens.len() })
+    Some(Inferred { mode, input_len, tokens: c, agreeing, steps: tokens.len() })
 }
 
-/// The value held by more than half of `v`, and how many hold it.
-fn majority(v: &[u64]) -> Option<(u64, usize)> {
+/// The count held by more than half of `v` (entries without a count among them), and how many hold it.
+fn majority(v: &[Option<u64>]) -> Option<(u64, usize)> {
     let mut counts = std::collections::BTreeMap::<u64, usize>::new();
-    for &x in v {
+    for &x in v.iter().flatten() {
         *counts.entry(x).or_default() += 1;
     }
     let (&value, &n) = counts.iter().max_by_key(|(_, n)| **n)?;
@@ -71,15 +75,19 @@ fn majority(v: &[u64]) -> Option<(u64, usize)> {
 mod tests {
     use super::*;
 
+    fn counts(tokens: &[u64]) -> Vec<Option<u64>> {
+        tokens.iter().copied().map(Some).collect()
+    }
+
     fn mode_and_len(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[u64]) -> Option<(Mode, u32)> {
-        infer(batch, mode, input_len, tokens).map(|w| (w.mode, w.input_len))
+        infer(batch, mode, input_len, &counts(tokens)).map(|w| (w.mode, w.input_len))
     }
 
     #[test]
     fn a_folder_of_decodes_with_a_prefill_among_them_is_decode() {
         // logs_8 of the original experiment: the prompts' prefill (8 × 32 tokens), then decodes of 8.
-        let w = infer(8, None, 0, &[256, 8, 8, 8, 8]).expect("inferred");
-        assert_eq!(w, Inferred { mode: Mode::Decode, input_len: 0, tokens: 8, agreeing: 4, counted: 5 });
+        let w = infer(8, None, 0, &counts(&[256, 8, 8, 8, 8])).expect("inferred");
+        assert_eq!(w, Inferred { mode: Mode::Decode, input_len: 0, tokens: 8, agreeing: 4, steps: 5 });
         // A known prompt length stays.
         assert_eq!(mode_and_len(8, None, 32, &[256, 8, 8]), Some((Mode::Decode, 32)));
     }
@@ -88,22 +96,36 @@ mod tests {
     fn a_folder_of_prefills_gives_the_prompt_length() {
         assert_eq!(mode_and_len(4, None, 0, &[512, 512, 1]), Some((Mode::Prefill, 128)));
         assert_eq!(mode_and_len(4, Some(Mode::Prefill), 0, &[512, 128, 512]), Some((Mode::Prefill, 128)));
-        // A prefill of one token per prompt is a prefill when the path says so.
-        assert_eq!(mode_and_len(4, Some(Mode::Prefill), 0, &[4, 4]), Some((Mode::Prefill, 1)));
+        // B tokens under prefill/ are the server's decodes, not prefills of one token.
+        assert_eq!(mode_and_len(4, Some(Mode::Prefill), 0, &[4, 4, 512]), None);
         // A known length that the counts contradict: not inferred (the batch check says which steps).
         assert_eq!(mode_and_len(4, None, 64, &[512, 512]), None);
     }
 
     #[test]
     fn nothing_is_inferred_without_a_majority_or_a_count_of_the_batch() {
-        assert_eq!(infer(8, None, 0, &[8, 256]), None, "a tie");
-        assert_eq!(infer(8, None, 0, &[8, 8, 256, 256, 1]), None, "no majority");
-        assert_eq!(infer(8, None, 0, &[]), None);
-        assert_eq!(infer(8, None, 0, &[12, 12, 12]), None, "not a multiple of the batch");
-        assert_eq!(infer(8, None, 0, &[4, 4]), None, "fewer tokens than sequences");
-        assert_eq!(infer(0, None, 0, &[4, 4]), None);
+        let infer = |batch, mode, tokens: &[u64]| infer(batch, mode, 0, &counts(tokens));
+        assert_eq!(infer(8, None, &[8, 256]), None, "a tie");
+        assert_eq!(infer(8, None, &[8, 8, 256, 256, 1]), None, "no majority");
+        assert_eq!(infer(8, None, &[]), None);
+        assert_eq!(infer(8, None, &[12, 12, 12]), None, "not a multiple of the batch");
+        assert_eq!(infer(8, None, &[4, 4]), None, "fewer tokens than sequences");
+        assert_eq!(infer(0, None, &[4, 4]), None);
         // Decode, or prefill of a known length: nothing to infer.
-        assert_eq!(infer(8, Some(Mode::Decode), 0, &[8, 8]), None);
-        assert_eq!(infer(4, Some(Mode::Prefill), 128, &[512]), None);
+        assert_eq!(infer(8, Some(Mode::Decode), &[8, 8]), None);
+        assert_eq!(super::infer(4, Some(Mode::Prefill), 128, &counts(&[512])), None);
+    }
+
+    #[test]
+    fn steps_without_a_count_are_not_outvoted_by_the_few_with_one() {
+        // logs_8 with CUDA graphs: the prompts' eager prefill has a count, the replayed decodes none.
+        let mut tokens = vec![Some(256)];
+        tokens.extend([None; 50]);
+        assert_eq!(infer(8, None, 0, &tokens), None);
+        // Most steps counted: the others ride along with their folder.
+        assert_eq!(
+            infer(8, None, 0, &[Some(8), Some(8), None]).map(|w| (w.mode, w.agreeing, w.steps)),
+            Some((Mode::Decode, 2, 3))
+        );
     }
 }
