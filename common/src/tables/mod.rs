@@ -74,13 +74,19 @@ type Group = (Option<Mode>, u32, u32, String);
 
 /// The folder of a group's seed tables: `dir[/MODE][/inL][/tpN][/HOST]`, each level only where the data
 /// holds more than one value of it (`decode/in128/gpu-node-1/op_times.tsv`; `in0` for an unknown length).
+/// The input length is judged within the group's mode: decodes of one length beside prefills of two go to
+/// `decode/` and `prefill/in128/`, `prefill/in2048/` (folders of the two modes never mix, so their lengths
+/// need not tell them apart).
 fn group_dir(dir: &Path, groups: &BTreeSet<Group>, g: &Group) -> PathBuf {
-    let varies = |f: &dyn Fn(&Group) -> String| groups.iter().map(f).collect::<BTreeSet<_>>().len() > 1;
+    let varies_in = |of: &dyn Fn(&Group) -> bool, f: &dyn Fn(&Group) -> String| {
+        groups.iter().filter(|x| of(x)).map(f).collect::<BTreeSet<_>>().len() > 1
+    };
+    let varies = |f: &dyn Fn(&Group) -> String| varies_in(&|_| true, f);
     let mut sub = dir.to_path_buf();
     if varies(&|x| mode_label::name(x.0).to_string()) {
         sub.push(mode_label::name(g.0));
     }
-    if varies(&|x| x.1.to_string()) {
+    if varies_in(&|x| x.0 == g.0, &|x| x.1.to_string()) {
         sub.push(format!("in{}", g.1));
     }
     if varies(&|x| x.2.to_string()) {
@@ -656,4 +662,26 @@ fn write_graph_reference(dir: &Path, agg: &Aggregate) -> io::Result<PathBuf> {
     }
     w.flush()?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_length_level_is_judged_within_each_mode() {
+        let g = |mode, len| (Some(mode), len, 1, String::new());
+        let dirs = |groups: &[Group]| -> Vec<String> {
+            let set: BTreeSet<Group> = groups.iter().cloned().collect();
+            set.iter().map(|x| group_dir(Path::new(""), &set, x).display().to_string()).collect()
+        };
+        // Decodes of an unknown length beside prefills of 128 tokens: one length in each mode.
+        assert_eq!(dirs(&[g(Mode::Decode, 0), g(Mode::Prefill, 128)]), ["decode", "prefill"]);
+        assert_eq!(
+            dirs(&[g(Mode::Decode, 128), g(Mode::Prefill, 128), g(Mode::Prefill, 2048)]),
+            ["decode", "prefill/in128", "prefill/in2048"]
+        );
+        // One mode: the level as before.
+        assert_eq!(dirs(&[g(Mode::Decode, 128), g(Mode::Decode, 2048)]), ["in128", "in2048"]);
+    }
 }

@@ -256,8 +256,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         })
         .count();
     if unchecked > 0 {
+        // Of the steps the tables count: those left out were checked, and say why.
+        let counted = agg.steps.iter().filter(|((s, ..), r)| StepLeftOut::of(s, r).is_none()).count();
         eprintln!(
-            "note: {unchecked} of {steps} steps could not be checked for their folder's batch (no vLLM step \
+            "note: {unchecked} of {counted} steps could not be checked for their folder's batch (no vLLM step \
              annotation, and no recorded shapes, an unknown mode or a prefill of unknown input length): steps of \
              another batch among them would be averaged in (see model_tokens in steps.csv; --mode and --input-len \
              let them be checked)"

@@ -67,7 +67,8 @@ fn stated(given: &Given, at: At<'_>, summary: &TraceSummary, step: &StepSummary)
     Ok((series, unknown && shape.is_none()))
 }
 
-/// Steps whose series nothing stated fully: their folder and stated series.
+/// Steps whose series nothing stated fully: their folder and stated series, with rank 0 for every rank
+/// (a tensor-parallel run's ranks are one workload: they must land in one series to be merged).
 type Group = (PathBuf, SeriesKey);
 
 /// The workloads read from the tokens of the folders whose steps' mode or prompt length nothing stated.
@@ -77,7 +78,7 @@ pub(super) struct Series {
 }
 
 fn group(at: At<'_>, series: SeriesKey) -> Group {
-    (at.path.parent().unwrap_or(Path::new("")).to_path_buf(), series)
+    (at.path.parent().unwrap_or(Path::new("")).to_path_buf(), SeriesKey { rank: 0, ..series })
 }
 
 impl Series {
@@ -85,11 +86,13 @@ impl Series {
     /// length nothing stated, from the tokens its steps fed to the model. Traces without a batch size are
     /// passed over here (adding them reports it).
     pub(super) fn infer<'a>(given: &Given, traces: impl IntoIterator<Item = (At<'a>, &'a TraceSummary)>) -> Self {
-        let mut tokens: BTreeMap<Group, Vec<u64>> = BTreeMap::new();
+        // One entry per step, with a count or not: steps without one (no shapes, CUDA-graph replays)
+        // count against a majority too.
+        let mut tokens: BTreeMap<Group, Vec<Option<u64>>> = BTreeMap::new();
         for (at, summary) in traces {
             for step in &summary.steps {
                 if let Ok((series, true)) = stated(given, at, summary, step) {
-                    tokens.entry(group(at, series)).or_default().extend(step.tokens);
+                    tokens.entry(group(at, series)).or_default().push(step.tokens);
                 }
             }
         }
@@ -124,33 +127,36 @@ impl Series {
         Ok(series)
     }
 
-    /// What was read from the tokens, for the note after the tables; `None` when nothing was.
+    /// What was read from the tokens, for the note after the tables: a first line, then one per folder;
+    /// `None` when nothing was.
     pub(super) fn note(&self) -> Option<String> {
         if self.inferred.is_empty() {
             return None;
         }
-        const SHOWN: usize = 4;
-        let mut listed: Vec<String> = self
-            .inferred
-            .iter()
-            .take(SHOWN)
-            .map(|((folder, s), w)| {
-                let what = match w.mode {
-                    Mode::Decode => format!("{} decodes", s.batch_size),
-                    Mode::Prefill => format!("{} prefills of {} tokens", s.batch_size, w.input_len),
-                };
-                format!("{}: {what} ({} of {} steps fed {} tokens)", folder.display(), w.agreeing, w.counted, w.tokens)
-            })
-            .collect();
-        if self.inferred.len() > SHOWN {
-            listed.push(format!("and {} more", self.inferred.len() - SHOWN));
+        let n = self.inferred.len();
+        let mut out = format!(
+            "note: the workload of {n} {} was read from the tokens most of {} steps fed to the model (neither \
+             the path, --mode, --input-len nor a vLLM step name said it); steps there that fed another count are \
+             left out (batch_mismatch):",
+            if n == 1 { "folder" } else { "folders" },
+            if n == 1 { "its" } else { "their" },
+        );
+        for ((folder, s), w) in &self.inferred {
+            let what = match (s.mode, w.mode) {
+                (None, Mode::Decode) => format!("{} decodes (the mode read)", s.batch_size),
+                (None, Mode::Prefill) => {
+                    format!("{} prefills of {} tokens (the mode and length read)", s.batch_size, w.input_len)
+                }
+                (Some(_), _) => format!("{} prefills of {} tokens (the length read)", s.batch_size, w.input_len),
+            };
+            out.push_str(&format!(
+                "\n  {}: {what}: {} of {} steps fed {} tokens",
+                folder.display(),
+                w.agreeing,
+                w.steps,
+                w.tokens
+            ));
         }
-        Some(format!(
-            "note: the workload of {} folders was read from the tokens most of their steps fed to the model (no \
-             decode/prefill or input length in their path, no --mode or --input-len, no vLLM step names): {}; \
-             their steps that fed another count are left out (batch_mismatch)",
-            self.inferred.len(),
-            listed.join("; ")
-        ))
+        Some(out)
     }
 }
