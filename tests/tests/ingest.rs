@@ -190,15 +190,17 @@ fn decode_and_prefill_get_their_own_seed_tables() {
         out.path(),
     );
     // The prefills' input length is read from the tokens they fed (4 × 128 for 4 prompts), the decodes'
-    // is unknown: each mode's tables are in a folder of its length.
-    for dir in ["decode/in0", "prefill/in128"] {
+    // is unknown; one length within each mode: no length level.
+    assert!(!out.path().join("prefill/in128").exists() && !out.path().join("decode/in0").exists());
+    let steps = table(&out.path().join("steps.csv"), ',');
+    assert!(steps.iter().filter(|r| r["mode"] == "prefill").all(|r| r["input_len"] == "128"));
+    for dir in ["decode", "prefill"] {
         for f in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv"] {
             assert!(out.path().join(dir).join(f).exists(), "{dir}/{f}");
         }
     }
-    let prefill = table(&out.path().join("prefill/in128/op_times.tsv"), '\t');
+    let prefill = table(&out.path().join("prefill/op_times.tsv"), '\t');
     assert_eq!(prefill.iter().map(|r| r["batch_size"].clone()).collect::<Vec<_>>(), ["1", "4", "16"]);
-    let steps = table(&out.path().join("steps.csv"), ',');
     assert_eq!(steps.len(), 18);
 }
 

@@ -459,8 +459,8 @@ fn a_folder_without_a_mode_takes_the_workload_most_of_its_steps_fed() {
     assert!(o.status.success(), "{}", stderr(&o));
     let said = stderr(&o);
     assert!(
-        said.contains("note: the workload of 1 folders was read from the tokens most of their steps fed to the model")
-            && said.contains("logs_8: 8 decodes (3 of 5 steps fed 8 tokens)"),
+        said.contains("note: the workload of 1 folder was read from the tokens most of its steps fed to the model")
+            && said.contains("logs_8: 8 decodes (the mode read): 3 of 5 steps fed 8 tokens"),
         "{said}"
     );
     assert!(said.contains("2 of 5 steps ran another batch"), "{said}");
@@ -501,7 +501,7 @@ fn a_prefill_folder_without_an_input_length_takes_the_length_most_of_its_steps_f
     let (o, out_mixed) = ingest(mixed.path(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let said = stderr(&o);
-    assert!(said.contains("logs_4: 4 prefills of 128 tokens (2 of 3 steps fed 512 tokens)"), "{said}");
+    assert!(said.contains("logs_4: 4 prefills of 128 tokens (the length read): 2 of 3 steps fed 512 tokens"), "{said}");
     assert!(said.contains("1 of 3 steps ran another batch"), "{said}");
     let rows = steps(&out_mixed);
     assert!(rows.iter().all(|r| r.0 == "prefill" && r.1 == "4" && r.2 == "128"), "{rows:?}");
@@ -514,6 +514,53 @@ fn a_prefill_folder_without_an_input_length_takes_the_length_most_of_its_steps_f
             "{t}"
         );
     }
+}
+
+#[test]
+fn a_prefill_folder_of_mostly_decodes_is_not_taken_for_prefills_of_one_token() {
+    // prefill/logs_1 where the server also recorded its decodes (one token each: what one decode feeds,
+    // and what a prompt of one token would). Read as prefills of one token, the real prefill would be
+    // left out and the decodes tabulated as prefills.
+    let src = fixture("h200-llama-1b");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("prefill/logs_1");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for n in 0..2 {
+        std::fs::copy(src.join(format!("decode/logs_1/trace_{n}.json.zst")), dir.join(format!("trace_{n}.json.zst")))
+            .expect("copy");
+    }
+    std::fs::copy(src.join("prefill/logs_1/trace_0.json.zst"), dir.join("trace_2.json.zst")).expect("copy");
+    let (o, out) = ingest(tmp.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(!said.contains("the workload of"), "nothing read from the tokens: {said}");
+    assert!(said.contains("could not be checked"), "{said}");
+    assert!(steps(&out).iter().all(|r| r.0 == "prefill" && r.2 == "0"), "{:?}", steps(&out));
+}
+
+#[test]
+fn the_ranks_of_a_tensor_parallel_folder_take_one_workload() {
+    // Two ranks' traces in one logs_8 folder (torch traces, no vLLM step names): one workload, read once
+    // from both ranks' steps, so that the ranks land in one series and merge.
+    let src = fixture("h200-llama-1b/decode/logs_8");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("results/logs_8");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for rank in 0..2 {
+        let zst = std::fs::read(src.join("trace_0.json.zst")).expect("fixture");
+        let text = String::from_utf8(zstd::decode_all(&zst[..]).expect("zstd")).expect("utf-8");
+        let info = format!("{{\"distributedInfo\": {{\"backend\": \"nccl\", \"rank\": {rank}, \"world_size\": 2}}, ");
+        let text = text.replacen('{', &info, 1);
+        std::fs::write(dir.join(format!("rank{rank}.pt.trace.json")), text).expect("write");
+    }
+    let (o, out) = ingest(tmp.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(said.contains("note: the workload of 1 folder was read"), "{said}");
+    let listed = said.lines().filter(|l| l.contains("logs_8: 8 decodes (the mode read)")).count();
+    assert_eq!(listed, 1, "{said}");
+    let rows = steps(&out);
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.0 == "decode" && r.1 == "8"), "{rows:?}");
 }
 
 #[test]
