@@ -99,8 +99,9 @@ fn group_dir(dir: &Path, groups: &BTreeSet<Group>, g: &Group) -> PathBuf {
 }
 
 /// Writes every table into `dir` (created if needed) and returns the paths written: the full tables at
-/// the top, the seed tables once per (mode, input length[, host]) in `dir[/MODE][/inL][/HOST]`, a level
-/// only where the data holds more than one value of it.
+/// the top, the seed tables once per (mode, input length, tensor-parallel size[, host]) in
+/// `dir[/MODE][/inL][/tpN][/HOST]`, a level only where the data holds more than one value of it (the
+/// length: within the group's mode).
 pub fn write_results(dir: &Path, agg: &Aggregate, layout: Layout) -> io::Result<Vec<PathBuf>> {
     fs::create_dir_all(dir)?;
     let mut written = Vec::new();

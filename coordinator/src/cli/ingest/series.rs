@@ -127,8 +127,8 @@ impl Series {
         Ok(series)
     }
 
-    /// What was read from the tokens, for the note after the tables: a first line, then one per folder;
-    /// `None` when nothing was.
+    /// What was read from the tokens, for the note after the tables: a first line, then one per folder
+    /// (its steps counted over all its ranks); `None` when nothing was.
     pub(super) fn note(&self) -> Option<String> {
         if self.inferred.is_empty() {
             return None;
@@ -145,7 +145,8 @@ impl Series {
             let what = match (s.mode, w.mode) {
                 (None, Mode::Decode) => format!("{} decodes (the mode read)", s.batch_size),
                 (None, Mode::Prefill) => {
-                    format!("{} prefills of {} tokens (the mode and length read)", s.batch_size, w.input_len)
+                    let read = if s.input_len > 0 { "the mode read" } else { "the mode and length read" };
+                    format!("{} prefills of {} tokens ({read})", s.batch_size, w.input_len)
                 }
                 (Some(_), _) => format!("{} prefills of {} tokens (the length read)", s.batch_size, w.input_len),
             };
