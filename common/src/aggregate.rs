@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::classify::Detail;
 use crate::roofline::{DType, WorkSums};
 use crate::stats::Summary;
-use crate::summary::{LaunchConfig, StepSummary};
+use crate::summary::{Fed, LaunchConfig, StepSummary};
 use crate::sweep::Mode;
 use crate::telemetry::StepTelemetry;
 use crate::trace::steps::{VllmStepShape, parse_vllm_step};
@@ -91,6 +91,9 @@ pub struct StepRow {
     /// Tokens the step fed to the model ([`StepSummary::tokens`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
+    /// Sequences the step fed to the model ([`StepSummary::sequences`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<u64>,
     /// The batch shape of a vLLM annotation of the step or inside it ([`StepSummary::vllm`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vllm: Option<(u32, u32, u32, u32)>,
@@ -121,7 +124,7 @@ impl StepLeftOut {
     pub fn of(series: &SeriesKey, row: &StepRow) -> Option<Self> {
         if !row.has_gpu_activity() {
             Some(StepLeftOut::NoGpuActivity)
-        } else if batch_mismatch(series, &row.step_name, row.vllm_shape(), row.tokens).is_some() {
+        } else if batch_mismatch(series, &row.step_name, row.vllm_shape(), row.fed()).is_some() {
             Some(StepLeftOut::BatchMismatch)
         } else {
             None
@@ -138,6 +141,11 @@ impl StepRow {
     /// The batch shape of the step's vLLM annotation ([`StepSummary::vllm_shape`]).
     pub fn vllm_shape(&self) -> Option<VllmStepShape> {
         self.vllm.map(VllmStepShape::from_tuple)
+    }
+
+    /// What the step fed to the model ([`StepSummary::fed`]).
+    pub fn fed(&self) -> Option<Fed> {
+        self.tokens.map(|tokens| Fed { tokens, sequences: self.sequences })
     }
 }
 
@@ -206,23 +214,25 @@ pub struct Aggregate {
 ///
 /// vLLM's step annotation (`step_name`, or `shape`: one found inside the step, such as vLLM's step
 /// inside torch's `ProfilerStep#N`) says how many requests and tokens the step ran, and is used when
-/// there is one. Otherwise `tokens`, what the step fed to the model ([`StepSummary::tokens`]), must be
-/// the batch size for decode (one token per sequence) and batch size × input length for prefill when the
-/// series' input length is known; when it is not, or the mode is unknown, at least the batch size
-/// (`coord ingest` reads an unknown mode or length from the count most of a folder's steps fed first:
-/// [`crate::workload::infer`]). That catches the steps a run records around the ones it is about: the
-/// original experiment's server wrote every step of its life into `logs_B` (the prompts' prefills, the
-/// decodes while the batch filled up and drained), and its parser read only `trace_50.json`. A prefill of as many tokens as the decode batch size passes for a decode
-/// step: nothing in a trace without annotations tells the two apart.
+/// there is one. Otherwise `fed`, what the step fed to the model ([`StepSummary::fed`]), says it: its
+/// sequences, where the embedding's indices were `[sequences, tokens per sequence]` (transformers), must
+/// be the batch size; its tokens must be the batch size for decode (one token per sequence) and batch
+/// size × input length for prefill when the series' input length is known; when it is not, or the mode
+/// is unknown, at least the batch size (`coord ingest` reads an unknown mode or length from what most of
+/// a folder's steps fed first: [`crate::workload::infer`]). That catches the steps a run records around
+/// the ones it is about: the original experiment's server wrote every step of its life into `logs_B` (the
+/// prompts' prefills, the decodes while the batch filled up and drained), and its parser read only
+/// `trace_50.json`. Where the indices are flat (vLLM without its annotation), a prefill of as many tokens
+/// as the decode batch size passes for a decode step: nothing then tells the two apart.
 pub fn batch_mismatch(
     series: &SeriesKey,
     step_name: &str,
     shape: Option<VllmStepShape>,
-    tokens: Option<u64>,
+    fed: Option<Fed>,
 ) -> Option<String> {
     let named = parse_vllm_step(step_name);
     let Some(s) = named.or(shape) else {
-        return tokens_mismatch(series, step_name, tokens?);
+        return fed_mismatch(series, step_name, fed?);
     };
     let b = series.batch_size;
     let ok = match series.mode? {
@@ -249,12 +259,22 @@ pub fn batch_mismatch(
     Some(format!("step {step_name}{inner} is not {want}"))
 }
 
-/// [`batch_mismatch`] of a step without a vLLM annotation that fed `tokens` to the model. Where the mode,
+/// [`batch_mismatch`] of a step without a vLLM annotation that fed `fed` to the model. Where the mode,
 /// or a prefill's prompt length, is unknown, only what no step of B sequences can do is a mismatch: feed
-/// fewer than B tokens (a decode feeds one per sequence, a prefill at least one per prompt).
-fn tokens_mismatch(series: &SeriesKey, step_name: &str, tokens: u64) -> Option<String> {
+/// another number of sequences, or fewer than B tokens (a decode feeds one per sequence, a prefill at
+/// least one per prompt).
+fn fed_mismatch(series: &SeriesKey, step_name: &str, fed: Fed) -> Option<String> {
+    let tokens = fed.tokens;
     let b = u64::from(series.batch_size);
     let step = if step_name.is_empty() { "the step".to_string() } else { format!("step {step_name}") };
+    if let Some(n) = fed.sequences.filter(|&n| n != b) {
+        return Some(format!(
+            "{step} fed the model {n} × {} tokens (its embedding's input: {n} {}), not the {b} sequences of its \
+             batch",
+            tokens / n.max(1),
+            if n == 1 { "sequence" } else { "sequences" }
+        ));
+    }
     let (want, what) = match series.mode {
         Some(Mode::Decode) => (b, format!("{b} decodes")),
         Some(Mode::Prefill) if series.input_len > 0 => {
@@ -304,6 +324,7 @@ impl Aggregate {
             collective_time: s.collective_time,
             collectives: s.collectives.clone(),
             tokens: s.tokens,
+            sequences: s.sequences,
             vllm: s.vllm,
         };
         let key = (series.clone(), trace.to_string(), s.index);

@@ -120,7 +120,7 @@ pub fn warnings(agg: &Aggregate) -> Vec<Warning> {
             note(WarningKind::NoGpuActivity, format!("{trace} step {index}"), 0);
             continue;
         }
-        if let Some(why) = batch_mismatch(series, &r.step_name, r.vllm_shape(), r.tokens) {
+        if let Some(why) = batch_mismatch(series, &r.step_name, r.vllm_shape(), r.fed()) {
             note(WarningKind::BatchMismatch, format!("{trace} step {index}: {why}"), 0);
             continue;
         }
@@ -244,6 +244,7 @@ pub fn others_listing(agg: &Aggregate, top: usize) -> Vec<OthersListing> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::summary::Fed;
 
     fn series(mode: &str, b: u32, l: u32) -> SeriesKey {
         SeriesKey {
@@ -275,7 +276,7 @@ mod tests {
         );
         assert_eq!(batch_mismatch(&d, "ProfilerStep#3", None, None), None);
         // An annotation wins over the tokens (a CUDA-graph batch is padded: 32 decodes fed as 40 tokens).
-        assert_eq!(batch_mismatch(&d, "execute_context_0(0)_generation_32(32)", None, Some(40)), None);
+        assert_eq!(batch_mismatch(&d, "execute_context_0(0)_generation_32(32)", None, Some(Fed::tokens(40))), None);
     }
 
     #[test]
@@ -287,9 +288,9 @@ mod tests {
             generation_requests: 1,
             generation_tokens: 1,
         });
-        assert_eq!(batch_mismatch(&series("decode", 1, 0), "ProfilerStep#4", shape, Some(8)), None);
+        assert_eq!(batch_mismatch(&series("decode", 1, 0), "ProfilerStep#4", shape, Some(Fed::tokens(8))), None);
         assert_eq!(
-            batch_mismatch(&series("decode", 8, 0), "ProfilerStep#4", shape, Some(8)).as_deref(),
+            batch_mismatch(&series("decode", 8, 0), "ProfilerStep#4", shape, Some(Fed::tokens(8))).as_deref(),
             Some("step ProfilerStep#4 (vLLM's step inside it: 0 prefills, 1 decodes) is not 8 decodes")
         );
     }
@@ -309,32 +310,47 @@ mod tests {
     #[test]
     fn without_an_annotation_the_tokens_fed_to_the_model_are_checked() {
         let d = series("decode", 8, 0);
-        assert_eq!(batch_mismatch(&d, "", None, Some(8)), None);
+        assert_eq!(batch_mismatch(&d, "", None, Some(Fed::tokens(8))), None);
         // The original experiment's logs_8 holds the prompts' prefills (32 tokens each) and the decodes
         // while the batch fills up.
         assert_eq!(
-            batch_mismatch(&d, "", None, Some(32)).as_deref(),
+            batch_mismatch(&d, "", None, Some(Fed::tokens(32))).as_deref(),
             Some("the step fed 32 tokens to the model (its embedding's input), not the 8 of 8 decodes")
         );
         assert!(
-            batch_mismatch(&d, "ProfilerStep#3", None, Some(5))
+            batch_mismatch(&d, "ProfilerStep#3", None, Some(Fed::tokens(5)))
                 .is_some_and(|w| w.starts_with("step ProfilerStep#3 fed 5"))
         );
         assert_eq!(batch_mismatch(&d, "", None, None), None);
         let p = series("prefill", 4, 128);
-        assert_eq!(batch_mismatch(&p, "", None, Some(512)), None);
-        assert!(batch_mismatch(&p, "", None, Some(128)).is_some());
+        assert_eq!(batch_mismatch(&p, "", None, Some(Fed::tokens(512))), None);
+        assert!(batch_mismatch(&p, "", None, Some(Fed::tokens(128))).is_some());
         // Prefill of an unknown input length: any count of at least one token per prompt.
-        assert_eq!(batch_mismatch(&series("prefill", 4, 0), "", None, Some(128)), None);
+        assert_eq!(batch_mismatch(&series("prefill", 4, 0), "", None, Some(Fed::tokens(128))), None);
         assert_eq!(
-            batch_mismatch(&series("prefill", 4, 0), "", None, Some(3)).as_deref(),
+            batch_mismatch(&series("prefill", 4, 0), "", None, Some(Fed::tokens(3))).as_deref(),
             Some("the step fed 3 tokens to the model (its embedding's input): fewer than the 4 sequences of its batch")
         );
         // A series of no known mode: a decode or a prefill of the batch, at least one token per sequence.
         let mut u = series("decode", 8, 0);
         u.mode = None;
-        assert_eq!(batch_mismatch(&u, "", None, Some(32)), None);
-        assert_eq!(batch_mismatch(&u, "", None, Some(8)), None);
-        assert!(batch_mismatch(&u, "", None, Some(7)).is_some_and(|w| w.contains("fewer than the 8 sequences")));
+        assert_eq!(batch_mismatch(&u, "", None, Some(Fed::tokens(32))), None);
+        assert_eq!(batch_mismatch(&u, "", None, Some(Fed::tokens(8))), None);
+        assert!(
+            batch_mismatch(&u, "", None, Some(Fed::tokens(7)))
+                .is_some_and(|w| w.contains("fewer than the 8 sequences"))
+        );
+        // Indices of [sequences, tokens] (transformers) say the sequences, whatever the mode: a prefill of one
+        // 128-token prompt in logs_128 feeds as many tokens as 128 decodes, but one sequence.
+        let two_d = |sequences: u64, per: u64| Some(Fed { tokens: sequences * per, sequences: Some(sequences) });
+        assert_eq!(batch_mismatch(&series("decode", 128, 0), "", None, two_d(128, 1)), None);
+        assert_eq!(
+            batch_mismatch(&series("decode", 128, 0), "", None, two_d(1, 128)).as_deref(),
+            Some(
+                "the step fed the model 1 × 128 tokens (its embedding's input: 1 sequence), not the 128 sequences of its batch"
+            )
+        );
+        assert!(batch_mismatch(&u, "", None, two_d(1, 128)).is_some());
+        assert_eq!(batch_mismatch(&series("prefill", 4, 0), "", None, two_d(4, 128)), None);
     }
 }

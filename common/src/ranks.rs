@@ -294,6 +294,7 @@ mod tests {
             collective_time: ct,
             collectives: colls.to_vec(),
             tokens: None,
+            sequences: None,
             vllm: None,
         }
     }

@@ -136,6 +136,10 @@ pub struct StepSummary {
     /// shapes or the step made no embedding call (a step replayed from a CUDA graph, or compiled whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
+    /// Sequences the step fed to the model, where its token embedding's indices were `[sequences, tokens
+    /// per sequence]` (transformers); `None` for flat indices (vLLM) or without `tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequences: Option<u64>,
     /// Start of the step's annotation, ns on the trace's clock (the ranks of a job on one host share it).
     #[serde(default)]
     pub start: i64,
@@ -242,6 +246,28 @@ impl StepSummary {
     /// The batch shape vLLM wrote into the step's annotation (or one inside it).
     pub fn vllm_shape(&self) -> Option<VllmStepShape> {
         self.vllm.map(VllmStepShape::from_tuple)
+    }
+
+    /// What the step fed to the model; `None` without recorded shapes or an embedding call.
+    pub fn fed(&self) -> Option<Fed> {
+        self.tokens.map(|tokens| Fed { tokens, sequences: self.sequences })
+    }
+}
+
+/// What a step fed to the model: its token embedding's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fed {
+    /// Indices looked up, tokens.
+    pub tokens: u64,
+    /// Sequences, where the indices were `[sequences, tokens per sequence]` (transformers); `None` for
+    /// flat indices (vLLM's batches), which do not say how many sequences the tokens belong to.
+    pub sequences: Option<u64>,
+}
+
+impl Fed {
+    /// Flat indices: `tokens` tokens of sequences unknown.
+    pub fn tokens(tokens: u64) -> Self {
+        Fed { tokens, sequences: None }
     }
 }
 
@@ -563,7 +589,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             index: si as u32,
             name: step.name.clone(),
             vllm: shape_tuple(step.vllm),
-            tokens: tokens[si],
+            tokens: tokens[si].map(|l| l.indices),
+            sequences: tokens[si].and_then(|l| l.sequences),
             start: step.start,
             gpu_busy,
             gpu_time,
@@ -618,7 +645,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
 /// Per step, the indices looked up by its token embedding: among the step's embedding calls, the one with
 /// the largest table (a vocabulary of tens of thousands of rows, where a vision tower's position
 /// embedding has hundreds), the earliest of those. One pass over the trace's lookups.
-fn step_tokens(t: &Trace, steps: &steps::Steps) -> Vec<Option<u64>> {
+fn step_tokens<'t>(t: &'t Trace, steps: &steps::Steps) -> Vec<Option<&'t Lookup>> {
     let key = |l: &Lookup| (std::cmp::Reverse(l.rows), t.events[l.event as usize].ts);
     let mut best: Vec<Option<&Lookup>> = vec![None; steps.steps.len()];
     for l in &t.lookups {
@@ -627,7 +654,7 @@ fn step_tokens(t: &Trace, steps: &steps::Steps) -> Vec<Option<u64>> {
             *b = Some(l);
         }
     }
-    best.into_iter().map(|b| b.map(|l| l.indices)).collect()
+    best
 }
 
 /// Gives the replayed activities among `counted` the op and category of the reference activities they map
@@ -735,10 +762,16 @@ mod tests {
         // (a vocabulary of 32000): the step fed 4 × 128 tokens to the model, not 577.
         let s =
             summary(&[embedding(10, "[577, 1024]", "[1, 577]"), embedding(20, "[32000, 4096]", "[4, 128]")].join(","));
-        assert_eq!(s.steps.iter().map(|s| s.tokens).collect::<Vec<_>>(), [Some(512)]);
+        assert_eq!(
+            s.steps.iter().map(|s| s.fed()).collect::<Vec<_>>(),
+            [Some(Fed { tokens: 512, sequences: Some(4) })]
+        );
         // Of two tables of one size, the earlier call; indices of no size, or none, say nothing.
         let s = summary(&[embedding(20, "[32000, 64]", "[8]"), embedding(10, "[32000, 64]", "[8, 1]")].join(","));
-        assert_eq!(s.steps[0].tokens, Some(8));
+        assert_eq!(s.steps[0].fed(), Some(Fed { tokens: 8, sequences: Some(8) }));
+        // vLLM's flat batches do not say their sequences.
+        let s = summary(&embedding(10, "[32000, 64]", "[24]"));
+        assert_eq!(s.steps[0].fed(), Some(Fed::tokens(24)));
         let s = summary(&[embedding(10, "[32000, 64]", "[0]"), embedding(20, "[32000, 64]", "[]")].join(","));
         assert_eq!(s.steps[0].tokens, None);
     }

@@ -11,6 +11,7 @@
 //! prefills of L tokens. [`infer`] reads the workload from it; the steps that fed another count are then
 //! the batch check's to leave out.
 
+use crate::summary::Fed;
 use crate::sweep::Mode;
 
 /// A workload read from the tokens a group of steps fed to the model ([`infer`]).
@@ -29,14 +30,15 @@ pub struct Inferred {
     pub steps: usize,
 }
 
-/// The workload of a group of steps (one folder's, of batch size `batch`), from `tokens`, the count each
-/// step fed to the model (`None` where it has none: no recorded shapes, or replayed from CUDA graphs),
-/// where `mode` and `input_len` are what was known before (`None`, 0: unknown).
+/// The workload of a group of steps (one folder's, of batch size `batch`), from `fed`, what each step fed
+/// to the model (`None` where nothing says: no recorded shapes, or replayed from CUDA graphs), where `mode`
+/// and `input_len` are what was known before (`None`, 0: unknown).
 ///
 /// `None` when there is nothing to infer (decode, or prefill of a known length) or nothing says it: no
-/// count is held by more than half of the group's steps (steps without a count are among them, so that a
-/// folder of graph-replayed decodes is not taken for its few eager prefills), or that count is not one of
-/// batch `batch`'s. Otherwise the majority count `c` gives:
+/// input is fed by more than half of the group's steps (steps without one are among them, so that a
+/// folder of graph-replayed decodes is not taken for its few eager prefills), or it is not one of batch
+/// `batch`'s: another number of sequences, where the indices say it (`[sequences, tokens]`), or a token
+/// count that is not a multiple of B. Otherwise the majority's token count `c` gives:
 /// - mode unknown: decode when `c` = B; prefill of L = `c` / B when `c` is a multiple of B at least 2 B
 ///   (and L agrees with a known `input_len`);
 /// - prefill of unknown length: L = `c` / B when that is at least 2 (B tokens is what B decodes feed: a
@@ -44,12 +46,16 @@ pub struct Inferred {
 ///
 /// Decodes feed one token per sequence and a prefill of B prompts of L tokens feeds B × L (both as the
 /// sweeps run them: no speculative tokens, no prefix caching, prompts of one length).
-pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[Option<u64>]) -> Option<Inferred> {
+pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, fed: &[Option<Fed>]) -> Option<Inferred> {
     let b = u64::from(batch);
     if b == 0 || mode == Some(Mode::Decode) || (mode == Some(Mode::Prefill) && input_len > 0) {
         return None;
     }
-    let (c, agreeing) = majority(tokens)?;
+    let (most, agreeing) = majority(fed)?;
+    if most.sequences.is_some_and(|n| n != b) {
+        return None;
+    }
+    let c = most.tokens;
     let per_sequence = u32::try_from(c / b).ok().filter(|_| c % b == 0 && c > 0)?;
     let (mode, input_len) = match mode {
         Some(_) if per_sequence >= 2 => (Mode::Prefill, per_sequence),
@@ -58,12 +64,12 @@ pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[Option<u6
         None if per_sequence >= 2 && (input_len == 0 || input_len == per_sequence) => (Mode::Prefill, per_sequence),
         None => return None,
     };
-    Some(Inferred { mode, input_len, tokens: c, agreeing, steps: tokens.len() })
+    Some(Inferred { mode, input_len, tokens: c, agreeing, steps: fed.len() })
 }
 
-/// The count held by more than half of `v` (entries without a count among them), and how many hold it.
-fn majority(v: &[Option<u64>]) -> Option<(u64, usize)> {
-    let mut counts = std::collections::BTreeMap::<u64, usize>::new();
+/// The value held by more than half of `v` (entries without one among them), and how many hold it.
+fn majority(v: &[Option<Fed>]) -> Option<(Fed, usize)> {
+    let mut counts = std::collections::BTreeMap::<Fed, usize>::new();
     for &x in v.iter().flatten() {
         *counts.entry(x).or_default() += 1;
     }
@@ -75,8 +81,8 @@ fn majority(v: &[Option<u64>]) -> Option<(u64, usize)> {
 mod tests {
     use super::*;
 
-    fn counts(tokens: &[u64]) -> Vec<Option<u64>> {
-        tokens.iter().copied().map(Some).collect()
+    fn counts(tokens: &[u64]) -> Vec<Option<Fed>> {
+        tokens.iter().map(|&t| Some(Fed::tokens(t))).collect()
     }
 
     fn mode_and_len(batch: u32, mode: Option<Mode>, input_len: u32, tokens: &[u64]) -> Option<(Mode, u32)> {
@@ -119,13 +125,29 @@ mod tests {
     #[test]
     fn steps_without_a_count_are_not_outvoted_by_the_few_with_one() {
         // logs_8 with CUDA graphs: the prompts' eager prefill has a count, the replayed decodes none.
-        let mut tokens = vec![Some(256)];
-        tokens.extend([None; 50]);
-        assert_eq!(infer(8, None, 0, &tokens), None);
+        let mut fed = vec![Some(Fed::tokens(256))];
+        fed.extend([None; 50]);
+        assert_eq!(infer(8, None, 0, &fed), None);
         // Most steps counted: the others ride along with their folder.
+        let eight = Some(Fed::tokens(8));
         assert_eq!(
-            infer(8, None, 0, &[Some(8), Some(8), None]).map(|w| (w.mode, w.agreeing, w.steps)),
+            infer(8, None, 0, &[eight, eight, None]).map(|w| (w.mode, w.agreeing, w.steps)),
             Some((Mode::Decode, 2, 3))
+        );
+    }
+
+    #[test]
+    fn two_dimensional_indices_say_the_sequences() {
+        let fed = |sequences, per| Some(Fed { tokens: sequences * per, sequences: Some(sequences) });
+        // logs_8 holding three prefills of one 128-token prompt and two decodes of 8: 128 tokens is 8 × 16,
+        // but [1, 128] is one sequence, not batch 8's.
+        assert_eq!(infer(8, None, 0, &[fed(1, 128), fed(1, 128), fed(1, 128), fed(8, 1), fed(8, 1)]), None);
+        // logs_128: decodes [128, 1] beside prefills [1, 128] (128 tokens each): the decodes are told apart.
+        let w = infer(128, None, 0, &[fed(128, 1), fed(128, 1), fed(128, 1), fed(1, 128), fed(1, 128)]);
+        assert_eq!(w.map(|w| (w.mode, w.agreeing)), Some((Mode::Decode, 3)));
+        assert_eq!(
+            infer(4, Some(Mode::Prefill), 0, &[fed(4, 128), fed(4, 128), fed(4, 1)]).map(|w| w.input_len),
+            Some(128)
         );
     }
 }

@@ -539,6 +539,68 @@ fn a_prefill_folder_of_mostly_decodes_is_not_taken_for_prefills_of_one_token() {
 }
 
 #[test]
+fn a_prompt_prefilled_alone_is_told_from_a_batch_by_its_sequences() {
+    // One 128-token prompt feeds the model [1, 128]: as many tokens as 128 decodes ([128, 1]) and as
+    // eight prompts of 16. The totals alone took it for a decode in logs_128 and for 8 prefills of 16 in
+    // logs_8; the embedding's two-dimensional input says it is one sequence.
+    let src = fixture("h200-llama-1b");
+    let mixed = tempfile::tempdir().expect("tmp");
+    let only = tempfile::tempdir().expect("tmp");
+    for root in [mixed.path(), only.path()] {
+        let dir = root.join("results/logs_128");
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for n in 0..3 {
+            let f = format!("trace_{n}.json.zst");
+            std::fs::copy(src.join("decode/logs_128").join(&f), dir.join(&f)).expect("copy");
+        }
+    }
+    let copy_prefills = |dir: &Path, first: usize| {
+        for n in 0..2 {
+            let to = dir.join(format!("trace_{}.json.zst", first + n));
+            std::fs::copy(src.join(format!("prefill/logs_1/trace_{n}.json.zst")), to).expect("copy");
+        }
+    };
+    copy_prefills(&mixed.path().join("results/logs_128"), 3);
+    let (o, out_mixed) = ingest(mixed.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(said.contains("logs_128: 128 decodes (the mode read): 3 of 5 steps fed 128 tokens"), "{said}");
+    assert!(said.contains("2 of 5 steps ran another batch"), "{said}");
+    assert!(said.contains("fed the model 1 × 128 tokens (its embedding's input: 1 sequence)"), "{said}");
+    let (o, out_only) = ingest(only.path(), &["--mode", "decode"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv", "ops.csv", "models.json"] {
+        assert_eq!(
+            std::fs::read_to_string(out_mixed.join(t)).expect(t),
+            std::fs::read_to_string(out_only.join(t)).expect(t),
+            "{t}"
+        );
+    }
+
+    // logs_8 where the single prompts are most of the steps: no workload is read (they are not batch 8's),
+    // and they are left out; the decodes stay, of an unknown mode.
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("results/logs_8");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    copy_prefills(&dir, 0);
+    std::fs::copy(src.join("prefill/logs_1/trace_0.json.zst"), dir.join("trace_2.json.zst")).expect("copy");
+    for n in 0..2 {
+        std::fs::copy(
+            src.join(format!("decode/logs_8/trace_{n}.json.zst")),
+            dir.join(format!("trace_{}.json.zst", 3 + n)),
+        )
+        .expect("copy");
+    }
+    let (o, out) = ingest(tmp.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let said = stderr(&o);
+    assert!(!said.contains("the workload of"), "{said}");
+    assert!(said.contains("3 of 5 steps ran another batch"), "{said}");
+    assert!(said.contains("note: 2 of 2 steps could not be checked"), "{said}");
+    assert_eq!(steps(&out).len(), 5);
+}
+
+#[test]
 fn the_ranks_of_a_tensor_parallel_folder_take_one_workload() {
     // Two ranks' traces in one logs_8 folder (torch traces, no vLLM step names): one workload, read once
     // from both ranks' steps, so that the ranks land in one series and merge.
@@ -587,7 +649,11 @@ fn steps_that_fed_the_model_another_batch_are_left_out_of_the_seed_tables() {
     assert!(o.status.success(), "{}", stderr(&o));
     let warned = stderr(&o);
     assert!(warned.contains("2 of 5 steps ran another batch"), "{warned}");
-    assert!(warned.contains("fed 128 tokens to the model") || warned.contains("fed 1 tokens to the model"), "{warned}");
+    // transformers' [sequences, tokens] input says the sequences: one, not batch 8's.
+    assert!(
+        warned.contains("fed the model 1 × 128 tokens") || warned.contains("fed the model 1 × 1 tokens"),
+        "{warned}"
+    );
     let (o, out_only) = ingest(only.path(), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("another batch"), "{}", stderr(&o));

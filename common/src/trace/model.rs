@@ -288,6 +288,9 @@ pub struct Lookup {
     pub indices: u64,
     /// Rows of the table (the vocabulary size for the token embedding; 0 when not recorded).
     pub rows: u64,
+    /// Sequences, where the indices are two-dimensional: `[sequences, tokens per sequence]`, as
+    /// transformers' models take `input_ids`; `None` for indices of another rank (vLLM's flat batches).
+    pub sequences: Option<u64>,
 }
 
 impl Lookup {
@@ -298,10 +301,11 @@ impl Lookup {
     #[inline(never)]
     pub fn of(event: u32, raw: &super::scan::RawShapes<'_>) -> Option<Self> {
         let shapes = crate::roofline::flops::Shapes::parse(raw)?;
-        let indices = shapes.dims.get(1).filter(|d| !d.is_empty())?;
-        let indices = indices.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).filter(|&n| n > 0)?;
+        let dims = shapes.dims.get(1).filter(|d| !d.is_empty())?;
+        let indices = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d)).filter(|&n| n > 0)?;
         let rows = shapes.dims.first().and_then(|w| w.first()).copied().unwrap_or(0);
-        Some(Lookup { event, indices, rows })
+        let sequences = (dims.len() == 2).then_some(dims[0]);
+        Some(Lookup { event, indices, rows, sequences })
     }
 }
 

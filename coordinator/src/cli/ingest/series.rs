@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use tracefleet_common::aggregate::SeriesKey;
 use tracefleet_common::layout;
-use tracefleet_common::summary::{StepSummary, TraceSummary};
+use tracefleet_common::summary::{Fed, StepSummary, TraceSummary};
 use tracefleet_common::sweep::Mode;
 use tracefleet_common::workload::{self, Inferred};
 
@@ -88,16 +88,16 @@ impl Series {
     pub(super) fn infer<'a>(given: &Given, traces: impl IntoIterator<Item = (At<'a>, &'a TraceSummary)>) -> Self {
         // One entry per step, with a count or not: steps without one (no shapes, CUDA-graph replays)
         // count against a majority too.
-        let mut tokens: BTreeMap<Group, Vec<Option<u64>>> = BTreeMap::new();
+        let mut fed: BTreeMap<Group, Vec<Option<Fed>>> = BTreeMap::new();
         for (at, summary) in traces {
             for step in &summary.steps {
                 if let Ok((series, true)) = stated(given, at, summary, step) {
-                    tokens.entry(group(at, series)).or_default().push(step.tokens);
+                    fed.entry(group(at, series)).or_default().push(step.fed());
                 }
             }
         }
         let mut out = Series::default();
-        for (g, counts) in tokens {
+        for (g, counts) in fed {
             // Where the tokens do not say it either, the steps keep their unknowns (and are counted in
             // the note on unchecked steps).
             if let Some(w) = workload::infer(g.1.batch_size, g.1.mode, g.1.input_len, &counts) {
