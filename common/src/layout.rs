@@ -95,7 +95,8 @@ fn number_after(s: &str, prefixes: &[&str]) -> Option<u32> {
 pub struct PathHints {
     /// Batch size from the innermost `logs_N` / `bs_N` / `bsN` / `batch_N` component.
     pub batch_size: Option<u32>,
-    /// From a path component that is, or has a `_`/`-`/`.`-separated word that is, `decode` or `prefill`.
+    /// From the innermost path component that is, or has a `_`/`-`/`.`-separated word that is, `decode` or
+    /// `prefill` (one of them: a component with both says neither).
     pub mode: Option<Mode>,
     /// Input length from `ilen_N` / `input_N` / `isl_N` / `in_N` (`inN`, as in the point ids
     /// `decode-bs8-in128`).
@@ -121,7 +122,12 @@ pub fn hints(root: &Path, path: &Path) -> PathHints {
         }
         if h.mode.is_none() {
             let lower = p.to_ascii_lowercase();
-            h.mode = Mode::ALL.into_iter().find(|m| lower.split(['_', '-', '.']).any(|t| t == m.name()));
+            let mut named = Mode::ALL.into_iter().filter(|m| lower.split(['_', '-', '.']).any(|t| t == m.name()));
+            // A component naming both (`prefill_then_decode`) says neither.
+            h.mode = match (named.next(), named.next()) {
+                (Some(m), None) => Some(m),
+                _ => None,
+            };
         }
     }
     h
@@ -168,6 +174,10 @@ mod tests {
         let h = hints(Path::new("/r/multistep"), Path::new("/r/multistep/decode_bs16_8steps.pt.trace.json"));
         assert_eq!(h.batch_size, Some(16));
         assert_eq!(h.mode, Some(Mode::Decode));
+        let h = hints(Path::new("/r"), Path::new("/r/decode/prefill_then_decode/logs_8/trace_0.json"));
+        assert_eq!(h.mode, Some(Mode::Decode), "the ambiguous folder says nothing; the one above does");
+        let h = hints(Path::new("/r"), Path::new("/r/prefill_then_decode/logs_8/trace_0.json"));
+        assert_eq!(h.mode, None);
         let h = hints(Path::new("/x/prefill"), Path::new("/x/prefill/logs_4/trace_0.json"));
         assert_eq!((h.batch_size, h.mode), (Some(4), Some(Mode::Prefill)));
         assert_eq!(hints(Path::new("/x"), Path::new("/x/ilen_128/logs_2/trace_0.json")).input_len, Some(128));

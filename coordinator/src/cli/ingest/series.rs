@@ -135,29 +135,35 @@ impl Series {
         }
         let n = self.inferred.len();
         let mut out = format!(
-            "note: the workload of {n} {} was read from the tokens most of {} steps fed to the model (neither \
-             the path, --mode, --input-len nor a vLLM step name said it); steps there that fed another count are \
-             left out (batch_mismatch):",
-            if n == 1 { "folder" } else { "folders" },
+            "note: the workload of {} was read from the tokens most of {} steps fed to the model (nothing in the \
+             path, the flags or a vLLM step name said it); steps there that fed another count are left out \
+             (batch_mismatch):",
+            plural(n as u64, "folder"),
             if n == 1 { "its" } else { "their" },
         );
         for ((folder, s), w) in &self.inferred {
+            let b = u64::from(s.batch_size);
             let what = match (s.mode, w.mode) {
-                (None, Mode::Decode) => format!("{} decodes (the mode read)", s.batch_size),
+                (None, Mode::Decode) => format!("{} (the mode read)", plural(b, "decode")),
                 (None, Mode::Prefill) => {
                     let read = if s.input_len > 0 { "the mode read" } else { "the mode and length read" };
-                    format!("{} prefills of {} tokens ({read})", s.batch_size, w.input_len)
+                    format!("{} of {} tokens ({read})", plural(b, "prefill"), w.input_len)
                 }
-                (Some(_), _) => format!("{} prefills of {} tokens (the length read)", s.batch_size, w.input_len),
+                (Some(_), _) => format!("{} of {} tokens (the length read)", plural(b, "prefill"), w.input_len),
             };
             out.push_str(&format!(
-                "\n  {}: {what}: {} of {} steps fed {} tokens",
+                "\n  {}: {what}: {} of {} steps fed {}",
                 folder.display(),
                 w.agreeing,
                 w.steps,
-                w.tokens
+                plural(w.tokens, "token")
             ));
         }
         Some(out)
     }
+}
+
+/// `n` and the noun, plural unless `n` is 1 ("1 decode", "8 decodes").
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
 }
