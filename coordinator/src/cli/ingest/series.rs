@@ -143,13 +143,14 @@ impl Series {
         );
         for ((folder, s), w) in &self.inferred {
             let b = u64::from(s.batch_size);
+            let ran = plural(b, w.mode.name());
             let what = match (s.mode, w.mode) {
-                (None, Mode::Decode) => format!("{} (the mode read)", plural(b, "decode")),
+                (None, Mode::Decode) => format!("{ran} (the mode read)"),
                 (None, Mode::Prefill) => {
                     let read = if s.input_len > 0 { "the mode read" } else { "the mode and length read" };
-                    format!("{} of {} tokens ({read})", plural(b, "prefill"), w.input_len)
+                    format!("{ran} of {} tokens ({read})", w.input_len)
                 }
-                (Some(_), _) => format!("{} of {} tokens (the length read)", plural(b, "prefill"), w.input_len),
+                (Some(_), _) => format!("{ran} of {} tokens (the length read)", w.input_len),
             };
             out.push_str(&format!(
                 "\n  {}: {what}: {} of {} steps fed {}",
