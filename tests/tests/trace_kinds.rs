@@ -434,22 +434,40 @@ fn a_prefill_curve_of_an_unknown_input_length_is_against_sequences_not_tokens() 
     assert_eq!(x(&src, &[], "from-tokens"), ["tokens"]);
 }
 
+/// Two trees each holding traces `trace_0..n` of the llama fixture's folder `from` in folder `into`: one
+/// to add other steps to, one to compare it with.
+fn two_trees(from: &str, into: &str, n: usize) -> (tempfile::TempDir, tempfile::TempDir) {
+    let src = fixture("h200-llama-1b").join(from);
+    let trees = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    for root in [trees.0.path(), trees.1.path()] {
+        let dir = root.join(into);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        for i in 0..n {
+            let f = format!("trace_{i}.json.zst");
+            std::fs::copy(src.join(&f), dir.join(&f)).expect("copy");
+        }
+    }
+    trees
+}
+
+/// The tables a step's series decides: seed, kernel and op tables and the curves.
+const SERIES_TABLES: [&str; 6] =
+    ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv", "ops.csv", "models.json"];
+
+/// Asserts that the two outputs hold the same `files`.
+fn assert_same_files(a: &Path, b: &Path, files: &[&str]) {
+    for t in files {
+        assert_eq!(std::fs::read_to_string(a.join(t)).expect(t), std::fs::read_to_string(b.join(t)).expect(t), "{t}");
+    }
+}
+
 #[test]
 fn a_folder_without_a_mode_takes_the_workload_most_of_its_steps_fed() {
     // The original experiment's logs_B folders, with no decode/ or prefill/ above them: the steady
     // decodes of B beside a prompt's prefill and a decode of the batch filling up. Nothing said the mode,
     // so nothing was checked and all five steps were averaged into batch 8's row.
     let src = fixture("h200-llama-1b");
-    let mixed = tempfile::tempdir().expect("tmp");
-    let only = tempfile::tempdir().expect("tmp");
-    for root in [mixed.path(), only.path()] {
-        let dir = root.join("results/logs_8");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        for n in 0..3 {
-            let f = format!("trace_{n}.json.zst");
-            std::fs::copy(src.join("decode/logs_8").join(&f), dir.join(&f)).expect("copy");
-        }
-    }
+    let (mixed, only) = two_trees("decode/logs_8", "results/logs_8", 3);
     let dir = mixed.path().join("results/logs_8");
     // A prefill of one 128-token prompt (128 = 8 × 16: a count a prefill of 8 could feed) and a decode of
     // one sequence.
@@ -472,13 +490,7 @@ fn a_folder_without_a_mode_takes_the_workload_most_of_its_steps_fed() {
     let (o, out_only) = ingest(only.path(), &["--mode", "decode"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("the workload of"), "a given mode is not read from the tokens: {}", stderr(&o));
-    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv", "ops.csv", "models.json"] {
-        assert_eq!(
-            std::fs::read_to_string(out_mixed.join(t)).expect(t),
-            std::fs::read_to_string(out_only.join(t)).expect(t),
-            "{t}"
-        );
-    }
+    assert_same_files(&out_mixed, &out_only, &SERIES_TABLES);
 }
 
 #[test]
@@ -486,16 +498,7 @@ fn a_prefill_folder_without_an_input_length_takes_the_length_most_of_its_steps_f
     // prefill/logs_4 of 128-token prompts, with a prefill of one prompt among them (128 tokens, as four
     // prompts of 32 would feed).
     let src = fixture("h200-llama-1b");
-    let mixed = tempfile::tempdir().expect("tmp");
-    let only = tempfile::tempdir().expect("tmp");
-    for root in [mixed.path(), only.path()] {
-        let dir = root.join("prefill/logs_4");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        for n in 0..2 {
-            let f = format!("trace_{n}.json.zst");
-            std::fs::copy(src.join("prefill/logs_4").join(&f), dir.join(&f)).expect("copy");
-        }
-    }
+    let (mixed, only) = two_trees("prefill/logs_4", "prefill/logs_4", 2);
     let dir = mixed.path().join("prefill/logs_4");
     std::fs::copy(src.join("prefill/logs_1/trace_0.json.zst"), dir.join("trace_2.json.zst")).expect("copy");
     let (o, out_mixed) = ingest(mixed.path(), &[]);
@@ -507,13 +510,7 @@ fn a_prefill_folder_without_an_input_length_takes_the_length_most_of_its_steps_f
     assert!(rows.iter().all(|r| r.0 == "prefill" && r.1 == "4" && r.2 == "128"), "{rows:?}");
     let (o, out_only) = ingest(only.path(), &["--input-len", "128"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv", "ops.csv", "models.json"] {
-        assert_eq!(
-            std::fs::read_to_string(out_mixed.join(t)).expect(t),
-            std::fs::read_to_string(out_only.join(t)).expect(t),
-            "{t}"
-        );
-    }
+    assert_same_files(&out_mixed, &out_only, &SERIES_TABLES);
 }
 
 #[test]
@@ -544,16 +541,7 @@ fn a_prompt_prefilled_alone_is_told_from_a_batch_by_its_sequences() {
     // eight prompts of 16. The totals alone took it for a decode in logs_128 and for 8 prefills of 16 in
     // logs_8; the embedding's two-dimensional input says it is one sequence.
     let src = fixture("h200-llama-1b");
-    let mixed = tempfile::tempdir().expect("tmp");
-    let only = tempfile::tempdir().expect("tmp");
-    for root in [mixed.path(), only.path()] {
-        let dir = root.join("results/logs_128");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        for n in 0..3 {
-            let f = format!("trace_{n}.json.zst");
-            std::fs::copy(src.join("decode/logs_128").join(&f), dir.join(&f)).expect("copy");
-        }
-    }
+    let (mixed, only) = two_trees("decode/logs_128", "results/logs_128", 3);
     let copy_prefills = |dir: &Path, first: usize| {
         for n in 0..2 {
             let to = dir.join(format!("trace_{}.json.zst", first + n));
@@ -569,13 +557,7 @@ fn a_prompt_prefilled_alone_is_told_from_a_batch_by_its_sequences() {
     assert!(said.contains("fed the model 1 × 128 tokens (its embedding's input: 1 sequence)"), "{said}");
     let (o, out_only) = ingest(only.path(), &["--mode", "decode"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    for t in ["op_times.tsv", "op_times_detailed.tsv", "kernel_dat.csv", "kernels.csv", "ops.csv", "models.json"] {
-        assert_eq!(
-            std::fs::read_to_string(out_mixed.join(t)).expect(t),
-            std::fs::read_to_string(out_only.join(t)).expect(t),
-            "{t}"
-        );
-    }
+    assert_same_files(&out_mixed, &out_only, &SERIES_TABLES);
 
     // logs_8 where the single prompts are most of the steps: no workload is read (they are not batch 8's),
     // and they are left out; the decodes stay, of an unknown mode.
@@ -631,16 +613,7 @@ fn steps_that_fed_the_model_another_batch_are_left_out_of_the_seed_tables() {
     // and the decodes while the batch filled up, beside the steady decodes of batch B. Its traces carry
     // no vLLM annotation; the tokens each step's embedding looked up tell them apart.
     let src = fixture("h200-llama-1b");
-    let mixed = tempfile::tempdir().expect("tmp");
-    let only = tempfile::tempdir().expect("tmp");
-    for root in [mixed.path(), only.path()] {
-        let dir = root.join("decode/logs_8");
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        for n in 0..3 {
-            let f = format!("trace_{n}.json.zst");
-            std::fs::copy(src.join("decode/logs_8").join(&f), dir.join(&f)).expect("copy");
-        }
-    }
+    let (mixed, only) = two_trees("decode/logs_8", "decode/logs_8", 3);
     let dir = mixed.path().join("decode/logs_8");
     // A prefill of one 128-token prompt and a decode of one sequence.
     std::fs::copy(src.join("prefill/logs_1/trace_0.json.zst"), dir.join("trace_3.json.zst")).expect("copy");
@@ -659,23 +632,8 @@ fn steps_that_fed_the_model_another_batch_are_left_out_of_the_seed_tables() {
     assert!(!stderr(&o).contains("another batch"), "{}", stderr(&o));
     // The seed, kernel and op tables, and what is made from the step rows (curves, Vidur tables), are
     // those of the three decode steps of batch 8.
-    for t in [
-        "op_times.tsv",
-        "op_times_detailed.tsv",
-        "kernel_dat.csv",
-        "kernels.csv",
-        "ops.csv",
-        "roofline.csv",
-        "models.json",
-        "vidur/mlp.csv",
-        "vidur/attention.csv",
-    ] {
-        assert_eq!(
-            std::fs::read_to_string(out_mixed.join(t)).expect(t),
-            std::fs::read_to_string(out_only.join(t)).expect(t),
-            "{t}"
-        );
-    }
+    assert_same_files(&out_mixed, &out_only, &SERIES_TABLES);
+    assert_same_files(&out_mixed, &out_only, &["roofline.csv", "vidur/mlp.csv", "vidur/attention.csv"]);
     // Every step is listed, with the tokens it fed to the model and whether it counts.
     let text = std::fs::read_to_string(out_mixed.join("steps.csv")).expect("steps.csv");
     let mut rows = csv_rows(&text);
