@@ -77,8 +77,8 @@ pub(super) struct Series {
     inferred: BTreeMap<Group, Inferred>,
 }
 
-fn group(at: At<'_>, series: SeriesKey) -> Group {
-    (at.path.parent().unwrap_or(Path::new("")).to_path_buf(), SeriesKey { rank: 0, ..series })
+fn group(at: At<'_>, series: &SeriesKey) -> Group {
+    (at.path.parent().unwrap_or(Path::new("")).to_path_buf(), series.without_rank())
 }
 
 impl Series {
@@ -92,7 +92,7 @@ impl Series {
         for (at, summary) in traces {
             for step in &summary.steps {
                 if let Ok((series, true)) = stated(given, at, summary, step) {
-                    fed.entry(group(at, series)).or_default().push(step.fed());
+                    fed.entry(group(at, &series)).or_default().push(step.fed());
                 }
             }
         }
@@ -120,7 +120,7 @@ impl Series {
         step: &StepSummary,
     ) -> anyhow::Result<SeriesKey> {
         let (mut series, unknown) = stated(given, at, summary, step)?;
-        if unknown && let Some(w) = self.inferred.get(&group(at, series.clone())) {
+        if unknown && let Some(w) = self.inferred.get(&group(at, &series)) {
             series.mode = Some(w.mode);
             series.input_len = w.input_len;
         }
