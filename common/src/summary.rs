@@ -412,7 +412,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         left_out: t.left_out.clone(),
     };
     let by_step = steps.events_by_step();
-    let tokens = step_tokens(t, &steps);
+    let embedded = token_lookups(t, &steps);
     let outer = crate::roofline::outermost_modelled(t, &links);
     // GPU activities replayed by CUDA graphs, per step: (count, summed ns).
     let mut graph_by_step = vec![(0u32, 0i64); steps.steps.len()];
@@ -589,8 +589,8 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             index: si as u32,
             name: step.name.clone(),
             vllm: shape_tuple(step.vllm),
-            tokens: tokens[si].map(|l| l.indices),
-            sequences: tokens[si].and_then(|l| l.sequences),
+            tokens: embedded[si].map(|l| l.indices),
+            sequences: embedded[si].and_then(|l| l.sequences),
             start: step.start,
             gpu_busy,
             gpu_time,
@@ -642,10 +642,10 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     out
 }
 
-/// Per step, the indices looked up by its token embedding: among the step's embedding calls, the one with
+/// Per step, the lookup of its token embedding (its indices and their shape): among the step's embedding calls, the one with
 /// the largest table (a vocabulary of tens of thousands of rows, where a vision tower's position
 /// embedding has hundreds), the earliest of those. One pass over the trace's lookups.
-fn step_tokens<'t>(t: &'t Trace, steps: &steps::Steps) -> Vec<Option<&'t Lookup>> {
+fn token_lookups<'t>(t: &'t Trace, steps: &steps::Steps) -> Vec<Option<&'t Lookup>> {
     let key = |l: &Lookup| (std::cmp::Reverse(l.rows), t.events[l.event as usize].ts);
     let mut best: Vec<Option<&Lookup>> = vec![None; steps.steps.len()];
     for l in &t.lookups {
