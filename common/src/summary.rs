@@ -642,9 +642,9 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     out
 }
 
-/// Per step, the lookup of its token embedding (its indices and their shape): among the step's embedding calls, the one with
-/// the largest table (a vocabulary of tens of thousands of rows, where a vision tower's position
-/// embedding has hundreds), the earliest of those. One pass over the trace's lookups.
+/// Per step, the lookup of its token embedding (its indices and their shape): among the step's embedding
+/// calls, the one with the largest table (a vocabulary of tens of thousands of rows, where a vision
+/// tower's position embedding has hundreds), the earliest of those. One pass over the trace's lookups.
 fn token_lookups<'t>(t: &'t Trace, steps: &steps::Steps) -> Vec<Option<&'t Lookup>> {
     let key = |l: &Lookup| (std::cmp::Reverse(l.rows), t.events[l.event as usize].ts);
     let mut best: Vec<Option<&Lookup>> = vec![None; steps.steps.len()];
