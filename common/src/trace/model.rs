@@ -155,6 +155,10 @@ pub struct LeftOut {
     /// Begin/end events (`ph` B, E) of ops, runtime calls or GPU activities: not read.
     #[serde(default)]
     pub begin_end: u64,
+    /// Events without a phase the Trace Event Format defines (`ph` missing, not a string, or none of its
+    /// letters): nothing says whether they are work, or how long.
+    #[serde(default)]
+    pub unknown_phase: u64,
     /// Complete events of categories the engine does not read, by category, most 8 named (the rest
     /// counted under `...`).
     #[serde(default)]
@@ -170,12 +174,20 @@ impl LeftOut {
 
     /// Whether nothing was left out.
     pub fn is_empty(&self) -> bool {
-        self.no_start == 0 && self.no_duration == 0 && self.begin_end == 0 && self.categories.is_empty()
+        self.no_start == 0
+            && self.no_duration == 0
+            && self.begin_end == 0
+            && self.unknown_phase == 0
+            && self.categories.is_empty()
     }
 
     /// Events left out.
     pub fn total(&self) -> u64 {
-        self.no_start + self.no_duration + self.begin_end + self.categories.iter().map(|(_, n)| n).sum::<u64>()
+        self.no_start
+            + self.no_duration
+            + self.begin_end
+            + self.unknown_phase
+            + self.categories.iter().map(|(_, n)| n).sum::<u64>()
     }
 
     fn note(&mut self, name: &[u8]) {
@@ -205,6 +217,7 @@ impl LeftOut {
         self.no_start += other.no_start;
         self.no_duration += other.no_duration;
         self.begin_end += other.begin_end;
+        self.unknown_phase += other.unknown_phase;
         for (c, n) in other.categories {
             self.count_category(&c, n);
         }
@@ -221,7 +234,7 @@ impl LeftOut {
             return None;
         }
         let mut parts = Vec::new();
-        let timed = self.no_start + self.no_duration + self.begin_end;
+        let timed = self.no_start + self.no_duration + self.begin_end + self.unknown_phase;
         if timed > 0 {
             let mut why = Vec::new();
             if self.no_start > 0 {
@@ -235,6 +248,12 @@ impl LeftOut {
             }
             if self.begin_end > 0 {
                 why.push(format!("{} begin/end events (ph B/E; only complete events, ph X, are read)", self.begin_end));
+            }
+            if self.unknown_phase > 0 {
+                why.push(format!(
+                    "{} without a known phase (ph missing, not a string, or no letter of the Trace Event Format)",
+                    self.unknown_phase
+                ));
             }
             let events = if timed == 1 { "event" } else { "events" };
             parts.push(format!("{timed} {events} left out: {} (the first: `{}`)", why.join(", "), self.example));
@@ -588,8 +607,17 @@ impl Builder {
                 }
                 return;
             }
-            // Metadata, instants, counters: nothing to count.
-            _ => return,
+            // Metadata, instants, counters, async and object events, marks: nothing to count (the Trace
+            // Event Format's phases).
+            b'M' | b'i' | b'I' | b'C' | b'b' | b'n' | b'e' | b'S' | b'T' | b'p' | b'F' | b'N' | b'O' | b'D' | b'R'
+            | b'P' | b'c' | b'v' | b'V' | b'(' | b')' => return,
+            // No phase, or one no exporter writes: whether it is work, and how long, is unknown. Said,
+            // not dropped in silence.
+            _ => {
+                self.trace.left_out.unknown_phase += 1;
+                self.trace.left_out.note(&ev.name);
+                return;
+            }
         }
         let cat = Category::from_cat(&ev.cat);
         // Python frames: only nn.Module frames are kept (they give module paths).
@@ -670,7 +698,11 @@ mod tests {
             {"ph": "X", "cat": "cuda_profiler_range", "name": "r", "pid": 0, "tid": 7, "ts": 1, "dur": 90},
             {"ph": "X", "cat": "Trace", "name": "PyTorch Profiler (0)", "pid": "Spans", "tid": 1, "ts": 1, "dur": 99},
             {"ph": "i", "cat": "cpu_instant_event", "name": "mark", "pid": 1, "tid": 1, "ts": 5},
-            {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "python"}}
+            {"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "python"}},
+            {"cat": "kernel", "name": "no_ph", "pid": 0, "tid": 7, "ts": 60, "dur": 5},
+            {"ph": "Xylophone", "cat": "kernel", "name": "long_ph", "pid": 0, "tid": 7, "ts": 70, "dur": 5},
+            {"ph": 88, "cat": "kernel", "name": "number_ph", "pid": 0, "tid": 7, "ts": 80, "dur": 5},
+            {"ph": "Q", "cat": "kernel", "name": "unknown_ph", "pid": 0, "tid": 7, "ts": 90, "dur": 5}
         ]}"#;
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("t.json");
@@ -681,17 +713,19 @@ mod tests {
             no_start: 1,
             no_duration: 3,
             begin_end: 2,
+            unknown_phase: 4,
             categories: vec![("cuda_profiler_range".into(), 1)],
             example: "no_dur".into(),
         };
         assert_eq!(t.left_out, want);
-        assert_eq!(t.left_out.total(), 7);
+        assert_eq!(t.left_out.total(), 11);
         assert_eq!(
             t.left_out.describe().as_deref(),
             Some(
-                "6 events left out: 1 without a start time (ts), 3 without a valid duration (dur missing, not a \
-                 number or negative), 2 begin/end events (ph B/E; only complete events, ph X, are read) (the \
-                 first: `no_dur`); 1 complete event of categories not read: cuda_profiler_range (1)"
+                "10 events left out: 1 without a start time (ts), 3 without a valid duration (dur missing, not a \
+                 number or negative), 2 begin/end events (ph B/E; only complete events, ph X, are read), 4 without \
+                 a known phase (ph missing, not a string, or no letter of the Trace Event Format) (the first: \
+                 `no_dur`); 1 complete event of categories not read: cuda_profiler_range (1)"
             )
         );
         // Parts of one trace read apart add up; past eight categories the rest are counted together.

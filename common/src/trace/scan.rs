@@ -55,10 +55,14 @@ pub struct KernelArgs {
     pub occupancy_pct: f32,
 }
 
+/// [`RawEvent::ph`] of a `ph` that is a string of more than one byte: no phase of the Trace Event Format.
+pub const PH_NOT_A_LETTER: u8 = 0xFF;
+
 /// The fields of one trace event that the engine uses. Strings borrow from the scanner's buffer.
 #[derive(Debug, Clone, Default)]
 pub struct RawEvent<'a> {
-    /// First byte of `ph` (`X`, `i`, `s`, `f`, `M`, ...), 0 when absent.
+    /// `ph` (`X`, `i`, `s`, `f`, `M`, ...), one letter; 0 when absent or not a string, [`PH_NOT_A_LETTER`]
+    /// when a string of another length (`"Xylophone"` is not `X`).
     pub ph: u8,
     /// `cat`, empty when absent. Text as bytes: the scanner checks the UTF-8 of everything it reads (all
     /// at once for an ASCII buffer), so converting each string again would be wasted.
@@ -563,7 +567,13 @@ impl<'a> Cur<'a> {
         loop {
             let k = self.key()?;
             match &*k {
-                b"ph" => ev.ph = self.opt_string()?.first().copied().unwrap_or(0),
+                b"ph" => {
+                    ev.ph = match &*self.opt_string()? {
+                        [] => 0,
+                        [c] => *c,
+                        _ => PH_NOT_A_LETTER,
+                    }
+                }
                 b"cat" => ev.cat = self.opt_string()?,
                 b"name" => ev.name = self.opt_string()?,
                 b"pid" => ev.pid = self.raw_id()?,
