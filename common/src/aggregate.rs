@@ -94,6 +94,9 @@ pub struct StepRow {
     /// Sequences the step fed to the model ([`StepSummary::sequences`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequences: Option<u64>,
+    /// Forward passes the step's tokens were fed in ([`StepSummary::forward_passes`]).
+    #[serde(default, skip_serializing_if = "crate::summary::at_most_one")]
+    pub forward_passes: u32,
     /// The batch shape of a vLLM annotation of the step or inside it ([`StepSummary::vllm`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vllm: Option<(u32, u32, u32, u32)>,
@@ -145,7 +148,7 @@ impl StepRow {
 
     /// What the step fed to the model ([`StepSummary::fed`]).
     pub fn fed(&self) -> Option<Fed> {
-        self.tokens.map(|tokens| Fed { tokens, sequences: self.sequences })
+        self.tokens.map(|tokens| Fed { tokens, sequences: self.sequences, passes: self.forward_passes.max(1) })
     }
 }
 
@@ -262,11 +265,19 @@ pub fn batch_mismatch(
 /// [`batch_mismatch`] of a step without a vLLM annotation that fed `fed` to the model. Where the mode,
 /// or a prefill's prompt length, is unknown, only what no step of B sequences can do is a mismatch: feed
 /// another number of sequences, or fewer than B tokens (a decode feeds one per sequence, a prefill at
-/// least one per prompt).
+/// least one per prompt). A step that called its token embedding more than once holds several forward
+/// passes, whatever they fed: a step of a controlled batch is one (steps that a step pattern did not match
+/// fold into a neighbour).
 fn fed_mismatch(series: &SeriesKey, step_name: &str, fed: Fed) -> Option<String> {
     let tokens = fed.tokens;
     let b = u64::from(series.batch_size);
     let step = if step_name.is_empty() { "the step".to_string() } else { format!("step {step_name}") };
+    if fed.passes > 1 {
+        return Some(format!(
+            "{step} holds {} forward passes of the model ({} calls of its token embedding, {tokens} tokens in all),              not one (steps outside every step annotation, or whose annotation the step pattern does not match,              fold into the step beside them)",
+            fed.passes, fed.passes
+        ));
+    }
     if let Some(n) = fed.sequences.filter(|&n| n != b) {
         return Some(format!(
             "{step} fed the model {n} × {} tokens (its embedding's input: {n} {}), not the {b} sequences of its \
@@ -325,6 +336,7 @@ impl Aggregate {
             collectives: s.collectives.clone(),
             tokens: s.tokens,
             sequences: s.sequences,
+            forward_passes: s.forward_passes,
             vllm: s.vllm,
         };
         let key = (series.clone(), trace.to_string(), s.index);

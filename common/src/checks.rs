@@ -342,7 +342,7 @@ mod tests {
         );
         // Indices of [sequences, tokens] (transformers) say the sequences, whatever the mode: a prefill of one
         // 128-token prompt in logs_128 feeds as many tokens as 128 decodes, but one sequence.
-        let two_d = |sequences: u64, per: u64| Some(Fed { tokens: sequences * per, sequences: Some(sequences) });
+        let two_d = |sequences: u64, per: u64| Some(Fed::batch(sequences, per));
         assert_eq!(batch_mismatch(&series("decode", 128, 0), "", None, two_d(128, 1)), None);
         assert_eq!(
             batch_mismatch(&series("decode", 128, 0), "", None, two_d(1, 128)).as_deref(),
@@ -352,5 +352,13 @@ mod tests {
         );
         assert!(batch_mismatch(&u, "", None, two_d(1, 128)).is_some());
         assert_eq!(batch_mismatch(&series("prefill", 4, 0), "", None, two_d(4, 128)), None);
+        // Two forward passes of 8 decodes in one step feed 16 tokens of 16 sequences: not a step of 16
+        // decodes, whatever the counts say.
+        let two_passes = Some(Fed { tokens: 16, sequences: Some(16), passes: 2 });
+        assert!(
+            batch_mismatch(&series("decode", 16, 0), "s", None, two_passes)
+                .is_some_and(|w| w.starts_with("step s holds 2 forward passes of the model"))
+        );
+        assert!(batch_mismatch(&u, "", None, two_passes).is_some());
     }
 }

@@ -295,6 +295,7 @@ mod tests {
             collectives: colls.to_vec(),
             tokens: None,
             sequences: None,
+            forward_passes: 0,
             vllm: None,
         }
     }

@@ -15,7 +15,6 @@ use crate::classify::{Classified, Detail, RuleMemo, Rules, classify_step_with};
 use crate::glob::Patterns;
 use crate::trace::key_averages::{KeyTotals, event_times_with_jobs_min, totals};
 use crate::trace::link::NONE;
-use crate::trace::model::Lookup;
 use crate::trace::reader::TraceReader;
 use crate::trace::steps::{self, VllmStepShape};
 use crate::trace::{Category, LeftOut, Links, ReadLimits, Trace, TraceError};
@@ -131,15 +130,21 @@ pub struct StepSummary {
     pub name: String,
     /// Batch shape from a vLLM step name.
     pub vllm: Option<(u32, u32, u32, u32)>,
-    /// Tokens the step fed to the model: the indices of its token embedding call (of its `aten::embedding`
-    /// calls, the one with the largest table, the earliest of those); `None` when the trace recorded no
-    /// shapes or the step made no embedding call (a step replayed from a CUDA graph, or compiled whole).
+    /// Tokens the step fed to the model: the indices its token embedding looked up (the `aten::embedding`
+    /// calls with the largest table), summed over the step's calls of it, one per forward pass; `None`
+    /// when the trace recorded no shapes or the step made no embedding call (a step replayed from a CUDA
+    /// graph, or compiled whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens: Option<u64>,
     /// Sequences the step fed to the model, where its token embedding's indices were `[sequences, tokens
-    /// per sequence]` (transformers); `None` for flat indices (vLLM) or without `tokens`.
+    /// per sequence]` (transformers), summed like `tokens`; `None` for flat indices (vLLM), where any call
+    /// had flat ones, or without `tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequences: Option<u64>,
+    /// Forward passes: the calls of the token embedding summed into `tokens` (0, as in summaries stored
+    /// before it was kept, reads as 1).
+    #[serde(default, skip_serializing_if = "at_most_one")]
+    pub forward_passes: u32,
     /// Start of the step's annotation, ns on the trace's clock (the ranks of a job on one host share it).
     #[serde(default)]
     pub start: i64,
@@ -250,8 +255,13 @@ impl StepSummary {
 
     /// What the step fed to the model; `None` without recorded shapes or an embedding call.
     pub fn fed(&self) -> Option<Fed> {
-        self.tokens.map(|tokens| Fed { tokens, sequences: self.sequences })
+        self.tokens.map(|tokens| Fed { tokens, sequences: self.sequences, passes: self.forward_passes.max(1) })
     }
+}
+
+/// Serde's test for a count of forward passes not worth writing: 1, or 0 (unknown, read as 1).
+pub(crate) fn at_most_one(n: &u32) -> bool {
+    *n <= 1
 }
 
 /// What a step fed to the model: its token embedding's input.
@@ -262,12 +272,20 @@ pub struct Fed {
     /// Sequences, where the indices were `[sequences, tokens per sequence]` (transformers); `None` for
     /// flat indices (vLLM's batches), which do not say how many sequences the tokens belong to.
     pub sequences: Option<u64>,
+    /// Forward passes: how many times the step called its token embedding (a step of a controlled batch
+    /// is one; `tokens` and `sequences` are summed over them).
+    pub passes: u32,
 }
 
 impl Fed {
-    /// Flat indices: `tokens` tokens of sequences unknown.
+    /// One forward pass over flat indices: `tokens` tokens of sequences unknown.
     pub fn tokens(tokens: u64) -> Self {
-        Fed { tokens, sequences: None }
+        Fed { tokens, sequences: None, passes: 1 }
+    }
+
+    /// One forward pass over `[sequences, per]` indices.
+    pub fn batch(sequences: u64, per: u64) -> Self {
+        Fed { tokens: sequences.saturating_mul(per), sequences: Some(sequences), passes: 1 }
     }
 }
 
@@ -412,7 +430,7 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
         left_out: t.left_out.clone(),
     };
     let by_step = steps.events_by_step();
-    let embedded = token_lookups(t, &steps);
+    let fed = fed_per_step(t, &steps);
     let outer = crate::roofline::outermost_modelled(t, &links);
     // GPU activities replayed by CUDA graphs, per step: (count, summed ns).
     let mut graph_by_step = vec![(0u32, 0i64); steps.steps.len()];
@@ -589,8 +607,9 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
             index: si as u32,
             name: step.name.clone(),
             vllm: shape_tuple(step.vllm),
-            tokens: embedded[si].map(|l| l.indices),
-            sequences: embedded[si].and_then(|l| l.sequences),
+            tokens: fed[si].map(|f| f.tokens),
+            sequences: fed[si].and_then(|f| f.sequences),
+            forward_passes: fed[si].map_or(0, |f| f.passes),
             start: step.start,
             gpu_busy,
             gpu_time,
@@ -642,19 +661,29 @@ pub fn summarize(t: &Trace, opts: &AnalyzeOptions) -> TraceSummary {
     out
 }
 
-/// Per step, the lookup of its token embedding (its indices and their shape): among the step's embedding
-/// calls, the one with the largest table (a vocabulary of tens of thousands of rows, where a vision
-/// tower's position embedding has hundreds), the earliest of those. One pass over the trace's lookups.
-fn token_lookups<'t>(t: &'t Trace, steps: &steps::Steps) -> Vec<Option<&'t Lookup>> {
-    let key = |l: &Lookup| (std::cmp::Reverse(l.rows), t.events[l.event as usize].ts);
-    let mut best: Vec<Option<&Lookup>> = vec![None; steps.steps.len()];
+/// Per step, what it fed to the model: the indices its token embedding looked up, summed over every
+/// call of it in the step (one per forward pass), and their sequences where every call's indices were
+/// `[sequences, tokens]`. The token embedding is the step's embedding table with the most rows (a
+/// vocabulary of tens of thousands of rows, where a vision tower's position embedding has hundreds).
+/// Summed, not the first call's: a step that holds several forward passes (steps whose annotations the
+/// step pattern did not match fold into a neighbour) fed all of them, and must not pass the batch check
+/// as one. One pass over the trace's lookups.
+fn fed_per_step(t: &Trace, steps: &steps::Steps) -> Vec<Option<Fed>> {
+    // Per step: the table's rows and what its calls fed so far.
+    let mut acc: Vec<Option<(u64, Fed)>> = vec![None; steps.steps.len()];
     for l in &t.lookups {
-        let Some(b) = best.get_mut(steps.of_event[l.event as usize] as usize) else { continue };
-        if b.is_none_or(|c| key(l) < key(c)) {
-            *b = Some(l);
+        let Some(a) = acc.get_mut(steps.of_event[l.event as usize] as usize) else { continue };
+        match a {
+            Some((rows, fed)) if *rows == l.rows => {
+                fed.tokens = fed.tokens.saturating_add(l.indices);
+                fed.sequences = fed.sequences.zip(l.sequences).map(|(s, n)| s.saturating_add(n));
+                fed.passes = fed.passes.saturating_add(1);
+            }
+            Some((rows, _)) if *rows > l.rows => {}
+            _ => *a = Some((l.rows, Fed { tokens: l.indices, sequences: l.sequences, passes: 1 })),
         }
     }
-    best
+    acc.into_iter().map(|a| a.map(|(_, fed)| fed)).collect()
 }
 
 /// Gives the replayed activities among `counted` the op and category of the reference activities they map
@@ -762,13 +791,14 @@ mod tests {
         // (a vocabulary of 32000): the step fed 4 × 128 tokens to the model, not 577.
         let s =
             summary(&[embedding(10, "[577, 1024]", "[1, 577]"), embedding(20, "[32000, 4096]", "[4, 128]")].join(","));
-        assert_eq!(
-            s.steps.iter().map(|s| s.fed()).collect::<Vec<_>>(),
-            [Some(Fed { tokens: 512, sequences: Some(4) })]
-        );
-        // Of two tables of one size, the earlier call; indices of no size, or none, say nothing.
+        assert_eq!(s.steps.iter().map(|s| s.fed()).collect::<Vec<_>>(), [Some(Fed::batch(4, 128))]);
+        // A step that holds two forward passes (8 decodes each) fed 16 tokens, not the first pass's 8: it
+        // must not pass for a step of batch 8. Sequences are summed while every call has them.
+        let s = summary(&[embedding(20, "[32000, 64]", "[8, 1]"), embedding(10, "[32000, 64]", "[8, 1]")].join(","));
+        assert_eq!(s.steps[0].fed(), Some(Fed { tokens: 16, sequences: Some(16), passes: 2 }));
         let s = summary(&[embedding(20, "[32000, 64]", "[8]"), embedding(10, "[32000, 64]", "[8, 1]")].join(","));
-        assert_eq!(s.steps[0].fed(), Some(Fed { tokens: 8, sequences: Some(8) }));
+        assert_eq!(s.steps[0].fed(), Some(Fed { tokens: 16, sequences: None, passes: 2 }));
+        // Indices of no size, or none, say nothing.
         // vLLM's flat batches do not say their sequences.
         let s = summary(&embedding(10, "[32000, 64]", "[24]"));
         assert_eq!(s.steps[0].fed(), Some(Fed::tokens(24)));

@@ -37,8 +37,8 @@ pub struct Inferred {
 /// `None` when there is nothing to infer (decode, or prefill of a known length) or nothing says it: no
 /// input is fed by more than half of the group's steps (steps without one are among them, so that a
 /// folder of graph-replayed decodes is not taken for its few eager prefills), or it is not one of batch
-/// `batch`'s: another number of sequences, where the indices say it (`[sequences, tokens]`), or a token
-/// count that is not a multiple of B. Otherwise the majority's token count `c` gives:
+/// `batch`'s: more than one forward pass per step, another number of sequences, where the indices say it
+/// (`[sequences, tokens]`), or a token count that is not a multiple of B. Otherwise the majority's token count `c` gives:
 /// - mode unknown: decode when `c` = B; prefill of L = `c` / B when `c` is a multiple of B at least 2 B
 ///   (and L agrees with a known `input_len`);
 /// - prefill of unknown length: L = `c` / B when that is at least 2 (B tokens is what B decodes feed: a
@@ -52,7 +52,7 @@ pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, fed: &[Option<Fed>]
         return None;
     }
     let (most, agreeing) = majority(fed)?;
-    if most.sequences.is_some_and(|n| n != b) {
+    if most.passes > 1 || most.sequences.is_some_and(|n| n != b) {
         return None;
     }
     let c = most.tokens;
@@ -120,6 +120,10 @@ mod tests {
         // Decode, or prefill of a known length: nothing to infer.
         assert_eq!(infer(8, Some(Mode::Decode), &[8, 8]), None);
         assert_eq!(super::infer(4, Some(Mode::Prefill), 128, &counts(&[512])), None);
+        // Steps of two forward passes of 8 decodes each: 16 tokens, but not 16 decodes, nor 8.
+        let two = Some(Fed { tokens: 16, sequences: None, passes: 2 });
+        assert_eq!(super::infer(16, None, 0, &[two, two]), None);
+        assert_eq!(super::infer(8, None, 0, &[two, two]), None);
     }
 
     #[test]
@@ -138,7 +142,7 @@ mod tests {
 
     #[test]
     fn two_dimensional_indices_say_the_sequences() {
-        let fed = |sequences, per| Some(Fed { tokens: sequences * per, sequences: Some(sequences) });
+        let fed = |sequences, per| Some(Fed::batch(sequences, per));
         // logs_8 holding three prefills of one 128-token prompt and two decodes of 8: 128 tokens is 8 × 16,
         // but [1, 128] is one sequence, not batch 8's.
         assert_eq!(infer(8, None, 0, &[fed(1, 128), fed(1, 128), fed(1, 128), fed(8, 1), fed(8, 1)]), None);

@@ -688,3 +688,61 @@ fn steps_whose_batch_nothing_checks_are_counted_in_a_note() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!stderr(&o).contains("could not be checked"), "{}", stderr(&o));
 }
+
+/// `steps.csv` rows keyed by step name: (model_tokens, left_out, attention_us, linear_us, others_us).
+fn step_rows(out: &Path) -> std::collections::BTreeMap<String, (String, String, f64, f64, f64)> {
+    let text = std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv");
+    let mut rows = csv_rows(&text);
+    let header = rows.remove(0);
+    let at = |name: &str| header.iter().position(|h| h == name).expect(name);
+    let us = |r: &[String], name: &str| r[at(name)].parse::<f64>().expect(name);
+    rows.iter()
+        .map(|r| {
+            let times = (us(r, "attention_us"), us(r, "linear_us"), us(r, "others_us"));
+            (
+                r[at("step_name")].clone(),
+                (r[at("model_tokens")].clone(), r[at("left_out")].clone(), times.0, times.1, times.2),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_step_that_folds_in_the_forward_passes_of_unmatched_steps_is_left_out() {
+    // A step pattern that matches only some of a trace's steps: the work of the unmatched steps before
+    // the first match goes to it (four whole forward passes of batch 16). Its embedding ran five times:
+    // it fed the model 80 tokens, not 16, and must not be averaged into batch 16's row.
+    let dir = tempfile::tempdir().expect("tmp");
+    let name = "decode_bs16_8steps.pt.trace.json.zst";
+    std::fs::copy(fixture("h200-llama-1b/multistep").join(name), dir.path().join(name)).expect("copy");
+    let (o, all) = ingest(dir.path(), &["--batch-size", "16"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let every_step = step_rows(&all);
+    std::fs::remove_dir_all(&all).expect("rm");
+
+    let (o, out) = ingest(dir.path(), &["--batch-size", "16", "--step-pattern", "execute_model_step_[4-7]"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("1 of 4 steps ran another batch"), "{}", stderr(&o));
+    let rows = step_rows(&out);
+    let listed: Vec<(&str, &str, &str)> = rows.iter().map(|(k, v)| (k.as_str(), v.0.as_str(), v.1.as_str())).collect();
+    assert_eq!(
+        listed,
+        [
+            ("execute_model_step_4", "80", "batch_mismatch"),
+            ("execute_model_step_5", "16", ""),
+            ("execute_model_step_6", "16", ""),
+            ("execute_model_step_7", "16", ""),
+        ]
+    );
+    // Batch 16's row is the mean of steps 5 to 7, as they are when every step is matched.
+    let kept = ["execute_model_step_5", "execute_model_step_6", "execute_model_step_7"];
+    let mean =
+        |f: fn(&(String, String, f64, f64, f64)) -> f64| kept.iter().map(|k| f(&every_step[*k])).sum::<f64>() / 3.0;
+    let want = [mean(|r| r.2), mean(|r| r.3), mean(|r| r.4)];
+    let text = std::fs::read_to_string(out.join("op_times.tsv")).expect("op_times.tsv");
+    let row: Vec<f64> = text.lines().nth(1).expect("a row").split('\t').map(|v| v.parse().expect("number")).collect();
+    assert_eq!(row[0], 16.0, "{text}");
+    for (got, us) in row[1..].iter().zip(want) {
+        assert!((got - us / 1000.0).abs() < 2e-6, "{text}: want {want:?} µs");
+    }
+}
