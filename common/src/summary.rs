@@ -242,6 +242,35 @@ pub struct TraceSummary {
     pub left_out: LeftOut,
 }
 
+/// What tells one recording of a trace from another, whatever file holds it: a copy, the same JSON
+/// compressed another way or written again, a hard link ([`TraceSummary::recording`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Recording {
+    gpu: String,
+    rank: Option<u32>,
+    events: u64,
+    /// Per step: start (ns, trace clock), GPU time (ns), span (ns), kernels.
+    steps: Vec<(i64, i64, i64, u64)>,
+}
+
+impl TraceSummary {
+    /// The trace's recording: its GPU, rank and event count, and each step's start, GPU time, span and
+    /// kernel count, to the nanosecond. Two profiled runs do not share all of these (step starts are
+    /// times on the host's clock); two files of one recording always do. `None` for a trace without a
+    /// step that ran on the GPU, where the times would not tell two recordings apart.
+    pub fn recording(&self) -> Option<Recording> {
+        if !self.steps.iter().any(|s| s.kernel_count > 0 || s.gpu_time > 0) {
+            return None;
+        }
+        Some(Recording {
+            gpu: self.gpu.clone(),
+            rank: self.rank,
+            events: self.events,
+            steps: self.steps.iter().map(|s| (s.start, s.gpu_time, s.wall_span, s.kernel_count)).collect(),
+        })
+    }
+}
+
 impl StepSummary {
     /// Whether the step had any GPU activity (a kernel, copy or set, or GPU time).
     pub fn has_gpu_activity(&self) -> bool {

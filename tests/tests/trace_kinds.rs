@@ -746,3 +746,29 @@ fn a_step_that_folds_in_the_forward_passes_of_unmatched_steps_is_left_out() {
         assert!((got - us / 1000.0).abs() < 2e-6, "{text}: want {want:?} µs");
     }
 }
+
+#[test]
+fn one_recording_in_several_files_is_counted_once() {
+    // A trace beside its decompressed copy, a gzip copy and a hard link to that copy: one recording,
+    // counted once (before: "ingested 5 traces, 5 steps", three identical rows in steps.csv).
+    let (copies, only) = two_trees("decode/logs_8", "decode/logs_8", 3);
+    let dir = copies.path().join("decode/logs_8");
+    let zst = std::fs::read(dir.join("trace_0.json.zst")).expect("read");
+    let json = zstd::decode_all(zst.as_slice()).expect("zstd");
+    std::fs::write(dir.join("trace_0.json"), &json).expect("write");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &json).expect("gzip");
+    std::fs::write(dir.join("trace_0_copy.json.gz"), gz.finish().expect("gzip")).expect("write");
+    std::fs::hard_link(dir.join("trace_0.json"), dir.join("trace_9.json")).expect("link");
+    let (o, out_copies) = ingest(copies.path(), &[]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("ingested 3 traces, 3 steps (3 files skipped)"), "{err}");
+    assert_eq!(err.matches("(the same events, step starts and GPU times): counted once").count(), 3, "{err}");
+    let (o, out_only) = ingest(only.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_files(&out_copies, &out_only, &SERIES_TABLES);
+    // One row per recording (the first file of each by path names it).
+    let rows = |out: &Path| csv_rows(&std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv")).len();
+    assert_eq!(rows(&out_copies), rows(&out_only));
+}

@@ -156,6 +156,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let threads = a.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let results = parse_all(&jobs, &opts, threads);
+    let (jobs, results) = once_per_recording(jobs, results, &mut skipped);
 
     let given = Given { host: a.host.clone(), batch_size: a.batch_size, mode: a.mode, input_len: a.input_len };
     // Every trace is read before any step is added: a folder's steps together say its workload where
@@ -305,6 +306,39 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The jobs and their results without the second and later files of one recording (a trace beside its
+/// decompressed or recompressed copy, a hard link, a copy under another name), each added to `skipped`
+/// with the first: like a file reached twice, a recording is counted once.
+fn once_per_recording(
+    jobs: Vec<Job>,
+    results: Vec<Result<TraceSummary, TraceError>>,
+    skipped: &mut Vec<(PathBuf, String)>,
+) -> (Vec<Job>, Vec<Result<TraceSummary, TraceError>>) {
+    let mut first_of: std::collections::HashMap<_, PathBuf> = std::collections::HashMap::new();
+    jobs.into_iter()
+        .zip(results)
+        .filter(|(job, res)| {
+            let Some(recording) = res.as_ref().ok().and_then(TraceSummary::recording) else { return true };
+            match first_of.get(&recording) {
+                Some(first) => {
+                    skipped.push((
+                        job.path.clone(),
+                        format!(
+                            "the same recording as {} (the same events, step starts and GPU times): counted once",
+                            first.display()
+                        ),
+                    ));
+                    false
+                }
+                None => {
+                    first_of.insert(recording, job.path.clone());
+                    true
+                }
+            }
+        })
+        .unzip()
 }
 
 /// Parses every job on `threads` workers; results come back in job order.
