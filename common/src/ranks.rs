@@ -125,13 +125,23 @@ pub fn merge(agg: &Aggregate) -> Merged {
         };
         let what =
             format!("{} {} batch {} (tp {}), {place}", series.host, series.mode_label(), series.batch_size, series.tp);
-        let missing: Vec<u32> = (0..series.tp).filter(|r| !ranks.contains_key(r)).collect();
+        // The world size comes from the trace: counted, not listed, past a few (a corrupt one of billions
+        // must not take the memory or the time of a list).
+        let present = ranks.keys().filter(|&&r| r < series.tp).count() as u64;
+        let missing = u64::from(series.tp) - present;
         let extra: Vec<u32> = ranks.keys().copied().filter(|&r| r >= series.tp).collect();
-        if !missing.is_empty() || !extra.is_empty() {
-            let why = if missing.is_empty() {
+        if missing > 0 || !extra.is_empty() {
+            let why = if missing == 0 {
                 format!("traces of ranks {extra:?}, beyond the job's {} ranks", series.tp)
             } else {
-                format!("no trace of rank(s) {missing:?} of {}", series.tp)
+                const LISTED: usize = 8;
+                let first: Vec<u32> = (0..series.tp).filter(|r| !ranks.contains_key(r)).take(LISTED).collect();
+                let more = if missing > LISTED as u64 {
+                    format!(" and {} more", missing - LISTED as u64)
+                } else {
+                    String::new()
+                };
+                format!("no trace of rank(s) {first:?}{more} of {}", series.tp)
             };
             out.problems.push((series.clone(), format!("{what}: {why}: {LEFT_OUT}")));
             continue;
@@ -344,6 +354,32 @@ mod tests {
         assert_eq!(m.steps[0].end_skew, 150_000);
         assert!(m.steps[0].ranks.iter().all(|r| r.wait == 0));
         assert_eq!(m.problems.len(), 1, "{:?}", m.problems);
+    }
+
+    #[test]
+    fn a_world_size_of_billions_is_counted_not_listed() {
+        // A corrupt distributedInfo.world_size: the missing ranks are counted, the first few named, at
+        // once (listing them all took 17 GB and minutes).
+        let series = SeriesKey {
+            host: "h".into(),
+            gpu: "g".into(),
+            mode: None,
+            batch_size: 1,
+            input_len: 0,
+            tp: 4_000_000_000,
+            rank: 0,
+        };
+        let mut agg = Aggregate::default();
+        agg.steps.insert((series.clone(), "d/rank0.json".into(), 0), row(0, 1000, &[[10, 20]]));
+        agg.steps
+            .insert((SeriesKey { rank: 2, ..series.clone() }, "d/rank2.json".into(), 0), row(0, 1000, &[[10, 20]]));
+        let m = merge(&agg);
+        assert!(m.steps.is_empty());
+        assert!(
+            m.problems[0].1.contains("no trace of rank(s) [1, 3, 4, 5, 6, 7, 8, 9] and 3999999990 more of 4000000000"),
+            "{:?}",
+            m.problems
+        );
     }
 
     #[test]
