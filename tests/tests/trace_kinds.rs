@@ -772,3 +772,46 @@ fn one_recording_in_several_files_is_counted_once() {
     let rows = |out: &Path| csv_rows(&std::fs::read_to_string(out.join("steps.csv")).expect("steps.csv")).len();
     assert_eq!(rows(&out_copies), rows(&out_only));
 }
+
+#[test]
+fn times_past_what_the_sums_hold_are_refused_naming_the_events() {
+    // Each value fits in 64 bits of nanoseconds, but their sums would not: three kernels of 7e15 µs
+    // wrapped the op's device time around to 2.55e15 µs without a word, and starts 1.8e19 ns apart gave a
+    // negative wall span.
+    let dir = tempfile::tempdir().expect("tmp");
+    let kernel = |name: &str, ts: &str, dur: &str| {
+        format!(
+            r#"{{"ph":"X","cat":"kernel","name":"{name}","pid":0,"tid":7,"ts":{ts},"dur":{dur},"args":{{"correlation":1}}}}"#
+        )
+    };
+    let cases = [
+        (
+            "wrap.json",
+            vec![kernel("k", "10", "7e15"), kernel("k", "10", "7e15"), kernel("k", "10", "7e15")],
+            "its events span",
+        ),
+        (
+            "span.json",
+            vec![kernel("early", "-9e15", "1"), kernel("late", "9e15", "1")],
+            "from the start of `early` to the end of `late`",
+        ),
+        (
+            "sum.json",
+            vec![kernel("k", "10", "5e14"), kernel("k", "10", "5e14"), kernel("k", "10", "5e14")],
+            "durations add up to 1500000000000000000 ns",
+        ),
+    ];
+    for (file, events, said) in cases {
+        let path = dir.path().join(file);
+        std::fs::write(&path, format!(r#"{{"traceEvents":[{}]}}"#, events.join(","))).expect("write");
+        let o = coord(&["analyze", &path.to_string_lossy()]);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{file}: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(err.contains(file) && err.contains(said) && err.contains("past 2^60 ns"), "{file}: {err}");
+    }
+    // Times of a real profile pass: a wall clock of 2026 in nanoseconds is near 2^61, its spans are short.
+    let ok = dir.path().join("ok.json");
+    std::fs::write(&ok, format!(r#"{{"traceEvents":[{}]}}"#, kernel("k", "1795978119558.305", "12.5"))).expect("write");
+    let o = coord(&["analyze", &ok.to_string_lossy()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -90,6 +90,18 @@ pub enum TraceError {
         /// A few annotation names of the trace (`none` when it has none).
         seen: String,
     },
+    /// Event times past what the engine's sums hold ([`crate::trace::model::TIME_LIMIT_NS`]): not the
+    /// times of a profile (a corrupt or hand-made file).
+    #[error(
+        "{file}: {what}: past 2^60 ns (36 years), beyond which the engine's 64-bit sums of nanoseconds could \
+         overflow; these are not a profile's times"
+    )]
+    Times {
+        /// The file.
+        file: PathBuf,
+        /// Which times, with the events that hold them.
+        what: String,
+    },
     /// The JSON text is malformed or not a Chrome trace.
     #[error("{location}: {message}")]
     Syntax {
@@ -111,7 +123,8 @@ impl TraceError {
             | TraceError::Bomb { file, .. }
             | TraceError::NotATrace { file, .. }
             | TraceError::NoEagerSteps { file }
-            | TraceError::NoSteps { file, .. } => *file = name,
+            | TraceError::NoSteps { file, .. }
+            | TraceError::Times { file, .. } => *file = name,
             TraceError::Syntax { location, .. } => location.file = name,
         }
         self

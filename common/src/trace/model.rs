@@ -383,6 +383,7 @@ impl Trace {
     pub fn read(reader: &mut TraceReader, limits: &ReadLimits) -> Result<Self, TraceError> {
         let (mut t, scanned) = Self::read_part(reader, limits, Part::default())?;
         check_document(reader.file(), &scanned, t.meta.event_count)?;
+        check_times(reader.file(), &t)?;
         // The vectors grew by doubling: up to half of their room is unused, and the link and table
         // stages allocate their own per-event vectors next (peak memory is reached there).
         t.events.shrink_to_fit();
@@ -532,6 +533,44 @@ impl Tables {
         }
         Renumber { names, threads, kernels }
     }
+}
+
+/// The span of a trace's event times, and the sum of its events' durations, that the engine accepts:
+/// 2^60 ns, 36 years. Every time the engine computes is a difference of two event times or a sum of
+/// durations, kept in i64 nanoseconds (up to 2^63); under this bound a sum of eight such values still
+/// fits. Each value alone was already bounded to 64 bits by the scanner, but a few of them (one kernel
+/// of 7e15 µs, three times) wrapped the sums around without a word.
+pub const TIME_LIMIT_NS: i64 = 1 << 60;
+
+/// Refuses a trace whose events span more than [`TIME_LIMIT_NS`] (first start to last end) or whose
+/// durations add up to more, naming the events. One pass over the events, after they are read.
+pub(crate) fn check_times(file: &Path, t: &Trace) -> Result<(), TraceError> {
+    let (mut first, mut last, mut total) = (None::<(i64, usize)>, None::<(i128, usize)>, 0i128);
+    for (i, e) in t.events.iter().enumerate() {
+        total += i128::from(e.dur);
+        let end = i128::from(e.ts) + i128::from(e.dur);
+        if first.is_none_or(|(ts, _)| e.ts < ts) {
+            first = Some((e.ts, i));
+        }
+        if last.is_none_or(|(end_before, _)| end > end_before) {
+            last = Some((end, i));
+        }
+    }
+    let (Some((start, a)), Some((end, b))) = (first, last) else { return Ok(()) };
+    let name = |i: usize| t.name(t.events[i].name);
+    let what = if end - i128::from(start) > i128::from(TIME_LIMIT_NS) {
+        format!(
+            "its events span {} ns, from the start of `{}` to the end of `{}`",
+            end - i128::from(start),
+            name(a),
+            name(b)
+        )
+    } else if total > i128::from(TIME_LIMIT_NS) {
+        format!("its events' durations add up to {total} ns")
+    } else {
+        return Ok(());
+    };
+    Err(TraceError::Times { file: file.to_path_buf(), what })
 }
 
 /// Builds a [`Trace`] from scanned events.

@@ -298,6 +298,7 @@ pub fn open_pieces(
     };
     let check = super::scan::Scanned { phased, ..first };
     check_document(path, &check, trace.meta.event_count)?;
+    super::model::check_times(path, &trace)?;
     trace.meta.bytes = source.len();
     trace.meta.in_top_array = top_array;
     // Where the time went (`RUST_LOG=debug`): what runs before and after the threads is what limits the
