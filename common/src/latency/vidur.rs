@@ -25,7 +25,9 @@
 //! **`attention.csv`**: one row per curve, batch size and context: decode rows have `batch_size`,
 //! `kv_cache_size` = input length (the prompt already in the cache), `prefill_chunk_size` 0,
 //! `is_prefill` `False`; prefill rows have `batch_size`, `kv_cache_size` 0, `prefill_chunk_size` = input
-//! length, `is_prefill` `True`. Columns: the stats of `attn_prefill` and `attn_decode`, then
+//! length, `is_prefill` `True`; where the input length is unknown (`input_len` 0: no path part, flag or
+//! vLLM prefill step name said it), the decode rows' `kv_cache_size` and the prefill rows'
+//! `prefill_chunk_size` are empty, not 0 (a simulator would read an empty cache). Columns: the stats of `attn_prefill` and `attn_decode`, then
 //! `batch_size`, `kv_cache_size`, `prefill_chunk_size`, `is_prefill`, `num_tensor_parallel_workers`,
 //! `num_layers`, `steps`, `host`, `gpu`, `mode`, `rank`.
 //!
@@ -206,11 +208,14 @@ fn write_attention(path: &Path, results: &Results, layers: &BTreeMap<StepKey, u3
         let empty: [String; 5] = Default::default();
         let (pre, dec) = if prefill { (attn, empty) } else { (empty, attn) };
         let mut row: Vec<String> = pre.into_iter().chain(dec).collect();
-        let (kv_cache_size, chunk) = if prefill { (0, input_len) } else { (input_len, 0) };
+        // An unknown input length (0) is not a context of 0 tokens: the field it sets is left empty.
+        let known = |n: u32| if input_len == 0 { String::new() } else { n.to_string() };
+        let (kv_cache_size, chunk) =
+            if prefill { ("0".to_string(), known(input_len)) } else { (known(input_len), "0".to_string()) };
         row.extend([
             batch_size.to_string(),
-            kv_cache_size.to_string(),
-            chunk.to_string(),
+            kv_cache_size,
+            chunk,
             if prefill { "True" } else { "False" }.to_string(),
             curve.tp.to_string(),
             layers_column(layers, &steps),
@@ -323,6 +328,29 @@ mod tests {
         let mean_us = steps.iter().map(|s| s.detail_us[Detail::KqvProj.index()]).sum::<f64>() / steps.len() as f64;
         assert_eq!(num(&rows[0], "num_layers"), 1.0);
         assert!(close(num(&rows[0], "time_stats.attn_pre_proj.mean"), mean_us / 1000.0));
+    }
+
+    #[test]
+    fn an_unknown_input_length_leaves_the_context_empty_not_zero() {
+        // vLLM decode traces say no prompt length: the rows' kv_cache_size is unknown, not an empty cache.
+        for path in ["h200-vllm/decode", "h200-vllm/prefill"] {
+            let mut results = committed(path);
+            for s in &mut results.steps {
+                s.series.input_len = 0;
+            }
+            let out = tempfile::tempdir().expect("tempdir");
+            let files = write_vidur(out.path(), &results).expect("written");
+            let (_, rows) = read_csv(&files[1]);
+            assert!(!rows.is_empty());
+            for row in &rows {
+                let (unknown, zero) = if row["is_prefill"] == "True" {
+                    ("prefill_chunk_size", "kv_cache_size")
+                } else {
+                    ("kv_cache_size", "prefill_chunk_size")
+                };
+                assert_eq!((row[unknown].as_str(), row[zero].as_str()), ("", "0"), "{path}");
+            }
+        }
     }
 
     #[test]
