@@ -29,6 +29,14 @@ fn ingest_path(path: &Path, out: &Path) -> String {
     stderr
 }
 
+/// `coord ingest PATH --out OUT` that must fail (every step left out); its stderr.
+fn ingest_path_failing(path: &Path, out: &Path) -> String {
+    let o = Command::new(bin("coord")).arg("ingest").arg(path).arg("--out").arg(out).output().expect("coord");
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "coord ingest succeeded: {stderr}");
+    stderr
+}
+
 /// One CSV row: column -> value.
 type Row = BTreeMap<String, String>;
 
@@ -298,7 +306,9 @@ fn ranks_of_two_runs_in_one_folder_are_not_merged_and_stay_out_of_the_seed_table
         std::fs::copy(&f, mixed.join(f.file_name().expect("name"))).expect("copy");
     }
     let out = tmp.path().join("out");
-    let stderr = ingest_path(&tmp.path().join("mixed"), &out);
+    // Every step is left out: the tables are written (steps.csv says why for each), and the command fails.
+    let stderr = ingest_path_failing(&tmp.path().join("mixed"), &out);
+    assert!(stderr.contains("the seed tables") && stderr.contains("hold no row"), "{stderr}");
     assert!(
         stderr.contains("starts") && stderr.contains("s apart on the ranks (over 1 s): not one job's steps"),
         "{stderr}"
@@ -317,6 +327,6 @@ fn ranks_of_two_runs_in_one_folder_are_not_merged_and_stay_out_of_the_seed_table
             std::fs::copy(e.path(), one.join(e.file_name())).expect("copy");
         }
     }
-    let stderr = ingest_path(&one, &tmp.path().join("out1"));
+    let stderr = ingest_path_failing(&one, &tmp.path().join("out1"));
     assert!(stderr.contains("no trace of rank(s) [1] of 2") && stderr.contains("rank0."), "{stderr}");
 }

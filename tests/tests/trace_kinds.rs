@@ -301,7 +301,7 @@ fn keep_going_writes_the_tables_of_the_readable_traces_and_still_fails() {
     std::fs::copy(fixture("h200-llama-1b/decode/logs_8/trace_0.json.zst"), dir.join("trace_0.json.zst")).expect("copy");
     std::fs::write(dir.join("trace_1.json"), r#"{"traceEvents":[{"ph":"X","#).expect("write");
     let (o, out) = ingest(tmp.path(), &[]);
-    assert!(!o.status.success() && stderr(&o).contains("1 of 2 traces could not be read"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("1 of 2 traces could not be counted"), "{}", stderr(&o));
     assert!(!out.join("op_times.tsv").exists());
     let (o, out) = ingest(tmp.path(), &["--keep-going"]);
     let err = stderr(&o);

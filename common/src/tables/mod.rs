@@ -130,6 +130,13 @@ pub fn write_results(dir: &Path, agg: &Aggregate, layout: Layout) -> io::Result<
     Ok(written)
 }
 
+/// Rows the seed tables (`op_times.tsv`, `op_times_detailed.tsv`) of `agg` hold, over every group: the
+/// batch sizes with at least one step counted. 0 when every step was left out (another batch, ranks
+/// not merged, no GPU activity).
+pub fn seed_rows(agg: &Aggregate) -> usize {
+    by_batch(agg, &ranks::merge(agg), &|_: &SeriesKey| true).len()
+}
+
 /// A CSV (`b','`) or TSV (`b'\t'`) writer on a new file at `path`.
 fn create(path: &Path, delimiter: u8) -> io::Result<csv::Writer<fs::File>> {
     Ok(csv::WriterBuilder::new().delimiter(delimiter).from_writer(fs::File::create(path)?))

@@ -203,7 +203,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if !errors.is_empty() && !a.keep_going {
         bail!(
-            "{} of {} traces could not be read (--keep-going writes the tables of the others):\n  {}",
+            "{} of {} traces could not be counted (--keep-going writes the tables of the others):\n  {}",
             errors.len(),
             read + errors.len(),
             errors.join("\n  ")
@@ -299,10 +299,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     if !errors.is_empty() {
         bail!(
-            "{} of {} traces could not be read; the tables hold the other {read}:\n  {}",
+            "{} of {} traces could not be counted; the tables hold the other {read}:\n  {}",
             errors.len(),
             read + errors.len(),
             errors.join("\n  ")
+        );
+    }
+    // Steps ran on the GPU, yet the seed tables hold none of them: every one was left out (the warnings
+    // above say why). Header-only tables are not a result.
+    let on_gpu = agg.steps.values().filter(|r| r.has_gpu_activity()).count();
+    if on_gpu > 0 && tables::seed_rows(&agg) == 0 {
+        bail!(
+            "the seed tables ({}) hold no row: each of the {on_gpu} steps that ran on the GPU was left out, for the \
+             reasons warned above (steps.csv lists every step with its left_out)",
+            a.out.display()
         );
     }
     Ok(())
