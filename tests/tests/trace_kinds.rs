@@ -815,3 +815,43 @@ fn times_past_what_the_sums_hold_are_refused_naming_the_events() {
     let o = coord(&["analyze", &ok.to_string_lossy()]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn a_folder_of_as_many_decodes_as_prefills_reads_each_steps_workload_from_its_own_count() {
+    // logs_1 with no mode above it, holding two prefills of a 128-token prompt and two decodes: no count is
+    // most steps', and the four were averaged into one batch-1 row (a blend of 2.5 ms prefills and 1.9 ms
+    // decodes) under a note that said they could not be checked.
+    let src = fixture("h200-llama-1b");
+    let (mixed, apart) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let logs = mixed.path().join("results/logs_1");
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    for (mode, i) in [("prefill", 0), ("prefill", 1), ("decode", 0), ("decode", 1)] {
+        let name = format!("trace_{i}.json.zst");
+        // Named so that nothing in the path says the mode.
+        let copy = format!("trace_{}{i}.json.zst", if mode == "prefill" { "p" } else { "q" });
+        std::fs::copy(src.join(format!("{mode}/logs_1/{name}")), logs.join(copy)).expect("copy");
+        let dir = apart.path().join(format!("{mode}/logs_1"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::copy(src.join(format!("{mode}/logs_1/{name}")), dir.join(&name)).expect("copy");
+    }
+    let (o, out_mixed) = ingest(mixed.path(), &[]);
+    let said = stderr(&o);
+    assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("each step's workload was read from its own count")
+            && said.contains("logs_1: 2 steps fed 1 × 1 tokens, 2 steps fed 1 × 128 tokens"),
+        "{said}"
+    );
+    assert!(!said.contains("could not be checked"), "{said}");
+    let mut modes: Vec<(String, String)> = steps(&out_mixed).into_iter().map(|r| (r.0, r.2)).collect();
+    modes.sort();
+    let want = [("decode", "0"), ("decode", "0"), ("prefill", "128"), ("prefill", "128")];
+    assert_eq!(modes, want.map(|(m, l)| (m.to_string(), l.to_string())));
+    // The tables are those of the same traces in decode/ and prefill/ folders.
+    let (o, out_apart) = ingest(apart.path(), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for mode in ["decode", "prefill"] {
+        assert_same_files(&out_mixed.join(mode), &out_apart.join(mode), &["op_times.tsv", "op_times_detailed.tsv"]);
+    }
+    assert_same_files(&out_mixed, &out_apart, &["kernels.csv", "ops.csv"]);
+}

@@ -75,6 +75,9 @@ type Group = (PathBuf, SeriesKey);
 #[derive(Debug, Default)]
 pub(super) struct Series {
     inferred: BTreeMap<Group, Inferred>,
+    /// Folders whose steps fed different counts, none of them most steps: each step's workload is read
+    /// from its own count. With the counts, and the steps that fed each.
+    split: BTreeMap<Group, BTreeMap<Fed, usize>>,
 }
 
 fn group(at: At<'_>, series: &SeriesKey) -> Group {
@@ -98,10 +101,20 @@ impl Series {
         }
         let mut out = Series::default();
         for (g, counts) in fed {
-            // Where the tokens do not say it either, the steps keep their unknowns (and are counted in
-            // the note on unchecked steps).
             if let Some(w) = workload::infer(g.1.batch_size, g.1.mode, g.1.input_len, &counts) {
                 out.inferred.insert(g, w);
+                continue;
+            }
+            // No count is most steps': where the steps that have one disagree (two prefills and two
+            // decodes of batch 1 in one logs_1), averaging them as one series would blend two workloads;
+            // each step's own count says its workload instead. Where they agree, or none has one, the
+            // steps keep their unknowns (and are counted in the note on unchecked steps).
+            let mut distinct = BTreeMap::new();
+            for f in counts.iter().flatten() {
+                *distinct.entry(*f).or_insert(0) += 1;
+            }
+            if distinct.len() > 1 {
+                out.split.insert(g, distinct);
             }
         }
         out
@@ -120,7 +133,17 @@ impl Series {
         step: &StepSummary,
     ) -> anyhow::Result<SeriesKey> {
         let (mut series, unknown) = stated(given, at, summary, step)?;
-        if unknown && let Some(w) = self.inferred.get(&group(at, &series)) {
+        if !unknown {
+            return Ok(series);
+        }
+        let g = group(at, &series);
+        let own = || workload::infer(series.batch_size, series.mode, series.input_len, &[step.fed()]);
+        let read = match self.inferred.get(&g) {
+            Some(w) => Some(*w),
+            None if self.split.contains_key(&g) => own(),
+            None => None,
+        };
+        if let Some(w) = read {
             series.mode = Some(w.mode);
             series.input_len = w.input_len;
         }
@@ -130,8 +153,9 @@ impl Series {
     /// What was read from the tokens, for the note after the tables: a first line, then one per folder
     /// (its steps counted over all its ranks); `None` when nothing was.
     pub(super) fn note(&self) -> Option<String> {
+        let split = self.split_note();
         if self.inferred.is_empty() {
-            return None;
+            return split;
         }
         let n = self.inferred.len();
         let mut out = format!(
@@ -159,6 +183,38 @@ impl Series {
                 w.steps,
                 plural(w.tokens, "token")
             ));
+        }
+        if let Some(split) = split {
+            out.push('\n');
+            out.push_str(&split);
+        }
+        Some(out)
+    }
+
+    /// The folders whose steps' workloads were read one by one, for the note: what their steps fed.
+    fn split_note(&self) -> Option<String> {
+        if self.split.is_empty() {
+            return None;
+        }
+        let mut out = format!(
+            "note: in {}, the steps fed the model different counts and no count was most steps': each step's \
+             workload was read from its own count (a step of B tokens is B decodes, of k × B tokens B prefills of \
+             k tokens; others stay unchecked):",
+            plural(self.split.len() as u64, "folder")
+        );
+        for ((folder, _), counts) in &self.split {
+            let fed: Vec<String> = counts
+                .iter()
+                .map(|(f, n)| {
+                    let how = match f.sequences {
+                        Some(s) => format!("{s} × {} tokens", f.tokens / s.max(1)),
+                        None => plural(f.tokens, "token"),
+                    };
+                    let passes = if f.passes > 1 { format!(" in {} forward passes", f.passes) } else { String::new() };
+                    format!("{} fed {how}{passes}", plural(*n as u64, "step"))
+                })
+                .collect();
+            out.push_str(&format!("\n  {}: {}", folder.display(), fed.join(", ")));
         }
         Some(out)
     }
