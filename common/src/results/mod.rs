@@ -282,7 +282,10 @@ impl Results {
             return Err(ResultsError::NotResults(dir.to_path_buf()));
         }
         let mut r = Results { dir: dir.to_path_buf(), ..Default::default() };
-        read_table(&steps_path, |row| {
+        let details: Vec<String> = Detail::ALL.iter().map(|c| format!("detail_{}_us", c.name())).collect();
+        let mut steps_columns = vec!["trace", "step", "gpu_busy_us", "gpu_time_us"];
+        steps_columns.extend(details.iter().map(String::as_str));
+        read_table(&steps_path, &steps_columns, |row| {
             r.steps.push(StepRecord {
                 series: row.series()?,
                 trace: row.str("trace")?.to_string(),
@@ -309,7 +312,7 @@ impl Results {
         })?;
         let kernels_path = dir.join("kernels.csv");
         if kernels_path.is_file() {
-            read_table(&kernels_path, |row| {
+            read_table(&kernels_path, &["kernel", "category", "steps", "calls", "mean_us", "std_us"], |row| {
                 r.kernels.push(KernelRecord {
                     series: row.series()?,
                     kernel: row.str("kernel")?.to_string(),
@@ -324,7 +327,7 @@ impl Results {
         }
         let ops_path = dir.join("ops.csv");
         if ops_path.is_file() {
-            read_table(&ops_path, |row| {
+            read_table(&ops_path, &["name", "side", "calls", "steps", "mean_us", "std_us"], |row| {
                 r.ops.push(OpRecord {
                     series: row.series()?,
                     name: row.str("name")?.to_string(),
@@ -347,7 +350,8 @@ impl Results {
         }
         let roofline_path = dir.join("roofline.csv");
         if roofline_path.is_file() {
-            read_table(&roofline_path, |row| {
+            let columns = ["category", "flops_per_step", "bytes_per_step", "time_us_per_step"];
+            read_table(&roofline_path, &columns, |row| {
                 r.roofline.push(RooflineRecord {
                     series: row.series()?,
                     category: row.str("category")?.to_string(),
@@ -515,8 +519,17 @@ impl Row<'_> {
     }
 }
 
-/// Calls `f` on every data row of the CSV file at `path`.
-pub fn read_table(path: &Path, mut f: impl FnMut(&Row<'_>) -> Result<(), ResultsError>) -> Result<(), ResultsError> {
+/// The series columns every table has ([`Row::series`]; `tp` and `rank` are optional).
+const SERIES_COLUMNS: [&str; 5] = ["host", "gpu", "mode", "batch_size", "input_len"];
+
+/// Calls `f` on every data row of the CSV file at `path`, after checking that its header has the series
+/// columns and `required`: a table cut inside its header, or of another kind, is refused even when it
+/// has no row (it was read as a table with nothing in it).
+pub fn read_table(
+    path: &Path,
+    required: &[&str],
+    mut f: impl FnMut(&Row<'_>) -> Result<(), ResultsError>,
+) -> Result<(), ResultsError> {
     let io = |source| ResultsError::Io { path: path.to_path_buf(), source };
     let file = fs::File::open(path).map_err(io)?;
     let mut rd = csv::ReaderBuilder::new().from_reader(std::io::BufReader::new(file));
@@ -524,6 +537,13 @@ pub fn read_table(path: &Path, mut f: impl FnMut(&Row<'_>) -> Result<(), Results
         |line: u64, e: csv::Error| ResultsError::Table { path: path.to_path_buf(), line, message: e.to_string() };
     let headers: BTreeMap<String, usize> =
         rd.headers().map_err(|e| table(1, e))?.iter().enumerate().map(|(i, h)| (h.to_string(), i)).collect();
+    if let Some(col) = SERIES_COLUMNS.iter().chain(required).find(|c| !headers.contains_key(**c)) {
+        return Err(ResultsError::Table {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!("no column `{col}` in the header"),
+        });
+    }
     let mut record = csv::StringRecord::new();
     let mut line = 1;
     loop {
@@ -572,15 +592,38 @@ mod tests {
         }
     }
 
+    /// A steps.csv header with every required column, then `rows`.
+    fn steps_csv(rows: &str) -> String {
+        let mut d = String::from("host,gpu,mode,batch_size,input_len,trace,step,gpu_busy_us,gpu_time_us");
+        for c in Detail::ALL {
+            d.push_str(&format!(",detail_{}_us", c.name()));
+        }
+        format!("{d}\n{rows}")
+    }
+
     #[test]
     fn a_bad_number_names_the_file_line_and_column() {
         let dir = tempfile::tempdir().expect("tempdir");
-        fs::write(
-            dir.path().join("steps.csv"),
-            "host,gpu,mode,batch_size,input_len,trace,step,gpu_busy_us,gpu_time_us\nh,g,decode,x1,128,t,0,1,1\n",
-        )
-        .expect("write");
+        fs::write(dir.path().join("steps.csv"), steps_csv("h,g,decode,x1,128,t,0,1,1,1,1,1,1,1,1,1\n")).expect("write");
         let e = Results::read(dir.path()).expect_err("bad batch size").to_string();
         assert!(e.contains("steps.csv, line 2") && e.contains("`batch_size`") && e.contains("x1"), "{e}");
+    }
+
+    #[test]
+    fn a_table_cut_inside_its_header_is_refused_even_without_rows() {
+        // The first 600 bytes of a real steps.csv: a header that ends inside the detail columns. It was read
+        // as a table of no rows (a report of nothing, exit 0).
+        let full = steps_csv("");
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("steps.csv"), &full[..full.find("detail_rope").expect("column") + 6]).expect("write");
+        let e = Results::read(dir.path()).expect_err("cut header").to_string();
+        assert!(e.contains("steps.csv, line 1") && e.contains("no column `detail_rope_us` in the header"), "{e}");
+        // The whole header and no row: nothing wrong with it.
+        fs::write(dir.path().join("steps.csv"), &full).expect("write");
+        assert!(Results::read(dir.path()).expect("a header alone").steps.is_empty());
+        // Another table's header where kernels.csv should be.
+        fs::write(dir.path().join("kernels.csv"), "host,gpu,mode,batch_size,input_len,name\n").expect("write");
+        let e = Results::read(dir.path()).expect_err("not kernels").to_string();
+        assert!(e.contains("kernels.csv, line 1") && e.contains("no column `kernel`"), "{e}");
     }
 }
