@@ -446,7 +446,9 @@ fn graph_replays_take_the_ops_of_an_eager_reference_step() {
 }
 
 /// `coord ingest INPUT --graph-reference` the eager decode trace `--out OUT`, which must succeed; its stderr.
-fn ingest_with_eager_reference(input: &Path, out: &Path) -> String {
+/// `coord ingest INPUT --graph-reference (the eager trace) --out OUT`, which must succeed (`ok`) or fail;
+/// its stderr.
+fn ingest_with_eager_reference(input: &Path, out: &Path, ok: bool) -> String {
     let o = Command::new(bin("coord"))
         .arg("ingest")
         .arg(input)
@@ -457,7 +459,7 @@ fn ingest_with_eager_reference(input: &Path, out: &Path) -> String {
         .output()
         .expect("run coord");
     let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "{stderr}");
+    assert_eq!(o.status.success(), ok, "{stderr}");
     stderr
 }
 
@@ -465,7 +467,7 @@ fn ingest_with_eager_reference(input: &Path, out: &Path) -> String {
 fn ingest_with_a_graph_reference_reports_graph_against_eager_per_category() {
     let tmp = tempfile::tempdir().expect("tmp");
     let out = tmp.path().join("g");
-    let stderr = ingest_with_eager_reference(&fixture(GRAPHS), &out);
+    let stderr = ingest_with_eager_reference(&fixture(GRAPHS), &out, true);
     // One replayed kernel of 196 per step is unattributed, and that is said.
     assert!(
         stderr.contains("kernels under graph replays: not attributed (3 of 3 steps, 0% of their GPU time"),
@@ -623,7 +625,9 @@ fn steps_of_another_batch_get_that_warning_only_and_no_graph_comparison() {
     let src = trace_in(GRAPHS);
     std::fs::copy(&src, logs.join(src.file_name().expect("name"))).expect("copy");
     let out = tmp.path().join("out");
-    let stderr = ingest_with_eager_reference(&tmp.path().join("in"), &out);
+    // Every step left out: the tables are written and the command fails, saying so.
+    let stderr = ingest_with_eager_reference(&tmp.path().join("in"), &out, false);
+    assert!(stderr.contains("the seed tables") && stderr.contains("hold no row"), "{stderr}");
     assert!(stderr.contains("3 of 3 steps ran another batch than the series'"), "{stderr}");
     assert!(!stderr.contains("not attributed"), "{stderr}");
     assert!(!stderr.contains("`others` holds"), "{stderr}");

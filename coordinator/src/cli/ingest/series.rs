@@ -105,9 +105,10 @@ impl Series {
                 out.inferred.insert(g, w);
                 continue;
             }
-            // No count is most steps': where the steps that have one disagree (two prefills and two
-            // decodes of batch 1 in one logs_1), averaging them as one series would blend two workloads;
-            // each step's own count says its workload instead. Where they agree, or none has one, the
+            // No count gives the folder's workload (none is most steps', or the one that is is not batch
+            // B's): where the steps that have one disagree (two prefills and two decodes of batch 1 in one
+            // logs_1), averaging them as one series would blend two workloads; each step's own count says
+            // its workload instead. Where they agree, or none has one, the
             // steps keep their unknowns (and are counted in the note on unchecked steps).
             let mut distinct = BTreeMap::new();
             for f in counts.iter().flatten() {
@@ -197,8 +198,8 @@ impl Series {
             return None;
         }
         let mut out = format!(
-            "note: in {}, the steps fed the model different counts and no count was most steps': each step's \
-             workload was read from its own count (a step of B tokens is B decodes, of k × B tokens B prefills of \
+            "note: in {}, the steps fed the model different counts and none of them gave the folder's workload: \
+             each step's workload was read from its own count (a step of B tokens is B decodes, of k × B tokens B prefills of \
              k tokens; others stay unchecked):",
             plural(self.split.len() as u64, "folder")
         );
