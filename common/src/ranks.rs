@@ -65,7 +65,8 @@ pub struct MergedStep {
     pub ranks: Vec<RankSplit>,
     /// Whether the collectives could be matched (same count on every rank); without it the wait is 0.
     pub split: bool,
-    /// Split, and the clock check passed: the step counts in the seed tables. Otherwise the merged row
+    /// Split, some rank ran a collective (tensor parallelism), and the clock check passed: the step counts
+    /// in the seed tables. Otherwise the merged row
     /// is written, a problem says why, and the seed tables leave it out.
     pub trusted: bool,
     /// The median over the step's collectives of the spread of the ranks' end times, ns (the clock check).
@@ -233,7 +234,20 @@ fn merge_step(
     // collective can end apart on its own: NCCL's all-gather of the logits ends up to tens of µs apart).
     spreads.sort_unstable();
     let end_skew = spreads.get(spreads.len() / 2).copied().unwrap_or(0);
-    if split {
+    // The ranks of a tensor-parallel step exchange partial results in every layer; ranks that ran no
+    // collective at all are of another kind of job (data-parallel ranks serving their own batches, or
+    // pipeline stages without NCCL between them), whose slowest rank is not the step's cost.
+    let communicated = at.iter().any(|(_, _, r)| r.collective_activities > 0 || !r.collectives.is_empty());
+    if !communicated {
+        problems.push((
+            series.clone(),
+            format!(
+                "{what}: step {i}: no rank ran a collective kernel: not a tensor-parallel step (its ranks all-reduce \
+                 every layer); data-parallel ranks or pipeline stages are not one step (the step is left out of the \
+                 seed tables)"
+            ),
+        ));
+    } else if split {
         if end_skew > CLOCK_SKEW_LIMIT_NS {
             problems.push((
                 series.clone(),
@@ -272,7 +286,7 @@ fn merge_step(
         ranks,
         split,
         end_skew,
-        trusted: split && end_skew <= CLOCK_SKEW_LIMIT_NS,
+        trusted: communicated && split && end_skew <= CLOCK_SKEW_LIMIT_NS,
     }
 }
 
@@ -354,6 +368,21 @@ mod tests {
         assert_eq!(m.steps[0].end_skew, 150_000);
         assert!(m.steps[0].ranks.iter().all(|r| r.wait == 0));
         assert_eq!(m.problems.len(), 1, "{:?}", m.problems);
+    }
+
+    #[test]
+    fn ranks_that_ran_no_collective_are_not_merged_as_tensor_parallel() {
+        // Two ranks of world size 2 with no collective kernel: data-parallel ranks (or pipeline stages),
+        // not one step. Their slowest rank was taken as the step's cost without a word.
+        let series =
+            SeriesKey { host: "h".into(), gpu: "g".into(), mode: None, batch_size: 1, input_len: 0, tp: 2, rank: 0 };
+        let mut agg = Aggregate::default();
+        agg.steps.insert((series.clone(), "d/rank0.json".into(), 0), row(0, 1000, &[]));
+        agg.steps.insert((SeriesKey { rank: 1, ..series.clone() }, "d/rank1.json".into(), 0), row(5, 900, &[]));
+        let m = merge(&agg);
+        assert!(!m.steps[0].trusted);
+        assert_eq!(m.problems.len(), 1, "{:?}", m.problems);
+        assert!(m.problems[0].1.contains("step 0: no rank ran a collective kernel"), "{:?}", m.problems);
     }
 
     #[test]
