@@ -383,11 +383,11 @@ impl Trace {
     pub fn read(reader: &mut TraceReader, limits: &ReadLimits) -> Result<Self, TraceError> {
         let (mut t, scanned) = Self::read_part(reader, limits, Part::default())?;
         check_document(reader.file(), &scanned, t.meta.event_count)?;
-        check_times(reader.file(), &t)?;
         // The vectors grew by doubling: up to half of their room is unused, and the link and table
         // stages allocate their own per-event vectors next (peak memory is reached there).
         t.events.shrink_to_fit();
         t.work.0.shrink_to_fit();
+        check_times(reader.file(), &t)?;
         Ok(t)
     }
 
