@@ -88,8 +88,9 @@ impl Category {
     }
 }
 
-/// Folds a 64-bit id into 32 bits (0 stays "absent"): equal ids stay equal, and two ids of one trace
-/// collide only if they differ by a multiple of 2^32 - 1, which no real trace comes near. It keeps
+/// Folds a 64-bit id into 32 bits (0 stays "absent"): equal ids stay equal, and two positive ids of one
+/// trace collide only if they differ by a multiple of 2^32 - 1, which no real trace comes near. A negative
+/// id (which no profiler writes) folds as its magnitude: -5 and 5 collide. It keeps
 /// [`Event`] at 40 bytes, which is most of the engine's memory on large traces.
 pub fn fold_id(id: i64) -> u32 {
     if id == 0 {
