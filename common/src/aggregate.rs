@@ -274,7 +274,9 @@ fn fed_mismatch(series: &SeriesKey, step_name: &str, fed: Fed) -> Option<String>
     let step = if step_name.is_empty() { "the step".to_string() } else { format!("step {step_name}") };
     if fed.passes > 1 {
         return Some(format!(
-            "{step} holds {} forward passes of the model ({} calls of its token embedding, {tokens} tokens in all),              not one (steps outside every step annotation, or whose annotation the step pattern does not match,              fold into the step beside them)",
+            "{step} holds {} forward passes of the model ({} calls of its token embedding, {tokens} tokens in all), \
+             not one (steps outside every step annotation, or whose annotation the step pattern does not match, \
+             fold into the step beside them)",
             fed.passes, fed.passes
         ));
     }

@@ -355,9 +355,13 @@ mod tests {
         // Two forward passes of 8 decodes in one step feed 16 tokens of 16 sequences: not a step of 16
         // decodes, whatever the counts say.
         let two_passes = Some(Fed { tokens: 16, sequences: Some(16), passes: 2 });
-        assert!(
-            batch_mismatch(&series("decode", 16, 0), "s", None, two_passes)
-                .is_some_and(|w| w.starts_with("step s holds 2 forward passes of the model"))
+        assert_eq!(
+            batch_mismatch(&series("decode", 16, 0), "s", None, two_passes).as_deref(),
+            Some(
+                "step s holds 2 forward passes of the model (2 calls of its token embedding, 16 tokens in all), not \
+                 one (steps outside every step annotation, or whose annotation the step pattern does not match, fold \
+                 into the step beside them)"
+            )
         );
         assert!(batch_mismatch(&u, "", None, two_passes).is_some());
     }
