@@ -353,8 +353,9 @@ fn a_trace_given_twice_is_read_once() {
     let o = coord(&["ingest", &d, &d, &f, "--out", &out.to_string_lossy()]);
     let err = stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("ingested 3 traces, 3 steps (4 files skipped)"), "{err}");
-    assert_eq!(err.matches(": the same file as ").count(), 4, "{err}");
+    // trace_0 is reached three times: listed and counted once among the files skipped.
+    assert!(err.contains("ingested 3 traces, 3 steps (3 files skipped)"), "{err}");
+    assert_eq!(err.matches(": the same file as ").count(), 3, "{err}");
     let ops = std::fs::read_to_string(out.join("ops.csv")).expect("ops.csv");
     let rows = csv_rows(&ops);
     let col = |name: &str| rows[0].iter().position(|h| h == name).expect(name);
@@ -858,4 +859,21 @@ fn a_folder_of_as_many_decodes_as_prefills_reads_each_steps_workload_from_its_ow
         assert_same_files(&out_mixed.join(mode), &out_apart.join(mode), &["op_times.tsv", "op_times_detailed.tsv"]);
     }
     assert_same_files(&out_mixed, &out_apart, &["kernels.csv", "ops.csv"]);
+}
+
+#[test]
+fn a_trace_that_recorded_no_event_is_refused_not_counted() {
+    // {"traceEvents": []}: `coord analyze` refused it, `coord ingest` counted it as a step without GPU
+    // activity in a series of its own (GPU unknown).
+    let (tree, _) = two_trees("decode/logs_8", "decode/logs_8", 1);
+    let dir = tree.path().join("decode/logs_8");
+    std::fs::write(dir.join("trace_9.json"), r#"{"traceEvents": []}"#).expect("write");
+    let (o, _) = ingest(tree.path(), &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("1 of 2 traces could not be counted"), "{err}");
+    assert!(err.contains("trace_9.json: the trace holds no events (traceEvents is empty): nothing to count"), "{err}");
+    let (o, out) = ingest(tree.path(), &["--keep-going"]);
+    assert!(!o.status.success(), "{}", stderr(&o));
+    assert_eq!(steps(&out).len(), 1, "only the real trace's step is listed");
 }

@@ -189,7 +189,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             Err(e) => errors.push(e.to_string()),
         }
     }
+    // A file reached more than once (a folder given beside one inside it) is listed, and counted, once:
+    // the summary counts files, not the ways to them.
     skipped.sort();
+    skipped.dedup_by(|later, first| later.0 == first.0);
     for (f, why) in &skipped {
         eprintln!("skipped {}: {why}", f.display());
     }
@@ -394,6 +397,11 @@ fn add_trace(
     job: &Job,
     summary: &TraceSummary,
 ) -> anyhow::Result<()> {
+    // A profile that recorded nothing is refused as `coord analyze` refuses it: counted, it would be a
+    // step of no GPU activity in a series of its own.
+    if summary.events == 0 {
+        bail!("{}: the trace holds no events (traceEvents is empty): nothing to count", job.path.display());
+    }
     let name = job.path.strip_prefix(&job.root).unwrap_or(&job.path).display().to_string();
     for step in &summary.steps {
         agg.add_step(&series.of(given, job.at(), summary, step)?, &name, step);
