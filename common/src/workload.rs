@@ -67,12 +67,18 @@ pub fn infer(batch: u32, mode: Option<Mode>, input_len: u32, fed: &[Option<Fed>]
     Some(Inferred { mode, input_len, tokens: c, agreeing, steps: fed.len() })
 }
 
-/// The value held by more than half of `v` (entries without one among them), and how many hold it.
-fn majority(v: &[Option<Fed>]) -> Option<(Fed, usize)> {
-    let mut counts = std::collections::BTreeMap::<Fed, usize>::new();
-    for &x in v.iter().flatten() {
+/// The distinct inputs of `fed`, each with the number of steps that fed it (steps without one left out).
+pub fn tally(fed: &[Option<Fed>]) -> std::collections::BTreeMap<Fed, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for &x in fed.iter().flatten() {
         *counts.entry(x).or_default() += 1;
     }
+    counts
+}
+
+/// The value held by more than half of `v` (entries without one among them), and how many hold it.
+fn majority(v: &[Option<Fed>]) -> Option<(Fed, usize)> {
+    let counts = tally(v);
     let (&value, &n) = counts.iter().max_by_key(|(_, n)| **n)?;
     (2 * n > v.len()).then_some((value, n))
 }

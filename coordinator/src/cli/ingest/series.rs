@@ -108,12 +108,9 @@ impl Series {
             // No count gives the folder's workload (none is most steps', or the one that is is not batch
             // B's): where the steps that have one disagree (two prefills and two decodes of batch 1 in one
             // logs_1), averaging them as one series would blend two workloads; each step's own count says
-            // its workload instead. Where they agree, or none has one, the
-            // steps keep their unknowns (and are counted in the note on unchecked steps).
-            let mut distinct = BTreeMap::new();
-            for f in counts.iter().flatten() {
-                *distinct.entry(*f).or_insert(0) += 1;
-            }
+            // its workload instead. Where they agree, or none has one, the steps keep their unknowns (and
+            // are counted in the note on unchecked steps).
+            let distinct = workload::tally(&counts);
             if distinct.len() > 1 {
                 out.split.insert(g, distinct);
             }
